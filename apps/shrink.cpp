@@ -1,0 +1,188 @@
+// The shrink command line: one subcommand per job. User errors print one line and exit 2.
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <iostream>
+#include <map>
+#include <optional>
+
+#include "common/error.h"
+#include "train/checkpoint.h"
+#include "train/evaluate.h"
+#include "train/trainer.h"
+
+namespace shrink {
+namespace {
+
+const char* kUsage = R"(shrink: make models small and fast, and ship them
+
+usage: shrink COMMAND [options]
+
+commands:
+  train --config FILE [--key=value ...]   train a model (--resume, --overwrite, --out DIR)
+  eval --checkpoint C [--data PATH]       accuracy and loss of a checkpoint on a test split
+  data info PATH                          shapes, dtypes and class counts of a dataset
+  model info SPEC [--input C,H,W] [--classes N]
+                                          layers, output shapes, params and MACs
+  COMMAND --help                          the command's options
+
+Exit codes: 0 success, 2 a user error (message says what and where), 1 a bug.
+)";
+
+// Splits the words after the command into the flags a command knows (--name or --name VALUE)
+// and everything else (config keys, passed on to Config).
+struct Args {
+  std::map<std::string, std::string> flags;
+  std::vector<std::string> keys, positional;
+};
+
+Args split_args(int argc, char** argv, int first, const std::map<std::string, bool>& known /* name -> takes value */) {
+  Args a;
+  for (int i = first; i < argc; ++i) {
+    std::string w = argv[i];
+    if (w.rfind("--", 0) != 0) {
+      a.positional.push_back(w);
+      continue;
+    }
+    std::string name = w.substr(2), value;
+    size_t eq = name.find('=');
+    if (eq != std::string::npos) value = name.substr(eq + 1), name = name.substr(0, eq);
+    auto it = known.find(name);
+    if (it == known.end()) {
+      a.keys.push_back(w);
+      if (eq == std::string::npos && i + 1 < argc && std::string(argv[i + 1]).rfind("--", 0) != 0) a.keys.push_back(argv[++i]);
+      continue;
+    }
+    if (it->second && eq == std::string::npos) {
+      if (i + 1 >= argc) throw UserError(fmt::format("--{} needs a value", name));
+      value = argv[++i];
+    }
+    a.flags[name] = value;
+  }
+  return a;
+}
+
+std::optional<std::string> flag(const Args& a, const std::string& name) {
+  auto it = a.flags.find(name);
+  if (it == a.flags.end()) return std::nullopt;
+  return it->second;
+}
+
+int cmd_train(int argc, char** argv) {
+  Args a = split_args(argc, argv, 2, {{"config", true}, {"resume", false}, {"overwrite", false}, {"out", true}, {"help", false}});
+  po::options_description keys("train keys (section.key; in the INI file as [section] key = value)");
+  add_train_options(keys);
+  if (flag(a, "help")) {
+    std::cout << "usage: shrink train --config FILE [--section.key=value ...] [--out DIR] [--resume] [--overwrite]\n\n" << keys << "\n";
+    return 0;
+  }
+  if (!a.positional.empty()) throw UserError(fmt::format("train: unexpected argument '{}'", a.positional[0]));
+  if (auto out = flag(a, "out")) a.keys.push_back("--job.out=" + *out);
+  std::string file = flag(a, "config").value_or("");
+  // `--resume --out DIR` alone continues the run with the config it saved.
+  if (file.empty() && flag(a, "resume") && flag(a, "out")) file = *flag(a, "out") + "/config.ini";
+  if (file.empty()) throw UserError("train: --config FILE is required (see shrink train --help)");
+  Config config = Config::load(keys, file, a.keys);
+  JobConfig job = read_job_config(config);
+  RunOptions options;
+  options.resume = flag(a, "resume").has_value();
+  options.overwrite = flag(a, "overwrite").has_value();
+  run_train_job(job, options);
+  return 0;
+}
+
+int cmd_eval(int argc, char** argv) {
+  Args a = split_args(argc, argv, 2, {{"checkpoint", true}, {"data", true}, {"threads", true}, {"help", false}});
+  po::options_description keys("data keys");
+  add_train_options(keys);
+  if (flag(a, "help")) {
+    std::cout << "usage: shrink eval --checkpoint C [--data PATH] [--data.key=value ...] [--threads N]\n"
+                 "Evaluates on the test split of the data the checkpoint was trained on, or of PATH.\n";
+    return 0;
+  }
+  auto path = flag(a, "checkpoint");
+  if (!path) throw UserError("eval: --checkpoint C is required");
+  torch::set_num_threads(resolve_threads(flag(a, "threads") ? std::stoll(*flag(a, "threads")) : 0));
+  nlohmann::json meta;
+  SpecNet model = load_model(*path, &meta);
+  if (auto data = flag(a, "data")) a.keys.push_back("--data.path=" + *data);
+  // The data settings saved with the checkpoint, overridden by the command line.
+  Config config = Config::layered(keys, meta.value("config", std::string()), *path + " (saved config)", a.keys);
+  JobConfig job = read_job_config(config);
+  Data data = open_data(job.data);
+  if (data.shape != model->spec().input || data.classes != model->spec().classes)
+    throw UserError(fmt::format("eval: the data has examples of {} and {} classes; the model expects {} and {}", shape_string(data.shape),
+                                data.classes, shape_string(model->spec().input), model->spec().classes));
+  Augment norm;
+  norm.mean = meta.value("mean", std::vector<float>{});
+  norm.std = meta.value("std", std::vector<float>{});
+  EvalResult r = evaluate(model, data.test, norm, 512);
+  std::cout << fmt::format("{}: test accuracy {:.2f}% ({} examples), loss {:.4f}\n", *path, 100 * r.accuracy, r.count, r.loss);
+  for (size_t c = 0; c < r.count_per_class.size(); ++c)
+    std::cout << fmt::format("  class {}: {:.2f}% of {}\n", c, r.count_per_class[c] ? 100.0 * r.correct_per_class[c] / r.count_per_class[c] : 0.0,
+                             r.count_per_class[c]);
+  return 0;
+}
+
+int cmd_data(int argc, char** argv) {
+  if (argc < 4 || std::string(argv[2]) != "info") throw UserError("usage: shrink data info PATH");
+  std::cout << describe_data(argv[3]);
+  return 0;
+}
+
+int cmd_model(int argc, char** argv) {
+  if (argc < 4 || std::string(argv[2]) != "info") throw UserError("usage: shrink model info SPEC [--input C,H,W] [--classes N]");
+  Args a = split_args(argc, argv, 4, {{"input", true}, {"classes", true}});
+  if (!a.keys.empty()) throw UserError(fmt::format("model info: unknown option '{}'", a.keys[0]));
+  std::vector<int64_t> input = parse_shape(flag(a, "input").value_or("1,16,16"));
+  int64_t classes = 10;
+  if (auto c = flag(a, "classes")) {
+    try {
+      classes = std::stoll(*c);
+    } catch (const std::exception&) {
+      throw UserError(fmt::format("--classes {}: not a number", *c));
+    }
+  }
+  ModelSpec spec = parse_spec(argv[3], input, classes);
+  auto info = analyze(spec);
+  std::cout << fmt::format("{:<12} {:<8} {:<14} {:<14} {:>10} {:>12}\n", "layer", "type", "input", "output", "params", "MACs");
+  int64_t params = 0, macs = 0;
+  for (size_t i = 0; i < info.size(); ++i) {
+    const Layer& L = spec.layers[i];
+    std::cout << fmt::format("{:<12} {:<8} {:<14} {:<14} {:>10} {:>12}\n", L.name, L.depthwise ? "dwconv" : layer_type_name(L.type),
+                             shape_string(info[i].in_shape), shape_string(info[i].out_shape), info[i].params, info[i].macs);
+    params += info[i].params;
+    macs += info[i].macs;
+  }
+  std::cout << fmt::format("{:<12} {:<8} {:<14} {:<14} {:>10} {:>12}\n", "total", "", shape_string(input), "", params, macs);
+  std::cout << "spec: " << spec.to_string() << "\n";
+  return 0;
+}
+
+int dispatch(int argc, char** argv) {
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h" || std::string(argv[1]) == "help") {
+    std::cout << kUsage;
+    return argc < 2 ? 2 : 0;
+  }
+  std::string cmd = argv[1];
+  if (cmd == "train") return cmd_train(argc, argv);
+  if (cmd == "eval") return cmd_eval(argc, argv);
+  if (cmd == "data") return cmd_data(argc, argv);
+  if (cmd == "model") return cmd_model(argc, argv);
+  throw UserError(fmt::format("unknown command '{}' (see shrink --help)", cmd));
+}
+
+}  // namespace
+}  // namespace shrink
+
+int main(int argc, char** argv) {
+  try {
+    return shrink::dispatch(argc, argv);
+  } catch (const shrink::UserError& e) {
+    std::cerr << "error: " << e.what() << std::endl;
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "internal error (a bug; please report): " << e.what() << std::endl;
+    return 1;
+  }
+}

@@ -1,0 +1,1 @@
+// Exists only so CMake has something to attach the shared precompiled header to.

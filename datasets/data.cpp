@@ -1,0 +1,156 @@
+#include "datasets/data.h"
+
+#include <fmt/format.h>
+
+#include <filesystem>
+
+#include "common/error.h"
+#include "datasets/formats.h"
+
+namespace shrink {
+namespace fs = std::filesystem;
+namespace {
+
+std::string find_file(const std::string& dir, const std::vector<std::string>& names) {
+  for (const auto& n : names) {
+    fs::path p = fs::path(dir) / n;
+    if (fs::is_regular_file(p)) return p.string();
+  }
+  throw UserError(fmt::format("data.path = {}: none of {} found", dir, fmt::join(names, ", ")));
+}
+
+std::pair<std::shared_ptr<Source>, std::shared_ptr<Source>> open_splits(const DataConfig& c) {
+  if (c.source == "synthetic") {
+    SyntheticOptions o;
+    if (!c.shape.empty()) o.shape = c.shape;
+    if (o.shape.size() != 3) throw UserError("data.shape must be C,H,W for synthetic data");
+    o.classes = c.classes;
+    o.train = c.synthetic_train;
+    o.test = c.synthetic_test;
+    o.seed = c.seed;
+    return {make_synthetic(o, false), make_synthetic(o, true)};
+  }
+  if (c.path.empty()) throw UserError(fmt::format("data.path is empty (needed for data.source = {})", c.source));
+  if (!fs::exists(c.path)) throw UserError(fmt::format("data.path = {}: no such file or folder", c.path));
+  if (c.source == "hdf5") return {open_hdf5(c.path, c.train_split, c.shape, c.in_memory), open_hdf5(c.path, c.test_split, c.shape, c.in_memory)};
+  if (c.source == "idx") {
+    auto train = read_idx(find_file(c.path, {"train-images-idx3-ubyte", "train-images-idx3-ubyte.gz", "train-images.idx3-ubyte"}),
+                          find_file(c.path, {"train-labels-idx1-ubyte", "train-labels-idx1-ubyte.gz", "train-labels.idx1-ubyte"}));
+    auto test = read_idx(find_file(c.path, {"t10k-images-idx3-ubyte", "t10k-images-idx3-ubyte.gz", "t10k-images.idx3-ubyte"}),
+                         find_file(c.path, {"t10k-labels-idx1-ubyte", "t10k-labels-idx1-ubyte.gz", "t10k-labels.idx1-ubyte"}));
+    return {train, test};
+  }
+  if (c.source == "cifar10") {
+    std::vector<std::string> train_files;
+    for (int i = 1; i <= 5; ++i) {
+      fs::path p = fs::path(c.path) / fmt::format("data_batch_{}.bin", i);
+      if (fs::is_regular_file(p)) train_files.push_back(p.string());
+    }
+    if (train_files.empty()) throw UserError(fmt::format("data.path = {}: no data_batch_N.bin files", c.path));
+    return {read_cifar10(train_files), read_cifar10({find_file(c.path, {"test_batch.bin"})})};
+  }
+  throw UserError(fmt::format("data.source = {}: unknown (expected hdf5, idx, cifar10 or synthetic)", c.source));
+}
+
+// Reads the whole source in chunks once: checks values and labels, and sums per-channel moments.
+void check_and_measure(const Source& s, int64_t classes, std::vector<double>* sum, std::vector<double>* sq, int64_t* count) {
+  const int64_t chunk = 4096;
+  for (int64_t start = 0; start < s.size(); start += chunk) {
+    torch::Tensor x, y;
+    int64_t n = std::min(chunk, s.size() - start);
+    s.read_range(start, n, x, y);
+    validate_examples(x, y, classes, s.describe(), start);
+    if (!sum) continue;
+    auto per_channel = x.dim() >= 3 ? x.transpose(0, 1).reshape({x.size(1), -1}).to(torch::kFloat64) : x.reshape({1, -1}).to(torch::kFloat64);
+    auto s1 = per_channel.sum(1), s2 = per_channel.pow(2).sum(1);
+    sum->resize(s1.size(0), 0.0);
+    sq->resize(s1.size(0), 0.0);
+    for (int64_t c = 0; c < s1.size(0); ++c) {
+      (*sum)[c] += s1[c].item<double>();
+      (*sq)[c] += s2[c].item<double>();
+    }
+    *count += per_channel.size(1);
+  }
+}
+
+}  // namespace
+
+Data open_data(const DataConfig& c) {
+  if (c.classes < 2) throw UserError(fmt::format("data.classes = {}: need at least 2", c.classes));
+  auto [train, test] = open_splits(c);
+  if (train->shape() != test->shape())
+    throw UserError(fmt::format("train examples are {} but test examples are {}", shape_string(train->shape()), shape_string(test->shape())));
+  Data d;
+  d.shape = train->shape();
+  d.classes = c.classes;
+  d.test = test;
+  bool compute = c.normalize == "dataset";
+  std::vector<double> sum, sq;
+  int64_t count = 0;
+  check_and_measure(*train, c.classes, compute ? &sum : nullptr, compute ? &sq : nullptr, &count);
+  check_and_measure(*test, c.classes, nullptr, nullptr, &count);
+  if (train->size() == 0 || test->size() == 0) throw UserError("the dataset has an empty train or test split");
+  if (compute) {
+    for (size_t ch = 0; ch < sum.size(); ++ch) {
+      double mean = sum[ch] / count, var = sq[ch] / count - mean * mean;
+      d.mean.push_back(static_cast<float>(mean));
+      d.std.push_back(static_cast<float>(std::sqrt(std::max(var, 1e-12))));
+    }
+  } else if (c.normalize == "fixed") {
+    int64_t channels = d.shape.size() == 3 ? d.shape[0] : 1;
+    if (static_cast<int64_t>(c.mean.size()) != channels || static_cast<int64_t>(c.std.size()) != channels)
+      throw UserError(fmt::format("data.mean and data.std need {} values (one per channel)", channels));
+    for (int64_t ch = 0; ch < channels; ++ch) {
+      if (!(c.std[ch] > 0)) throw UserError("data.std values must be positive");
+      d.mean.push_back(static_cast<float>(c.mean[ch]));
+      d.std.push_back(static_cast<float>(c.std[ch]));
+    }
+  } else if (c.normalize != "none") {
+    throw UserError(fmt::format("data.normalize = {}: unknown (expected none, fixed or dataset)", c.normalize));
+  }
+  if (c.val_split < 0 || c.val_split >= 1) throw UserError(fmt::format("data.val_split = {}: must be in [0, 1)", c.val_split));
+  if (c.val_split > 0) {
+    // A seeded permutation decides which examples are held out; the same seed, the same split.
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(c.seed + 12345);
+    auto perm = torch::randperm(train->size(), gen, torch::kInt64);
+    int64_t n_val = std::max<int64_t>(1, static_cast<int64_t>(c.val_split * train->size()));
+    std::vector<int64_t> all(perm.data_ptr<int64_t>(), perm.data_ptr<int64_t>() + train->size());
+    std::vector<int64_t> val_idx(all.end() - n_val, all.end()), train_idx(all.begin(), all.end() - n_val);
+    std::sort(val_idx.begin(), val_idx.end());
+    std::sort(train_idx.begin(), train_idx.end());
+    d.val = std::make_shared<SubsetSource>(train, val_idx, train->describe() + " (validation part)");
+    d.train = std::make_shared<SubsetSource>(train, train_idx, train->describe() + " (training part)");
+  } else {
+    d.train = train;
+  }
+  return d;
+}
+
+std::string describe_data(const std::string& path) {
+  if (!fs::exists(path)) throw UserError(fmt::format("{}: no such file or folder", path));
+  if (fs::is_directory(path)) {
+    std::string out;
+    for (const auto& entry : fs::directory_iterator(path)) {
+      std::string name = entry.path().filename().string();
+      if (name.find("idx") != std::string::npos || name.find(".bin") != std::string::npos) out += describe_data(entry.path().string());
+    }
+    if (out.empty()) throw UserError(fmt::format("{}: no IDX or CIFAR-10 files in this folder", path));
+    return out;
+  }
+  std::string ext = fs::path(path).extension().string();
+  if (ext == ".h5" || ext == ".hdf5" || ext == ".he5") return fmt::format("{} (HDF5)\n{}", path, describe_hdf5(path));
+  if (ext == ".bin") {
+    auto s = read_cifar10({path});
+    auto counts = class_counts(*s, 10);
+    return fmt::format("{} (CIFAR-10 binary): {} examples of 3x32x32 uint8, class counts {}\n", path, s->size(), fmt::join(counts, " "));
+  }
+  auto t = read_idx_tensor(path);
+  std::string out = fmt::format("{} (IDX): {} {}", path, shape_string(t.sizes().vec()), c10::toString(t.scalar_type()));
+  if (t.dim() == 1 && !t.is_floating_point()) {
+    auto counts = torch::bincount(t.to(torch::kInt64).clamp_min(0));
+    out += fmt::format(", class counts {}", fmt::join(std::vector<int64_t>(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + counts.numel()), " "));
+  }
+  return out + "\n";
+}
+
+}  // namespace shrink

@@ -1,0 +1,37 @@
+// Readers for each data format. Each returns a Source with data as float32 [N,C,H,W]
+// (uint8 data scaled to [0,1]) and int64 labels; problems are UserErrors naming the file.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "datasets/source.h"
+
+namespace shrink {
+
+// HDF5: `group` holds `data` (float32 or uint8, [N,F] or [N,C,H,W]) and `target` (integers, [N]).
+// `shape` (C,H,W) reshapes [N,F] data; empty keeps the file's shape ([N,F] becomes F features).
+// With in_memory=false examples are read from the file batch by batch (hyperslabs).
+std::shared_ptr<Source> open_hdf5(const std::string& path, const std::string& group, const std::vector<int64_t>& shape, bool in_memory);
+// A description of every group with data/target in the file (for `shrink data info`).
+std::string describe_hdf5(const std::string& path);
+
+// IDX (MNIST family), gzip'd or raw: images [N,H,W] or [N,H,W,C]... as [N,1,H,W]; labels [N].
+std::shared_ptr<MemorySource> read_idx(const std::string& images_path, const std::string& labels_path);
+// One IDX file as a tensor of its own dtype (exposed for tests and `data info`).
+torch::Tensor read_idx_tensor(const std::string& path);
+
+// CIFAR-10 binary batches: records of 1 label byte + 3072 pixel bytes (3x32x32).
+std::shared_ptr<MemorySource> read_cifar10(const std::vector<std::string>& files);
+
+// The built-in synthetic image dataset: class prototypes made of random blobs, shown shifted,
+// rescaled, mixed with another class and noisy. The same seed gives the same examples.
+struct SyntheticOptions {
+  std::vector<int64_t> shape{1, 16, 16};
+  int64_t classes = 10;
+  int64_t train = 4000, test = 1000;
+  uint64_t seed = 0;
+};
+std::shared_ptr<MemorySource> make_synthetic(const SyntheticOptions& options, bool test_split);
+
+}  // namespace shrink

@@ -1,0 +1,150 @@
+#include "datasets/loader.h"
+
+#include <fmt/format.h>
+
+#include <numeric>
+
+#include "common/error.h"
+
+namespace shrink {
+
+torch::Tensor random_shift(const torch::Tensor& x, int64_t pad, at::Generator& gen) {
+  if (pad <= 0) return x;
+  const int64_t n = x.size(0), h = x.size(2), w = x.size(3), choices = 2 * pad + 1;
+  auto padded = torch::constant_pad_nd(x, {pad, pad, pad, pad}, 0);
+  // One offset per example; examples sharing an offset are cropped together, so the work is
+  // (2*pad+1)^2 batched copies instead of one slice per example.
+  auto offset = torch::randint(0, choices * choices, {n}, gen, torch::kInt64);
+  auto out = torch::empty_like(x, torch::MemoryFormat::Contiguous);
+  auto counts = torch::bincount(offset, {}, choices * choices);
+  auto order = offset.argsort();
+  const int64_t* c = counts.data_ptr<int64_t>();
+  int64_t start = 0;
+  for (int64_t k = 0; k < choices * choices; ++k) {
+    if (c[k] == 0) continue;
+    auto idx = order.narrow(0, start, c[k]);
+    start += c[k];
+    out.index_copy_(0, idx, padded.index_select(0, idx).narrow(2, k / choices, h).narrow(3, k % choices, w));
+  }
+  return out;
+}
+
+torch::Tensor random_hflip(const torch::Tensor& x, at::Generator& gen) {
+  auto flip = torch::rand({x.size(0)}, gen) < 0.5;
+  auto idx = flip.nonzero().flatten();
+  if (idx.numel() == 0) return x;
+  auto out = x.clone();
+  out.index_copy_(0, idx, x.index_select(0, idx).flip({3}));
+  return out;
+}
+
+torch::Tensor normalize(const torch::Tensor& x, const std::vector<float>& mean, const std::vector<float>& std) {
+  if (mean.empty()) return x;
+  std::vector<int64_t> shape(x.dim(), 1);
+  shape[1] = static_cast<int64_t>(mean.size());
+  auto m = torch::tensor(mean).view(shape), s = torch::tensor(std).view(shape);
+  return (x - m) / s;
+}
+
+Loader::Loader(std::shared_ptr<const Source> source, LoaderOptions options) : source_(std::move(source)), options_(std::move(options)) {
+  if (options_.batch_size < 1) throw UserError("train.batch_size must be at least 1");
+  if (options_.drop_last && source_->size() < options_.batch_size)
+    throw UserError(fmt::format("{} has {} examples, fewer than one batch of {} (drop_last is set)", source_->describe(), source_->size(),
+                                options_.batch_size));
+}
+
+Loader::~Loader() { stop(); }
+
+int64_t Loader::batches_per_epoch() const {
+  int64_t n = source_->size(), b = options_.batch_size;
+  return options_.drop_last ? n / b : (n + b - 1) / b;
+}
+
+void Loader::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (worker_.joinable()) worker_.join();
+  std::lock_guard<std::mutex> lock(mutex_);
+  ready_.clear();
+  stopping_ = false;
+  done_ = false;
+  error_ = nullptr;
+}
+
+void Loader::start_epoch(int64_t epoch, int64_t first_batch) {
+  stop();
+  epoch_ = epoch;
+  next_batch_ = first_batch;
+  const int64_t n = source_->size();
+  order_.resize(n);
+  if (options_.shuffle) {
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(options_.seed * 1000003 + epoch);
+    auto perm = torch::randperm(n, gen, torch::kInt64);
+    std::copy(perm.data_ptr<int64_t>(), perm.data_ptr<int64_t>() + n, order_.begin());
+  } else {
+    std::iota(order_.begin(), order_.end(), 0);
+  }
+  if (options_.prefetch <= 0) return;
+  worker_ = std::thread([this, first_batch] {
+    try {
+      for (int64_t b = first_batch; b < batches_per_epoch(); ++b) {
+        Batch batch = make_batch(b);
+        std::unique_lock<std::mutex> lock(mutex_);
+        cv_.wait(lock, [&] { return stopping_ || static_cast<int>(ready_.size()) < options_.prefetch; });
+        if (stopping_) return;
+        ready_.push_back(std::move(batch));
+        cv_.notify_all();
+      }
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      error_ = std::current_exception();
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    done_ = true;
+    cv_.notify_all();
+  });
+}
+
+bool Loader::next(Batch& batch) {
+  if (options_.prefetch <= 0) {
+    if (next_batch_ >= batches_per_epoch()) return false;
+    batch = make_batch(next_batch_++);
+    return true;
+  }
+  std::unique_lock<std::mutex> lock(mutex_);
+  cv_.wait(lock, [&] { return !ready_.empty() || done_; });
+  if (!ready_.empty()) {
+    batch = std::move(ready_.front());
+    ready_.pop_front();
+    cv_.notify_all();
+    return true;
+  }
+  if (error_) std::rethrow_exception(error_);
+  return false;
+}
+
+Batch Loader::make_batch(int64_t b) const {
+  const int64_t start = b * options_.batch_size, count = std::min(options_.batch_size, source_->size() - start);
+  Batch batch;
+  if (options_.shuffle) {
+    std::vector<int64_t> idx(order_.begin() + start, order_.begin() + start + count);
+    source_->read(idx, batch.x, batch.y);
+  } else {
+    source_->read_range(start, count, batch.x, batch.y);
+  }
+  const Augment& a = options_.augment;
+  if (options_.train && (a.shift > 0 || a.hflip)) {
+    auto gen = at::make_generator<at::CPUGeneratorImpl>((options_.seed * 1000003 + epoch_) * 100003 + b);
+    if (a.shift > 0) batch.x = random_shift(batch.x, a.shift, gen);
+    if (a.hflip) batch.x = random_hflip(batch.x, gen);
+  }
+  batch.x = normalize(batch.x, a.mean, a.std);
+  if (a.channels_last && batch.x.dim() == 4) batch.x = batch.x.contiguous(torch::MemoryFormat::ChannelsLast);
+  else batch.x = batch.x.contiguous();
+  return batch;
+}
+
+}  // namespace shrink

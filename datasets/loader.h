@@ -1,0 +1,73 @@
+// Batches from a Source: shuffled per epoch from the seed, augmented as whole-batch tensor ops,
+// prepared on a background thread while the model trains on the previous batch.
+// Everything random is derived from (seed, epoch, batch), so a resumed run sees the same batches.
+#pragma once
+#include <torch/torch.h>
+
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "datasets/source.h"
+
+namespace shrink {
+
+struct Augment {
+  int64_t shift = 0;         // random shift up to this many pixels, zero fill (pad + random crop)
+  bool hflip = false;        // random horizontal flip
+  std::vector<float> mean, std;  // per-channel normalization; empty = none
+  bool channels_last = false;    // return batches in NHWC memory format
+};
+
+// Whole-batch transforms (also used directly by tests).
+torch::Tensor random_shift(const torch::Tensor& x, int64_t pad, at::Generator& gen);
+torch::Tensor random_hflip(const torch::Tensor& x, at::Generator& gen);
+torch::Tensor normalize(const torch::Tensor& x, const std::vector<float>& mean, const std::vector<float>& std);
+
+struct Batch {
+  torch::Tensor x, y;
+};
+
+struct LoaderOptions {
+  int64_t batch_size = 128;
+  bool shuffle = true;
+  bool drop_last = false;
+  uint64_t seed = 0;
+  int prefetch = 2;  // batches prepared ahead; 0 = prepare on the calling thread
+  Augment augment;
+  bool train = true;  // random augmentation on (normalization always applies)
+};
+
+class Loader {
+ public:
+  Loader(std::shared_ptr<const Source> source, LoaderOptions options);
+  ~Loader();
+  Loader(const Loader&) = delete;
+  Loader& operator=(const Loader&) = delete;
+  int64_t batches_per_epoch() const;
+  int64_t size() const { return source_->size(); }
+  // Starts an epoch; `first_batch` > 0 skips batches already seen (resuming mid-epoch).
+  void start_epoch(int64_t epoch, int64_t first_batch = 0);
+  // The next batch of this epoch; false at its end.
+  bool next(Batch& batch);
+
+ private:
+  Batch make_batch(int64_t b) const;
+  void stop();
+  std::shared_ptr<const Source> source_;
+  LoaderOptions options_;
+  int64_t epoch_ = 0, next_batch_ = 0;
+  std::vector<int64_t> order_;
+  // Prefetching
+  std::thread worker_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<Batch> ready_;
+  std::exception_ptr error_;
+  bool stopping_ = false, done_ = false;
+};
+
+}  // namespace shrink

@@ -1,0 +1,93 @@
+#include "train/checkpoint.h"
+
+#include <fmt/format.h>
+
+#include <filesystem>
+
+#include "common/error.h"
+
+namespace shrink {
+namespace {
+
+constexpr int kCheckpointVersion = 1;
+
+torch::serialize::InputArchive open_archive(const std::string& path) {
+  if (!std::filesystem::is_regular_file(path)) throw UserError(fmt::format("checkpoint {}: no such file", path));
+  torch::serialize::InputArchive archive;
+  try {
+    archive.load_from(path);
+  } catch (const c10::Error& e) {
+    throw UserError(fmt::format("checkpoint {}: not a readable shrink checkpoint (truncated or corrupt?)", path));
+  }
+  return archive;
+}
+
+}  // namespace
+
+void save_checkpoint(const std::string& path, SpecNet& model, torch::optim::Optimizer* optimizer, const nlohmann::json& meta) {
+  torch::serialize::OutputArchive archive, model_archive, optim_archive;
+  nlohmann::json m = meta;
+  m["format"] = "shrink-checkpoint";
+  m["version"] = kCheckpointVersion;
+  m["spec"] = model->spec().to_string();
+  m["input"] = model->spec().input;
+  m["classes"] = model->spec().classes;
+  archive.write("meta", c10::IValue(m.dump()));
+  model->save(model_archive);
+  archive.write("model", model_archive);
+  if (optimizer) {
+    optimizer->save(optim_archive);
+    archive.write("optimizer", optim_archive);
+  }
+  std::string tmp = path + ".tmp";
+  archive.save_to(tmp);
+  std::filesystem::rename(tmp, path);
+}
+
+nlohmann::json read_checkpoint_meta(const std::string& path) {
+  auto archive = open_archive(path);
+  c10::IValue value;
+  if (!archive.try_read("meta", value) || !value.isString()) throw UserError(fmt::format("checkpoint {}: has no shrink metadata", path));
+  nlohmann::json meta;
+  try {
+    meta = nlohmann::json::parse(value.toStringRef());
+  } catch (const nlohmann::json::exception&) {
+    throw UserError(fmt::format("checkpoint {}: metadata is not valid JSON", path));
+  }
+  if (meta.value("format", "") != "shrink-checkpoint") throw UserError(fmt::format("checkpoint {}: not a shrink checkpoint", path));
+  if (meta.value("version", 0) > kCheckpointVersion)
+    throw UserError(fmt::format("checkpoint {}: version {} is newer than this shrink reads ({})", path, meta.value("version", 0), kCheckpointVersion));
+  return meta;
+}
+
+ModelSpec spec_from_meta(const nlohmann::json& meta) {
+  return parse_spec(meta.at("spec").get<std::string>(), meta.at("input").get<std::vector<int64_t>>(), meta.at("classes").get<int64_t>());
+}
+
+SpecNet load_model(const std::string& path, nlohmann::json* meta_out) {
+  nlohmann::json meta = read_checkpoint_meta(path);
+  SpecNet model(spec_from_meta(meta));
+  auto archive = open_archive(path);
+  torch::serialize::InputArchive model_archive;
+  try {
+    archive.read("model", model_archive);
+    model->load(model_archive);
+  } catch (const c10::Error& e) {
+    throw UserError(fmt::format("checkpoint {}: weights do not match its model spec (damaged file?)", path));
+  }
+  if (meta_out) *meta_out = meta;
+  return model;
+}
+
+void load_optimizer_state(const std::string& path, torch::optim::Optimizer& optimizer) {
+  auto archive = open_archive(path);
+  torch::serialize::InputArchive optim_archive;
+  if (!archive.try_read("optimizer", optim_archive)) throw UserError(fmt::format("checkpoint {}: has no optimizer state to resume from", path));
+  try {
+    optimizer.load(optim_archive);
+  } catch (const c10::Error& e) {
+    throw UserError(fmt::format("checkpoint {}: optimizer state does not match (different optim.name?)", path));
+  }
+}
+
+}  // namespace shrink

@@ -1,0 +1,22 @@
+// Checkpoints: a torch archive holding the model's parameters and buffers, the optimizer state
+// and a JSON metadata record (spec, input shape, normalization, resolved config, progress).
+// Written to a temporary name and renamed, so a crash never leaves half a checkpoint.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <string>
+
+#include "train/model.h"
+
+namespace shrink {
+
+// Metadata fields: "spec" (canonical text), "input", "classes", "mean", "std", "config" (INI),
+// "epoch" (epochs completed), "best_metric", "test_accuracy", plus whatever a stage adds.
+void save_checkpoint(const std::string& path, SpecNet& model, torch::optim::Optimizer* optimizer, const nlohmann::json& meta);
+nlohmann::json read_checkpoint_meta(const std::string& path);
+// Builds the model its metadata describes and loads its weights.
+SpecNet load_model(const std::string& path, nlohmann::json* meta = nullptr);
+void load_optimizer_state(const std::string& path, torch::optim::Optimizer& optimizer);
+ModelSpec spec_from_meta(const nlohmann::json& meta);
+
+}  // namespace shrink

@@ -1,0 +1,95 @@
+#include "train/model.h"
+
+namespace shrink {
+
+SpecNetImpl::SpecNetImpl(ModelSpec spec) : spec_(std::move(spec)) {
+  namespace nn = torch::nn;
+  std::vector<LayerInfo> info = analyze(spec_);
+  std::vector<int> readers(spec_.layers.size(), 0);
+  for (size_t i = 0; i < spec_.layers.size(); ++i) {
+    const Layer& L = spec_.layers[i];
+    std::vector<int> inputs;
+    for (const auto& in : L.inputs) {
+      int j = in.empty() ? -1 : spec_.index_of(in);
+      inputs.push_back(j);
+      if (j >= 0) ++readers[j];
+    }
+    input_index_.push_back(inputs);
+    const auto& s = info[i].in_shape;
+    nn::AnyModule m;
+    switch (L.type) {
+      case LayerType::Conv2d: {
+        int64_t out = L.depthwise ? s[0] : L.out, groups = L.depthwise ? s[0] : L.groups;
+        m = nn::AnyModule(register_module(
+            L.name, nn::Conv2d(nn::Conv2dOptions(s[0], out, L.kernel).stride(L.stride).padding(L.padding).groups(groups).bias(L.bias))));
+        break;
+      }
+      case LayerType::Linear: {
+        int64_t in = 1;
+        for (int64_t d : s) in *= d;
+        m = nn::AnyModule(register_module(L.name, nn::Linear(nn::LinearOptions(in, L.out).bias(L.bias))));
+        break;
+      }
+      case LayerType::BatchNorm:
+        if (s.size() == 3) m = nn::AnyModule(register_module(L.name, nn::BatchNorm2d(s[0])));
+        else m = nn::AnyModule(register_module(L.name, nn::BatchNorm1d(s[0])));
+        break;
+      default: break;
+    }
+    modules_.push_back(std::move(m));
+  }
+  for (size_t i = 0; i < spec_.layers.size(); ++i) {
+    int src = input_index_[i][0];
+    inplace_ok_.push_back(src >= 0 && readers[src] == 1);
+  }
+}
+
+std::shared_ptr<torch::nn::Module> SpecNetImpl::layer_module(const std::string& name) const {
+  int i = spec_.index_of(name);
+  if (i < 0 || modules_[i].is_empty()) return nullptr;
+  return modules_[i].ptr();
+}
+
+torch::Tensor SpecNetImpl::forward(torch::Tensor x) { return run(x, nullptr, nullptr); }
+
+torch::Tensor SpecNetImpl::forward_with(torch::Tensor x, const std::vector<std::string>& taps,
+                                        std::map<std::string, torch::Tensor>& tapped) {
+  std::vector<int> wanted;
+  for (const auto& name : taps) wanted.push_back(spec_.index_of(spec_.layer(name).name));
+  std::vector<torch::Tensor> kept;
+  torch::Tensor out = run(x, &wanted, &kept);
+  for (size_t k = 0; k < taps.size(); ++k) tapped[taps[k]] = kept[k];
+  return out;
+}
+
+torch::Tensor SpecNetImpl::run(torch::Tensor x, const std::vector<int>* taps, std::vector<torch::Tensor>* kept) {
+  std::vector<torch::Tensor> outs(spec_.layers.size());
+  auto input = [&](size_t i, size_t k) -> torch::Tensor& {
+    int j = input_index_[i][k];
+    return j < 0 ? x : outs[j];
+  };
+  for (size_t i = 0; i < spec_.layers.size(); ++i) {
+    const Layer& L = spec_.layers[i];
+    torch::Tensor& in = input(i, 0);
+    // A tapped tensor must not be overwritten by a later in-place ReLU.
+    bool inplace = inplace_ok_[i] && (!taps || std::find(taps->begin(), taps->end(), input_index_[i][0]) == taps->end());
+    switch (L.type) {
+      case LayerType::Conv2d:
+      case LayerType::BatchNorm: outs[i] = modules_[i].forward(in); break;
+      case LayerType::Linear: outs[i] = modules_[i].forward(in.dim() > 2 ? in.flatten(1) : in); break;
+      case LayerType::ReLU: outs[i] = inplace ? torch::relu_(in) : torch::relu(in); break;
+      case LayerType::ReLU6: outs[i] = inplace ? torch::hardtanh_(in, 0, 6) : torch::hardtanh(in, 0, 6); break;
+      case LayerType::MaxPool: outs[i] = torch::max_pool2d(in, L.kernel, L.stride, L.padding); break;
+      case LayerType::AvgPool: outs[i] = torch::avg_pool2d(in, L.kernel, L.stride, L.padding); break;
+      case LayerType::GlobalAvgPool: outs[i] = in.mean({2, 3}); break;
+      case LayerType::Flatten: outs[i] = in.flatten(1); break;
+      case LayerType::Dropout: outs[i] = torch::dropout(in, L.dropout, is_training()); break;
+      case LayerType::Add: outs[i] = in + input(i, 1); break;
+    }
+  }
+  if (taps)
+    for (int t : *taps) kept->push_back(outs[t]);
+  return outs.back();
+}
+
+}  // namespace shrink

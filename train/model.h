@@ -1,0 +1,32 @@
+// Builds a torch module from a ModelSpec. Parameter names are "<layer>.weight" etc., so
+// pruning, quantization and export find tensors by the spec's layer names.
+#pragma once
+#include <torch/torch.h>
+
+#include <map>
+#include <string>
+
+#include "train/spec.h"
+
+namespace shrink {
+
+class SpecNetImpl : public torch::nn::Module {
+ public:
+  explicit SpecNetImpl(ModelSpec spec);
+  torch::Tensor forward(torch::Tensor x);
+  // Also returns the outputs of the named layers (for feature losses and tests).
+  torch::Tensor forward_with(torch::Tensor x, const std::vector<std::string>& taps, std::map<std::string, torch::Tensor>& tapped);
+  const ModelSpec& spec() const { return spec_; }
+  // Module of a conv, linear or batchnorm layer (nullptr for functional layers).
+  std::shared_ptr<torch::nn::Module> layer_module(const std::string& name) const;
+
+ private:
+  torch::Tensor run(torch::Tensor x, const std::vector<int>* taps, std::vector<torch::Tensor>* kept);
+  ModelSpec spec_;
+  std::vector<torch::nn::AnyModule> modules_;   // per layer; empty for functional layers
+  std::vector<std::vector<int>> input_index_;   // per layer: indices of its inputs, -1 = model input
+  std::vector<bool> inplace_ok_;                // ReLU may overwrite its input (no one else reads it)
+};
+TORCH_MODULE(SpecNet);
+
+}  // namespace shrink

@@ -1,0 +1,46 @@
+// A run directory's outputs: log.txt (everything printed), metrics.jsonl (one line per epoch),
+// JSON files written atomically, and a progress display (a live bar on a terminal, plain
+// periodic lines otherwise).
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <fstream>
+#include <string>
+
+namespace shrink {
+
+class RunLog {
+ public:
+  explicit RunLog(const std::string& dir, bool quiet = false);
+  void line(const std::string& text);  // printed and kept in log.txt
+  void metrics(const nlohmann::json& record);
+  // Keeps only metrics.jsonl records with epoch <= `epoch` (used when resuming).
+  void truncate_metrics(int64_t epoch);
+  const std::string& dir() const { return dir_; }
+
+ private:
+  std::string dir_;
+  std::ofstream log_;
+  bool quiet_;
+};
+
+void write_file_atomic(const std::string& path, const std::string& content);
+void write_json_atomic(const std::string& path, const nlohmann::json& value);
+
+class Progress {
+ public:
+  Progress(bool quiet, double log_seconds);
+  void start(const std::string& label, int64_t total_steps);
+  void update(int64_t step, double loss, double accuracy, double samples_per_s);
+  void finish();
+
+ private:
+  bool tty_, quiet_;
+  double log_seconds_;
+  std::string label_;
+  int64_t total_ = 0;
+  std::chrono::steady_clock::time_point start_, last_print_;
+};
+
+}  // namespace shrink

@@ -1,0 +1,253 @@
+#include "train/trainer.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+
+#include "common/error.h"
+#include "datasets/loader.h"
+#include "train/checkpoint.h"
+#include "train/evaluate.h"
+#include "train/run_log.h"
+
+namespace shrink {
+namespace fs = std::filesystem;
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+// Learning rate at a (fractional) epoch position: optional linear warm-up, then the schedule.
+double learning_rate(const OptimConfig& o, double epoch, double total_epochs) {
+  if (epoch < o.warmup_epochs) return o.lr * epoch / o.warmup_epochs;
+  if (o.schedule == "step") return o.lr * std::pow(o.gamma, std::floor(epoch / o.step_epochs));
+  if (o.schedule == "cosine") {
+    double span = std::max(total_epochs - o.warmup_epochs, 1e-9);
+    double t = std::min((epoch - o.warmup_epochs) / span, 1.0);
+    return o.min_lr + (o.lr - o.min_lr) * 0.5 * (1 + std::cos(M_PI * t));
+  }
+  return o.lr;
+}
+
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimConfig& o, SpecNet& model) {
+  if (o.name == "adamw")
+    return std::make_unique<torch::optim::AdamW>(
+        model->parameters(), torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).weight_decay(o.weight_decay));
+  return std::make_unique<torch::optim::SGD>(
+      model->parameters(), torch::optim::SGDOptions(o.lr).momentum(o.momentum).nesterov(o.nesterov).weight_decay(o.weight_decay));
+}
+
+void to_channels_last(SpecNet& model) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : model->parameters())
+    if (p.dim() == 4) p.set_data(p.data().contiguous(torch::MemoryFormat::ChannelsLast));
+}
+
+class Trainer {
+ public:
+  Trainer(const JobConfig& job, const RunOptions& options) : job_(job), options_(options) {}
+  nlohmann::json run();
+
+ private:
+  void prepare();
+  void train_epoch(int64_t epoch);
+  void finish_epoch(int64_t epoch, double seconds, int64_t samples);
+  nlohmann::json checkpoint_meta(int64_t epochs_done) const;
+  nlohmann::json summary() const;
+
+  const JobConfig& job_;
+  RunOptions options_;
+  Data data_;
+  ModelSpec spec_;
+  SpecNet model_{nullptr};
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  std::unique_ptr<Loader> loader_;
+  std::unique_ptr<RunLog> log_;
+  Augment normalization_;
+  int64_t start_epoch_ = 0;
+  double best_metric_ = -1, train_seconds_ = 0, train_loss_ = 0, train_accuracy_ = 0;
+  int64_t train_samples_ = 0;
+  EvalResult last_test_;
+  std::string checkpoints_;
+};
+
+void Trainer::prepare() {
+  const int threads = resolve_threads(job_.train.threads);
+  torch::set_num_threads(threads);
+  data_ = open_data(job_.data);
+  try {
+    spec_ = parse_spec(job_.model, data_.shape, data_.classes);
+  } catch (const UserError& e) {
+    throw UserError(fmt::format("model.spec: {}", e.what()));
+  }
+  checkpoints_ = job_.out + "/checkpoints";
+  std::string last = checkpoints_ + "/last.pt";
+  if (!options_.resume && !options_.overwrite && fs::exists(last))
+    throw UserError(fmt::format("{} already holds a run: pass --resume to continue it, --overwrite to replace it, or --out for a new one", job_.out));
+  if (options_.resume && !fs::exists(last)) throw UserError(fmt::format("--resume: {} has no checkpoint to resume from", job_.out));
+  if (options_.overwrite && !options_.resume)
+    for (const char* name : {"metrics.jsonl", "summary.json", "log.txt"}) fs::remove(job_.out + "/" + name);
+  fs::create_directories(checkpoints_);
+  log_ = std::make_unique<RunLog>(job_.out, options_.quiet);
+  write_file_atomic(job_.out + "/config.ini", job_.resolved_ini);
+
+  torch::manual_seed(job_.train.seed);
+  model_ = SpecNet(spec_);
+  if (job_.train.channels_last) to_channels_last(model_);
+  optimizer_ = make_optimizer(job_.optim, model_);
+  normalization_.mean = data_.mean;
+  normalization_.std = data_.std;
+  normalization_.channels_last = job_.train.channels_last;
+
+  if (options_.resume) {
+    nlohmann::json meta;
+    SpecNet saved = load_model(last, &meta);
+    if (saved->spec().to_string() != spec_.to_string())
+      throw UserError(fmt::format("--resume: {} was trained with a different model.spec", last));
+    torch::NoGradGuard no_grad;
+    auto dst = model_->named_parameters(), src = saved->named_parameters();
+    for (auto& p : dst) p.value().copy_(src[p.key()]);
+    auto dst_b = model_->named_buffers(), src_b = saved->named_buffers();
+    for (auto& b : dst_b) b.value().copy_(src_b[b.key()]);
+    load_optimizer_state(last, *optimizer_);
+    start_epoch_ = meta.at("epoch").get<int64_t>();
+    best_metric_ = meta.value("best_metric", -1.0);
+    train_seconds_ = meta.value("train_seconds", 0.0);
+    train_samples_ = meta.value("train_samples", int64_t(0));
+    log_->truncate_metrics(start_epoch_);
+    log_->line(fmt::format("resuming {} after epoch {}", job_.out, start_epoch_));
+  }
+
+  LoaderOptions lo;
+  lo.batch_size = job_.train.batch_size;
+  lo.drop_last = job_.train.drop_last;
+  lo.seed = static_cast<uint64_t>(job_.train.seed);
+  lo.prefetch = job_.train.prefetch;
+  lo.augment = normalization_;
+  lo.augment.shift = job_.data.shift;
+  lo.augment.hflip = job_.data.hflip;
+  loader_ = std::make_unique<Loader>(data_.train, lo);
+
+  auto info = analyze(spec_);
+  int64_t params = 0, macs = 0;
+  for (const auto& i : info) params += i.params, macs += i.macs;
+  log_->line(fmt::format("model {} params, {} MACs per example; data {} train / {} test examples of {}; {} threads", params, macs,
+                         data_.train->size(), data_.test->size(), shape_string(data_.shape), threads));
+}
+
+void Trainer::train_epoch(int64_t epoch) {
+  model_->train();
+  torch::manual_seed(job_.train.seed * 7919 + epoch + 1);  // dropout: the same per epoch, resumed or not
+  loader_->start_epoch(epoch);
+  const int64_t steps = loader_->batches_per_epoch();
+  const double total_epochs = static_cast<double>(job_.train.epochs);
+  Progress progress(options_.quiet, job_.train.log_seconds);
+  progress.start(fmt::format("epoch {}/{}", epoch + 1, job_.train.epochs), steps);
+  auto t0 = std::chrono::steady_clock::now();
+  double loss_sum = 0;
+  int64_t correct = 0, seen = 0, step = 0;
+  namespace F = torch::nn::functional;
+  auto loss_options = F::CrossEntropyFuncOptions().label_smoothing(job_.train.label_smoothing);
+  Batch batch;
+  while (loader_->next(batch)) {
+    double lr = learning_rate(job_.optim, epoch + static_cast<double>(step) / steps, total_epochs);
+    for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
+    optimizer_->zero_grad();
+    auto logits = model_->forward(batch.x);
+    auto loss = F::cross_entropy(logits, batch.y, loss_options);
+    double loss_value = loss.item<double>();
+    if (!std::isfinite(loss_value))
+      throw UserError(fmt::format("training diverged: the loss became {} at epoch {}, step {}; {} is kept as the last good checkpoint "
+                                  "(try a lower optim.lr or set train.grad_clip)",
+                                  loss_value, epoch + 1, step + 1, epoch > 0 ? checkpoints_ + "/last.pt" : std::string("no checkpoint")));
+    loss.backward();
+    if (job_.train.grad_clip > 0) torch::nn::utils::clip_grad_norm_(model_->parameters(), job_.train.grad_clip);
+    optimizer_->step();
+    const int64_t n = batch.y.size(0);
+    loss_sum += loss_value * n;
+    correct += (logits.argmax(1) == batch.y).sum().item<int64_t>();
+    seen += n;
+    ++step;
+    progress.update(step, loss_sum / seen, static_cast<double>(correct) / seen, seen / seconds_since(t0));
+  }
+  progress.finish();
+  train_loss_ = loss_sum / std::max<int64_t>(seen, 1);
+  train_accuracy_ = static_cast<double>(correct) / std::max<int64_t>(seen, 1);
+  finish_epoch(epoch, seconds_since(t0), seen);
+}
+
+void Trainer::finish_epoch(int64_t epoch, double seconds, int64_t samples) {
+  train_seconds_ += seconds;
+  train_samples_ += samples;
+  last_test_ = evaluate(model_, data_.test, normalization_, job_.train.eval_batch_size);
+  EvalResult val;
+  if (data_.val) val = evaluate(model_, data_.val, normalization_, job_.train.eval_batch_size);
+  double metric = data_.val ? val.accuracy : last_test_.accuracy;
+  bool best = metric > best_metric_;
+  if (best) best_metric_ = metric;
+  nlohmann::json meta = checkpoint_meta(epoch + 1);
+  save_checkpoint(checkpoints_ + "/last.pt", model_, optimizer_.get(), meta);
+  if (best) save_checkpoint(checkpoints_ + "/best.pt", model_, nullptr, meta);
+  nlohmann::json record = {{"epoch", epoch + 1},
+                           {"lr", learning_rate(job_.optim, epoch + 1.0, static_cast<double>(job_.train.epochs))},
+                           {"train_loss", train_loss_},
+                           {"train_accuracy", train_accuracy_},
+                           {"test_loss", last_test_.loss},
+                           {"test_accuracy", last_test_.accuracy},
+                           {"seconds", seconds},
+                           {"samples_per_s", samples / seconds}};
+  if (data_.val) record["val_accuracy"] = val.accuracy, record["val_loss"] = val.loss;
+  log_->metrics(record);
+  log_->line(fmt::format("epoch {}/{}: train loss {:.4f} acc {:.2f}% | test loss {:.4f} acc {:.2f}%{} | {:.1f}s, {:.0f} samples/s{}", epoch + 1,
+                         job_.train.epochs, train_loss_, 100 * train_accuracy_, last_test_.loss, 100 * last_test_.accuracy,
+                         data_.val ? fmt::format(" | val acc {:.2f}%", 100 * val.accuracy) : "", seconds, samples / seconds,
+                         best ? " *" : ""));
+}
+
+nlohmann::json Trainer::checkpoint_meta(int64_t epochs_done) const {
+  return {{"epoch", epochs_done},         {"best_metric", best_metric_},       {"test_accuracy", last_test_.accuracy},
+          {"train_seconds", train_seconds_}, {"train_samples", train_samples_}, {"mean", data_.mean},
+          {"std", data_.std},             {"config", job_.resolved_ini},      {"stage", "train"}};
+}
+
+nlohmann::json Trainer::summary() const {
+  auto info = analyze(spec_);
+  int64_t params = 0, macs = 0;
+  for (const auto& i : info) params += i.params, macs += i.macs;
+  return {{"test_accuracy", last_test_.accuracy},
+          {"test_loss", last_test_.loss},
+          {"best_metric", best_metric_},
+          {"best_metric_is", data_.val ? "val_accuracy" : "test_accuracy"},
+          {"params", params},
+          {"macs", macs},
+          {"epochs", job_.train.epochs},
+          {"train_seconds", train_seconds_},
+          {"train_samples_per_s", train_seconds_ > 0 ? train_samples_ / train_seconds_ : 0.0},
+          {"threads", resolve_threads(job_.train.threads)},
+          {"model", spec_.to_string()},
+          {"checkpoint", checkpoints_ + "/last.pt"},
+          {"best_checkpoint", checkpoints_ + "/best.pt"}};
+}
+
+nlohmann::json Trainer::run() {
+  prepare();
+  int64_t stop_at = options_.stop_after_epochs >= 0 ? start_epoch_ + options_.stop_after_epochs : job_.train.epochs;
+  for (int64_t epoch = start_epoch_; epoch < std::min(stop_at, job_.train.epochs); ++epoch) train_epoch(epoch);
+  if (start_epoch_ >= job_.train.epochs)  // resumed a finished run: measure it again for the summary
+    last_test_ = evaluate(model_, data_.test, normalization_, job_.train.eval_batch_size);
+  if (stop_at < job_.train.epochs) return {{"stopped_after_epoch", stop_at}};
+  nlohmann::json s = summary();
+  write_json_atomic(job_.out + "/summary.json", s);
+  log_->line(fmt::format("done: test accuracy {:.2f}%, {:.0f} samples/s, {} written", 100 * last_test_.accuracy,
+                         s["train_samples_per_s"].get<double>(), job_.out + "/summary.json"));
+  return s;
+}
+
+}  // namespace
+
+nlohmann::json run_train_job(const JobConfig& job, const RunOptions& options) { return Trainer(job, options).run(); }
+
+}  // namespace shrink

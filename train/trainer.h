@@ -1,0 +1,20 @@
+// The training job: builds data, model and optimizer from a JobConfig, trains with evaluation
+// each epoch, and leaves a complete run directory (see docs/run-directory.md).
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include "train/config.h"
+
+namespace shrink {
+
+struct RunOptions {
+  bool resume = false;            // continue from <out>/checkpoints/last.pt
+  bool overwrite = false;         // start afresh even if <out> holds a run
+  bool quiet = false;             // no console output (log.txt is still written)
+  int64_t stop_after_epochs = -1; // tests: stop after this many epochs of this call, as if killed
+};
+
+// Runs (or resumes) the job; returns what it wrote to summary.json.
+nlohmann::json run_train_job(const JobConfig& job, const RunOptions& options = {});
+
+}  // namespace shrink
