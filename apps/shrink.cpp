@@ -70,7 +70,7 @@ std::optional<std::string> flag(const Args& a, const std::string& name) {
 
 int cmd_train(int argc, char** argv) {
   Args a = split_args(argc, argv, 2, {{"config", true}, {"resume", false}, {"overwrite", false}, {"out", true}, {"help", false}});
-  po::options_description keys("train keys (section.key; in the INI file as [section] key = value)");
+  po::options_description keys("train keys (section.key; in the INI file as [section] key = value)", 120);
   add_train_options(keys);
   if (flag(a, "help")) {
     std::cout << "usage: shrink train --config FILE [--section.key=value ...] [--out DIR] [--resume] [--overwrite]\n\n" << keys << "\n";

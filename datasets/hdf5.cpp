@@ -53,13 +53,14 @@ Kind kind_of(hid_t dataset) {
   return Kind::Other;
 }
 
-std::string kind_name(Kind k) {
-  switch (k) {
-    case Kind::Float32: return "float32";
-    case Kind::UInt8: return "uint8";
-    case Kind::Integer: return "integer";
-    default: return "other";
-  }
+// "float64", "int16", ...: what the file holds, for error messages.
+std::string type_name(hid_t dataset) {
+  Handle type(H5Dget_type(dataset), H5Tclose);
+  H5T_class_t cls = H5Tget_class(type.id);
+  size_t bits = 8 * H5Tget_size(type.id);
+  if (cls == H5T_FLOAT) return fmt::format("float{}", bits);
+  if (cls == H5T_INTEGER) return fmt::format("{}int{}", H5Tget_sign(type.id) == H5T_SGN_NONE ? "u" : "", bits);
+  return "non-numeric";
 }
 
 class Hdf5Source : public Source {
@@ -122,9 +123,9 @@ class Hdf5Source : public Source {
     if (target_ < 0) throw UserError(fmt::format("{}: no dataset /{}/target", path_, group_));
     kind_ = kind_of(data_);
     if (kind_ != Kind::Float32 && kind_ != Kind::UInt8)
-      throw UserError(fmt::format("{}: /{}/data has dtype {}; expected float32 or uint8", path_, group_, kind_name(kind_)));
+      throw UserError(fmt::format("{}: /{}/data has dtype {}; expected float32 or uint8", path_, group_, type_name(data_)));
     if (kind_of(target_) != Kind::Integer && kind_of(target_) != Kind::UInt8)
-      throw UserError(fmt::format("{}: /{}/target has dtype {}; expected integers", path_, group_, kind_name(kind_of(target_))));
+      throw UserError(fmt::format("{}: /{}/target has dtype {}; expected integers", path_, group_, type_name(target_)));
     file_dims_ = dims_of(data_);
     data_rank_ = static_cast<int>(file_dims_.size());
     auto tdims = dims_of(target_);
@@ -244,7 +245,7 @@ std::string describe_hdf5(const std::string& path) {
       std::lock_guard<std::mutex> lock(hdf5_mutex);
       Handle f(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
       Handle d(H5Dopen2(f.id, ("/" + g + "/data").c_str(), H5P_DEFAULT), H5Dclose);
-      dtype = kind_name(kind_of(d.id));
+      dtype = type_name(d.id);
     }
     torch::Tensor x, y;
     source.read_range(0, source.size(), x, y);

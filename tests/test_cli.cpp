@@ -1,0 +1,65 @@
+// The shrink binary as a user meets it: exit codes and one-line messages.
+#include "tests/helpers.h"
+
+using shrink::test::run_cli;
+using shrink::test::TempDir;
+
+namespace {
+int lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
+}  // namespace
+
+CATCH_TEST_CASE("help lists every key with its default", "[cli]") {
+  auto r = run_cli("train --help");
+  CATCH_CHECK(r.code == 0);
+  for (const char* key : {"job.out", "data.path", "train.seed", "train.epochs", "train.batch_size", "train.threads", "optim.lr"})
+    CATCH_CHECK(r.out.find(key) != std::string::npos);
+  CATCH_CHECK(r.out.find("(=0.05)") != std::string::npos);
+  CATCH_CHECK(run_cli("--help").code == 0);
+}
+
+CATCH_TEST_CASE("user errors exit 2 with one line naming the problem", "[cli]") {
+  TempDir dir;
+  shrink::test::write_text(dir / "job.ini", "[data]\nsource = synthetic\n[train]\nepochs = 1\n");
+  struct Case {
+    std::string args, expect;
+  } cases[] = {
+      {"train --config " + dir / "missing.ini", "no such file"},
+      {"train --config " + dir / "job.ini --optim.lrr=1", "unknown key 'optim.lrr'"},
+      {"train --config " + dir / "job.ini --optim.lr=abc", "optim.lr"},
+      {"train --config " + dir / "job.ini --data.source=hdf5 --data.path=" + dir / "none.h5", "none.h5: no such file"},
+      {"train --config " + dir / "job.ini '--model.spec=conv(8)_bn'", "model.spec"},
+      {"eval --checkpoint " + dir / "none.pt", "no such file"},
+      {"data info " + dir / "none.h5", "no such file"},
+      {"model info 'conv(16) bogus'", "unknown layer type 'bogus'"},
+      {"frobnicate", "unknown command"},
+  };
+  for (const auto& c : cases) {
+    auto r = run_cli(c.args);
+    CATCH_INFO(c.args << " -> " << r.out);
+    CATCH_CHECK(r.code == 2);
+    CATCH_CHECK(lines(r.out) == 1);
+    CATCH_CHECK(r.out.rfind("error: ", 0) == 0);
+    CATCH_CHECK(r.out.find(c.expect) != std::string::npos);
+  }
+}
+
+CATCH_TEST_CASE("train, eval, data info and model info work end to end", "[cli]") {
+  TempDir dir;
+  shrink::test::write_text(dir / "job.ini",
+                           "[data]\nsource = synthetic\nsynthetic_train = 600\nsynthetic_test = 200\n[model]\nspec = mlp_300_100\n"
+                           "[train]\nepochs = 1\nthreads = 1\n");
+  auto r = run_cli("train --config " + dir / "job.ini --out " + dir / "run");
+  CATCH_INFO(r.out);
+  CATCH_CHECK(r.code == 0);
+  CATCH_CHECK(r.out.find("epoch 1/1") != std::string::npos);
+  auto e = run_cli("eval --checkpoint " + dir / "run/checkpoints/last.pt");
+  CATCH_INFO(e.out);
+  CATCH_CHECK(e.code == 0);
+  CATCH_CHECK(e.out.find("test accuracy") != std::string::npos);
+  CATCH_CHECK(e.out.find("(200 examples)") != std::string::npos);
+  auto m = run_cli("model info usps_teacher");
+  CATCH_CHECK(m.code == 0);
+  CATCH_CHECK(m.out.find("conv5") != std::string::npos);
+  auto total = m.out.substr(m.out.find("total"));
+  CATCH_CHECK(total.find("1x16x16") != std::string::npos);
+}

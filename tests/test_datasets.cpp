@@ -1,0 +1,190 @@
+#include "tests/helpers.h"
+#include "common/error.h"
+#include "datasets/data.h"
+#include "datasets/formats.h"
+#include "datasets/loader.h"
+
+using namespace shrink;
+using shrink::test::TempDir;
+using shrink::test::write_hdf5;
+
+namespace {
+DataConfig hdf5_config(const std::string& path) {
+  DataConfig c;
+  c.source = "hdf5";
+  c.path = path;
+  c.shape = {1, 4, 4};
+  c.classes = 3;
+  return c;
+}
+std::string open_error(const DataConfig& c) {
+  try {
+    open_data(c);
+  } catch (const UserError& e) {
+    return e.what();
+  }
+  return "";
+}
+// 20 train / 6 test examples of 16 features, labels 0..2
+void write_small(const std::string& path, torch::Tensor x = {}, torch::Tensor y = {}) {
+  if (!x.defined()) x = torch::rand({20, 16});
+  if (!y.defined()) y = torch::arange(20) % 3;
+  write_hdf5(path, "train", x, y);
+  write_hdf5(path, "test", torch::rand({6, 16}), torch::arange(6) % 3, true);
+}
+}  // namespace
+
+CATCH_TEST_CASE("HDF5 float32 [N,F] in memory and streamed give the same examples", "[data][hdf5]") {
+  TempDir dir;
+  auto x = torch::rand({20, 16});
+  auto y = torch::arange(20) % 3;
+  write_small(dir / "d.h5", x, y);
+  for (bool in_memory : {true, false}) {
+    auto c = hdf5_config(dir / "d.h5");
+    c.in_memory = in_memory;
+    Data d = open_data(c);
+    CATCH_CHECK(d.train->size() == 20);
+    CATCH_CHECK(d.test->size() == 6);
+    CATCH_CHECK(d.shape == std::vector<int64_t>{1, 4, 4});
+    torch::Tensor bx, by;
+    d.train->read({7, 2, 19, 3}, bx, by);  // any order, as a shuffled batch asks
+    auto idx = torch::tensor({7, 2, 19, 3});
+    CATCH_CHECK(torch::equal(bx, x.index_select(0, idx).view({4, 1, 4, 4})));
+    CATCH_CHECK(torch::equal(by, y.index_select(0, idx)));
+  }
+}
+
+CATCH_TEST_CASE("HDF5 uint8 [N,C,H,W] is scaled to [0,1]", "[data][hdf5]") {
+  TempDir dir;
+  auto x = torch::randint(0, 256, {8, 1, 4, 4}, torch::kUInt8);
+  write_hdf5(dir / "u.h5", "train", x, torch::arange(8) % 3);
+  write_hdf5(dir / "u.h5", "test", x, torch::arange(8) % 3, true);
+  Data d = open_data(hdf5_config(dir / "u.h5"));
+  torch::Tensor bx, by;
+  d.train->read_range(0, 8, bx, by);
+  CATCH_CHECK(torch::allclose(bx, x.to(torch::kFloat32) / 255));
+}
+
+CATCH_TEST_CASE("bad HDF5 data gives clear errors", "[data][hdf5]") {
+  TempDir dir;
+  CATCH_CHECK(open_error(hdf5_config(dir / "missing.h5")).find("no such file") != std::string::npos);
+  shrink::test::write_text(dir / "junk.h5", "not hdf5 at all");
+  CATCH_CHECK(open_error(hdf5_config(dir / "junk.h5")).find("not an HDF5 file") != std::string::npos);
+  write_hdf5(dir / "nogroup.h5", "train", torch::rand({4, 16}), torch::zeros({4}));
+  CATCH_CHECK(open_error(hdf5_config(dir / "nogroup.h5")).find("no group 'test'") != std::string::npos);
+  write_hdf5(dir / "f64.h5", "train", torch::rand({4, 16}, torch::kFloat64), torch::zeros({4}));
+  write_hdf5(dir / "f64.h5", "test", torch::rand({4, 16}, torch::kFloat64), torch::zeros({4}), true);
+  CATCH_CHECK(open_error(hdf5_config(dir / "f64.h5")).find("dtype float64; expected float32 or uint8") != std::string::npos);
+  write_small(dir / "shape.h5");
+  auto c = hdf5_config(dir / "shape.h5");
+  c.shape = {1, 5, 5};
+  CATCH_CHECK(open_error(c).find("does not fit data.shape = 1x5x5") != std::string::npos);
+  write_small(dir / "label.h5", torch::rand({20, 16}), torch::full({20}, 1).index_put_({5}, 3));
+  CATCH_CHECK(open_error(hdf5_config(dir / "label.h5")).find("example 5 has label 3, outside [0, 3)") != std::string::npos);
+  auto nan = torch::rand({20, 16});
+  nan[11][4] = std::nanf("");
+  write_small(dir / "nan.h5", nan);
+  for (bool in_memory : {true, false}) {
+    auto cn = hdf5_config(dir / "nan.h5");
+    cn.in_memory = in_memory;
+    CATCH_CHECK(open_error(cn).find("example 11 has a NaN or infinite input value") != std::string::npos);
+  }
+  auto s = open_data(hdf5_config(dir / "shape.h5"));
+  LoaderOptions lo;
+  lo.batch_size = 64;
+  lo.drop_last = true;
+  CATCH_CHECK_THROWS_WITH(Loader(s.train, lo), Catch::Contains("fewer than one batch of 64"));
+}
+
+CATCH_TEST_CASE("IDX files, raw and gzip'd, and truncated ones", "[data][idx]") {
+  TempDir dir;
+  auto images = torch::randint(0, 256, {10, 5, 5}, torch::kUInt8);
+  auto labels = (torch::arange(10) % 4).to(torch::kUInt8);
+  shrink::test::write_idx(dir / "train-images-idx3-ubyte.gz", images);
+  shrink::test::write_idx(dir / "train-labels-idx1-ubyte", labels);
+  shrink::test::write_idx(dir / "t10k-images-idx3-ubyte", images.narrow(0, 0, 4));
+  shrink::test::write_idx(dir / "t10k-labels-idx1-ubyte.gz", labels.narrow(0, 0, 4));
+  DataConfig c;
+  c.source = "idx";
+  c.path = dir.path.string();
+  c.classes = 4;
+  Data d = open_data(c);
+  CATCH_CHECK(d.shape == std::vector<int64_t>{1, 5, 5});
+  torch::Tensor x, y;
+  d.train->read_range(0, 10, x, y);
+  CATCH_CHECK(torch::allclose(x.squeeze(1), images.to(torch::kFloat32) / 255));
+  CATCH_CHECK(torch::equal(y, labels.to(torch::kInt64)));
+  auto floats = torch::randn({3, 2});
+  shrink::test::write_idx(dir / "f.idx", floats);
+  CATCH_CHECK(torch::equal(read_idx_tensor(dir / "f.idx"), floats));  // big-endian floats
+  std::string whole = shrink::test::read_text(dir / "train-labels-idx1-ubyte");
+  shrink::test::write_text(dir / "cut-idx", whole.substr(0, whole.size() - 3));
+  CATCH_CHECK_THROWS_WITH(read_idx_tensor(dir / "cut-idx"), Catch::Contains("truncated"));
+  shrink::test::write_text(dir / "bad-idx", "\x01\x02\x03\x04");
+  CATCH_CHECK_THROWS_WITH(read_idx_tensor(dir / "bad-idx"), Catch::Contains("bad magic"));
+  shrink::test::write_idx(dir / "t10k-labels-idx1-ubyte.gz", labels.narrow(0, 0, 3));  // 4 images, 3 labels
+  CATCH_CHECK(open_error(c).find("expected 4 labels") != std::string::npos);
+}
+
+CATCH_TEST_CASE("CIFAR-10 binary batches", "[data][cifar]") {
+  TempDir dir;
+  auto write_batch = [&](const std::string& name, int n) {
+    std::string bytes;
+    for (int i = 0; i < n; ++i) {
+      bytes += static_cast<char>(i % 10);
+      for (int p = 0; p < 3072; ++p) bytes += static_cast<char>((p + i) % 256);
+    }
+    shrink::test::write_text(dir / name, bytes);
+  };
+  write_batch("data_batch_1.bin", 5);
+  write_batch("data_batch_2.bin", 3);
+  write_batch("test_batch.bin", 4);
+  DataConfig c;
+  c.source = "cifar10";
+  c.path = dir.path.string();
+  Data d = open_data(c);
+  CATCH_CHECK(d.train->size() == 8);
+  CATCH_CHECK(d.shape == std::vector<int64_t>{3, 32, 32});
+  torch::Tensor x, y;
+  d.test->read_range(0, 4, x, y);
+  CATCH_CHECK(y[3].item<int64_t>() == 3);
+  CATCH_CHECK(x[1][0][0][2].item<float>() == Approx(3.0 / 255));
+  shrink::test::write_text(dir / "test_batch.bin", std::string(3072, 'x'));  // not whole records
+  CATCH_CHECK(open_error(c).find("not a whole number of CIFAR-10 records") != std::string::npos);
+}
+
+CATCH_TEST_CASE("synthetic data is deterministic per seed and balanced", "[data][synthetic]") {
+  SyntheticOptions o;
+  o.train = 500;
+  auto a = make_synthetic(o, false), b = make_synthetic(o, false), t = make_synthetic(o, true);
+  CATCH_CHECK(torch::equal(a->data(), b->data()));
+  CATCH_CHECK_FALSE(torch::equal(a->data().narrow(0, 0, 100), t->data().narrow(0, 0, 100)));
+  o.seed = 1;
+  CATCH_CHECK_FALSE(torch::equal(make_synthetic(o, false)->data(), a->data()));
+  auto counts = class_counts(*a, 10);
+  for (auto n : counts) CATCH_CHECK(n > 25);
+}
+
+CATCH_TEST_CASE("validation split and computed normalization", "[data]") {
+  DataConfig c;
+  c.source = "synthetic";
+  c.shape = {2, 8, 8};
+  c.synthetic_train = 200;
+  c.synthetic_test = 50;
+  c.val_split = 0.25;
+  c.normalize = "dataset";
+  Data d = open_data(c);
+  CATCH_CHECK(d.val->size() == 50);
+  CATCH_CHECK(d.train->size() == 150);
+  CATCH_CHECK(d.mean.size() == 2);
+  // Normalized with the computed statistics, the training data has mean 0 and std 1.
+  auto full = make_synthetic({{2, 8, 8}, 10, 200, 50, 0}, false)->data();
+  auto n = normalize(full, d.mean, d.std);
+  CATCH_CHECK(n.mean().item<double>() == Approx(0).margin(1e-4));
+  CATCH_CHECK(n.std().item<double>() == Approx(1).margin(1e-2));
+  // Train and validation parts do not overlap and cover the split.
+  torch::Tensor vx, vy, tx, ty;
+  d.val->read_range(0, 50, vx, vy);
+  d.train->read_range(0, 150, tx, ty);
+  CATCH_CHECK(torch::cat({vx, tx}).sum().item<double>() == Approx(full.sum().item<double>()).epsilon(1e-5));
+}

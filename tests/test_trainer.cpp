@@ -1,0 +1,100 @@
+#include <fstream>
+
+#include "tests/helpers.h"
+#include "common/error.h"
+#include "train/checkpoint.h"
+#include "train/trainer.h"
+
+using namespace shrink;
+using shrink::test::TempDir;
+
+namespace {
+JobConfig synthetic_job(const std::string& out, const std::string& model = "usps_student", int64_t epochs = 3) {
+  po::options_description keys;
+  add_train_options(keys);
+  auto c = Config::load(keys, "",
+                        {"--job.out=" + out, "--data.source=synthetic", "--data.shape=1,16,16", "--data.synthetic_train=2000",
+                         "--data.synthetic_test=500", "--data.shift=1", "--model.spec=" + model, "--train.epochs=" + std::to_string(epochs),
+                         "--train.threads=1", "--optim.lr=0.05"});
+  return read_job_config(c);
+}
+RunOptions quiet() {
+  RunOptions o;
+  o.quiet = true;
+  return o;
+}
+}  // namespace
+
+CATCH_TEST_CASE("a short run on synthetic data learns and leaves a complete run directory", "[trainer]") {
+  TempDir dir;
+  auto summary = run_train_job(synthetic_job(dir / "run"), quiet());
+  CATCH_CHECK(summary["test_accuracy"].get<double>() >= 0.80);
+  CATCH_CHECK(summary["params"] == 24058);
+  for (const char* f : {"config.ini", "metrics.jsonl", "summary.json", "log.txt", "checkpoints/last.pt", "checkpoints/best.pt"})
+    CATCH_CHECK(std::filesystem::exists(dir / ("run/" + std::string(f))));
+  std::ifstream metrics(dir / "run/metrics.jsonl");
+  std::string line;
+  int lines = 0;
+  while (std::getline(metrics, line)) {
+    auto r = nlohmann::json::parse(line);
+    CATCH_CHECK(r["epoch"] == ++lines);
+    for (const char* k : {"lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds", "samples_per_s"})
+      CATCH_CHECK(r.contains(k));
+  }
+  CATCH_CHECK(lines == 3);
+  // The checkpoint rebuilds the same model with the same accuracy metadata.
+  nlohmann::json meta;
+  SpecNet model = load_model(dir / "run/checkpoints/last.pt", &meta);
+  CATCH_CHECK(meta["epoch"] == 3);
+  CATCH_CHECK(meta["test_accuracy"].get<double>() == summary["test_accuracy"].get<double>());
+  // Starting over in the same directory needs --overwrite or --resume.
+  CATCH_CHECK_THROWS_WITH(run_train_job(synthetic_job(dir / "run"), quiet()), Catch::Contains("already holds a run"));
+}
+
+CATCH_TEST_CASE("an interrupted and resumed run ends with the same weights", "[trainer][resume]") {
+  TempDir dir;
+  run_train_job(synthetic_job(dir / "whole"), quiet());
+  auto killed = quiet();
+  killed.stop_after_epochs = 1;
+  run_train_job(synthetic_job(dir / "parts"), killed);
+  killed.resume = true;
+  run_train_job(synthetic_job(dir / "parts"), killed);  // epoch 2
+  auto resume = quiet();
+  resume.resume = true;
+  run_train_job(synthetic_job(dir / "parts"), resume);  // epoch 3
+  auto a = load_model(dir / "whole/checkpoints/last.pt"), b = load_model(dir / "parts/checkpoints/last.pt");
+  auto pa = a->named_parameters(), pb = b->named_parameters();
+  for (const auto& p : pa) CATCH_CHECK(torch::equal(p.value(), pb[p.key()]));
+  auto ba = a->named_buffers(), bb = b->named_buffers();
+  for (const auto& buf : ba) CATCH_CHECK(torch::equal(buf.value(), bb[buf.key()]));
+  CATCH_CHECK(shrink::test::read_text(dir / "whole/metrics.jsonl").size() > 0);
+}
+
+CATCH_TEST_CASE("a loss that becomes NaN stops the run and keeps the last good checkpoint", "[trainer][nan]") {
+  TempDir dir;
+  auto first = quiet();
+  first.stop_after_epochs = 1;
+  run_train_job(synthetic_job(dir / "run", "mlp_300_100"), first);
+  std::string before = shrink::test::read_text(dir / "run/checkpoints/last.pt");
+  auto job = synthetic_job(dir / "run", "mlp_300_100");
+  job.optim.lr = 1e5;
+  job.optim.schedule = "constant";
+  auto resume = quiet();
+  resume.resume = true;
+  CATCH_CHECK_THROWS_WITH(run_train_job(job, resume), Catch::Contains("training diverged") && Catch::Contains("last.pt is kept"));
+  CATCH_CHECK(shrink::test::read_text(dir / "run/checkpoints/last.pt") == before);
+  CATCH_CHECK(read_checkpoint_meta(dir / "run/checkpoints/last.pt")["epoch"] == 1);
+}
+
+CATCH_TEST_CASE("damaged checkpoints are user errors", "[trainer][checkpoint]") {
+  TempDir dir;
+  auto first = quiet();
+  first.stop_after_epochs = 1;
+  run_train_job(synthetic_job(dir / "run", "mlp_300_100"), first);
+  std::string whole = shrink::test::read_text(dir / "run/checkpoints/last.pt");
+  shrink::test::write_text(dir / "cut.pt", whole.substr(0, whole.size() / 2));
+  CATCH_CHECK_THROWS_AS(load_model(dir / "cut.pt"), UserError);
+  shrink::test::write_text(dir / "junk.pt", "junk");
+  CATCH_CHECK_THROWS_WITH(load_model(dir / "junk.pt"), Catch::Contains("not a readable shrink checkpoint"));
+  CATCH_CHECK_THROWS_WITH(load_model(dir / "none.pt"), Catch::Contains("no such file"));
+}

@@ -1,0 +1,33 @@
+// Shared test helpers: temporary folders, tiny files in each data format, running the CLI.
+#pragma once
+#define CATCH_CONFIG_PREFIX_ALL
+#include <catch2/catch.hpp>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <string>
+
+namespace shrink::test {
+
+// A fresh folder under the system temp dir, removed when the object dies.
+struct TempDir {
+  std::filesystem::path path;
+  TempDir();
+  ~TempDir();
+  std::string operator/(const std::string& name) const { return (path / name).string(); }
+};
+
+// Writes /GROUP/data (float32, or uint8 when x is uint8) and /GROUP/target (int32) to an HDF5 file.
+void write_hdf5(const std::string& path, const std::string& group, const torch::Tensor& x, const torch::Tensor& y, bool append = false);
+// Writes one IDX file (raw, or gzip'd when the name ends in .gz).
+void write_idx(const std::string& path, const torch::Tensor& t);
+void write_text(const std::string& path, const std::string& text);
+std::string read_text(const std::string& path);
+
+struct CliResult {
+  int code;
+  std::string out;  // stdout and stderr together
+};
+CliResult run_cli(const std::string& args);
+
+}  // namespace shrink::test
