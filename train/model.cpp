@@ -81,7 +81,8 @@ torch::Tensor SpecNetImpl::run(torch::Tensor x, const std::vector<int>* taps, st
       case LayerType::ReLU6: outs[i] = inplace ? torch::hardtanh_(in, 0, 6) : torch::hardtanh(in, 0, 6); break;
       case LayerType::MaxPool: outs[i] = torch::max_pool2d(in, L.kernel, L.stride, L.padding); break;
       case LayerType::AvgPool: outs[i] = torch::avg_pool2d(in, L.kernel, L.stride, L.padding); break;
-      case LayerType::GlobalAvgPool: outs[i] = in.mean({2, 3}); break;
+      // adaptive_avg_pool2d, not mean(): its backward keeps the channels-last layout, mean's expands.
+      case LayerType::GlobalAvgPool: outs[i] = torch::adaptive_avg_pool2d(in, {1, 1}).flatten(1); break;
       case LayerType::Flatten: outs[i] = in.flatten(1); break;
       case LayerType::Dropout: outs[i] = torch::dropout(in, L.dropout, is_training()); break;
       case LayerType::Add: outs[i] = in + input(i, 1); break;

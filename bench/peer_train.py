@@ -1,0 +1,93 @@
+#!/usr/bin/python3
+"""PyTorch peer for bench/train_throughput: the same model, recipe and thread count as
+`shrink train`, written the way a PyTorch user would. Prints one JSON line.
+
+--style idiomatic: DataLoader over a Dataset whose __getitem__ pads and randomly crops each
+                   example (torchvision's RandomCrop(16, padding=1) semantics), num_workers=0.
+--style batched:   the whole batch is shifted with tensor ops, channels_last, as shrink does.
+"""
+import argparse, json, math, time
+import h5py, torch, torch.nn as nn, torch.nn.functional as F
+
+LAYERS = {
+    "usps_teacher": [64, 64, "M", 128, 128, "M", 256],
+    "usps_student": [16, "M", 32, "M", 64],
+}
+
+def make_model(name, classes=10):
+    layers, c = [], 1
+    for v in LAYERS[name]:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2))
+        else:
+            layers += [nn.Conv2d(c, v, 3, padding=1, bias=False), nn.BatchNorm2d(v), nn.ReLU(inplace=True)]
+            c = v
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, classes))
+
+class ShiftedUSPS(torch.utils.data.Dataset):
+    def __init__(self, x, y, pad):
+        self.x, self.y, self.pad = x, y, pad
+    def __len__(self):
+        return len(self.y)
+    def __getitem__(self, i):
+        p = self.pad
+        img = F.pad(self.x[i], (p, p, p, p))
+        dy, dx = torch.randint(0, 2 * p + 1, (2,)).tolist()
+        return img[:, dy:dy + 16, dx:dx + 16], self.y[i]
+
+def batched_shift(x, pad):
+    n, k = x.shape[0], 2 * pad + 1
+    padded = F.pad(x, (pad, pad, pad, pad))
+    off = torch.randint(0, k * k, (n,))
+    out = torch.empty_like(x)
+    for o in range(k * k):
+        idx = (off == o).nonzero().flatten()
+        if len(idx):
+            out[idx] = padded[idx, :, o // k:o // k + 16, o % k:o % k + 16]
+    return out
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--style", choices=["idiomatic", "batched"], default="idiomatic")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    with h5py.File(a.data, "r") as f:
+        x = torch.from_numpy(f["train/data"][:]).float().view(-1, 1, 16, 16)
+        y = torch.from_numpy(f["train/target"][:]).long()
+    model = make_model(a.model)
+    if a.style == "batched":
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    steps_per_epoch = math.ceil(len(y) / 128)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / (a.epochs * steps_per_epoch))))
+    loader = torch.utils.data.DataLoader(ShiftedUSPS(x, y, 1), batch_size=128, shuffle=True, num_workers=0)
+    model.train()
+    seen, seconds = 0, 0.0
+    for epoch in range(a.epochs):
+        t0 = time.perf_counter()
+        if a.style == "idiomatic":
+            batches = loader
+        else:
+            perm = torch.randperm(len(y))
+            batches = ((batched_shift(x[perm[i:i + 128]], 1).contiguous(memory_format=torch.channels_last), y[perm[i:i + 128]])
+                       for i in range(0, len(y), 128))
+        for xb, yb in batches:
+            opt.zero_grad()
+            out = model(xb)
+            loss = F.cross_entropy(out, yb)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss.item()
+            (out.argmax(1) == yb).sum().item()
+            seen += len(yb)
+        seconds += time.perf_counter() - t0
+    print(json.dumps({"samples_per_s": seen / seconds, "seconds": seconds, "samples": seen}))
+
+if __name__ == "__main__":
+    main()
