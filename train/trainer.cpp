@@ -1,6 +1,7 @@
 #include "train/trainer.h"
 
 #include <fmt/format.h>
+#include <malloc.h>
 
 #include <chrono>
 #include <cmath>
@@ -40,6 +41,14 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimConfig& o, Sp
       model->parameters(), torch::optim::SGDOptions(o.lr).momentum(o.momentum).nesterov(o.nesterov).weight_decay(o.weight_decay));
 }
 
+// Activations and gradients are freed and allocated again every step. glibc would hand large
+// blocks back to the kernel (mmap/trim) and page-fault them in again, zero-filled, on the next
+// step; keeping them in the heap lets every step reuse the previous step's memory.
+void keep_freed_memory() {
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);  // the largest value glibc accepts
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+}
+
 void to_channels_last(SpecNet& model) {
   torch::NoGradGuard no_grad;
   for (auto& p : model->parameters())
@@ -77,6 +86,7 @@ class Trainer {
 void Trainer::prepare() {
   const int threads = resolve_threads(job_.train.threads);
   torch::set_num_threads(threads);
+  keep_freed_memory();
   data_ = open_data(job_.data);
   try {
     spec_ = parse_spec(job_.model, data_.shape, data_.classes);
