@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "common/error.h"
+#include "distill/distill.h"
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
 #include "train/trainer.h"
@@ -20,6 +21,7 @@ usage: shrink COMMAND [options]
 
 commands:
   train --config FILE [--key=value ...]   train a model (--resume, --overwrite, --out DIR)
+  distill --config FILE [--key=value ...] train the [student] under the [teacher] (same options)
   eval --checkpoint C [--data PATH]       accuracy and loss of a checkpoint on a test split
   data info PATH                          shapes, dtypes and class counts of a dataset
   model info SPEC [--input C,H,W] [--classes N]
@@ -68,26 +70,30 @@ std::optional<std::string> flag(const Args& a, const std::string& name) {
   return it->second;
 }
 
-int cmd_train(int argc, char** argv) {
+// `shrink train` and `shrink distill`: a config file plus overrides, run in a run directory.
+int cmd_job(const std::string& job_kind, int argc, char** argv) {
   Args a = split_args(argc, argv, 2, {{"config", true}, {"resume", false}, {"overwrite", false}, {"out", true}, {"help", false}});
-  po::options_description keys("train keys (section.key; in the INI file as [section] key = value)", 120);
-  add_train_options(keys);
+  bool distill = job_kind == "distill";
+  po::options_description keys(job_kind + " keys (section.key; in the INI file as [section] key = value)", 120);
+  if (distill) add_distill_options(keys);
+  else add_train_options(keys);
   if (flag(a, "help")) {
-    std::cout << "usage: shrink train --config FILE [--section.key=value ...] [--out DIR] [--resume] [--overwrite]\n\n" << keys << "\n";
+    std::cout << "usage: shrink " << job_kind << " --config FILE [--section.key=value ...] [--out DIR] [--resume] [--overwrite]\n\n" << keys << "\n";
     return 0;
   }
-  if (!a.positional.empty()) throw UserError(fmt::format("train: unexpected argument '{}'", a.positional[0]));
+  if (!a.positional.empty()) throw UserError(fmt::format("{}: unexpected argument '{}'", job_kind, a.positional[0]));
   if (auto out = flag(a, "out")) a.keys.push_back("--job.out=" + *out);
   std::string file = flag(a, "config").value_or("");
   // `--resume --out DIR` alone continues the run with the config it saved.
   if (file.empty() && flag(a, "resume") && flag(a, "out")) file = *flag(a, "out") + "/config.ini";
-  if (file.empty()) throw UserError("train: --config FILE is required (see shrink train --help)");
+  if (file.empty()) throw UserError(fmt::format("{}: --config FILE is required (see shrink {} --help)", job_kind, job_kind));
   Config config = Config::load(keys, file, a.keys);
   JobConfig job = read_job_config(config);
   RunOptions options;
   options.resume = flag(a, "resume").has_value();
   options.overwrite = flag(a, "overwrite").has_value();
-  run_train_job(job, options);
+  if (distill) run_distill_job(job, read_distill_config(config, job), options);
+  else run_train_job(job, options);
   return 0;
 }
 
@@ -165,7 +171,7 @@ int dispatch(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   std::string cmd = argv[1];
-  if (cmd == "train") return cmd_train(argc, argv);
+  if (cmd == "train" || cmd == "distill") return cmd_job(cmd, argc, argv);
   if (cmd == "eval") return cmd_eval(argc, argv);
   if (cmd == "data") return cmd_data(argc, argv);
   if (cmd == "model") return cmd_model(argc, argv);

@@ -16,6 +16,11 @@ std::shared_ptr<Source> open_hdf5(const std::string& path, const std::string& gr
 // A description of every group with data/target in the file (for `shrink data info`).
 std::string describe_hdf5(const std::string& path);
 
+// One float32 tensor as dataset `name` of a new HDF5 file (written to a temporary name, then
+// renamed), and read back. Used for caches.
+void write_hdf5_tensor(const std::string& path, const std::string& name, const torch::Tensor& t);
+torch::Tensor read_hdf5_tensor(const std::string& path, const std::string& name);
+
 // IDX (MNIST family), gzip'd or raw: images [N,H,W] or [N,H,W,C]... as [N,1,H,W]; labels [N].
 std::shared_ptr<MemorySource> read_idx(const std::string& images_path, const std::string& labels_path);
 // One IDX file as a tensor of its own dtype (exposed for tests and `data info`).

@@ -217,6 +217,36 @@ std::shared_ptr<Source> open_hdf5(const std::string& path, const std::string& gr
   return std::make_shared<MemorySource>(x, y, streaming->describe());
 }
 
+void write_hdf5_tensor(const std::string& path, const std::string& name, const torch::Tensor& t) {
+  auto data = t.to(torch::kFloat32).contiguous();
+  std::string tmp = path + ".tmp";
+  {
+    std::lock_guard<std::mutex> lock(hdf5_mutex);
+    silence_hdf5();
+    Handle file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
+    if (file.id < 0) throw UserError(fmt::format("{}: cannot create", tmp));
+    std::vector<hsize_t> dims(data.sizes().begin(), data.sizes().end());
+    Handle space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose);
+    Handle d(H5Dcreate2(file.id, name.c_str(), H5T_NATIVE_FLOAT, space.id, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose);
+    if (d.id < 0 || H5Dwrite(d.id, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data_ptr()) < 0)
+      throw UserError(fmt::format("{}: writing {} failed", tmp, name));
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+torch::Tensor read_hdf5_tensor(const std::string& path, const std::string& name) {
+  std::lock_guard<std::mutex> lock(hdf5_mutex);
+  silence_hdf5();
+  Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  if (file.id < 0) throw UserError(fmt::format("{}: not an HDF5 file or unreadable", path));
+  Handle d(H5Dopen2(file.id, name.c_str(), H5P_DEFAULT), H5Dclose);
+  if (d.id < 0) throw UserError(fmt::format("{}: no dataset {}", path, name));
+  auto t = torch::empty(dims_of(d.id), torch::kFloat32);
+  if (H5Dread(d.id, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data_ptr()) < 0)
+    throw UserError(fmt::format("{}: reading {} failed", path, name));
+  return t;
+}
+
 std::string describe_hdf5(const std::string& path) {
   std::string out;
   std::vector<std::string> groups;

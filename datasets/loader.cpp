@@ -132,8 +132,10 @@ Batch Loader::make_batch(int64_t b) const {
   if (options_.shuffle) {
     std::vector<int64_t> idx(order_.begin() + start, order_.begin() + start + count);
     source_->read(idx, batch.x, batch.y);
+    batch.index = torch::tensor(idx, torch::kInt64);
   } else {
     source_->read_range(start, count, batch.x, batch.y);
+    batch.index = torch::arange(start, start + count, torch::kInt64);
   }
   const Augment& a = options_.augment;
   if (options_.train && (a.shift > 0 || a.hflip)) {

@@ -29,6 +29,7 @@ torch::Tensor normalize(const torch::Tensor& x, const std::vector<float>& mean, 
 
 struct Batch {
   torch::Tensor x, y;
+  torch::Tensor index;  // int64: which examples of the source these are (for per-example caches)
 };
 
 struct LoaderOptions {

@@ -6,16 +6,8 @@
 using namespace shrink;
 
 namespace {
-int64_t total_params(const ModelSpec& s) {
-  int64_t p = 0;
-  for (const auto& i : analyze(s)) p += i.params;
-  return p;
-}
-int64_t total_macs(const ModelSpec& s) {
-  int64_t m = 0;
-  for (const auto& i : analyze(s)) m += i.macs;
-  return m;
-}
+int64_t total_params(const ModelSpec& s) { return total_cost(s).params; }
+int64_t total_macs(const ModelSpec& s) { return total_cost(s).macs; }
 std::string error_of(const std::string& text, std::vector<int64_t> input = {1, 16, 16}) {
   try {
     parse_spec(text, input, 10);

@@ -24,8 +24,9 @@ torch::serialize::InputArchive open_archive(const std::string& path) {
 
 }  // namespace
 
-void save_checkpoint(const std::string& path, SpecNet& model, torch::optim::Optimizer* optimizer, const nlohmann::json& meta) {
-  torch::serialize::OutputArchive archive, model_archive, optim_archive;
+void save_checkpoint(const std::string& path, SpecNet& model, torch::optim::Optimizer* optimizer, const nlohmann::json& meta,
+                     torch::nn::Module* extra) {
+  torch::serialize::OutputArchive archive, model_archive, optim_archive, extra_archive;
   nlohmann::json m = meta;
   m["format"] = "shrink-checkpoint";
   m["version"] = kCheckpointVersion;
@@ -35,6 +36,10 @@ void save_checkpoint(const std::string& path, SpecNet& model, torch::optim::Opti
   archive.write("meta", c10::IValue(m.dump()));
   model->save(model_archive);
   archive.write("model", model_archive);
+  if (extra) {
+    extra->save(extra_archive);
+    archive.write("extra", extra_archive);
+  }
   if (optimizer) {
     optimizer->save(optim_archive);
     archive.write("optimizer", optim_archive);
@@ -77,6 +82,17 @@ SpecNet load_model(const std::string& path, nlohmann::json* meta_out) {
   }
   if (meta_out) *meta_out = meta;
   return model;
+}
+
+void load_extra_state(const std::string& path, torch::nn::Module& extra) {
+  auto archive = open_archive(path);
+  torch::serialize::InputArchive extra_archive;
+  if (!archive.try_read("extra", extra_archive)) throw UserError(fmt::format("checkpoint {}: has no state for the objective's own parameters", path));
+  try {
+    extra.load(extra_archive);
+  } catch (const c10::Error& e) {
+    throw UserError(fmt::format("checkpoint {}: the objective's saved parameters do not match (different hint layers?)", path));
+  }
 }
 
 void load_optimizer_state(const std::string& path, torch::optim::Optimizer& optimizer) {

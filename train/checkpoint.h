@@ -12,7 +12,10 @@ namespace shrink {
 
 // Metadata fields: "spec" (canonical text), "input", "classes", "mean", "std", "config" (INI),
 // "epoch" (epochs completed), "best_metric", "test_accuracy", plus whatever a stage adds.
-void save_checkpoint(const std::string& path, SpecNet& model, torch::optim::Optimizer* optimizer, const nlohmann::json& meta);
+// `extra` holds trainable parts besides the model (an objective's adapters); may be null.
+void save_checkpoint(const std::string& path, SpecNet& model, torch::optim::Optimizer* optimizer, const nlohmann::json& meta,
+                     torch::nn::Module* extra = nullptr);
+void load_extra_state(const std::string& path, torch::nn::Module& extra);
 nlohmann::json read_checkpoint_meta(const std::string& path);
 // Builds the model its metadata describes and loads its weights.
 SpecNet load_model(const std::string& path, nlohmann::json* meta = nullptr);

@@ -151,7 +151,7 @@ po::typed_value<double>* real(double v) { return po::value<double>()->default_va
 po::typed_value<bool>* flag(bool v) { return po::value<bool>()->default_value(v, v ? "true" : "false"); }
 }  // namespace
 
-void add_train_options(po::options_description& keys) {
+void add_train_options(po::options_description& keys, const std::string& model_section) {
   OptimConfig o;
   TrainConfig t;
   DataConfig d;
@@ -174,7 +174,8 @@ void add_train_options(po::options_description& keys) {
     ("data.synthetic_train", po::value<int64_t>()->default_value(d.synthetic_train), "synthetic dataset: training examples")
     ("data.synthetic_test", po::value<int64_t>()->default_value(d.synthetic_test), "synthetic dataset: test examples")
     ("data.seed", po::value<int64_t>()->default_value(0), "seed of the synthetic data and the validation split")
-    ("model.spec", po::value<std::string>()->default_value("usps_student"), "preset name or layer string, e.g. 'conv(16) bn relu gap linear(classes)'")
+    ((model_section + ".spec").c_str(), po::value<std::string>()->default_value("usps_student"), "preset name or layer string, e.g. 'conv(16) bn relu gap linear(classes)'")
+    ((model_section + ".init").c_str(), po::value<std::string>()->default_value(""), "start from this checkpoint's weights (same spec); empty: fresh initialization")
     ("train.epochs", po::value<int64_t>()->default_value(t.epochs), "epochs")
     ("train.batch_size", po::value<int64_t>()->default_value(t.batch_size), "training batch size")
     ("train.eval_batch_size", po::value<int64_t>()->default_value(t.eval_batch_size), "evaluation batch size")
@@ -268,7 +269,9 @@ JobConfig read_job_config(const Config& c) {
   if (d.synthetic_train < 1) c.fail("data.synthetic_train", "must be at least 1");
   if (d.synthetic_test < 1) c.fail("data.synthetic_test", "must be at least 1");
   d.seed = static_cast<uint64_t>(c.get<int64_t>("data.seed"));
-  j.model = c.get<std::string>("model.spec");
+  std::string section = c.has("model.spec") ? "model" : "student";
+  j.model = c.get<std::string>(section + ".spec");
+  j.init = c.get<std::string>(section + ".init");
 
   TrainConfig& t = j.train;
   t.epochs = c.get<int64_t>("train.epochs");

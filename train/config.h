@@ -42,8 +42,9 @@ class Config {
   std::map<std::string, std::string> origin_;
 };
 
-// Keys of the training job (job.*, data.*, model.*, train.*, optim.*).
-void add_train_options(po::options_description& keys);
+// Keys of the training job (job.*, data.*, model.*, train.*, optim.*). The model's keys (spec,
+// init) go in `model_section`: "model" for train, "student" for distill.
+void add_train_options(po::options_description& keys, const std::string& model_section = "model");
 
 struct OptimConfig {
   std::string name = "sgd";          // sgd | adamw
@@ -64,6 +65,7 @@ struct TrainConfig {
 struct JobConfig {
   std::string out;
   std::string model;  // spec text or preset name
+  std::string init;   // checkpoint whose weights the model starts from (empty: fresh init)
   DataConfig data;
   TrainConfig train;
   OptimConfig optim;

@@ -355,6 +355,12 @@ std::string ModelSpec::to_string() const {
   return out;
 }
 
+ModelCost total_cost(const ModelSpec& spec) {
+  ModelCost c;
+  for (const auto& i : analyze(spec)) c.params += i.params, c.macs += i.macs;
+  return c;
+}
+
 std::vector<LayerInfo> analyze(const ModelSpec& spec) {
   if (spec.input.size() != 3 && spec.input.size() != 1)
     throw UserError(fmt::format("model input shape {} must be C,H,W or a feature count", shape_string(spec.input)));

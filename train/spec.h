@@ -49,6 +49,10 @@ ModelSpec parse_spec(const std::string& text, const std::vector<int64_t>& input,
 std::vector<std::string> preset_names();
 // Shapes, params and MACs per layer, in spec order. Throws UserError on shapes that do not fit.
 std::vector<LayerInfo> analyze(const ModelSpec& spec);
+struct ModelCost {
+  int64_t params = 0, macs = 0;
+};
+ModelCost total_cost(const ModelSpec& spec);
 std::string layer_type_name(LayerType t);
 
 }  // namespace shrink

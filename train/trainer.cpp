@@ -11,6 +11,7 @@
 #include "datasets/loader.h"
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
+#include "train/objective.h"
 #include "train/run_log.h"
 
 namespace shrink {
@@ -33,12 +34,11 @@ double learning_rate(const OptimConfig& o, double epoch, double total_epochs) {
   return o.lr;
 }
 
-std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimConfig& o, SpecNet& model) {
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimConfig& o, const std::vector<torch::Tensor>& params) {
   if (o.name == "adamw")
-    return std::make_unique<torch::optim::AdamW>(
-        model->parameters(), torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).weight_decay(o.weight_decay));
-  return std::make_unique<torch::optim::SGD>(
-      model->parameters(), torch::optim::SGDOptions(o.lr).momentum(o.momentum).nesterov(o.nesterov).weight_decay(o.weight_decay));
+    return std::make_unique<torch::optim::AdamW>(params, torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).weight_decay(o.weight_decay));
+  return std::make_unique<torch::optim::SGD>(params,
+                                             torch::optim::SGDOptions(o.lr).momentum(o.momentum).nesterov(o.nesterov).weight_decay(o.weight_decay));
 }
 
 // Activations and gradients are freed and allocated again every step. glibc would hand large
@@ -49,6 +49,22 @@ void keep_freed_memory() {
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
 }
 
+void copy_weights(SpecNet& dst, SpecNet& src) {
+  torch::NoGradGuard no_grad;
+  auto src_params = src->named_parameters();
+  for (auto& p : dst->named_parameters()) p.value().copy_(src_params[p.key()]);
+  auto src_buffers = src->named_buffers();
+  for (auto& b : dst->named_buffers()) b.value().copy_(src_buffers[b.key()]);
+}
+
+// A checkpoint's model, checked to have the spec the job asks for.
+SpecNet load_matching(const std::string& path, const ModelSpec& spec, const std::string& what, nlohmann::json* meta) {
+  SpecNet saved = load_model(path, meta);
+  if (saved->spec().to_string() != spec.to_string())
+    throw UserError(fmt::format("{}: {} has model {}, not the configured {}", what, path, saved->spec().to_string(), spec.to_string()));
+  return saved;
+}
+
 void to_channels_last(SpecNet& model) {
   torch::NoGradGuard no_grad;
   for (auto& p : model->parameters())
@@ -57,7 +73,7 @@ void to_channels_last(SpecNet& model) {
 
 class Trainer {
  public:
-  Trainer(const JobConfig& job, const RunOptions& options) : job_(job), options_(options) {}
+  Trainer(const JobConfig& job, const RunOptions& options, Objective* objective) : job_(job), options_(options), objective_(objective) {}
   nlohmann::json run();
 
  private:
@@ -69,6 +85,8 @@ class Trainer {
 
   const JobConfig& job_;
   RunOptions options_;
+  Objective* objective_;
+  std::shared_ptr<torch::nn::Module> extra_;  // the objective's own trainable parameters
   Data data_;
   ModelSpec spec_;
   SpecNet model_{nullptr};
@@ -106,22 +124,28 @@ void Trainer::prepare() {
 
   torch::manual_seed(job_.train.seed);
   model_ = SpecNet(spec_);
+  if (!job_.init.empty() && !options_.resume) {
+    SpecNet init = load_matching(job_.init, spec_, "model init", nullptr);
+    copy_weights(model_, init);
+  }
   if (job_.train.channels_last) to_channels_last(model_);
-  optimizer_ = make_optimizer(job_.optim, model_);
   normalization_.mean = data_.mean;
   normalization_.std = data_.std;
   normalization_.channels_last = job_.train.channels_last;
+  std::vector<torch::Tensor> params = model_->parameters();
+  if (objective_) {
+    objective_->prepare(data_, normalization_, model_, *log_);
+    extra_ = objective_->trainable();
+    if (extra_)
+      for (auto& p : extra_->parameters()) params.push_back(p);
+  }
+  optimizer_ = make_optimizer(job_.optim, params);
 
   if (options_.resume) {
     nlohmann::json meta;
-    SpecNet saved = load_model(last, &meta);
-    if (saved->spec().to_string() != spec_.to_string())
-      throw UserError(fmt::format("--resume: {} was trained with a different model.spec", last));
-    torch::NoGradGuard no_grad;
-    auto dst = model_->named_parameters(), src = saved->named_parameters();
-    for (auto& p : dst) p.value().copy_(src[p.key()]);
-    auto dst_b = model_->named_buffers(), src_b = saved->named_buffers();
-    for (auto& b : dst_b) b.value().copy_(src_b[b.key()]);
+    SpecNet saved = load_matching(last, spec_, "--resume", &meta);
+    copy_weights(model_, saved);
+    if (extra_) load_extra_state(last, *extra_);
     load_optimizer_state(last, *optimizer_);
     start_epoch_ = meta.at("epoch").get<int64_t>();
     best_metric_ = meta.value("best_metric", -1.0);
@@ -141,10 +165,8 @@ void Trainer::prepare() {
   lo.augment.hflip = job_.data.hflip;
   loader_ = std::make_unique<Loader>(data_.train, lo);
 
-  auto info = analyze(spec_);
-  int64_t params = 0, macs = 0;
-  for (const auto& i : info) params += i.params, macs += i.macs;
-  log_->line(fmt::format("model {} params, {} MACs per example; data {} train / {} test examples of {}; {} threads", params, macs,
+  ModelCost cost = total_cost(spec_);
+  log_->line(fmt::format("model {} params, {} MACs per example; data {} train / {} test examples of {}; {} threads", cost.params, cost.macs,
                          data_.train->size(), data_.test->size(), shape_string(data_.shape), threads));
 }
 
@@ -161,13 +183,15 @@ void Trainer::train_epoch(int64_t epoch) {
   int64_t correct = 0, seen = 0, step = 0;
   namespace F = torch::nn::functional;
   auto loss_options = F::CrossEntropyFuncOptions().label_smoothing(job_.train.label_smoothing);
+  std::vector<std::string> tap_names = objective_ ? objective_->student_taps() : std::vector<std::string>{};
+  std::map<std::string, torch::Tensor> taps;
   Batch batch;
   while (loader_->next(batch)) {
     double lr = learning_rate(job_.optim, epoch + static_cast<double>(step) / steps, total_epochs);
     for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
     optimizer_->zero_grad();
-    auto logits = model_->forward(batch.x);
-    auto loss = F::cross_entropy(logits, batch.y, loss_options);
+    auto logits = tap_names.empty() ? model_->forward(batch.x) : model_->forward_with(batch.x, tap_names, taps);
+    auto loss = objective_ ? objective_->loss(batch, logits, taps) : F::cross_entropy(logits, batch.y, loss_options);
     double loss_value = loss.item<double>();
     if (!std::isfinite(loss_value))
       throw UserError(fmt::format("training diverged: the loss became {} at epoch {}, step {}; {} is kept as the last good checkpoint "
@@ -199,7 +223,7 @@ void Trainer::finish_epoch(int64_t epoch, double seconds, int64_t samples) {
   bool best = metric > best_metric_;
   if (best) best_metric_ = metric;
   nlohmann::json meta = checkpoint_meta(epoch + 1);
-  save_checkpoint(checkpoints_ + "/last.pt", model_, optimizer_.get(), meta);
+  save_checkpoint(checkpoints_ + "/last.pt", model_, optimizer_.get(), meta, extra_.get());
   if (best) save_checkpoint(checkpoints_ + "/best.pt", model_, nullptr, meta);
   nlohmann::json record = {{"epoch", epoch + 1},
                            {"lr", learning_rate(job_.optim, epoch + 1.0, static_cast<double>(job_.train.epochs))},
@@ -210,6 +234,7 @@ void Trainer::finish_epoch(int64_t epoch, double seconds, int64_t samples) {
                            {"seconds", seconds},
                            {"samples_per_s", samples / seconds}};
   if (data_.val) record["val_accuracy"] = val.accuracy, record["val_loss"] = val.loss;
+  if (objective_) record.update(objective_->epoch_metrics());
   log_->metrics(record);
   log_->line(fmt::format("epoch {}/{}: train loss {:.4f} acc {:.2f}% | test loss {:.4f} acc {:.2f}%{} | {:.1f}s, {:.0f} samples/s{}", epoch + 1,
                          job_.train.epochs, train_loss_, 100 * train_accuracy_, last_test_.loss, 100 * last_test_.accuracy,
@@ -220,19 +245,17 @@ void Trainer::finish_epoch(int64_t epoch, double seconds, int64_t samples) {
 nlohmann::json Trainer::checkpoint_meta(int64_t epochs_done) const {
   return {{"epoch", epochs_done},         {"best_metric", best_metric_},       {"test_accuracy", last_test_.accuracy},
           {"train_seconds", train_seconds_}, {"train_samples", train_samples_}, {"mean", data_.mean},
-          {"std", data_.std},             {"config", job_.resolved_ini},      {"stage", "train"}};
+          {"std", data_.std},             {"config", job_.resolved_ini},      {"stage", objective_ ? objective_->stage() : "train"}};
 }
 
 nlohmann::json Trainer::summary() const {
-  auto info = analyze(spec_);
-  int64_t params = 0, macs = 0;
-  for (const auto& i : info) params += i.params, macs += i.macs;
+  ModelCost cost = total_cost(spec_);
   return {{"test_accuracy", last_test_.accuracy},
           {"test_loss", last_test_.loss},
           {"best_metric", best_metric_},
           {"best_metric_is", data_.val ? "val_accuracy" : "test_accuracy"},
-          {"params", params},
-          {"macs", macs},
+          {"params", cost.params},
+          {"macs", cost.macs},
           {"epochs", job_.train.epochs},
           {"train_seconds", train_seconds_},
           {"train_samples_per_s", train_seconds_ > 0 ? train_samples_ / train_seconds_ : 0.0},
@@ -250,6 +273,7 @@ nlohmann::json Trainer::run() {
     last_test_ = evaluate(model_, data_.test, normalization_, job_.train.eval_batch_size);
   if (stop_at < job_.train.epochs) return {{"stopped_after_epoch", stop_at}};
   nlohmann::json s = summary();
+  if (objective_) s.update(objective_->finish(model_, data_, normalization_));
   write_json_atomic(job_.out + "/summary.json", s);
   log_->line(fmt::format("done: test accuracy {:.2f}%, {:.0f} samples/s, {} written", 100 * last_test_.accuracy,
                          s["train_samples_per_s"].get<double>(), job_.out + "/summary.json"));
@@ -258,6 +282,8 @@ nlohmann::json Trainer::run() {
 
 }  // namespace
 
-nlohmann::json run_train_job(const JobConfig& job, const RunOptions& options) { return Trainer(job, options).run(); }
+nlohmann::json run_train_job(const JobConfig& job, const RunOptions& options, Objective* objective) {
+  return Trainer(job, options, objective).run();
+}
 
 }  // namespace shrink

@@ -7,6 +7,8 @@
 
 namespace shrink {
 
+class Objective;
+
 struct RunOptions {
   bool resume = false;            // continue from <out>/checkpoints/last.pt
   bool overwrite = false;         // start afresh even if <out> holds a run
@@ -14,7 +16,8 @@ struct RunOptions {
   int64_t stop_after_epochs = -1; // tests: stop after this many epochs of this call, as if killed
 };
 
-// Runs (or resumes) the job; returns what it wrote to summary.json.
-nlohmann::json run_train_job(const JobConfig& job, const RunOptions& options = {});
+// Runs (or resumes) the job; returns what it wrote to summary.json. Without an objective the
+// loss is cross-entropy on the labels (with train.label_smoothing).
+nlohmann::json run_train_job(const JobConfig& job, const RunOptions& options = {}, Objective* objective = nullptr);
 
 }  // namespace shrink

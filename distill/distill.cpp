@@ -1,0 +1,260 @@
+#include "distill/distill.h"
+
+#include <fmt/format.h>
+
+#include <sstream>
+
+#include "common/error.h"
+#include "distill/cache.h"
+#include "distill/losses.h"
+#include "distill/teacher.h"
+#include "train/evaluate.h"
+#include "train/objective.h"
+
+namespace shrink {
+namespace {
+
+namespace F = torch::nn::functional;
+
+std::vector<std::pair<std::string, std::string>> parse_pairs(const Config& c, const std::string& key) {
+  std::vector<std::pair<std::string, std::string>> pairs;
+  std::stringstream in(c.get<std::string>(key));
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    item.erase(std::remove_if(item.begin(), item.end(), ::isspace), item.end());
+    size_t colon = item.find(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == item.size())
+      c.fail(key, fmt::format("'{}' is not a pair student_layer:teacher_layer", item));
+    pairs.emplace_back(item.substr(0, colon), item.substr(colon + 1));
+  }
+  return pairs;
+}
+
+// Hint adapters: per pair, a 1x1 conv (images) or linear (features) from the student layer's
+// width to the teacher layer's.
+struct Adapters : torch::nn::Module {
+  std::vector<torch::nn::AnyModule> per_pair;
+};
+
+class DistillObjective : public Objective {
+ public:
+  explicit DistillObjective(const DistillConfig& c) : c_(c) {}
+  std::string stage() const override { return "distill"; }
+
+  void prepare(const Data& data, const Augment& normalization, SpecNet& student, RunLog& log) override {
+    teacher_ = Teacher::load(c_.teacher_path, c_.teacher_kind, c_.channels_last);
+    check_teacher_fits(data, normalization);
+    build_feature_losses(student->spec());
+    teacher_test_ = teacher_accuracy(data, normalization);
+    log.line(fmt::format("teacher {} ({}): test accuracy {:.2f}%", teacher_->path(), teacher_->kind(), 100 * teacher_test_));
+    bool augmented = c_.data.shift > 0 || c_.data.hflip;
+    bool features = !teacher_taps_.empty();
+    if (c_.cache == "augment-free" || (c_.cache == "auto" && !augmented && !features)) {
+      if (features) throw UserError("distill.cache = augment-free caches logits only; hints and attention need the teacher on every batch");
+      auto cached = teacher_logits_cached(*teacher_, data.train, normalization, c_.cache_dir, c_.eval_batch_size);
+      cached_ = cached.logits;
+      teacher_outputs_ = cached.reused ? "cache (reused)" : "cache (computed)";
+      log.line(fmt::format("teacher logits: {} {}", cached.reused ? "reused" : "computed and cached in", cached.file));
+    } else {
+      teacher_outputs_ = "teacher on every batch";
+    }
+  }
+
+  std::vector<std::string> student_taps() const override { return student_taps_; }
+  std::shared_ptr<torch::nn::Module> trainable() override { return adapters_; }
+
+  torch::Tensor loss(const Batch& batch, const torch::Tensor& logits, const std::map<std::string, torch::Tensor>& taps) override {
+    std::map<std::string, torch::Tensor> teacher_features;
+    torch::Tensor teacher_logits = cached_.defined() ? cached_.index_select(0, batch.index)
+                                                     : teacher_->forward(batch.x, teacher_taps_, &teacher_features);
+    auto soft = soft_target_loss(logits, teacher_logits, c_.temperature);
+    auto hard = F::cross_entropy(logits, batch.y);
+    auto loss = c_.alpha * soft + (1 - c_.alpha) * hard;
+    double hint_value = 0, attention_value = 0;
+    for (size_t k = 0; k < c_.hints.size(); ++k) {
+      auto h = hint_loss(adapters_->per_pair[k].forward(taps.at(c_.hints[k].first)), teacher_features.at(c_.hints[k].second));
+      loss = loss + c_.hint_weight * h;
+      hint_value += h.item<double>();
+    }
+    for (const auto& [s, t] : c_.attention) {
+      auto a = attention_loss(taps.at(s), teacher_features.at(t));
+      loss = loss + c_.attention_weight * a;
+      attention_value += a.item<double>();
+    }
+    const int64_t n = batch.y.size(0);
+    sums_.soft += soft.item<double>() * n;
+    sums_.hint += hint_value * n;
+    sums_.attention += attention_value * n;
+    sums_.count += n;
+    return loss;
+  }
+
+  nlohmann::json epoch_metrics() override {
+    nlohmann::json m = {{"kd_loss", sums_.soft / std::max<int64_t>(sums_.count, 1)}};
+    if (!c_.hints.empty()) m["hint_loss"] = sums_.hint / std::max<int64_t>(sums_.count, 1);
+    if (!c_.attention.empty()) m["attention_loss"] = sums_.attention / std::max<int64_t>(sums_.count, 1);
+    last_kd_ = m["kd_loss"].get<double>();
+    sums_ = {};
+    return m;
+  }
+
+  nlohmann::json finish(SpecNet& student, const Data& data, const Augment& normalization) override {
+    torch::NoGradGuard no_grad;
+    student->eval();
+    int64_t agree = 0, total = 0;
+    for_test_batches(data, normalization, [&](const Batch& b) {
+      agree += (student->forward(b.x).argmax(1) == teacher_->forward(b.x).argmax(1)).sum().item<int64_t>();
+      total += b.y.size(0);
+    });
+    student->train();
+    return {{"teacher", teacher_->path()},
+            {"teacher_kind", teacher_->kind()},
+            {"teacher_test_accuracy", teacher_test_},
+            {"agreement_with_teacher", static_cast<double>(agree) / std::max<int64_t>(total, 1)},
+            {"kd_loss_final", last_kd_},
+            {"teacher_outputs", teacher_outputs_}};
+  }
+
+ private:
+  template <class Fn>
+  void for_test_batches(const Data& data, const Augment& normalization, Fn fn) {
+    LoaderOptions o;
+    o.batch_size = c_.eval_batch_size;
+    o.shuffle = false;
+    o.train = false;
+    o.prefetch = 0;
+    o.augment = normalization;
+    Loader loader(data.test, o);
+    loader.start_epoch(0);
+    Batch b;
+    while (loader.next(b)) fn(b);
+  }
+
+  double teacher_accuracy(const Data& data, const Augment& normalization) {
+    int64_t correct = 0, total = 0;
+    for_test_batches(data, normalization, [&](const Batch& b) {
+      correct += (teacher_->forward(b.x).argmax(1) == b.y).sum().item<int64_t>();
+      total += b.y.size(0);
+    });
+    return static_cast<double>(correct) / std::max<int64_t>(total, 1);
+  }
+
+  void check_teacher_fits(const Data& data, const Augment& normalization) {
+    if (!teacher_->mean.empty() && (teacher_->mean != normalization.mean || teacher_->std != normalization.std))
+      throw UserError(fmt::format("teacher {} was trained with another input normalization than data.normalize gives the student",
+                                  teacher_->path()));
+    std::vector<int64_t> shape{2};
+    shape.insert(shape.end(), data.shape.begin(), data.shape.end());
+    auto logits = teacher_->forward(torch::zeros(shape));
+    if (logits.dim() != 2 || logits.size(1) != data.classes)
+      throw UserError(fmt::format("teacher {} outputs {} values per example but the data has {} classes", teacher_->path(),
+                                  logits.dim() == 2 ? logits.size(1) : logits.numel() / 2, data.classes));
+  }
+
+  // Checks the hint and attention layer pairs and builds the hint adapters.
+  void build_feature_losses(const ModelSpec& student) {
+    adapters_ = std::make_shared<Adapters>();
+    if (c_.hints.empty() && c_.attention.empty()) return;
+    const ModelSpec* tspec = teacher_->spec();
+    if (!tspec) throw UserError("distill.hints and distill.attention need a shrink checkpoint as teacher (TorchScript gives logits only)");
+    auto sinfo = analyze(student), tinfo = analyze(*tspec);
+    auto shape_of = [](const ModelSpec& spec, const std::vector<LayerInfo>& info, const std::string& name, const char* who) {
+      int i = spec.index_of(name);
+      if (i < 0) throw UserError(fmt::format("distill: the {} has no layer named '{}'", who, name));
+      return info[i].out_shape;
+    };
+    int k = 0;
+    for (const auto& [s, t] : c_.hints) {
+      auto ss = shape_of(student, sinfo, s, "student"), ts = shape_of(*tspec, tinfo, t, "teacher");
+      std::string name = fmt::format("hint{}", ++k);
+      if (ss.size() == 3 && ts.size() == 3 && ss[1] == ts[1] && ss[2] == ts[2]) {
+        auto conv = adapters_->register_module(name, torch::nn::Conv2d(torch::nn::Conv2dOptions(ss[0], ts[0], 1).bias(false)));
+        if (c_.channels_last) conv->weight.set_data(conv->weight.data().contiguous(torch::MemoryFormat::ChannelsLast));
+        adapters_->per_pair.emplace_back(conv);
+      } else if (ss.size() == 1 && ts.size() == 1) {
+        adapters_->per_pair.emplace_back(adapters_->register_module(name, torch::nn::Linear(ss[0], ts[0])));
+      } else {
+        throw UserError(fmt::format("distill.hints {}:{}: shapes {} and {} cannot be matched (need the same height and width, or both flat)", s, t,
+                                    shape_string(ss), shape_string(ts)));
+      }
+      add_taps(s, t);
+    }
+    for (const auto& [s, t] : c_.attention) {
+      auto ss = shape_of(student, sinfo, s, "student"), ts = shape_of(*tspec, tinfo, t, "teacher");
+      if (ss.size() != 3 || ts.size() != 3 || ss[1] != ts[1] || ss[2] != ts[2])
+        throw UserError(fmt::format("distill.attention {}:{}: shapes {} and {} need the same height and width", s, t, shape_string(ss), shape_string(ts)));
+      add_taps(s, t);
+    }
+  }
+
+  void add_taps(const std::string& s, const std::string& t) {
+    if (std::find(student_taps_.begin(), student_taps_.end(), s) == student_taps_.end()) student_taps_.push_back(s);
+    if (std::find(teacher_taps_.begin(), teacher_taps_.end(), t) == teacher_taps_.end()) teacher_taps_.push_back(t);
+  }
+
+  DistillConfig c_;
+  std::unique_ptr<Teacher> teacher_;
+  std::shared_ptr<Adapters> adapters_;
+  std::vector<std::string> student_taps_, teacher_taps_;
+  torch::Tensor cached_;
+  std::string teacher_outputs_;
+  double teacher_test_ = 0, last_kd_ = 0;
+  struct {
+    double soft = 0, hint = 0, attention = 0;
+    int64_t count = 0;
+  } sums_;
+};
+
+}  // namespace
+
+void add_distill_options(po::options_description& keys) {
+  add_train_options(keys, "student");
+  DistillConfig d;
+  // clang-format off
+  keys.add_options()
+    ("teacher.path", po::value<std::string>()->default_value(""), "the teacher: a shrink checkpoint or a TorchScript file (torch.jit.save)")
+    ("teacher.kind", po::value<std::string>()->default_value(d.teacher_kind), "auto | shrink | torchscript")
+    ("distill.temperature", po::value<double>()->default_value(d.temperature, "4"), "softmax temperature T of the soft targets")
+    ("distill.alpha", po::value<double>()->default_value(d.alpha, "0.9"), "weight of the soft-target loss; 1 - alpha goes to cross-entropy on labels")
+    ("distill.hints", po::value<std::string>()->default_value(""), "FitNets hints: student_layer:teacher_layer pairs, comma-separated")
+    ("distill.hint_weight", po::value<double>()->default_value(d.hint_weight, "0"), "weight of the hint (feature MSE) loss")
+    ("distill.attention", po::value<std::string>()->default_value(""), "attention transfer: student_layer:teacher_layer pairs")
+    ("distill.attention_weight", po::value<double>()->default_value(d.attention_weight, "0"), "weight of the attention-transfer loss (~1000)")
+    ("distill.cache", po::value<std::string>()->default_value(d.cache), "auto (cache teacher logits when inputs are not augmented) | off | augment-free")
+    ("distill.cache_dir", po::value<std::string>()->default_value(d.cache_dir), "folder of the teacher-output cache files");
+  // clang-format on
+}
+
+DistillConfig read_distill_config(const Config& c, const JobConfig& job) {
+  DistillConfig d;
+  d.teacher_path = c.get<std::string>("teacher.path");
+  if (d.teacher_path.empty()) c.fail("teacher.path", "give the teacher: a shrink checkpoint or a TorchScript file");
+  d.teacher_kind = c.get<std::string>("teacher.kind");
+  if (d.teacher_kind != "auto" && d.teacher_kind != "shrink" && d.teacher_kind != "torchscript") c.fail("teacher.kind", "expected auto, shrink or torchscript");
+  d.temperature = c.get<double>("distill.temperature");
+  if (!(d.temperature > 0)) c.fail("distill.temperature", "must be > 0");
+  d.alpha = c.get<double>("distill.alpha");
+  if (!(d.alpha >= 0 && d.alpha <= 1)) c.fail("distill.alpha", "must be in [0, 1]");
+  d.hints = parse_pairs(c, "distill.hints");
+  d.attention = parse_pairs(c, "distill.attention");
+  d.hint_weight = c.get<double>("distill.hint_weight");
+  d.attention_weight = c.get<double>("distill.attention_weight");
+  if (!(d.hint_weight >= 0)) c.fail("distill.hint_weight", "must be >= 0");
+  if (!(d.attention_weight >= 0)) c.fail("distill.attention_weight", "must be >= 0");
+  if (!d.hints.empty() && d.hint_weight == 0) c.fail("distill.hint_weight", "distill.hints is set but its weight is 0");
+  if (!d.attention.empty() && d.attention_weight == 0) c.fail("distill.attention_weight", "distill.attention is set but its weight is 0");
+  d.cache = c.get<std::string>("distill.cache");
+  if (d.cache != "auto" && d.cache != "off" && d.cache != "augment-free") c.fail("distill.cache", "expected auto, off or augment-free");
+  d.cache_dir = c.get<std::string>("distill.cache_dir");
+  d.data = job.data;
+  d.eval_batch_size = job.train.eval_batch_size;
+  d.channels_last = job.train.channels_last;
+  return d;
+}
+
+nlohmann::json run_distill_job(const JobConfig& job, const DistillConfig& distill, const RunOptions& options) {
+  DistillObjective objective(distill);
+  return run_train_job(job, options, &objective);
+}
+
+}  // namespace shrink

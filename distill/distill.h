@@ -1,0 +1,32 @@
+// The distillation job: trains the student of [student] under the teacher of [teacher] with the
+// losses of [distill] (soft targets, hints, attention transfer), on top of the trainer.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "train/config.h"
+#include "train/trainer.h"
+
+namespace shrink {
+
+struct DistillConfig {
+  std::string teacher_path, teacher_kind = "auto";
+  double temperature = 4, alpha = 0.9;  // loss = alpha * soft targets + (1 - alpha) * cross-entropy
+  double hint_weight = 0, attention_weight = 0;
+  std::vector<std::pair<std::string, std::string>> hints, attention;  // (student layer, teacher layer)
+  std::string cache = "auto";  // auto | off | augment-free
+  std::string cache_dir = "runs/cache";
+  DataConfig data;             // to know whether the student's inputs are augmented
+  int64_t eval_batch_size = 512;
+  bool channels_last = true;
+};
+
+// Train keys with the model in [student], plus [teacher] and [distill].
+void add_distill_options(po::options_description& keys);
+DistillConfig read_distill_config(const Config& config, const JobConfig& job);
+nlohmann::json run_distill_job(const JobConfig& job, const DistillConfig& distill, const RunOptions& options = {});
+
+}  // namespace shrink

@@ -1,0 +1,108 @@
+#include "distill/teacher.h"
+
+#include <fmt/format.h>
+#include <torch/script.h>
+#include <xxhash.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "common/error.h"
+#include "train/checkpoint.h"
+
+namespace shrink {
+namespace {
+
+class NativeTeacher : public Teacher {
+ public:
+  NativeTeacher(const std::string& path, bool channels_last) {
+    nlohmann::json meta;
+    model_ = load_model(path, &meta);
+    model_->eval();
+    for (auto& p : model_->parameters()) {
+      p.set_requires_grad(false);
+      if (channels_last && p.dim() == 4) p.set_data(p.data().contiguous(torch::MemoryFormat::ChannelsLast));
+    }
+    mean = meta.value("mean", std::vector<float>{});
+    std = meta.value("std", std::vector<float>{});
+  }
+  torch::Tensor forward(const torch::Tensor& x, const std::vector<std::string>& taps, std::map<std::string, torch::Tensor>* tapped) override {
+    torch::NoGradGuard no_grad;
+    if (taps.empty()) return model_->forward(x);
+    return model_->forward_with(x, taps, *tapped);
+  }
+  const ModelSpec* spec() const override { return &model_->spec(); }
+  std::string kind() const override { return "shrink"; }
+
+ private:
+  SpecNet model_{nullptr};
+};
+
+class TorchScriptTeacher : public Teacher {
+ public:
+  explicit TorchScriptTeacher(const std::string& path) {
+    try {
+      module_ = torch::jit::load(path);
+    } catch (const c10::Error& e) {
+      throw UserError(fmt::format("teacher {}: neither a shrink checkpoint nor a TorchScript file", path));
+    }
+    module_.eval();
+    for (auto p : module_.parameters()) p.set_requires_grad(false);
+  }
+  torch::Tensor forward(const torch::Tensor& x, const std::vector<std::string>& taps, std::map<std::string, torch::Tensor>*) override {
+    if (!taps.empty()) throw UserError(fmt::format("teacher {}: feature losses need a shrink checkpoint as teacher, not TorchScript", path_));
+    torch::NoGradGuard no_grad;
+    torch::jit::IValue out;
+    try {
+      out = module_.forward({x});
+    } catch (const std::exception& e) {
+      throw UserError(fmt::format("teacher {}: its forward failed on an input of shape {}", path_, shape_string(x.sizes().vec())));
+    }
+    if (!out.isTensor()) throw UserError(fmt::format("teacher {}: forward must return one tensor of logits", path_));
+    return out.toTensor();
+  }
+  std::string kind() const override { return "torchscript"; }
+
+ private:
+  torch::jit::Module module_;
+};
+
+bool is_shrink_checkpoint(const std::string& path) {
+  try {
+    read_checkpoint_meta(path);
+    return true;
+  } catch (const UserError&) {
+    return false;
+  }
+}
+
+}  // namespace
+
+std::string hash_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw UserError(fmt::format("{}: cannot read", path));
+  XXH3_state_t* state = XXH3_createState();
+  XXH3_64bits_reset(state);
+  std::vector<char> buf(1 << 20);
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    XXH3_64bits_update(state, buf.data(), static_cast<size_t>(in.gcount()));
+  }
+  uint64_t h = XXH3_64bits_digest(state);
+  XXH3_freeState(state);
+  return fmt::format("{:016x}", h);
+}
+
+std::unique_ptr<Teacher> Teacher::load(const std::string& path, const std::string& kind, bool channels_last) {
+  if (path.empty()) throw UserError("teacher.path is empty: give a shrink checkpoint or a TorchScript file");
+  if (!std::filesystem::is_regular_file(path)) throw UserError(fmt::format("teacher {}: no such file", path));
+  std::unique_ptr<Teacher> t;
+  if (kind == "shrink" || (kind == "auto" && is_shrink_checkpoint(path))) t = std::make_unique<NativeTeacher>(path, channels_last);
+  else if (kind == "torchscript" || kind == "auto") t = std::make_unique<TorchScriptTeacher>(path);
+  else throw UserError(fmt::format("teacher.kind = {}: expected auto, shrink or torchscript", kind));
+  t->path_ = path;
+  t->hash_ = hash_file(path);
+  return t;
+}
+
+}  // namespace shrink

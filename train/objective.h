@@ -1,0 +1,36 @@
+// What a training run minimizes, when it is more than cross-entropy on the labels (distillation,
+// for one). The trainer owns the loop, checkpoints and metrics; an Objective supplies the loss
+// and any trainable parts of its own (adapters), which the trainer optimizes and checkpoints.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "datasets/data.h"
+#include "datasets/loader.h"
+#include "train/model.h"
+#include "train/run_log.h"
+
+namespace shrink {
+
+class Objective {
+ public:
+  virtual ~Objective() = default;
+  // The stage name written to checkpoints ("distill", ...).
+  virtual std::string stage() const = 0;
+  // Called once the data and the student exist, before training starts or resumes.
+  virtual void prepare(const Data& data, const Augment& normalization, SpecNet& student, RunLog& log) {}
+  // Student layers whose outputs the loss needs.
+  virtual std::vector<std::string> student_taps() const { return {}; }
+  // Trainable parameters besides the student's (optimized and checkpointed with it); may be null.
+  virtual std::shared_ptr<torch::nn::Module> trainable() { return nullptr; }
+  virtual torch::Tensor loss(const Batch& batch, const torch::Tensor& logits, const std::map<std::string, torch::Tensor>& taps) = 0;
+  // Extra fields of this epoch's metrics.jsonl record (e.g. the loss terms' means).
+  virtual nlohmann::json epoch_metrics() { return nlohmann::json::object(); }
+  // Extra fields of summary.json, measured on the final student.
+  virtual nlohmann::json finish(SpecNet& student, const Data& data, const Augment& normalization) { return nlohmann::json::object(); }
+};
+
+}  // namespace shrink
