@@ -1,6 +1,7 @@
 #!/usr/bin/python3
-"""PyTorch peer for bench/train_throughput: the same model, recipe and thread count as
-`shrink train`, written the way a PyTorch user would. Prints one JSON line.
+"""PyTorch peer for bench/train_throughput and bench/distill_throughput: the same model, recipe
+and thread count as `shrink train` / `shrink distill`, written the way a PyTorch user would.
+Prints one JSON line.
 
 --style idiomatic: DataLoader over a Dataset whose __getitem__ pads and randomly crops each
                    example (torchvision's RandomCrop(16, padding=1) semantics), num_workers=0.
@@ -53,6 +54,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--style", choices=["idiomatic", "batched"], default="idiomatic")
+    ap.add_argument("--teacher", help="distill from this (randomly initialized) teacher model: T=4, alpha=0.9")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -66,6 +68,11 @@ def main():
     steps_per_epoch = math.ceil(len(y) / 128)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / (a.epochs * steps_per_epoch))))
     loader = torch.utils.data.DataLoader(ShiftedUSPS(x, y, 1), batch_size=128, shuffle=True, num_workers=0)
+    teacher = None
+    if a.teacher:
+        teacher = make_model(a.teacher).eval()
+        if a.style == "batched":
+            teacher = teacher.to(memory_format=torch.channels_last)
     model.train()
     seen, seconds = 0, 0.0
     for epoch in range(a.epochs):
@@ -79,7 +86,14 @@ def main():
         for xb, yb in batches:
             opt.zero_grad()
             out = model(xb)
-            loss = F.cross_entropy(out, yb)
+            if teacher is None:
+                loss = F.cross_entropy(out, yb)
+            else:
+                with torch.no_grad():
+                    t = teacher(xb)
+                T, alpha = 4.0, 0.9
+                kd = F.kl_div(F.log_softmax(out / T, 1), F.log_softmax(t / T, 1), reduction="batchmean", log_target=True) * T * T
+                loss = alpha * kd + (1 - alpha) * F.cross_entropy(out, yb)
             loss.backward()
             opt.step()
             sched.step()
