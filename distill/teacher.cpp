@@ -9,6 +9,7 @@
 
 #include "common/error.h"
 #include "train/checkpoint.h"
+#include "train/fold.h"
 
 namespace shrink {
 namespace {
@@ -17,8 +18,12 @@ class NativeTeacher : public Teacher {
  public:
   NativeTeacher(const std::string& path, bool channels_last) {
     nlohmann::json meta;
-    model_ = load_model(path, &meta);
-    model_->eval();
+    SpecNet trained = load_model(path, &meta);
+    trained->eval();
+    spec_ = trained->spec();  // hint and attention layers are named in the trained spec
+    FoldedModel folded = fold_batchnorm(trained);  // frozen: batchnorm costs nothing folded into its conv
+    model_ = folded.model;
+    renamed_ = folded.renamed;
     for (auto& p : model_->parameters()) {
       p.set_requires_grad(false);
       if (channels_last && p.dim() == 4) p.set_data(p.data().contiguous(torch::MemoryFormat::ChannelsLast));
@@ -29,13 +34,20 @@ class NativeTeacher : public Teacher {
   torch::Tensor forward(const torch::Tensor& x, const std::vector<std::string>& taps, std::map<std::string, torch::Tensor>* tapped) override {
     torch::NoGradGuard no_grad;
     if (taps.empty()) return model_->forward(x);
-    return model_->forward_with(x, taps, *tapped);
+    std::vector<std::string> names;
+    for (const auto& t : taps) names.push_back(renamed_.count(t) ? renamed_.at(t) : t);
+    std::map<std::string, torch::Tensor> got;
+    auto logits = model_->forward_with(x, names, got);
+    for (size_t k = 0; k < taps.size(); ++k) (*tapped)[taps[k]] = got[names[k]];
+    return logits;
   }
-  const ModelSpec* spec() const override { return &model_->spec(); }
+  const ModelSpec* spec() const override { return &spec_; }
   std::string kind() const override { return "shrink"; }
 
  private:
   SpecNet model_{nullptr};
+  ModelSpec spec_;
+  std::map<std::string, std::string> renamed_;
 };
 
 class TorchScriptTeacher : public Teacher {

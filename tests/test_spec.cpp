@@ -1,5 +1,6 @@
 #include "tests/helpers.h"
 #include "common/error.h"
+#include "train/fold.h"
 #include "train/model.h"
 #include "train/spec.h"
 
@@ -80,4 +81,22 @@ CATCH_TEST_CASE("residual add computes the sum of its inputs", "[spec][model]") 
   CATCH_CHECK(torch::allclose(taps["s"], taps["a"] + taps["b"]));
   auto conv_a = std::dynamic_pointer_cast<torch::nn::Conv2dImpl>(net->layer_module("a"));
   CATCH_CHECK(torch::allclose(taps["a"], conv_a->forward(x)));
+}
+
+CATCH_TEST_CASE("batchnorm folding gives the same outputs in eval mode", "[spec][fold]") {
+  SpecNet net(parse_spec("c=conv(8) b=bn relu conv(8,bias=1) bn r=relu add(c) gap linear(16) bn linear(classes)", {3, 8, 8}, 5));
+  torch::NoGradGuard no_grad;
+  for (auto& b : net->named_buffers()) {
+    if (b.key().find("running_mean") != std::string::npos) b.value().uniform_(-1, 1);
+    if (b.key().find("running_var") != std::string::npos) b.value().uniform_(0.5, 2);
+  }
+  for (auto& p : net->named_parameters()) p.value().uniform_(-1, 1);
+  net->eval();
+  auto folded = fold_batchnorm(net);
+  // conv1's output also feeds the add, so its batchnorm stays; the other two fold.
+  CATCH_CHECK(folded.model->spec().layers.size() == net->spec().layers.size() - 2);
+  CATCH_CHECK(folded.renamed.count("bn2"));
+  CATCH_CHECK(folded.renamed.at("bn3") == "linear1");
+  auto x = torch::randn({4, 3, 8, 8});
+  CATCH_CHECK(torch::allclose(folded.model->forward(x), net->forward(x), 1e-4, 1e-5));
 }

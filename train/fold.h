@@ -1,0 +1,20 @@
+// Batchnorm folding: a conv (or linear) followed by a batchnorm that only it feeds becomes one
+// conv with bias, W' = W * g / sqrt(v + eps), b' = (b - m) * g / sqrt(v + eps) + beta.
+// Exact in eval mode (up to float rounding). Used for frozen teachers, and by quantization and
+// export, which run the folded graph.
+#pragma once
+#include <map>
+#include <string>
+
+#include "train/model.h"
+
+namespace shrink {
+
+struct FoldedModel {
+  SpecNet model{nullptr};
+  std::map<std::string, std::string> renamed;  // folded batchnorm name -> the layer that now gives its output
+};
+
+FoldedModel fold_batchnorm(SpecNet& model);
+
+}  // namespace shrink
