@@ -25,8 +25,8 @@ torch::serialize::InputArchive open_archive(const std::string& path) {
 }  // namespace
 
 void save_checkpoint(const std::string& path, SpecNet& model, torch::optim::Optimizer* optimizer, const nlohmann::json& meta,
-                     torch::nn::Module* extra) {
-  torch::serialize::OutputArchive archive, model_archive, optim_archive, extra_archive;
+                     const CheckpointExtras& extras) {
+  torch::serialize::OutputArchive archive, model_archive, optim_archive;
   nlohmann::json m = meta;
   m["format"] = "shrink-checkpoint";
   m["version"] = kCheckpointVersion;
@@ -36,9 +36,11 @@ void save_checkpoint(const std::string& path, SpecNet& model, torch::optim::Opti
   archive.write("meta", c10::IValue(m.dump()));
   model->save(model_archive);
   archive.write("model", model_archive);
-  if (extra) {
-    extra->save(extra_archive);
-    archive.write("extra", extra_archive);
+  for (const auto& [name, module] : extras) {
+    if (!module) continue;
+    torch::serialize::OutputArchive extra_archive;
+    module->save(extra_archive);
+    archive.write("extra." + name, extra_archive);
   }
   if (optimizer) {
     optimizer->save(optim_archive);
@@ -84,15 +86,16 @@ SpecNet load_model(const std::string& path, nlohmann::json* meta_out) {
   return model;
 }
 
-void load_extra_state(const std::string& path, torch::nn::Module& extra) {
+bool load_extra_state(const std::string& path, const std::string& name, torch::nn::Module& module) {
   auto archive = open_archive(path);
   torch::serialize::InputArchive extra_archive;
-  if (!archive.try_read("extra", extra_archive)) throw UserError(fmt::format("checkpoint {}: has no state for the objective's own parameters", path));
+  if (!archive.try_read("extra." + name, extra_archive)) return false;
   try {
-    extra.load(extra_archive);
+    module.load(extra_archive);
   } catch (const c10::Error& e) {
-    throw UserError(fmt::format("checkpoint {}: the objective's saved parameters do not match (different hint layers?)", path));
+    throw UserError(fmt::format("checkpoint {}: its saved {} do not match this job (different layers?)", path, name));
   }
+  return true;
 }
 
 void load_optimizer_state(const std::string& path, torch::optim::Optimizer& optimizer) {

@@ -4,6 +4,7 @@
 #pragma once
 #include <nlohmann/json.hpp>
 
+#include <map>
 #include <string>
 
 #include "train/model.h"
@@ -12,10 +13,13 @@ namespace shrink {
 
 // Metadata fields: "spec" (canonical text), "input", "classes", "mean", "std", "config" (INI),
 // "epoch" (epochs completed), "best_metric", "test_accuracy", plus whatever a stage adds.
-// `extra` holds trainable parts besides the model (an objective's adapters); may be null.
+// Named state saved beside the model: an objective's adapters ("objective"), pruning masks ("masks").
+using CheckpointExtras = std::map<std::string, torch::nn::Module*>;
 void save_checkpoint(const std::string& path, SpecNet& model, torch::optim::Optimizer* optimizer, const nlohmann::json& meta,
-                     torch::nn::Module* extra = nullptr);
-void load_extra_state(const std::string& path, torch::nn::Module& extra);
+                     const CheckpointExtras& extras = {});
+// Loads extra state `name` into `module` (whose parameters and buffers must match by name);
+// false when the checkpoint has none.
+bool load_extra_state(const std::string& path, const std::string& name, torch::nn::Module& module);
 nlohmann::json read_checkpoint_meta(const std::string& path);
 // Builds the model its metadata describes and loads its weights.
 SpecNet load_model(const std::string& path, nlohmann::json* meta = nullptr);

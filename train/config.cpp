@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -187,6 +188,7 @@ void add_train_options(po::options_description& keys, const std::string& model_s
     ("train.channels_last", flag(t.channels_last), "NHWC memory format (faster convolutions on oneDNN)")
     ("train.prefetch", po::value<int64_t>()->default_value(t.prefetch), "batches prepared ahead on a background thread (0: none)")
     ("train.log_seconds", real(t.log_seconds), "interval of progress lines when not on a terminal")
+    ("train.keep_epochs", po::value<std::string>()->default_value(""), "also keep checkpoints/epoch-K.pt after these epochs, e.g. 0,2 (0: initial weights; for rewinding)")
     ("optim.name", po::value<std::string>()->default_value(o.name), "sgd | adamw")
     ("optim.lr", real(o.lr), "peak learning rate")
     ("optim.momentum", real(o.momentum), "SGD momentum")
@@ -292,6 +294,10 @@ JobConfig read_job_config(const Config& c) {
   t.prefetch = static_cast<int>(c.get<int64_t>("train.prefetch"));
   if (t.prefetch < 0 || t.prefetch > 64) c.fail("train.prefetch", "must be in [0, 64]");
   t.log_seconds = c.get<double>("train.log_seconds");
+  for (double e : parse_numbers(c, "train.keep_epochs")) {
+    if (e < 0 || e != std::floor(e)) c.fail("train.keep_epochs", "epochs must be whole numbers >= 0");
+    t.keep_epochs.push_back(static_cast<int64_t>(e));
+  }
 
   OptimConfig& o = j.optim;
   o.name = c.get<std::string>("optim.name");

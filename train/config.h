@@ -60,6 +60,7 @@ struct TrainConfig {
   bool drop_last = false, channels_last = true;
   int prefetch = 2;
   double log_seconds = 10;  // plain progress line interval when not on a terminal
+  std::vector<int64_t> keep_epochs;  // also keep checkpoints/epoch-K.pt after these epochs (0: the initial weights)
 };
 
 struct JobConfig {

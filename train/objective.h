@@ -33,4 +33,21 @@ class Objective {
   virtual nlohmann::json finish(SpecNet& student, const Data& data, const Augment& normalization) { return nlohmann::json::object(); }
 };
 
+// Acts on the model around each optimizer step: pruning keeps its masks this way. Its state
+// (masks) is checkpointed under state_name() and restored on --resume.
+class StepHook {
+ public:
+  virtual ~StepHook() = default;
+  // Called once the model exists (with its initial or resumed weights), before training.
+  virtual void prepare(SpecNet& model, RunLog& log) {}
+  // Before each step; `epoch_position` = epoch + step / steps_per_epoch.
+  virtual void begin_step(SpecNet& model, double epoch_position) {}
+  virtual void after_backward(SpecNet& model) {}
+  virtual void after_step(SpecNet& model) {}
+  virtual torch::nn::Module* state() { return nullptr; }
+  virtual std::string state_name() const { return "hook"; }
+  virtual nlohmann::json epoch_metrics(SpecNet& model) { return nlohmann::json::object(); }
+  virtual nlohmann::json finish(SpecNet& model) { return nlohmann::json::object(); }
+};
+
 }  // namespace shrink

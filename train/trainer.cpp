@@ -73,7 +73,8 @@ void to_channels_last(SpecNet& model) {
 
 class Trainer {
  public:
-  Trainer(const JobConfig& job, const RunOptions& options, Objective* objective) : job_(job), options_(options), objective_(objective) {}
+  Trainer(const JobConfig& job, const RunOptions& options, Objective* objective, StepHook* hook)
+      : job_(job), options_(options), objective_(objective), hook_(hook) {}
   nlohmann::json run();
 
  private:
@@ -81,11 +82,15 @@ class Trainer {
   void train_epoch(int64_t epoch);
   void finish_epoch(int64_t epoch, double seconds, int64_t samples);
   nlohmann::json checkpoint_meta(int64_t epochs_done) const;
+  CheckpointExtras extras() const {
+    return {{"objective", extra_.get()}, {hook_ ? hook_->state_name() : "hook", hook_ ? hook_->state() : nullptr}};
+  }
   nlohmann::json summary() const;
 
   const JobConfig& job_;
   RunOptions options_;
   Objective* objective_;
+  StepHook* hook_;
   std::shared_ptr<torch::nn::Module> extra_;  // the objective's own trainable parameters
   Data data_;
   ModelSpec spec_;
@@ -140,12 +145,15 @@ void Trainer::prepare() {
       for (auto& p : extra_->parameters()) params.push_back(p);
   }
   optimizer_ = make_optimizer(job_.optim, params);
+  if (hook_) hook_->prepare(model_, *log_);
 
   if (options_.resume) {
     nlohmann::json meta;
     SpecNet saved = load_matching(last, spec_, "--resume", &meta);
     copy_weights(model_, saved);
-    if (extra_) load_extra_state(last, *extra_);
+    if (extra_ && !load_extra_state(last, "objective", *extra_)) throw UserError(fmt::format("--resume: {} lacks the objective's state", last));
+    if (hook_ && hook_->state() && !load_extra_state(last, hook_->state_name(), *hook_->state()))
+      throw UserError(fmt::format("--resume: {} lacks the {} state", last, hook_->state_name()));
     load_optimizer_state(last, *optimizer_);
     start_epoch_ = meta.at("epoch").get<int64_t>();
     best_metric_ = meta.value("best_metric", -1.0);
@@ -189,6 +197,7 @@ void Trainer::train_epoch(int64_t epoch) {
   while (loader_->next(batch)) {
     double lr = learning_rate(job_.optim, epoch + static_cast<double>(step) / steps, total_epochs);
     for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
+    if (hook_) hook_->begin_step(model_, epoch + static_cast<double>(step) / steps);
     optimizer_->zero_grad();
     auto logits = tap_names.empty() ? model_->forward(batch.x) : model_->forward_with(batch.x, tap_names, taps);
     auto loss = objective_ ? objective_->loss(batch, logits, taps) : F::cross_entropy(logits, batch.y, loss_options);
@@ -198,8 +207,10 @@ void Trainer::train_epoch(int64_t epoch) {
                                   "(try a lower optim.lr or set train.grad_clip)",
                                   loss_value, epoch + 1, step + 1, epoch > 0 ? checkpoints_ + "/last.pt" : std::string("no checkpoint")));
     loss.backward();
+    if (hook_) hook_->after_backward(model_);
     if (job_.train.grad_clip > 0) torch::nn::utils::clip_grad_norm_(model_->parameters(), job_.train.grad_clip);
     optimizer_->step();
+    if (hook_) hook_->after_step(model_);
     const int64_t n = batch.y.size(0);
     loss_sum += loss_value * n;
     correct += (logits.argmax(1) == batch.y).sum().item<int64_t>();
@@ -223,8 +234,10 @@ void Trainer::finish_epoch(int64_t epoch, double seconds, int64_t samples) {
   bool best = metric > best_metric_;
   if (best) best_metric_ = metric;
   nlohmann::json meta = checkpoint_meta(epoch + 1);
-  save_checkpoint(checkpoints_ + "/last.pt", model_, optimizer_.get(), meta, extra_.get());
-  if (best) save_checkpoint(checkpoints_ + "/best.pt", model_, nullptr, meta);
+  save_checkpoint(checkpoints_ + "/last.pt", model_, optimizer_.get(), meta, extras());
+  if (best) save_checkpoint(checkpoints_ + "/best.pt", model_, nullptr, meta, extras());
+  if (std::count(job_.train.keep_epochs.begin(), job_.train.keep_epochs.end(), epoch + 1))
+    save_checkpoint(fmt::format("{}/epoch-{}.pt", checkpoints_, epoch + 1), model_, nullptr, meta, extras());
   nlohmann::json record = {{"epoch", epoch + 1},
                            {"lr", learning_rate(job_.optim, epoch + 1.0, static_cast<double>(job_.train.epochs))},
                            {"train_loss", train_loss_},
@@ -235,6 +248,7 @@ void Trainer::finish_epoch(int64_t epoch, double seconds, int64_t samples) {
                            {"samples_per_s", samples / seconds}};
   if (data_.val) record["val_accuracy"] = val.accuracy, record["val_loss"] = val.loss;
   if (objective_) record.update(objective_->epoch_metrics());
+  if (hook_) record.update(hook_->epoch_metrics(model_));
   log_->metrics(record);
   log_->line(fmt::format("epoch {}/{}: train loss {:.4f} acc {:.2f}% | test loss {:.4f} acc {:.2f}%{} | {:.1f}s, {:.0f} samples/s{}", epoch + 1,
                          job_.train.epochs, train_loss_, 100 * train_accuracy_, last_test_.loss, 100 * last_test_.accuracy,
@@ -267,6 +281,8 @@ nlohmann::json Trainer::summary() const {
 
 nlohmann::json Trainer::run() {
   prepare();
+  if (!options_.resume && std::count(job_.train.keep_epochs.begin(), job_.train.keep_epochs.end(), 0))
+    save_checkpoint(checkpoints_ + "/epoch-0.pt", model_, nullptr, checkpoint_meta(0), extras());
   int64_t stop_at = options_.stop_after_epochs >= 0 ? start_epoch_ + options_.stop_after_epochs : job_.train.epochs;
   for (int64_t epoch = start_epoch_; epoch < std::min(stop_at, job_.train.epochs); ++epoch) train_epoch(epoch);
   if (start_epoch_ >= job_.train.epochs)  // resumed a finished run: measure it again for the summary
@@ -274,6 +290,7 @@ nlohmann::json Trainer::run() {
   if (stop_at < job_.train.epochs) return {{"stopped_after_epoch", stop_at}};
   nlohmann::json s = summary();
   if (objective_) s.update(objective_->finish(model_, data_, normalization_));
+  if (hook_) s.update(hook_->finish(model_));
   write_json_atomic(job_.out + "/summary.json", s);
   log_->line(fmt::format("done: test accuracy {:.2f}%, {:.0f} samples/s, {} written", 100 * last_test_.accuracy,
                          s["train_samples_per_s"].get<double>(), job_.out + "/summary.json"));
@@ -282,8 +299,8 @@ nlohmann::json Trainer::run() {
 
 }  // namespace
 
-nlohmann::json run_train_job(const JobConfig& job, const RunOptions& options, Objective* objective) {
-  return Trainer(job, options, objective).run();
+nlohmann::json run_train_job(const JobConfig& job, const RunOptions& options, Objective* objective, StepHook* hook) {
+  return Trainer(job, options, objective, hook).run();
 }
 
 }  // namespace shrink

@@ -8,6 +8,7 @@
 namespace shrink {
 
 class Objective;
+class StepHook;
 
 struct RunOptions {
   bool resume = false;            // continue from <out>/checkpoints/last.pt
@@ -17,7 +18,7 @@ struct RunOptions {
 };
 
 // Runs (or resumes) the job; returns what it wrote to summary.json. Without an objective the
-// loss is cross-entropy on the labels (with train.label_smoothing).
-nlohmann::json run_train_job(const JobConfig& job, const RunOptions& options = {}, Objective* objective = nullptr);
+// loss is cross-entropy on the labels (with train.label_smoothing); a hook acts around each step.
+nlohmann::json run_train_job(const JobConfig& job, const RunOptions& options = {}, Objective* objective = nullptr, StepHook* hook = nullptr);
 
 }  // namespace shrink
