@@ -5,9 +5,12 @@
 #include <iostream>
 #include <map>
 #include <optional>
+#include <sstream>
 
 #include "common/error.h"
 #include "distill/distill.h"
+#include "prune/prune.h"
+#include "train/objective.h"
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
 #include "train/trainer.h"
@@ -23,6 +26,10 @@ commands:
   train --config FILE [--key=value ...]   train a model (--resume, --overwrite, --out DIR)
   distill --config FILE [--key=value ...] train the [student] under the [teacher] (same options)
   eval --checkpoint C [--data PATH]       accuracy and loss of a checkpoint on a test split
+  prune --config FILE [--key=value ...]   prune a checkpoint and fine-tune it (same options)
+  prune report CHECKPOINT                 per-layer params, nonzeros, sparsity and MACs
+  prune sensitivity --checkpoint C [--data PATH] [--sparsities LIST]
+                                          accuracy with each layer pruned alone
   data info PATH                          shapes, dtypes and class counts of a dataset
   model info SPEC [--input C,H,W] [--classes N]
                                           layers, output shapes, params and MACs
@@ -73,10 +80,13 @@ std::optional<std::string> flag(const Args& a, const std::string& name) {
 // `shrink train` and `shrink distill`: a config file plus overrides, run in a run directory.
 int cmd_job(const std::string& job_kind, int argc, char** argv) {
   Args a = split_args(argc, argv, 2, {{"config", true}, {"resume", false}, {"overwrite", false}, {"out", true}, {"help", false}});
-  bool distill = job_kind == "distill";
   po::options_description keys(job_kind + " keys (section.key; in the INI file as [section] key = value)", 120);
-  if (distill) add_distill_options(keys);
-  else add_train_options(keys);
+  if (job_kind == "distill") {
+    add_distill_options(keys);
+  } else {
+    add_train_options(keys);
+    if (job_kind == "prune") add_teacher_options(keys), add_prune_options(keys);
+  }
   if (flag(a, "help")) {
     std::cout << "usage: shrink " << job_kind << " --config FILE [--section.key=value ...] [--out DIR] [--resume] [--overwrite]\n\n" << keys << "\n";
     return 0;
@@ -92,15 +102,36 @@ int cmd_job(const std::string& job_kind, int argc, char** argv) {
   RunOptions options;
   options.resume = flag(a, "resume").has_value();
   options.overwrite = flag(a, "overwrite").has_value();
-  if (distill) run_distill_job(job, read_distill_config(config, job), options);
-  else run_train_job(job, options);
+  if (job_kind == "distill") {
+    run_distill_job(job, read_distill_config(config, job), options);
+  } else if (job_kind == "prune") {
+    PruneConfig prune = read_prune_config(config);
+    auto teacher = make_distill_objective(config, job);  // fine-tune under a teacher when one is given
+    run_prune_job(job, prune, options, teacher.get());
+  } else {
+    run_train_job(job, options);
+  }
   return 0;
+}
+
+// The data a checkpoint was trained on (its saved config), with command-line overrides
+// (--data PATH, --data.key=value).
+Data checkpoint_data(const std::string& path, const nlohmann::json& meta, Args& a) {
+  po::options_description keys;
+  add_train_options(keys);
+  if (auto data = flag(a, "data")) a.keys.push_back("--data.path=" + *data);
+  Config config = Config::layered(keys, meta.value("config", std::string()), path + " (saved config)", a.keys);
+  Data data = open_data(read_job_config(config).data);
+  auto input = meta.at("input").get<std::vector<int64_t>>();
+  auto classes = meta.at("classes").get<int64_t>();
+  if (data.shape != input || data.classes != classes)
+    throw UserError(fmt::format("the data has examples of {} and {} classes; the model expects {} and {}", shape_string(data.shape), data.classes,
+                                shape_string(input), classes));
+  return data;
 }
 
 int cmd_eval(int argc, char** argv) {
   Args a = split_args(argc, argv, 2, {{"checkpoint", true}, {"data", true}, {"threads", true}, {"help", false}});
-  po::options_description keys("data keys");
-  add_train_options(keys);
   if (flag(a, "help")) {
     std::cout << "usage: shrink eval --checkpoint C [--data PATH] [--data.key=value ...] [--threads N]\n"
                  "Evaluates on the test split of the data the checkpoint was trained on, or of PATH.\n";
@@ -111,14 +142,7 @@ int cmd_eval(int argc, char** argv) {
   torch::set_num_threads(resolve_threads(flag(a, "threads") ? std::stoll(*flag(a, "threads")) : 0));
   nlohmann::json meta;
   SpecNet model = load_model(*path, &meta);
-  if (auto data = flag(a, "data")) a.keys.push_back("--data.path=" + *data);
-  // The data settings saved with the checkpoint, overridden by the command line.
-  Config config = Config::layered(keys, meta.value("config", std::string()), *path + " (saved config)", a.keys);
-  JobConfig job = read_job_config(config);
-  Data data = open_data(job.data);
-  if (data.shape != model->spec().input || data.classes != model->spec().classes)
-    throw UserError(fmt::format("eval: the data has examples of {} and {} classes; the model expects {} and {}", shape_string(data.shape),
-                                data.classes, shape_string(model->spec().input), model->spec().classes));
+  Data data = checkpoint_data(*path, meta, a);
   Augment norm;
   norm.mean = meta.value("mean", std::vector<float>{});
   norm.std = meta.value("std", std::vector<float>{});
@@ -127,6 +151,39 @@ int cmd_eval(int argc, char** argv) {
   for (size_t c = 0; c < r.count_per_class.size(); ++c)
     std::cout << fmt::format("  class {}: {:.2f}% of {}\n", c, r.count_per_class[c] ? 100.0 * r.correct_per_class[c] / r.count_per_class[c] : 0.0,
                              r.count_per_class[c]);
+  return 0;
+}
+
+// `shrink prune --config F`, `shrink prune report C`, `shrink prune sensitivity --checkpoint C`.
+int cmd_prune(int argc, char** argv) {
+  std::string sub = argc > 2 ? argv[2] : "";
+  if (sub == "report") {
+    if (argc < 4) throw UserError("usage: shrink prune report CHECKPOINT");
+    std::cout << prune_report(argv[3]);
+    return 0;
+  }
+  if (sub != "sensitivity") return cmd_job("prune", argc, argv);
+  Args a = split_args(argc, argv, 3, {{"checkpoint", true}, {"data", true}, {"threads", true}, {"sparsities", true}});
+  auto path = flag(a, "checkpoint");
+  if (!path) throw UserError("usage: shrink prune sensitivity --checkpoint C [--data PATH] [--sparsities 0.25,0.5,0.75,0.9]");
+  torch::set_num_threads(resolve_threads(flag(a, "threads") ? std::stoll(*flag(a, "threads")) : 0));
+  std::vector<double> sparsities;
+  std::stringstream in(flag(a, "sparsities").value_or("0.25,0.5,0.75,0.9"));
+  std::string part;
+  while (std::getline(in, part, ',')) {
+    try {
+      sparsities.push_back(std::stod(part));
+    } catch (const std::exception&) {
+      throw UserError(fmt::format("--sparsities: '{}' is not a number", part));
+    }
+    if (!(sparsities.back() >= 0 && sparsities.back() < 1)) throw UserError("--sparsities: values must be in [0, 1)");
+  }
+  nlohmann::json meta = read_checkpoint_meta(*path);
+  po::options_description keys;
+  add_train_options(keys);
+  if (auto data = flag(a, "data")) a.keys.push_back("--data.path=" + *data);
+  Config config = Config::layered(keys, meta.value("config", std::string()), *path + " (saved config)", a.keys);
+  std::cout << sensitivity_table(*path, read_job_config(config).data, sparsities);
   return 0;
 }
 
@@ -172,6 +229,7 @@ int dispatch(int argc, char** argv) {
   }
   std::string cmd = argv[1];
   if (cmd == "train" || cmd == "distill") return cmd_job(cmd, argc, argv);
+  if (cmd == "prune") return cmd_prune(argc, argv);
   if (cmd == "eval") return cmd_eval(argc, argv);
   if (cmd == "data") return cmd_data(argc, argv);
   if (cmd == "model") return cmd_model(argc, argv);

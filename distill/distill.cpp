@@ -209,6 +209,15 @@ class DistillObjective : public Objective {
 
 void add_distill_options(po::options_description& keys) {
   add_train_options(keys, "student");
+  add_teacher_options(keys);
+}
+
+std::unique_ptr<Objective> make_distill_objective(const Config& config, const JobConfig& job) {
+  if (config.get<std::string>("teacher.path").empty()) return nullptr;
+  return std::make_unique<DistillObjective>(read_distill_config(config, job));
+}
+
+void add_teacher_options(po::options_description& keys) {
   DistillConfig d;
   // clang-format off
   keys.add_options()

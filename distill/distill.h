@@ -3,6 +3,7 @@
 #pragma once
 #include <nlohmann/json.hpp>
 
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -11,6 +12,8 @@
 #include "train/trainer.h"
 
 namespace shrink {
+
+class Objective;
 
 struct DistillConfig {
   std::string teacher_path, teacher_kind = "auto";
@@ -26,6 +29,10 @@ struct DistillConfig {
 
 // Train keys with the model in [student], plus [teacher] and [distill].
 void add_distill_options(po::options_description& keys);
+// Just [teacher] and [distill] (for jobs that fine-tune under a teacher, like pruning).
+void add_teacher_options(po::options_description& keys);
+// The distillation objective of a config whose teacher.path is set (null otherwise).
+std::unique_ptr<Objective> make_distill_objective(const Config& config, const JobConfig& job);
 DistillConfig read_distill_config(const Config& config, const JobConfig& job);
 nlohmann::json run_distill_job(const JobConfig& job, const DistillConfig& distill, const RunOptions& options = {});
 

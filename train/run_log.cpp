@@ -47,6 +47,13 @@ void write_file_atomic(const std::string& path, const std::string& content) {
   std::filesystem::rename(tmp, path);
 }
 
+std::string read_text_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
 void write_json_atomic(const std::string& path, const nlohmann::json& value) { write_file_atomic(path, value.dump(2) + "\n"); }
 
 Progress::Progress(bool quiet, double log_seconds) : tty_(isatty(STDOUT_FILENO)), quiet_(quiet), log_seconds_(log_seconds) {}

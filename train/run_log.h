@@ -26,6 +26,7 @@ class RunLog {
 };
 
 void write_file_atomic(const std::string& path, const std::string& content);
+std::string read_text_file(const std::string& path);
 void write_json_atomic(const std::string& path, const nlohmann::json& value);
 
 class Progress {

@@ -1,0 +1,354 @@
+#include "prune/prune.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <filesystem>
+#include <sstream>
+
+#include "common/error.h"
+#include "prune/masks.h"
+#include "prune/surgery.h"
+#include "train/checkpoint.h"
+#include "train/evaluate.h"
+#include "train/objective.h"
+
+namespace shrink {
+namespace fs = std::filesystem;
+namespace {
+
+// Keeps pruned weights at zero: masks the gradients before each step and the weights after it;
+// in gradual mode raises the sparsity on the cubic schedule as training goes.
+class PruneHook : public StepHook {
+ public:
+  PruneHook(std::map<std::string, torch::Tensor> initial, const PruneTargets* gradual_targets, const PruneConfig* gradual)
+      : initial_(std::move(initial)), targets_(gradual_targets ? *gradual_targets : PruneTargets{}), gradual_(gradual) {}
+
+  void prepare(SpecNet& model, RunLog& log) override {
+    masks_.prepare_for(model->spec());
+    masks_.set_all(initial_);
+    masks_.apply_to_weights(model);
+  }
+  void begin_step(SpecNet& model, double position) override {
+    if (!gradual_) return;
+    int64_t index = static_cast<int64_t>(std::floor(position / gradual_->update_every));
+    if (index <= last_update_) return;
+    last_update_ = index;
+    targets_.sparsity = cubic_sparsity(index * gradual_->update_every, gradual_->start_epoch, gradual_->end_epoch,
+                                       gradual_->initial_sparsity, gradual_->sparsity);
+    masks_.set_all(magnitude_masks(model, targets_));
+    masks_.apply_to_weights(model);
+  }
+  void after_backward(SpecNet& model) override { masks_.apply_to_gradients(model); }
+  void after_step(SpecNet& model) override { masks_.apply_to_weights(model); }
+  torch::nn::Module* state() override { return &masks_; }
+  std::string state_name() const override { return "masks"; }
+  nlohmann::json epoch_metrics(SpecNet& model) override { return {{"sparsity", weight_sparsity(model).sparsity()}}; }
+
+ private:
+  MaskSet masks_;
+  std::map<std::string, torch::Tensor> initial_;
+  PruneTargets targets_;
+  const PruneConfig* gradual_;
+  int64_t last_update_ = -1;
+};
+
+std::map<std::string, double> parse_overrides(const ModelSpec& spec, const std::string& text) {
+  std::map<std::string, double> out;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    size_t colon = item.rfind(':');
+    if (item.find_first_not_of(" \t") == std::string::npos) continue;
+    double v = -1;
+    try {
+      v = std::stod(item.substr(colon + 1));
+    } catch (const std::exception&) {
+    }
+    if (colon == std::string::npos || !(v >= 0 && v < 1))
+      throw UserError(fmt::format("prune.overrides: '{}' is not pattern:value with a value in [0, 1)", item));
+    for (const auto& name : match_layers(spec, item.substr(0, colon), "prune.overrides")) out[name] = v;
+  }
+  return out;
+}
+
+PruneTargets targets_for(const ModelSpec& spec, const PruneConfig& c) {
+  PruneTargets t;
+  t.sparsity = c.sparsity;
+  t.global = c.scope == "global";
+  auto all = weight_layers(spec);
+  auto chosen = c.layers.empty() ? all : match_layers(spec, c.layers, "prune.layers");
+  auto excluded = match_layers(spec, c.exclude, "prune.exclude");
+  for (const auto& name : chosen) {
+    if (std::find(all.begin(), all.end(), name) == all.end())
+      throw UserError(fmt::format("prune.layers: '{}' is a {} layer; only conv and linear weights are pruned", name,
+                                  layer_type_name(spec.layer(name).type)));
+    if (std::find(excluded.begin(), excluded.end(), name) == excluded.end()) t.layers.push_back(name);
+  }
+  for (const auto& [name, v] : parse_overrides(spec, c.overrides))
+    if (std::find(t.layers.begin(), t.layers.end(), name) != t.layers.end()) t.layer_sparsity[name] = v;
+  if (t.layers.empty()) throw UserError("prune: no layer is left to prune (check prune.layers and prune.exclude)");
+  return t;
+}
+
+std::string rewind_path(const PruneConfig& c) {
+  if (!c.rewind_checkpoint.empty()) return c.rewind_checkpoint;
+  std::string epoch = c.rewind == "init" ? "0" : c.rewind.substr(6);
+  return (fs::path(c.checkpoint).parent_path() / ("epoch-" + epoch + ".pt")).string();
+}
+
+// Sparsity of round r (1-based) of R: each round removes the same share of what is left.
+double round_sparsity(const PruneConfig& c, int64_t r) {
+  double keep_per_round = std::pow(1 - c.sparsity, 1.0 / c.rounds);
+  return 1 - std::pow(keep_per_round, static_cast<double>(r));
+}
+
+double accuracy_of(SpecNet& model, const Data& data, const nlohmann::json& meta) {
+  Augment norm;
+  norm.mean = meta.value("mean", std::vector<float>{});
+  norm.std = meta.value("std", std::vector<float>{});
+  return evaluate(model, data.test, norm, 512).accuracy;
+}
+
+struct LayerRow {
+  std::string name, shape;
+  int64_t params = 0, nonzeros = 0, weights = 0, weight_zeros = 0, macs = 0;
+  double macs_left = 0;
+};
+
+std::vector<LayerRow> layer_rows(SpecNet& model) {
+  auto info = analyze(model->spec());
+  auto params = model->named_parameters();
+  std::vector<LayerRow> rows;
+  for (size_t i = 0; i < info.size(); ++i) {
+    const Layer& L = model->spec().layers[i];
+    if (!params.contains(L.name + ".weight")) continue;
+    LayerRow r;
+    r.name = L.name;
+    auto w = params[L.name + ".weight"];
+    r.shape = shape_string(w.sizes().vec());
+    for (const char* part : {".weight", ".bias"})
+      if (params.contains(L.name + part)) {
+        r.params += params[L.name + part].numel();
+        r.nonzeros += (params[L.name + part] != 0).sum().item<int64_t>();
+      }
+    r.weights = w.numel();
+    r.weight_zeros = (w == 0).sum().item<int64_t>();
+    r.macs = info[i].macs;
+    r.macs_left = r.macs * (1.0 - static_cast<double>(r.weight_zeros) / r.weights);
+    rows.push_back(r);
+  }
+  return rows;
+}
+
+nlohmann::json size_summary(SpecNet& model) {
+  int64_t params = 0, nonzeros = 0;
+  double macs_left = 0;
+  for (const auto& r : layer_rows(model)) params += r.params, nonzeros += r.nonzeros, macs_left += r.macs_left;
+  return {{"params", params}, {"nonzero_params", nonzeros}, {"sparsity", weight_sparsity(model).sparsity()},
+          {"macs", total_cost(model->spec()).macs}, {"macs_left", static_cast<int64_t>(macs_left)}};
+}
+
+}  // namespace
+
+void add_prune_options(po::options_description& keys) {
+  PruneConfig p;
+  auto real = [](double v) { return po::value<double>()->default_value(v, fmt::format("{}", v)); };
+  // clang-format off
+  keys.add_options()
+    ("prune.checkpoint", po::value<std::string>()->default_value(""), "the checkpoint to prune (its spec is the model)")
+    ("prune.method", po::value<std::string>()->default_value(p.method), "unstructured (magnitude, masks) | structured (remove conv filters by L1 norm)")
+    ("prune.schedule", po::value<std::string>()->default_value(p.schedule), "oneshot | iterative (rounds, lottery-ticket rewinding) | gradual (cubic, during training)")
+    ("prune.scope", po::value<std::string>()->default_value(p.scope), "global (one threshold over all pruned layers) | layer (each layer to its own sparsity)")
+    ("prune.sparsity", real(p.sparsity), "target share of zero weights (unstructured)")
+    ("prune.layers", po::value<std::string>()->default_value(""), "layers to prune: names, globs or re:REGEX, comma-separated (empty: all conv and linear)")
+    ("prune.exclude", po::value<std::string>()->default_value(""), "layers never pruned (names, globs or re:REGEX)")
+    ("prune.overrides", po::value<std::string>()->default_value(""), "per-layer targets, pattern:value,... (sparsity, or filter ratio for structured)")
+    ("prune.rounds", po::value<int64_t>()->default_value(p.rounds), "iterative: rounds, each removing the same share of the remaining weights; train.epochs of fine-tuning each")
+    ("prune.rewind", po::value<std::string>()->default_value(p.rewind), "iterative: none | init | epoch:K (weights of epoch K of the original training, lottery ticket)")
+    ("prune.rewind_checkpoint", po::value<std::string>()->default_value(""), "checkpoint to rewind to (default: epoch-K.pt beside prune.checkpoint; train with train.keep_epochs)")
+    ("prune.initial_sparsity", real(p.initial_sparsity), "gradual: sparsity s_i at prune.start_epoch")
+    ("prune.start_epoch", real(p.start_epoch), "gradual: when the sparsity starts rising (fractional epochs)")
+    ("prune.end_epoch", real(p.end_epoch), "gradual: when it reaches prune.sparsity (-1: at 3/4 of train.epochs)")
+    ("prune.update_every", real(p.update_every), "gradual: epochs between mask updates")
+    ("prune.filter_ratio", real(p.filter_ratio), "structured: share of each conv layer's filters removed (with scope = global: overall)");
+  // clang-format on
+}
+
+PruneConfig read_prune_config(const Config& c) {
+  PruneConfig p;
+  auto choice = [&](const std::string& key, std::initializer_list<const char*> options) {
+    std::string v = c.get<std::string>(key);
+    for (const char* o : options)
+      if (v == o) return v;
+    c.fail(key, fmt::format("expected one of {}", fmt::join(options, ", ")));
+  };
+  p.checkpoint = c.get<std::string>("prune.checkpoint");
+  if (p.checkpoint.empty()) c.fail("prune.checkpoint", "give the checkpoint to prune");
+  p.method = choice("prune.method", {"unstructured", "structured"});
+  p.schedule = choice("prune.schedule", {"oneshot", "iterative", "gradual"});
+  p.scope = choice("prune.scope", {"global", "layer"});
+  p.sparsity = c.get<double>("prune.sparsity");
+  if (!(p.sparsity >= 0 && p.sparsity < 1)) c.fail("prune.sparsity", "must be in [0, 1)");
+  p.layers = c.get<std::string>("prune.layers");
+  p.exclude = c.get<std::string>("prune.exclude");
+  p.overrides = c.get<std::string>("prune.overrides");
+  p.rounds = c.get<int64_t>("prune.rounds");
+  if (p.rounds < 1 || p.rounds > 100) c.fail("prune.rounds", "must be in [1, 100]");
+  p.rewind = c.get<std::string>("prune.rewind");
+  if (p.rewind != "none" && p.rewind != "init" && !(p.rewind.rfind("epoch:", 0) == 0 && p.rewind.size() > 6 &&
+                                                    p.rewind.find_first_not_of("0123456789", 6) == std::string::npos))
+    c.fail("prune.rewind", "expected none, init or epoch:K");
+  p.rewind_checkpoint = c.get<std::string>("prune.rewind_checkpoint");
+  p.initial_sparsity = c.get<double>("prune.initial_sparsity");
+  p.start_epoch = c.get<double>("prune.start_epoch");
+  p.end_epoch = c.get<double>("prune.end_epoch");
+  p.update_every = c.get<double>("prune.update_every");
+  if (!(p.update_every > 0)) c.fail("prune.update_every", "must be > 0");
+  if (!(p.initial_sparsity >= 0 && p.initial_sparsity <= p.sparsity)) c.fail("prune.initial_sparsity", "must be in [0, prune.sparsity]");
+  p.filter_ratio = c.get<double>("prune.filter_ratio");
+  if (!(p.filter_ratio >= 0 && p.filter_ratio < 1)) c.fail("prune.filter_ratio", "must be in [0, 1)");
+  if (p.method == "structured" && p.schedule != "oneshot")
+    c.fail("prune.schedule", "structured pruning removes the filters once and fine-tunes: set prune.schedule = oneshot");
+  return p;
+}
+
+nlohmann::json run_prune_job(const JobConfig& base, const PruneConfig& c, const RunOptions& options, Objective* fine_tune) {
+  torch::set_num_threads(resolve_threads(base.train.threads));
+  nlohmann::json start_meta;
+  SpecNet current = load_model(c.checkpoint, &start_meta);
+  if (options.overwrite && !options.resume) fs::remove_all(base.out);
+  fs::create_directories(base.out + "/checkpoints");
+  RunLog log(base.out, options.quiet);
+  write_file_atomic(base.out + "/config.ini", base.resolved_ini);
+  Data data = open_data(base.data);
+  double before = accuracy_of(current, data, start_meta);
+  log.line(fmt::format("pruning {} ({}): test accuracy {:.2f}% before", c.checkpoint, size_summary(current).dump(), 100 * before));
+
+  const bool structured = c.method == "structured", gradual = c.schedule == "gradual";
+  const int64_t rounds = c.schedule == "iterative" && !structured ? c.rounds : 1;
+  PruneConfig g = c;
+  if (gradual && g.end_epoch < 0) g.end_epoch = 0.75 * base.train.epochs;
+  nlohmann::json history = nlohmann::json::array();
+  nlohmann::json last;
+  for (int64_t r = 1; r <= rounds; ++r) {
+    std::string dir = fmt::format("{}/round-{}", base.out, r);
+    bool done = fs::exists(dir + "/summary.json"), started = fs::exists(dir + "/checkpoints/last.pt");
+    JobConfig job = base;
+    job.out = dir;
+    job.init = dir + "/start.pt";
+    RunOptions round_options = options;
+    round_options.resume = started && !done;
+    round_options.overwrite = false;
+    std::map<std::string, torch::Tensor> masks;
+    PruneTargets targets = targets_for(current->spec(), c);
+    if (started && !done) current = load_model(job.init, nullptr);  // resuming this round: its pruned model
+    if (done) {
+      last = nlohmann::json::parse(read_text_file(dir + "/summary.json"));
+    } else {
+      double pruned_accuracy = 0;
+      if (!started) {
+        if (structured) {
+          FilterPruning f;
+          f.ratio = c.filter_ratio;
+          f.global = c.scope == "global";
+          auto chosen = c.layers.empty() ? weight_layers(current->spec()) : match_layers(current->spec(), c.layers, "prune.layers");
+          for (const auto& L : current->spec().layers)
+            if (L.type == LayerType::Conv2d && std::find(chosen.begin(), chosen.end(), L.name) == chosen.end()) f.excluded.push_back(L.name);
+          for (const auto& name : match_layers(current->spec(), c.exclude, "prune.exclude")) f.excluded.push_back(name);
+          f.layer_ratio = parse_overrides(current->spec(), c.overrides);
+          current = remove_filters(current, plan_filter_pruning(current, f));
+        } else if (!gradual) {
+          targets.sparsity = round_sparsity(c, r);
+          masks = magnitude_masks(current, targets);
+          if (c.rewind != "none" && c.schedule == "iterative") {
+            SpecNet rewound = load_model(rewind_path(c), nullptr);
+            if (rewound->spec().to_string() != current->spec().to_string())
+              throw UserError(fmt::format("prune.rewind: {} is not the same model as {}", rewind_path(c), c.checkpoint));
+            current = rewound;
+          }
+          MaskSet set;
+          set.set_all(masks);
+          set.apply_to_weights(current);
+        }
+        pruned_accuracy = accuracy_of(current, data, start_meta);
+        fs::create_directories(dir);
+        nlohmann::json meta = start_meta;
+        meta["stage"] = "prune";
+        save_checkpoint(job.init, current, nullptr, meta);
+        log.line(fmt::format("round {}/{}: {} -> test accuracy {:.2f}% before fine-tuning", r, rounds,
+                             structured ? fmt::format("{} params after removing filters", total_cost(current->spec()).params)
+                                        : fmt::format("sparsity {:.2f}%", 100 * weight_sparsity(current).sparsity()),
+                             100 * pruned_accuracy));
+      }
+      job.model = current->spec().to_string();
+      PruneHook hook(masks, gradual ? &targets : nullptr, gradual ? &g : nullptr);
+      last = run_train_job(job, round_options, fine_tune, structured ? nullptr : &hook);
+      last["accuracy_before_fine_tuning"] = pruned_accuracy;
+    }
+    current = load_model(dir + "/checkpoints/last.pt", nullptr);
+    nlohmann::json entry = {{"round", r}, {"sparsity", weight_sparsity(current).sparsity()}, {"test_accuracy", last["test_accuracy"]}};
+    if (last.contains("accuracy_before_fine_tuning")) entry["accuracy_before_fine_tuning"] = last["accuracy_before_fine_tuning"];
+    history.push_back(entry);
+    log.line(fmt::format("round {}/{}: sparsity {:.2f}%, test accuracy {:.2f}% after fine-tuning", r, rounds,
+                         100 * entry["sparsity"].get<double>(), 100 * entry["test_accuracy"].get<double>()));
+  }
+  fs::copy_file(fmt::format("{}/round-{}/checkpoints/last.pt", base.out, rounds), base.out + "/checkpoints/last.pt",
+                fs::copy_options::overwrite_existing);
+  nlohmann::json summary = last;
+  summary.update(size_summary(current));
+  summary["rounds"] = history;
+  summary["accuracy_before"] = before;
+  summary["method"] = c.method;
+  summary["schedule"] = c.schedule;
+  summary["checkpoint"] = base.out + "/checkpoints/last.pt";
+  summary.erase("best_checkpoint");
+  write_json_atomic(base.out + "/summary.json", summary);
+  log.line(fmt::format("done: sparsity {:.2f}%, {} of {} params nonzero, test accuracy {:.2f}% (was {:.2f}%), {}", 100 * summary["sparsity"].get<double>(),
+                       summary["nonzero_params"].get<int64_t>(), summary["params"].get<int64_t>(), 100 * summary["test_accuracy"].get<double>(),
+                       100 * before, summary["checkpoint"].get<std::string>()));
+  return summary;
+}
+
+std::string prune_report(const std::string& checkpoint) {
+  SpecNet model = load_model(checkpoint, nullptr);
+  std::string out = fmt::format("{:<12} {:<14} {:>10} {:>10} {:>9} {:>12} {:>12}\n", "layer", "weight", "params", "nonzeros", "sparsity", "MACs", "MACs left");
+  LayerRow total;
+  for (const auto& r : layer_rows(model)) {
+    out += fmt::format("{:<12} {:<14} {:>10} {:>10} {:>8.2f}% {:>12} {:>12.0f}\n", r.name, r.shape, r.params, r.nonzeros,
+                       100.0 * r.weight_zeros / r.weights, r.macs, r.macs_left);
+    total.params += r.params, total.nonzeros += r.nonzeros, total.weights += r.weights, total.weight_zeros += r.weight_zeros;
+    total.macs += r.macs, total.macs_left += r.macs_left;
+  }
+  out += fmt::format("{:<12} {:<14} {:>10} {:>10} {:>8.2f}% {:>12} {:>12.0f}\n", "total", "", total.params, total.nonzeros,
+                     100.0 * total.weight_zeros / std::max<int64_t>(total.weights, 1), total.macs, total.macs_left);
+  return out;
+}
+
+std::string sensitivity_table(const std::string& checkpoint, const DataConfig& data_config, const std::vector<double>& sparsities) {
+  nlohmann::json meta;
+  SpecNet model = load_model(checkpoint, &meta);
+  Data data = open_data(data_config);
+  double base = accuracy_of(model, data, meta);
+  std::string out = fmt::format("test accuracy of {} unpruned: {:.2f}%\n{:<12}", checkpoint, 100 * base, "layer");
+  for (double s : sparsities) out += fmt::format(" {:>8}", fmt::format("{:.0f}%", 100 * s));
+  out += "\n";
+  for (const auto& name : weight_layers(model->spec())) {
+    out += fmt::format("{:<12}", name);
+    for (double s : sparsities) {
+      SpecNet copy = load_model(checkpoint, nullptr);
+      PruneTargets t;
+      t.layers = {name};
+      t.sparsity = s;
+      t.global = false;
+      MaskSet set;
+      set.set_all(magnitude_masks(copy, t));
+      set.apply_to_weights(copy);
+      out += fmt::format(" {:>7.2f}%", 100 * accuracy_of(copy, data, meta));
+    }
+    out += "\n";
+  }
+  return out;
+}
+
+}  // namespace shrink

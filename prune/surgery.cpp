@@ -1,0 +1,208 @@
+#include "prune/surgery.h"
+
+#include <fmt/format.h>
+
+#include <numeric>
+#include <set>
+
+#include "common/error.h"
+
+namespace shrink {
+namespace {
+
+// The channel space of every layer's output, merged across residual adds.
+struct Spaces {
+  std::vector<int> parent;
+  std::vector<int> of_layer;          // space of each layer's output (-1: none, e.g. linear outputs)
+  std::vector<int64_t> block;         // features per channel in each layer's output (H*W after flatten)
+  std::set<int> locked;
+  int input = 0;
+
+  int make() {
+    parent.push_back(static_cast<int>(parent.size()));
+    return parent.back();
+  }
+  int find(int s) { return s < 0 ? s : parent[s] == s ? s : parent[s] = find(parent[s]); }
+  void unite(int a, int b) { parent[find(a)] = find(b); }
+  bool prunable(int s) { return s >= 0 && !locked.count(find(s)); }
+};
+
+Spaces trace_spaces(const ModelSpec& spec) {
+  auto info = analyze(spec);
+  Spaces sp;
+  sp.input = sp.make();
+  std::vector<int> locked_raw{sp.input};
+  auto space_in = [&](const Layer& L, size_t k) { return L.inputs[k].empty() ? sp.input : sp.of_layer[spec.index_of(L.inputs[k])]; };
+  auto block_in = [&](const Layer& L) { return L.inputs[0].empty() ? int64_t(1) : sp.block[spec.index_of(L.inputs[0])]; };
+  for (size_t i = 0; i < spec.layers.size(); ++i) {
+    const Layer& L = spec.layers[i];
+    int in = space_in(L, 0), out = in;
+    int64_t block = block_in(L);
+    switch (L.type) {
+      case LayerType::Conv2d:
+        if (!L.depthwise) {
+          out = sp.make();
+          if (L.groups > 1) locked_raw.insert(locked_raw.end(), {in, out});
+        }
+        block = 1;
+        break;
+      case LayerType::Linear:
+        out = sp.make();
+        locked_raw.push_back(out);  // features of linear layers are not pruned here
+        block = 1;
+        break;
+      case LayerType::Add: sp.unite(space_in(L, 1), in); break;
+      case LayerType::Flatten: block = info[i].in_shape.size() == 3 ? info[i].in_shape[1] * info[i].in_shape[2] : block; break;
+      case LayerType::GlobalAvgPool: block = 1; break;
+      default: break;
+    }
+    sp.of_layer.push_back(out);
+    sp.block.push_back(block);
+  }
+  locked_raw.push_back(sp.of_layer.back());  // the model's output
+  for (int s : locked_raw)
+    if (s >= 0) sp.locked.insert(sp.find(s));
+  return sp;
+}
+
+torch::Tensor param(SpecNet& model, const std::string& name) {
+  auto params = model->named_parameters();
+  return params.contains(name) ? params[name] : torch::Tensor();
+}
+
+// Rows of `t` (dim 0 or 1) kept: channels of `keep`, each spanning `block` consecutive entries.
+torch::Tensor select(const torch::Tensor& t, int64_t dim, const std::vector<int64_t>& keep, int64_t block) {
+  std::vector<int64_t> idx;
+  for (int64_t c : keep)
+    for (int64_t j = 0; j < block; ++j) idx.push_back(c * block + j);
+  return t.index_select(dim, torch::tensor(idx, torch::kInt64));
+}
+
+}  // namespace
+
+FilterPlan plan_filter_pruning(SpecNet& model, const FilterPruning& o) {
+  const ModelSpec& spec = model->spec();
+  Spaces sp = trace_spaces(spec);
+  for (const auto& name : o.excluded) sp.locked.insert(sp.find(sp.of_layer[spec.index_of(name)]));
+  for (const auto& [name, r] : o.layer_ratio)
+    if (spec.layer(name).type != LayerType::Conv2d) throw UserError(fmt::format("prune: '{}' is not a conv layer", name));
+  // Per space: the convs producing it and the mean |w| of each filter summed over them.
+  std::map<int, std::vector<std::string>> producers;
+  std::map<int, torch::Tensor> importance;
+  for (size_t i = 0; i < spec.layers.size(); ++i) {
+    const Layer& L = spec.layers[i];
+    int s = sp.find(sp.of_layer[i]);
+    if (L.type != LayerType::Conv2d || L.depthwise || !sp.prunable(s)) continue;
+    producers[s].push_back(L.name);
+    auto w = param(model, L.name + ".weight").detach();
+    auto filter = w.abs().flatten(1).mean(1);
+    importance[s] = importance.count(s) ? importance[s] + filter : filter;
+  }
+  std::map<int, std::vector<int64_t>> keep;
+  auto keep_top = [](const torch::Tensor& score, int64_t n) {
+    auto idx = std::get<1>(score.topk(n));
+    auto sorted = std::get<0>(idx.sort());
+    return std::vector<int64_t>(sorted.data_ptr<int64_t>(), sorted.data_ptr<int64_t>() + n);
+  };
+  if (o.global) {
+    // One threshold over all filters, at least one filter left per space.
+    std::vector<torch::Tensor> all;
+    for (const auto& [s, imp] : importance) all.push_back(imp);
+    auto scores = torch::cat(all);
+    int64_t n_keep = std::max<int64_t>(1, std::llround((1 - o.ratio) * scores.numel()));
+    double threshold = std::get<0>(scores.topk(n_keep)).min().item<double>();
+    for (const auto& [s, imp] : importance) keep[s] = keep_top(imp, std::max<int64_t>(1, (imp >= threshold).sum().item<int64_t>()));
+  } else {
+    for (const auto& [s, imp] : importance) {
+      double ratio = o.ratio;
+      for (const auto& p : producers[s])
+        if (o.layer_ratio.count(p)) ratio = o.layer_ratio.at(p);
+      keep[s] = keep_top(imp, std::max<int64_t>(1, std::llround((1 - ratio) * imp.numel())));
+    }
+  }
+  FilterPlan plan;
+  for (const auto& [s, names] : producers)
+    for (const auto& name : names) plan.keep[name] = keep[s];
+  return plan;
+}
+
+namespace {
+
+// The kept channels of each space, found through the plan's producer convs.
+std::map<int, std::vector<int64_t>> kept_by_space(const ModelSpec& spec, Spaces& sp, const FilterPlan& plan) {
+  std::map<int, std::vector<int64_t>> out;
+  for (const auto& [name, keep] : plan.keep) out[sp.find(sp.of_layer[spec.index_of(name)])] = keep;
+  return out;
+}
+
+}  // namespace
+
+SpecNet remove_filters(SpecNet& model, const FilterPlan& plan) {
+  const ModelSpec& spec = model->spec();
+  Spaces sp = trace_spaces(spec);
+  auto kept = kept_by_space(spec, sp, plan);
+  auto keep_of = [&](int space) -> const std::vector<int64_t>* {
+    auto it = kept.find(sp.find(space));
+    return it == kept.end() ? nullptr : &it->second;
+  };
+  ModelSpec smaller = spec;
+  for (size_t i = 0; i < spec.layers.size(); ++i)
+    if (spec.layers[i].type == LayerType::Conv2d && !spec.layers[i].depthwise && keep_of(sp.of_layer[i]))
+      smaller.layers[i].out = static_cast<int64_t>(keep_of(sp.of_layer[i])->size());
+  SpecNet out(smaller);
+  auto info = analyze(spec);
+  torch::NoGradGuard no_grad;
+  auto src = model->named_parameters(), src_buffers = model->named_buffers();
+  auto dst = out->named_parameters(), dst_buffers = out->named_buffers();
+  for (size_t i = 0; i < spec.layers.size(); ++i) {
+    const Layer& L = spec.layers[i];
+    int in_space = L.inputs[0].empty() ? sp.input : sp.of_layer[spec.index_of(L.inputs[0])];
+    int64_t in_block = L.inputs[0].empty() ? 1 : sp.block[spec.index_of(L.inputs[0])];
+    if (L.type == LayerType::Linear && info[i].in_shape.size() == 3) in_block = info[i].in_shape[1] * info[i].in_shape[2];  // flattens itself
+    const auto* keep_out = keep_of(sp.of_layer[i]);
+    const auto* keep_in = keep_of(in_space);
+    auto copy = [&](const std::string& key, torch::Tensor t, bool buffer) {
+      (buffer ? dst_buffers[key] : dst[key]).copy_(t);
+    };
+    for (const char* part : {".weight", ".bias"}) {
+      std::string key = L.name + part;
+      if (!src.contains(key)) continue;
+      auto t = src[key].detach();
+      bool is_weight = std::string(part) == ".weight";
+      if (L.type == LayerType::Conv2d || L.type == LayerType::BatchNorm) {
+        if (keep_out) t = select(t, 0, *keep_out, 1);
+        if (is_weight && L.type == LayerType::Conv2d && !L.depthwise && keep_in) t = select(t, 1, *keep_in, 1);
+      } else if (L.type == LayerType::Linear && is_weight && keep_in) {
+        t = select(t, 1, *keep_in, in_block);
+      }
+      copy(key, t, false);
+    }
+    if (L.type == LayerType::BatchNorm) {
+      for (const char* part : {".running_mean", ".running_var"}) {
+        auto t = src_buffers[L.name + part];
+        copy(L.name + part, keep_out ? select(t, 0, *keep_out, 1) : t, true);
+      }
+      copy(L.name + ".num_batches_tracked", src_buffers[L.name + ".num_batches_tracked"], true);
+    }
+  }
+  return out;
+}
+
+void mask_filters(SpecNet& model, const FilterPlan& plan) {
+  const ModelSpec& spec = model->spec();
+  Spaces sp = trace_spaces(spec);
+  auto kept = kept_by_space(spec, sp, plan);
+  torch::NoGradGuard no_grad;
+  auto params = model->named_parameters();
+  for (size_t i = 0; i < spec.layers.size(); ++i) {
+    const Layer& L = spec.layers[i];
+    auto it = kept.find(sp.find(sp.of_layer[i]));
+    if (it == kept.end() || !(L.type == LayerType::Conv2d || L.type == LayerType::BatchNorm)) continue;
+    auto removed = torch::ones({params[L.name + ".weight"].size(0)}, torch::kBool);
+    removed.index_fill_(0, torch::tensor(it->second, torch::kInt64), false);
+    for (const char* part : {".weight", ".bias"})
+      if (params.contains(L.name + part)) params[L.name + part].index_put_({removed}, 0);
+  }
+}
+
+}  // namespace shrink
