@@ -97,9 +97,9 @@ std::string rewind_path(const PruneConfig& c) {
   return (fs::path(c.checkpoint).parent_path() / ("epoch-" + epoch + ".pt")).string();
 }
 
-// Sparsity of round r (1-based) of R: each round removes the same share of what is left.
-double round_sparsity(const PruneConfig& c, int64_t r) {
-  double keep_per_round = std::pow(1 - c.sparsity, 1.0 / c.rounds);
+// Sparsity of round r (1-based) of `rounds`: each round removes the same share of what is left.
+double round_sparsity(const PruneConfig& c, int64_t r, int64_t rounds) {
+  double keep_per_round = std::pow(1 - c.sparsity, 1.0 / rounds);
   return 1 - std::pow(keep_per_round, static_cast<double>(r));
 }
 
@@ -259,7 +259,7 @@ nlohmann::json run_prune_job(const JobConfig& base, const PruneConfig& c, const 
           f.layer_ratio = parse_overrides(current->spec(), c.overrides);
           current = remove_filters(current, plan_filter_pruning(current, f));
         } else if (!gradual) {
-          targets.sparsity = round_sparsity(c, r);
+          targets.sparsity = round_sparsity(c, r, rounds);
           masks = magnitude_masks(current, targets);
           if (c.rewind != "none" && c.schedule == "iterative") {
             SpecNet rewound = load_model(rewind_path(c), nullptr);
@@ -284,7 +284,8 @@ nlohmann::json run_prune_job(const JobConfig& base, const PruneConfig& c, const 
       job.model = current->spec().to_string();
       PruneHook hook(masks, gradual ? &targets : nullptr, gradual ? &g : nullptr);
       last = run_train_job(job, round_options, fine_tune, structured ? nullptr : &hook);
-      last["accuracy_before_fine_tuning"] = pruned_accuracy;
+      if (last.contains("stopped_after_epoch")) return last;  // interrupted (tests): --resume continues
+      if (!started) last["accuracy_before_fine_tuning"] = pruned_accuracy;
     }
     current = load_model(dir + "/checkpoints/last.pt", nullptr);
     nlohmann::json entry = {{"round", r}, {"sparsity", weight_sparsity(current).sparsity()}, {"test_accuracy", last["test_accuracy"]}};

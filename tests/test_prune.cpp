@@ -1,0 +1,198 @@
+#include "tests/helpers.h"
+#include "common/error.h"
+#include "prune/masks.h"
+#include "prune/prune.h"
+#include "prune/surgery.h"
+#include "train/checkpoint.h"
+
+using namespace shrink;
+using shrink::test::TempDir;
+
+namespace {
+
+RunOptions quiet() {
+  RunOptions o;
+  o.quiet = true;
+  return o;
+}
+
+std::vector<std::string> synthetic_args(const std::string& out, int64_t epochs) {
+  return {"--job.out=" + out, "--data.source=synthetic", "--data.shape=1,16,16", "--data.synthetic_train=600", "--data.synthetic_test=200",
+          "--train.epochs=" + std::to_string(epochs), "--train.threads=1", "--model.spec=conv(8) bn relu maxpool(2) conv(16) bn relu gap linear(classes)"};
+}
+
+std::string train_model(const TempDir& dir, const std::string& name, std::vector<std::string> extra = {}) {
+  po::options_description keys;
+  add_train_options(keys);
+  auto args = synthetic_args(dir / name, 1);
+  args.insert(args.end(), extra.begin(), extra.end());
+  run_train_job(read_job_config(Config::load(keys, "", args)), quiet());
+  return dir / (name + "/checkpoints/last.pt");
+}
+
+nlohmann::json prune(const std::string& out, const std::string& checkpoint, std::vector<std::string> extra, RunOptions options = quiet(),
+                     int64_t epochs = 1) {
+  po::options_description keys;
+  add_train_options(keys);
+  add_prune_options(keys);
+  auto args = synthetic_args(out, epochs);
+  args.push_back("--prune.checkpoint=" + checkpoint);
+  args.insert(args.end(), extra.begin(), extra.end());
+  auto config = Config::load(keys, "", args);
+  return run_prune_job(read_job_config(config), read_prune_config(config), options);
+}
+
+SpecNet two_linear() {
+  SpecNet net(parse_spec("a=linear(4,bias=0) b=linear(classes,bias=0)", {2}, 2));
+  torch::NoGradGuard no_grad;
+  auto p = net->named_parameters();
+  p["a.weight"].copy_(torch::arange(1, 9, torch::kFloat32).view({4, 2}));          // 1..8
+  p["b.weight"].copy_(torch::arange(1, 9, torch::kFloat32).view({2, 4}) * 0.01);   // 0.01..0.08
+  return net;
+}
+
+}  // namespace
+
+CATCH_TEST_CASE("global and layer-wise magnitude thresholds", "[prune][masks]") {
+  SpecNet net = two_linear();
+  PruneTargets t;
+  t.layers = {"a", "b"};
+  t.sparsity = 0.5;
+  t.global = true;
+  auto global = magnitude_masks(net, t);
+  CATCH_CHECK(global["a"].sum().item<float>() == 8);  // the 8 smallest of all 16 are all of b
+  CATCH_CHECK(global["b"].sum().item<float>() == 0);
+  t.global = false;
+  auto layerwise = magnitude_masks(net, t);
+  CATCH_CHECK(torch::equal(layerwise["a"].flatten(), torch::tensor({0, 0, 0, 0, 1, 1, 1, 1}, torch::kFloat32)));
+  CATCH_CHECK(layerwise["b"].sum().item<float>() == 4);
+  t.global = true;
+  t.layer_sparsity["b"] = 0.25;  // an override is pruned on its own; a is the global pool alone
+  auto mixed = magnitude_masks(net, t);
+  CATCH_CHECK(mixed["a"].sum().item<float>() == 4);
+  CATCH_CHECK(mixed["b"].sum().item<float>() == 6);
+}
+
+CATCH_TEST_CASE("masked weights stay exactly zero through SGD with momentum and weight decay", "[prune][masks]") {
+  torch::manual_seed(1);
+  SpecNet net(parse_spec("conv(4) relu gap linear(classes)", {1, 6, 6}, 3));
+  torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9).nesterov(true).weight_decay(5e-4));
+  auto x = torch::randn({8, 1, 6, 6});
+  auto y = torch::randint(0, 3, {8});
+  auto step = [&](MaskSet* masks) {
+    opt.zero_grad();
+    torch::nn::functional::cross_entropy(net->forward(x), y).backward();
+    if (masks) masks->apply_to_gradients(net);
+    opt.step();
+    if (masks) masks->apply_to_weights(net);
+  };
+  for (int i = 0; i < 3; ++i) step(nullptr);  // momentum buffers now hold non-zero values everywhere
+  PruneTargets t;
+  t.layers = weight_layers(net->spec());
+  t.sparsity = 0.6;
+  MaskSet masks;
+  masks.prepare_for(net->spec());
+  masks.set_all(magnitude_masks(net, t));
+  masks.apply_to_weights(net);
+  int64_t zeros = weight_sparsity(net).zeros;
+  CATCH_CHECK(zeros == std::llround(0.6 * weight_sparsity(net).total));
+  for (int i = 0; i < 5; ++i) step(&masks);
+  CATCH_CHECK(weight_sparsity(net).zeros == zeros);
+  auto params = net->named_parameters();
+  for (const auto& [name, m] : masks.masks()) CATCH_CHECK((params[name + ".weight"] * (1 - m)).abs().sum().item<float>() == 0);
+}
+
+CATCH_TEST_CASE("cubic sparsity schedule", "[prune][schedule]") {
+  CATCH_CHECK(cubic_sparsity(0, 1, 5, 0.1, 0.9) == Approx(0.1));
+  CATCH_CHECK(cubic_sparsity(1, 1, 5, 0.1, 0.9) == Approx(0.1));
+  CATCH_CHECK(cubic_sparsity(3, 1, 5, 0.1, 0.9) == Approx(0.9 - 0.8 * 0.125));
+  CATCH_CHECK(cubic_sparsity(4, 1, 5, 0.0, 0.8) == Approx(0.8 - 0.8 / 64));
+  CATCH_CHECK(cubic_sparsity(5, 1, 5, 0.1, 0.9) == Approx(0.9));
+  CATCH_CHECK(cubic_sparsity(9, 1, 5, 0.1, 0.9) == Approx(0.9));
+}
+
+CATCH_TEST_CASE("filter removal with a residual add computes what the masked original does", "[prune][surgery]") {
+  torch::manual_seed(2);
+  SpecNet net(parse_spec("stem=conv(8) bn r0=relu conv(8) bn relu c2=conv(8) bn add(r0) relu conv(6) bn relu gap linear(classes)", {3, 8, 8}, 4));
+  torch::NoGradGuard no_grad;
+  for (auto& b : net->named_buffers()) {
+    if (b.key().find("running_mean") != std::string::npos) b.value().uniform_(-0.5, 0.5);
+    if (b.key().find("running_var") != std::string::npos) b.value().uniform_(0.5, 2);
+  }
+  for (auto& p : net->named_parameters())
+    if (p.key().find("bn") != std::string::npos) p.value().uniform_(0.5, 1.5);
+  net->eval();
+  FilterPruning o;
+  o.ratio = 0.5;
+  auto plan = plan_filter_pruning(net, o);
+  CATCH_CHECK(plan.keep.at("stem") == plan.keep.at("c2"));  // tied by the add
+  CATCH_CHECK(plan.keep.at("stem").size() == 4);
+  CATCH_CHECK(plan.keep.at("conv4").size() == 3);
+  SpecNet smaller = remove_filters(net, plan);
+  smaller->eval();
+  CATCH_CHECK(total_cost(smaller->spec()).params < total_cost(net->spec()).params / 2);
+  mask_filters(net, plan);
+  auto x = torch::randn({5, 3, 8, 8});
+  CATCH_CHECK(torch::allclose(smaller->forward(x), net->forward(x), 1e-4, 1e-5));
+  o.excluded = {"conv2"};
+  auto partial = plan_filter_pruning(net, o);
+  CATCH_CHECK_FALSE(partial.keep.count("conv2"));
+  CATCH_CHECK(partial.keep.count("stem"));
+}
+
+CATCH_TEST_CASE("one-shot pruning job: exact sparsity, masks in checkpoints, survives resume", "[prune][job]") {
+  TempDir dir;
+  std::string start = train_model(dir, "base");
+  auto summary = prune(dir / "p", start, {"--prune.schedule=oneshot", "--prune.sparsity=0.75", "--prune.exclude=conv1"}, quiet(), 2);
+  SpecNet pruned = load_model(dir / "p/checkpoints/last.pt");
+  auto params = pruned->named_parameters();
+  CATCH_CHECK((params["conv1.weight"] == 0).sum().item<int64_t>() == 0);  // excluded stays dense
+  int64_t pool = params["conv2.weight"].numel() + params["linear1.weight"].numel();
+  int64_t zeros = (params["conv2.weight"] == 0).sum().item<int64_t>() + (params["linear1.weight"] == 0).sum().item<int64_t>();
+  CATCH_CHECK(zeros == std::llround(0.75 * pool));
+  CATCH_CHECK(summary["rounds"].size() == 1);
+  CATCH_CHECK(summary["nonzero_params"].get<int64_t>() < summary["params"].get<int64_t>());
+  MaskSet masks;
+  masks.prepare_for(pruned->spec());
+  CATCH_CHECK(load_extra_state(dir / "p/checkpoints/last.pt", "masks", masks));
+  CATCH_CHECK(masks.masks()["conv2"].sum().item<float>() < masks.masks()["conv2"].numel());
+  // Interrupted after one of two epochs, then resumed: the masks come back from the checkpoint.
+  auto killed = quiet();
+  killed.stop_after_epochs = 1;
+  prune(dir / "q", start, {"--prune.schedule=oneshot", "--prune.sparsity=0.75", "--prune.exclude=conv1"}, killed, 2);
+  auto resume = quiet();
+  resume.resume = true;
+  auto resumed = prune(dir / "q", start, {"--prune.schedule=oneshot", "--prune.sparsity=0.75", "--prune.exclude=conv1"}, resume, 2);
+  CATCH_CHECK(resumed["sparsity"] == summary["sparsity"]);
+  auto report = prune_report(dir / "q/checkpoints/last.pt");
+  CATCH_CHECK(report.find("total") != std::string::npos);
+  CATCH_CHECK(report.find("conv2") != std::string::npos);
+}
+
+CATCH_TEST_CASE("iterative pruning rewinds to the saved initial weights", "[prune][rewind]") {
+  TempDir dir;
+  std::string start = train_model(dir, "base", {"--train.keep_epochs=0"});
+  auto summary = prune(dir / "p", start, {"--prune.schedule=iterative", "--prune.rounds=2", "--prune.sparsity=0.5", "--prune.rewind=init"});
+  CATCH_CHECK(summary["rounds"].size() == 2);
+  CATCH_CHECK(summary["sparsity"].get<double>() == Approx(0.5).margin(0.01));
+  auto init = load_model(dir / "base/checkpoints/epoch-0.pt")->named_parameters();
+  auto round2 = load_model(dir / "p/round-2/start.pt")->named_parameters();
+  for (const char* name : {"conv2.weight", "linear1.weight"}) {
+    auto kept = round2[name] != 0;
+    CATCH_CHECK(torch::equal(round2[name].masked_select(kept), init[name].masked_select(kept)));
+  }
+}
+
+CATCH_TEST_CASE("gradual pruning reaches its target; bad layer names are errors", "[prune][errors]") {
+  TempDir dir;
+  std::string start = train_model(dir, "base");
+  auto gradual = prune(dir / "g", start, {"--prune.schedule=gradual", "--prune.sparsity=0.6", "--prune.end_epoch=1.5"}, quiet(), 2);
+  CATCH_CHECK(gradual["sparsity"].get<double>() == Approx(0.6).margin(0.005));
+  CATCH_CHECK_THROWS_WITH(prune(dir / "a", start, {"--prune.exclude=nope*"}), Catch::Contains("prune.exclude: 'nope*' matches no layer"));
+  CATCH_CHECK_THROWS_WITH(prune(dir / "b", start, {"--prune.layers=bn1"}), Catch::Contains("only conv and linear weights are pruned"));
+  CATCH_CHECK_THROWS_WITH(prune(dir / "c", start, {"--prune.layers=re:conv[0-9"}), Catch::Contains("not a valid regular expression"));
+  CATCH_CHECK_THROWS_WITH(prune(dir / "d", start, {"--prune.overrides=conv1"}), Catch::Contains("is not pattern:value"));
+  CATCH_CHECK_THROWS_WITH(prune(dir / "e", start, {"--prune.method=structured"}), Catch::Contains("prune.schedule"));
+  CATCH_CHECK(match_layers(parse_spec("usps_student", {1, 16, 16}, 10), "re:conv[12],linear*", "x") ==
+              std::vector<std::string>{"conv1", "conv2", "linear1"});
+}
