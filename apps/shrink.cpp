@@ -114,11 +114,20 @@ int cmd_job(const std::string& job_kind, int argc, char** argv) {
   return 0;
 }
 
+// Every key any job writes into a saved config (train, distill, prune), so a checkpoint's config
+// can be read back whichever job made it.
+void add_all_job_options(po::options_description& keys) {
+  add_train_options(keys);
+  add_teacher_options(keys);
+  add_prune_options(keys);
+  keys.add_options()("student.spec", po::value<std::string>()->default_value(""), "")("student.init", po::value<std::string>()->default_value(""), "");
+}
+
 // The data a checkpoint was trained on (its saved config), with command-line overrides
 // (--data PATH, --data.key=value).
 Data checkpoint_data(const std::string& path, const nlohmann::json& meta, Args& a) {
   po::options_description keys;
-  add_train_options(keys);
+  add_all_job_options(keys);
   if (auto data = flag(a, "data")) a.keys.push_back("--data.path=" + *data);
   Config config = Config::layered(keys, meta.value("config", std::string()), path + " (saved config)", a.keys);
   Data data = open_data(read_job_config(config).data);
@@ -180,7 +189,7 @@ int cmd_prune(int argc, char** argv) {
   }
   nlohmann::json meta = read_checkpoint_meta(*path);
   po::options_description keys;
-  add_train_options(keys);
+  add_all_job_options(keys);
   if (auto data = flag(a, "data")) a.keys.push_back("--data.path=" + *data);
   Config config = Config::layered(keys, meta.value("config", std::string()), *path + " (saved config)", a.keys);
   std::cout << sensitivity_table(*path, read_job_config(config).data, sparsities);

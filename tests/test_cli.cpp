@@ -57,6 +57,18 @@ CATCH_TEST_CASE("train, eval, data info and model info work end to end", "[cli]"
   CATCH_CHECK(e.code == 0);
   CATCH_CHECK(e.out.find("test accuracy") != std::string::npos);
   CATCH_CHECK(e.out.find("(200 examples)") != std::string::npos);
+  // A distilled checkpoint (its saved config has [student] and [teacher]) evaluates and reports too.
+  shrink::test::write_text(dir / "distill.ini",
+                           "[data]\nsource = synthetic\nsynthetic_train = 600\nsynthetic_test = 200\n[student]\nspec = mlp_300_100\n"
+                           "[train]\nepochs = 1\nthreads = 1\n");
+  auto d = run_cli("distill --config " + dir / "distill.ini --out " + dir / "distill --teacher.path=" + dir / "run/checkpoints/last.pt");
+  CATCH_INFO(d.out);
+  CATCH_CHECK(d.code == 0);
+  CATCH_CHECK(run_cli("eval --checkpoint " + dir / "distill/checkpoints/last.pt").code == 0);
+  auto s = run_cli("prune sensitivity --checkpoint " + dir / "distill/checkpoints/last.pt --sparsities 0.5");
+  CATCH_INFO(s.out);
+  CATCH_CHECK(s.code == 0);
+  CATCH_CHECK(s.out.find("linear3") != std::string::npos);
   auto m = run_cli("model info usps_teacher");
   CATCH_CHECK(m.code == 0);
   CATCH_CHECK(m.out.find("conv5") != std::string::npos);
