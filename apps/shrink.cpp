@@ -10,6 +10,7 @@
 #include "common/error.h"
 #include "distill/distill.h"
 #include "prune/prune.h"
+#include "quantize/quantize.h"
 #include "train/objective.h"
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
@@ -30,6 +31,7 @@ commands:
   prune report CHECKPOINT                 per-layer params, nonzeros, sparsity and MACs
   prune sensitivity --checkpoint C [--data PATH] [--sparsities LIST]
                                           accuracy with each layer pruned alone
+  quantize --config FILE [--key=value ...]  int8: quantization-aware training (or mode=ptq: calibration)
   data info PATH                          shapes, dtypes and class counts of a dataset
   model info SPEC [--input C,H,W] [--classes N]
                                           layers, output shapes, params and MACs
@@ -86,6 +88,7 @@ int cmd_job(const std::string& job_kind, int argc, char** argv) {
   } else {
     add_train_options(keys);
     if (job_kind == "prune") add_teacher_options(keys), add_prune_options(keys);
+    if (job_kind == "quantize") add_teacher_options(keys), add_quantize_options(keys);
   }
   if (flag(a, "help")) {
     std::cout << "usage: shrink " << job_kind << " --config FILE [--section.key=value ...] [--out DIR] [--resume] [--overwrite]\n\n" << keys << "\n";
@@ -108,6 +111,10 @@ int cmd_job(const std::string& job_kind, int argc, char** argv) {
     PruneConfig prune = read_prune_config(config);
     auto teacher = make_distill_objective(config, job);  // fine-tune under a teacher when one is given
     run_prune_job(job, prune, options, teacher.get());
+  } else if (job_kind == "quantize") {
+    QuantizeConfig quantize = read_quantize_config(config);
+    auto teacher = make_distill_objective(config, job);
+    run_quantize_job(job, quantize, options, teacher.get());
   } else {
     run_train_job(job, options);
   }
@@ -120,6 +127,7 @@ void add_all_job_options(po::options_description& keys) {
   add_train_options(keys);
   add_teacher_options(keys);
   add_prune_options(keys);
+  add_quantize_options(keys);
   keys.add_options()("student.spec", po::value<std::string>()->default_value(""), "")("student.init", po::value<std::string>()->default_value(""), "");
 }
 
@@ -150,7 +158,7 @@ int cmd_eval(int argc, char** argv) {
   if (!path) throw UserError("eval: --checkpoint C is required");
   torch::set_num_threads(resolve_threads(flag(a, "threads") ? std::stoll(*flag(a, "threads")) : 0));
   nlohmann::json meta;
-  SpecNet model = load_model(*path, &meta);
+  SpecNet model = load_any_model(*path, &meta);  // a quantized checkpoint runs its int8 simulation
   Data data = checkpoint_data(*path, meta, a);
   Augment norm;
   norm.mean = meta.value("mean", std::vector<float>{});
@@ -239,6 +247,7 @@ int dispatch(int argc, char** argv) {
   std::string cmd = argv[1];
   if (cmd == "train" || cmd == "distill") return cmd_job(cmd, argc, argv);
   if (cmd == "prune") return cmd_prune(argc, argv);
+  if (cmd == "quantize") return cmd_job(cmd, argc, argv);
   if (cmd == "eval") return cmd_eval(argc, argv);
   if (cmd == "data") return cmd_data(argc, argv);
   if (cmd == "model") return cmd_model(argc, argv);

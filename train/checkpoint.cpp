@@ -33,6 +33,7 @@ void save_checkpoint(const std::string& path, SpecNet& model, torch::optim::Opti
   m["spec"] = model->spec().to_string();
   m["input"] = model->spec().input;
   m["classes"] = model->spec().classes;
+  m.update(model->describe());
   archive.write("meta", c10::IValue(m.dump()));
   model->save(model_archive);
   archive.write("model", model_archive);
@@ -71,17 +72,46 @@ ModelSpec spec_from_meta(const nlohmann::json& meta) {
   return parse_spec(meta.at("spec").get<std::string>(), meta.at("input").get<std::vector<int64_t>>(), meta.at("classes").get<int64_t>());
 }
 
-SpecNet load_model(const std::string& path, nlohmann::json* meta_out) {
-  nlohmann::json meta = read_checkpoint_meta(path);
-  SpecNet model(spec_from_meta(meta));
+namespace {
+
+// Copies every parameter and buffer the archive has into the module, by name, keeping the
+// module's tensor layouts; returns how many the module has that the archive lacks.
+int64_t load_present(torch::nn::Module& module, torch::serialize::InputArchive& archive) {
+  torch::NoGradGuard no_grad;
+  int64_t missing = 0;
+  auto load = [&](const std::string& key, torch::Tensor& t, bool buffer) {
+    torch::Tensor saved;
+    if (!archive.try_read(key, saved, buffer)) return void(++missing);
+    if (saved.sizes() != t.sizes()) throw c10::Error({__func__, __FILE__, __LINE__}, key + ": shape differs");
+    t.copy_(saved);
+  };
+  for (auto& p : module.named_parameters(false)) load(p.key(), p.value(), false);
+  for (auto& b : module.named_buffers(false)) load(b.key(), b.value(), true);
+  for (auto& child : module.named_children()) {
+    torch::serialize::InputArchive child_archive;
+    if (archive.try_read(child.key(), child_archive)) missing += load_present(*child.value(), child_archive);
+    else missing += static_cast<int64_t>(child.value()->parameters().size() + child.value()->buffers().size());
+  }
+  return missing;
+}
+
+}  // namespace
+
+int64_t load_weights_into(const std::string& path, SpecNetImpl& model) {
   auto archive = open_archive(path);
   torch::serialize::InputArchive model_archive;
   try {
     archive.read("model", model_archive);
-    model->load(model_archive);
+    return load_present(model, model_archive);
   } catch (const c10::Error& e) {
     throw UserError(fmt::format("checkpoint {}: weights do not match its model spec (damaged file?)", path));
   }
+}
+
+SpecNet load_model(const std::string& path, nlohmann::json* meta_out) {
+  nlohmann::json meta = read_checkpoint_meta(path);
+  SpecNet model(spec_from_meta(meta));
+  if (load_weights_into(path, *model) > 0) throw UserError(fmt::format("checkpoint {}: some weights are missing (damaged file?)", path));
   if (meta_out) *meta_out = meta;
   return model;
 }

@@ -21,6 +21,11 @@ void save_checkpoint(const std::string& path, SpecNet& model, torch::optim::Opti
 // false when the checkpoint has none.
 bool load_extra_state(const std::string& path, const std::string& name, torch::nn::Module& module);
 nlohmann::json read_checkpoint_meta(const std::string& path);
+// Copies a checkpoint's saved model state into `model` by name, keeping the model's tensor
+// layouts. Saved entries the model lacks are ignored (a quantized checkpoint loads as its float
+// model); returns how many of the model's entries the checkpoint lacks (a float checkpoint
+// loaded into the quantized simulation lacks its scales).
+int64_t load_weights_into(const std::string& path, SpecNetImpl& model);
 // Builds the model its metadata describes and loads its weights.
 SpecNet load_model(const std::string& path, nlohmann::json* meta = nullptr);
 void load_optimizer_state(const std::string& path, torch::optim::Optimizer& optimizer);

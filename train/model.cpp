@@ -73,24 +73,30 @@ torch::Tensor SpecNetImpl::run(torch::Tensor x, const std::vector<int>* taps, st
     torch::Tensor& in = input(i, 0);
     // A tapped tensor must not be overwritten by a later in-place ReLU.
     bool inplace = inplace_ok_[i] && (!taps || std::find(taps->begin(), taps->end(), input_index_[i][0]) == taps->end());
-    switch (L.type) {
-      case LayerType::Conv2d:
-      case LayerType::BatchNorm: outs[i] = modules_[i].forward(in); break;
-      case LayerType::Linear: outs[i] = modules_[i].forward(in.dim() > 2 ? in.flatten(1) : in); break;
-      case LayerType::ReLU: outs[i] = inplace ? torch::relu_(in) : torch::relu(in); break;
-      case LayerType::ReLU6: outs[i] = inplace ? torch::hardtanh_(in, 0, 6) : torch::hardtanh(in, 0, 6); break;
-      case LayerType::MaxPool: outs[i] = torch::max_pool2d(in, L.kernel, L.stride, L.padding); break;
-      case LayerType::AvgPool: outs[i] = torch::avg_pool2d(in, L.kernel, L.stride, L.padding); break;
-      // adaptive_avg_pool2d, not mean(): its backward keeps the channels-last layout, mean's expands.
-      case LayerType::GlobalAvgPool: outs[i] = torch::adaptive_avg_pool2d(in, {1, 1}).flatten(1); break;
-      case LayerType::Flatten: outs[i] = in.flatten(1); break;
-      case LayerType::Dropout: outs[i] = torch::dropout(in, L.dropout, is_training()); break;
-      case LayerType::Add: outs[i] = in + input(i, 1); break;
-    }
+    outs[i] = layer_forward(i, in, L.type == LayerType::Add ? &input(i, 1) : nullptr, inplace);
   }
   if (taps)
     for (int t : *taps) kept->push_back(outs[t]);
   return outs.back();
+}
+
+torch::Tensor SpecNetImpl::layer_forward(size_t i, torch::Tensor& in, const torch::Tensor* other, bool inplace) {
+  const Layer& L = spec_.layers[i];
+  switch (L.type) {
+    case LayerType::Conv2d:
+    case LayerType::BatchNorm: return modules_[i].forward(in);
+    case LayerType::Linear: return modules_[i].forward(in.dim() > 2 ? in.flatten(1) : in);
+    case LayerType::ReLU: return inplace ? torch::relu_(in) : torch::relu(in);
+    case LayerType::ReLU6: return inplace ? torch::hardtanh_(in, 0, 6) : torch::hardtanh(in, 0, 6);
+    case LayerType::MaxPool: return torch::max_pool2d(in, L.kernel, L.stride, L.padding);
+    case LayerType::AvgPool: return torch::avg_pool2d(in, L.kernel, L.stride, L.padding);
+    // adaptive_avg_pool2d, not mean(): its backward keeps the channels-last layout, mean's expands.
+    case LayerType::GlobalAvgPool: return torch::adaptive_avg_pool2d(in, {1, 1}).flatten(1);
+    case LayerType::Flatten: return in.flatten(1);
+    case LayerType::Dropout: return torch::dropout(in, L.dropout, is_training());
+    case LayerType::Add: return in + *other;
+  }
+  return in;
 }
 
 }  // namespace shrink

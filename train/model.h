@@ -1,6 +1,7 @@
 // Builds a torch module from a ModelSpec. Parameter names are "<layer>.weight" etc., so
 // pruning, quantization and export find tensors by the spec's layer names.
 #pragma once
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <map>
@@ -19,6 +20,15 @@ class SpecNetImpl : public torch::nn::Module {
   const ModelSpec& spec() const { return spec_; }
   // Module of a conv, linear or batchnorm layer (nullptr for functional layers).
   std::shared_ptr<torch::nn::Module> layer_module(const std::string& name) const;
+  // What checkpoints must record to rebuild this kind of model (the quantized simulation adds
+  // its settings); empty for the plain float model.
+  virtual nlohmann::json describe() const { return nlohmann::json::object(); }
+
+ protected:
+  // Output of layer i from its input (and the second input of an add). `inplace`: `in` may be
+  // overwritten. The quantized simulation overrides this.
+  virtual torch::Tensor layer_forward(size_t i, torch::Tensor& in, const torch::Tensor* other, bool inplace);
+  const std::vector<torch::nn::AnyModule>& modules() const { return modules_; }
 
  private:
   torch::Tensor run(torch::Tensor x, const std::vector<int>* taps, std::vector<torch::Tensor>* kept);

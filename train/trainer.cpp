@@ -49,13 +49,6 @@ void keep_freed_memory() {
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
 }
 
-void copy_weights(SpecNet& dst, SpecNet& src) {
-  torch::NoGradGuard no_grad;
-  auto src_params = src->named_parameters();
-  for (auto& p : dst->named_parameters()) p.value().copy_(src_params[p.key()]);
-  auto src_buffers = src->named_buffers();
-  for (auto& b : dst->named_buffers()) b.value().copy_(src_buffers[b.key()]);
-}
 
 // A checkpoint's model, checked to have the spec the job asks for.
 SpecNet load_matching(const std::string& path, const ModelSpec& spec, const std::string& what, nlohmann::json* meta) {
@@ -73,8 +66,8 @@ void to_channels_last(SpecNet& model) {
 
 class Trainer {
  public:
-  Trainer(const JobConfig& job, const RunOptions& options, Objective* objective, StepHook* hook)
-      : job_(job), options_(options), objective_(objective), hook_(hook) {}
+  Trainer(const JobConfig& job, const RunOptions& options, Objective* objective, StepHook* hook, const ModelFactory& factory)
+      : job_(job), options_(options), objective_(objective), hook_(hook), factory_(factory) {}
   nlohmann::json run();
 
  private:
@@ -91,6 +84,7 @@ class Trainer {
   RunOptions options_;
   Objective* objective_;
   StepHook* hook_;
+  ModelFactory factory_;
   std::shared_ptr<torch::nn::Module> extra_;  // the objective's own trainable parameters
   Data data_;
   ModelSpec spec_;
@@ -128,12 +122,11 @@ void Trainer::prepare() {
   write_file_atomic(job_.out + "/config.ini", job_.resolved_ini);
 
   torch::manual_seed(job_.train.seed);
-  model_ = SpecNet(spec_);
+  model_ = factory_ ? SpecNet(factory_(spec_)) : SpecNet(spec_);
   if (!job_.init.empty() && !options_.resume) {
-    SpecNet init = load_matching(job_.init, spec_, "model init", nullptr);
-    copy_weights(model_, init);
+    load_matching(job_.init, spec_, "model init", nullptr);
+    load_weights_into(job_.init, *model_);
   }
-  if (job_.train.channels_last) to_channels_last(model_);
   normalization_.mean = data_.mean;
   normalization_.std = data_.std;
   normalization_.channels_last = job_.train.channels_last;
@@ -149,8 +142,8 @@ void Trainer::prepare() {
 
   if (options_.resume) {
     nlohmann::json meta;
-    SpecNet saved = load_matching(last, spec_, "--resume", &meta);
-    copy_weights(model_, saved);
+    load_matching(last, spec_, "--resume", &meta);
+    if (load_weights_into(last, *model_) > 0) throw UserError(fmt::format("--resume: {} lacks part of the model's state", last));
     if (extra_ && !load_extra_state(last, "objective", *extra_)) throw UserError(fmt::format("--resume: {} lacks the objective's state", last));
     if (hook_ && hook_->state() && !load_extra_state(last, hook_->state_name(), *hook_->state()))
       throw UserError(fmt::format("--resume: {} lacks the {} state", last, hook_->state_name()));
@@ -162,6 +155,7 @@ void Trainer::prepare() {
     log_->truncate_metrics(start_epoch_);
     log_->line(fmt::format("resuming {} after epoch {}", job_.out, start_epoch_));
   }
+  if (job_.train.channels_last) to_channels_last(model_);
 
   LoaderOptions lo;
   lo.batch_size = job_.train.batch_size;
@@ -299,8 +293,9 @@ nlohmann::json Trainer::run() {
 
 }  // namespace
 
-nlohmann::json run_train_job(const JobConfig& job, const RunOptions& options, Objective* objective, StepHook* hook) {
-  return Trainer(job, options, objective, hook).run();
+nlohmann::json run_train_job(const JobConfig& job, const RunOptions& options, Objective* objective, StepHook* hook,
+                             const ModelFactory& factory) {
+  return Trainer(job, options, objective, hook, factory).run();
 }
 
 }  // namespace shrink

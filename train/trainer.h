@@ -3,12 +3,20 @@
 #pragma once
 #include <nlohmann/json.hpp>
 
+#include <functional>
+#include <memory>
+
 #include "train/config.h"
 
 namespace shrink {
 
 class Objective;
 class StepHook;
+class SpecNetImpl;
+struct ModelSpec;
+// Builds the module trained for a spec (default: the float SpecNet; quantization-aware training
+// passes its simulation).
+using ModelFactory = std::function<std::shared_ptr<SpecNetImpl>(const ModelSpec&)>;
 
 struct RunOptions {
   bool resume = false;            // continue from <out>/checkpoints/last.pt
@@ -19,6 +27,7 @@ struct RunOptions {
 
 // Runs (or resumes) the job; returns what it wrote to summary.json. Without an objective the
 // loss is cross-entropy on the labels (with train.label_smoothing); a hook acts around each step.
-nlohmann::json run_train_job(const JobConfig& job, const RunOptions& options = {}, Objective* objective = nullptr, StepHook* hook = nullptr);
+nlohmann::json run_train_job(const JobConfig& job, const RunOptions& options = {}, Objective* objective = nullptr, StepHook* hook = nullptr,
+                             const ModelFactory& factory = nullptr);
 
 }  // namespace shrink

@@ -1,0 +1,243 @@
+#include "quantize/qnet.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+
+#include "common/error.h"
+
+namespace shrink {
+
+nlohmann::json QuantSettings::to_json() const {
+  return {{"observer", observer}, {"ema_momentum", ema_momentum}, {"percentile", percentile}, {"lsq", lsq}, {"float_layers", float_layers}};
+}
+
+QuantSettings QuantSettings::from_json(const nlohmann::json& j) {
+  QuantSettings s;
+  s.observer = j.value("observer", s.observer);
+  s.ema_momentum = j.value("ema_momentum", s.ema_momentum);
+  s.percentile = j.value("percentile", s.percentile);
+  s.lsq = j.value("lsq", false);
+  s.float_layers = j.value("float_layers", std::vector<std::string>{});
+  return s;
+}
+
+ActQuantImpl::ActQuantImpl(bool is_signed, const QuantSettings& s)
+    : signed_(is_signed), lsq_(s.lsq), observer_(Observer::parse(s.observer), s.ema_momentum, s.percentile) {
+  scale = lsq_ ? register_parameter("scale", torch::ones({1})) : register_buffer("scale", torch::ones({1}));
+  register_buffer("range", torch::zeros({1}));
+}
+
+torch::Tensor ActQuantImpl::forward(const torch::Tensor& x, bool observe, bool quantize) {
+  if (observe) {
+    auto range = named_buffers()["range"];
+    if (!observer_.seen() && range.item<double>() > 0) observer_.seed(range.item<double>());
+    observer_.observe(x);
+    torch::NoGradGuard no_grad;
+    range.fill_(observer_.range());
+    if (!lsq_) scale.fill_(std::max(observer_.range(), 1e-8) / qmax());
+  }
+  if (!quantize) return x;
+  double grad_scale = lsq_ ? 1.0 / std::sqrt(static_cast<double>(x.numel()) * qmax()) : 1.0;
+  return fake_quant(x, scale, qmin(), qmax(), grad_scale);
+}
+
+void ActQuantImpl::finish_calibration() {
+  torch::NoGradGuard no_grad;
+  named_buffers()["range"].fill_(observer_.range());
+  scale.fill_(std::max(observer_.range(), 1e-8) / qmax());
+}
+
+namespace {
+
+bool is_relu(LayerType t) { return t == LayerType::ReLU || t == LayerType::ReLU6; }
+bool passes_grid(LayerType t) {
+  return t == LayerType::MaxPool || t == LayerType::AvgPool || t == LayerType::GlobalAvgPool || t == LayerType::Flatten ||
+         t == LayerType::Dropout || is_relu(t);
+}
+
+}  // namespace
+
+QuantNetImpl::QuantNetImpl(ModelSpec spec_in, QuantSettings settings) : SpecNetImpl(std::move(spec_in)), settings_(std::move(settings)) {
+  const ModelSpec& sp = spec();
+  const size_t n = sp.layers.size();
+  quantized_.assign(n, false);
+  folded_into_.assign(n, -1);
+  folded_bn_.assign(n, -1);
+  point_after_.assign(n, -1);
+  grid_.assign(n, -1);
+  weight_scale_.resize(n);
+  auto stays_float = [&](const std::string& name) {
+    return std::find(settings_.float_layers.begin(), settings_.float_layers.end(), name) != settings_.float_layers.end();
+  };
+  std::vector<std::vector<int>> consumers(n);
+  std::vector<int> input_consumers;
+  for (size_t i = 0; i < n; ++i)
+    for (const auto& in : sp.layers[i].inputs) (in.empty() ? input_consumers : consumers[sp.index_of(in)]).push_back(static_cast<int>(i));
+
+  std::vector<int> unit_of_end(n, -1);  // layer ending a quantized unit -> the unit's first layer
+  for (size_t i = 0; i < n; ++i) {
+    const Layer& L = sp.layers[i];
+    bool compute = L.type == LayerType::Conv2d || L.type == LayerType::Linear || L.type == LayerType::Add;
+    if (!compute || stays_float(L.name)) continue;
+    quantized_[i] = true;
+    size_t end = i;
+    if (L.type != LayerType::Add && i + 1 < n && sp.layers[i + 1].type == LayerType::BatchNorm && consumers[i] == std::vector<int>{int(i + 1)}) {
+      folded_bn_[i] = static_cast<int>(i + 1);
+      folded_into_[i + 1] = static_cast<int>(i);
+      end = i + 1;
+    }
+    if (consumers[end].size() == 1 && is_relu(sp.layers[consumers[end][0]].type) && !stays_float(sp.layers[consumers[end][0]].name))
+      end = consumers[end][0];
+    unit_of_end[end] = static_cast<int>(i);
+  }
+  for (size_t i = 0; i < n; ++i)
+    if (sp.layers[i].type == LayerType::BatchNorm && folded_into_[i] < 0 && !stays_float(sp.layers[i].name))
+      throw UserError(fmt::format("layer {}: a batchnorm that does not directly follow a conv or linear cannot be quantized; "
+                                  "keep it float with quantize.float_layers = {}",
+                                  sp.layers[i].name, sp.layers[i].name));
+
+  std::vector<bool> nonnegative(n, false);
+  auto add_point = [&](const std::string& name, bool is_signed) {
+    points_.push_back(register_module("aq_" + name, ActQuant(is_signed, settings_)));
+    return static_cast<int>(points_.size() - 1);
+  };
+  auto feeds_quantized = [&](const std::vector<int>& cs) {
+    return std::any_of(cs.begin(), cs.end(), [&](int c) { return quantized_[c]; });
+  };
+  if (feeds_quantized(input_consumers)) input_point_ = add_point("input", true);
+  for (size_t k = 0; k < n; ++k) {
+    const Layer& L = sp.layers[k];
+    int src = L.inputs[0].empty() ? -2 : sp.index_of(L.inputs[0]);
+    int src_grid = src == -2 ? input_point_ : grid_[src];
+    nonnegative[k] = is_relu(L.type) || (passes_grid(L.type) && src >= 0 && nonnegative[src]);
+    bool last = k + 1 == n;
+    if (unit_of_end[k] >= 0) {
+      if (!last) point_after_[k] = add_point(L.name, !is_relu(L.type));
+    } else if (passes_grid(L.type) && src_grid >= 0 && !stays_float(L.name)) {
+      grid_[k] = src_grid;  // stays on its input's grid (average pools re-round onto it)
+    } else if (!last && feeds_quantized(consumers[k]) && folded_into_[k] < 0 && !(quantized_[k] && L.type != LayerType::Add)) {
+      point_after_[k] = add_point(L.name, !nonnegative[k]);  // a float tensor entering int8 layers
+    }
+    if (point_after_[k] >= 0) grid_[k] = point_after_[k];
+  }
+  if (settings_.lsq) {
+    auto params = named_parameters();
+    for (size_t i = 0; i < n; ++i)
+      if (quantized_[i] && sp.layers[i].type != LayerType::Add)
+        weight_scale_[i] = register_parameter("wscale_" + sp.layers[i].name, torch::ones({params[sp.layers[i].name + ".weight"].size(0)}));
+  }
+}
+
+nlohmann::json QuantNetImpl::describe() const { return {{"quantization", settings_.to_json()}}; }
+
+torch::Tensor QuantNetImpl::fold_factor(size_t i) {
+  const std::string& bn = spec().layers[folded_bn_[i]].name;
+  auto params = named_parameters();
+  auto buffers = named_buffers();
+  double eps = 1e-5;
+  if (auto b2 = std::dynamic_pointer_cast<torch::nn::BatchNorm2dImpl>(layer_module(bn))) eps = b2->options.eps();
+  if (auto b1 = std::dynamic_pointer_cast<torch::nn::BatchNorm1dImpl>(layer_module(bn))) eps = b1->options.eps();
+  return params[bn + ".weight"] / (buffers[bn + ".running_var"] + eps).sqrt();
+}
+
+namespace {
+std::vector<int64_t> per_channel_shape(const torch::Tensor& w) {
+  std::vector<int64_t> shape(w.dim(), 1);
+  shape[0] = -1;
+  return shape;
+}
+}  // namespace
+
+torch::Tensor QuantNetImpl::folded_weight(size_t i) {
+  auto w = named_parameters()[spec().layers[i].name + ".weight"];
+  return folded_bn_[i] >= 0 ? w * fold_factor(i).view(per_channel_shape(w)) : w;
+}
+
+torch::Tensor QuantNetImpl::quantized_weight(size_t i) {
+  auto w = folded_weight(i);
+  if (weight_scale_[i].defined())
+    return fake_quant(w, weight_scale_[i].view(per_channel_shape(w)), -kWeightMax, kWeightMax, 1.0 / std::sqrt(w[0].numel() * kWeightMax));
+  return fake_quant(w, weight_scales(w).view(per_channel_shape(w)), -kWeightMax, kWeightMax);
+}
+
+torch::Tensor QuantNetImpl::apply_point(int point, const torch::Tensor& x) {
+  return points_[point]->forward(x, is_training() && !observers_frozen_, true);
+}
+
+void QuantNetImpl::finish_calibration() {
+  for (auto& p : points_) p->finish_calibration();
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < weight_scale_.size(); ++i)
+    if (weight_scale_[i].defined()) weight_scale_[i].copy_(weight_scales(folded_weight(i)));
+}
+
+torch::Tensor QuantNetImpl::layer_forward(size_t i, torch::Tensor& in, const torch::Tensor* other, bool inplace) {
+  const Layer& L = spec().layers[i];
+  const bool from_input = L.inputs[0].empty();
+  if (calibrating_) {  // float forward; observers see every point
+    if (from_input && input_point_ >= 0) points_[input_point_]->forward(in, true, false);
+    auto out = SpecNetImpl::layer_forward(i, in, other, false);
+    if (point_after_[i] >= 0) points_[point_after_[i]]->forward(out, true, false);
+    return out;
+  }
+  torch::Tensor x = from_input && input_point_ >= 0 ? apply_point(input_point_, in) : in;
+  torch::Tensor y;
+  if (folded_into_[i] >= 0) {
+    y = x;  // computed with the conv or linear it is folded into
+  } else if (quantized_[i] && L.type != LayerType::Add) {
+    auto qw = quantized_weight(i);
+    auto params = named_parameters();
+    torch::Tensor bias = params.contains(L.name + ".bias") ? params[L.name + ".bias"] : torch::Tensor();
+    auto compute = [&](const torch::Tensor& b) {
+      if (L.type == LayerType::Linear) return torch::linear(x.dim() > 2 ? x.flatten(1) : x, qw, b);
+      int64_t groups = L.depthwise ? x.size(1) : L.groups;
+      return torch::conv2d(x, qw, b, {L.stride, L.stride}, {L.padding, L.padding}, {1, 1}, groups);
+    };
+    if (folded_bn_[i] < 0) {
+      y = compute(bias);
+    } else {
+      const std::string& bn = spec().layers[folded_bn_[i]].name;
+      auto buffers = named_buffers();
+      auto gamma = params[bn + ".weight"], beta = params[bn + ".bias"];
+      auto mean = buffers[bn + ".running_mean"], var = buffers[bn + ".running_var"];
+      auto sf = fold_factor(i);
+      auto b = bias.defined() ? bias : torch::zeros_like(mean);
+      if (!is_training() || bn_frozen_) {
+        y = compute((b - mean) * sf + beta);  // exactly the folded layer the runtime runs
+      } else {
+        // Batch statistics still train (Krishnamoorthi 2018): quantize with the running-stat fold,
+        // undo it, and let batchnorm normalize with the batch's statistics.
+        std::vector<int64_t> shape(qw.dim() == 4 ? 4 : 2, 1);
+        shape[1] = -1;
+        auto y0 = compute(torch::Tensor()) / sf.view(shape) + b.view(shape);
+        y = torch::batch_norm(y0, gamma, beta, mean, var, true, 0.1, 1e-5, false);
+      }
+    }
+  } else {
+    y = SpecNetImpl::layer_forward(i, x, other, inplace && x.is_same(in));
+    if ((L.type == LayerType::AvgPool || L.type == LayerType::GlobalAvgPool) && grid_[i] >= 0) {
+      auto& p = points_[grid_[i]];
+      y = fake_quant(y, p->scale.detach(), p->qmin(), p->qmax());  // averages re-rounded onto the input's grid
+    }
+  }
+  if (point_after_[i] >= 0) y = apply_point(point_after_[i], y);
+  return y;
+}
+
+nlohmann::json QuantNetImpl::scales() {
+  nlohmann::json out = {{"activations", nlohmann::json::object()}, {"weights", nlohmann::json::object()}};
+  torch::NoGradGuard no_grad;
+  auto point_json = [](ActQuant& p) { return nlohmann::json{{"scale", p->scale.item<double>()}, {"signed", p->is_signed()}}; };
+  if (input_point_ >= 0) out["activations"]["input"] = point_json(points_[input_point_]);
+  for (size_t i = 0; i < point_after_.size(); ++i) {
+    if (point_after_[i] >= 0) out["activations"][spec().layers[i].name] = point_json(points_[point_after_[i]]);
+    if (quantized_[i] && spec().layers[i].type != LayerType::Add) {
+      auto s = weight_scale_[i].defined() ? weight_scale_[i] : weight_scales(folded_weight(i));
+      out["weights"][spec().layers[i].name] = std::vector<float>(s.data_ptr<float>(), s.data_ptr<float>() + s.numel());
+    }
+  }
+  return out;
+}
+
+}  // namespace shrink

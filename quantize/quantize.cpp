@@ -1,0 +1,195 @@
+#include "quantize/quantize.h"
+
+#include <fmt/format.h>
+
+#include <filesystem>
+
+#include "common/error.h"
+#include "prune/masks.h"
+#include "train/checkpoint.h"
+#include "train/evaluate.h"
+#include "train/objective.h"
+
+namespace shrink {
+namespace fs = std::filesystem;
+namespace {
+
+// During QAT: keeps a pruned model's zeros (masks from the starting weights) and freezes
+// batchnorm statistics and observers at their configured epochs.
+class QatHook : public StepHook {
+ public:
+  QatHook(std::map<std::string, torch::Tensor> masks, const QuantizeConfig& q) : initial_(std::move(masks)), q_(q) {}
+  void prepare(SpecNet& model, RunLog&) override {
+    masks_.prepare_for(model->spec());
+    masks_.set_all(initial_);
+    masks_.apply_to_weights(model);
+  }
+  void begin_step(SpecNet& model, double position) override {
+    auto* qnet = dynamic_cast<QuantNetImpl*>(model.get());
+    if (!qnet) return;
+    qnet->freeze_batchnorm(q_.freeze_bn_epoch >= 0 && position >= q_.freeze_bn_epoch);
+    qnet->freeze_observers(q_.freeze_observers_epoch >= 0 && position >= q_.freeze_observers_epoch);
+  }
+  void after_backward(SpecNet& model) override { masks_.apply_to_gradients(model); }
+  void after_step(SpecNet& model) override { masks_.apply_to_weights(model); }
+  torch::nn::Module* state() override { return &masks_; }
+  std::string state_name() const override { return "masks"; }
+  nlohmann::json epoch_metrics(SpecNet& model) override { return {{"sparsity", weight_sparsity(model).sparsity()}}; }
+
+ private:
+  MaskSet masks_;
+  std::map<std::string, torch::Tensor> initial_;
+  const QuantizeConfig& q_;
+};
+
+// Masks of the weights that are exactly zero (a pruned model's), for layers that have any.
+std::map<std::string, torch::Tensor> zero_masks(SpecNet& model) {
+  std::map<std::string, torch::Tensor> masks;
+  auto params = model->named_parameters();
+  for (const auto& name : weight_layers(model->spec())) {
+    auto w = params[name + ".weight"];
+    masks[name] = (w != 0).to(torch::kFloat32);
+  }
+  return masks;
+}
+
+Augment normalization_of(const nlohmann::json& meta) {
+  Augment a;
+  a.mean = meta.value("mean", std::vector<float>{});
+  a.std = meta.value("std", std::vector<float>{});
+  return a;
+}
+
+// Observers see `batches` batches of (un-augmented) training data, in float.
+void calibrate(QuantNetImpl& model, const Data& data, const Augment& norm, int64_t batches, int64_t batch_size, uint64_t seed) {
+  torch::NoGradGuard no_grad;
+  model.eval();
+  model.set_calibrating(true);
+  LoaderOptions o;
+  o.batch_size = batch_size;
+  o.seed = seed;
+  o.train = false;
+  o.prefetch = 0;
+  o.augment = norm;
+  Loader loader(data.train, o);
+  loader.start_epoch(0);
+  Batch b;
+  for (int64_t k = 0; k < batches && loader.next(b); ++k) model.forward(b.x);
+  model.set_calibrating(false);
+  model.finish_calibration();
+}
+
+}  // namespace
+
+SpecNet load_any_model(const std::string& path, nlohmann::json* meta_out) {
+  nlohmann::json meta = read_checkpoint_meta(path);
+  if (!meta.contains("quantization")) return load_model(path, meta_out);
+  QuantNet model(spec_from_meta(meta), QuantSettings::from_json(meta["quantization"]));
+  if (load_weights_into(path, *model) > 0) throw UserError(fmt::format("checkpoint {}: part of its quantization state is missing", path));
+  if (meta_out) *meta_out = meta;
+  return SpecNet(std::static_pointer_cast<SpecNetImpl>(model.ptr()));
+}
+
+void add_quantize_options(po::options_description& keys) {
+  QuantizeConfig q;
+  auto real = [](double v) { return po::value<double>()->default_value(v, fmt::format("{}", v)); };
+  // clang-format off
+  keys.add_options()
+    ("quantize.checkpoint", po::value<std::string>()->default_value(""), "the checkpoint to quantize (dense or pruned)")
+    ("quantize.mode", po::value<std::string>()->default_value(q.mode), "qat (fine-tune with fake quantization) | ptq (calibrate only)")
+    ("quantize.observer", po::value<std::string>()->default_value(q.settings.observer), "activation ranges: minmax | ema (moving average) | percentile (histogram)")
+    ("quantize.ema_momentum", real(q.settings.ema_momentum), "ema observer: weight of each new batch")
+    ("quantize.percentile", real(q.settings.percentile), "percentile observer: share of |x| kept unclipped, in percent")
+    ("quantize.lsq", po::value<bool>()->default_value(false, "false"), "learnable step sizes (LSQ, Esser et al. 2020) for weights and activations")
+    ("quantize.float_layers", po::value<std::string>()->default_value(""), "layers kept in float: names, globs or re:REGEX")
+    ("quantize.calibration_batches", po::value<int64_t>()->default_value(q.calibration_batches), "training batches the observers see before QAT or as PTQ")
+    ("quantize.freeze_bn_epoch", real(q.freeze_bn_epoch), "QAT: batchnorm statistics frozen from this epoch (-1: never)")
+    ("quantize.freeze_observers_epoch", real(q.freeze_observers_epoch), "QAT: activation ranges frozen from this epoch (-1: never)");
+  // clang-format on
+}
+
+QuantizeConfig read_quantize_config(const Config& c) {
+  QuantizeConfig q;
+  q.checkpoint = c.get<std::string>("quantize.checkpoint");
+  if (q.checkpoint.empty()) c.fail("quantize.checkpoint", "give the checkpoint to quantize");
+  q.mode = c.get<std::string>("quantize.mode");
+  if (q.mode != "qat" && q.mode != "ptq") c.fail("quantize.mode", "expected qat or ptq");
+  q.settings.observer = c.get<std::string>("quantize.observer");
+  if (q.settings.observer != "minmax" && q.settings.observer != "ema" && q.settings.observer != "percentile")
+    c.fail("quantize.observer", "expected minmax, ema or percentile");
+  q.settings.ema_momentum = c.get<double>("quantize.ema_momentum");
+  if (!(q.settings.ema_momentum > 0 && q.settings.ema_momentum <= 1)) c.fail("quantize.ema_momentum", "must be in (0, 1]");
+  q.settings.percentile = c.get<double>("quantize.percentile");
+  if (!(q.settings.percentile > 50 && q.settings.percentile <= 100)) c.fail("quantize.percentile", "must be in (50, 100]");
+  q.settings.lsq = c.get<bool>("quantize.lsq");
+  q.float_layers = c.get<std::string>("quantize.float_layers");
+  q.calibration_batches = c.get<int64_t>("quantize.calibration_batches");
+  if (q.calibration_batches < 1) c.fail("quantize.calibration_batches", "must be at least 1");
+  q.freeze_bn_epoch = c.get<double>("quantize.freeze_bn_epoch");
+  q.freeze_observers_epoch = c.get<double>("quantize.freeze_observers_epoch");
+  return q;
+}
+
+nlohmann::json run_quantize_job(const JobConfig& base, const QuantizeConfig& q_in, const RunOptions& options, Objective* fine_tune) {
+  torch::set_num_threads(resolve_threads(base.train.threads));
+  QuantizeConfig q = q_in;
+  nlohmann::json meta;
+  SpecNet fp32 = load_model(q.checkpoint, &meta);
+  q.settings.float_layers = match_layers(fp32->spec(), q.float_layers, "quantize.float_layers");
+  if (options.overwrite && !options.resume) fs::remove_all(base.out);
+  fs::create_directories(base.out + "/checkpoints");
+  RunLog log(base.out, options.quiet);
+  write_file_atomic(base.out + "/config.ini", base.resolved_ini);
+  Data data = open_data(base.data);
+  Augment norm = normalization_of(meta);
+  double fp32_accuracy = evaluate(fp32, data.test, norm, base.train.eval_batch_size).accuracy;
+  double sparsity = weight_sparsity(fp32).sparsity();
+
+  QuantNet qnet(fp32->spec(), q.settings);
+  SpecNet model(std::static_pointer_cast<SpecNetImpl>(qnet.ptr()));  // the same module, seen as a SpecNet
+  load_weights_into(q.checkpoint, *qnet);
+  std::string start = base.out + "/start.pt";
+  double ptq_accuracy = 0;
+  if (!options.resume || !fs::exists(start)) {
+    calibrate(*qnet, data, norm, q.calibration_batches, base.train.batch_size, static_cast<uint64_t>(base.train.seed));
+    ptq_accuracy = evaluate(model, data.test, norm, base.train.eval_batch_size).accuracy;
+    meta["stage"] = "quantize";
+    save_checkpoint(start, model, nullptr, meta);
+  } else {
+    load_weights_into(start, *qnet);
+    ptq_accuracy = evaluate(model, data.test, norm, base.train.eval_batch_size).accuracy;
+  }
+  log.line(fmt::format("{}: fp32 test accuracy {:.2f}%, int8 simulated after calibration {:.2f}% (sparsity {:.2f}%)", q.checkpoint,
+                       100 * fp32_accuracy, 100 * ptq_accuracy, 100 * sparsity));
+  nlohmann::json summary;
+  if (q.mode == "ptq") {
+    fs::copy_file(start, base.out + "/checkpoints/last.pt", fs::copy_options::overwrite_existing);
+    summary = {{"test_accuracy", ptq_accuracy}, {"params", total_cost(fp32->spec()).params}, {"macs", total_cost(fp32->spec()).macs},
+               {"checkpoint", base.out + "/checkpoints/last.pt"}};
+  } else {
+    JobConfig job = base;
+    job.model = fp32->spec().to_string();
+    job.init = start;
+    QuantSettings settings = q.settings;
+    QatHook hook(zero_masks(fp32), q);
+    RunOptions run = options;
+    run.overwrite = false;  // with --overwrite the whole folder is already gone
+    summary = run_train_job(job, run, fine_tune, &hook,
+                            [settings](const ModelSpec& spec) { return std::static_pointer_cast<SpecNetImpl>(QuantNet(spec, settings).ptr()); });
+    if (summary.contains("stopped_after_epoch")) return summary;
+  }
+  SpecNet final_model = load_any_model(base.out + "/checkpoints/last.pt");
+  summary["mode"] = q.mode;
+  summary["fp32_test_accuracy"] = fp32_accuracy;
+  summary["ptq_test_accuracy"] = ptq_accuracy;
+  summary["int8_sim_test_accuracy"] = summary["test_accuracy"];
+  summary["sparsity_before"] = sparsity;
+  summary["sparsity"] = weight_sparsity(final_model).sparsity();
+  summary["scales"] = dynamic_cast<QuantNetImpl&>(*final_model).scales();
+  write_json_atomic(base.out + "/summary.json", summary);
+  log.line(fmt::format("done: int8 simulated test accuracy {:.2f}% (fp32 {:.2f}%), sparsity {:.2f}%, {}", 100 * summary["int8_sim_test_accuracy"].get<double>(),
+                       100 * fp32_accuracy, 100 * summary["sparsity"].get<double>(), base.out + "/checkpoints/last.pt"));
+  return summary;
+}
+
+}  // namespace shrink

@@ -1,0 +1,29 @@
+// The quantization job: post-training calibration (ptq) or quantization-aware training (qat) of
+// a checkpoint, dense or pruned, in the int8 scheme of docs/quantization.md.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include "quantize/qnet.h"
+#include "train/config.h"
+#include "train/trainer.h"
+
+namespace shrink {
+
+class Objective;
+
+struct QuantizeConfig {
+  std::string checkpoint;
+  std::string mode = "qat";  // qat | ptq
+  QuantSettings settings;
+  std::string float_layers;  // patterns, resolved into settings.float_layers
+  int64_t calibration_batches = 16;
+  double freeze_bn_epoch = -1, freeze_observers_epoch = -1;  // -1: never
+};
+
+void add_quantize_options(po::options_description& keys);
+QuantizeConfig read_quantize_config(const Config& config);
+nlohmann::json run_quantize_job(const JobConfig& job, const QuantizeConfig& q, const RunOptions& options, Objective* fine_tune = nullptr);
+// Any shrink checkpoint as the model it holds: the quantized simulation when it was quantized.
+SpecNet load_any_model(const std::string& path, nlohmann::json* meta = nullptr);
+
+}  // namespace shrink
