@@ -183,7 +183,7 @@ CATCH_TEST_CASE("iterative pruning rewinds to the saved initial weights", "[prun
   }
 }
 
-CATCH_TEST_CASE("gradual pruning reaches its target; bad layer names are errors", "[prune][errors]") {
+CATCH_TEST_CASE("gradual pruning reaches its target and bad layer names are errors", "[prune][errors]") {
   TempDir dir;
   std::string start = train_model(dir, "base");
   auto gradual = prune(dir / "g", start, {"--prune.schedule=gradual", "--prune.sparsity=0.6", "--prune.end_epoch=1.5"}, quiet(), 2);
