@@ -9,6 +9,7 @@
 
 #include "common/error.h"
 #include "distill/distill.h"
+#include "export/export.h"
 #include "prune/prune.h"
 #include "quantize/quantize.h"
 #include "train/objective.h"
@@ -32,6 +33,8 @@ commands:
   prune sensitivity --checkpoint C [--data PATH] [--sparsities LIST]
                                           accuracy with each layer pruned alone
   quantize --config FILE [--key=value ...]  int8: quantization-aware training (or mode=ptq: calibration)
+  export --checkpoint C --out M.shrink [--precision fp32|int8|auto] [--storage dense|sparse|auto]
+                                          write the model file the runtime (shrink-run) loads
   data info PATH                          shapes, dtypes and class counts of a dataset
   model info SPEC [--input C,H,W] [--classes N]
                                           layers, output shapes, params and MACs
@@ -204,6 +207,22 @@ int cmd_prune(int argc, char** argv) {
   return 0;
 }
 
+int cmd_export(int argc, char** argv) {
+  Args a = split_args(argc, argv, 2, {{"checkpoint", true}, {"out", true}, {"precision", true}, {"storage", true}, {"class-names", true}});
+  auto checkpoint = flag(a, "checkpoint"), out = flag(a, "out");
+  if (!checkpoint || !out || !a.keys.empty())
+    throw UserError("usage: shrink export --checkpoint C --out MODEL.shrink [--precision fp32|int8|auto] [--storage dense|sparse|auto] [--class-names a,b,...]");
+  ExportOptions o;
+  o.precision = flag(a, "precision").value_or("auto");
+  o.storage = flag(a, "storage").value_or("auto");
+  std::stringstream names(flag(a, "class-names").value_or(""));
+  for (std::string n; std::getline(names, n, ',');) o.class_names.push_back(n);
+  auto info = export_model(*checkpoint, *out, o);
+  std::cout << fmt::format("{}: {} bytes, {} weights, {} tensors\n", *out, info["bytes"].get<uint64_t>(), info["precision"].get<std::string>(),
+                           info["tensors"].get<size_t>());
+  return 0;
+}
+
 int cmd_data(int argc, char** argv) {
   if (argc < 4 || std::string(argv[2]) != "info") throw UserError("usage: shrink data info PATH");
   std::cout << describe_data(argv[3]);
@@ -248,6 +267,7 @@ int dispatch(int argc, char** argv) {
   if (cmd == "train" || cmd == "distill") return cmd_job(cmd, argc, argv);
   if (cmd == "prune") return cmd_prune(argc, argv);
   if (cmd == "quantize") return cmd_job(cmd, argc, argv);
+  if (cmd == "export") return cmd_export(argc, argv);
   if (cmd == "eval") return cmd_eval(argc, argv);
   if (cmd == "data") return cmd_data(argc, argv);
   if (cmd == "model") return cmd_model(argc, argv);

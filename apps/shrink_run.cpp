@@ -1,0 +1,195 @@
+// shrink-run: runs a .shrink model with the runtime alone (no LibTorch).
+//   shrink-run MODEL --input FILE [--labels FILE] [--batch N] [--bench] [--threads N]
+// Inputs: raw float32 (N x input size, C,H,W order) or an IDX file (uint8 scaled to [0,1], or
+// float32). Labels: IDX or raw int32. Prints predictions, or accuracy when labels are given.
+#include <algorithm>
+#include <cmath>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "shrink/runtime.hpp"
+
+namespace {
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw UsageError(path + ": no such file");
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+uint32_t be32(const std::string& b, size_t at) {
+  return (uint32_t(uint8_t(b[at])) << 24) | (uint32_t(uint8_t(b[at + 1])) << 16) | (uint32_t(uint8_t(b[at + 2])) << 8) | uint8_t(b[at + 3]);
+}
+
+bool is_idx(const std::string& b) { return b.size() >= 4 && b[0] == 0 && b[1] == 0 && b[3] >= 1 && b[3] <= 4; }
+
+// An IDX file's values as doubles, with its element count per item.
+std::vector<double> read_idx(const std::string& path, const std::string& b, int64_t* items) {
+  int dims = b[3];
+  uint8_t type = uint8_t(b[2]);
+  size_t elem = type == 0x08 || type == 0x09 ? 1 : type == 0x0B ? 2 : type == 0x0C || type == 0x0D ? 4 : type == 0x0E ? 8 : 0;
+  if (!elem) throw UsageError(path + ": unknown IDX type");
+  if (b.size() < 4 + 4 * size_t(dims)) throw UsageError(path + ": truncated IDX header");
+  uint64_t n = 1;
+  for (int d = 0; d < dims; ++d) n *= be32(b, 4 + 4 * d);
+  *items = be32(b, 4);
+  size_t at = 4 + 4 * dims;
+  if (b.size() != at + n * elem) throw UsageError(path + ": truncated or padded IDX data");
+  std::vector<double> out(n);
+  for (uint64_t k = 0; k < n; ++k) {
+    const char* p = b.data() + at + k * elem;
+    uint64_t raw = 0;
+    for (size_t j = 0; j < elem; ++j) raw = (raw << 8) | uint8_t(p[j]);
+    switch (type) {
+      case 0x08: out[k] = uint8_t(raw) / 255.0; break;
+      case 0x09: out[k] = int8_t(raw); break;
+      case 0x0B: out[k] = int16_t(raw); break;
+      case 0x0C: out[k] = int32_t(raw); break;
+      case 0x0D: { uint32_t r = uint32_t(raw); float f; std::memcpy(&f, &r, 4); out[k] = f; break; }
+      default: { double d; std::memcpy(&d, &raw, 8); out[k] = d; }
+    }
+  }
+  return out;
+}
+
+std::vector<float> read_inputs(const std::string& path, int64_t per_example) {
+  std::string b = slurp(path);
+  std::vector<float> x;
+  if (is_idx(b)) {
+    int64_t items = 0;
+    auto v = read_idx(path, b, &items);
+    x.assign(v.begin(), v.end());
+  } else {
+    if (b.size() % (4 * per_example)) throw UsageError(path + ": " + std::to_string(b.size()) + " bytes is not a whole number of float32 examples of " + std::to_string(per_example) + " values");
+    x.resize(b.size() / 4);
+    std::memcpy(x.data(), b.data(), b.size());
+  }
+  if (x.empty() || x.size() % per_example) throw UsageError(path + ": examples do not have the model's input size " + std::to_string(per_example));
+  for (float v : x)
+    if (!std::isfinite(v)) throw UsageError(path + ": has NaN or infinite values");
+  return x;
+}
+
+std::vector<int64_t> read_labels(const std::string& path) {
+  std::string b = slurp(path);
+  std::vector<int64_t> y;
+  if (is_idx(b)) {
+    int64_t items = 0;
+    for (double v : read_idx(path, b, &items)) y.push_back(b[2] == 0x08 ? int64_t(std::lround(v * 255)) : int64_t(v));
+  } else {
+    if (b.size() % 4) throw UsageError(path + ": raw labels must be int32");
+    y.resize(b.size() / 4);
+    for (size_t k = 0; k < y.size(); ++k) {
+      int32_t v;
+      std::memcpy(&v, b.data() + 4 * k, 4);
+      y[k] = v;
+    }
+  }
+  return y;
+}
+
+double percentile(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(p / 100 * v.size()))];
+}
+
+void bench(const shrink::rt::Model& m, const std::vector<float>& x, int64_t per, int64_t batch) {
+  using clock = std::chrono::steady_clock;
+  std::vector<double> ms;
+  m.predict(x.data(), 1);
+  auto until = clock::now() + std::chrono::seconds(2);
+  for (int i = 0; i < 20000 && (i < 50 || clock::now() < until); ++i) {
+    auto t0 = clock::now();
+    m.predict(x.data() + (i % (x.size() / per)) * per, 1);
+    ms.push_back(std::chrono::duration<double, std::milli>(clock::now() - t0).count());
+  }
+  std::vector<float> big(batch * per);
+  for (int64_t k = 0; k < batch * per; ++k) big[k] = x[k % x.size()];
+  m.predict(big.data(), batch);
+  int64_t runs = 0;
+  auto t0 = clock::now();
+  while (runs < 5 || clock::now() - t0 < std::chrono::seconds(2)) m.predict(big.data(), batch), ++runs;
+  double seconds = std::chrono::duration<double>(clock::now() - t0).count();
+  std::printf("latency batch 1: p50 %.4f ms, p99 %.4f ms (%zu runs)\nthroughput batch %ld: %.0f examples/s\n", percentile(ms, 50), percentile(ms, 99),
+              ms.size(), static_cast<long>(batch), runs * batch / seconds);
+  std::printf("{\"p50_ms\": %.6f, \"p99_ms\": %.6f, \"throughput\": %.1f, \"batch\": %ld}\n", percentile(ms, 50), percentile(ms, 99),
+              runs * batch / seconds, static_cast<long>(batch));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::map<std::string, std::string> opt;
+  std::string model_path;
+  bool run_bench = false;
+  try {
+    for (int i = 1; i < argc; ++i) {
+      std::string a = argv[i];
+      if (a == "--bench") run_bench = true;
+      else if (a == "--help" || a == "-h") {
+        std::cout << "usage: shrink-run MODEL --input FILE [--labels FILE] [--batch N] [--bench] [--threads N]\n";
+        return 0;
+      } else if (a.rfind("--", 0) == 0) {
+        if (a != "--input" && a != "--labels" && a != "--batch" && a != "--threads") throw UsageError("unknown option " + a);
+        if (i + 1 >= argc) throw UsageError(a + " needs a value");
+        opt[a.substr(2)] = argv[++i];
+      } else if (model_path.empty()) model_path = a;
+      else throw UsageError("unexpected argument " + a);
+    }
+    if (model_path.empty() || !opt.count("input")) throw UsageError("usage: shrink-run MODEL --input FILE [--labels FILE] [--batch N] [--bench] [--threads N]");
+    int64_t batch = opt.count("batch") ? std::stoll(opt["batch"]) : 256;
+    int threads = opt.count("threads") ? std::stoi(opt["threads"]) : 0;
+    if (batch < 1) throw UsageError("--batch must be at least 1");
+    auto m = shrink::rt::Model::load(model_path, threads);
+    int64_t per = 1;
+    for (int64_t d : m.input_shape()) per *= d;
+    auto x = read_inputs(opt["input"], per);
+    int64_t n = static_cast<int64_t>(x.size()) / per;
+    if (run_bench) {
+      bench(m, x, per, batch);
+      return 0;
+    }
+    std::vector<int64_t> labels;
+    if (opt.count("labels")) {
+      labels = read_labels(opt["labels"]);
+      if (static_cast<int64_t>(labels.size()) != n) throw UsageError(opt["labels"] + ": " + std::to_string(labels.size()) + " labels for " + std::to_string(n) + " examples");
+      for (int64_t y : labels)
+        if (y < 0 || y >= m.classes()) throw UsageError(opt["labels"] + ": label " + std::to_string(y) + " is outside [0, " + std::to_string(m.classes()) + ")");
+    }
+    int64_t correct = 0;
+    for (int64_t start = 0; start < n; start += batch) {
+      int64_t b = std::min(batch, n - start);
+      auto logits = m.predict(x.data() + start * per, b);
+      for (int64_t k = 0; k < b; ++k) {
+        const float* row = logits.data() + k * m.classes();
+        int64_t top = std::max_element(row, row + m.classes()) - row;
+        if (labels.empty()) std::printf("%ld\n", static_cast<long>(top));
+        else correct += top == labels[start + k];
+      }
+    }
+    if (!labels.empty()) std::printf("accuracy %.4f (%ld of %ld)\n", double(correct) / n, static_cast<long>(correct), static_cast<long>(n));
+  } catch (const UsageError& e) {
+    std::cerr << "error: " << e.what() << std::endl;
+    return 2;
+  } catch (const shrink::rt::Error& e) {
+    std::cerr << "error: " << e.what() << std::endl;
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << std::endl;
+    return 2;
+  }
+  return 0;
+}

@@ -1,0 +1,105 @@
+#include "export/export.h"
+
+#include <fmt/format.h>
+#include <xxhash.h>
+
+#include <filesystem>
+
+#include "common/error.h"
+#include "export/model_writer.h"
+#include "quantize/quantize.h"
+#include "train/checkpoint.h"
+#include "train/fold.h"
+
+namespace shrink {
+namespace {
+
+ExportTensor f32_tensor(const std::string& name, const torch::Tensor& t) {
+  auto c = t.detach().to(torch::kFloat32).contiguous();
+  ExportTensor e{name, format::DType::F32, c.sizes().vec(), {}};
+  e.bytes.assign(reinterpret_cast<const uint8_t*>(c.data_ptr()), reinterpret_cast<const uint8_t*>(c.data_ptr()) + c.numel() * 4);
+  return e;
+}
+
+ExportTensor s8_tensor(const std::string& name, const torch::Tensor& q) {
+  auto c = q.to(torch::kInt8).contiguous();
+  ExportTensor e{name, format::DType::S8, c.sizes().vec(), {}};
+  e.bytes.assign(reinterpret_cast<const uint8_t*>(c.data_ptr()), reinterpret_cast<const uint8_t*>(c.data_ptr()) + c.numel());
+  return e;
+}
+
+}  // namespace
+
+nlohmann::json export_model(const std::string& checkpoint, const std::string& out, const ExportOptions& o) {
+  if (o.precision != "auto" && o.precision != "fp32" && o.precision != "int8")
+    throw UserError(fmt::format("--precision {}: expected fp32, int8 or auto", o.precision));
+  if (o.storage != "auto" && o.storage != "dense" && o.storage != "sparse")
+    throw UserError(fmt::format("--storage {}: expected dense, sparse or auto", o.storage));
+  nlohmann::json meta;
+  SpecNet model = load_any_model(checkpoint, &meta);
+  model->eval();
+  auto* qnet = dynamic_cast<QuantNetImpl*>(model.get());
+  std::string precision = o.precision == "auto" ? (qnet ? "int8" : "fp32") : o.precision;
+  if (precision == "int8" && !qnet)
+    throw UserError(fmt::format("{}: int8 export needs a quantized checkpoint (run shrink quantize first)", checkpoint));
+  FoldedModel folded = fold_batchnorm(model);
+  const ModelSpec& spec = folded.model->spec();
+  for (const Layer& L : spec.layers)
+    if (L.type == LayerType::BatchNorm)
+      throw UserError(fmt::format("layer {}: a batchnorm that does not follow a conv or linear is not supported by the runtime", L.name));
+  if (!o.class_names.empty() && static_cast<int64_t>(o.class_names.size()) != spec.classes)
+    throw UserError(fmt::format("--class-names: {} names for {} classes", o.class_names.size(), spec.classes));
+
+  std::vector<ExportTensor> tensors;
+  nlohmann::json int8_layers = nlohmann::json::array();
+  auto params = folded.model->named_parameters();
+  torch::NoGradGuard no_grad;
+  for (const Layer& L : spec.layers) {
+    if (!params.contains(L.name + ".weight")) continue;
+    auto w = params[L.name + ".weight"];
+    bool as_int8 = precision == "int8" && qnet->is_quantized(static_cast<size_t>(model->spec().index_of(L.name)));
+    if (as_int8) {
+      // The simulation's scales and rounding (docs/quantization.md), so the runtime computes what QAT trained.
+      auto scales = qnet->scales()["weights"][L.name].get<std::vector<float>>();
+      std::vector<int64_t> shape(w.dim(), 1);
+      shape[0] = -1;
+      auto q = torch::clamp(torch::round(w / torch::tensor(scales).view(shape)), -127, 127);
+      tensors.push_back(s8_tensor(L.name + ".weight", q));
+      tensors.push_back(f32_tensor(L.name + ".weight_scale", torch::tensor(scales)));
+      int8_layers.push_back(L.name);
+    } else {
+      tensors.push_back(f32_tensor(L.name + ".weight", w));
+    }
+    if (params.contains(L.name + ".bias")) tensors.push_back(f32_tensor(L.name + ".bias", params[L.name + ".bias"]));
+  }
+  for (const Layer& L : spec.layers)
+    if (precision == "int8" && L.type == LayerType::Add && qnet->is_quantized(static_cast<size_t>(model->spec().index_of(L.name))))
+      int8_layers.push_back(L.name);
+
+  nlohmann::json file_meta = {{"format", "shrink-model"},
+                              {"spec", spec.to_string()},
+                              {"input", spec.input},
+                              {"classes", spec.classes},
+                              {"precision", precision},
+                              {"normalization", {{"mean", meta.value("mean", std::vector<float>{})}, {"std", meta.value("std", std::vector<float>{})}}},
+                              {"class_names", o.class_names},
+                              {"provenance",
+                               {{"checkpoint", checkpoint},
+                                {"stage", meta.value("stage", "")},
+                                {"test_accuracy", meta.value("test_accuracy", 0.0)},
+                                {"config_xxh3", fmt::format("{:016x}", XXH3_64bits(meta.value("config", std::string()).data(),
+                                                                                     meta.value("config", std::string()).size()))}}}};
+  if (precision == "int8") {
+    nlohmann::json acts = nlohmann::json::object(), scales = qnet->scales();
+    for (auto& [point, v] : scales["activations"].items())
+      acts[folded.renamed.count(point) ? folded.renamed.at(point) : point] = v;
+    file_meta["quantization"] = {{"activations", acts}, {"int8_layers", int8_layers}, {"scheme", "docs/quantization.md v1"}};
+  }
+  std::filesystem::path parent = std::filesystem::path(out).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent);
+  write_model_file(out, file_meta, tensors, o.storage);
+  nlohmann::json info = {{"path", out}, {"bytes", std::filesystem::file_size(out)}, {"precision", precision}, {"tensors", tensors.size()}};
+  return info;
+}
+
+}  // namespace shrink

@@ -1,0 +1,27 @@
+/* shrink runtime, C API: for embedding from C and other languages. Thread safety as the C++ API:
+   calls on one model run one at a time. Functions return 0 on success, non-zero on failure;
+   shrink_last_error() then says why (per thread). */
+#ifndef SHRINK_RUNTIME_H
+#define SHRINK_RUNTIME_H
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SHRINK_C_API __attribute__((visibility("default")))
+
+typedef struct shrink_model shrink_model;
+
+SHRINK_C_API int shrink_model_load(const char* path, int threads, shrink_model** out);
+/* input: batch * input_size floats; output: batch * classes floats. */
+SHRINK_C_API int shrink_model_predict(shrink_model* model, const float* input, int64_t batch, float* output);
+SHRINK_C_API int64_t shrink_model_input_size(const shrink_model* model);
+SHRINK_C_API int64_t shrink_model_classes(const shrink_model* model);
+SHRINK_C_API void shrink_model_free(shrink_model* model);
+SHRINK_C_API const char* shrink_last_error(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
