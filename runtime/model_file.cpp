@@ -52,6 +52,14 @@ ModelFile parse_model_file(const uint8_t* p, size_t size, const std::string& nam
   check_section(name, "tensor table", table_off, count * kEntrySize, size);
   check_section(name, "data", data_off, data_size, size);
   if (data_off % kAlign) fail(name, "corrupt: the data section is not 64-byte aligned");
+  // Sections in order, without overlap, and nothing but zero padding between them: every byte of
+  // the file is either checksummed or known to be zero.
+  uint64_t table_end = table_off + count * kEntrySize;
+  if (meta_off < kHeaderSize || table_off < meta_off + meta_size || data_off < table_end || data_off + data_size != size)
+    fail(name, "corrupt: sections overlap or are out of order");
+  for (auto [from, to] : {std::pair<uint64_t, uint64_t>{kHeaderSize, meta_off}, {meta_off + meta_size, table_off}, {table_end, data_off}})
+    for (uint64_t k = from; k < to; ++k)
+      if (p[k] != 0) fail(name, "corrupt: non-zero bytes between sections");
   if (XXH3_64bits(p + meta_off, meta_size) != get_u64(p + kMetaHashAt)) fail(name, "corrupt metadata (checksum mismatch)");
   if (XXH3_64bits(p + table_off, count * kEntrySize) != get_u64(p + kTableHashAt)) fail(name, "corrupt tensor table (checksum mismatch)");
   if (XXH3_64bits(p + data_off, data_size) != get_u64(p + kDataHashAt)) fail(name, "corrupt tensor data (checksum mismatch)");

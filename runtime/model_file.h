@@ -20,7 +20,7 @@ struct Tensor {
   format::DType dtype = format::DType::F32;
   std::vector<int64_t> dims;
   std::vector<uint8_t> bytes;  // dense, row-major (sparse storage is expanded at load)
-  int64_t numel() const;
+  SHRINK_RT_API int64_t numel() const;
   const float* f32() const { return reinterpret_cast<const float*>(bytes.data()); }
   const int8_t* s8() const { return reinterpret_cast<const int8_t*>(bytes.data()); }
 };
@@ -32,8 +32,8 @@ struct ModelFile {
   uint64_t file_size = 0;
 };
 
-ModelFile read_model_file(const std::string& path);
+SHRINK_RT_API ModelFile read_model_file(const std::string& path);
 // The same from bytes in memory (`name` is used in messages); what the fuzzer calls.
-ModelFile parse_model_file(const uint8_t* data, size_t size, const std::string& name);
+SHRINK_RT_API ModelFile parse_model_file(const uint8_t* data, size_t size, const std::string& name);
 
 }  // namespace shrink::rt
