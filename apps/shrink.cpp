@@ -4,6 +4,7 @@
 
 #include <iostream>
 #include <map>
+#include <fstream>
 #include <optional>
 #include <sstream>
 
@@ -151,9 +152,10 @@ Data checkpoint_data(const std::string& path, const nlohmann::json& meta, Args& 
 }
 
 int cmd_eval(int argc, char** argv) {
-  Args a = split_args(argc, argv, 2, {{"checkpoint", true}, {"data", true}, {"threads", true}, {"help", false}});
+  Args a = split_args(argc, argv, 2, {{"checkpoint", true}, {"data", true}, {"threads", true}, {"help", false}, {"logits", true}});
   if (flag(a, "help")) {
-    std::cout << "usage: shrink eval --checkpoint C [--data PATH] [--data.key=value ...] [--threads N]\n"
+    std::cout << "usage: shrink eval --checkpoint C [--data PATH] [--data.key=value ...] [--threads N] [--logits OUT]\n"
+                 "--logits OUT writes the test split's logits as raw float32, one row per example, in data order.\n"
                  "Evaluates on the test split of the data the checkpoint was trained on, or of PATH.\n";
     return 0;
   }
@@ -167,6 +169,25 @@ int cmd_eval(int argc, char** argv) {
   norm.mean = meta.value("mean", std::vector<float>{});
   norm.std = meta.value("std", std::vector<float>{});
   EvalResult r = evaluate(model, data.test, norm, 512);
+  if (auto out = flag(a, "logits")) {
+    torch::NoGradGuard no_grad;
+    model->eval();
+    LoaderOptions o;
+    o.batch_size = 512;
+    o.shuffle = false;
+    o.train = false;
+    o.prefetch = 0;
+    o.augment = norm;
+    Loader loader(data.test, o);
+    loader.start_epoch(0);
+    std::ofstream file(*out, std::ios::binary);
+    Batch b;
+    while (loader.next(b)) {
+      auto logits = model->forward(b.x).contiguous();
+      file.write(reinterpret_cast<const char*>(logits.data_ptr<float>()), logits.numel() * 4);
+    }
+    if (!file) throw UserError(fmt::format("--logits {}: cannot write", *out));
+  }
   std::cout << fmt::format("{}: test accuracy {:.2f}% ({} examples), loss {:.4f}\n", *path, 100 * r.accuracy, r.count, r.loss);
   for (size_t c = 0; c < r.count_per_class.size(); ++c)
     std::cout << fmt::format("  class {}: {:.2f}% of {}\n", c, r.count_per_class[c] ? 100.0 * r.correct_per_class[c] / r.count_per_class[c] : 0.0,

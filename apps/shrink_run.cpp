@@ -1,5 +1,5 @@
 // shrink-run: runs a .shrink model with the runtime alone (no LibTorch).
-//   shrink-run MODEL --input FILE [--labels FILE] [--batch N] [--bench] [--threads N]
+//   shrink-run MODEL --input FILE [--labels FILE] [--logits OUT] [--batch N] [--bench] [--threads N]
 // Inputs: raw float32 (N x input size, C,H,W order) or an IDX file (uint8 scaled to [0,1], or
 // float32). Labels: IDX or raw int32. Prints predictions, or accuracy when labels are given.
 #include <algorithm>
@@ -140,10 +140,11 @@ int main(int argc, char** argv) {
       std::string a = argv[i];
       if (a == "--bench") run_bench = true;
       else if (a == "--help" || a == "-h") {
-        std::cout << "usage: shrink-run MODEL --input FILE [--labels FILE] [--batch N] [--bench] [--threads N]\n";
+        std::cout << "usage: shrink-run MODEL --input FILE [--labels FILE] [--logits OUT] [--batch N] [--bench] [--threads N]\n"
+                     "  --logits OUT writes the logits as raw float32, one row per example\n";
         return 0;
       } else if (a.rfind("--", 0) == 0) {
-        if (a != "--input" && a != "--labels" && a != "--batch" && a != "--threads") throw UsageError("unknown option " + a);
+        if (a != "--input" && a != "--labels" && a != "--batch" && a != "--threads" && a != "--logits") throw UsageError("unknown option " + a);
         if (i + 1 >= argc) throw UsageError(a + " needs a value");
         opt[a.substr(2)] = argv[++i];
       } else if (model_path.empty()) model_path = a;
@@ -170,9 +171,15 @@ int main(int argc, char** argv) {
         if (y < 0 || y >= m.classes()) throw UsageError(opt["labels"] + ": label " + std::to_string(y) + " is outside [0, " + std::to_string(m.classes()) + ")");
     }
     int64_t correct = 0;
+    std::ofstream logits_out;
+    if (opt.count("logits")) {
+      logits_out.open(opt["logits"], std::ios::binary);
+      if (!logits_out) throw UsageError(opt["logits"] + ": cannot write");
+    }
     for (int64_t start = 0; start < n; start += batch) {
       int64_t b = std::min(batch, n - start);
       auto logits = m.predict(x.data() + start * per, b);
+      if (logits_out) logits_out.write(reinterpret_cast<const char*>(logits.data()), static_cast<std::streamsize>(logits.size() * sizeof(float)));
       for (int64_t k = 0; k < b; ++k) {
         const float* row = logits.data() + k * m.classes();
         int64_t top = std::max_element(row, row + m.classes()) - row;
