@@ -76,8 +76,10 @@ std::string read_text(const std::string& path) {
   return s.str();
 }
 
-CliResult run_cli(const std::string& args) {
-  std::string cmd = std::string(SHRINK_BIN) + " " + args + " 2>&1";
+CliResult run_cli(const std::string& args) { return run_cmd(std::string(SHRINK_BIN) + " " + args); }
+
+CliResult run_cmd(const std::string& command) {
+  std::string cmd = command + " 2>&1";
   FILE* pipe = popen(cmd.c_str(), "r");
   std::string out;
   std::array<char, 4096> buf;

@@ -28,6 +28,7 @@ struct CliResult {
   int code;
   std::string out;  // stdout and stderr together
 };
-CliResult run_cli(const std::string& args);
+CliResult run_cli(const std::string& args);  // the shrink binary with these arguments
+CliResult run_cmd(const std::string& command);
 
 }  // namespace shrink::test
