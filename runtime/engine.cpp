@@ -36,7 +36,9 @@ struct Step {
 
 struct Plan {
   memory input;   // user layout: N,C,H,W (or N,F) f32
-  memory output;  // N,classes f32
+  memory output;  // N,classes f32 logits
+  memory probabilities;
+  dnnl::primitive softmax;  // run only when probabilities are asked for
   std::vector<Step> steps;
   std::vector<memory> keep;  // weights and biases in the primitives' layouts
 };
@@ -283,6 +285,9 @@ Plan Model::Impl::build(int64_t n) {
   }
   Act out = as_float(plan, acts.back());
   plan.output = out.mem;
+  plan.probabilities = memory(out.mem.get_desc(), engine);
+  dnnl::softmax_forward::desc sd(dnnl::prop_kind::forward_inference, out.mem.get_desc(), 1);
+  plan.softmax = dnnl::softmax_forward(dnnl::softmax_forward::primitive_desc(sd, engine));
   return plan;
 }
 
@@ -327,7 +332,11 @@ Model Model::load(const std::string& path, int threads) {
   return m;
 }
 
-std::vector<float> Model::predict(const float* input, int64_t batch) const {
+std::vector<float> Model::predict(const float* input, int64_t batch) const { return run(input, batch, false); }
+
+std::vector<float> Model::probabilities(const float* input, int64_t batch) const { return run(input, batch, true); }
+
+std::vector<float> Model::run(const float* input, int64_t batch, bool softmax) const {
   if (batch < 1) throw Error("predict: batch must be at least 1");
   std::lock_guard<std::mutex> lock(impl_->mutex);
   auto it = impl_->plans.find(batch);
@@ -347,8 +356,9 @@ std::vector<float> Model::predict(const float* input, int64_t batch) const {
     dst[k] = v;
   }
   for (auto& step : plan.steps) step.prim.execute(impl_->stream, step.args);
+  if (softmax) plan.softmax.execute(impl_->stream, {{DNNL_ARG_SRC, plan.output}, {DNNL_ARG_DST, plan.probabilities}});
   impl_->stream.wait();
-  const float* out = static_cast<const float*>(plan.output.get_data_handle());
+  const float* out = static_cast<const float*>((softmax ? plan.probabilities : plan.output).get_data_handle());
   return std::vector<float>(out, out + batch * impl_->spec.classes);
 }
 

@@ -209,6 +209,9 @@ CATCH_TEST_CASE("runtime errors: missing file, bad input, C API", "[runtime][err
   CATCH_CHECK(shrink_model_predict(cm, x.data(), 2, y.data()) == 0);
   auto cpp = m.predict(x.data(), 2);
   CATCH_CHECK(std::equal(y.begin(), y.end(), cpp.begin()));
+  auto probs = m.probabilities(x.data(), 2);
+  auto expect = torch::softmax(torch::tensor(cpp).view({2, 3}), 1);
+  CATCH_CHECK(torch::allclose(torch::tensor(probs).view({2, 3}), expect, 1e-5, 1e-6));
   shrink_model_free(cm);
   CATCH_CHECK_THROWS_WITH(export_model(ckpt, dir / "x.shrink", {"int8"}), Catch::Contains("needs a quantized checkpoint"));
 }

@@ -29,6 +29,8 @@ class SHRINK_RT_API Model {
   // Logits for `batch` examples, each input_shape() floats in C,H,W order, raw values (the
   // model's normalization is applied here).
   std::vector<float> predict(const float* input, int64_t batch) const;
+  // The same as class probabilities (softmax over the logits).
+  std::vector<float> probabilities(const float* input, int64_t batch) const;
   std::vector<int64_t> input_shape() const;
   int64_t classes() const;
   std::string precision() const;      // "fp32" or "int8"
@@ -36,6 +38,7 @@ class SHRINK_RT_API Model {
   uint64_t file_bytes() const;
 
  private:
+  std::vector<float> run(const float* input, int64_t batch, bool softmax) const;
   struct Impl;
   std::shared_ptr<Impl> impl_;
 };
