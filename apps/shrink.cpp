@@ -8,6 +8,7 @@
 #include <optional>
 #include <sstream>
 
+#include "apps/compare.h"
 #include "common/error.h"
 #include "distill/distill.h"
 #include "export/export.h"
@@ -36,6 +37,8 @@ commands:
   quantize --config FILE [--key=value ...]  int8: quantization-aware training (or mode=ptq: calibration)
   export --checkpoint C --out M.shrink [--precision fp32|int8|auto] [--storage dense|sparse|auto]
                                           write the model file the runtime (shrink-run) loads
+  compare --teacher A --student B [--student C ...] [--data PATH] [--html report.html] [--out compare.json]
+                                          teacher vs students (checkpoints, TorchScript or .shrink files)
   data info PATH                          shapes, dtypes and class counts of a dataset
   model info SPEC [--input C,H,W] [--classes N]
                                           layers, output shapes, params and MACs
@@ -123,16 +126,6 @@ int cmd_job(const std::string& job_kind, int argc, char** argv) {
     run_train_job(job, options);
   }
   return 0;
-}
-
-// Every key any job writes into a saved config (train, distill, prune), so a checkpoint's config
-// can be read back whichever job made it.
-void add_all_job_options(po::options_description& keys) {
-  add_train_options(keys);
-  add_teacher_options(keys);
-  add_prune_options(keys);
-  add_quantize_options(keys);
-  keys.add_options()("student.spec", po::value<std::string>()->default_value(""), "")("student.init", po::value<std::string>()->default_value(""), "");
 }
 
 // The data a checkpoint was trained on (its saved config), with command-line overrides
@@ -244,6 +237,45 @@ int cmd_export(int argc, char** argv) {
   return 0;
 }
 
+// `shrink compare --teacher A --student B [--student C ...] [--data PATH] [--html F] [--out J]`
+int cmd_compare(int argc, char** argv) {
+  CompareOptions o;
+  std::string html, json_out = "compare.json";
+  std::vector<std::string> overrides;
+  for (int i = 2; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw UserError(fmt::format("compare: {} needs a value", a));
+      return argv[++i];
+    };
+    if (a == "--teacher") o.teacher = value();
+    else if (a == "--student") o.students.push_back(value());
+    else if (a == "--data") overrides.push_back("--data.path=" + value());
+    else if (a == "--html") html = value();
+    else if (a == "--out") json_out = value();
+    else if (a == "--batch") o.batch = std::stoll(value());
+    else if (a == "--threads") o.threads = std::stoi(value());
+    else if (a == "--bench-seconds") o.bench_seconds = std::stod(value());
+    else if (a.rfind("--data.", 0) == 0) overrides.push_back(a);
+    else throw UserError(fmt::format("compare: unknown option {} (see shrink --help)", a));
+  }
+  if (o.teacher.empty() || o.students.empty())
+    throw UserError("usage: shrink compare --teacher A --student B [--student C ...] [--data PATH] [--html report.html] [--out compare.json]");
+  std::vector<std::string> all{o.teacher};
+  all.insert(all.end(), o.students.begin(), o.students.end());
+  o.data = data_config_of_models(all, overrides);
+  auto result = compare_models(o);
+  std::cout << compare_table(result);
+  write_json_atomic(json_out, result);
+  std::cout << "wrote " << json_out;
+  if (!html.empty()) {
+    write_file_atomic(html, compare_html(result));
+    std::cout << " and " << html;
+  }
+  std::cout << "\n";
+  return 0;
+}
+
 int cmd_data(int argc, char** argv) {
   if (argc < 4 || std::string(argv[2]) != "info") throw UserError("usage: shrink data info PATH");
   std::cout << describe_data(argv[3]);
@@ -289,6 +321,7 @@ int dispatch(int argc, char** argv) {
   if (cmd == "prune") return cmd_prune(argc, argv);
   if (cmd == "quantize") return cmd_job(cmd, argc, argv);
   if (cmd == "export") return cmd_export(argc, argv);
+  if (cmd == "compare") return cmd_compare(argc, argv);
   if (cmd == "eval") return cmd_eval(argc, argv);
   if (cmd == "data") return cmd_data(argc, argv);
   if (cmd == "model") return cmd_model(argc, argv);
