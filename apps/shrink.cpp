@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "apps/compare.h"
+#include "apps/pipeline.h"
 #include "common/error.h"
 #include "distill/distill.h"
 #include "export/export.h"
@@ -39,6 +40,7 @@ commands:
                                           write the model file the runtime (shrink-run) loads
   compare --teacher A --student B [--student C ...] [--data PATH] [--html report.html] [--out compare.json]
                                           teacher vs students (checkpoints, TorchScript or .shrink files)
+  pipeline --config FILE [--force STAGE]  teacher, distill, prune, quantize, export, compare in runs/NAME/
   data info PATH                          shapes, dtypes and class counts of a dataset
   model info SPEC [--input C,H,W] [--classes N]
                                           layers, output shapes, params and MACs
@@ -276,6 +278,18 @@ int cmd_compare(int argc, char** argv) {
   return 0;
 }
 
+int cmd_pipeline(int argc, char** argv) {
+  PipelineRun run;
+  for (int i = 2; i < argc; ++i) {
+    std::string a = argv[i];
+    if ((a == "--config" || a == "--force") && i + 1 < argc) (a == "--config" ? run.config = argv[++i] : (run.force.push_back(argv[++i]), run.config));
+    else throw UserError(fmt::format("pipeline: unexpected argument {} (usage: shrink pipeline --config FILE [--force STAGE ...])", a));
+  }
+  if (run.config.empty()) throw UserError("usage: shrink pipeline --config FILE [--force STAGE ...]");
+  run_pipeline(run);
+  return 0;
+}
+
 int cmd_data(int argc, char** argv) {
   if (argc < 4 || std::string(argv[2]) != "info") throw UserError("usage: shrink data info PATH");
   std::cout << describe_data(argv[3]);
@@ -322,6 +336,7 @@ int dispatch(int argc, char** argv) {
   if (cmd == "quantize") return cmd_job(cmd, argc, argv);
   if (cmd == "export") return cmd_export(argc, argv);
   if (cmd == "compare") return cmd_compare(argc, argv);
+  if (cmd == "pipeline") return cmd_pipeline(argc, argv);
   if (cmd == "eval") return cmd_eval(argc, argv);
   if (cmd == "data") return cmd_data(argc, argv);
   if (cmd == "model") return cmd_model(argc, argv);
