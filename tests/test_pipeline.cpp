@@ -1,0 +1,194 @@
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <torch/script.h>
+
+#include <fcntl.h>
+#include <fmt/format.h>
+
+#include <chrono>
+#include <fstream>
+#include <thread>
+
+#include "tests/helpers.h"
+#include "apps/compare.h"
+#include "apps/pipeline.h"
+#include "export/export.h"
+#include "train/checkpoint.h"
+#include "train/trainer.h"
+
+extern char** environ;
+
+using namespace shrink;
+using shrink::test::TempDir;
+using shrink::test::write_text;
+
+namespace {
+
+const char* kData = "[data]\nsource = synthetic\nsynthetic_train = 1200\nsynthetic_test = 300\nshape = 1,16,16\nshift = 1\n";
+
+// Stage configs and a pipeline config for a tiny, deterministic (one thread) pipeline.
+std::string write_pipeline(const TempDir& dir, const std::string& name) {
+  write_text(dir / "teacher.ini", std::string(kData) + "[model]\nspec = conv(16) bn relu maxpool(2) conv(32) bn relu gap linear(classes)\n[train]\nepochs = 2\n");
+  write_text(dir / "distill.ini", std::string(kData) + "[student]\nspec = conv(8) bn relu maxpool(2) conv(8) bn relu gap linear(classes)\n[train]\nepochs = 6\n");
+  write_text(dir / "prune.ini", std::string(kData) + "[prune]\nschedule = oneshot\nsparsity = 0.5\n[train]\nepochs = 1\n[optim]\nlr = 0.01\n");
+  write_text(dir / "qat.ini", std::string(kData) + "[quantize]\nobserver = ema\n[train]\nepochs = 1\n[optim]\nlr = 0.002\n");
+  std::string p = "[pipeline]\nname = " + name + "\nout = " + dir.path.string() + "\nthreads = 1\n";
+  for (const char* s : {"teacher", "distill", "prune"}) p += fmt::format("[{}]\nconfig = {}\n", s, dir / (std::string(s) + ".ini"));
+  p += "[quantize]\nconfig = " + dir / "qat.ini" + "\n[compare]\nhtml = true\n";
+  write_text(dir / (name + ".ini"), p);
+  return dir / (name + ".ini");
+}
+
+// What must not change between runs (timings do).
+std::vector<double> measured(const nlohmann::json& r) {
+  std::vector<double> v;
+  for (const auto& m : r["models"])
+    for (const char* k : {"test_accuracy", "agreement_with_teacher", "kl_teacher_student", "params", "nonzero_params", "file_bytes"})
+      v.push_back(m[k].get<double>());
+  return v;
+}
+
+int count(const std::string& text, const std::string& what) {
+  int n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+}  // namespace
+
+CATCH_TEST_CASE("compare: every model kind loads, agreement and KL are right", "[compare]") {
+  TempDir dir;
+  po::options_description keys;
+  add_train_options(keys);
+  auto job = read_job_config(Config::load(keys, "", {"--job.out=" + dir / "t", "--data.source=synthetic", "--data.synthetic_train=300", "--data.synthetic_test=100",
+                                                     "--model.spec=conv(8) relu gap linear(classes)", "--train.epochs=1", "--train.threads=1"}));
+  RunOptions quiet;
+  quiet.quiet = true;
+  run_train_job(job, quiet);
+  std::string teacher = dir / "t/checkpoints/last.pt";
+  export_model(teacher, dir / "t.shrink", {});
+  torch::jit::Module ts("Zero");  // a TorchScript "student" that always answers class 0
+  ts.define("def forward(self, x):\n  return torch.cat([torch.ones(x.size(0), 1), torch.zeros(x.size(0), 9)], 1)\n");
+  ts.save(dir / "zero.pt");
+  CompareOptions o;
+  o.teacher = teacher;
+  o.students = {teacher, dir / "t.shrink", dir / "zero.pt"};
+  o.data = data_config_of_models({teacher}, {});
+  o.bench_seconds = 0.05;
+  o.batch = 16;
+  auto r = compare_models(o);
+  const auto& m = r["models"];
+  CATCH_CHECK(m[1]["agreement_with_teacher"] == 1.0);
+  CATCH_CHECK(m[1]["kl_teacher_student"].get<double>() == Approx(0).margin(1e-9));
+  CATCH_CHECK(m[2]["kind"] == "shrink-model");
+  CATCH_CHECK(m[2]["agreement_with_teacher"].get<double>() == 1.0);
+  CATCH_CHECK(m[3]["kind"] == "torchscript");
+  // Agreement with a constant predictor is the teacher's share of class-0 answers; KL by hand.
+  SpecNet net = load_model(teacher);
+  net->eval();
+  Data data = open_data(o.data);
+  torch::Tensor x, y;
+  data.test->read_range(0, data.test->size(), x, y);
+  torch::NoGradGuard no_grad;
+  auto tl = torch::log_softmax(net->forward(x), 1);
+  auto zl = torch::log_softmax(torch::cat({torch::ones({x.size(0), 1}), torch::zeros({x.size(0), 9})}, 1), 1);
+  CATCH_CHECK(m[3]["agreement_with_teacher"].get<double>() == Approx((tl.argmax(1) == 0).to(torch::kFloat64).mean().item<double>()));
+  CATCH_CHECK(m[3]["kl_teacher_student"].get<double>() == Approx((tl.exp() * (tl - zl)).sum(1).mean().item<double>()).epsilon(1e-4));
+  CATCH_CHECK(m[3]["test_accuracy"].get<double>() == Approx((y == 0).to(torch::kFloat64).mean().item<double>()));
+  int64_t cm_total = 0;
+  for (const auto& row : m[0]["confusion"])
+    for (const auto& v : row) cm_total += v.get<int64_t>();
+  CATCH_CHECK(cm_total == 100);
+  CATCH_CHECK(m[0].contains("training_curve"));
+}
+
+CATCH_TEST_CASE("the HTML report renders in headless Chromium", "[compare][html]") {
+  TempDir dir;
+  auto teacher_job = [&](const std::string& out, const std::string& spec) {
+    po::options_description keys;
+    add_train_options(keys);
+    RunOptions quiet;
+    quiet.quiet = true;
+    run_train_job(read_job_config(Config::load(keys, "", {"--job.out=" + out, "--data.source=synthetic", "--data.synthetic_train=300", "--data.synthetic_test=100",
+                                                          "--model.spec=" + spec, "--train.epochs=2", "--train.threads=1"})),
+                  quiet);
+  };
+  teacher_job(dir / "t", "conv(8) relu gap linear(classes)");
+  teacher_job(dir / "s", "conv(4) relu gap linear(classes)");
+  export_model(dir / "s/checkpoints/last.pt", dir / "s.shrink", {});
+  CompareOptions o;
+  o.teacher = dir / "t/checkpoints/last.pt";
+  o.students = {dir / "s/checkpoints/last.pt", dir / "s.shrink"};
+  o.data = data_config_of_models({o.teacher}, {});
+  o.bench_seconds = 0.05;
+  o.batch = 16;
+  std::string html = compare_html(compare_models(o));
+  write_text(dir / "report.html", html);
+  write_text(dir / "blank.html", "<!DOCTYPE html><html><body></body></html>");
+  CATCH_CHECK(html.find("http") == std::string::npos);  // self-contained: nothing fetched
+  CATCH_REQUIRE(std::system("command -v chromium >/dev/null") == 0);  // scripts/test installs it
+  auto chromium = [&](const std::string& page, const std::string& args) {
+    std::string cmd = "timeout 120 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking "
+                      "--disable-component-update --disable-sync --user-data-dir=" + dir / "profile" + " " + args + " file://" + dir / page;
+    return shrink::test::run_cmd(cmd);
+  };
+  chromium("report.html", "--window-size=1200,1400 --screenshot=" + dir / "report.png");
+  chromium("blank.html", "--window-size=1200,1400 --screenshot=" + dir / "blank.png");
+  auto shot = shrink::test::read_text(dir / "report.png"), blank = shrink::test::read_text(dir / "blank.png");
+  CATCH_REQUIRE(shot.size() > 8);
+  CATCH_CHECK(shot.substr(1, 3) == "PNG");
+  CATCH_CHECK(shot.size() > 5 * blank.size());  // a blank page compresses to almost nothing
+  auto dom = chromium("report.html", "--dump-dom").out;
+  CATCH_CHECK(count(dom, "class=\"chart\"") >= 5);
+  CATCH_CHECK(count(dom, "class=\"point\"") == 6);  // 3 models x 2 scatter plots
+  CATCH_CHECK(count(dom, "class=\"bar\"") == 30);   // 3 models x 10 classes
+  CATCH_CHECK(count(dom, "class=\"cell\"") == 300);
+  CATCH_CHECK(count(dom, "class=\"curve\"") >= 2);
+}
+
+CATCH_TEST_CASE("pipeline: skips finished stages, --force redoes, a killed run ends with the same table", "[pipeline]") {
+  TempDir dir;
+  PipelineRun run;
+  run.quiet = true;
+  run.config = write_pipeline(dir, "whole");
+  auto first = run_pipeline(run);
+  CATCH_REQUIRE(first["models"].size() == 3);  // teacher, distilled student, exported int8 student
+  CATCH_CHECK(first["models"][2]["kind"] == "shrink-model");
+  CATCH_CHECK(std::filesystem::exists(dir / "whole/compare/report.html"));
+  auto stamp = std::filesystem::last_write_time(dir / "whole/distill/summary.json");
+  auto again = run_pipeline(run);
+  CATCH_CHECK(measured(again) == measured(first));
+  CATCH_CHECK(std::filesystem::last_write_time(dir / "whole/distill/summary.json") == stamp);
+  CATCH_CHECK(count(shrink::test::read_text(dir / "whole/log.txt"), "skipped") == 6);
+  run.force = {"prune"};
+  run_pipeline(run);
+  CATCH_CHECK(std::filesystem::last_write_time(dir / "whole/distill/summary.json") == stamp);  // before the forced stage: kept
+  CATCH_CHECK(count(shrink::test::read_text(dir / "whole/log.txt"), "stage prune: running") == 2);
+
+  // The same pipeline, killed in the middle of the distillation stage, then run again.
+  std::string config = write_pipeline(dir, "killed");
+  std::string bin = SHRINK_BIN;
+  std::vector<std::string> args{bin, "pipeline", "--config", config};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+  pid_t pid;
+  CATCH_REQUIRE(posix_spawn(&pid, bin.c_str(), &actions, nullptr, argv.data(), environ) == 0);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(3);
+  while (!std::filesystem::exists(dir / "killed/distill/checkpoints/last.pt") && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  CATCH_CHECK(WIFSIGNALED(status));  // killed, not finished
+  CATCH_CHECK_FALSE(std::filesystem::exists(dir / "killed/distill/summary.json"));
+  run.config = config;
+  run.force = {};
+  auto resumed = run_pipeline(run);
+  CATCH_CHECK(count(shrink::test::read_text(dir / "killed/log.txt"), "stage distill: resuming") == 1);
+  CATCH_CHECK(measured(resumed) == measured(first));
+}
