@@ -137,13 +137,16 @@ Candidate open_candidate(const std::string& path) {
   return c;
 }
 
-int64_t rss_kb() {
+// The process's peak resident set since the last reset_peak_rss() (VmHWM), in KB.
+int64_t peak_rss_kb() {
   std::ifstream in("/proc/self/status");
   std::string line;
   while (std::getline(in, line))
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6));
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6));
   return 0;
 }
+
+void reset_peak_rss() { std::ofstream("/proc/self/clear_refs") << "5"; }
 
 nlohmann::json time_model(const Candidate& c, const torch::Tensor& x, int64_t batch, double seconds) {
   using clock = std::chrono::steady_clock;
@@ -194,7 +197,7 @@ nlohmann::json compare_models(const CompareOptions& o) {
   nlohmann::json result = {{"data", data.test->describe()}, {"examples", data.test->size()}, {"classes", data.classes}, {"models", nlohmann::json::array()}};
   torch::Tensor teacher_logits;
   for (size_t m = 0; m < paths.size(); ++m) {
-    int64_t before = rss_kb();
+    reset_peak_rss();
     Candidate c = open_candidate(paths[m]);
     std::vector<torch::Tensor> parts;
     for (int64_t s = 0; s < x.size(0); s += 256) parts.push_back(c.logits(x.narrow(0, s, std::min<int64_t>(256, x.size(0) - s))));
@@ -223,7 +226,7 @@ nlohmann::json compare_models(const CompareOptions& o) {
     r["confusion"] = cm;
     r["per_class_accuracy"] = per_class;
     r.update(time_model(c, x, o.batch, o.bench_seconds));
-    r["memory_mb"] = std::max<int64_t>(0, rss_kb() - before) / 1024.0;
+    r["memory_mb"] = peak_rss_kb() / 1024.0;  // peak of this process while loading and running this model
     std::string run_dir = r.value("run_dir", "");
     if (!run_dir.empty()) {
       std::ifstream metrics(run_dir + "/metrics.jsonl");

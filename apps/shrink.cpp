@@ -167,20 +167,11 @@ int cmd_eval(int argc, char** argv) {
   if (auto out = flag(a, "logits")) {
     torch::NoGradGuard no_grad;
     model->eval();
-    LoaderOptions o;
-    o.batch_size = 512;
-    o.shuffle = false;
-    o.train = false;
-    o.prefetch = 0;
-    o.augment = norm;
-    Loader loader(data.test, o);
-    loader.start_epoch(0);
     std::ofstream file(*out, std::ios::binary);
-    Batch b;
-    while (loader.next(b)) {
+    for_each_batch(data.test, 512, norm, [&](const Batch& b) {
       auto logits = model->forward(b.x).contiguous();
       file.write(reinterpret_cast<const char*>(logits.data_ptr<float>()), logits.numel() * 4);
-    }
+    });
     if (!file) throw UserError(fmt::format("--logits {}: cannot write", *out));
   }
   std::cout << fmt::format("{}: test accuracy {:.2f}% ({} examples), loss {:.4f}\n", *path, 100 * r.accuracy, r.count, r.loss);

@@ -46,6 +46,20 @@ torch::Tensor normalize(const torch::Tensor& x, const std::vector<float>& mean, 
   return (x - m) / s;
 }
 
+void for_each_batch(std::shared_ptr<const Source> source, int64_t batch_size, const Augment& normalization,
+                    const std::function<void(const Batch&)>& fn, int64_t max_batches) {
+  LoaderOptions o;
+  o.batch_size = batch_size;
+  o.shuffle = false;
+  o.train = false;
+  o.prefetch = 0;
+  o.augment = normalization;
+  Loader loader(std::move(source), o);
+  loader.start_epoch(0);
+  Batch b;
+  for (int64_t k = 0; (max_batches < 0 || k < max_batches) && loader.next(b); ++k) fn(b);
+}
+
 Loader::Loader(std::shared_ptr<const Source> source, LoaderOptions options) : source_(std::move(source)), options_(std::move(options)) {
   if (options_.batch_size < 1) throw UserError("train.batch_size must be at least 1");
   if (options_.drop_last && source_->size() < options_.batch_size)

@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <deque>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -70,5 +71,10 @@ class Loader {
   std::exception_ptr error_;
   bool stopping_ = false, done_ = false;
 };
+
+// Calls fn(batch) for every batch of `source` in order, normalized, without augmentation or a
+// prefetch thread: how evaluation, caching and calibration read data.
+void for_each_batch(std::shared_ptr<const Source> source, int64_t batch_size, const Augment& normalization,
+                    const std::function<void(const Batch&)>& fn, int64_t max_batches = -1);
 
 }  // namespace shrink

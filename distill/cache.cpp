@@ -38,17 +38,8 @@ CachedLogits teacher_logits_cached(Teacher& teacher, std::shared_ptr<const Sourc
       return c;
     }
   }
-  LoaderOptions o;
-  o.batch_size = batch_size;
-  o.shuffle = false;
-  o.train = false;
-  o.prefetch = 0;
-  o.augment = normalization;
-  Loader loader(source, o);
-  loader.start_epoch(0);
   std::vector<torch::Tensor> parts;
-  Batch b;
-  while (loader.next(b)) parts.push_back(teacher.forward(b.x));
+  for_each_batch(source, batch_size, normalization, [&](const Batch& b) { parts.push_back(teacher.forward(b.x)); });
   c.logits = torch::cat(parts).contiguous();
   std::filesystem::create_directories(cache_dir);
   write_hdf5_tensor(c.file, "logits", c.logits);

@@ -116,18 +116,8 @@ class DistillObjective : public Objective {
   }
 
  private:
-  template <class Fn>
-  void for_test_batches(const Data& data, const Augment& normalization, Fn fn) {
-    LoaderOptions o;
-    o.batch_size = c_.eval_batch_size;
-    o.shuffle = false;
-    o.train = false;
-    o.prefetch = 0;
-    o.augment = normalization;
-    Loader loader(data.test, o);
-    loader.start_epoch(0);
-    Batch b;
-    while (loader.next(b)) fn(b);
+  void for_test_batches(const Data& data, const Augment& normalization, const std::function<void(const Batch&)>& fn) {
+    for_each_batch(data.test, c_.eval_batch_size, normalization, fn);
   }
 
   double teacher_accuracy(const Data& data, const Augment& normalization) {

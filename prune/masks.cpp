@@ -130,6 +130,14 @@ void MaskSet::prepare_for(const ModelSpec& spec) {
     if (!named_buffers(false).contains(name)) register_buffer(name, torch::ones_like(params[name + ".weight"]));
 }
 
+void MaskingHook::prepare(SpecNet& model, RunLog&) {
+  masks_.prepare_for(model->spec());
+  masks_.set_all(initial_);
+  masks_.apply_to_weights(model);
+}
+
+nlohmann::json MaskingHook::epoch_metrics(SpecNet& model) { return {{"sparsity", weight_sparsity(model).sparsity()}}; }
+
 SparsityStats weight_sparsity(SpecNet& model) {
   SparsityStats s;
   auto params = model->named_parameters();

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "train/model.h"
+#include "train/objective.h"
 
 namespace shrink {
 
@@ -36,6 +37,25 @@ class MaskSet : public torch::nn::Module {
   void apply_to_gradients(SpecNet& model) const;
   // Re-registers buffers named in a checkpoint so load() finds them (the saved set decides).
   void prepare_for(const ModelSpec& spec);
+};
+
+// Keeps masked weights at zero through training: masks the gradients before each optimizer step
+// and the weights after it; the masks are checkpointed ("masks") and restored on --resume.
+class MaskingHook : public StepHook {
+ public:
+  explicit MaskingHook(std::map<std::string, torch::Tensor> initial) : initial_(std::move(initial)) {}
+  void prepare(SpecNet& model, RunLog& log) override;
+  void after_backward(SpecNet& model) override { masks_.apply_to_gradients(model); }
+  void after_step(SpecNet& model) override { masks_.apply_to_weights(model); }
+  torch::nn::Module* state() override { return &masks_; }
+  std::string state_name() const override { return "masks"; }
+  nlohmann::json epoch_metrics(SpecNet& model) override;
+
+ protected:
+  MaskSet masks_;
+
+ private:
+  std::map<std::string, torch::Tensor> initial_;
 };
 
 // Zeros and totals of conv and linear weights.

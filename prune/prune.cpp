@@ -17,18 +17,11 @@ namespace shrink {
 namespace fs = std::filesystem;
 namespace {
 
-// Keeps pruned weights at zero: masks the gradients before each step and the weights after it;
-// in gradual mode raises the sparsity on the cubic schedule as training goes.
-class PruneHook : public StepHook {
+// Pruning's masks; in gradual mode the sparsity rises on the cubic schedule as training goes.
+class PruneHook : public MaskingHook {
  public:
   PruneHook(std::map<std::string, torch::Tensor> initial, const PruneTargets* gradual_targets, const PruneConfig* gradual)
-      : initial_(std::move(initial)), targets_(gradual_targets ? *gradual_targets : PruneTargets{}), gradual_(gradual) {}
-
-  void prepare(SpecNet& model, RunLog& log) override {
-    masks_.prepare_for(model->spec());
-    masks_.set_all(initial_);
-    masks_.apply_to_weights(model);
-  }
+      : MaskingHook(std::move(initial)), targets_(gradual_targets ? *gradual_targets : PruneTargets{}), gradual_(gradual) {}
   void begin_step(SpecNet& model, double position) override {
     if (!gradual_) return;
     int64_t index = static_cast<int64_t>(std::floor(position / gradual_->update_every));
@@ -39,15 +32,8 @@ class PruneHook : public StepHook {
     masks_.set_all(magnitude_masks(model, targets_));
     masks_.apply_to_weights(model);
   }
-  void after_backward(SpecNet& model) override { masks_.apply_to_gradients(model); }
-  void after_step(SpecNet& model) override { masks_.apply_to_weights(model); }
-  torch::nn::Module* state() override { return &masks_; }
-  std::string state_name() const override { return "masks"; }
-  nlohmann::json epoch_metrics(SpecNet& model) override { return {{"sparsity", weight_sparsity(model).sparsity()}}; }
 
  private:
-  MaskSet masks_;
-  std::map<std::string, torch::Tensor> initial_;
   PruneTargets targets_;
   const PruneConfig* gradual_;
   int64_t last_update_ = -1;

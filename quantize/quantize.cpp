@@ -16,29 +16,17 @@ namespace {
 
 // During QAT: keeps a pruned model's zeros (masks from the starting weights) and freezes
 // batchnorm statistics and observers at their configured epochs.
-class QatHook : public StepHook {
+class QatHook : public MaskingHook {
  public:
-  QatHook(std::map<std::string, torch::Tensor> masks, const QuantizeConfig& q) : initial_(std::move(masks)), q_(q) {}
-  void prepare(SpecNet& model, RunLog&) override {
-    masks_.prepare_for(model->spec());
-    masks_.set_all(initial_);
-    masks_.apply_to_weights(model);
-  }
+  QatHook(std::map<std::string, torch::Tensor> masks, const QuantizeConfig& q) : MaskingHook(std::move(masks)), q_(q) {}
   void begin_step(SpecNet& model, double position) override {
     auto* qnet = dynamic_cast<QuantNetImpl*>(model.get());
     if (!qnet) return;
     qnet->freeze_batchnorm(q_.freeze_bn_epoch >= 0 && position >= q_.freeze_bn_epoch);
     qnet->freeze_observers(q_.freeze_observers_epoch >= 0 && position >= q_.freeze_observers_epoch);
   }
-  void after_backward(SpecNet& model) override { masks_.apply_to_gradients(model); }
-  void after_step(SpecNet& model) override { masks_.apply_to_weights(model); }
-  torch::nn::Module* state() override { return &masks_; }
-  std::string state_name() const override { return "masks"; }
-  nlohmann::json epoch_metrics(SpecNet& model) override { return {{"sparsity", weight_sparsity(model).sparsity()}}; }
 
  private:
-  MaskSet masks_;
-  std::map<std::string, torch::Tensor> initial_;
   const QuantizeConfig& q_;
 };
 

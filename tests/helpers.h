@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <string>
 
+#include "train/trainer.h"
+
 namespace shrink::test {
 
 // A fresh folder under the system temp dir, removed when the object dies.
@@ -23,6 +25,13 @@ void write_hdf5(const std::string& path, const std::string& group, const torch::
 void write_idx(const std::string& path, const torch::Tensor& t);
 void write_text(const std::string& path, const std::string& text);
 std::string read_text(const std::string& path);
+
+// Run options for jobs in tests: nothing printed.
+inline RunOptions quiet() {
+  RunOptions o;
+  o.quiet = true;
+  return o;
+}
 
 struct CliResult {
   int code;

@@ -13,15 +13,11 @@
 #include "train/checkpoint.h"
 
 using namespace shrink;
+using shrink::test::quiet;
 using shrink::test::TempDir;
 
 namespace {
 
-RunOptions quiet() {
-  RunOptions o;
-  o.quiet = true;
-  return o;
-}
 
 std::vector<std::string> synthetic_args(const std::string& out, int64_t epochs, int64_t shift) {
   return {"--job.out=" + out, "--data.source=synthetic", "--data.shape=1,16,16", "--data.synthetic_train=600", "--data.synthetic_test=200",

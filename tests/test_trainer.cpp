@@ -6,6 +6,7 @@
 #include "train/trainer.h"
 
 using namespace shrink;
+using shrink::test::quiet;
 using shrink::test::TempDir;
 
 namespace {
@@ -17,11 +18,6 @@ JobConfig synthetic_job(const std::string& out, const std::string& model = "usps
                          "--data.synthetic_test=500", "--data.shift=1", "--model.spec=" + model, "--train.epochs=" + std::to_string(epochs),
                          "--train.threads=1", "--optim.lr=0.05"});
   return read_job_config(c);
-}
-RunOptions quiet() {
-  RunOptions o;
-  o.quiet = true;
-  return o;
 }
 }  // namespace
 

@@ -6,26 +6,17 @@ EvalResult evaluate(SpecNet& model, std::shared_ptr<const Source> source, const 
   torch::NoGradGuard no_grad;
   bool was_training = model->is_training();
   model->eval();
-  LoaderOptions options;
-  options.batch_size = batch_size;
-  options.shuffle = false;
-  options.train = false;
-  options.prefetch = 0;
-  options.augment = normalization;
-  Loader loader(source, options);
-  loader.start_epoch(0);
   const int64_t classes = model->spec().classes;
   auto correct = torch::zeros({classes}, torch::kInt64), counts = torch::zeros({classes}, torch::kInt64);
   double loss_sum = 0;
-  Batch batch;
-  while (loader.next(batch)) {
+  for_each_batch(source, batch_size, normalization, [&](const Batch& batch) {
     auto logits = model->forward(batch.x);
     loss_sum += torch::nn::functional::cross_entropy(logits, batch.y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
                     .item<double>();
     auto hit = (logits.argmax(1) == batch.y).to(torch::kInt64);
     counts += torch::bincount(batch.y, {}, classes);
     correct += torch::bincount(batch.y, hit, classes).to(torch::kInt64);
-  }
+  });
   model->train(was_training);
   EvalResult r;
   r.count = counts.sum().item<int64_t>();
