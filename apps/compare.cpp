@@ -382,7 +382,18 @@ std::string compare_html(const nlohmann::json& r) {
                      m["nonzero_params"].get<int64_t>(), m["file_bytes"].get<double>() / 1024, m.contains("macs") ? std::to_string(m["macs"].get<int64_t>()) : "-",
                      m["latency_p50_ms"].get<double>(), m["latency_p99_ms"].get<double>(), m["throughput"].get<double>(), m["memory_mb"].get<double>());
   }
-  h += "</table><div class=\"charts\">";
+  h += "</table>";
+  // The headline: the last student against the teacher.
+  const auto& teacher = models[0];
+  const auto& last = models[models.size() - 1];
+  h += fmt::format("<p id=\"headline\">{}: {:.2f}% test accuracy ({:+.2f} points against the teacher's {:.2f}%), {:.1f} KB, "
+                   "{:.0f}x smaller than the teacher's {:.0f} KB of fp32 weights (a lower bound of any TorchScript file of it), "
+                   "{:.1f}x lower batch-1 latency.</p>",
+                   esc(short_name(last["path"].get<std::string>())), 100 * last["test_accuracy"].get<double>(),
+                   100 * (last["test_accuracy"].get<double>() - teacher["test_accuracy"].get<double>()), 100 * teacher["test_accuracy"].get<double>(),
+                   last["file_bytes"].get<double>() / 1024, 4.0 * teacher["params"].get<double>() / last["file_bytes"].get<double>(),
+                   4.0 * teacher["params"].get<double>() / 1024, teacher["latency_p50_ms"].get<double>() / last["latency_p50_ms"].get<double>());
+  h += "<div class=\"charts\">";
   h += scatter(models, "file_bytes", "Accuracy vs size", "model file KB", 1.0 / 1024);
   h += scatter(models, "latency_p50_ms", "Accuracy vs batch-1 latency", "p50 latency ms", 1.0);
   h += "</div>" + per_class_bars(models, classes) + "<h2>Confusion matrices (rows: true class, columns: predicted)</h2><div class=\"charts\">";
