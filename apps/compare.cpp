@@ -102,14 +102,12 @@ Candidate open_candidate(const std::string& path) {
       torch::NoGradGuard no_grad;
       return model->forward(normalize(x, norm.mean, norm.std));
     };
-    auto stats = weight_sparsity(model);
     int64_t params = 0, nonzero = 0;
     for (auto& p : model->named_parameters()) {
       if (p.key().rfind("aq_", 0) == 0 || p.key().rfind("wscale_", 0) == 0) continue;
       params += p.value().numel();
       nonzero += (p.value() != 0).sum().item<int64_t>();
     }
-    (void)stats;
     c.info["params"] = params;
     c.info["nonzero_params"] = nonzero;
     c.info["macs"] = total_cost(model->spec()).macs;

@@ -48,7 +48,8 @@ Augment normalization_of(const nlohmann::json& meta) {
   return a;
 }
 
-// Observers see `batches` batches of (un-augmented) training data, in float.
+// Observers see `batches` batches of (un-augmented) training data, in float, shuffled from the
+// seed so that a file sorted by class still shows them every class.
 void calibrate(QuantNetImpl& model, const Data& data, const Augment& norm, int64_t batches, int64_t batch_size, uint64_t seed) {
   torch::NoGradGuard no_grad;
   model.eval();
