@@ -9,7 +9,6 @@
 
 #include "common/error.h"
 #include "distill/distill.h"
-#include "prune/masks.h"
 #include "prune/prune.h"
 #include "quantize/quantize.h"
 #include "datasets/loader.h"
