@@ -94,9 +94,7 @@ Candidate open_candidate(const std::string& path) {
     SpecNet model = load_any_model(path, &meta);
     model->eval();
     c.kind = meta.contains("quantization") ? "checkpoint (int8 simulation)" : "checkpoint";
-    Augment norm;
-    norm.mean = meta.value("mean", std::vector<float>{});
-    norm.std = meta.value("std", std::vector<float>{});
+    Augment norm = normalization_of(meta);
     c.logits = [model, norm](const torch::Tensor& x) mutable {
       torch::NoGradGuard no_grad;
       return model->forward(normalize(x, norm.mean, norm.std));

@@ -82,7 +82,7 @@ nlohmann::json run_pipeline(const PipelineRun& run) {
                       ((std::string(s) + ".overrides").c_str(), po::value<std::string>()->default_value(""), "--key=value overrides, separated by spaces");
   keys.add_options()
     ("export.storage", po::value<std::string>()->default_value("auto"), "dense | sparse | auto")
-    ("compare.html", po::value<bool>()->default_value(true, "true"), "write report.html");
+    ("compare.html", flag_value(true), "write report.html");
   // clang-format on
   Config c = Config::load(keys, run.config, {});
   const std::string name = c.get<std::string>("pipeline.name"), root = c.get<std::string>("pipeline.out") + "/" + name;

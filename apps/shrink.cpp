@@ -160,9 +160,7 @@ int cmd_eval(int argc, char** argv) {
   nlohmann::json meta;
   SpecNet model = load_any_model(*path, &meta);  // a quantized checkpoint runs its int8 simulation
   Data data = checkpoint_data(*path, meta, a);
-  Augment norm;
-  norm.mean = meta.value("mean", std::vector<float>{});
-  norm.std = meta.value("std", std::vector<float>{});
+  Augment norm = normalization_of(meta);
   EvalResult r = evaluate(model, data.test, norm, 512);
   if (auto out = flag(a, "logits")) {
     torch::NoGradGuard no_grad;

@@ -47,10 +47,11 @@ torch::Tensor normalize(const torch::Tensor& x, const std::vector<float>& mean, 
 }
 
 void for_each_batch(std::shared_ptr<const Source> source, int64_t batch_size, const Augment& normalization,
-                    const std::function<void(const Batch&)>& fn, int64_t max_batches) {
+                    const std::function<void(const Batch&)>& fn, int64_t max_batches, std::optional<uint64_t> shuffle_seed) {
   LoaderOptions o;
   o.batch_size = batch_size;
-  o.shuffle = false;
+  o.shuffle = shuffle_seed.has_value();
+  o.seed = shuffle_seed.value_or(0);
   o.train = false;
   o.prefetch = 0;
   o.augment = normalization;

@@ -8,6 +8,7 @@
 #include <deque>
 #include <exception>
 #include <functional>
+#include <optional>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -72,9 +73,11 @@ class Loader {
   bool stopping_ = false, done_ = false;
 };
 
-// Calls fn(batch) for every batch of `source` in order, normalized, without augmentation or a
-// prefetch thread: how evaluation, caching and calibration read data.
+// Calls fn(batch) for every batch of `source` (at most max_batches; -1: all), normalized,
+// without augmentation or a prefetch thread, in order, or shuffled from `shuffle_seed`: how
+// evaluation, caching and calibration read data.
 void for_each_batch(std::shared_ptr<const Source> source, int64_t batch_size, const Augment& normalization,
-                    const std::function<void(const Batch&)>& fn, int64_t max_batches = -1);
+                    const std::function<void(const Batch&)>& fn, int64_t max_batches = -1,
+                    std::optional<uint64_t> shuffle_seed = std::nullopt);
 
 }  // namespace shrink

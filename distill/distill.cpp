@@ -213,12 +213,12 @@ void add_teacher_options(po::options_description& keys) {
   keys.add_options()
     ("teacher.path", po::value<std::string>()->default_value(""), "the teacher: a shrink checkpoint or a TorchScript file (torch.jit.save)")
     ("teacher.kind", po::value<std::string>()->default_value(d.teacher_kind), "auto | shrink | torchscript")
-    ("distill.temperature", po::value<double>()->default_value(d.temperature, "4"), "softmax temperature T of the soft targets")
-    ("distill.alpha", po::value<double>()->default_value(d.alpha, "0.9"), "weight of the soft-target loss; 1 - alpha goes to cross-entropy on labels")
+    ("distill.temperature", real_value(d.temperature), "softmax temperature T of the soft targets")
+    ("distill.alpha", real_value(d.alpha), "weight of the soft-target loss; 1 - alpha goes to cross-entropy on labels")
     ("distill.hints", po::value<std::string>()->default_value(""), "FitNets hints: student_layer:teacher_layer pairs, comma-separated")
-    ("distill.hint_weight", po::value<double>()->default_value(d.hint_weight, "0"), "weight of the hint (feature MSE) loss")
+    ("distill.hint_weight", real_value(d.hint_weight), "weight of the hint (feature MSE) loss")
     ("distill.attention", po::value<std::string>()->default_value(""), "attention transfer: student_layer:teacher_layer pairs")
-    ("distill.attention_weight", po::value<double>()->default_value(d.attention_weight, "0"), "weight of the attention-transfer loss (~1000)")
+    ("distill.attention_weight", real_value(d.attention_weight), "weight of the attention-transfer loss (~1000)")
     ("distill.cache", po::value<std::string>()->default_value(d.cache), "auto (cache teacher logits when inputs are not augmented) | off | augment-free")
     ("distill.cache_dir", po::value<std::string>()->default_value(d.cache_dir), "folder of the teacher-output cache files");
   // clang-format on

@@ -28,8 +28,9 @@ class NativeTeacher : public Teacher {
       p.set_requires_grad(false);
       if (channels_last && p.dim() == 4) p.set_data(p.data().contiguous(torch::MemoryFormat::ChannelsLast));
     }
-    mean = meta.value("mean", std::vector<float>{});
-    std = meta.value("std", std::vector<float>{});
+    Augment norm = normalization_of(meta);
+    mean = norm.mean;
+    std = norm.std;
   }
   torch::Tensor forward(const torch::Tensor& x, const std::vector<std::string>& taps, std::map<std::string, torch::Tensor>* tapped) override {
     torch::NoGradGuard no_grad;

@@ -54,18 +54,19 @@ nlohmann::json export_model(const std::string& checkpoint, const std::string& ou
   nlohmann::json int8_layers = nlohmann::json::array();
   auto params = folded.model->named_parameters();
   torch::NoGradGuard no_grad;
+  nlohmann::json scales = qnet ? qnet->scales() : nlohmann::json();
   for (const Layer& L : spec.layers) {
     if (!params.contains(L.name + ".weight")) continue;
     auto w = params[L.name + ".weight"];
     bool as_int8 = precision == "int8" && qnet->is_quantized(static_cast<size_t>(model->spec().index_of(L.name)));
     if (as_int8) {
       // The simulation's scales and rounding (docs/quantization.md), so the runtime computes what QAT trained.
-      auto scales = qnet->scales()["weights"][L.name].get<std::vector<float>>();
+      auto s = torch::tensor(scales["weights"][L.name].get<std::vector<float>>());
       std::vector<int64_t> shape(w.dim(), 1);
       shape[0] = -1;
-      auto q = torch::clamp(torch::round(w / torch::tensor(scales).view(shape)), -127, 127);
+      auto q = torch::clamp(torch::round(w / s.view(shape)), -127, 127);
       tensors.push_back(s8_tensor(L.name + ".weight", q));
-      tensors.push_back(f32_tensor(L.name + ".weight_scale", torch::tensor(scales)));
+      tensors.push_back(f32_tensor(L.name + ".weight_scale", s));
       int8_layers.push_back(L.name);
     } else {
       tensors.push_back(f32_tensor(L.name + ".weight", w));
@@ -90,7 +91,7 @@ nlohmann::json export_model(const std::string& checkpoint, const std::string& ou
                                 {"config_xxh3", fmt::format("{:016x}", XXH3_64bits(meta.value("config", std::string()).data(),
                                                                                      meta.value("config", std::string()).size()))}}}};
   if (precision == "int8") {
-    nlohmann::json acts = nlohmann::json::object(), scales = qnet->scales();
+    nlohmann::json acts = nlohmann::json::object();
     for (auto& [point, v] : scales["activations"].items())
       acts[folded.renamed.count(point) ? folded.renamed.at(point) : point] = v;
     file_meta["quantization"] = {{"activations", acts}, {"int8_layers", int8_layers}, {"scheme", "docs/quantization.md v1"}};

@@ -32,7 +32,6 @@ class MaskSet : public torch::nn::Module {
   void set(const std::string& layer, const torch::Tensor& mask);
   void set_all(const std::map<std::string, torch::Tensor>& masks);
   std::map<std::string, torch::Tensor> masks() const;
-  bool empty() const { return buffers().empty(); }
   void apply_to_weights(SpecNet& model) const;
   void apply_to_gradients(SpecNet& model) const;
   // Re-registers buffers named in a checkpoint so load() finds them (the saved set decides).

@@ -90,10 +90,7 @@ double round_sparsity(const PruneConfig& c, int64_t r, int64_t rounds) {
 }
 
 double accuracy_of(SpecNet& model, const Data& data, const nlohmann::json& meta) {
-  Augment norm;
-  norm.mean = meta.value("mean", std::vector<float>{});
-  norm.std = meta.value("std", std::vector<float>{});
-  return evaluate(model, data.test, norm, 512).accuracy;
+  return evaluate(model, data.test, normalization_of(meta), 512).accuracy;
 }
 
 struct LayerRow {
@@ -139,25 +136,24 @@ nlohmann::json size_summary(SpecNet& model) {
 
 void add_prune_options(po::options_description& keys) {
   PruneConfig p;
-  auto real = [](double v) { return po::value<double>()->default_value(v, fmt::format("{}", v)); };
   // clang-format off
   keys.add_options()
     ("prune.checkpoint", po::value<std::string>()->default_value(""), "the checkpoint to prune (its spec is the model)")
     ("prune.method", po::value<std::string>()->default_value(p.method), "unstructured (magnitude, masks) | structured (remove conv filters by L1 norm)")
     ("prune.schedule", po::value<std::string>()->default_value(p.schedule), "oneshot | iterative (rounds, lottery-ticket rewinding) | gradual (cubic, during training)")
     ("prune.scope", po::value<std::string>()->default_value(p.scope), "global (one threshold over all pruned layers) | layer (each layer to its own sparsity)")
-    ("prune.sparsity", real(p.sparsity), "target share of zero weights (unstructured)")
+    ("prune.sparsity", real_value(p.sparsity), "target share of zero weights (unstructured)")
     ("prune.layers", po::value<std::string>()->default_value(""), "layers to prune: names, globs or re:REGEX, comma-separated (empty: all conv and linear)")
     ("prune.exclude", po::value<std::string>()->default_value(""), "layers never pruned (names, globs or re:REGEX)")
     ("prune.overrides", po::value<std::string>()->default_value(""), "per-layer targets, pattern:value,... (sparsity, or filter ratio for structured)")
     ("prune.rounds", po::value<int64_t>()->default_value(p.rounds), "iterative: rounds, each removing the same share of the remaining weights; train.epochs of fine-tuning each")
     ("prune.rewind", po::value<std::string>()->default_value(p.rewind), "iterative: none | init | epoch:K (weights of epoch K of the original training, lottery ticket)")
     ("prune.rewind_checkpoint", po::value<std::string>()->default_value(""), "checkpoint to rewind to (default: epoch-K.pt beside prune.checkpoint; train with train.keep_epochs)")
-    ("prune.initial_sparsity", real(p.initial_sparsity), "gradual: sparsity s_i at prune.start_epoch")
-    ("prune.start_epoch", real(p.start_epoch), "gradual: when the sparsity starts rising (fractional epochs)")
-    ("prune.end_epoch", real(p.end_epoch), "gradual: when it reaches prune.sparsity (-1: at 3/4 of train.epochs)")
-    ("prune.update_every", real(p.update_every), "gradual: epochs between mask updates")
-    ("prune.filter_ratio", real(p.filter_ratio), "structured: share of each conv layer's filters removed (with scope = global: overall)");
+    ("prune.initial_sparsity", real_value(p.initial_sparsity), "gradual: sparsity s_i at prune.start_epoch")
+    ("prune.start_epoch", real_value(p.start_epoch), "gradual: when the sparsity starts rising (fractional epochs)")
+    ("prune.end_epoch", real_value(p.end_epoch), "gradual: when it reaches prune.sparsity (-1: at 3/4 of train.epochs)")
+    ("prune.update_every", real_value(p.update_every), "gradual: epochs between mask updates")
+    ("prune.filter_ratio", real_value(p.filter_ratio), "structured: share of each conv layer's filters removed (with scope = global: overall)");
   // clang-format on
 }
 

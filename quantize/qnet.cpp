@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "common/error.h"
+#include "train/fold.h"
 
 namespace shrink {
 
@@ -135,9 +136,7 @@ torch::Tensor QuantNetImpl::fold_factor(size_t i) {
   const std::string& bn = spec().layers[folded_bn_[i]].name;
   auto params = named_parameters();
   auto buffers = named_buffers();
-  double eps = 1e-5;
-  if (auto b2 = std::dynamic_pointer_cast<torch::nn::BatchNorm2dImpl>(layer_module(bn))) eps = b2->options.eps();
-  if (auto b1 = std::dynamic_pointer_cast<torch::nn::BatchNorm1dImpl>(layer_module(bn))) eps = b1->options.eps();
+  double eps = batchnorm_eps(*this, bn);
   return params[bn + ".weight"] / (buffers[bn + ".running_var"] + eps).sqrt();
 }
 
@@ -211,7 +210,7 @@ torch::Tensor QuantNetImpl::layer_forward(size_t i, torch::Tensor& in, const tor
         std::vector<int64_t> shape(qw.dim() == 4 ? 4 : 2, 1);
         shape[1] = -1;
         auto y0 = compute(torch::Tensor()) / sf.view(shape) + b.view(shape);
-        y = torch::batch_norm(y0, gamma, beta, mean, var, true, 0.1, 1e-5, false);
+        y = torch::batch_norm(y0, gamma, beta, mean, var, true, 0.1, batchnorm_eps(*this, bn), false);
       }
     }
   } else {

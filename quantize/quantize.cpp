@@ -41,29 +41,13 @@ std::map<std::string, torch::Tensor> zero_masks(SpecNet& model) {
   return masks;
 }
 
-Augment normalization_of(const nlohmann::json& meta) {
-  Augment a;
-  a.mean = meta.value("mean", std::vector<float>{});
-  a.std = meta.value("std", std::vector<float>{});
-  return a;
-}
-
 // Observers see `batches` batches of (un-augmented) training data, in float, shuffled from the
 // seed so that a file sorted by class still shows them every class.
 void calibrate(QuantNetImpl& model, const Data& data, const Augment& norm, int64_t batches, int64_t batch_size, uint64_t seed) {
   torch::NoGradGuard no_grad;
   model.eval();
   model.set_calibrating(true);
-  LoaderOptions o;
-  o.batch_size = batch_size;
-  o.seed = seed;
-  o.train = false;
-  o.prefetch = 0;
-  o.augment = norm;
-  Loader loader(data.train, o);
-  loader.start_epoch(0);
-  Batch b;
-  for (int64_t k = 0; k < batches && loader.next(b); ++k) model.forward(b.x);
+  for_each_batch(data.train, batch_size, norm, [&](const Batch& b) { model.forward(b.x); }, batches, seed);
   model.set_calibrating(false);
   model.finish_calibration();
 }
@@ -74,26 +58,24 @@ SpecNet load_any_model(const std::string& path, nlohmann::json* meta_out) {
   nlohmann::json meta = read_checkpoint_meta(path);
   if (!meta.contains("quantization")) return load_model(path, meta_out);
   QuantNet model(spec_from_meta(meta), QuantSettings::from_json(meta["quantization"]));
-  if (load_weights_into(path, *model) > 0) throw UserError(fmt::format("checkpoint {}: part of its quantization state is missing", path));
-  if (meta_out) *meta_out = meta;
+  if (load_weights_into(path, *model, meta_out) > 0) throw UserError(fmt::format("checkpoint {}: part of its quantization state is missing", path));
   return SpecNet(std::static_pointer_cast<SpecNetImpl>(model.ptr()));
 }
 
 void add_quantize_options(po::options_description& keys) {
   QuantizeConfig q;
-  auto real = [](double v) { return po::value<double>()->default_value(v, fmt::format("{}", v)); };
   // clang-format off
   keys.add_options()
     ("quantize.checkpoint", po::value<std::string>()->default_value(""), "the checkpoint to quantize (dense or pruned)")
     ("quantize.mode", po::value<std::string>()->default_value(q.mode), "qat (fine-tune with fake quantization) | ptq (calibrate only)")
     ("quantize.observer", po::value<std::string>()->default_value(q.settings.observer), "activation ranges: minmax | ema (moving average) | percentile (histogram)")
-    ("quantize.ema_momentum", real(q.settings.ema_momentum), "ema observer: weight of each new batch")
-    ("quantize.percentile", real(q.settings.percentile), "percentile observer: share of |x| kept unclipped, in percent")
-    ("quantize.lsq", po::value<bool>()->default_value(false, "false"), "learnable step sizes (LSQ, Esser et al. 2020) for weights and activations")
+    ("quantize.ema_momentum", real_value(q.settings.ema_momentum), "ema observer: weight of each new batch")
+    ("quantize.percentile", real_value(q.settings.percentile), "percentile observer: share of |x| kept unclipped, in percent")
+    ("quantize.lsq", flag_value(false), "learnable step sizes (LSQ, Esser et al. 2020) for weights and activations")
     ("quantize.float_layers", po::value<std::string>()->default_value(""), "layers kept in float: names, globs or re:REGEX")
     ("quantize.calibration_batches", po::value<int64_t>()->default_value(q.calibration_batches), "training batches the observers see before QAT or as PTQ")
-    ("quantize.freeze_bn_epoch", real(q.freeze_bn_epoch), "QAT: batchnorm statistics frozen from this epoch (-1: never)")
-    ("quantize.freeze_observers_epoch", real(q.freeze_observers_epoch), "QAT: activation ranges frozen from this epoch (-1: never)");
+    ("quantize.freeze_bn_epoch", real_value(q.freeze_bn_epoch), "QAT: batchnorm statistics frozen from this epoch (-1: never)")
+    ("quantize.freeze_observers_epoch", real_value(q.freeze_observers_epoch), "QAT: activation ranges frozen from this epoch (-1: never)");
   // clang-format on
 }
 

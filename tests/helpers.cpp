@@ -76,6 +76,20 @@ std::string read_text(const std::string& path) {
   return s.str();
 }
 
+std::vector<std::string> synthetic_job_args(const std::string& out, int64_t epochs, const std::string& spec) {
+  return {"--job.out=" + out, "--data.source=synthetic", "--data.shape=1,16,16", "--data.synthetic_train=600", "--data.synthetic_test=200",
+          "--train.epochs=" + std::to_string(epochs), "--train.threads=1", "--model.spec=" + spec};
+}
+
+std::string train_synthetic(const TempDir& dir, const std::string& name, int64_t epochs, std::vector<std::string> extra) {
+  po::options_description keys;
+  add_train_options(keys);
+  auto args = synthetic_job_args(dir / name, epochs);
+  args.insert(args.end(), extra.begin(), extra.end());
+  run_train_job(read_job_config(Config::load(keys, "", args)), quiet());
+  return dir / (name + "/checkpoints/last.pt");
+}
+
 CliResult run_cli(const std::string& args) { return run_cmd(std::string(SHRINK_BIN) + " " + args); }
 
 CliResult run_cmd(const std::string& command) {

@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "train/trainer.h"
 
@@ -32,6 +33,12 @@ inline RunOptions quiet() {
   o.quiet = true;
   return o;
 }
+
+// Arguments of a small job on synthetic 1x16x16 data (600 train, 200 test, one thread).
+std::vector<std::string> synthetic_job_args(const std::string& out, int64_t epochs,
+                                            const std::string& spec = "conv(8) bn relu maxpool(2) conv(16) bn relu gap linear(classes)");
+// Trains that job into DIR/NAME and returns its last checkpoint.
+std::string train_synthetic(const TempDir& dir, const std::string& name, int64_t epochs, std::vector<std::string> extra = {});
 
 struct CliResult {
   int code;

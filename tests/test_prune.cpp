@@ -12,26 +12,13 @@ using shrink::test::TempDir;
 namespace {
 
 
-std::vector<std::string> synthetic_args(const std::string& out, int64_t epochs) {
-  return {"--job.out=" + out, "--data.source=synthetic", "--data.shape=1,16,16", "--data.synthetic_train=600", "--data.synthetic_test=200",
-          "--train.epochs=" + std::to_string(epochs), "--train.threads=1", "--model.spec=conv(8) bn relu maxpool(2) conv(16) bn relu gap linear(classes)"};
-}
-
-std::string train_model(const TempDir& dir, const std::string& name, std::vector<std::string> extra = {}) {
-  po::options_description keys;
-  add_train_options(keys);
-  auto args = synthetic_args(dir / name, 1);
-  args.insert(args.end(), extra.begin(), extra.end());
-  run_train_job(read_job_config(Config::load(keys, "", args)), quiet());
-  return dir / (name + "/checkpoints/last.pt");
-}
 
 nlohmann::json prune(const std::string& out, const std::string& checkpoint, std::vector<std::string> extra, RunOptions options = quiet(),
                      int64_t epochs = 1) {
   po::options_description keys;
   add_train_options(keys);
   add_prune_options(keys);
-  auto args = synthetic_args(out, epochs);
+  auto args = shrink::test::synthetic_job_args(out, epochs);
   args.push_back("--prune.checkpoint=" + checkpoint);
   args.insert(args.end(), extra.begin(), extra.end());
   auto config = Config::load(keys, "", args);
@@ -138,7 +125,7 @@ CATCH_TEST_CASE("filter removal with a residual add computes what the masked ori
 
 CATCH_TEST_CASE("one-shot pruning job: exact sparsity, masks in checkpoints, survives resume", "[prune][job]") {
   TempDir dir;
-  std::string start = train_model(dir, "base");
+  std::string start = shrink::test::train_synthetic(dir, "base", 1);
   auto summary = prune(dir / "p", start, {"--prune.schedule=oneshot", "--prune.sparsity=0.75", "--prune.exclude=conv1"}, quiet(), 2);
   SpecNet pruned = load_model(dir / "p/checkpoints/last.pt");
   auto params = pruned->named_parameters();
@@ -167,7 +154,7 @@ CATCH_TEST_CASE("one-shot pruning job: exact sparsity, masks in checkpoints, sur
 
 CATCH_TEST_CASE("iterative pruning rewinds to the saved initial weights", "[prune][rewind]") {
   TempDir dir;
-  std::string start = train_model(dir, "base", {"--train.keep_epochs=0"});
+  std::string start = shrink::test::train_synthetic(dir, "base", 1, {"--train.keep_epochs=0"});
   auto summary = prune(dir / "p", start, {"--prune.schedule=iterative", "--prune.rounds=2", "--prune.sparsity=0.5", "--prune.rewind=init"});
   CATCH_CHECK(summary["rounds"].size() == 2);
   CATCH_CHECK(summary["sparsity"].get<double>() == Approx(0.5).margin(0.01));
@@ -181,7 +168,7 @@ CATCH_TEST_CASE("iterative pruning rewinds to the saved initial weights", "[prun
 
 CATCH_TEST_CASE("gradual pruning reaches its target and bad layer names are errors", "[prune][errors]") {
   TempDir dir;
-  std::string start = train_model(dir, "base");
+  std::string start = shrink::test::train_synthetic(dir, "base", 1);
   auto gradual = prune(dir / "g", start, {"--prune.schedule=gradual", "--prune.sparsity=0.6", "--prune.end_epoch=1.5"}, quiet(), 2);
   CATCH_CHECK(gradual["sparsity"].get<double>() == Approx(0.6).margin(0.005));
   CATCH_CHECK_THROWS_WITH(prune(dir / "a", start, {"--prune.exclude=nope*"}), Catch::Contains("prune.exclude: 'nope*' matches no layer"));

@@ -14,24 +14,12 @@ using shrink::test::TempDir;
 namespace {
 
 
-std::vector<std::string> synthetic_args(const std::string& out, int64_t epochs) {
-  return {"--job.out=" + out, "--data.source=synthetic", "--data.shape=1,16,16", "--data.synthetic_train=600", "--data.synthetic_test=200",
-          "--train.epochs=" + std::to_string(epochs), "--train.threads=1", "--model.spec=conv(8) bn relu maxpool(2) conv(16) bn relu gap linear(classes)"};
-}
-
-std::string train_model(const TempDir& dir, const std::string& name) {
-  po::options_description keys;
-  add_train_options(keys);
-  auto args = synthetic_args(dir / name, 2);
-  run_train_job(read_job_config(Config::load(keys, "", args)), quiet());
-  return dir / (name + "/checkpoints/last.pt");
-}
 
 nlohmann::json quantize(const std::string& out, const std::string& checkpoint, std::vector<std::string> extra, int64_t epochs = 1) {
   po::options_description keys;
   add_train_options(keys);
   add_quantize_options(keys);
-  auto args = synthetic_args(out, epochs);
+  auto args = shrink::test::synthetic_job_args(out, epochs);
   args.push_back("--quantize.checkpoint=" + checkpoint);
   args.push_back("--optim.lr=0.002");
   args.insert(args.end(), extra.begin(), extra.end());
@@ -134,7 +122,7 @@ CATCH_TEST_CASE("quantized simulation: folded batchnorm phases, scales, float ov
 
 CATCH_TEST_CASE("PTQ is deterministic and QAT checkpoints reload as the int8 simulation", "[quantize][job]") {
   TempDir dir;
-  std::string base = train_model(dir, "base");
+  std::string base = shrink::test::train_synthetic(dir, "base", 2);
   auto a = quantize(dir / "a", base, {"--quantize.mode=ptq"});
   auto b = quantize(dir / "b", base, {"--quantize.mode=ptq"});
   CATCH_CHECK(a["scales"] == b["scales"]);
@@ -154,11 +142,11 @@ CATCH_TEST_CASE("PTQ is deterministic and QAT checkpoints reload as the int8 sim
 
 CATCH_TEST_CASE("a pruned model keeps its zeros through QAT", "[quantize][prune]") {
   TempDir dir;
-  std::string base = train_model(dir, "base");
+  std::string base = shrink::test::train_synthetic(dir, "base", 2);
   po::options_description keys;
   add_train_options(keys);
   add_prune_options(keys);
-  auto args = synthetic_args(dir / "p", 1);
+  auto args = shrink::test::synthetic_job_args(dir / "p", 1);
   args.insert(args.end(), {"--prune.checkpoint=" + base, "--prune.schedule=oneshot", "--prune.sparsity=0.7"});
   auto config = Config::load(keys, "", args);
   run_prune_job(read_job_config(config), read_prune_config(config), quiet());

@@ -52,8 +52,9 @@ void save_checkpoint(const std::string& path, SpecNet& model, torch::optim::Opti
   std::filesystem::rename(tmp, path);
 }
 
-nlohmann::json read_checkpoint_meta(const std::string& path) {
-  auto archive = open_archive(path);
+namespace {
+
+nlohmann::json meta_of(torch::serialize::InputArchive& archive, const std::string& path) {
   c10::IValue value;
   if (!archive.try_read("meta", value) || !value.isString()) throw UserError(fmt::format("checkpoint {}: has no shrink metadata", path));
   nlohmann::json meta;
@@ -66,6 +67,13 @@ nlohmann::json read_checkpoint_meta(const std::string& path) {
   if (meta.value("version", 0) > kCheckpointVersion)
     throw UserError(fmt::format("checkpoint {}: version {} is newer than this shrink reads ({})", path, meta.value("version", 0), kCheckpointVersion));
   return meta;
+}
+
+}  // namespace
+
+nlohmann::json read_checkpoint_meta(const std::string& path) {
+  auto archive = open_archive(path);
+  return meta_of(archive, path);
 }
 
 ModelSpec spec_from_meta(const nlohmann::json& meta) {
@@ -97,8 +105,14 @@ int64_t load_present(torch::nn::Module& module, torch::serialize::InputArchive& 
 
 }  // namespace
 
-int64_t load_weights_into(const std::string& path, SpecNetImpl& model) {
-  auto archive = open_archive(path);
+namespace {
+
+// The weights part of load_weights_into, on an archive already open.
+int64_t load_from(torch::serialize::InputArchive& archive, const std::string& path, SpecNetImpl& model, nlohmann::json* meta_out) {
+  nlohmann::json meta = meta_of(archive, path);
+  std::string saved = spec_from_meta(meta).to_string(), wanted = model.spec().to_string();
+  if (saved != wanted) throw UserError(fmt::format("checkpoint {}: holds the model {}, not {}", path, saved, wanted));
+  if (meta_out) *meta_out = meta;
   torch::serialize::InputArchive model_archive;
   try {
     archive.read("model", model_archive);
@@ -108,11 +122,24 @@ int64_t load_weights_into(const std::string& path, SpecNetImpl& model) {
   }
 }
 
+}  // namespace
+
+int64_t load_weights_into(const std::string& path, SpecNetImpl& model, nlohmann::json* meta_out) {
+  auto archive = open_archive(path);
+  return load_from(archive, path, model, meta_out);
+}
+
+Augment normalization_of(const nlohmann::json& meta) {
+  Augment a;
+  a.mean = meta.value("mean", std::vector<float>{});
+  a.std = meta.value("std", std::vector<float>{});
+  return a;
+}
+
 SpecNet load_model(const std::string& path, nlohmann::json* meta_out) {
-  nlohmann::json meta = read_checkpoint_meta(path);
-  SpecNet model(spec_from_meta(meta));
-  if (load_weights_into(path, *model) > 0) throw UserError(fmt::format("checkpoint {}: some weights are missing (damaged file?)", path));
-  if (meta_out) *meta_out = meta;
+  auto archive = open_archive(path);
+  SpecNet model(spec_from_meta(meta_of(archive, path)));
+  if (load_from(archive, path, *model, meta_out) > 0) throw UserError(fmt::format("checkpoint {}: some weights are missing (damaged file?)", path));
   return model;
 }
 

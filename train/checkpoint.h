@@ -7,6 +7,7 @@
 #include <map>
 #include <string>
 
+#include "datasets/loader.h"
 #include "train/model.h"
 
 namespace shrink {
@@ -24,11 +25,14 @@ nlohmann::json read_checkpoint_meta(const std::string& path);
 // Copies a checkpoint's saved model state into `model` by name, keeping the model's tensor
 // layouts. Saved entries the model lacks are ignored (a quantized checkpoint loads as its float
 // model); returns how many of the model's entries the checkpoint lacks (a float checkpoint
-// loaded into the quantized simulation lacks its scales).
-int64_t load_weights_into(const std::string& path, SpecNetImpl& model);
+// loaded into the quantized simulation lacks its scales). The checkpoint's spec must be the
+// model's (a UserError otherwise); `meta` receives its metadata.
+int64_t load_weights_into(const std::string& path, SpecNetImpl& model, nlohmann::json* meta = nullptr);
 // Builds the model its metadata describes and loads its weights.
 SpecNet load_model(const std::string& path, nlohmann::json* meta = nullptr);
 void load_optimizer_state(const std::string& path, torch::optim::Optimizer& optimizer);
 ModelSpec spec_from_meta(const nlohmann::json& meta);
+// The input normalization a checkpoint's model was trained with (empty mean: none).
+Augment normalization_of(const nlohmann::json& meta);
 
 }  // namespace shrink

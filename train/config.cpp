@@ -146,11 +146,8 @@ std::string Config::to_ini() const {
   return out;
 }
 
-namespace {
-// A double with its default shown as written (Boost would print 0.050000000000000003).
-po::typed_value<double>* real(double v) { return po::value<double>()->default_value(v, fmt::format("{}", v)); }
-po::typed_value<bool>* flag(bool v) { return po::value<bool>()->default_value(v, v ? "true" : "false"); }
-}  // namespace
+po::typed_value<double>* real_value(double v) { return po::value<double>()->default_value(v, fmt::format("{}", v)); }
+po::typed_value<bool>* flag_value(bool v) { return po::value<bool>()->default_value(v, v ? "true" : "false"); }
 
 void add_train_options(po::options_description& keys, const std::string& model_section) {
   OptimConfig o;
@@ -165,13 +162,13 @@ void add_train_options(po::options_description& keys, const std::string& model_s
     ("data.test_split", po::value<std::string>()->default_value(d.test_split), "HDF5 group of the test examples")
     ("data.shape", po::value<std::string>()->default_value(""), "per-example shape C,H,W (empty: as stored; synthetic: 1,16,16)")
     ("data.classes", po::value<int64_t>()->default_value(d.classes), "number of classes; labels must be in [0, classes)")
-    ("data.in_memory", flag(d.in_memory), "load the whole dataset; false reads HDF5 batch by batch")
-    ("data.val_split", real(d.val_split), "share of train held out for validation (picks the best checkpoint)")
+    ("data.in_memory", flag_value(d.in_memory), "load the whole dataset; false reads HDF5 batch by batch")
+    ("data.val_split", real_value(d.val_split), "share of train held out for validation (picks the best checkpoint)")
     ("data.normalize", po::value<std::string>()->default_value(d.normalize), "none | fixed (data.mean, data.std) | dataset (computed on train)")
     ("data.mean", po::value<std::string>()->default_value(""), "per-channel means for normalize = fixed, e.g. 0.5,0.5,0.5")
     ("data.std", po::value<std::string>()->default_value(""), "per-channel standard deviations for normalize = fixed")
     ("data.shift", po::value<int64_t>()->default_value(d.shift), "random shift of up to this many pixels (pad and random crop)")
-    ("data.hflip", flag(d.hflip), "random horizontal flips")
+    ("data.hflip", flag_value(d.hflip), "random horizontal flips")
     ("data.synthetic_train", po::value<int64_t>()->default_value(d.synthetic_train), "synthetic dataset: training examples")
     ("data.synthetic_test", po::value<int64_t>()->default_value(d.synthetic_test), "synthetic dataset: test examples")
     ("data.seed", po::value<int64_t>()->default_value(0), "seed of the synthetic data and the validation split")
@@ -182,25 +179,25 @@ void add_train_options(po::options_description& keys, const std::string& model_s
     ("train.eval_batch_size", po::value<int64_t>()->default_value(t.eval_batch_size), "evaluation batch size")
     ("train.seed", po::value<int64_t>()->default_value(t.seed), "seed of initialization, data order and augmentation")
     ("train.threads", po::value<int64_t>()->default_value(t.threads), "LibTorch intra-op threads (0: all cores)")
-    ("train.label_smoothing", real(t.label_smoothing), "label smoothing of the cross-entropy")
-    ("train.grad_clip", real(t.grad_clip), "clip the gradient norm to this (0: off)")
-    ("train.drop_last", flag(t.drop_last), "drop the last incomplete training batch")
-    ("train.channels_last", flag(t.channels_last), "NHWC memory format (faster convolutions on oneDNN)")
+    ("train.label_smoothing", real_value(t.label_smoothing), "label smoothing of the cross-entropy")
+    ("train.grad_clip", real_value(t.grad_clip), "clip the gradient norm to this (0: off)")
+    ("train.drop_last", flag_value(t.drop_last), "drop the last incomplete training batch")
+    ("train.channels_last", flag_value(t.channels_last), "NHWC memory format (faster convolutions on oneDNN)")
     ("train.prefetch", po::value<int64_t>()->default_value(t.prefetch), "batches prepared ahead on a background thread (0: none)")
-    ("train.log_seconds", real(t.log_seconds), "interval of progress lines when not on a terminal")
+    ("train.log_seconds", real_value(t.log_seconds), "interval of progress lines when not on a terminal")
     ("train.keep_epochs", po::value<std::string>()->default_value(""), "also keep checkpoints/epoch-K.pt after these epochs, e.g. 0,2 (0: initial weights; for rewinding)")
     ("optim.name", po::value<std::string>()->default_value(o.name), "sgd | adamw")
-    ("optim.lr", real(o.lr), "peak learning rate")
-    ("optim.momentum", real(o.momentum), "SGD momentum")
-    ("optim.nesterov", flag(o.nesterov), "SGD Nesterov momentum")
-    ("optim.weight_decay", real(o.weight_decay), "weight decay (decoupled for adamw)")
-    ("optim.beta1", real(o.beta1), "AdamW beta1")
-    ("optim.beta2", real(o.beta2), "AdamW beta2")
+    ("optim.lr", real_value(o.lr), "peak learning rate")
+    ("optim.momentum", real_value(o.momentum), "SGD momentum")
+    ("optim.nesterov", flag_value(o.nesterov), "SGD Nesterov momentum")
+    ("optim.weight_decay", real_value(o.weight_decay), "weight decay (decoupled for adamw)")
+    ("optim.beta1", real_value(o.beta1), "AdamW beta1")
+    ("optim.beta2", real_value(o.beta2), "AdamW beta2")
     ("optim.schedule", po::value<std::string>()->default_value(o.schedule), "constant | step | cosine (per step, to optim.min_lr)")
-    ("optim.warmup_epochs", real(o.warmup_epochs), "linear warm-up from 0 over this many epochs")
-    ("optim.step_epochs", real(o.step_epochs), "step schedule: multiply by gamma every this many epochs")
-    ("optim.gamma", real(o.gamma), "step schedule factor")
-    ("optim.min_lr", real(o.min_lr), "cosine schedule: final learning rate");
+    ("optim.warmup_epochs", real_value(o.warmup_epochs), "linear warm-up from 0 over this many epochs")
+    ("optim.step_epochs", real_value(o.step_epochs), "step schedule: multiply by gamma every this many epochs")
+    ("optim.gamma", real_value(o.gamma), "step schedule factor")
+    ("optim.min_lr", real_value(o.min_lr), "cosine schedule: final learning rate");
   // clang-format on
 }
 

@@ -42,6 +42,11 @@ class Config {
   std::map<std::string, std::string> origin_;
 };
 
+// Option values whose defaults print as written ("0.05", "true"; Boost would print
+// 0.050000000000000003 and 1).
+po::typed_value<double>* real_value(double v);
+po::typed_value<bool>* flag_value(bool v);
+
 // Keys of the training job (job.*, data.*, model.*, train.*, optim.*). The model's keys (spec,
 // init) go in `model_section`: "model" for train, "student" for distill.
 void add_train_options(po::options_description& keys, const std::string& model_section = "model");

@@ -16,6 +16,12 @@ int foldable_batchnorm(const ModelSpec& spec, size_t i) {
 
 }  // namespace
 
+double batchnorm_eps(SpecNetImpl& model, const std::string& name) {
+  if (auto b2 = std::dynamic_pointer_cast<torch::nn::BatchNorm2dImpl>(model.layer_module(name))) return b2->options.eps();
+  if (auto b1 = std::dynamic_pointer_cast<torch::nn::BatchNorm1dImpl>(model.layer_module(name))) return b1->options.eps();
+  return 1e-5;
+}
+
 FoldedModel fold_batchnorm(SpecNet& model) {
   const ModelSpec& spec = model->spec();
   FoldedModel out;
@@ -49,9 +55,7 @@ FoldedModel fold_batchnorm(SpecNet& model) {
     const std::string& bn_name = spec.layers[bn].name;
     auto gamma = src[bn_name + ".weight"], beta = src[bn_name + ".bias"];
     auto mean = src_buffers[bn_name + ".running_mean"], var = src_buffers[bn_name + ".running_var"];
-    double eps = 1e-5;
-    if (auto b2 = std::dynamic_pointer_cast<torch::nn::BatchNorm2dImpl>(model->layer_module(bn_name))) eps = b2->options.eps();
-    if (auto b1 = std::dynamic_pointer_cast<torch::nn::BatchNorm1dImpl>(model->layer_module(bn_name))) eps = b1->options.eps();
+    double eps = batchnorm_eps(*model, bn_name);
     auto scale = gamma / (var + eps).sqrt();
     auto w = src[name + ".weight"];
     std::vector<int64_t> shape(w.dim(), 1);

@@ -16,5 +16,7 @@ struct FoldedModel {
 };
 
 FoldedModel fold_batchnorm(SpecNet& model);
+// The epsilon of batchnorm layer `name` (1d or 2d).
+double batchnorm_eps(SpecNetImpl& model, const std::string& name);
 
 }  // namespace shrink

@@ -28,7 +28,6 @@ class SpecNetImpl : public torch::nn::Module {
   // Output of layer i from its input (and the second input of an add). `inplace`: `in` may be
   // overwritten. The quantized simulation overrides this.
   virtual torch::Tensor layer_forward(size_t i, torch::Tensor& in, const torch::Tensor* other, bool inplace);
-  const std::vector<torch::nn::AnyModule>& modules() const { return modules_; }
 
  private:
   torch::Tensor run(torch::Tensor x, const std::vector<int>* taps, std::vector<torch::Tensor>* kept);

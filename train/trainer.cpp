@@ -50,13 +50,6 @@ void keep_freed_memory() {
 }
 
 
-// A checkpoint's model, checked to have the spec the job asks for.
-SpecNet load_matching(const std::string& path, const ModelSpec& spec, const std::string& what, nlohmann::json* meta) {
-  SpecNet saved = load_model(path, meta);
-  if (saved->spec().to_string() != spec.to_string())
-    throw UserError(fmt::format("{}: {} has model {}, not the configured {}", what, path, saved->spec().to_string(), spec.to_string()));
-  return saved;
-}
 
 void to_channels_last(SpecNet& model) {
   torch::NoGradGuard no_grad;
@@ -123,10 +116,7 @@ void Trainer::prepare() {
 
   torch::manual_seed(job_.train.seed);
   model_ = factory_ ? SpecNet(factory_(spec_)) : SpecNet(spec_);
-  if (!job_.init.empty() && !options_.resume) {
-    load_matching(job_.init, spec_, "model init", nullptr);
-    load_weights_into(job_.init, *model_);
-  }
+  if (!job_.init.empty() && !options_.resume) load_weights_into(job_.init, *model_);
   normalization_.mean = data_.mean;
   normalization_.std = data_.std;
   normalization_.channels_last = job_.train.channels_last;
@@ -142,8 +132,7 @@ void Trainer::prepare() {
 
   if (options_.resume) {
     nlohmann::json meta;
-    load_matching(last, spec_, "--resume", &meta);
-    if (load_weights_into(last, *model_) > 0) throw UserError(fmt::format("--resume: {} lacks part of the model's state", last));
+    if (load_weights_into(last, *model_, &meta) > 0) throw UserError(fmt::format("--resume: {} lacks part of the model's state", last));
     if (extra_ && !load_extra_state(last, "objective", *extra_)) throw UserError(fmt::format("--resume: {} lacks the objective's state", last));
     if (hook_ && hook_->state() && !load_extra_state(last, hook_->state_name(), *hook_->state()))
       throw UserError(fmt::format("--resume: {} lacks the {} state", last, hook_->state_name()));
