@@ -12,6 +12,11 @@ constexpr uint16_t kMajor = 1, kMinor = 0;
 constexpr uint32_t kLayoutVersion = 1;  // how the metadata describes a model (second version level)
 constexpr uint64_t kHeaderSize = 128, kEntrySize = 128, kAlign = 64, kNameSize = 64;
 constexpr uint64_t kMaxMetaSize = 16u << 20, kMaxTensors = 100000, kMaxElements = uint64_t(1) << 31;
+// Caps on what a file may ask the runtime for (docs/format.md): a refused size is an error, not an OOM.
+constexpr uint64_t kMaxTensorBytes = uint64_t(4) << 30;                // all tensors together, dense (sparse expanded)
+constexpr uint64_t kMaxActivationBytesPerExample = uint64_t(256) << 20;  // every layer's output for one example, as f32
+constexpr uint64_t kMaxInputElements = uint64_t(1) << 26;              // one example's input
+constexpr int64_t kMaxClasses = int64_t(1) << 24;
 
 // Append-only: values are never reused or renumbered.
 enum class DType : uint32_t { F32 = 1, S8 = 2, U8 = 3, S32 = 4 };

@@ -3,8 +3,13 @@
 #define XXH_INLINE_ALL  // header-only xxhash: the runtime links nothing but oneDNN
 #include <xxhash.h>
 
-#include <fstream>
-#include <sstream>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
 
 namespace shrink::rt {
 namespace {
@@ -19,6 +24,16 @@ void check_section(const std::string& name, const char* what, uint64_t offset, u
                    ", " + std::to_string(size) + " bytes, file " + std::to_string(file_size) + " bytes)");
 }
 
+// `size` bytes aligned to 64, freed with the last owner.
+std::shared_ptr<uint8_t> aligned_buffer(uint64_t size) {
+  void* p = std::aligned_alloc(kAlign, align_up(std::max<uint64_t>(size, 1)));
+  if (!p) throw std::bad_alloc();
+  return std::shared_ptr<uint8_t>(static_cast<uint8_t*>(p), [](uint8_t* q) { std::free(q); });
+}
+
+// Parses bytes that `backing` keeps alive; dense tensors point into them.
+ModelFile parse_view(const uint8_t* p, size_t size, const std::string& name, std::shared_ptr<const void> backing);
+
 }  // namespace
 
 int64_t Tensor::numel() const {
@@ -27,9 +42,12 @@ int64_t Tensor::numel() const {
   return n;
 }
 
-ModelFile parse_model_file(const uint8_t* p, size_t size, const std::string& name) {
+namespace {
+
+ModelFile parse_view(const uint8_t* p, size_t size, const std::string& name, std::shared_ptr<const void> backing) {
   ModelFile m;
   m.file_size = size;
+  m.backing = backing;
   if (size < kHeaderSize) fail(name, "truncated: " + std::to_string(size) + " bytes is shorter than the header");
   if (std::memcmp(p, kMagic, 8) != 0) fail(name, "not a shrink model file (bad magic)");
   m.major = get_u16(p + kMajorAt);
@@ -67,6 +85,7 @@ ModelFile parse_model_file(const uint8_t* p, size_t size, const std::string& nam
   if (m.meta.is_discarded() || !m.meta.is_object()) fail(name, "corrupt metadata (not a JSON object)");
 
   const uint8_t* data = p + data_off;
+  uint64_t total_bytes = 0;  // all tensors, dense
   for (uint64_t i = 0; i < count; ++i) {
     const uint8_t* e = p + table_off + i * kEntrySize;
     std::string tname(reinterpret_cast<const char*>(e + kNameAt), strnlen(reinterpret_cast<const char*>(e + kNameAt), kNameSize));
@@ -89,10 +108,13 @@ ModelFile parse_model_file(const uint8_t* p, size_t size, const std::string& nam
     if (offset % kAlign) fail(name, where + ": data not 64-byte aligned");
     if (offset > data_size || nbytes > data_size - offset) fail(name, where + ": data lies outside the data section");
     const uint8_t* src = data + offset;
-    t.bytes.assign(numel * elem, 0);
+    total_bytes += numel * elem;
+    if (total_bytes > kMaxTensorBytes)
+      fail(name, where + ": the tensors need more than " + std::to_string(kMaxTensorBytes >> 20) + " MiB in all (the runtime's limit)");
     if (storage == uint32_t(Storage::Dense)) {
       if (nbytes != numel * elem) fail(name, where + ": " + std::to_string(nbytes) + " bytes for " + std::to_string(numel) + " elements");
-      std::memcpy(t.bytes.data(), src, nbytes);
+      t.bytes = ByteView{src, nbytes};  // in place: the data section and every offset are 64-byte aligned
+      t.owner = backing;
     } else {
       uint64_t mask_bytes = (numel + 7) / 8, nonzeros = 0;
       if (nbytes < mask_bytes) fail(name, where + ": sparse mask truncated");
@@ -100,21 +122,46 @@ ModelFile parse_model_file(const uint8_t* p, size_t size, const std::string& nam
       if (numel % 8 && (src[mask_bytes - 1] >> (numel % 8))) fail(name, where + ": sparse mask has bits past the end");
       if (nbytes != mask_bytes + nonzeros * elem) fail(name, where + ": sparse data size does not match its mask");
       const uint8_t* values = src + mask_bytes;
+      auto dense = aligned_buffer(numel * elem);
+      std::memset(dense.get(), 0, numel * elem);
       for (uint64_t k = 0, v = 0; k < numel; ++k)
-        if (src[k / 8] >> (k % 8) & 1) std::memcpy(t.bytes.data() + k * elem, values + elem * v++, elem);
+        if (src[k / 8] >> (k % 8) & 1) std::memcpy(dense.get() + k * elem, values + elem * v++, elem);
+      t.bytes = ByteView{dense.get(), numel * elem};
+      t.owner = std::move(dense);
+      t.expanded = true;
     }
     if (!m.tensors.emplace(tname, std::move(t)).second) fail(name, "tensor " + tname + " appears twice");
   }
   return m;
 }
 
+}  // namespace
+
+ModelFile parse_model_file(const uint8_t* data, size_t size, const std::string& name) {
+  auto copy = aligned_buffer(size);
+  if (size) std::memcpy(copy.get(), data, size);
+  return parse_view(copy.get(), size, name, copy);
+}
+
 ModelFile read_model_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw ModelFileError(path + ": cannot open (no such file?)");
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  std::string bytes = buffer.str();
-  return parse_model_file(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), path);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw ModelFileError(path + ": cannot open (" + std::strerror(errno) + ")");
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw ModelFileError(path + ": cannot open (not a regular file)");
+  }
+  size_t size = static_cast<size_t>(st.st_size);
+  if (size == 0) {
+    ::close(fd);
+    return parse_view(nullptr, 0, path, nullptr);  // reports the truncation
+  }
+  void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);  // the mapping stays valid without the descriptor
+  if (p == MAP_FAILED) throw ModelFileError(path + ": cannot map (" + std::strerror(errno) + ")");
+  ::madvise(p, size, MADV_SEQUENTIAL);  // checksums read it front to back once
+  std::shared_ptr<const void> mapping(p, [size](const void* q) { ::munmap(const_cast<void*>(q), size); });
+  return parse_view(static_cast<const uint8_t*>(p), size, path, mapping);
 }
 
 }  // namespace shrink::rt

@@ -1,5 +1,7 @@
-/* shrink runtime, C API: for embedding from C and other languages. Thread safety as the C++ API:
-   calls on one model run one at a time. Functions return 0 on success, non-zero on failure;
+/* shrink runtime, C API: for embedding from C and other languages. Thread safety as the C++ API
+   (shrink/runtime.hpp): shrink_model_predict calls on one model may run in parallel from several
+   threads; `threads` at load is the number of OpenMP threads each call uses (0: all cores), set
+   per call on the calling thread. Functions return 0 on success, non-zero on failure;
    shrink_last_error() then says why (per thread). */
 #ifndef SHRINK_RUNTIME_H
 #define SHRINK_RUNTIME_H

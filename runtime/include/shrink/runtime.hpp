@@ -3,9 +3,22 @@
 //   auto m = shrink::rt::Model::load("student.shrink");
 //   std::vector<float> logits = m.predict(images.data(), batch);  // [batch, classes]
 //
-// Thread safety: a Model may be shared between threads; predict() calls on one Model run one at
-// a time (its primitives share buffers). For parallel inference, load one Model per thread.
+// Thread safety: a Model may be shared between threads, and predict()/probabilities() calls on
+// one Model run in parallel: the compiled plans (oneDNN primitives and packed weights) are
+// immutable and shared, each call has its own activations, scratchpad and stream, and a lock is
+// held only to look up or insert a plan. Copies of a Model share one loaded model.
+//
+// Threads: `threads` at load is how many OpenMP threads each call uses (0: all cores). Every
+// call sets it for its own thread (oneDNN reads the calling thread's omp_get_max_threads) and
+// restores the caller's value afterwards. A server running N calls at once on C cores should
+// load with threads = max(1, C / N); the default suits one call at a time.
+//
+// Memory: the file is mapped read-only, not copied (do not truncate or rewrite it in place while
+// loaded; replacing it by rename is safe). Weights are used in place, or packed once per layout
+// oneDNN asks for and shared by every batch size. Plans are compiled per batch size and the 8
+// most recently used are kept. Each call allocates its activations for its batch and frees them.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <stdexcept>
@@ -24,10 +37,15 @@ struct SHRINK_RT_API Error : std::runtime_error {
 
 class SHRINK_RT_API Model {
  public:
-  // threads: oneDNN threads (0: all cores).
+  // Loads and validates the whole model (metadata, spec, every tensor's dtype and shape, scales,
+  // the size limits of docs/format.md) and compiles it for batch 1; any problem is an Error.
+  // threads: OpenMP threads per call (0: all cores).
   static Model load(const std::string& path, int threads = 0);
+  // The same from a model file's bytes in memory (copied; `name` is used in messages).
+  static Model from_memory(const void* data, size_t size, int threads = 0, const std::string& name = "<memory>");
   // Logits for `batch` examples, each input_shape() floats in C,H,W order, raw values (the
-  // model's normalization is applied here).
+  // model's normalization is applied here). Safe to call from several threads at once. A batch
+  // whose working memory would exceed 8 GiB, or that oneDNN cannot compile, is an Error.
   std::vector<float> predict(const float* input, int64_t batch) const;
   // The same as class probabilities (softmax over the logits).
   std::vector<float> probabilities(const float* input, int64_t batch) const;
@@ -36,11 +54,12 @@ class SHRINK_RT_API Model {
   std::string precision() const;      // "fp32" or "int8"
   std::string metadata_json() const;  // the file's metadata
   uint64_t file_bytes() const;
+  int threads() const;                // OpenMP threads each call uses
 
  private:
   std::vector<float> run(const float* input, int64_t batch, bool softmax) const;
   struct Impl;
-  std::shared_ptr<Impl> impl_;
+  std::shared_ptr<Impl> impl_;  // shared by copies; never changed after load but for the plan cache
 };
 
 }  // namespace shrink::rt

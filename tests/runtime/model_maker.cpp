@@ -1,0 +1,164 @@
+#include "tests/runtime/model_maker.h"
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <numeric>
+#include <random>
+
+#include "runtime/format.h"
+#include "train/spec.h"
+
+namespace shrink::test {
+
+ExportTensor* ModelParts::find(const std::string& name) {
+  for (auto& t : tensors)
+    if (t.name == name) return &t;
+  return nullptr;
+}
+
+namespace {
+
+ExportTensor f32_tensor(const std::string& name, std::vector<int64_t> dims, const std::vector<float>& v) {
+  ExportTensor t{name, format::DType::F32, std::move(dims), {}};
+  t.bytes.resize(v.size() * 4);
+  std::memcpy(t.bytes.data(), v.data(), t.bytes.size());
+  return t;
+}
+
+// Batchnorm folded into the conv or linear before it, as the exporter writes models (train/fold.cpp).
+ModelSpec folded(const ModelSpec& spec) {
+  ModelSpec out = spec;
+  out.layers.clear();
+  std::map<std::string, std::string> renamed;
+  for (size_t i = 0; i < spec.layers.size(); ++i) {
+    Layer L = spec.layers[i];
+    for (auto& in : L.inputs)
+      if (renamed.count(in)) in = renamed[in];
+    bool fold = (L.type == LayerType::Conv2d || L.type == LayerType::Linear) && i + 1 < spec.layers.size() &&
+                spec.layers[i + 1].type == LayerType::BatchNorm && spec.layers[i + 1].inputs == std::vector<std::string>{spec.layers[i].name};
+    if (fold) {
+      L.bias = true;
+      renamed[spec.layers[i + 1].name] = L.name;
+      ++i;
+    }
+    out.layers.push_back(L);
+  }
+  return parse_spec(out.to_string(), spec.input, spec.classes);
+}
+
+}  // namespace
+
+ModelParts model_parts(const std::string& text, const std::vector<int64_t>& input, int64_t classes, const MakeOptions& o) {
+  ModelSpec spec = folded(parse_spec(text, input, classes));
+  auto info = analyze(spec);
+  std::mt19937_64 rng(o.seed);
+  std::uniform_real_distribution<float> unit(-1.f, 1.f);
+  std::uniform_real_distribution<double> coin(0, 1);
+  ModelParts parts;
+  nlohmann::json int8_layers = nlohmann::json::array(), acts = nlohmann::json::object();
+  std::vector<bool> is_unsigned(spec.layers.size(), false);
+  for (size_t i = 0; i < spec.layers.size(); ++i) {
+    const Layer& L = spec.layers[i];
+    const auto& is = info[i].in_shape;
+    int in_index = L.inputs[0].empty() ? -1 : spec.index_of(L.inputs[0]);
+    bool in_unsigned = in_index >= 0 && is_unsigned[in_index];
+    switch (L.type) {
+      case LayerType::ReLU:
+      case LayerType::ReLU6: is_unsigned[i] = true; break;
+      case LayerType::MaxPool:
+      case LayerType::AvgPool:
+      case LayerType::GlobalAvgPool:
+      case LayerType::Flatten:
+      case LayerType::Dropout: is_unsigned[i] = in_unsigned; break;
+      default: break;
+    }
+    if (o.int8 && i + 1 < spec.layers.size()) acts[L.name] = {{"scale", 0.05}, {"signed", !is_unsigned[i]}};
+    if (L.type == LayerType::Add && o.int8) int8_layers.push_back(L.name);
+    if (L.type != LayerType::Conv2d && L.type != LayerType::Linear) continue;
+    int64_t out = info[i].out_shape[0];
+    std::vector<int64_t> dims;
+    if (L.type == LayerType::Conv2d) {
+      int64_t groups = L.depthwise ? is[0] : L.groups;
+      dims = {out, is[0] / groups, L.kernel, L.kernel};
+    } else {
+      dims = {out, std::accumulate(is.begin(), is.end(), int64_t(1), std::multiplies<int64_t>())};
+    }
+    int64_t fan_in = std::accumulate(dims.begin() + 1, dims.end(), int64_t(1), std::multiplies<int64_t>());
+    float bound = std::sqrt(6.0f / static_cast<float>(fan_in));
+    std::vector<float> w(static_cast<size_t>(out * fan_in));
+    for (auto& v : w) v = coin(rng) < o.sparsity ? 0.f : bound * unit(rng);
+    if (o.int8) {
+      std::vector<float> scales(out);
+      ExportTensor q{L.name + ".weight", format::DType::S8, dims, std::vector<uint8_t>(w.size())};
+      for (int64_t c = 0; c < out; ++c) {
+        float m = 0;
+        for (int64_t k = 0; k < fan_in; ++k) m = std::max(m, std::fabs(w[c * fan_in + k]));
+        scales[c] = std::max(m, 1e-6f) / 127;
+        for (int64_t k = 0; k < fan_in; ++k)
+          q.bytes[c * fan_in + k] = static_cast<uint8_t>(static_cast<int8_t>(std::clamp(std::round(w[c * fan_in + k] / scales[c]), -127.f, 127.f)));
+      }
+      parts.tensors.push_back(q);
+      parts.tensors.push_back(f32_tensor(L.name + ".weight_scale", {out}, scales));
+      int8_layers.push_back(L.name);
+    } else {
+      parts.tensors.push_back(f32_tensor(L.name + ".weight", dims, w));
+    }
+    if (L.bias) {
+      std::vector<float> b(out);
+      for (auto& v : b) v = 0.1f * unit(rng);
+      parts.tensors.push_back(f32_tensor(L.name + ".bias", {out}, b));
+    }
+  }
+  std::vector<float> mean, stdev;
+  if (o.normalization && spec.input.size() == 3)
+    for (int64_t c = 0; c < spec.input[0]; ++c) mean.push_back(0.5f + 0.1f * unit(rng)), stdev.push_back(0.25f + 0.05f * unit(rng));
+  parts.meta = {{"format", "shrink-model"},
+                {"spec", spec.to_string()},
+                {"input", spec.input},
+                {"classes", spec.classes},
+                {"precision", o.int8 ? "int8" : "fp32"},
+                {"normalization", {{"mean", mean}, {"std", stdev}}},
+                {"class_names", nlohmann::json::array()},
+                {"provenance", {{"checkpoint", "random weights (tests/runtime/model_maker.cpp)"}, {"seed", o.seed}}}};
+  if (o.int8) {
+    acts["input"] = {{"scale", 4.0 / 127}, {"signed", true}};
+    parts.meta["quantization"] = {{"activations", acts}, {"int8_layers", int8_layers}, {"scheme", "docs/quantization.md v1"}};
+  }
+  return parts;
+}
+
+std::vector<uint8_t> encode(const ModelParts& parts, const std::string& storage) { return encode_model_file(parts.meta, parts.tensors, storage); }
+
+std::vector<uint8_t> make_model(const std::string& spec, const std::vector<int64_t>& input, int64_t classes, const MakeOptions& o) {
+  return encode(model_parts(spec, input, classes, o), o.storage);
+}
+
+void fix_checksums(uint8_t* b, size_t size) {
+  using namespace format;
+  if (size < kHeaderSize) return;
+  auto hash = [&](uint64_t off, uint64_t n) -> uint64_t {
+    if (off > size) return 0;
+    n = std::min<uint64_t>(n, size - off);
+    return XXH3_64bits(b + off, n);
+  };
+  uint64_t count = get_u64(b + kTensorCountAt);
+  put_u64(b + kMetaHashAt, hash(get_u64(b + kMetaOffsetAt), get_u64(b + kMetaSizeAt)));
+  put_u64(b + kTableHashAt, hash(get_u64(b + kTableOffsetAt), count > size ? size : count * kEntrySize));
+  put_u64(b + kDataHashAt, hash(get_u64(b + kDataOffsetAt), get_u64(b + kDataSizeAt)));
+  put_u64(b + kHeaderHashAt, XXH3_64bits(b, kHeaderHashAt));
+}
+
+std::vector<float> random_inputs(int64_t n, int64_t per, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> u(0.f, 1.f);
+  std::vector<float> x(static_cast<size_t>(n * per));
+  for (auto& v : x) v = u(rng);
+  return x;
+}
+
+}  // namespace shrink::test

@@ -1,0 +1,220 @@
+// Loading: the mapped file read in place, and Model::load validating the whole model once.
+#include <cmath>
+#include <functional>
+#include <limits>
+
+#include "runtime/model_file.h"
+#include "shrink/runtime.hpp"
+#include "tests/runtime/helpers.h"
+
+using namespace shrink;
+using namespace shrink::test;
+
+namespace {
+
+const char* kResidual = "conv(8) relu maxpool(2) conv(8) r=relu conv(8) add(r) relu gap linear(classes)";
+
+// The message of the rt::Error that loading `bytes` raises ("" when it loads); anything other
+// than rt::Error fails the test.
+std::string load_error(const std::vector<uint8_t>& bytes) {
+  try {
+    rt::Model::from_memory(bytes.data(), bytes.size(), 1, "m.shrink");
+  } catch (const rt::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+CATCH_TEST_CASE("models with random weights load from a mapped file and from memory, and predict alike", "[rt_load]") {
+  RtTempDir dir;
+  struct Case {
+    std::string spec;
+    std::vector<int64_t> input;
+    MakeOptions options;
+  } cases[] = {
+      {"usps_student", {1, 16, 16}, {}},
+      {"usps_student", {1, 16, 16}, {true, 0.7, true, "sparse", 2}},
+      {kResidual, {2, 8, 8}, {false, 0, true, "dense", 3}},
+      {kResidual, {2, 8, 8}, {true, 0.5, false, "auto", 4}},
+      {"conv(8,s=2,bias=1) relu dwconv(k=3) relu conv(16,k=1,g=2) avgpool(3,s=2,p=1) flatten dropout(0.3) linear(20) relu6 linear(classes)", {4, 11, 11}, {}},
+      {"lenet5", {1, 28, 28}, {true, 0, true, "dense", 5}},
+      {"linear(32) relu linear(classes)", {24}, {}},
+  };
+  int k = 0;
+  for (const auto& c : cases) {
+    CATCH_INFO(c.spec << (c.options.int8 ? " int8" : " fp32") << " storage " << c.options.storage);
+    auto bytes = make_model(c.spec, c.input, 5, c.options);
+    std::string path = dir / ("m" + std::to_string(k++) + ".shrink");
+    write_bytes(path, bytes);
+    auto mapped = rt::Model::load(path, 1);
+    auto memory = rt::Model::from_memory(bytes.data(), bytes.size(), 1);
+    CATCH_CHECK(mapped.file_bytes() == bytes.size());
+    CATCH_CHECK(mapped.threads() == 1);
+    int64_t per = 1;
+    for (int64_t d : mapped.input_shape()) per *= d;
+    auto x = random_inputs(3, per, 7);
+    auto a = mapped.predict(x.data(), 3), b = memory.predict(x.data(), 3);
+    CATCH_REQUIRE(a.size() == 15);
+    CATCH_CHECK(a == b);
+    for (float v : a) CATCH_CHECK(std::isfinite(v));
+    // One example at a time gives the same logits as the batch (up to float summation order).
+    for (int64_t i = 0; i < 3; ++i) {
+      auto one = mapped.predict(x.data() + i * per, 1);
+      for (int64_t j = 0; j < 5; ++j) CATCH_CHECK(std::fabs(one[j] - a[i * 5 + j]) <= 1e-4f * (1 + std::fabs(a[i * 5 + j])));
+    }
+    auto p = mapped.probabilities(x.data(), 3);
+    for (int64_t i = 0; i < 3; ++i) {
+      double sum = 0;
+      for (int64_t j = 0; j < 5; ++j) sum += p[i * 5 + j];
+      CATCH_CHECK(std::fabs(sum - 1) < 1e-5);
+    }
+  }
+}
+
+CATCH_TEST_CASE("the mapped file's dense tensors are read in place, sparse ones expanded once", "[rt_load]") {
+  RtTempDir dir;
+  auto parts = model_parts("usps_student", {1, 16, 16}, 10, {false, 0.8, false, "dense", 9});
+  write_bytes(dir / "dense.shrink", encode(parts, "dense"));
+  write_bytes(dir / "sparse.shrink", encode(parts, "sparse"));
+  auto dense = rt::read_model_file(dir / "dense.shrink");
+  auto sparse = rt::read_model_file(dir / "sparse.shrink");
+  CATCH_REQUIRE(dense.backing);
+  auto base = static_cast<const uint8_t*>(dense.backing.get());
+  for (const auto& [name, t] : dense.tensors) {
+    CATCH_INFO(name);
+    CATCH_CHECK_FALSE(t.expanded);
+    CATCH_CHECK(t.owner == dense.backing);  // a view into the mapping, not a copy
+    CATCH_CHECK(t.bytes.data() >= base);
+    CATCH_CHECK(t.bytes.data() + t.bytes.size() <= base + dense.file_size);
+    CATCH_CHECK(reinterpret_cast<uintptr_t>(t.bytes.data()) % 64 == 0);
+    const auto& s = sparse.tensors.at(name);
+    CATCH_CHECK(s.expanded);
+    CATCH_CHECK(s.owner != sparse.backing);
+    CATCH_CHECK(reinterpret_cast<uintptr_t>(s.bytes.data()) % 64 == 0);
+    CATCH_CHECK(std::equal(t.bytes.begin(), t.bytes.end(), s.bytes.begin(), s.bytes.end()));
+    CATCH_CHECK(s.dims == t.dims);
+  }
+  // The tensors outlive the ModelFile they came from (each keeps its bytes alive).
+  rt::Tensor kept = dense.tensors.at("conv1.weight");
+  std::vector<uint8_t> copy(kept.bytes.begin(), kept.bytes.end());
+  dense = rt::ModelFile{};
+  CATCH_CHECK(std::equal(copy.begin(), copy.end(), kept.bytes.begin()));
+  CATCH_CHECK_THROWS_WITH(rt::read_model_file(dir / "none.shrink"), Catch::Contains("cannot open"));
+  CATCH_CHECK_THROWS_WITH(rt::read_model_file(dir.path.string()), Catch::Contains("not a regular file"));
+  write_bytes(dir / "empty.shrink", {});
+  CATCH_CHECK_THROWS_WITH(rt::read_model_file(dir / "empty.shrink"), Catch::Contains("truncated"));
+}
+
+CATCH_TEST_CASE("Model::load refuses every inconsistency in a checksummed file with one clear Error", "[rt_validate]") {
+  using Edit = std::function<void(ModelParts&)>;
+  struct Case {
+    const char* what;
+    bool int8;
+    Edit edit;
+    const char* expect;
+  };
+  auto remove = [](const std::string& name) { return [name](ModelParts& p) { p.tensors.erase(std::remove_if(p.tensors.begin(), p.tensors.end(), [&](auto& t) { return t.name == name; }), p.tensors.end()); }; };
+  auto set_scale = [](float v) {
+    return [v](ModelParts& p) {
+      auto* t = p.find("conv2.weight_scale");
+      std::memcpy(t->bytes.data() + 4, &v, 4);
+    };
+  };
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<Case> cases = {
+      {"not a shrink model", false, [](ModelParts& p) { p.meta.erase("format"); }, "does not describe a shrink model"},
+      {"format of the wrong type", false, [](ModelParts& p) { p.meta["format"] = 1; }, "does not describe a shrink model"},
+      {"no spec", false, [](ModelParts& p) { p.meta.erase("spec"); }, "no \"spec\""},
+      {"spec not a string", false, [](ModelParts& p) { p.meta["spec"] = 3; }, "\"spec\" is not a string"},
+      {"spec that does not parse", false, [](ModelParts& p) { p.meta["spec"] = "conv(8"; }, "model spec"},
+      {"spec whose output is not the classes", false, [](ModelParts& p) { p.meta["classes"] = 7; }, "model spec"},
+      {"unfolded batchnorm", false, [](ModelParts& p) { p.meta["spec"] = "conv(8) bn relu gap linear(5)"; }, "unfolded batchnorm"},
+      {"input not a list", false, [](ModelParts& p) { p.meta["input"] = "2x8x8"; }, "\"input\""},
+      {"input of two dims", false, [](ModelParts& p) { p.meta["input"] = {8, 8}; }, "\"input\""},
+      {"input with a zero", false, [](ModelParts& p) { p.meta["input"] = {2, 0, 8}; }, "bad dimension"},
+      {"input with a float", false, [](ModelParts& p) { p.meta["input"] = {2, 8.5, 8}; }, "bad dimension"},
+      {"input with a huge dimension", false, [](ModelParts& p) { p.meta["input"] = {2, int64_t(1) << 40, 8}; }, "bad dimension"},
+      {"classes not a number", false, [](ModelParts& p) { p.meta["classes"] = "five"; }, "\"classes\""},
+      {"classes negative", false, [](ModelParts& p) { p.meta["classes"] = -5; }, "\"classes\""},
+      {"precision unknown", false, [](ModelParts& p) { p.meta["precision"] = "fp16"; }, "unknown precision fp16"},
+      {"precision not a string", false, [](ModelParts& p) { p.meta["precision"] = 8; }, "\"precision\" is not a string"},
+      {"normalization not an object", false, [](ModelParts& p) { p.meta["normalization"] = 1; }, "\"normalization\""},
+      {"normalization of the wrong length", false, [](ModelParts& p) { p.meta["normalization"]["mean"].push_back(0.5); p.meta["normalization"]["std"].push_back(0.5); }, "normalization does not match the input channels"},
+      {"mean without std", false, [](ModelParts& p) { p.meta["normalization"]["std"] = nlohmann::json::array(); }, "normalization does not match"},
+      {"std zero", false, [](ModelParts& p) { p.meta["normalization"]["std"][1] = 0; }, "std is zero"},
+      {"std not a number", false, [](ModelParts& p) { p.meta["normalization"]["std"][1] = "x"; }, "not a finite number"},
+      {"mean null (NaN in JSON)", false, [](ModelParts& p) { p.meta["normalization"]["mean"][0] = nullptr; }, "not a finite number"},
+      {"weight missing", false, remove("conv2.weight"), "tensor conv2.weight is missing"},
+      {"bias missing", false, remove("conv3.bias"), "tensor conv3.bias is missing"},
+      {"extra tensor", false, [](ModelParts& p) { p.tensors.push_back({"junk", format::DType::F32, {1}, {0, 0, 0, 0}}); }, "tensor junk belongs to no layer"},
+      {"weight of the wrong dtype", false, [](ModelParts& p) { auto* t = p.find("conv1.weight"); t->dtype = format::DType::S32; }, "conv1.weight has dtype 4"},
+      {"weight of the wrong shape", false, [](ModelParts& p) { std::swap(p.find("conv2.weight")->dims[0], p.find("conv2.weight")->dims[1]); p.find("conv2.weight")->dims[1] = 4; p.find("conv2.weight")->dims[0] = 16; }, "conv2.weight has shape 16x4x3x3, the layer needs 8x8x3x3"},
+      {"linear weight of the wrong shape", false, [](ModelParts& p) { p.find("linear1.weight")->dims = {8, 5}; }, "linear1.weight has shape 8x5"},
+      {"bias of the wrong size", false, [](ModelParts& p) { auto* t = p.find("conv1.bias"); t->dims = {4}; t->bytes.resize(16); }, "conv1.bias has shape 4"},
+      {"int8 weight in a float layer", false, [](ModelParts& p) { auto* t = p.find("conv1.weight"); t->dtype = format::DType::S8; t->bytes.resize(t->bytes.size() / 4); }, "conv1.weight has dtype 2, expected 1"},
+      {"weight scale zero", true, set_scale(0), "weight scale 1 of conv2 is not a positive number"},
+      {"weight scale negative", true, set_scale(-0.5f), "is not a positive number"},
+      {"weight scale infinite", true, set_scale(inf), "is not a positive number"},
+      {"weight scale NaN", true, set_scale(nan), "is not a positive number"},
+      {"weight scale missing", true, remove("conv1.weight_scale"), "tensor conv1.weight_scale is missing"},
+      {"float weight in an int8 layer", true, [](ModelParts& p) { auto* t = p.find("conv1.weight"); t->dtype = format::DType::F32; t->bytes.resize(t->bytes.size() * 4); }, "conv1.weight has dtype 1, expected 2"},
+      {"no quantization section", true, [](ModelParts& p) { p.meta.erase("quantization"); }, "needs \"quantization\""},
+      {"activations not an object", true, [](ModelParts& p) { p.meta["quantization"]["activations"] = 1; }, "\"activations\""},
+      {"int8_layers not a list", true, [](ModelParts& p) { p.meta["quantization"]["int8_layers"] = "conv1"; }, "\"int8_layers\""},
+      {"int8 layer unknown", true, [](ModelParts& p) { p.meta["quantization"]["int8_layers"].push_back("conv9"); }, "int8 layer conv9 is not a layer"},
+      {"int8 layer not a string", true, [](ModelParts& p) { p.meta["quantization"]["int8_layers"].push_back(3); }, "non-string"},
+      {"int8 pooling", true, [](ModelParts& p) { p.meta["quantization"]["int8_layers"].push_back("maxpool1"); }, "only conv, linear and add"},
+      {"activation scale missing where an int8 layer reads", true, [](ModelParts& p) { p.meta["quantization"]["activations"].erase("input"); }, "int8 layer conv1 reads input, which has no activation scale"},
+      {"activation scale missing before an int8 add", true,
+       [](ModelParts& p) {
+         p.meta["quantization"]["activations"].erase("conv3");
+         p.meta["quantization"]["int8_layers"] = {"conv1", "conv2", "add1", "linear1"};
+         p.find("conv3.weight")->dtype = format::DType::F32;
+         p.find("conv3.weight")->bytes.resize(p.find("conv3.weight")->bytes.size() * 4);
+         p.tensors.erase(std::remove_if(p.tensors.begin(), p.tensors.end(), [](auto& t) { return t.name == "conv3.weight_scale"; }), p.tensors.end());
+       },
+       "int8 layer add1 reads conv3, which has no activation scale"},
+      {"activation scale zero", true, [](ModelParts& p) { p.meta["quantization"]["activations"]["relu1"]["scale"] = 0; }, "activation scale of relu1 is not a positive number"},
+      {"activation scale a string", true, [](ModelParts& p) { p.meta["quantization"]["activations"]["relu1"]["scale"] = "0.1"; }, "must be {\"scale\": number"},
+      {"activation signed missing", true, [](ModelParts& p) { p.meta["quantization"]["activations"]["relu1"].erase("signed"); }, "must be {\"scale\": number"},
+      {"activation point unknown", true, [](ModelParts& p) { p.meta["quantization"]["activations"]["relu9"] = {{"scale", 0.1}, {"signed", false}}; }, "activation scale for relu9, which is not a layer"},
+      {"activations per example over the limit", false,
+       [](ModelParts& p) {
+         p.meta["spec"] = "conv(64,k=1) gap linear(5)";
+         p.meta["input"] = {2, 2048, 2048};
+       },
+       "more than the runtime's limit"},
+      {"input over the limit", false, [](ModelParts& p) { p.meta["input"] = {2, 8192, 8192}; }, "values per example"},
+  };
+  MakeOptions fp32{false, 0, true, "dense", 11}, int8{true, 0, true, "dense", 12};
+  auto fp32_parts = model_parts(kResidual, {2, 8, 8}, 5, fp32), int8_parts = model_parts(kResidual, {2, 8, 8}, 5, int8);
+  CATCH_REQUIRE(load_error(encode(fp32_parts)).empty());
+  CATCH_REQUIRE(load_error(encode(int8_parts)).empty());
+  for (const auto& c : cases) {
+    CATCH_INFO(c.what);
+    ModelParts parts = c.int8 ? int8_parts : fp32_parts;
+    c.edit(parts);
+    std::string error;
+    CATCH_CHECK_NOTHROW(error = load_error(encode(parts)));
+    CATCH_CHECK_THAT(error, Catch::Contains(c.expect));
+    CATCH_CHECK(error.rfind("m.shrink: ", 0) == 0);        // names the file
+    CATCH_CHECK(error.find('\n') == std::string::npos);  // one line
+  }
+}
+
+CATCH_TEST_CASE("predict refuses bad arguments and batches over the memory limit with an Error", "[rt_validate]") {
+  auto bytes = make_model("usps_student", {1, 16, 16}, 10);
+  auto m = rt::Model::from_memory(bytes.data(), bytes.size(), 1);
+  std::vector<float> x(256, 0.5f);
+  CATCH_CHECK_THROWS_AS(m.predict(x.data(), 0), rt::Error);
+  CATCH_CHECK_THROWS_AS(m.predict(x.data(), -3), rt::Error);
+  CATCH_CHECK_THROWS_AS(m.predict(nullptr, 1), rt::Error);
+  // 2^40 examples would need petabytes: refused before anything is allocated or compiled.
+  CATCH_CHECK_THROWS_WITH(m.predict(x.data(), int64_t(1) << 40), Catch::Contains("split the batch"));
+  CATCH_CHECK_THROWS_WITH(m.predict(x.data(), std::numeric_limits<int64_t>::max()), Catch::Contains("split the batch"));
+  CATCH_CHECK(m.predict(x.data(), 1).size() == 10);
+  CATCH_CHECK_THROWS_WITH(rt::Model::from_memory(nullptr, 10), Catch::Contains("null data"));
+  CATCH_CHECK_THROWS_WITH(rt::Model::from_memory(bytes.data(), 100), Catch::Contains("truncated"));
+}
