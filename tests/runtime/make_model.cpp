@@ -5,9 +5,9 @@
 //   e.g. shrink-make-model teacher.shrink usps_teacher 1,16,16 10
 #include <cstdio>
 #include <exception>
+#include <fstream>
 #include <string>
 
-#include "common/file_io.h"
 #include "tests/runtime/model_maker.h"
 
 int main(int argc, char** argv) {
@@ -40,7 +40,9 @@ int main(int argc, char** argv) {
       else throw std::runtime_error("unknown option " + a);
     }
     auto bytes = shrink::test::make_model(spec, input, classes, o);
-    shrink::write_file_atomic(out, bytes.data(), bytes.size());
+    std::ofstream file(out, std::ios::binary | std::ios::trunc);
+    file.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    if (!file.flush()) throw std::runtime_error("cannot write " + out);
     std::printf("%s: %zu bytes\n", out.c_str(), bytes.size());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
