@@ -19,12 +19,12 @@
 namespace shrink {
 namespace fs = std::filesystem;
 
-void add_all_job_options(po::options_description& keys) {
+void add_all_job_options(Keys& keys) {
   add_train_options(keys);
   add_teacher_options(keys);
   add_prune_options(keys);
   add_quantize_options(keys);
-  keys.add_options()("student.spec", po::value<std::string>()->default_value(""), "")("student.init", po::value<std::string>()->default_value(""), "");
+  keys.add("student.spec", "", Rule::text(true), "distill: the student").add("student.init", "", Rule::text(true), "distill: the student's start");
 }
 
 namespace {
@@ -167,7 +167,7 @@ nlohmann::json time_model(const Candidate& c, const torch::Tensor& x, int64_t ba
 }  // namespace
 
 DataConfig data_config_of_models(const std::vector<std::string>& paths, const std::vector<std::string>& overrides) {
-  po::options_description keys;
+  Keys keys;
   add_all_job_options(keys);
   std::string text, origin = "defaults";
   for (const auto& p : paths) {

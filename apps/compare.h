@@ -28,7 +28,7 @@ std::string compare_table(const nlohmann::json& result);
 std::string compare_html(const nlohmann::json& result);
 // Every key any job writes into a saved config (train, distill, prune, quantize), so a
 // checkpoint's config can be read back whichever job made it.
-void add_all_job_options(po::options_description& keys);
+void add_all_job_options(Keys& keys);
 // The data config saved in the first shrink checkpoint among the models (empty source if none).
 DataConfig data_config_of_models(const std::vector<std::string>& paths, const std::vector<std::string>& overrides);
 

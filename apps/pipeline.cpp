@@ -17,9 +17,12 @@
 
 namespace shrink {
 namespace fs = std::filesystem;
-namespace {
 
-const std::vector<std::string> kStages = {"teacher", "distill", "prune", "quantize", "export", "compare"};
+const std::vector<std::string> kPipelineStages = {"teacher", "distill", "prune", "quantize", "export", "compare"};
+
+namespace {
+const std::vector<std::string>& kStages = kPipelineStages;
+
 
 std::vector<std::string> split(const std::string& text, char sep) {
   std::vector<std::string> out;
@@ -41,7 +44,7 @@ struct Stage {
 
 // Runs one training-type stage (teacher, distill, prune, quantize) through its job.
 void run_job_stage(const Stage& s, bool quiet) {
-  po::options_description keys;
+  Keys keys;
   if (s.name == "distill") add_distill_options(keys);
   else add_train_options(keys);
   if (s.name == "prune") add_teacher_options(keys), add_prune_options(keys);
@@ -67,31 +70,32 @@ void run_job_stage(const Stage& s, bool quiet) {
 
 }  // namespace
 
-nlohmann::json run_pipeline(const PipelineRun& run) {
-  po::options_description keys("pipeline keys");
+void add_pipeline_options(Keys& keys) {
+  const Rule any = Rule::text(true);
   // clang-format off
-  keys.add_options()
-    ("pipeline.name", po::value<std::string>()->default_value("default"), "the pipeline's name: stages write to OUT/NAME/STAGE")
-    ("pipeline.out", po::value<std::string>()->default_value("runs"), "OUT")
-    ("pipeline.stages", po::value<std::string>()->default_value("teacher,distill,prune,quantize,export,compare"), "stages to run, in this order")
-    ("pipeline.data", po::value<std::string>()->default_value(""), "data.path for every stage (empty: each stage config's own)")
-    ("pipeline.teacher", po::value<std::string>()->default_value(""), "a given teacher checkpoint (the teacher stage is then skipped)")
-    ("pipeline.threads", po::value<int64_t>()->default_value(0), "train.threads for every stage (0: the stage configs' own)");
-  for (const char* s : {"teacher", "distill", "prune", "quantize"})
-    keys.add_options()((std::string(s) + ".config").c_str(), po::value<std::string>()->default_value(""), "the stage's job config")
-                      ((std::string(s) + ".overrides").c_str(), po::value<std::string>()->default_value(""), "--key=value overrides, separated by spaces");
-  keys.add_options()
-    ("export.storage", po::value<std::string>()->default_value("auto"), "dense | sparse | auto")
-    ("compare.html", flag_value(true), "write report.html");
+  keys.add("pipeline.name", "default", Rule::text(false), "the pipeline's name: stages write to OUT/NAME/STAGE")
+      .add("pipeline.out", "runs", Rule::text(false), "OUT")
+      .add("pipeline.stages", "teacher,distill,prune,quantize,export,compare", Rule::text(false), "stages to run, in this order")
+      .add("pipeline.data", "", any, "data.path for every stage (empty: each stage config's own)")
+      .add("pipeline.teacher", "", any, "a given teacher checkpoint (the teacher stage is then skipped)")
+      .add("pipeline.threads", int64_t(0), Rule::integer(0, 1024), "train.threads for every stage (0: the stage configs' own)");
+  for (const std::string s : {"teacher", "distill", "prune", "quantize"})
+    keys.add(s + ".config", "", any, "the stage's job config")
+        .add(s + ".overrides", "", any, "--key=value overrides, separated by spaces");
+  keys.add("export.storage", "auto", Rule::choice({"dense", "sparse", "auto"}), "how the exported model stores its weights")
+      .add("compare.html", true, "write report.html");
   // clang-format on
-  Config c = Config::load(keys, run.config, {});
+}
+
+nlohmann::json run_pipeline(const PipelineRun& run) {
+  Keys keys("pipeline keys");
+  add_pipeline_options(keys);
+  Config c = Config::load(keys, run.config, run.overrides);
   const std::string name = c.get<std::string>("pipeline.name"), root = c.get<std::string>("pipeline.out") + "/" + name;
   std::vector<std::string> enabled = split(c.get<std::string>("pipeline.stages"), ',');
   for (const auto& s : enabled)
     if (std::find(kStages.begin(), kStages.end(), s) == kStages.end())
       c.fail("pipeline.stages", fmt::format("unknown stage '{}' (stages: teacher, distill, prune, quantize, export, compare)", s));
-  for (const auto& f : run.force)
-    if (std::find(kStages.begin(), kStages.end(), f) == kStages.end()) throw UserError(fmt::format("--force {}: no such stage", f));
   std::string given_teacher = c.get<std::string>("pipeline.teacher");
   if (given_teacher.empty() && std::find(enabled.begin(), enabled.end(), "teacher") == enabled.end())
     c.fail("pipeline.teacher", "with the teacher stage switched off, give a teacher checkpoint");

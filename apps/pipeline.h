@@ -7,14 +7,19 @@
 #include <string>
 #include <vector>
 
+#include "common/config.h"
+
 namespace shrink {
 
 struct PipelineRun {
   std::string config;
-  std::vector<std::string> force;  // stages to redo (and every stage after them)
+  std::vector<std::string> force;      // stages to redo (and every stage after them)
+  std::vector<std::string> overrides;  // --section.key=value of the pipeline's own keys
   bool quiet = false;
 };
 
+extern const std::vector<std::string> kPipelineStages;
+void add_pipeline_options(Keys& keys);
 // Returns compare.json of the final stage (or an empty object when compare is switched off).
 nlohmann::json run_pipeline(const PipelineRun& run);
 

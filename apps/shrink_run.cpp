@@ -1,7 +1,5 @@
-// shrink-run: runs a .shrink model with the runtime alone (no LibTorch).
-//   shrink-run MODEL --input FILE [--labels FILE] [--logits OUT] [--batch N] [--bench] [--threads N]
-// Inputs: raw float32 (N x input size, C,H,W order) or an IDX file (uint8 scaled to [0,1], or
-// float32). Labels: IDX or raw int32. Prints predictions, or accuracy when labels are given.
+// shrink-run: runs a .shrink model with the runtime alone (no LibTorch); its options are in
+// kCommandLine below (shrink-run --help).
 #include <algorithm>
 #include <cmath>
 #include <chrono>
@@ -14,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "apps/cli.h"
+#include "common/error.h"
 #include "shrink/runtime.hpp"
 
 namespace {
@@ -131,29 +131,32 @@ void bench(const shrink::rt::Model& m, const std::vector<float>& x, int64_t per,
 
 }  // namespace
 
+const shrink::CommandLine kCommandLine{
+    "shrink-run", "", "MODEL",
+    "runs a .shrink model with the runtime alone (no LibTorch): prints the predicted classes, or the accuracy with --labels.\n"
+    "Inputs: raw float32 (N x input size, C,H,W order) or an IDX file (uint8 scaled to [0,1], or float32); labels: IDX or raw int32.",
+    {{"input", "FILE", shrink::Rule::text(false), "the examples", false, true},
+     {"labels", "FILE", shrink::Rule::text(false), "their labels: print the accuracy"},
+     {"logits", "OUT", shrink::Rule::text(false), "write the logits as raw float32, one row per example"},
+     {"batch", "N", shrink::Rule::integer(1, 1 << 16), "examples per predict call (and the --bench throughput batch; default 256)"},
+     {"threads", "N", shrink::Rule::integer(0, 1024), "oneDNN threads (0: all cores)"},
+     {"bench", "", shrink::Rule::flag(), "measure batch-1 latency and batch-N throughput instead"}},
+    false};
+
 int main(int argc, char** argv) {
-  std::map<std::string, std::string> opt;
-  std::string model_path;
-  bool run_bench = false;
   try {
-    for (int i = 1; i < argc; ++i) {
-      std::string a = argv[i];
-      if (a == "--bench") run_bench = true;
-      else if (a == "--help" || a == "-h") {
-        std::cout << "usage: shrink-run MODEL --input FILE [--labels FILE] [--logits OUT] [--batch N] [--bench] [--threads N]\n"
-                     "  --logits OUT writes the logits as raw float32, one row per example\n";
-        return 0;
-      } else if (a.rfind("--", 0) == 0) {
-        if (a != "--input" && a != "--labels" && a != "--batch" && a != "--threads" && a != "--logits") throw UsageError("unknown option " + a);
-        if (i + 1 >= argc) throw UsageError(a + " needs a value");
-        opt[a.substr(2)] = argv[++i];
-      } else if (model_path.empty()) model_path = a;
-      else throw UsageError("unexpected argument " + a);
+    shrink::Args args = shrink::parse_command_line(kCommandLine, std::vector<std::string>(argv + 1, argv + argc));
+    if (args.help) {
+      std::cout << shrink::help_text(kCommandLine);
+      return 0;
     }
-    if (model_path.empty() || !opt.count("input")) throw UsageError("usage: shrink-run MODEL --input FILE [--labels FILE] [--batch N] [--bench] [--threads N]");
-    int64_t batch = opt.count("batch") ? std::stoll(opt["batch"]) : 256;
-    int threads = opt.count("threads") ? std::stoi(opt["threads"]) : 0;
-    if (batch < 1) throw UsageError("--batch must be at least 1");
+    const std::string model_path = args.positional[0];
+    std::map<std::string, std::string> opt;
+    for (const char* name : {"input", "labels", "logits"})
+      if (auto v = args.get(name)) opt[name] = *v;
+    const bool run_bench = args.has("bench");
+    const int64_t batch = args.integer("batch", 256);
+    const int threads = static_cast<int>(args.integer("threads", 0));
     auto m = shrink::rt::Model::load(model_path, threads);
     int64_t per = 1;
     for (int64_t d : m.input_shape()) per *= d;
@@ -191,12 +194,15 @@ int main(int argc, char** argv) {
   } catch (const UsageError& e) {
     std::cerr << "error: " << e.what() << std::endl;
     return 2;
+  } catch (const shrink::UserError& e) {
+    std::cerr << "error: " << e.what() << std::endl;
+    return 2;
   } catch (const shrink::rt::Error& e) {
     std::cerr << "error: " << e.what() << std::endl;
     return 2;
   } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << std::endl;
-    return 2;
+    std::cerr << "internal error (a bug; please report): " << e.what() << std::endl;
+    return 1;
   }
   return 0;
 }

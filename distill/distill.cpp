@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <limits>
+
 #include <sstream>
 
 #include "common/error.h"
@@ -197,7 +199,7 @@ class DistillObjective : public Objective {
 
 }  // namespace
 
-void add_distill_options(po::options_description& keys) {
+void add_distill_options(Keys& keys) {
   add_train_options(keys, "student");
   add_teacher_options(keys);
 }
@@ -207,20 +209,20 @@ std::unique_ptr<Objective> make_distill_objective(const Config& config, const Jo
   return std::make_unique<DistillObjective>(read_distill_config(config, job));
 }
 
-void add_teacher_options(po::options_description& keys) {
+void add_teacher_options(Keys& keys) {
   DistillConfig d;
+  const double inf = std::numeric_limits<double>::infinity();
   // clang-format off
-  keys.add_options()
-    ("teacher.path", po::value<std::string>()->default_value(""), "the teacher: a shrink checkpoint or a TorchScript file (torch.jit.save)")
-    ("teacher.kind", po::value<std::string>()->default_value(d.teacher_kind), "auto | shrink | torchscript")
-    ("distill.temperature", real_value(d.temperature), "softmax temperature T of the soft targets")
-    ("distill.alpha", real_value(d.alpha), "weight of the soft-target loss; 1 - alpha goes to cross-entropy on labels")
-    ("distill.hints", po::value<std::string>()->default_value(""), "FitNets hints: student_layer:teacher_layer pairs, comma-separated")
-    ("distill.hint_weight", real_value(d.hint_weight), "weight of the hint (feature MSE) loss")
-    ("distill.attention", po::value<std::string>()->default_value(""), "attention transfer: student_layer:teacher_layer pairs")
-    ("distill.attention_weight", real_value(d.attention_weight), "weight of the attention-transfer loss (~1000)")
-    ("distill.cache", po::value<std::string>()->default_value(d.cache), "auto (cache teacher logits when inputs are not augmented) | off | augment-free")
-    ("distill.cache_dir", po::value<std::string>()->default_value(d.cache_dir), "folder of the teacher-output cache files");
+  keys.add("teacher.path", "", Rule::text(true), "the teacher: a shrink checkpoint or a TorchScript file (torch.jit.save)")
+      .add("teacher.kind", d.teacher_kind, Rule::choice({"auto", "shrink", "torchscript"}), "what teacher.path is (auto: by its content)")
+      .add("distill.temperature", d.temperature, Rule::real(0, 1e6, true), "softmax temperature T of the soft targets")
+      .add("distill.alpha", d.alpha, Rule::real(0, 1), "weight of the soft-target loss; 1 - alpha goes to cross-entropy on labels")
+      .add("distill.hints", "", Rule::text(true), "FitNets hints: student_layer:teacher_layer pairs, comma-separated")
+      .add("distill.hint_weight", d.hint_weight, Rule::real(0, inf), "weight of the hint (feature MSE) loss")
+      .add("distill.attention", "", Rule::text(true), "attention transfer: student_layer:teacher_layer pairs")
+      .add("distill.attention_weight", d.attention_weight, Rule::real(0, inf), "weight of the attention-transfer loss (~1000)")
+      .add("distill.cache", d.cache, Rule::choice({"auto", "off", "augment-free"}), "auto (cache teacher logits when inputs are not augmented) | off | augment-free")
+      .add("distill.cache_dir", d.cache_dir, Rule::text(false), "folder of the teacher-output cache files");
   // clang-format on
 }
 
@@ -229,21 +231,15 @@ DistillConfig read_distill_config(const Config& c, const JobConfig& job) {
   d.teacher_path = c.get<std::string>("teacher.path");
   if (d.teacher_path.empty()) c.fail("teacher.path", "give the teacher: a shrink checkpoint or a TorchScript file");
   d.teacher_kind = c.get<std::string>("teacher.kind");
-  if (d.teacher_kind != "auto" && d.teacher_kind != "shrink" && d.teacher_kind != "torchscript") c.fail("teacher.kind", "expected auto, shrink or torchscript");
   d.temperature = c.get<double>("distill.temperature");
-  if (!(d.temperature > 0)) c.fail("distill.temperature", "must be > 0");
   d.alpha = c.get<double>("distill.alpha");
-  if (!(d.alpha >= 0 && d.alpha <= 1)) c.fail("distill.alpha", "must be in [0, 1]");
   d.hints = parse_pairs(c, "distill.hints");
   d.attention = parse_pairs(c, "distill.attention");
   d.hint_weight = c.get<double>("distill.hint_weight");
   d.attention_weight = c.get<double>("distill.attention_weight");
-  if (!(d.hint_weight >= 0)) c.fail("distill.hint_weight", "must be >= 0");
-  if (!(d.attention_weight >= 0)) c.fail("distill.attention_weight", "must be >= 0");
   if (!d.hints.empty() && d.hint_weight == 0) c.fail("distill.hint_weight", "distill.hints is set but its weight is 0");
   if (!d.attention.empty() && d.attention_weight == 0) c.fail("distill.attention_weight", "distill.attention is set but its weight is 0");
   d.cache = c.get<std::string>("distill.cache");
-  if (d.cache != "auto" && d.cache != "off" && d.cache != "augment-free") c.fail("distill.cache", "expected auto, off or augment-free");
   d.cache_dir = c.get<std::string>("distill.cache_dir");
   d.data = job.data;
   d.eval_batch_size = job.train.eval_batch_size;

@@ -28,9 +28,9 @@ struct DistillConfig {
 };
 
 // Train keys with the model in [student], plus [teacher] and [distill].
-void add_distill_options(po::options_description& keys);
+void add_distill_options(Keys& keys);
 // Just [teacher] and [distill] (for jobs that fine-tune under a teacher, like pruning).
-void add_teacher_options(po::options_description& keys);
+void add_teacher_options(Keys& keys);
 // The distillation objective of a config whose teacher.path is set (null otherwise).
 std::unique_ptr<Objective> make_distill_objective(const Config& config, const JobConfig& job);
 DistillConfig read_distill_config(const Config& config, const JobConfig& job);

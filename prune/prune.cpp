@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <limits>
+
 #include <cmath>
 #include <filesystem>
 #include <sstream>
@@ -134,49 +136,42 @@ nlohmann::json size_summary(SpecNet& model) {
 
 }  // namespace
 
-void add_prune_options(po::options_description& keys) {
+void add_prune_options(Keys& keys) {
   PruneConfig p;
+  const double inf = std::numeric_limits<double>::infinity();
+  const Rule share = Rule::real(0, 1, false, true), any = Rule::text(true);
   // clang-format off
-  keys.add_options()
-    ("prune.checkpoint", po::value<std::string>()->default_value(""), "the checkpoint to prune (its spec is the model)")
-    ("prune.method", po::value<std::string>()->default_value(p.method), "unstructured (magnitude, masks) | structured (remove conv filters by L1 norm)")
-    ("prune.schedule", po::value<std::string>()->default_value(p.schedule), "oneshot | iterative (rounds, lottery-ticket rewinding) | gradual (cubic, during training)")
-    ("prune.scope", po::value<std::string>()->default_value(p.scope), "global (one threshold over all pruned layers) | layer (each layer to its own sparsity)")
-    ("prune.sparsity", real_value(p.sparsity), "target share of zero weights (unstructured)")
-    ("prune.layers", po::value<std::string>()->default_value(""), "layers to prune: names, globs or re:REGEX, comma-separated (empty: all conv and linear)")
-    ("prune.exclude", po::value<std::string>()->default_value(""), "layers never pruned (names, globs or re:REGEX)")
-    ("prune.overrides", po::value<std::string>()->default_value(""), "per-layer targets, pattern:value,... (sparsity, or filter ratio for structured)")
-    ("prune.rounds", po::value<int64_t>()->default_value(p.rounds), "iterative: rounds, each removing the same share of the remaining weights; train.epochs of fine-tuning each")
-    ("prune.rewind", po::value<std::string>()->default_value(p.rewind), "iterative: none | init | epoch:K (weights of epoch K of the original training, lottery ticket)")
-    ("prune.rewind_checkpoint", po::value<std::string>()->default_value(""), "checkpoint to rewind to (default: epoch-K.pt beside prune.checkpoint; train with train.keep_epochs)")
-    ("prune.initial_sparsity", real_value(p.initial_sparsity), "gradual: sparsity s_i at prune.start_epoch")
-    ("prune.start_epoch", real_value(p.start_epoch), "gradual: when the sparsity starts rising (fractional epochs)")
-    ("prune.end_epoch", real_value(p.end_epoch), "gradual: when it reaches prune.sparsity (-1: at 3/4 of train.epochs)")
-    ("prune.update_every", real_value(p.update_every), "gradual: epochs between mask updates")
-    ("prune.filter_ratio", real_value(p.filter_ratio), "structured: share of each conv layer's filters removed (with scope = global: overall)");
+  keys.add("prune.checkpoint", "", any, "the checkpoint to prune (its spec is the model)")
+      .add("prune.method", p.method, Rule::choice({"unstructured", "structured"}), "unstructured (magnitude, masks) | structured (remove conv filters by L1 norm)")
+      .add("prune.schedule", p.schedule, Rule::choice({"oneshot", "iterative", "gradual"}), "oneshot | iterative (rounds, lottery-ticket rewinding) | gradual (cubic, during training)")
+      .add("prune.scope", p.scope, Rule::choice({"global", "layer"}), "global (one threshold over all pruned layers) | layer (each layer to its own sparsity)")
+      .add("prune.sparsity", p.sparsity, share, "target share of zero weights (unstructured)")
+      .add("prune.layers", "", any, "layers to prune: names, globs or re:REGEX, comma-separated (empty: all conv and linear)")
+      .add("prune.exclude", "", any, "layers never pruned (names, globs or re:REGEX)")
+      .add("prune.overrides", "", any, "per-layer targets, pattern:value,... (sparsity, or filter ratio for structured)")
+      .add("prune.rounds", p.rounds, Rule::integer(1, 100), "iterative: rounds, each removing the same share of the remaining weights; train.epochs of fine-tuning each")
+      .add("prune.rewind", p.rewind, Rule::text(false), "iterative: none | init | epoch:K (weights of epoch K of the original training, lottery ticket)")
+      .add("prune.rewind_checkpoint", "", any, "checkpoint to rewind to (default: epoch-K.pt beside prune.checkpoint; train with train.keep_epochs)")
+      .add("prune.initial_sparsity", p.initial_sparsity, share, "gradual: sparsity s_i at prune.start_epoch (at most prune.sparsity)")
+      .add("prune.start_epoch", p.start_epoch, Rule::real(0, inf), "gradual: when the sparsity starts rising (fractional epochs)")
+      .add("prune.end_epoch", p.end_epoch, Rule::real(-1, inf), "gradual: when it reaches prune.sparsity (-1: at 3/4 of train.epochs)")
+      .add("prune.update_every", p.update_every, Rule::real(0, inf, true), "gradual: epochs between mask updates")
+      .add("prune.filter_ratio", p.filter_ratio, share, "structured: share of each conv layer's filters removed (with scope = global: overall)");
   // clang-format on
 }
 
 PruneConfig read_prune_config(const Config& c) {
   PruneConfig p;
-  auto choice = [&](const std::string& key, std::initializer_list<const char*> options) {
-    std::string v = c.get<std::string>(key);
-    for (const char* o : options)
-      if (v == o) return v;
-    c.fail(key, fmt::format("expected one of {}", fmt::join(options, ", ")));
-  };
   p.checkpoint = c.get<std::string>("prune.checkpoint");
   if (p.checkpoint.empty()) c.fail("prune.checkpoint", "give the checkpoint to prune");
-  p.method = choice("prune.method", {"unstructured", "structured"});
-  p.schedule = choice("prune.schedule", {"oneshot", "iterative", "gradual"});
-  p.scope = choice("prune.scope", {"global", "layer"});
+  p.method = c.get<std::string>("prune.method");
+  p.schedule = c.get<std::string>("prune.schedule");
+  p.scope = c.get<std::string>("prune.scope");
   p.sparsity = c.get<double>("prune.sparsity");
-  if (!(p.sparsity >= 0 && p.sparsity < 1)) c.fail("prune.sparsity", "must be in [0, 1)");
   p.layers = c.get<std::string>("prune.layers");
   p.exclude = c.get<std::string>("prune.exclude");
   p.overrides = c.get<std::string>("prune.overrides");
   p.rounds = c.get<int64_t>("prune.rounds");
-  if (p.rounds < 1 || p.rounds > 100) c.fail("prune.rounds", "must be in [1, 100]");
   p.rewind = c.get<std::string>("prune.rewind");
   if (p.rewind != "none" && p.rewind != "init" && !(p.rewind.rfind("epoch:", 0) == 0 && p.rewind.size() > 6 &&
                                                     p.rewind.find_first_not_of("0123456789", 6) == std::string::npos))
@@ -186,10 +181,8 @@ PruneConfig read_prune_config(const Config& c) {
   p.start_epoch = c.get<double>("prune.start_epoch");
   p.end_epoch = c.get<double>("prune.end_epoch");
   p.update_every = c.get<double>("prune.update_every");
-  if (!(p.update_every > 0)) c.fail("prune.update_every", "must be > 0");
-  if (!(p.initial_sparsity >= 0 && p.initial_sparsity <= p.sparsity)) c.fail("prune.initial_sparsity", "must be in [0, prune.sparsity]");
+  if (p.initial_sparsity > p.sparsity) c.fail("prune.initial_sparsity", "must be at most prune.sparsity");
   p.filter_ratio = c.get<double>("prune.filter_ratio");
-  if (!(p.filter_ratio >= 0 && p.filter_ratio < 1)) c.fail("prune.filter_ratio", "must be in [0, 1)");
   if (p.method == "structured" && p.schedule != "oneshot")
     c.fail("prune.schedule", "structured pruning removes the filters once and fine-tunes: set prune.schedule = oneshot");
   return p;
@@ -276,8 +269,7 @@ nlohmann::json run_prune_job(const JobConfig& base, const PruneConfig& c, const 
     log.line(fmt::format("round {}/{}: sparsity {:.2f}%, test accuracy {:.2f}% after fine-tuning", r, rounds,
                          100 * entry["sparsity"].get<double>(), 100 * entry["test_accuracy"].get<double>()));
   }
-  fs::copy_file(fmt::format("{}/round-{}/checkpoints/last.pt", base.out, rounds), base.out + "/checkpoints/last.pt",
-                fs::copy_options::overwrite_existing);
+  copy_file_atomic(fmt::format("{}/round-{}/checkpoints/last.pt", base.out, rounds), base.out + "/checkpoints/last.pt");
   nlohmann::json summary = last;
   summary.update(size_summary(current));
   summary["rounds"] = history;

@@ -28,7 +28,7 @@ struct PruneConfig {
   double filter_ratio = 0.5;            // structured
 };
 
-void add_prune_options(po::options_description& keys);
+void add_prune_options(Keys& keys);
 PruneConfig read_prune_config(const Config& config);
 // `fine_tune` (may be null) is the objective of each fine-tuning round (e.g. distillation).
 nlohmann::json run_prune_job(const JobConfig& job, const PruneConfig& prune, const RunOptions& options, Objective* fine_tune = nullptr);

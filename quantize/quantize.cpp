@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <limits>
+
 #include <filesystem>
 
 #include "common/error.h"
@@ -62,20 +64,20 @@ SpecNet load_any_model(const std::string& path, nlohmann::json* meta_out) {
   return SpecNet(std::static_pointer_cast<SpecNetImpl>(model.ptr()));
 }
 
-void add_quantize_options(po::options_description& keys) {
+void add_quantize_options(Keys& keys) {
   QuantizeConfig q;
+  const double inf = std::numeric_limits<double>::infinity();
   // clang-format off
-  keys.add_options()
-    ("quantize.checkpoint", po::value<std::string>()->default_value(""), "the checkpoint to quantize (dense or pruned)")
-    ("quantize.mode", po::value<std::string>()->default_value(q.mode), "qat (fine-tune with fake quantization) | ptq (calibrate only)")
-    ("quantize.observer", po::value<std::string>()->default_value(q.settings.observer), "activation ranges: minmax | ema (moving average) | percentile (histogram)")
-    ("quantize.ema_momentum", real_value(q.settings.ema_momentum), "ema observer: weight of each new batch")
-    ("quantize.percentile", real_value(q.settings.percentile), "percentile observer: share of |x| kept unclipped, in percent")
-    ("quantize.lsq", flag_value(false), "learnable step sizes (LSQ, Esser et al. 2020) for weights and activations")
-    ("quantize.float_layers", po::value<std::string>()->default_value(""), "layers kept in float: names, globs or re:REGEX")
-    ("quantize.calibration_batches", po::value<int64_t>()->default_value(q.calibration_batches), "training batches the observers see before QAT or as PTQ")
-    ("quantize.freeze_bn_epoch", real_value(q.freeze_bn_epoch), "QAT: batchnorm statistics frozen from this epoch (-1: never)")
-    ("quantize.freeze_observers_epoch", real_value(q.freeze_observers_epoch), "QAT: activation ranges frozen from this epoch (-1: never)");
+  keys.add("quantize.checkpoint", "", Rule::text(true), "the checkpoint to quantize (dense or pruned)")
+      .add("quantize.mode", q.mode, Rule::choice({"qat", "ptq"}), "qat (fine-tune with fake quantization) | ptq (calibrate only)")
+      .add("quantize.observer", q.settings.observer, Rule::choice({"minmax", "ema", "percentile"}), "activation ranges: minmax | ema (moving average) | percentile (histogram)")
+      .add("quantize.ema_momentum", q.settings.ema_momentum, Rule::real(0, 1, true), "ema observer: weight of each new batch")
+      .add("quantize.percentile", q.settings.percentile, Rule::real(50, 100, true), "percentile observer: share of |x| kept unclipped, in percent")
+      .add("quantize.lsq", false, "learnable step sizes (LSQ, Esser et al. 2020) for weights and activations")
+      .add("quantize.float_layers", "", Rule::text(true), "layers kept in float: names, globs or re:REGEX")
+      .add("quantize.calibration_batches", q.calibration_batches, Rule::integer(1, 1000000), "training batches the observers see before QAT or as PTQ")
+      .add("quantize.freeze_bn_epoch", q.freeze_bn_epoch, Rule::real(-1, inf), "QAT: batchnorm statistics frozen from this epoch (-1: never)")
+      .add("quantize.freeze_observers_epoch", q.freeze_observers_epoch, Rule::real(-1, inf), "QAT: activation ranges frozen from this epoch (-1: never)");
   // clang-format on
 }
 
@@ -84,18 +86,12 @@ QuantizeConfig read_quantize_config(const Config& c) {
   q.checkpoint = c.get<std::string>("quantize.checkpoint");
   if (q.checkpoint.empty()) c.fail("quantize.checkpoint", "give the checkpoint to quantize");
   q.mode = c.get<std::string>("quantize.mode");
-  if (q.mode != "qat" && q.mode != "ptq") c.fail("quantize.mode", "expected qat or ptq");
   q.settings.observer = c.get<std::string>("quantize.observer");
-  if (q.settings.observer != "minmax" && q.settings.observer != "ema" && q.settings.observer != "percentile")
-    c.fail("quantize.observer", "expected minmax, ema or percentile");
   q.settings.ema_momentum = c.get<double>("quantize.ema_momentum");
-  if (!(q.settings.ema_momentum > 0 && q.settings.ema_momentum <= 1)) c.fail("quantize.ema_momentum", "must be in (0, 1]");
   q.settings.percentile = c.get<double>("quantize.percentile");
-  if (!(q.settings.percentile > 50 && q.settings.percentile <= 100)) c.fail("quantize.percentile", "must be in (50, 100]");
   q.settings.lsq = c.get<bool>("quantize.lsq");
   q.float_layers = c.get<std::string>("quantize.float_layers");
   q.calibration_batches = c.get<int64_t>("quantize.calibration_batches");
-  if (q.calibration_batches < 1) c.fail("quantize.calibration_batches", "must be at least 1");
   q.freeze_bn_epoch = c.get<double>("quantize.freeze_bn_epoch");
   q.freeze_observers_epoch = c.get<double>("quantize.freeze_observers_epoch");
   return q;
@@ -134,7 +130,7 @@ nlohmann::json run_quantize_job(const JobConfig& base, const QuantizeConfig& q_i
                        100 * fp32_accuracy, 100 * ptq_accuracy, 100 * sparsity));
   nlohmann::json summary;
   if (q.mode == "ptq") {
-    fs::copy_file(start, base.out + "/checkpoints/last.pt", fs::copy_options::overwrite_existing);
+    copy_file_atomic(start, base.out + "/checkpoints/last.pt");
     summary = {{"test_accuracy", ptq_accuracy}, {"params", total_cost(fp32->spec()).params}, {"macs", total_cost(fp32->spec()).macs},
                {"checkpoint", base.out + "/checkpoints/last.pt"}};
   } else {

@@ -20,7 +20,7 @@ struct QuantizeConfig {
   double freeze_bn_epoch = -1, freeze_observers_epoch = -1;  // -1: never
 };
 
-void add_quantize_options(po::options_description& keys);
+void add_quantize_options(Keys& keys);
 QuantizeConfig read_quantize_config(const Config& config);
 nlohmann::json run_quantize_job(const JobConfig& job, const QuantizeConfig& q, const RunOptions& options, Objective* fine_tune = nullptr);
 // Any shrink checkpoint as the model it holds: the quantized simulation when it was quantized.

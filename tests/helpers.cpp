@@ -82,7 +82,7 @@ std::vector<std::string> synthetic_job_args(const std::string& out, int64_t epoc
 }
 
 std::string train_synthetic(const TempDir& dir, const std::string& name, int64_t epochs, std::vector<std::string> extra) {
-  po::options_description keys;
+  Keys keys;
   add_train_options(keys);
   auto args = synthetic_job_args(dir / name, epochs);
   args.insert(args.end(), extra.begin(), extra.end());

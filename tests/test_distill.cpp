@@ -26,7 +26,7 @@ std::vector<std::string> synthetic_args(const std::string& out, int64_t epochs, 
 
 // A small teacher trained for one epoch on synthetic data.
 std::string train_teacher(const TempDir& dir, const std::string& name, int64_t seed = 0) {
-  po::options_description keys;
+  Keys keys;
   add_train_options(keys);
   auto args = synthetic_args(dir / name, 1, 0);
   args.push_back("--model.spec=conv(16) bn relu maxpool(2) conv(32) bn relu gap linear(classes)");
@@ -37,7 +37,7 @@ std::string train_teacher(const TempDir& dir, const std::string& name, int64_t s
 
 nlohmann::json distill(const std::string& out, const std::string& teacher, std::vector<std::string> extra, int64_t shift = 0,
                        int64_t epochs = 1) {
-  po::options_description keys;
+  Keys keys;
   add_distill_options(keys);
   auto args = synthetic_args(out, epochs, shift);
   args.push_back("--teacher.path=" + teacher);

@@ -61,7 +61,7 @@ int count(const std::string& text, const std::string& what) {
 
 CATCH_TEST_CASE("compare: every model kind loads, agreement and KL are right", "[compare]") {
   TempDir dir;
-  po::options_description keys;
+  Keys keys;
   add_train_options(keys);
   auto job = read_job_config(Config::load(keys, "", {"--job.out=" + dir / "t", "--data.source=synthetic", "--data.synthetic_train=300", "--data.synthetic_test=100",
                                                      "--model.spec=conv(8) relu gap linear(classes)", "--train.epochs=1", "--train.threads=1"}));
@@ -108,7 +108,7 @@ CATCH_TEST_CASE("compare: every model kind loads, agreement and KL are right", "
 CATCH_TEST_CASE("the HTML report renders in headless Chromium", "[compare][html]") {
   TempDir dir;
   auto teacher_job = [&](const std::string& out, const std::string& spec) {
-    po::options_description keys;
+    Keys keys;
     add_train_options(keys);
     RunOptions quiet;
     quiet.quiet = true;

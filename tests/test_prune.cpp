@@ -15,7 +15,7 @@ namespace {
 
 nlohmann::json prune(const std::string& out, const std::string& checkpoint, std::vector<std::string> extra, RunOptions options = quiet(),
                      int64_t epochs = 1) {
-  po::options_description keys;
+  Keys keys;
   add_train_options(keys);
   add_prune_options(keys);
   auto args = shrink::test::synthetic_job_args(out, epochs);

@@ -16,7 +16,7 @@ namespace {
 
 
 nlohmann::json quantize(const std::string& out, const std::string& checkpoint, std::vector<std::string> extra, int64_t epochs = 1) {
-  po::options_description keys;
+  Keys keys;
   add_train_options(keys);
   add_quantize_options(keys);
   auto args = shrink::test::synthetic_job_args(out, epochs);
@@ -143,7 +143,7 @@ CATCH_TEST_CASE("PTQ is deterministic and QAT checkpoints reload as the int8 sim
 CATCH_TEST_CASE("a pruned model keeps its zeros through QAT", "[quantize][prune]") {
   TempDir dir;
   std::string base = shrink::test::train_synthetic(dir, "base", 2);
-  po::options_description keys;
+  Keys keys;
   add_train_options(keys);
   add_prune_options(keys);
   auto args = shrink::test::synthetic_job_args(dir / "p", 1);

@@ -11,7 +11,7 @@ using shrink::test::TempDir;
 
 namespace {
 JobConfig synthetic_job(const std::string& out, const std::string& model = "usps_student", int64_t epochs = 3) {
-  po::options_description keys;
+  Keys keys;
   add_train_options(keys);
   auto c = Config::load(keys, "",
                         {"--job.out=" + out, "--data.source=synthetic", "--data.shape=1,16,16", "--data.synthetic_train=2000",

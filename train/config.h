@@ -1,55 +1,17 @@
-// Job configuration: INI file + command-line overrides with the same key names
-// (--optim.lr=0.01 overrides [optim] lr). Every key is declared with its type, default and
-// meaning; unknown keys and bad values are UserErrors naming the key and where it was set.
+// The training job's keys and typed settings (the Config machinery is in common/config.h).
 #pragma once
-#include <boost/program_options.hpp>
-
-#include <map>
 #include <string>
 #include <vector>
 
+#include "common/config.h"
 #include "datasets/data.h"
 #include "train/spec.h"
 
 namespace shrink {
 
-namespace po = boost::program_options;
-
-class Config {
- public:
-  // `args` are the --key=value words of the command line; `file` may be empty.
-  static Config load(const po::options_description& keys, const std::string& file, const std::vector<std::string>& args);
-  // The same with the INI text given directly (e.g. a config saved in a checkpoint).
-  static Config layered(const po::options_description& keys, const std::string& text, const std::string& origin,
-                        const std::vector<std::string>& args);
-  // Parses a resolved config saved earlier (in a run directory or checkpoint).
-  static Config from_text(const po::options_description& keys, const std::string& text, const std::string& origin);
-
-  template <class T>
-  T get(const std::string& key) const {
-    return vm_.at(key).as<T>();
-  }
-  bool has(const std::string& key) const { return vm_.count(key) > 0; }
-  // Where a key got its value: "FILE:LINE", "command line" or "default".
-  std::string where(const std::string& key) const;
-  [[noreturn]] void fail(const std::string& key, const std::string& message) const;
-  // The resolved config as INI text, one [section] per key prefix, every key present.
-  std::string to_ini() const;
-
- private:
-  po::variables_map vm_;
-  const po::options_description* keys_ = nullptr;
-  std::map<std::string, std::string> origin_;
-};
-
-// Option values whose defaults print as written ("0.05", "true"; Boost would print
-// 0.050000000000000003 and 1).
-po::typed_value<double>* real_value(double v);
-po::typed_value<bool>* flag_value(bool v);
-
 // Keys of the training job (job.*, data.*, model.*, train.*, optim.*). The model's keys (spec,
 // init) go in `model_section`: "model" for train, "student" for distill.
-void add_train_options(po::options_description& keys, const std::string& model_section = "model");
+void add_train_options(Keys& keys, const std::string& model_section = "model");
 
 struct OptimConfig {
   std::string name = "sgd";          // sgd | adamw
@@ -78,7 +40,7 @@ struct JobConfig {
   std::string resolved_ini;
 };
 
-// Reads and checks the typed job settings (choices, ranges); errors name the key.
+// Reads the typed job settings; checks what no single key's rule can (keys against each other).
 JobConfig read_job_config(const Config& config);
 // Threads to use: `requested` if > 0, else all cores.
 int resolve_threads(int64_t requested);

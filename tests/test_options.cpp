@@ -1,0 +1,153 @@
+// Every option of every command and every config key refuses bad values (not a number, out of
+// range on either side, NaN, empty, unknown choice) with one line naming the option, before any
+// work starts; every command has --help. The bad values come from each option's own Rule, so a
+// new option is covered the moment it is declared.
+#include <filesystem>
+#include <map>
+#include <sstream>
+
+#include "apps/commands.h"
+#include "common/error.h"
+#include "tests/helpers.h"
+
+using namespace shrink;
+using shrink::test::TempDir;
+
+namespace {
+
+std::vector<std::string> words_of(const std::string& text) {
+  std::istringstream in(text);
+  std::vector<std::string> out;
+  for (std::string w; in >> w;) out.push_back(w);
+  return out;
+}
+
+// The UserError message that `shrink WORDS` raises ("" if it raised none).
+std::string error_of(const std::vector<std::string>& words) {
+  try {
+    run_shrink(words);
+  } catch (const UserError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+std::string quoted(const std::string& s) { return "'" + s + "'"; }
+
+}  // namespace
+
+CATCH_TEST_CASE("every flag and config key of every command refuses bad values, naming it", "[cli][options]") {
+  TempDir dir;
+  shrink::test::write_text(dir / "empty.ini", "");
+  std::map<std::string, int> tried;
+  for (const Command& c : shrink_commands()) {
+    const std::string& name = c.line.name;
+    for (const Flag& f : c.line.flags) {
+      std::vector<std::string> bad = f.rule.bad_examples();
+      if (f.value.empty()) bad = {"yes"};  // a switch takes no value
+      for (const auto& value : bad) {
+        auto words = words_of(name);
+        words.push_back("--" + f.name + "=" + value);
+        std::string msg = error_of(words);
+        CATCH_INFO(name << " --" << f.name << "=" << value << " -> " << msg);
+        CATCH_CHECK(msg.find("--" + f.name) != std::string::npos);
+        CATCH_CHECK(msg.find('\n') == std::string::npos);
+        ++tried[name];
+      }
+    }
+    if (!c.keys) continue;
+    Keys keys;
+    c.keys(keys);
+    const bool takes_config = c.line.flags[0].name == "config";
+    bool has_out = false;
+    for (const Flag& f : c.line.flags) has_out |= f.name == "out";
+    for (const auto& [key, rule] : keys.rules()) {
+      for (const auto& value : rule.bad_examples()) {
+        std::string msg;
+        if (takes_config) {  // the whole command: nothing may start before the key is checked
+          auto words = words_of(name);
+          for (std::string w : {std::string("--config"), dir / "empty.ini", "--" + key + "=" + value}) words.push_back(w);
+          if (has_out) words.push_back("--out=" + dir / "never");
+          msg = error_of(words);
+          CATCH_CHECK_FALSE(std::filesystem::exists(dir / "never"));
+        } else {  // keys layered over a checkpoint's saved config
+          try {
+            Config::layered(keys, "", "saved config", {"--" + key + "=" + value});
+          } catch (const UserError& e) {
+            msg = e.what();
+          }
+        }
+        CATCH_INFO(name << " --" << key << "=" << value << " -> " << msg);
+        CATCH_CHECK(msg.find(key) != std::string::npos);
+        CATCH_CHECK(msg.find('\n') == std::string::npos);
+        ++tried[name];
+      }
+    }
+  }
+  int total = 0;
+  for (const auto& [name, n] : tried) {
+    std::printf("bad values tried: %-18s %4d\n", name.c_str(), n);
+    total += n;
+  }
+  std::printf("bad values tried: %-18s %4d\n", "all commands", total);
+  CATCH_CHECK(tried.size() >= 9);
+}
+
+CATCH_TEST_CASE("the binaries turn a bad value into exit code 2 and one line; every command has --help", "[cli][options]") {
+  for (const Command& c : shrink_commands()) {
+    auto help = shrink::test::run_cli(c.line.name + " --help");
+    CATCH_INFO(c.line.name << " --help -> " << help.out);
+    CATCH_CHECK(help.code == 0);
+    for (const Flag& f : c.line.flags) CATCH_CHECK(help.out.find("--" + f.name) != std::string::npos);
+    if (c.keys) {
+      Keys keys;
+      c.keys(keys);
+      for (const auto& [key, rule] : keys.rules()) CATCH_CHECK(help.out.find(key) != std::string::npos);
+    }
+    for (const Flag& f : c.line.flags) {
+      if (f.value.empty() || f.rule.bad_examples().empty()) continue;
+      auto r = shrink::test::run_cli(c.line.name + " " + quoted("--" + f.name + "=" + f.rule.bad_examples()[0]));
+      CATCH_INFO(c.line.name << " --" << f.name << " -> " << r.out);
+      CATCH_CHECK(r.code == 2);
+      CATCH_CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 1);
+      CATCH_CHECK(r.out.find("--" + f.name) != std::string::npos);
+    }
+  }
+  for (const char* partial : {"data", "model"}) {  // a command group without its subcommand
+    auto r = shrink::test::run_cli(partial);
+    CATCH_CHECK(r.code == 2);
+    CATCH_CHECK(r.out.find("subcommand") != std::string::npos);
+  }
+  // shrink-run: no LibTorch, the same rules.
+  auto help = shrink::test::run_cmd(std::string(SHRINK_RUN_BIN) + " --help");
+  CATCH_CHECK(help.code == 0);
+  int tried = 0;
+  for (std::string flag : {"batch", "threads"})
+    for (const auto& value : (flag == "batch" ? Rule::integer(1, 1 << 16) : Rule::integer(0, 1024)).bad_examples()) {
+      auto r = shrink::test::run_cmd(std::string(SHRINK_RUN_BIN) + " m.shrink --input x.f32 " + quoted("--" + flag + "=" + value));
+      CATCH_INFO(flag << "=" << value << " -> " << r.out);
+      CATCH_CHECK(r.code == 2);
+      CATCH_CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 1);
+      CATCH_CHECK(r.out.find("--" + flag) != std::string::npos);
+      ++tried;
+    }
+  std::printf("bad values tried: %-18s %4d\n", "shrink-run", tried);
+}
+
+CATCH_TEST_CASE("rules: strict numbers, ranges, choices, shapes", "[options]") {
+  CATCH_CHECK(Rule::integer(1, 10).problem("3").empty());
+  for (const char* bad : {"0", "11", "3.0", " 3", "3 ", "0x3", "", "abc", "99999999999999999999"}) CATCH_CHECK_FALSE(Rule::integer(1, 10).problem(bad).empty());
+  CATCH_CHECK(Rule::real(0, 1, true, false).problem("1").empty());
+  CATCH_CHECK(Rule::real(0, 1, true, false).problem("1e-3").empty());
+  for (const char* bad : {"0", "1.0001", "nan", "inf", "1e999", "", "-0.5"}) CATCH_CHECK_FALSE(Rule::real(0, 1, true, false).problem(bad).empty());
+  CATCH_CHECK(Rule::choice({"a", "b"}).problem("b").empty());
+  CATCH_CHECK(Rule::choice({"a", "b"}).problem("c") == "expected one of a, b");
+  CATCH_CHECK(Rule::numbers(0, 1, true).problem("").empty());
+  CATCH_CHECK(Rule::numbers(0, 1, true).problem("0.5, 0.25").empty());
+  CATCH_CHECK_FALSE(Rule::numbers(0, 1, false).problem("").empty());
+  CATCH_CHECK(Rule::shape(true).problem("1x16x16").empty());
+  CATCH_CHECK_FALSE(Rule::shape(false).problem("1,0,16").empty());
+  // A rule never refuses what it describes as fine, and refuses every bad example it names.
+  for (const Rule& r : {Rule::integer(0, 5), Rule::real(-1, 1), Rule::flag(), Rule::text(false), Rule::numbers(0, 9, false, true), Rule::shape(false)})
+    for (const auto& bad : r.bad_examples()) CATCH_CHECK_FALSE(r.problem(bad).empty());
+}
