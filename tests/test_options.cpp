@@ -133,21 +133,3 @@ CATCH_TEST_CASE("the binaries turn a bad value into exit code 2 and one line; ev
     }
   std::printf("bad values tried: %-18s %4d\n", "shrink-run", tried);
 }
-
-CATCH_TEST_CASE("rules: strict numbers, ranges, choices, shapes", "[options]") {
-  CATCH_CHECK(Rule::integer(1, 10).problem("3").empty());
-  for (const char* bad : {"0", "11", "3.0", " 3", "3 ", "0x3", "", "abc", "99999999999999999999"}) CATCH_CHECK_FALSE(Rule::integer(1, 10).problem(bad).empty());
-  CATCH_CHECK(Rule::real(0, 1, true, false).problem("1").empty());
-  CATCH_CHECK(Rule::real(0, 1, true, false).problem("1e-3").empty());
-  for (const char* bad : {"0", "1.0001", "nan", "inf", "1e999", "", "-0.5"}) CATCH_CHECK_FALSE(Rule::real(0, 1, true, false).problem(bad).empty());
-  CATCH_CHECK(Rule::choice({"a", "b"}).problem("b").empty());
-  CATCH_CHECK(Rule::choice({"a", "b"}).problem("c") == "expected one of a, b");
-  CATCH_CHECK(Rule::numbers(0, 1, true).problem("").empty());
-  CATCH_CHECK(Rule::numbers(0, 1, true).problem("0.5, 0.25").empty());
-  CATCH_CHECK_FALSE(Rule::numbers(0, 1, false).problem("").empty());
-  CATCH_CHECK(Rule::shape(true).problem("1x16x16").empty());
-  CATCH_CHECK_FALSE(Rule::shape(false).problem("1,0,16").empty());
-  // A rule never refuses what it describes as fine, and refuses every bad example it names.
-  for (const Rule& r : {Rule::integer(0, 5), Rule::real(-1, 1), Rule::flag(), Rule::text(false), Rule::numbers(0, 9, false, true), Rule::shape(false)})
-    for (const auto& bad : r.bad_examples()) CATCH_CHECK_FALSE(r.problem(bad).empty());
-}
