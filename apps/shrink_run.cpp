@@ -1,5 +1,5 @@
 // shrink-run: runs a .shrink model with the runtime alone (no LibTorch); its options are in
-// kCommandLine below (shrink-run --help).
+// shrink::shrink_run_command_line() below (shrink-run --help).
 #include <algorithm>
 #include <cmath>
 #include <chrono>
@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "apps/cli.h"
+#include "apps/shrink_run_cli.h"
 #include "common/error.h"
 #include "shrink/runtime.hpp"
 
@@ -131,23 +131,11 @@ void bench(const shrink::rt::Model& m, const std::vector<float>& x, int64_t per,
 
 }  // namespace
 
-const shrink::CommandLine kCommandLine{
-    "shrink-run", "", "MODEL",
-    "runs a .shrink model with the runtime alone (no LibTorch): prints the predicted classes, or the accuracy with --labels.\n"
-    "Inputs: raw float32 (N x input size, C,H,W order) or an IDX file (uint8 scaled to [0,1], or float32); labels: IDX or raw int32.",
-    {{"input", "FILE", shrink::Rule::text(false), "the examples", false, true},
-     {"labels", "FILE", shrink::Rule::text(false), "their labels: print the accuracy"},
-     {"logits", "OUT", shrink::Rule::text(false), "write the logits as raw float32, one row per example"},
-     {"batch", "N", shrink::Rule::integer(1, 1 << 16), "examples per predict call (and the --bench throughput batch; default 256)"},
-     {"threads", "N", shrink::Rule::integer(0, 1024), "oneDNN threads (0: all cores)"},
-     {"bench", "", shrink::Rule::flag(), "measure batch-1 latency and batch-N throughput instead"}},
-    false};
-
 int main(int argc, char** argv) {
   try {
-    shrink::Args args = shrink::parse_command_line(kCommandLine, std::vector<std::string>(argv + 1, argv + argc));
+    shrink::Args args = shrink::parse_command_line(shrink::shrink_run_command_line(), std::vector<std::string>(argv + 1, argv + argc));
     if (args.help) {
-      std::cout << shrink::help_text(kCommandLine);
+      std::cout << shrink::help_text(shrink::shrink_run_command_line());
       return 0;
     }
     const std::string model_path = args.positional[0];

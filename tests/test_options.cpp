@@ -118,18 +118,5 @@ CATCH_TEST_CASE("the binaries turn a bad value into exit code 2 and one line; ev
     CATCH_CHECK(r.code == 2);
     CATCH_CHECK(r.out.find("subcommand") != std::string::npos);
   }
-  // shrink-run: no LibTorch, the same rules.
-  auto help = shrink::test::run_cmd(std::string(SHRINK_RUN_BIN) + " --help");
-  CATCH_CHECK(help.code == 0);
-  int tried = 0;
-  for (std::string flag : {"batch", "threads"})
-    for (const auto& value : (flag == "batch" ? Rule::integer(1, 1 << 16) : Rule::integer(0, 1024)).bad_examples()) {
-      auto r = shrink::test::run_cmd(std::string(SHRINK_RUN_BIN) + " m.shrink --input x.f32 " + quoted("--" + flag + "=" + value));
-      CATCH_INFO(flag << "=" << value << " -> " << r.out);
-      CATCH_CHECK(r.code == 2);
-      CATCH_CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 1);
-      CATCH_CHECK(r.out.find("--" + flag) != std::string::npos);
-      ++tried;
-    }
-  std::printf("bad values tried: %-18s %4d\n", "shrink-run", tried);
 }
+

@@ -1,0 +1,22 @@
+// shrink-run's options, declared once for the program and its tests.
+#pragma once
+#include "apps/cli.h"
+
+namespace shrink {
+
+inline const CommandLine& shrink_run_command_line() {
+  static const CommandLine line{
+      "shrink-run", "", "MODEL",
+      "runs a .shrink model with the runtime alone (no LibTorch): prints the predicted classes, or the accuracy with --labels.\n"
+      "Inputs: raw float32 (N x input size, C,H,W order) or an IDX file (uint8 scaled to [0,1], or float32); labels: IDX or raw int32.",
+      {{"input", "FILE", Rule::text(false), "the examples", false, true},
+       {"labels", "FILE", Rule::text(false), "their labels: print the accuracy"},
+       {"logits", "OUT", Rule::text(false), "write the logits as raw float32, one row per example"},
+       {"batch", "N", Rule::integer(1, 1 << 16), "examples per predict call (and the --bench throughput batch; default 256)"},
+       {"threads", "N", Rule::integer(0, 1024), "oneDNN threads (0: all cores)"},
+       {"bench", "", Rule::flag(), "measure batch-1 latency and batch-N throughput instead"}},
+      false};
+  return line;
+}
+
+}  // namespace shrink
