@@ -30,8 +30,12 @@ CATCH_TEST_CASE("RSS stays flat over 1,000 predicts with random batch sizes 1..5
     int64_t end = proc_status_kib("VmRSS");
     std::printf("rss %s: after warm-up %.1f MiB, after %d random-batch predicts %.1f MiB (max seen %.1f MiB, growth %+.1f MiB)\n",
                 int8 ? "int8" : "fp32", warm / 1024.0, runs, end / 1024.0, peak / 1024.0, (end - warm) / 1024.0);
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    std::printf("(a sanitizer build: its allocator's quarantine and shadow memory dominate RSS, so no bound is checked)\n");
+#else
     // One plan per batch size kept forever (the old cache) grew by hundreds of MiB here.
     CATCH_CHECK(end - warm < 48 * 1024);
     CATCH_CHECK(peak - warm < 64 * 1024);
+#endif
   }
 }
