@@ -100,6 +100,8 @@ class DistillObjective : public Objective {
     return m;
   }
 
+  void resume(const nlohmann::json& last_epoch_metrics) override { last_kd_ = last_epoch_metrics.value("kd_loss", 0.0); }
+
   nlohmann::json finish(SpecNet& student, const Data& data, const Augment& normalization) override {
     torch::NoGradGuard no_grad;
     student->eval();

@@ -2,10 +2,8 @@
 
 #include <xxhash.h>
 
-#include <cstdio>
-#include <fstream>
-
 #include "common/error.h"
+#include "common/file_io.h"
 
 namespace shrink {
 namespace {
@@ -75,13 +73,7 @@ std::vector<uint8_t> encode_model_file(const nlohmann::json& meta, const std::ve
 
 void write_model_file(const std::string& path, const nlohmann::json& meta, const std::vector<ExportTensor>& tensors, const std::string& storage) {
   auto bytes = encode_model_file(meta, tensors, storage);
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-    if (!out) throw UserError("export: cannot write " + tmp);
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw UserError("export: cannot rename " + tmp + " to " + path);
+  write_file_atomic(path, bytes.data(), bytes.size());  // whole or not at all; the previous file kept on failure
 }
 
 }  // namespace shrink

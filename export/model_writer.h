@@ -17,7 +17,9 @@ struct ExportTensor {
 };
 
 // storage: "dense", "sparse" (bitmask + nonzeros) or "auto" (the smaller, per tensor).
-// Written to a temporary name and renamed. Returns the file's bytes (for tests and the fuzzer).
+// Written to a temporary name, synced and renamed (common/file_io.h); a failed write (no space,
+// a file-size limit) is a UserError naming the file and keeps the previous one.
+// encode_model_file returns the file's bytes (for tests and the fuzzer).
 std::vector<uint8_t> encode_model_file(const nlohmann::json& meta, const std::vector<ExportTensor>& tensors, const std::string& storage);
 void write_model_file(const std::string& path, const nlohmann::json& meta, const std::vector<ExportTensor>& tensors, const std::string& storage);
 

@@ -250,6 +250,7 @@ nlohmann::json run_prune_job(const JobConfig& base, const PruneConfig& c, const 
         fs::create_directories(dir);
         nlohmann::json meta = start_meta;
         meta["stage"] = "prune";
+        meta["accuracy_before_fine_tuning"] = pruned_accuracy;  // for the summary of a resumed run
         save_checkpoint(job.init, current, nullptr, meta);
         log.line(fmt::format("round {}/{}: {} -> test accuracy {:.2f}% before fine-tuning", r, rounds,
                              structured ? fmt::format("{} params after removing filters", total_cost(current->spec()).params)
@@ -261,6 +262,10 @@ nlohmann::json run_prune_job(const JobConfig& base, const PruneConfig& c, const 
       last = run_train_job(job, round_options, fine_tune, structured ? nullptr : &hook);
       if (last.contains("stopped_after_epoch")) return last;  // interrupted (tests): --resume continues
       if (!started) last["accuracy_before_fine_tuning"] = pruned_accuracy;
+    }
+    if (!last.contains("accuracy_before_fine_tuning")) {  // a round finished or started by an earlier, interrupted run
+      nlohmann::json start = read_checkpoint_meta(job.init);
+      if (start.contains("accuracy_before_fine_tuning")) last["accuracy_before_fine_tuning"] = start["accuracy_before_fine_tuning"];
     }
     current = load_model(dir + "/checkpoints/last.pt", nullptr);
     nlohmann::json entry = {{"round", r}, {"sparsity", weight_sparsity(current).sparsity()}, {"test_accuracy", last["test_accuracy"]}};

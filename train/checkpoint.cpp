@@ -3,8 +3,10 @@
 #include <fmt/format.h>
 
 #include <filesystem>
+#include <sstream>
 
 #include "common/error.h"
+#include "common/file_io.h"
 
 namespace shrink {
 namespace {
@@ -47,9 +49,11 @@ void save_checkpoint(const std::string& path, SpecNet& model, torch::optim::Opti
     optimizer->save(optim_archive);
     archive.write("optimizer", optim_archive);
   }
-  std::string tmp = path + ".tmp";
-  archive.save_to(tmp);
-  std::filesystem::rename(tmp, path);
+  // Serialized in memory, then written whole, synced and renamed (common/file_io.h): a kill
+  // leaves the previous checkpoint or this one, a failed write (no space) the previous one.
+  std::ostringstream bytes;
+  archive.save_to(bytes);
+  write_file_atomic(path, bytes.str());
 }
 
 namespace {

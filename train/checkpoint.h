@@ -1,6 +1,8 @@
 // Checkpoints: a torch archive holding the model's parameters and buffers, the optimizer state
 // and a JSON metadata record (spec, input shape, normalization, resolved config, progress).
-// Written to a temporary name and renamed, so a crash never leaves half a checkpoint.
+// Written to a temporary name, synced and renamed, so a crash never leaves half a checkpoint; a
+// write that fails (no space, a file-size limit) is a UserError naming the file, and the
+// previous checkpoint is kept.
 #pragma once
 #include <nlohmann/json.hpp>
 

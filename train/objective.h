@@ -29,6 +29,10 @@ class Objective {
   virtual torch::Tensor loss(const Batch& batch, const torch::Tensor& logits, const std::map<std::string, torch::Tensor>& taps) = 0;
   // Extra fields of this epoch's metrics.jsonl record (e.g. the loss terms' means).
   virtual nlohmann::json epoch_metrics() { return nlohmann::json::object(); }
+  // On --resume, after prepare: the metrics record of the last epoch the checkpoint holds (empty
+  // for checkpoints written before it was saved), so that finish() reports what it would have
+  // reported without the interruption.
+  virtual void resume(const nlohmann::json& last_epoch_metrics) {}
   // Extra fields of summary.json, measured on the final student.
   virtual nlohmann::json finish(SpecNet& student, const Data& data, const Augment& normalization) { return nlohmann::json::object(); }
 };

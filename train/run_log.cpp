@@ -8,11 +8,20 @@
 #include <iostream>
 #include <sstream>
 
+#include "common/error.h"
+
 namespace shrink {
 
 RunLog::RunLog(const std::string& dir, bool quiet) : dir_(dir), quiet_(quiet) {
   std::filesystem::create_directories(dir);
-  log_.open(dir + "/log.txt", std::ios::app);
+  const std::string path = dir + "/log.txt";
+  char last = '\n';
+  {
+    std::ifstream in(path, std::ios::binary | std::ios::ate);
+    if (in && in.tellg() > 0) in.seekg(-1, std::ios::end).get(last);
+  }
+  log_.open(path, std::ios::app);
+  if (last != '\n') log_ << '\n';  // a killed run's cut last line: end it
 }
 
 void RunLog::line(const std::string& text) {
@@ -21,30 +30,23 @@ void RunLog::line(const std::string& text) {
   log_.flush();
 }
 
-void RunLog::metrics(const nlohmann::json& record) {
-  std::ofstream out(dir_ + "/metrics.jsonl", std::ios::app);
-  out << record.dump() << '\n';
-}
+void RunLog::metrics(const nlohmann::json& record) { append_line(dir_ + "/metrics.jsonl", record.dump()); }
 
 void RunLog::truncate_metrics(int64_t epoch) {
   std::string path = dir_ + "/metrics.jsonl";
-  std::ifstream in(path);
-  std::string kept, line;
-  while (std::getline(in, line)) {
+  if (!std::filesystem::exists(path)) return;
+  std::string text = read_text_file(path), kept;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
     auto record = nlohmann::json::parse(line, nullptr, false);
-    if (!record.is_discarded() && record.value("epoch", int64_t(0)) <= epoch) kept += line + "\n";
+    if (!record.is_discarded() && record.is_object() && record.value("epoch", int64_t(0)) <= epoch) kept += line + "\n";
   }
-  write_file_atomic(path, kept);
+  if (kept != text) write_file_atomic(path, kept);
 }
 
-void write_file_atomic(const std::string& path, const std::string& content) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << content;
-    if (!out) throw std::runtime_error("cannot write " + tmp);
-  }
-  std::filesystem::rename(tmp, path);
+void copy_file_atomic(const std::string& from, const std::string& to) {
+  if (!std::filesystem::is_regular_file(from)) throw UserError("cannot copy " + from + " to " + to + ": no such file");
+  write_file_atomic(to, read_text_file(from));
 }
 
 std::string read_text_file(const std::string& path) {

@@ -8,14 +8,18 @@
 #include <fstream>
 #include <string>
 
+#include "common/file_io.h"  // write_file_atomic, append_line
+
 namespace shrink {
 
 class RunLog {
  public:
   explicit RunLog(const std::string& dir, bool quiet = false);
   void line(const std::string& text);  // printed and kept in log.txt
+  // Appends one record to metrics.jsonl (flushed to disk; a failed write is a UserError).
   void metrics(const nlohmann::json& record);
-  // Keeps only metrics.jsonl records with epoch <= `epoch` (used when resuming).
+  // Keeps only metrics.jsonl records with epoch <= `epoch`, dropping a cut last line (used when
+  // a run starts or resumes: records of epochs its checkpoint does not hold are gone).
   void truncate_metrics(int64_t epoch);
   const std::string& dir() const { return dir_; }
 
@@ -25,9 +29,10 @@ class RunLog {
   bool quiet_;
 };
 
-void write_file_atomic(const std::string& path, const std::string& content);
 std::string read_text_file(const std::string& path);
 void write_json_atomic(const std::string& path, const nlohmann::json& value);
+// Copies a file to `to` through a temporary name (write_file_atomic).
+void copy_file_atomic(const std::string& from, const std::string& to);
 
 class Progress {
  public:

@@ -141,9 +141,12 @@ void Trainer::prepare() {
     best_metric_ = meta.value("best_metric", -1.0);
     train_seconds_ = meta.value("train_seconds", 0.0);
     train_samples_ = meta.value("train_samples", int64_t(0));
-    log_->truncate_metrics(start_epoch_);
+    if (objective_) objective_->resume(meta.value("epoch_metrics", nlohmann::json::object()));
     log_->line(fmt::format("resuming {} after epoch {}", job_.out, start_epoch_));
   }
+  // Records of epochs the checkpoint does not hold (a run killed between its metrics record and
+  // its checkpoint, or before its first checkpoint) are dropped, and a cut last line with them.
+  log_->truncate_metrics(start_epoch_);
   if (job_.train.channels_last) to_channels_last(model_);
 
   LoaderOptions lo;
@@ -216,11 +219,6 @@ void Trainer::finish_epoch(int64_t epoch, double seconds, int64_t samples) {
   double metric = data_.val ? val.accuracy : last_test_.accuracy;
   bool best = metric > best_metric_;
   if (best) best_metric_ = metric;
-  nlohmann::json meta = checkpoint_meta(epoch + 1);
-  save_checkpoint(checkpoints_ + "/last.pt", model_, optimizer_.get(), meta, extras());
-  if (best) save_checkpoint(checkpoints_ + "/best.pt", model_, nullptr, meta, extras());
-  if (std::count(job_.train.keep_epochs.begin(), job_.train.keep_epochs.end(), epoch + 1))
-    save_checkpoint(fmt::format("{}/epoch-{}.pt", checkpoints_, epoch + 1), model_, nullptr, meta, extras());
   nlohmann::json record = {{"epoch", epoch + 1},
                            {"lr", learning_rate(job_.optim, epoch + 1.0, static_cast<double>(job_.train.epochs))},
                            {"train_loss", train_loss_},
@@ -232,7 +230,17 @@ void Trainer::finish_epoch(int64_t epoch, double seconds, int64_t samples) {
   if (data_.val) record["val_accuracy"] = val.accuracy, record["val_loss"] = val.loss;
   if (objective_) record.update(objective_->epoch_metrics());
   if (hook_) record.update(hook_->epoch_metrics(model_));
+  // last.pt is written last: it marks the epoch done. A run killed before it redoes the epoch
+  // (its metrics record is dropped on resume, so none is doubled) and writes best.pt and the kept
+  // epochs again; one killed after it has them all (best_metric in last.pt would otherwise keep a
+  // stale best.pt from ever being written again).
   log_->metrics(record);
+  nlohmann::json meta = checkpoint_meta(epoch + 1);
+  meta["epoch_metrics"] = record;  // what a resumed run's summary needs of this epoch (Objective::resume)
+  if (std::count(job_.train.keep_epochs.begin(), job_.train.keep_epochs.end(), epoch + 1))
+    save_checkpoint(fmt::format("{}/epoch-{}.pt", checkpoints_, epoch + 1), model_, nullptr, meta, extras());
+  if (best) save_checkpoint(checkpoints_ + "/best.pt", model_, nullptr, meta, extras());
+  save_checkpoint(checkpoints_ + "/last.pt", model_, optimizer_.get(), meta, extras());
   log_->line(fmt::format("epoch {}/{}: train loss {:.4f} acc {:.2f}% | test loss {:.4f} acc {:.2f}%{} | {:.1f}s, {:.0f} samples/s{}", epoch + 1,
                          job_.train.epochs, train_loss_, 100 * train_accuracy_, last_test_.loss, 100 * last_test_.accuracy,
                          data_.val ? fmt::format(" | val acc {:.2f}%", 100 * val.accuracy) : "", seconds, samples / seconds,
