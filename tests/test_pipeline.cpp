@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "tests/helpers.h"
+#include "tests/pipeline_helpers.h"
 #include "apps/compare.h"
 #include "apps/pipeline.h"
 #include "export/export.h"
@@ -23,41 +24,9 @@ using namespace shrink;
 using shrink::test::TempDir;
 using shrink::test::write_text;
 
-namespace {
-
-const char* kData = "[data]\nsource = synthetic\nsynthetic_train = 1200\nsynthetic_test = 300\nshape = 1,16,16\nshift = 1\n";
-
-// Stage configs and a pipeline config for a tiny, deterministic (one thread) pipeline.
-std::string write_pipeline(const TempDir& dir, const std::string& name) {
-  write_text(dir / "teacher.ini", std::string(kData) + "[model]\nspec = conv(16) bn relu maxpool(2) conv(32) bn relu gap linear(classes)\n[train]\nepochs = 2\n");
-  write_text(dir / "distill.ini", std::string(kData) + "[student]\nspec = conv(8) bn relu maxpool(2) conv(8) bn relu gap linear(classes)\n[train]\nepochs = 6\n");
-  write_text(dir / "prune.ini", std::string(kData) + "[prune]\nschedule = oneshot\nsparsity = 0.5\n[train]\nepochs = 1\n[optim]\nlr = 0.01\n");
-  write_text(dir / "qat.ini", std::string(kData) + "[quantize]\nobserver = ema\n[train]\nepochs = 1\n[optim]\nlr = 0.002\n");
-  std::string p = "[pipeline]\nname = " + name + "\nout = " + dir.path.string() + "\nthreads = 1\n";
-  for (const char* s : {"teacher", "distill", "prune"}) p += fmt::format("[{}]\nconfig = {}\n", s, dir / (std::string(s) + ".ini"));
-  p += "[quantize]\nconfig = " + dir / "qat.ini" + "\n[compare]\nhtml = true\n";
-  write_text(dir / (name + ".ini"), p);
-  return dir / (name + ".ini");
-}
-
-// What must not change between runs: not timings, nor checkpoint file sizes (their metadata
-// holds the run's seconds and paths, so their length varies); the exported model's size must not.
-std::vector<double> measured(const nlohmann::json& r) {
-  std::vector<double> v;
-  for (const auto& m : r["models"]) {
-    for (const char* k : {"test_accuracy", "agreement_with_teacher", "kl_teacher_student", "params", "nonzero_params"}) v.push_back(m[k].get<double>());
-    if (m["kind"] == "shrink-model") v.push_back(m["file_bytes"].get<double>());
-  }
-  return v;
-}
-
-int count(const std::string& text, const std::string& what) {
-  int n = 0;
-  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
-  return n;
-}
-
-}  // namespace
+using shrink::test::count;
+using shrink::test::measured;
+using shrink::test::write_pipeline;
 
 CATCH_TEST_CASE("compare: every model kind loads, agreement and KL are right", "[compare]") {
   TempDir dir;
