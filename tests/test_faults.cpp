@@ -46,13 +46,20 @@ std::string replace_all(std::string s, const std::string& what, const std::strin
   return s;
 }
 
+// The shrink binary the harness kills: this build's, or SHRINK_FAULTS_BIN (to check that the
+// harness catches a bug planted in another build).
+std::string shrink_bin() {
+  const char* other = std::getenv("SHRINK_FAULTS_BIN");
+  return other && *other ? other : SHRINK_BIN;
+}
+
 // `shrink pipeline --config FILE` in a child process, its stdout and stderr read line by line.
 class PipelineProcess {
  public:
   explicit PipelineProcess(const std::string& config) {
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
-    std::vector<std::string> args{SHRINK_BIN, "pipeline", "--config", config};
+    std::vector<std::string> args{shrink_bin(), "pipeline", "--config", config};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -60,11 +67,11 @@ class PipelineProcess {
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_adddup2(&actions, fds[1], 1);
     posix_spawn_file_actions_adddup2(&actions, fds[1], 2);
-    int err = posix_spawn(&pid_, SHRINK_BIN, &actions, nullptr, argv.data(), environ);
+    int err = posix_spawn(&pid_, args[0].c_str(), &actions, nullptr, argv.data(), environ);
     posix_spawn_file_actions_destroy(&actions);
     ::close(fds[1]);
     fd_ = fds[0];
-    if (err != 0) throw std::runtime_error("cannot start " + std::string(SHRINK_BIN));
+    if (err != 0) throw std::runtime_error("cannot start " + args[0]);
   }
   ~PipelineProcess() {
     if (pid_ > 0) ::kill(pid_, SIGKILL), wait();
