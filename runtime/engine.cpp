@@ -196,6 +196,7 @@ struct Loaded {
   // One plan build at a time; it guards `packed` (tensor key -> the layouts made of it).
   mutable std::mutex build_mutex;
   mutable std::map<std::string, std::vector<std::pair<memory::desc, memory>>> packed;
+  mutable std::set<std::string> in_place;  // tensors some plan reads straight from the file
 
   [[noreturn]] void fail(const std::string& what) const { throw Error(path + ": " + what); }
 
@@ -226,6 +227,7 @@ struct Loaded {
       if (d == want) return m;
     memory src(user, engine, const_cast<uint8_t*>(t.bytes.data()));  // oneDNN only reads it
     if (want == user) {
+      in_place.insert(key);
       layouts.emplace_back(want, src);
       return src;
     }
@@ -235,6 +237,7 @@ struct Loaded {
     dnnl::stream stream(engine);
     dnnl::reorder(pd).execute(stream, {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}, {DNNL_ARG_SCRATCHPAD, memory(pd.scratchpad_desc(), engine, scratch.base)}});
     stream.wait();
+    if (!in_place.count(key)) release_pages(file, t.bytes.data(), t.bytes.size());  // packed: the file's copy can go
     layouts.emplace_back(want, dst);
     return dst;
   }

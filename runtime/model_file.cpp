@@ -32,7 +32,7 @@ std::shared_ptr<uint8_t> aligned_buffer(uint64_t size) {
 }
 
 // Parses bytes that `backing` keeps alive; dense tensors point into them.
-ModelFile parse_view(const uint8_t* p, size_t size, const std::string& name, std::shared_ptr<const void> backing);
+ModelFile parse_view(const uint8_t* p, size_t size, const std::string& name, std::shared_ptr<const void> backing, bool mapped);
 
 }  // namespace
 
@@ -44,10 +44,11 @@ int64_t Tensor::numel() const {
 
 namespace {
 
-ModelFile parse_view(const uint8_t* p, size_t size, const std::string& name, std::shared_ptr<const void> backing) {
+ModelFile parse_view(const uint8_t* p, size_t size, const std::string& name, std::shared_ptr<const void> backing, bool mapped) {
   ModelFile m;
   m.file_size = size;
   m.backing = backing;
+  m.mapped = mapped;
   if (size < kHeaderSize) fail(name, "truncated: " + std::to_string(size) + " bytes is shorter than the header");
   if (std::memcmp(p, kMagic, 8) != 0) fail(name, "not a shrink model file (bad magic)");
   m.major = get_u16(p + kMajorAt);
@@ -132,15 +133,24 @@ ModelFile parse_view(const uint8_t* p, size_t size, const std::string& name, std
     }
     if (!m.tensors.emplace(tname, std::move(t)).second) fail(name, "tensor " + tname + " appears twice");
   }
+  // The checksum read every byte: the loader brings back what it packs or uses in place.
+  release_pages(m, data, data_size);
   return m;
 }
 
 }  // namespace
 
+void release_pages(const ModelFile& file, const void* p, size_t n) {
+  if (!file.mapped || n == 0) return;
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  uintptr_t from = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page, to = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
+  if (to > from) ::madvise(reinterpret_cast<void*>(from), to - from, MADV_DONTNEED);  // a private read-only mapping: refaults from the file
+}
+
 ModelFile parse_model_file(const uint8_t* data, size_t size, const std::string& name) {
   auto copy = aligned_buffer(size);
   if (size) std::memcpy(copy.get(), data, size);
-  return parse_view(copy.get(), size, name, copy);
+  return parse_view(copy.get(), size, name, copy, false);
 }
 
 ModelFile read_model_file(const std::string& path) {
@@ -154,14 +164,13 @@ ModelFile read_model_file(const std::string& path) {
   size_t size = static_cast<size_t>(st.st_size);
   if (size == 0) {
     ::close(fd);
-    return parse_view(nullptr, 0, path, nullptr);  // reports the truncation
+    return parse_view(nullptr, 0, path, nullptr, false);  // reports the truncation
   }
   void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
   ::close(fd);  // the mapping stays valid without the descriptor
   if (p == MAP_FAILED) throw ModelFileError(path + ": cannot map (" + std::strerror(errno) + ")");
-  ::madvise(p, size, MADV_SEQUENTIAL);  // checksums read it front to back once
   std::shared_ptr<const void> mapping(p, [size](const void* q) { ::munmap(const_cast<void*>(q), size); });
-  return parse_view(static_cast<const uint8_t*>(p), size, path, mapping);
+  return parse_view(static_cast<const uint8_t*>(p), size, path, mapping, true);
 }
 
 }  // namespace shrink::rt

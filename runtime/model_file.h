@@ -49,11 +49,16 @@ struct ModelFile {
   std::map<std::string, Tensor> tensors;
   uint64_t file_size = 0;
   std::shared_ptr<const void> backing;  // the mapping (or in-memory copy) the dense tensors point into
+  bool mapped = false;                  // backing is a read-only mapping of the file
 };
 
 // Maps `path` read-only. The file must not be truncated or rewritten in place while mapped (the
 // writer renames a new file over the old one, which is safe).
 SHRINK_RT_API ModelFile read_model_file(const std::string& path);
+// Drops the whole pages inside [p, p + n) of a mapped file from this process's resident memory
+// (read again from the file on the next access): for tensors only needed to make packed copies.
+// Does nothing when the file is an in-memory copy.
+SHRINK_RT_API void release_pages(const ModelFile& file, const void* p, size_t n);
 // The same from bytes in memory (`name` is used in messages); what the fuzzer calls. The bytes
 // are copied once (into a 64-byte aligned buffer), so the caller's buffer may go away.
 SHRINK_RT_API ModelFile parse_model_file(const uint8_t* data, size_t size, const std::string& name);

@@ -1,6 +1,6 @@
 // shrink-load-stats: loads a model with the runtime's public API and prints the load time and
 // the process's peak RSS (VmHWM), as JSON; the same source builds against an older runtime, so
-// both are measured the same way (the numbers in docs/format.md came from it).
+// both are measured the same way.
 //   shrink-load-stats MODEL [THREADS]
 #include <chrono>
 #include <cstdio>
