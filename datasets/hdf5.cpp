@@ -9,6 +9,7 @@
 #include <numeric>
 
 #include "common/error.h"
+#include "common/file_io.h"
 #include "datasets/formats.h"
 
 namespace shrink {
@@ -219,19 +220,27 @@ std::shared_ptr<Source> open_hdf5(const std::string& path, const std::string& gr
 
 void write_hdf5_tensor(const std::string& path, const std::string& name, const torch::Tensor& t) {
   auto data = t.to(torch::kFloat32).contiguous();
-  std::string tmp = path + ".tmp";
+  // The file is built in memory (HDF5's core driver) and written by write_file_atomic: a full
+  // disk then fails cleanly there, where HDF5 writing to disk itself would leave a file it
+  // cannot close (and crash at exit).
+  std::vector<char> image;
   {
     std::lock_guard<std::mutex> lock(hdf5_mutex);
     silence_hdf5();
-    Handle file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
-    if (file.id < 0) throw UserError(fmt::format("{}: cannot create", tmp));
+    Handle fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+    H5Pset_fapl_core(fapl.id, 1 << 20, 0);
+    Handle file(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.id), H5Fclose);
     std::vector<hsize_t> dims(data.sizes().begin(), data.sizes().end());
     Handle space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose);
     Handle d(H5Dcreate2(file.id, name.c_str(), H5T_NATIVE_FLOAT, space.id, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose);
-    if (d.id < 0 || H5Dwrite(d.id, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data_ptr()) < 0)
-      throw UserError(fmt::format("{}: writing {} failed", tmp, name));
+    bool ok = file.id >= 0 && d.id >= 0 && H5Dwrite(d.id, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data_ptr()) >= 0 &&
+              H5Fflush(file.id, H5F_SCOPE_GLOBAL) >= 0;
+    ssize_t size = ok ? H5Fget_file_image(file.id, nullptr, 0) : -1;
+    if (size > 0) image.resize(static_cast<size_t>(size));
+    if (size <= 0 || H5Fget_file_image(file.id, image.data(), image.size()) != size)
+      throw std::runtime_error(fmt::format("HDF5 could not build {} in memory", path));
   }
-  std::filesystem::rename(tmp, path);
+  write_file_atomic(path, image.data(), image.size());
 }
 
 torch::Tensor read_hdf5_tensor(const std::string& path, const std::string& name) {

@@ -572,3 +572,28 @@ CATCH_TEST_CASE("faults: a cut last line of metrics.jsonl or log.txt is skipped 
   RunLog(dir / "m", true).metrics({{"epoch", 1}});
   CATCH_CHECK(read_text(dir / "m/metrics.jsonl") == "{\"epoch\":1,\"lr\"\n{\"epoch\":1}\n");
 }
+
+CATCH_TEST_CASE("faults: a teacher-output cache that does not fit fails with one line and leaves no cache behind", "[faults][distill]") {
+  TempDir dir;
+  write_text(dir / "job.ini", kJob);
+  auto teacher = run_limited("train --config " + dir / "job.ini --out " + dir / "teacher", 0);
+  CATCH_REQUIRE(teacher.code == 0);
+  // 400 + 100 examples x 10 logits in float32 need about 20 KB: a limit of 8 KB stops the cache
+  // before any checkpoint of the student is written.
+  const std::string distill = "distill --config " + dir / "job.ini --out " + dir / "student --teacher.path=" + dir / "teacher/checkpoints/last.pt" +
+                              " --student.spec=mlp_300_100 --distill.cache_dir=" + dir / "cache";
+  write_text(dir / "job.ini", std::string(kJob).replace(std::string(kJob).find("[model]"), 7, "[student]"));
+  auto r = run_limited(distill, 8);
+  CATCH_INFO(r.out);
+  CATCH_CHECK(r.code == 2);
+  CATCH_CHECK(lines_in(r.out) == 1);
+  CATCH_CHECK(r.out.rfind("error: cannot write " + dir / "cache/teacher-", 0) == 0);
+  CATCH_CHECK(r.out.find("file too large") != std::string::npos);
+  CATCH_CHECK(files_in(dir / "cache").empty());
+  auto again = run_limited(distill, 0);  // with room, the same job runs and writes a cache it can read back
+  CATCH_INFO(again.out);
+  CATCH_CHECK(again.code == 0);
+  CATCH_CHECK(files_in(dir / "cache").size() == 1);
+  fs::remove_all(dir / "student");
+  CATCH_CHECK(run_limited(distill, 0).code == 0);
+}

@@ -93,7 +93,7 @@ CATCH_TEST_CASE("every flag and config key of every command refuses bad values, 
   CATCH_CHECK(tried.size() >= 9);
 }
 
-CATCH_TEST_CASE("the binaries turn a bad value into exit code 2 and one line; every command has --help", "[cli][options]") {
+CATCH_TEST_CASE("the binaries turn a bad value into exit code 2 and one line, and every command has --help", "[cli][options]") {
   for (const Command& c : shrink_commands()) {
     auto help = shrink::test::run_cli(c.line.name + " --help");
     CATCH_INFO(c.line.name << " --help -> " << help.out);
