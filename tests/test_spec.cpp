@@ -57,6 +57,9 @@ CATCH_TEST_CASE("parse errors name the column and token", "[spec]") {
   CATCH_CHECK(error_of("conv(16) maxpool(32) gap linear(10)").find("larger than") != std::string::npos);
   CATCH_CHECK(error_of("c=conv(16) conv(8) add(c) gap linear(10)").find("shapes differ") != std::string::npos);
   CATCH_CHECK(error_of("").find("empty") != std::string::npos);
+  // Sizes whose products do not fit 64 bits are an error, not an overflow (found by the fuzzer's UBSan).
+  CATCH_CHECK(error_of("conv(16777216,k=1,p=16777216) gap linear(10)", {1, 1, 1}).find("sizes too large") != std::string::npos);
+  CATCH_CHECK(error_of("flatten linear(10)", {1 << 20, 1 << 20, 1 << 20}).find("sizes too large") != std::string::npos);
 }
 
 CATCH_TEST_CASE("built module matches the spec's shapes and parameter count", "[spec][model]") {

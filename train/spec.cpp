@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cctype>
 #include <map>
-#include <numeric>
 #include <set>
 
 #include "common/error.h"
@@ -378,7 +377,15 @@ std::vector<LayerInfo> analyze(const ModelSpec& spec) {
     auto need_image = [&] {
       if (s.size() != 3) fail("needs an image input C,H,W");
     };
-    int64_t numel = std::accumulate(s.begin(), s.end(), int64_t(1), std::multiplies<int64_t>());
+    // Products of sizes from a file or a spec string: too large is an error, never an overflow.
+    auto product = [&](std::initializer_list<int64_t> factors) {
+      int64_t p = 1;
+      for (int64_t f : factors)
+        if (f < 0 || __builtin_mul_overflow(p, f, &p) || p > (int64_t(1) << 53)) fail("sizes too large");
+      return p;
+    };
+    int64_t numel = 1;
+    for (int64_t d : s) numel = product({numel, d});
     switch (L.type) {
       case LayerType::Conv2d: {
         need_image();
@@ -386,17 +393,18 @@ std::vector<LayerInfo> analyze(const ModelSpec& spec) {
         int64_t out_c = L.depthwise ? in_c : L.out;
         int64_t groups = L.depthwise ? in_c : L.groups;
         if (in_c % groups || out_c % groups) fail(fmt::format("groups={} must divide {} input and {} output channels", groups, in_c, out_c));
+        product({2, L.padding, s[1], s[2], L.kernel});  // every sum below fits
         int64_t oh = (s[1] + 2 * L.padding - L.kernel) / L.stride + 1, ow = (s[2] + 2 * L.padding - L.kernel) / L.stride + 1;
         if (s[1] + 2 * L.padding < L.kernel || s[2] + 2 * L.padding < L.kernel) fail("kernel is larger than the padded input");
         I.out_shape = {out_c, oh, ow};
-        I.params = out_c * (in_c / groups) * L.kernel * L.kernel + (L.bias ? out_c : 0);
-        I.macs = oh * ow * out_c * (in_c / groups) * L.kernel * L.kernel;
+        I.params = product({out_c, in_c / groups, L.kernel, L.kernel}) + (L.bias ? out_c : 0);
+        I.macs = product({oh, ow, out_c, in_c / groups, L.kernel, L.kernel});
         break;
       }
       case LayerType::Linear:
         I.out_shape = {L.out};
-        I.params = numel * L.out + (L.bias ? L.out : 0);
-        I.macs = numel * L.out;
+        I.params = product({numel, L.out}) + (L.bias ? L.out : 0);
+        I.macs = product({numel, L.out});
         break;
       case LayerType::BatchNorm:
         if (s.size() != 3 && s.size() != 1) fail("batchnorm needs C,H,W or features");
@@ -407,6 +415,7 @@ std::vector<LayerInfo> analyze(const ModelSpec& spec) {
       case LayerType::AvgPool: {
         need_image();
         if (L.padding * 2 > L.kernel) fail("padding must be at most half the kernel");
+        product({2, L.padding, s[1], s[2], L.kernel});
         if (s[1] + 2 * L.padding < L.kernel || s[2] + 2 * L.padding < L.kernel) fail("kernel is larger than the padded input");
         I.out_shape = {s[0], (s[1] + 2 * L.padding - L.kernel) / L.stride + 1, (s[2] + 2 * L.padding - L.kernel) / L.stride + 1};
         break;
