@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <stdexcept>
 
@@ -153,12 +154,13 @@ std::string Config::to_ini() const {
 
 
 void Keys::declare(const std::string& name, po::value_semantic* value, const Rule& rule, const std::string& help, const std::string& fallback) {
+  std::unique_ptr<po::value_semantic> owned(value);  // until options_ takes it
   // A default its own rule refuses is a bug in the declaration, caught by any test that builds the keys.
   if (!rule.problem(fallback).empty()) throw std::logic_error(fmt::format("key {}: default '{}' breaks its rule", name, fallback));
   if (rules_.count(name)) throw std::logic_error(fmt::format("key {} declared twice", name));
   rules_.emplace(name, rule);
   std::string text = help + " [" + rule.describe() + "]";
-  options_.add_options()(name.c_str(), value, text.c_str());
+  options_.add_options()(name.c_str(), owned.release(), text.c_str());
 }
 
 Keys& Keys::add(const std::string& name, int64_t fallback, Rule rule, const std::string& help) {

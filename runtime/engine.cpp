@@ -675,6 +675,13 @@ void Loaded::read_metadata() {
     for (int64_t d : info[i].out_shape) numel *= static_cast<double>(d);
     act += numel;
   }
+  // oneDNN's kernels for very wide or tall images allocate far more than their activations.
+  for (size_t i = 0; i <= spec.layers.size(); ++i) {
+    const auto& s = i < spec.layers.size() ? info[i].out_shape : shape;
+    if (s.size() == 3 && (s[1] > format::kMaxImageSide || s[2] > format::kMaxImageSide))
+      fail(fmt::format("{} is {}x{} pixels high or wide, more than the runtime's limit of {}", i < spec.layers.size() ? "layer " + spec.layers[i].name : "the input",
+                       s[1], s[2], format::kMaxImageSide));
+  }
   if (act * 4 > static_cast<double>(format::kMaxActivationBytesPerExample))
     fail(fmt::format("the model's activations need {:.0f} MiB per example, more than the runtime's limit of {} MiB", act * 4 / (1 << 20),
                      format::kMaxActivationBytesPerExample >> 20));

@@ -17,6 +17,7 @@ constexpr uint64_t kMaxTensorBytes = uint64_t(4) << 30;                // all te
 constexpr uint64_t kMaxActivationBytesPerExample = uint64_t(256) << 20;  // every layer's output for one example, as f32
 constexpr uint64_t kMaxInputElements = uint64_t(1) << 26;              // one example's input
 constexpr int64_t kMaxClasses = int64_t(1) << 24;
+constexpr int64_t kMaxImageSide = int64_t(1) << 15;                     // height and width of every image a layer sees
 
 // Append-only: values are never reused or renumbered.
 enum class DType : uint32_t { F32 = 1, S8 = 2, U8 = 3, S32 = 4 };
