@@ -267,11 +267,13 @@ int run_shrink(const std::vector<std::string>& words) {
     for (std::string w; in >> w; ++n) match &= n < words.size() && words[n] == w;
     if (match && n > used) found = &c, used = n;
   }
-  if (!found) {
+  if (!found) {  // a group alone ("shrink data"): its subcommands
+    std::string group;
     for (const auto& c : shrink_commands())
-      if (c.line.name.rfind(words[0] + " ", 0) == 0)
-        throw UserError(fmt::format("shrink {}: expected a subcommand (see shrink --help)", words[0]));
-    throw UserError(fmt::format("unknown command '{}' (see shrink --help)", words[0]));
+      if (c.line.name.rfind(words[0] + " ", 0) == 0) group += "  " + usage_line(c.line) + "\n";
+    if (group.empty()) throw UserError(fmt::format("unknown command '{}' (see shrink --help)", words[0]));
+    if (words.size() > 1 && (words[1] == "--help" || words[1] == "-h")) return std::cout << "subcommands:\n" << group, 0;
+    throw UserError(fmt::format("shrink {}: expected a subcommand (see shrink {} --help)", words[0], words[0]));
   }
   Args a = parse_command_line(found->line, std::vector<std::string>(words.begin() + used, words.end()));
   if (a.help) {

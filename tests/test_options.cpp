@@ -113,10 +113,13 @@ CATCH_TEST_CASE("the binaries turn a bad value into exit code 2 and one line, an
       CATCH_CHECK(r.out.find("--" + f.name) != std::string::npos);
     }
   }
-  for (const char* partial : {"data", "model"}) {  // a command group without its subcommand
-    auto r = shrink::test::run_cli(partial);
+  for (std::string group : {"data", "model"}) {  // a command group without its subcommand
+    auto r = shrink::test::run_cli(group);
     CATCH_CHECK(r.code == 2);
     CATCH_CHECK(r.out.find("subcommand") != std::string::npos);
+    auto h = shrink::test::run_cli(group + " --help");
+    CATCH_CHECK(h.code == 0);
+    CATCH_CHECK(h.out.find("shrink " + group + " info") != std::string::npos);
   }
 }
 
