@@ -5,7 +5,6 @@
 
 #include <fstream>
 #include <iostream>
-#include <limits>
 #include <sstream>
 
 #include "apps/compare.h"

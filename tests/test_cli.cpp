@@ -78,7 +78,7 @@ CATCH_TEST_CASE("train, eval, data info and model info work end to end", "[cli]"
   CATCH_CHECK(total.find("1x16x16") != std::string::npos);
 }
 
-CATCH_TEST_CASE("export and shrink-run: models, predictions, accuracy and user errors", "[cli][runtime]") {
+CATCH_TEST_CASE("export and shrink-run: a trained model's predictions and accuracy; export errors", "[cli][runtime]") {
   TempDir dir;
   shrink::test::write_text(dir / "job.ini",
                            "[data]\nsource = synthetic\nsynthetic_train = 400\nsynthetic_test = 100\n[model]\nspec = usps_student\n"
@@ -105,28 +105,7 @@ CATCH_TEST_CASE("export and shrink-run: models, predictions, accuracy and user e
   auto a = run(dir / "m.shrink --input " + dir / "x.f32 --labels " + dir / "y.i32");
   CATCH_CHECK(a.code == 0);
   CATCH_CHECK(a.out.find("accuracy") != std::string::npos);
-  shrink::test::write_text(dir / "bad.f32", x.substr(0, 100));
-  std::string text = shrink::test::read_text(dir / "m.shrink");
-  shrink::test::write_text(dir / "cut.shrink", text.substr(0, text.size() / 2));
-  int32_t bad_labels[3] = {1, 2, 99};
-  std::memcpy(&y[0], bad_labels, 12);
-  shrink::test::write_text(dir / "bad.i32", y);
-  struct Case {
-    std::string args, expect;
-  } cases[] = {
-      {dir / "none.shrink --input " + dir / "x.f32", "cannot open"},
-      {dir / "cut.shrink --input " + dir / "x.f32", "truncated"},
-      {dir / "m.shrink --input " + dir / "bad.f32", "not a whole number of float32 examples"},
-      {dir / "m.shrink --input " + dir / "x.f32 --labels " + dir / "bad.i32", "label 99 is outside [0, 10)"},
-      {dir / "m.shrink --input " + dir / "x.f32 --frob 1", "unknown option --frob"},
-  };
-  for (const auto& c : cases) {
-    auto r = run(c.args);
-    CATCH_INFO(c.args << " -> " << r.out);
-    CATCH_CHECK(r.code == 2);
-    CATCH_CHECK(lines(r.out) == 1);
-    CATCH_CHECK(r.out.find(c.expect) != std::string::npos);
-  }
+  // shrink-run's user errors: tests/cli/test_shrink_run.cpp (torch-free, also under the sanitizers).
   auto bad = run_cli("export --checkpoint " + dir / "run/checkpoints/last.pt --out " + dir / "q.shrink --precision int8");
   CATCH_CHECK(bad.code == 2);
   CATCH_CHECK(bad.out.find("needs a quantized checkpoint") != std::string::npos);
