@@ -78,7 +78,7 @@ CATCH_TEST_CASE("train, eval, data info and model info work end to end", "[cli]"
   CATCH_CHECK(total.find("1x16x16") != std::string::npos);
 }
 
-CATCH_TEST_CASE("export and shrink-run: a trained model's predictions and accuracy; export errors", "[cli][runtime]") {
+CATCH_TEST_CASE("export and shrink-run: a trained model's predictions and accuracy, and export errors", "[cli][runtime]") {
   TempDir dir;
   shrink::test::write_text(dir / "job.ini",
                            "[data]\nsource = synthetic\nsynthetic_train = 400\nsynthetic_test = 100\n[model]\nspec = usps_student\n"
