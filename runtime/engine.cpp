@@ -765,17 +765,9 @@ void Loaded::check_tensors() const {
   for (size_t i = 0; i < spec.layers.size(); ++i) {
     const Layer& L = spec.layers[i];
     if (L.type != LayerType::Conv2d && L.type != LayerType::Linear) continue;
-    const auto& is = info[i].in_shape;
     int64_t out = info[i].out_shape[0];
     bool q = int8_layers.count(L.name) > 0;
-    std::vector<int64_t> wd;
-    if (L.type == LayerType::Conv2d) {
-      int64_t groups = L.depthwise ? is[0] : L.groups;
-      wd = {out, is[0] / groups, L.kernel, L.kernel};
-    } else {
-      wd = {out, std::accumulate(is.begin(), is.end(), int64_t(1), std::multiplies<int64_t>())};
-    }
-    need(L.name + ".weight", q ? format::DType::S8 : format::DType::F32, wd);
+    need(L.name + ".weight", q ? format::DType::S8 : format::DType::F32, info[i].weight_shape);
     if (L.bias) need(L.name + ".bias", format::DType::F32, {out});
     if (q) {
       const Tensor* s = need(L.name + ".weight_scale", format::DType::F32, {out});

@@ -397,12 +397,14 @@ std::vector<LayerInfo> analyze(const ModelSpec& spec) {
         int64_t oh = (s[1] + 2 * L.padding - L.kernel) / L.stride + 1, ow = (s[2] + 2 * L.padding - L.kernel) / L.stride + 1;
         if (s[1] + 2 * L.padding < L.kernel || s[2] + 2 * L.padding < L.kernel) fail("kernel is larger than the padded input");
         I.out_shape = {out_c, oh, ow};
+        I.weight_shape = {out_c, in_c / groups, L.kernel, L.kernel};
         I.params = product({out_c, in_c / groups, L.kernel, L.kernel}) + (L.bias ? out_c : 0);
         I.macs = product({oh, ow, out_c, in_c / groups, L.kernel, L.kernel});
         break;
       }
       case LayerType::Linear:
         I.out_shape = {L.out};
+        I.weight_shape = {L.out, numel};
         I.params = product({numel, L.out}) + (L.bias ? L.out : 0);
         I.macs = product({numel, L.out});
         break;

@@ -38,6 +38,7 @@ struct ModelSpec {
 // What a layer sees and produces, for one sample, with its size and cost.
 struct LayerInfo {
   std::vector<int64_t> in_shape, out_shape;
+  std::vector<int64_t> weight_shape;  // conv: O,I/groups,K,K; linear: O,inputs; else empty
   int64_t params = 0;
   int64_t macs = 0;
 };

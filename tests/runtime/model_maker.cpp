@@ -64,7 +64,6 @@ ModelParts model_parts(const std::string& text, const std::vector<int64_t>& inpu
   std::vector<bool> is_unsigned(spec.layers.size(), false);
   for (size_t i = 0; i < spec.layers.size(); ++i) {
     const Layer& L = spec.layers[i];
-    const auto& is = info[i].in_shape;
     int in_index = L.inputs[0].empty() ? -1 : spec.index_of(L.inputs[0]);
     bool in_unsigned = in_index >= 0 && is_unsigned[in_index];
     switch (L.type) {
@@ -81,13 +80,7 @@ ModelParts model_parts(const std::string& text, const std::vector<int64_t>& inpu
     if (L.type == LayerType::Add && o.int8) int8_layers.push_back(L.name);
     if (L.type != LayerType::Conv2d && L.type != LayerType::Linear) continue;
     int64_t out = info[i].out_shape[0];
-    std::vector<int64_t> dims;
-    if (L.type == LayerType::Conv2d) {
-      int64_t groups = L.depthwise ? is[0] : L.groups;
-      dims = {out, is[0] / groups, L.kernel, L.kernel};
-    } else {
-      dims = {out, std::accumulate(is.begin(), is.end(), int64_t(1), std::multiplies<int64_t>())};
-    }
+    const std::vector<int64_t>& dims = info[i].weight_shape;
     int64_t fan_in = std::accumulate(dims.begin() + 1, dims.end(), int64_t(1), std::multiplies<int64_t>());
     float bound = std::sqrt(6.0f / static_cast<float>(fan_in));
     std::vector<float> w(static_cast<size_t>(out * fan_in));
