@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "train/spec.h"
+#include "spec/spec.h"
 
 namespace shrink {
 

@@ -6,7 +6,7 @@
 #include <filesystem>
 
 #include "common/error.h"
-#include "export/model_writer.h"
+#include "runtime/model_writer.h"
 #include "quantize/quantize.h"
 #include "train/checkpoint.h"
 #include "train/fold.h"

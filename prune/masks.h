@@ -4,16 +4,11 @@
 #include <string>
 #include <vector>
 
+#include "spec/match.h"
 #include "train/model.h"
 #include "train/objective.h"
 
 namespace shrink {
-
-// Layer names matching comma-separated patterns: exact names, globs (conv*, *linear?) or
-// regular expressions written re:PATTERN. A pattern that matches no layer is a UserError.
-std::vector<std::string> match_layers(const ModelSpec& spec, const std::string& patterns, const std::string& what);
-// The layers with prunable weights (conv and linear), in spec order.
-std::vector<std::string> weight_layers(const ModelSpec& spec);
 
 struct PruneTargets {
   std::vector<std::string> layers;                 // layers to prune

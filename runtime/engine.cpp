@@ -30,7 +30,7 @@
 #include <utility>
 
 #include "runtime/model_file.h"
-#include "train/spec.h"
+#include "spec/spec.h"
 
 namespace shrink::rt {
 

@@ -2,7 +2,7 @@
 #include "tests/helpers.h"
 #include "common/error.h"
 #include "export/export.h"
-#include "export/model_writer.h"
+#include "runtime/model_writer.h"
 #include "quantize/qnet.h"
 #include "runtime/model_file.h"
 #include "shrink/runtime.hpp"

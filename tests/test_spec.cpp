@@ -2,7 +2,7 @@
 #include "common/error.h"
 #include "train/fold.h"
 #include "train/model.h"
-#include "train/spec.h"
+#include "spec/spec.h"
 
 using namespace shrink;
 

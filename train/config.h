@@ -5,7 +5,7 @@
 
 #include "common/config.h"
 #include "datasets/data.h"
-#include "train/spec.h"
+#include "spec/spec.h"
 
 namespace shrink {
 

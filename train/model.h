@@ -7,7 +7,7 @@
 #include <map>
 #include <string>
 
-#include "train/spec.h"
+#include "spec/spec.h"
 
 namespace shrink {
 

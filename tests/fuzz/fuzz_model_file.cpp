@@ -23,7 +23,7 @@
 #include "runtime/model_file.h"
 #include "shrink/runtime.hpp"
 #include "tests/runtime/model_maker.h"
-#include "train/spec.h"
+#include "spec/spec.h"
 
 using namespace shrink;
 

@@ -11,7 +11,7 @@
 #include <random>
 
 #include "runtime/format.h"
-#include "train/spec.h"
+#include "spec/spec.h"
 
 namespace shrink::test {
 

@@ -1,5 +1,5 @@
 // Valid .shrink files with random weights for any ModelSpec, written by the torch-free writer
-// (export/model_writer.h): what the runtime tests, the fuzzer's seed corpus and the load
+// (runtime/model_writer.h): what the runtime tests, the fuzzer's seed corpus and the load
 // measurements use instead of a trained, exported model. No torch.
 #pragma once
 #include <nlohmann/json.hpp>
@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "export/model_writer.h"
+#include "runtime/model_writer.h"
 
 namespace shrink::test {
 

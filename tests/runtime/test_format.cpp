@@ -5,7 +5,7 @@
 
 #include <cmath>
 
-#include "export/model_writer.h"
+#include "runtime/model_writer.h"
 #include "runtime/format.h"
 #include "runtime/model_file.h"
 #include "tests/runtime/helpers.h"

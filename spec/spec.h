@@ -9,10 +9,9 @@
 #include <vector>
 
 #include "common/shape.h"
+#include "spec/layer_kinds.h"
 
 namespace shrink {
-
-enum class LayerType { Conv2d, Linear, BatchNorm, ReLU, ReLU6, MaxPool, AvgPool, GlobalAvgPool, Flatten, Dropout, Add };
 
 struct Layer {
   std::string name;
@@ -48,12 +47,14 @@ struct LayerInfo {
 // UserError naming the column and token at fault.
 ModelSpec parse_spec(const std::string& text, const std::vector<int64_t>& input, int64_t classes);
 std::vector<std::string> preset_names();
+// The spec text of a preset, or "" when `name` is none.
+std::string preset_text(const std::string& name);
 // Shapes, params and MACs per layer, in spec order. Throws UserError on shapes that do not fit.
 std::vector<LayerInfo> analyze(const ModelSpec& spec);
 struct ModelCost {
   int64_t params = 0, macs = 0;
 };
 ModelCost total_cost(const ModelSpec& spec);
-std::string layer_type_name(LayerType t);
+inline std::string layer_type_name(LayerType t) { return traits(t).op; }
 
 }  // namespace shrink

@@ -1,4 +1,4 @@
-#include "export/model_writer.h"
+#include "runtime/model_writer.h"
 
 #include <xxhash.h>
 

@@ -1,0 +1,76 @@
+// The one list of layer kinds, with each kind's traits.
+//
+// Every concern that depends on the kind (spec: parse, print, shape and MACs; the torch module;
+// int8 simulation; the runtime op; structured surgery; batchnorm folding) is a switch over
+// LayerType with no `default:`, and the build turns -Wswitch into an error: a kind added here
+// that misses a concern does not compile. docs/architecture.md lists the places.
+#pragma once
+#include <cstdint>
+#include <iterator>
+
+namespace shrink {
+
+// How a kind's output channels relate to its inputs' (structured pruning follows these).
+enum class Channels {
+  Own,      // sets its own output channels (conv, linear): removing one of them is a choice
+  Follow,   // output channel c is input channel c (batchnorm, activations, pooling, dwconv)
+  Tie,      // all inputs and the output share channels (add)
+  Flatten,  // output features c*H*W .. (c+1)*H*W-1 come from input channel c
+};
+
+// Trait flags.
+enum : unsigned {
+  kWeights = 1u << 0,     // has a weight tensor (O,I,...) and optional bias: prunable, foldable, per-channel int8
+  kActivation = 1u << 1,  // an elementwise activation that can run as its producer's post-op
+  kFusesActivation = 1u << 2,  // takes the activation that follows it as a post-op
+  kInt8 = 1u << 3,        // can run in int8 (simulated in QAT, executed by the runtime)
+};
+
+//  X(enum name,  op in spec text, traits,                              channels)
+#define SHRINK_LAYER_KINDS(X)                                                  \
+  X(Conv2d, "conv", kWeights | kFusesActivation | kInt8, Own)                  \
+  X(Linear, "linear", kWeights | kFusesActivation | kInt8, Own)                \
+  X(BatchNorm, "bn", 0, Follow)                                                \
+  X(ReLU, "relu", kActivation, Follow)                                         \
+  X(ReLU6, "relu6", kActivation, Follow)                                       \
+  X(MaxPool, "maxpool", 0, Follow)                                             \
+  X(AvgPool, "avgpool", 0, Follow)                                             \
+  X(GlobalAvgPool, "gap", 0, Follow)                                           \
+  X(Flatten, "flatten", 0, Flatten)                                            \
+  X(Dropout, "dropout", 0, Follow)                                             \
+  X(Add, "add", kFusesActivation | kInt8, Tie)
+
+enum class LayerType {
+#define SHRINK_KIND_ENUM(kind, op, traits, channels) kind,
+  SHRINK_LAYER_KINDS(SHRINK_KIND_ENUM)
+#undef SHRINK_KIND_ENUM
+};
+
+struct LayerTraits {
+  LayerType type;
+  const char* op;  // the kind's name in spec text
+  unsigned flags;
+  Channels channels;
+};
+
+inline constexpr LayerTraits kLayerTraits[] = {
+#define SHRINK_KIND_TRAITS(kind, op, traits, channels) {LayerType::kind, op, traits, Channels::channels},
+    SHRINK_LAYER_KINDS(SHRINK_KIND_TRAITS)
+#undef SHRINK_KIND_TRAITS
+};
+inline constexpr int kLayerTypeCount = static_cast<int>(std::size(kLayerTraits));
+// Tables indexed by LayerType elsewhere static_assert their size against kLayerTypeCount.
+constexpr bool traits_in_enum_order() {
+  for (int i = 0; i < kLayerTypeCount; ++i)
+    if (static_cast<int>(kLayerTraits[i].type) != i) return false;
+  return true;
+}
+static_assert(traits_in_enum_order(), "kLayerTraits[t] describes LayerType t");
+
+constexpr const LayerTraits& traits(LayerType t) { return kLayerTraits[static_cast<int>(t)]; }
+constexpr bool has_weights(LayerType t) { return traits(t).flags & kWeights; }
+constexpr bool is_activation(LayerType t) { return traits(t).flags & kActivation; }
+constexpr bool fuses_activation(LayerType t) { return traits(t).flags & kFusesActivation; }
+constexpr bool runs_int8(LayerType t) { return traits(t).flags & kInt8; }
+
+}  // namespace shrink

@@ -1,0 +1,282 @@
+// Parsing spec text (docs/models.md) into a ModelSpec: tokens, each kind's arguments, names and inputs.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cctype>
+#include <map>
+#include <set>
+
+#include "common/error.h"
+#include "spec/spec.h"
+
+namespace shrink {
+namespace {
+
+struct Token {
+  std::string text;
+  size_t column;  // 1-based, in the spec text
+};
+
+[[noreturn]] void token_error(const Token& t, const std::string& what) {
+  throw UserError(fmt::format("model spec, column {} ('{}'): {}", t.column, t.text, what));
+}
+
+std::vector<Token> tokenize(const std::string& text) {
+  std::vector<Token> tokens;
+  size_t i = 0;
+  while (i < text.size()) {
+    if (std::isspace(static_cast<unsigned char>(text[i]))) { ++i; continue; }
+    size_t start = i;
+    int depth = 0;
+    while (i < text.size() && (depth > 0 || !std::isspace(static_cast<unsigned char>(text[i])))) {
+      if (text[i] == '(') ++depth;
+      if (text[i] == ')' && --depth < 0) break;
+      ++i;
+    }
+    Token t{text.substr(start, i - start), start + 1};
+    if (depth != 0 || (i < text.size() && text[i] == ')')) token_error(t, "unbalanced parentheses");
+    t.text.erase(std::remove_if(t.text.begin(), t.text.end(), [](char c) { return std::isspace(static_cast<unsigned char>(c)); }),
+                 t.text.end());
+    tokens.push_back(t);
+  }
+  return tokens;
+}
+
+bool is_identifier(const std::string& s) {
+  if (s.empty() || !(std::isalpha(static_cast<unsigned char>(s[0])) || s[0] == '_')) return false;
+  return std::all_of(s.begin(), s.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; });
+}
+
+struct OpArgs {
+  std::vector<std::string> positional;  // names of positional arguments, in order
+  std::set<std::string> keys;           // every accepted key (from= is always accepted)
+};
+
+OpArgs arguments_of(LayerType type, bool depthwise) {
+  switch (type) {
+    case LayerType::Conv2d:
+      if (depthwise) return {{"k"}, {"k", "s", "p", "bias"}};
+      return {{"out", "k"}, {"out", "k", "s", "p", "g", "bias"}};
+    case LayerType::Linear: return {{"out"}, {"out", "bias"}};
+    case LayerType::MaxPool:
+    case LayerType::AvgPool: return {{"k", "s"}, {"k", "s", "p"}};
+    case LayerType::Dropout: return {{"p"}, {"p"}};
+    case LayerType::Add: return {{"a", "b"}, {"a", "b"}};
+    case LayerType::BatchNorm:
+    case LayerType::ReLU:
+    case LayerType::ReLU6:
+    case LayerType::GlobalAvgPool:
+    case LayerType::Flatten: return {};
+  }
+  return {};
+}
+
+// Op names in spec text: each kind's, plus dwconv (a conv with one group per channel).
+const std::map<std::string, LayerType>& op_names() {
+  static const std::map<std::string, LayerType> names = [] {
+    std::map<std::string, LayerType> m;
+    for (const LayerTraits& t : kLayerTraits) m[t.op] = t.type;
+    m["dwconv"] = LayerType::Conv2d;
+    return m;
+  }();
+  return names;
+}
+
+int64_t parse_int(const Token& t, const std::string& key, const std::string& value, int64_t classes) {
+  if (value == "classes") return classes;
+  size_t used = 0;
+  int64_t v = 0;
+  try {
+    v = std::stoll(value, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != value.size() || value.empty()) token_error(t, fmt::format("{}={} is not an integer", key, value));
+  if (v < 0 || v > (int64_t(1) << 24)) token_error(t, fmt::format("{}={} is out of range", key, value));
+  return v;
+}
+
+struct ParsedLayer {
+  Layer layer;
+  std::string op;
+  bool bias_given = false;
+  Token token;
+};
+
+ParsedLayer parse_token(const Token& t, int64_t classes) {
+  ParsedLayer p{Layer{}, "", false, t};
+  std::string body = t.text;
+  size_t paren = body.find('(');
+  size_t eq = body.find('=');
+  if (eq != std::string::npos && eq < paren) {
+    p.layer.name = body.substr(0, eq);
+    if (!is_identifier(p.layer.name) || p.layer.name == "input") token_error(t, fmt::format("'{}' is not a valid layer name", p.layer.name));
+    body = body.substr(eq + 1);
+    paren = body.find('(');
+  }
+  p.op = body.substr(0, paren);
+  auto kind = op_names().find(p.op);
+  if (kind == op_names().end()) {
+    std::string known;
+    for (const auto& [name, type] : op_names()) known += (known.empty() ? "" : ", ") + name;
+    token_error(t, fmt::format("unknown layer type '{}' (known: {})", p.op, known));
+  }
+  Layer& L = p.layer;
+  L.type = kind->second;
+  L.depthwise = p.op == "dwconv";
+  const OpArgs def = arguments_of(L.type, L.depthwise);
+  std::map<std::string, std::string> args;
+  if (paren != std::string::npos) {
+    if (body.back() != ')') token_error(t, "expected ')' at the end");
+    std::string inner = body.substr(paren + 1, body.size() - paren - 2);
+    size_t position = 0;
+    size_t start = 0;
+    while (!inner.empty() && start <= inner.size()) {
+      size_t comma = inner.find(',', start);
+      std::string arg = inner.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+      start = comma == std::string::npos ? inner.size() + 1 : comma + 1;
+      if (arg.empty()) token_error(t, "empty argument");
+      size_t aeq = arg.find('=');
+      std::string key, value;
+      if (aeq == std::string::npos) {
+        if (position >= def.positional.size()) token_error(t, fmt::format("too many arguments for {}", p.op));
+        key = def.positional[position++];
+        value = arg;
+      } else {
+        key = arg.substr(0, aeq);
+        value = arg.substr(aeq + 1);
+        if (key != "from" && !def.keys.count(key)) token_error(t, fmt::format("unknown argument '{}' for {}", key, p.op));
+      }
+      if (args.count(key)) token_error(t, fmt::format("argument '{}' given twice", key));
+      args[key] = value;
+    }
+  }
+  auto integer = [&](const std::string& key, int64_t fallback) {
+    return args.count(key) ? parse_int(t, key, args[key], classes) : fallback;
+  };
+  auto name_arg = [&](const std::string& key) {
+    const std::string& v = args[key];
+    if (v == "input") return std::string();
+    if (!is_identifier(v)) token_error(t, fmt::format("{}={} is not a layer name", key, v));
+    return v;
+  };
+  switch (L.type) {
+    case LayerType::Conv2d:
+      if (L.depthwise) {
+        L.kernel = integer("k", 3);
+      } else {
+        if (!args.count("out")) token_error(t, "conv needs its number of output channels, e.g. conv(16)");
+        L.out = integer("out", 0);
+        L.kernel = integer("k", 3);
+        L.groups = integer("g", 1);
+      }
+      L.stride = integer("s", 1);
+      L.padding = integer("p", L.kernel / 2);
+      break;
+    case LayerType::Linear:
+      if (!args.count("out")) token_error(t, "linear needs its number of outputs, e.g. linear(10)");
+      L.out = integer("out", 0);
+      break;
+    case LayerType::MaxPool:
+    case LayerType::AvgPool:
+      L.kernel = integer("k", 2);
+      L.stride = integer("s", L.kernel);
+      L.padding = integer("p", 0);
+      break;
+    case LayerType::Dropout: {
+      if (args.count("p")) {
+        try {
+          L.dropout = std::stod(args["p"]);
+        } catch (const std::exception&) {
+          token_error(t, "dropout p is not a number");
+        }
+      }
+      if (!(L.dropout >= 0 && L.dropout < 1)) token_error(t, "dropout p must be in [0, 1)");
+      break;
+    }
+    case LayerType::Add:
+      if (!args.count("a")) token_error(t, "add needs the layer to add, e.g. add(conv1)");
+      if (args.count("b")) L.inputs = {name_arg("a"), name_arg("b")};
+      else L.inputs = {"<previous>", name_arg("a")};
+      break;
+    case LayerType::BatchNorm:
+    case LayerType::ReLU:
+    case LayerType::ReLU6:
+    case LayerType::GlobalAvgPool:
+    case LayerType::Flatten: break;
+  }
+  if (args.count("bias")) {
+    const std::string& v = args["bias"];
+    if (v != "0" && v != "1" && v != "true" && v != "false") token_error(t, "bias must be 0 or 1");
+    L.bias = v == "1" || v == "true";
+    p.bias_given = true;
+  }
+  if (L.kernel < 1 || L.stride < 1 || (L.type == LayerType::Conv2d && (L.groups < 1 || (!L.depthwise && L.out < 1))) ||
+      (L.type == LayerType::Linear && L.out < 1))
+    token_error(t, "sizes must be at least 1");
+  if (args.count("from")) {
+    if (L.type == LayerType::Add) token_error(t, "add takes its inputs as arguments, not from=");
+    L.inputs = {name_arg("from")};
+  }
+  return p;
+}
+
+}  // namespace
+
+ModelSpec parse_spec(const std::string& text, const std::vector<int64_t>& input, int64_t classes) {
+  std::string preset = preset_text(text);
+  const std::string& source = preset.empty() ? text : preset;
+  std::vector<Token> tokens = tokenize(source);
+  if (tokens.empty()) throw UserError("model spec is empty: give a preset (" + fmt::format("{}", fmt::join(preset_names(), ", ")) + ") or layers");
+  std::vector<ParsedLayer> parsed;
+  for (const Token& t : tokens) parsed.push_back(parse_token(t, classes));
+
+  // Names: explicit ones as given, the rest op + running count (conv1, bn1, ...).
+  std::map<std::string, int> counters;
+  std::map<std::string, size_t> index;
+  for (size_t i = 0; i < parsed.size(); ++i) {
+    Layer& L = parsed[i].layer;
+    if (L.name.empty()) L.name = parsed[i].op + std::to_string(++counters[parsed[i].op]);
+    else ++counters[parsed[i].op];
+    if (index.count(L.name)) token_error(parsed[i].token, fmt::format("layer name '{}' is used twice", L.name));
+    index[L.name] = i;
+  }
+  ModelSpec spec;
+  spec.input = input;
+  spec.classes = classes;
+  for (size_t i = 0; i < parsed.size(); ++i) {
+    Layer& L = parsed[i].layer;
+    std::string previous = i == 0 ? "" : parsed[i - 1].layer.name;
+    if (L.inputs.empty()) L.inputs = {previous};
+    for (std::string& in : L.inputs) {
+      if (in == "<previous>") in = previous;
+      if (in.empty()) continue;
+      auto it = index.find(in);
+      if (it == index.end()) token_error(parsed[i].token, fmt::format("no layer named '{}'", in));
+      if (it->second >= i) token_error(parsed[i].token, fmt::format("'{}' comes later; a layer can only read earlier layers", in));
+    }
+    // A bias right before batchnorm is cancelled by its mean subtraction: leave it out unless asked.
+    if ((L.type == LayerType::Conv2d || L.type == LayerType::Linear) && !parsed[i].bias_given && i + 1 < parsed.size()) {
+      const Layer& next = parsed[i + 1].layer;
+      bool next_reads_this = next.inputs.empty() || (next.inputs.size() == 1 && next.inputs[0] == L.name);
+      if (next.type == LayerType::BatchNorm && next_reads_this) L.bias = false;
+    }
+    spec.layers.push_back(L);
+  }
+  analyze(spec);
+  return spec;
+}
+
+int ModelSpec::index_of(const std::string& name) const {
+  for (size_t i = 0; i < layers.size(); ++i)
+    if (layers[i].name == name) return static_cast<int>(i);
+  return -1;
+}
+
+const Layer& ModelSpec::layer(const std::string& name) const {
+  int i = index_of(name);
+  if (i < 0) throw UserError(fmt::format("the model has no layer named '{}'", name));
+  return layers[i];
+}
+
+}  // namespace shrink

@@ -1,0 +1,101 @@
+// Shapes, parameter counts and MACs of every layer, checked as they are worked out.
+#include <fmt/format.h>
+
+#include <map>
+
+#include "common/error.h"
+#include "spec/spec.h"
+
+namespace shrink {
+
+ModelCost total_cost(const ModelSpec& spec) {
+  ModelCost c;
+  for (const auto& i : analyze(spec)) c.params += i.params, c.macs += i.macs;
+  return c;
+}
+
+std::vector<LayerInfo> analyze(const ModelSpec& spec) {
+  if (spec.input.size() != 3 && spec.input.size() != 1)
+    throw UserError(fmt::format("model input shape {} must be C,H,W or a feature count", shape_string(spec.input)));
+  std::vector<LayerInfo> info(spec.layers.size());
+  std::map<std::string, std::vector<int64_t>> shapes;
+  shapes[""] = spec.input;
+  for (size_t i = 0; i < spec.layers.size(); ++i) {
+    const Layer& L = spec.layers[i];
+    LayerInfo& I = info[i];
+    I.in_shape = shapes.at(L.inputs[0]);
+    const auto& s = I.in_shape;
+    auto fail = [&](const std::string& what) {
+      throw UserError(fmt::format("model spec, layer {} ({}): {}", L.name, shape_string(s), what));
+    };
+    auto need_image = [&] {
+      if (s.size() != 3) fail("needs an image input C,H,W");
+    };
+    // Products of sizes from a file or a spec string: too large is an error, never an overflow.
+    auto product = [&](std::initializer_list<int64_t> factors) {
+      int64_t p = 1;
+      for (int64_t f : factors)
+        if (f < 0 || __builtin_mul_overflow(p, f, &p) || p > (int64_t(1) << 53)) fail("sizes too large");
+      return p;
+    };
+    int64_t numel = 1;
+    for (int64_t d : s) numel = product({numel, d});
+    switch (L.type) {
+      case LayerType::Conv2d: {
+        need_image();
+        int64_t in_c = s[0];
+        int64_t out_c = L.depthwise ? in_c : L.out;
+        int64_t groups = L.depthwise ? in_c : L.groups;
+        if (in_c % groups || out_c % groups) fail(fmt::format("groups={} must divide {} input and {} output channels", groups, in_c, out_c));
+        product({2, L.padding, s[1], s[2], L.kernel});  // every sum below fits
+        int64_t oh = (s[1] + 2 * L.padding - L.kernel) / L.stride + 1, ow = (s[2] + 2 * L.padding - L.kernel) / L.stride + 1;
+        if (s[1] + 2 * L.padding < L.kernel || s[2] + 2 * L.padding < L.kernel) fail("kernel is larger than the padded input");
+        I.out_shape = {out_c, oh, ow};
+        I.weight_shape = {out_c, in_c / groups, L.kernel, L.kernel};
+        I.params = product({out_c, in_c / groups, L.kernel, L.kernel}) + (L.bias ? out_c : 0);
+        I.macs = product({oh, ow, out_c, in_c / groups, L.kernel, L.kernel});
+        break;
+      }
+      case LayerType::Linear:
+        I.out_shape = {L.out};
+        I.weight_shape = {L.out, numel};
+        I.params = product({numel, L.out}) + (L.bias ? L.out : 0);
+        I.macs = product({numel, L.out});
+        break;
+      case LayerType::BatchNorm:
+        if (s.size() != 3 && s.size() != 1) fail("batchnorm needs C,H,W or features");
+        I.out_shape = s;
+        I.params = 2 * s[0];
+        break;
+      case LayerType::MaxPool:
+      case LayerType::AvgPool: {
+        need_image();
+        if (L.padding * 2 > L.kernel) fail("padding must be at most half the kernel");
+        product({2, L.padding, s[1], s[2], L.kernel});
+        if (s[1] + 2 * L.padding < L.kernel || s[2] + 2 * L.padding < L.kernel) fail("kernel is larger than the padded input");
+        I.out_shape = {s[0], (s[1] + 2 * L.padding - L.kernel) / L.stride + 1, (s[2] + 2 * L.padding - L.kernel) / L.stride + 1};
+        break;
+      }
+      case LayerType::GlobalAvgPool:
+        need_image();
+        I.out_shape = {s[0]};
+        break;
+      case LayerType::Flatten: I.out_shape = {numel}; break;
+      case LayerType::Add: {
+        const auto& other = shapes.at(L.inputs[1]);
+        if (other != s) fail(fmt::format("add of {} and {} ({}): shapes differ", L.inputs[0], L.inputs[1], shape_string(other)));
+        I.out_shape = s;
+        break;
+      }
+      case LayerType::ReLU:
+      case LayerType::ReLU6:
+      case LayerType::Dropout: I.out_shape = s; break;
+    }
+    shapes[L.name] = I.out_shape;
+  }
+  if (spec.classes > 0 && info.back().out_shape != std::vector<int64_t>{spec.classes})
+    throw UserError(fmt::format("model spec: the output has shape {} but the data has {} classes", shape_string(info.back().out_shape), spec.classes));
+  return info;
+}
+
+}  // namespace shrink
