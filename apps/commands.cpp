@@ -7,8 +7,8 @@
 #include <iostream>
 #include <sstream>
 
-#include "apps/compare.h"
-#include "apps/pipeline.h"
+#include "jobs/compare.h"
+#include "jobs/pipeline.h"
 #include "common/error.h"
 #include "distill/distill.h"
 #include "export/export.h"

@@ -1,4 +1,4 @@
-#include "apps/compare.h"
+#include "jobs/compare.h"
 
 #include <fmt/format.h>
 #include <torch/script.h>

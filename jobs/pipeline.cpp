@@ -1,4 +1,4 @@
-#include "apps/pipeline.h"
+#include "jobs/pipeline.h"
 
 #include <fmt/format.h>
 
@@ -6,7 +6,7 @@
 #include <iostream>
 #include <sstream>
 
-#include "apps/compare.h"
+#include "jobs/compare.h"
 #include "common/error.h"
 #include "distill/distill.h"
 #include "export/export.h"

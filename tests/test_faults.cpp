@@ -20,7 +20,7 @@
 
 #include "tests/helpers.h"
 #include "tests/pipeline_helpers.h"
-#include "apps/compare.h"
+#include "jobs/compare.h"
 #include "quantize/quantize.h"
 #include "shrink/runtime.hpp"
 #include "train/checkpoint.h"

@@ -12,8 +12,8 @@
 
 #include "tests/helpers.h"
 #include "tests/pipeline_helpers.h"
-#include "apps/compare.h"
-#include "apps/pipeline.h"
+#include "jobs/compare.h"
+#include "jobs/pipeline.h"
 #include "export/export.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
