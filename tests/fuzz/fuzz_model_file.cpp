@@ -21,6 +21,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include "runtime/model_file.h"
+#include "runtime/model_meta.h"
 #include "shrink/runtime.hpp"
 #include "tests/runtime/model_maker.h"
 #include "spec/spec.h"
@@ -192,7 +193,7 @@ size_t regenerate(uint8_t* data, size_t size, size_t max_size, Rng& rng) {
       auto& layers = parts.meta["quantization"]["int8_layers"];
       if (!layers.empty()) {
         std::string name = layers[rng() % layers.size()];
-        ExportTensor* w = parts.find(name + ".weight");
+        ExportTensor* w = parts.find(weight_key(name));
         if (w) {
           layers.erase(std::find(layers.begin(), layers.end(), name));
           std::vector<uint8_t> f32(w->bytes.size() * 4);
@@ -202,7 +203,7 @@ size_t regenerate(uint8_t* data, size_t size, size_t max_size, Rng& rng) {
           }
           w->dtype = format::DType::F32;
           w->bytes = f32;
-          parts.tensors.erase(std::remove_if(parts.tensors.begin(), parts.tensors.end(), [&](const ExportTensor& t) { return t.name == name + ".weight_scale"; }),
+          parts.tensors.erase(std::remove_if(parts.tensors.begin(), parts.tensors.end(), [&](const ExportTensor& t) { return t.name == weight_scale_key(name); }),
                               parts.tensors.end());
         }
       }

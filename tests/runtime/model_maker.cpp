@@ -11,6 +11,7 @@
 #include <random>
 
 #include "runtime/format.h"
+#include "runtime/model_meta.h"
 #include "spec/spec.h"
 
 namespace shrink::test {
@@ -39,7 +40,7 @@ ModelSpec folded(const ModelSpec& spec) {
     Layer L = spec.layers[i];
     for (auto& in : L.inputs)
       if (renamed.count(in)) in = renamed[in];
-    bool fold = (L.type == LayerType::Conv2d || L.type == LayerType::Linear) && i + 1 < spec.layers.size() &&
+    bool fold = has_weights(L.type) && i + 1 < spec.layers.size() &&
                 spec.layers[i + 1].type == LayerType::BatchNorm && spec.layers[i + 1].inputs == std::vector<std::string>{spec.layers[i].name};
     if (fold) {
       L.bias = true;
@@ -51,6 +52,25 @@ ModelSpec folded(const ModelSpec& spec) {
   return parse_spec(out.to_string(), spec.input, spec.classes);
 }
 
+// Whether a layer's output is never negative (its activation point is then u8): after a ReLU, and
+// after what keeps its input's values (pooling, flatten, dropout) when that input is.
+bool unsigned_output(LayerType type, bool input_unsigned) {
+  switch (type) {
+    case LayerType::ReLU:
+    case LayerType::ReLU6: return true;
+    case LayerType::MaxPool:
+    case LayerType::AvgPool:
+    case LayerType::GlobalAvgPool:
+    case LayerType::Flatten:
+    case LayerType::Dropout: return input_unsigned;
+    case LayerType::Conv2d:
+    case LayerType::Linear:
+    case LayerType::BatchNorm:
+    case LayerType::Add: return false;
+  }
+  return false;
+}
+
 }  // namespace
 
 ModelParts model_parts(const std::string& text, const std::vector<int64_t>& input, int64_t classes, const MakeOptions& o) {
@@ -60,25 +80,16 @@ ModelParts model_parts(const std::string& text, const std::vector<int64_t>& inpu
   std::uniform_real_distribution<float> unit(-1.f, 1.f);
   std::uniform_real_distribution<double> coin(0, 1);
   ModelParts parts;
-  nlohmann::json int8_layers = nlohmann::json::array(), acts = nlohmann::json::object();
+  ModelMeta meta;
+  Quantization quantization;
   std::vector<bool> is_unsigned(spec.layers.size(), false);
   for (size_t i = 0; i < spec.layers.size(); ++i) {
     const Layer& L = spec.layers[i];
     int in_index = L.inputs[0].empty() ? -1 : spec.index_of(L.inputs[0]);
-    bool in_unsigned = in_index >= 0 && is_unsigned[in_index];
-    switch (L.type) {
-      case LayerType::ReLU:
-      case LayerType::ReLU6: is_unsigned[i] = true; break;
-      case LayerType::MaxPool:
-      case LayerType::AvgPool:
-      case LayerType::GlobalAvgPool:
-      case LayerType::Flatten:
-      case LayerType::Dropout: is_unsigned[i] = in_unsigned; break;
-      default: break;
-    }
-    if (o.int8 && i + 1 < spec.layers.size()) acts[L.name] = {{"scale", 0.05}, {"signed", !is_unsigned[i]}};
-    if (L.type == LayerType::Add && o.int8) int8_layers.push_back(L.name);
-    if (L.type != LayerType::Conv2d && L.type != LayerType::Linear) continue;
+    is_unsigned[i] = unsigned_output(L.type, in_index >= 0 && is_unsigned[in_index]);
+    if (o.int8 && i + 1 < spec.layers.size()) quantization.activations[L.name] = {0.05, !is_unsigned[i]};
+    if (o.int8 && runs_int8(L.type) && !has_weights(L.type)) quantization.int8_layers.push_back(L.name);  // the adds
+    if (!has_weights(L.type)) continue;
     int64_t out = info[i].out_shape[0];
     const std::vector<int64_t>& dims = info[i].weight_shape;
     int64_t fan_in = std::accumulate(dims.begin() + 1, dims.end(), int64_t(1), std::multiplies<int64_t>());
@@ -87,7 +98,7 @@ ModelParts model_parts(const std::string& text, const std::vector<int64_t>& inpu
     for (auto& v : w) v = coin(rng) < o.sparsity ? 0.f : bound * unit(rng);
     if (o.int8) {
       std::vector<float> scales(out);
-      ExportTensor q{L.name + ".weight", format::DType::S8, dims, std::vector<uint8_t>(w.size())};
+      ExportTensor q{weight_key(L.name), format::DType::S8, dims, std::vector<uint8_t>(w.size())};
       for (int64_t c = 0; c < out; ++c) {
         float m = 0;
         for (int64_t k = 0; k < fan_in; ++k) m = std::max(m, std::fabs(w[c * fan_in + k]));
@@ -96,32 +107,31 @@ ModelParts model_parts(const std::string& text, const std::vector<int64_t>& inpu
           q.bytes[c * fan_in + k] = static_cast<uint8_t>(static_cast<int8_t>(std::clamp(std::round(w[c * fan_in + k] / scales[c]), -127.f, 127.f)));
       }
       parts.tensors.push_back(q);
-      parts.tensors.push_back(f32_tensor(L.name + ".weight_scale", {out}, scales));
-      int8_layers.push_back(L.name);
+      parts.tensors.push_back(f32_tensor(weight_scale_key(L.name), {out}, scales));
+      quantization.int8_layers.push_back(L.name);
     } else {
-      parts.tensors.push_back(f32_tensor(L.name + ".weight", dims, w));
+      parts.tensors.push_back(f32_tensor(weight_key(L.name), dims, w));
     }
     if (L.bias) {
       std::vector<float> b(out);
       for (auto& v : b) v = 0.1f * unit(rng);
-      parts.tensors.push_back(f32_tensor(L.name + ".bias", {out}, b));
+      parts.tensors.push_back(f32_tensor(bias_key(L.name), {out}, b));
     }
   }
-  std::vector<float> mean, stdev;
   if (o.normalization && spec.input.size() == 3)
-    for (int64_t c = 0; c < spec.input[0]; ++c) mean.push_back(0.5f + 0.1f * unit(rng)), stdev.push_back(0.25f + 0.05f * unit(rng));
-  parts.meta = {{"format", "shrink-model"},
-                {"spec", spec.to_string()},
-                {"input", spec.input},
-                {"classes", spec.classes},
-                {"precision", o.int8 ? "int8" : "fp32"},
-                {"normalization", {{"mean", mean}, {"std", stdev}}},
-                {"class_names", nlohmann::json::array()},
-                {"provenance", {{"checkpoint", "random weights (tests/runtime/model_maker.cpp)"}, {"seed", o.seed}}}};
+    for (int64_t c = 0; c < spec.input[0]; ++c)
+      meta.normalization.mean.push_back(0.5f + 0.1f * unit(rng)), meta.normalization.std.push_back(0.25f + 0.05f * unit(rng));
+  meta.spec = spec.to_string();
+  meta.input = spec.input;
+  meta.classes = spec.classes;
+  meta.precision = o.int8 ? "int8" : "fp32";
+  meta.provenance.checkpoint = "random weights (tests/runtime/model_maker.cpp)";
+  meta.provenance.seed = o.seed;
   if (o.int8) {
-    acts["input"] = {{"scale", 4.0 / 127}, {"signed", true}};
-    parts.meta["quantization"] = {{"activations", acts}, {"int8_layers", int8_layers}, {"scheme", "docs/quantization.md v1"}};
+    quantization.activations[kInputPoint] = {4.0 / 127, true};
+    meta.quantization = quantization;
   }
+  parts.meta = meta.to_json();
   return parts;
 }
 

@@ -1,0 +1,78 @@
+// A loaded model (Model::Impl is this): the file, its checked description, the plan cache and the
+// constants (weights in oneDNN's layouts) that plans share. engine.cpp runs it, validate.cpp
+// checks it, plan.cpp and runtime/ops/ compile it.
+#pragma once
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <functional>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "runtime/model_file.h"
+#include "runtime/model_meta.h"
+#include "runtime/plan.h"
+#include "spec/spec.h"
+
+namespace shrink::rt::detail {
+
+struct Loaded {
+  ModelFile file;
+  ModelMeta meta;  // checked (ModelMeta::from_json)
+  ModelSpec spec;
+  std::vector<LayerInfo> info;
+  std::set<std::string> int8_layers;  // int8 models: meta.quantization's, for lookups
+  std::string path;
+  int threads = 1;
+  uint64_t activation_bytes = 0;  // per example, every layer's output as f32 (an upper bound)
+  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+
+  // Compiled plans, most recently used first; the mutex guards only this list.
+  mutable std::mutex cache_mutex;
+  mutable std::list<std::shared_ptr<const Plan>> plans;
+  // One plan build at a time; it guards `packed` (tensor key -> the layouts made of it).
+  mutable std::mutex build_mutex;
+  mutable std::map<std::string, std::vector<std::pair<memory::desc, memory>>> packed;
+  mutable std::set<std::string> in_place;  // tensors some plan reads straight from the file
+
+  [[noreturn]] void fail(const std::string& what) const { throw Error(path + ": " + what); }
+
+  const Tensor& tensor(const std::string& name) const {
+    auto it = file.tensors.find(name);
+    if (it == file.tensors.end()) fail("tensor " + name + " is missing");
+    return it->second;
+  }
+
+  bool int8() const { return meta.precision == "int8"; }
+  // The grid of activation point `point`, or null when it has none (or the model is fp32).
+  const ActivationScale* point_scale(const std::string& point) const {
+    if (!meta.quantization) return nullptr;
+    auto it = meta.quantization->activations.find(point);
+    return it == meta.quantization->activations.end() ? nullptr : &it->second;
+  }
+  // The grid of `point` as the kernels use it; an error when there is none (`reader` reads it).
+  std::pair<float, bool> scale_of(const std::string& point, const std::string& reader) const {
+    const ActivationScale* s = point_scale(point);
+    if (!s) fail("int8 layer " + reader + " reads " + point + ", which has no activation scale");
+    return {static_cast<float>(s->scale), s->is_signed};
+  }
+
+  void init(ModelFile file, const std::string& name, int threads);
+  void read_metadata();       // validate.cpp
+  void check_tensors() const;  // validate.cpp
+  std::shared_ptr<const Plan> plan_for(int64_t batch) const;
+  Plan build(int64_t n) const;
+  std::vector<float> execute(const Plan& plan, const float* input, bool softmax) const;
+
+  // `t` in layout `want`: in place when that is the file's layout, else packed once and shared.
+  memory constant(const std::string& key, const Tensor& t, const memory::desc& user, const memory::desc& want) const;
+  // A constant computed once from the file (int8 biases in the sum's units).
+  memory derived(const std::string& key, const memory::desc& d, const std::function<void(float*)>& fill) const;
+};
+
+}  // namespace shrink::rt::detail

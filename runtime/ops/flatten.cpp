@@ -1,0 +1,16 @@
+// flatten: torch flattens in C,H,W order, so an NHWC image is reordered to NCHW and viewed as
+// N,(C*H*W); a feature vector passes through.
+#include "runtime/loaded.h"
+#include "runtime/ops/ops.h"
+
+namespace shrink::rt::detail {
+
+Act build_flatten(Builder& b, const OpContext& c) {
+  const Act src = c.inputs[0];
+  memory::desc sd = b.desc(src.slot);
+  if (sd.dims().size() != 4) return src;
+  int plain_nchw = b.reorder(src.slot, memory::desc(sd.dims(), sd.data_type(), tag::nchw));
+  return Act{b.alias(plain_nchw, memory::desc({b.batch(), c.info.out_shape[0]}, sd.data_type(), tag::nc)), src.scale};
+}
+
+}  // namespace shrink::rt::detail

@@ -1,0 +1,173 @@
+// Builder: the layers in spec order, each through its kind's op (runtime/ops/ops.h); which ReLU
+// fuses into its producer and on which grid each unit's output lies is decided here, once.
+#include <algorithm>
+#include <numeric>
+
+#include "runtime/loaded.h"
+#include "runtime/ops/ops.h"
+
+namespace shrink::rt::detail {
+
+const dnnl::engine& Builder::engine() const { return m_.engine; }
+
+int Builder::slot(const memory::desc& d) {
+  int at = static_cast<int>(plan.steps.size());
+  buffers_.push_back({static_cast<uint64_t>(d.get_size()), at, at});
+  plan.slots.push_back({static_cast<int>(buffers_.size()) - 1, d});
+  return static_cast<int>(plan.slots.size()) - 1;
+}
+
+int Builder::alias(int of, const memory::desc& d) {
+  plan.slots.push_back({plan.slots[of].buffer, d});
+  return static_cast<int>(plan.slots.size()) - 1;
+}
+
+Step Builder::make(dnnl::primitive prim, const memory::desc& scratchpad, std::vector<Arg> args) {
+  int at = static_cast<int>(plan.steps.size());
+  for (const Arg& a : args)
+    if (a.slot >= 0) {
+      auto& b = buffers_[plan.slots[a.slot].buffer];
+      b.first = std::min(b.first, at), b.last = std::max(b.last, at);
+    }
+  plan.scratchpad_bytes = std::max<uint64_t>(plan.scratchpad_bytes, scratchpad.get_size());
+  return Step{prim, std::move(args), scratchpad};
+}
+
+int Builder::reorder(int from, const memory::desc& to, float scale) {
+  auto attr = user_scratchpad();
+  if (scale != 0) attr.set_output_scales(0, {scale});
+  dnnl::reorder::primitive_desc pd(m_.engine, desc(from), m_.engine, to, attr);
+  int out = slot(to);
+  add(dnnl::reorder(pd), pd.scratchpad_desc(), {{DNNL_ARG_FROM, from, {}}, {DNNL_ARG_TO, out, {}}});
+  return out;
+}
+
+Act Builder::as_float(const Act& a) {
+  if (a.scale == 0) return a;
+  const auto& d = desc(a.slot);
+  return Act{reorder(a.slot, memory::desc(d.dims(), dt::f32, plain(d)), a.scale), 0};
+}
+
+Act Builder::quantize(const Act& a, const std::string& point, const std::string& reader) {
+  auto [scale, is_signed] = m_.scale_of(point, reader);
+  Act f = as_float(a);
+  const auto& d = desc(f.slot);
+  return Act{reorder(f.slot, memory::desc(d.dims(), is_signed ? dt::s8 : dt::u8, plain(d)), 1.0f / scale), scale};
+}
+
+memory::desc Builder::output_desc(const OpContext& c) const {
+  const auto& out_shape = c.info.out_shape;
+  return memory::desc(dims_of(out_shape, n_), c.out_type, out_shape.size() == 3 ? tag::nhwc : tag::nc);
+}
+
+// The f32 input, in NHWC for images (the layout oneDNN's convolutions run fastest in), on the
+// input's grid when an int8 model has one.
+Act Builder::input_unit(bool int8) {
+  const auto& in_shape = m_.spec.input;
+  plan.input = slot(memory::desc(dims_of(in_shape, n_), dt::f32, in_shape.size() == 3 ? tag::nchw : tag::nc));
+  Act input{plan.input, 0};
+  if (in_shape.size() == 3) input.slot = reorder(plan.input, memory::desc(dims_of(in_shape, n_), dt::f32, tag::nhwc));
+  if (int8 && m_.point_scale(kInputPoint)) input = quantize(input, kInputPoint, kInputPoint);
+  return input;
+}
+
+// Layer i with what it reads, and its unit's decisions: an activation that only this layer feeds
+// runs as its post-op (the point after it is then the unit's output), and the unit's output is
+// int8 on its point's grid, or float (the logits, float layers).
+OpContext Builder::unit(size_t i, const std::vector<int>& readers, const std::vector<Act>& acts, const Act& input, bool int8) const {
+  const ModelSpec& spec = m_.spec;
+  const size_t count = spec.layers.size();
+  const Layer& L = spec.layers[i];
+  OpContext c{L, m_.info[i]};
+  const bool last = i + 1 == count;
+  c.int8 = int8 && m_.int8_layers.count(L.name);
+  int fused = -1;
+  if (fuses_activation(L.type) && !last && readers[i] == 1 && is_activation(spec.layers[i + 1].type) && spec.layers[i + 1].inputs[0] == L.name)
+    fused = static_cast<int>(i + 1);
+  const std::string& end_name = fused >= 0 ? spec.layers[fused].name : L.name;
+  const ActivationScale* end_point = m_.point_scale(end_name);
+  c.out_int8 = c.int8 && end_point && !(fused >= 0 ? fused + 1 == static_cast<int>(count) : last);
+  c.out_scale = c.out_int8 ? static_cast<float>(end_point->scale) : 0;
+  if (fused >= 0) {
+    c.activation = &spec.layers[fused];
+    // Post-ops see values after the output scales, in the output's units: ReLU6 clips at 6 / scale there.
+    Eltwise e = activation_eltwise(c.activation->type, c.out_scale);
+    c.post_ops.append_eltwise(1.f, e.algorithm, e.alpha, e.beta);
+  }
+  c.out_type = c.out_int8 ? (end_point->is_signed ? dt::s8 : dt::u8) : dt::f32;
+  for (const std::string& in : L.inputs) {
+    c.inputs.push_back(in.empty() ? input : acts[spec.index_of(in)]);
+    c.points.push_back(in.empty() ? std::string(kInputPoint) : in);
+  }
+  return c;
+}
+
+// The logits as f32, and the softmax that turns them into probabilities when asked.
+void Builder::output_unit(const Act& logits) {
+  Act out = as_float(logits);
+  plan.output = out.slot;
+  keep_live(plan.output);
+  const memory::desc& od = desc(out.slot);
+  dnnl::softmax_forward::desc sd(dnnl::prop_kind::forward_inference, od, 1);
+  dnnl::softmax_forward::primitive_desc pd(sd, user_scratchpad(), m_.engine);
+  plan.probabilities = slot(od);
+  keep_live(plan.probabilities);
+  plan.softmax = make(dnnl::softmax_forward(pd), pd.scratchpad_desc(), {{DNNL_ARG_SRC, plan.output, {}}, {DNNL_ARG_DST, plan.probabilities, {}}});
+}
+
+void Builder::build() {
+  const ModelSpec& spec = m_.spec;
+  const bool int8 = m_.int8();
+  Act input = input_unit(int8);
+  const size_t count = spec.layers.size();
+  std::vector<int> readers(count, 0);
+  for (const Layer& L : spec.layers)
+    for (const auto& in : L.inputs)
+      if (!in.empty()) ++readers[spec.index_of(in)];
+  std::vector<Act> acts(count);
+  std::vector<bool> fused(count, false);
+  for (size_t i = 0; i < count; ++i) {
+    if (fused[i]) continue;  // an activation already applied as its producer's post-op
+    const Layer& L = spec.layers[i];
+    OpContext c = unit(i, readers, acts, input, int8);
+    Act result = op_for(L.type)(*this, c);
+    // A float result that an int8 layer may read goes onto its point's grid once, here.
+    if (int8 && !c.int8 && i + 1 != count && m_.point_scale(L.name) && result.scale == 0) result = quantize(result, L.name, L.name);
+    acts[i] = result;
+    if (c.activation) {
+      size_t a = i + 1;  // unit() fuses only the next layer
+      fused[a] = true;
+      acts[a] = result;
+    }
+  }
+  output_unit(acts.back());
+  place();
+}
+
+// Places buffers: largest first, each at the lowest offset free during its whole lifetime.
+void Builder::place() {
+  std::vector<int> order(buffers_.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return buffers_[a].bytes > buffers_[b].bytes; });
+  plan.offsets.assign(buffers_.size(), 0);
+  std::vector<int> placed;
+  for (int b : order) {
+    const auto& B = buffers_[b];
+    std::vector<std::pair<uint64_t, uint64_t>> busy;  // [offset, end) of buffers live at the same time
+    for (int p : placed) {
+      const auto& P = buffers_[p];
+      if (P.first <= B.last && B.first <= P.last) busy.emplace_back(plan.offsets[p], plan.offsets[p] + align_up(P.bytes));
+    }
+    std::sort(busy.begin(), busy.end());
+    uint64_t at = 0;
+    for (const auto& [from, to] : busy) {
+      if (at + align_up(B.bytes) <= from) break;
+      at = std::max(at, to);
+    }
+    plan.offsets[b] = at;
+    plan.arena_bytes = std::max(plan.arena_bytes, at + align_up(B.bytes));
+    placed.push_back(b);
+  }
+}
+
+}  // namespace shrink::rt::detail

@@ -1,0 +1,141 @@
+// A model compiled for one batch size (Plan), and what compiles it (Builder): one oneDNN
+// primitive per layer, ReLUs fused as post-ops, every activation a slot of one per-call arena.
+// Builder::build walks the layers and calls each kind's op (runtime/ops/ops.h) with an OpContext:
+// the layer, its inputs, and the decisions the builder took around it (a fused activation, the
+// output's type and scale). Activations are NHWC (images) or NC (features); in int8 models they
+// are u8/s8 with the scales of docs/quantization.md.
+#pragma once
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <climits>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "spec/spec.h"
+
+namespace shrink::rt::detail {
+
+using dnnl::memory;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+struct Loaded;
+
+constexpr uint64_t kAlign = 64;
+inline uint64_t align_up(uint64_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
+
+inline memory::dims dims_of(const std::vector<int64_t>& shape, int64_t batch) {
+  memory::dims d{batch};
+  d.insert(d.end(), shape.begin(), shape.end());
+  return d;
+}
+
+// Every primitive gets its scratchpad from the call (plans are shared by concurrent calls).
+inline dnnl::primitive_attr user_scratchpad() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
+// An activation of a plan: a slot of the per-call arena, with its quantization scale.
+struct Act {
+  int slot = -1;
+  float scale = 0;  // 0: float; else the quantization scale of its u8/s8 values
+};
+
+// A primitive argument: an activation slot (per call) or a constant (weights, shared).
+struct Arg {
+  int id;
+  int slot;  // -1: `constant`
+  memory constant;
+};
+
+struct Step {
+  dnnl::primitive prim;
+  std::vector<Arg> args;
+  memory::desc scratchpad;
+};
+
+// A view of one arena buffer with a memory descriptor (several slots may view one buffer).
+struct Slot {
+  int buffer;
+  memory::desc desc;
+};
+
+// Everything one batch size needs, immutable once built; shared by concurrent calls.
+struct Plan {
+  int64_t batch = 0;
+  std::vector<Slot> slots;
+  std::vector<uint64_t> offsets;  // per buffer, into the call's arena
+  uint64_t arena_bytes = 0, scratchpad_bytes = 0;
+  int input = -1, output = -1, probabilities = -1;  // slots: N,C,H,W (or N,F) f32 input; N,classes f32
+  std::vector<Step> steps;
+  Step softmax;  // run only when probabilities are asked for
+};
+
+// What a layer's op is given to build its step(s).
+struct OpContext {
+  OpContext(const Layer& l, const LayerInfo& i) : layer(l), info(i) {}
+  const Layer& layer;
+  const LayerInfo& info;             // its shapes, for one example
+  bool int8 = false;                 // the layer runs in int8 (the file lists it in int8_layers)
+  std::vector<Act> inputs;           // what it reads, in layer.inputs order
+  std::vector<std::string> points;   // their activation points ("input" or a layer name)
+  const Layer* activation = nullptr; // the ReLU or ReLU6 fused as its post-op, or null
+  dnnl::post_ops post_ops;           // that activation, in the output's units
+  bool out_int8 = false;             // the output is u8/s8 on its point's grid ...
+  float out_scale = 0;               // ... of this scale (0: a float output)
+  dt out_type = dt::f32;
+};
+
+// Builds one Plan: slots and steps in execution order, then places every buffer in one arena
+// by liveness (a buffer is live from the step that writes it to the last step that reads it).
+class Builder {
+ public:
+  Builder(const Loaded& m, int64_t n) : m_(m), n_(n) { plan.batch = n; }
+
+  Plan plan;
+
+  const Loaded& model() const { return m_; }
+  int64_t batch() const { return n_; }
+  const dnnl::engine& engine() const;
+
+  int slot(const memory::desc& d);
+  int alias(int of, const memory::desc& d);  // another view of slot `of`'s buffer
+  const memory::desc& desc(int s) const { return plan.slots[s].desc; }
+  void keep_live(int s) { buffers_[plan.slots[s].buffer].last = INT_MAX; }
+
+  Step make(dnnl::primitive prim, const memory::desc& scratchpad, std::vector<Arg> args);
+  void add(dnnl::primitive prim, const memory::desc& scratchpad, std::vector<Arg> args) {
+    plan.steps.push_back(make(prim, scratchpad, std::move(args)));
+  }
+
+  // A reorder of `from` into a new slot of descriptor `to` (with output scales when given).
+  int reorder(int from, const memory::desc& to, float scale = 0);
+  static tag plain(const memory::desc& d) { return d.dims().size() == 4 ? tag::nhwc : tag::nc; }
+  // `a` as a float tensor (dequantizing int8 with a reorder when needed).
+  Act as_float(const Act& a);
+  // `a` quantized onto point `point`'s grid (`reader` names the layer that needs it, for errors).
+  Act quantize(const Act& a, const std::string& point, const std::string& reader);
+  // The layer's output: N + its out_shape, in the context's output type, NHWC or NC.
+  memory::desc output_desc(const OpContext& c) const;
+
+  void build();
+
+ private:
+  struct Buffer {
+    uint64_t bytes;
+    int first, last;
+  };
+  Act input_unit(bool int8);
+  OpContext unit(size_t i, const std::vector<int>& readers, const std::vector<Act>& acts, const Act& input, bool int8) const;
+  void output_unit(const Act& logits);
+  void place();
+
+  const Loaded& m_;
+  int64_t n_;
+  std::vector<Buffer> buffers_;
+};
+
+}  // namespace shrink::rt::detail
