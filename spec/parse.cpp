@@ -7,6 +7,7 @@
 #include <set>
 
 #include "common/error.h"
+#include "spec/arguments.h"
 #include "spec/spec.h"
 
 namespace shrink {
@@ -47,29 +48,19 @@ bool is_identifier(const std::string& s) {
   return std::all_of(s.begin(), s.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; });
 }
 
-struct OpArgs {
-  std::vector<std::string> positional;  // names of positional arguments, in order
-  std::set<std::string> keys;           // every accepted key (from= is always accepted)
-};
-
-OpArgs arguments_of(LayerType type, bool depthwise) {
-  switch (type) {
-    case LayerType::Conv2d:
-      if (depthwise) return {{"k"}, {"k", "s", "p", "bias"}};
-      return {{"out", "k"}, {"out", "k", "s", "p", "g", "bias"}};
-    case LayerType::Linear: return {{"out"}, {"out", "bias"}};
-    case LayerType::MaxPool:
-    case LayerType::AvgPool: return {{"k", "s"}, {"k", "s", "p"}};
-    case LayerType::Dropout: return {{"p"}, {"p"}};
-    case LayerType::Add: return {{"a", "b"}, {"a", "b"}};
-    case LayerType::BatchNorm:
-    case LayerType::ReLU:
-    case LayerType::ReLU6:
-    case LayerType::GlobalAvgPool:
-    case LayerType::Flatten: return {};
+// The keys a kind accepts, and which may be given without key= (in order).
+struct KeyCollector {
+  std::vector<std::string> positional;
+  std::set<std::string> keys;
+  void integer(const char* key, int64_t&, int64_t, unsigned how, const char*) { add(key, how & spec_text::kPositional); }
+  void real(const char* key, double&) { add(key, true); }
+  void flag(const char* key, bool&) { add(key, false); }
+  void inputs(Layer&) { add("a", true), add("b", true); }
+  void add(const char* key, bool positional) {
+    keys.insert(key);
+    if (positional) this->positional.push_back(key);
   }
-  return {};
-}
+};
 
 // Op names in spec text: each kind's, plus dwconv (a conv with one group per channel).
 const std::map<std::string, LayerType>& op_names() {
@@ -95,6 +86,45 @@ int64_t parse_int(const Token& t, const std::string& key, const std::string& val
   if (v < 0 || v > (int64_t(1) << 24)) token_error(t, fmt::format("{}={} is out of range", key, value));
   return v;
 }
+
+// Fills a layer's fields from its token's arguments (spec/arguments.h visits them).
+template <class NameArg>
+struct ArgumentReader {
+  const Token& t;
+  std::map<std::string, std::string>& args;
+  int64_t classes;
+  const NameArg& name_arg;
+  bool bias_given = false;
+
+  void integer(const char* key, int64_t& field, int64_t fallback, unsigned how, const char* missing) {
+    if (!args.count(key) && (how & spec_text::kRequired)) token_error(t, missing);
+    field = args.count(key) ? parse_int(t, key, args[key], classes) : fallback;
+  }
+  void real(const char* key, double& field) {  // dropout's p
+    if (args.count(key)) {
+      try {
+        field = std::stod(args[key]);
+      } catch (const std::exception&) {
+        token_error(t, "dropout p is not a number");
+      }
+    }
+    if (!(field >= 0 && field < 1)) token_error(t, "dropout p must be in [0, 1)");
+  }
+  void flag(const char* key, bool& field) {
+    if (!args.count(key)) return;
+    const std::string& v = args[key];
+    if (v != "0" && v != "1" && v != "true" && v != "false") token_error(t, fmt::format("{} must be 0 or 1", key));
+    field = v == "1" || v == "true";
+    bias_given = true;
+  }
+  void inputs(Layer& L) {  // add(a) adds the previous layer's output and a's; add(a,b) a's and b's
+    if (!args.count("a")) token_error(t, "add needs the layer to add, e.g. add(conv1)");
+    if (args.count("b")) L.inputs = {name_arg("a"), name_arg("b")};
+    else L.inputs = {"<previous>", name_arg("a")};
+  }
+};
+template <class NameArg>
+ArgumentReader(const Token&, std::map<std::string, std::string>&, int64_t, const NameArg&) -> ArgumentReader<NameArg>;
 
 struct ParsedLayer {
   Layer layer;
@@ -124,7 +154,8 @@ ParsedLayer parse_token(const Token& t, int64_t classes) {
   Layer& L = p.layer;
   L.type = kind->second;
   L.depthwise = p.op == "dwconv";
-  const OpArgs def = arguments_of(L.type, L.depthwise);
+  KeyCollector def;
+  spec_text::visit_arguments(L, def);
   std::map<std::string, std::string> args;
   if (paren != std::string::npos) {
     if (body.back() != ')') token_error(t, "expected ')' at the end");
@@ -151,66 +182,15 @@ ParsedLayer parse_token(const Token& t, int64_t classes) {
       args[key] = value;
     }
   }
-  auto integer = [&](const std::string& key, int64_t fallback) {
-    return args.count(key) ? parse_int(t, key, args[key], classes) : fallback;
-  };
   auto name_arg = [&](const std::string& key) {
     const std::string& v = args[key];
     if (v == "input") return std::string();
     if (!is_identifier(v)) token_error(t, fmt::format("{}={} is not a layer name", key, v));
     return v;
   };
-  switch (L.type) {
-    case LayerType::Conv2d:
-      if (L.depthwise) {
-        L.kernel = integer("k", 3);
-      } else {
-        if (!args.count("out")) token_error(t, "conv needs its number of output channels, e.g. conv(16)");
-        L.out = integer("out", 0);
-        L.kernel = integer("k", 3);
-        L.groups = integer("g", 1);
-      }
-      L.stride = integer("s", 1);
-      L.padding = integer("p", L.kernel / 2);
-      break;
-    case LayerType::Linear:
-      if (!args.count("out")) token_error(t, "linear needs its number of outputs, e.g. linear(10)");
-      L.out = integer("out", 0);
-      break;
-    case LayerType::MaxPool:
-    case LayerType::AvgPool:
-      L.kernel = integer("k", 2);
-      L.stride = integer("s", L.kernel);
-      L.padding = integer("p", 0);
-      break;
-    case LayerType::Dropout: {
-      if (args.count("p")) {
-        try {
-          L.dropout = std::stod(args["p"]);
-        } catch (const std::exception&) {
-          token_error(t, "dropout p is not a number");
-        }
-      }
-      if (!(L.dropout >= 0 && L.dropout < 1)) token_error(t, "dropout p must be in [0, 1)");
-      break;
-    }
-    case LayerType::Add:
-      if (!args.count("a")) token_error(t, "add needs the layer to add, e.g. add(conv1)");
-      if (args.count("b")) L.inputs = {name_arg("a"), name_arg("b")};
-      else L.inputs = {"<previous>", name_arg("a")};
-      break;
-    case LayerType::BatchNorm:
-    case LayerType::ReLU:
-    case LayerType::ReLU6:
-    case LayerType::GlobalAvgPool:
-    case LayerType::Flatten: break;
-  }
-  if (args.count("bias")) {
-    const std::string& v = args["bias"];
-    if (v != "0" && v != "1" && v != "true" && v != "false") token_error(t, "bias must be 0 or 1");
-    L.bias = v == "1" || v == "true";
-    p.bias_given = true;
-  }
+  ArgumentReader reader{t, args, classes, name_arg};
+  spec_text::visit_arguments(L, reader);
+  p.bias_given = reader.bias_given;
   if (L.kernel < 1 || L.stride < 1 || (L.type == LayerType::Conv2d && (L.groups < 1 || (!L.depthwise && L.out < 1))) ||
       (L.type == LayerType::Linear && L.out < 1))
     token_error(t, "sizes must be at least 1");

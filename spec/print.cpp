@@ -1,9 +1,26 @@
 // The canonical text form of a ModelSpec: explicit names and arguments, parses back to the same spec.
 #include <fmt/format.h>
 
+#include "spec/arguments.h"
 #include "spec/spec.h"
 
 namespace shrink {
+namespace {
+
+// Writes a layer's arguments as spec text (spec/arguments.h visits them).
+struct ArgumentWriter {
+  std::vector<std::string>& args;
+  void integer(const char* key, int64_t& field, int64_t, unsigned how, const char*) {
+    args.push_back(how & spec_text::kBare ? std::to_string(field) : fmt::format("{}={}", key, field));
+  }
+  void real(const char* key, double& field) { args.push_back(fmt::format("{}={}", key, field)); }
+  void flag(const char* key, bool& field) { args.push_back(fmt::format("{}={}", key, field ? 1 : 0)); }
+  void inputs(Layer& L) {
+    for (const auto& in : L.inputs) args.push_back(in.empty() ? "input" : in);
+  }
+};
+
+}  // namespace
 
 std::string ModelSpec::to_string() const {
   std::string out;
@@ -11,35 +28,9 @@ std::string ModelSpec::to_string() const {
     const Layer& L = layers[i];
     std::string previous = i == 0 ? "" : layers[i - 1].name;
     std::vector<std::string> args;
-    switch (L.type) {
-      case LayerType::Conv2d:
-        if (!L.depthwise) args.push_back(std::to_string(L.out));
-        args.push_back(fmt::format("k={}", L.kernel));
-        args.push_back(fmt::format("s={}", L.stride));
-        args.push_back(fmt::format("p={}", L.padding));
-        if (!L.depthwise) args.push_back(fmt::format("g={}", L.groups));
-        args.push_back(fmt::format("bias={}", L.bias ? 1 : 0));
-        break;
-      case LayerType::Linear:
-        args.push_back(std::to_string(L.out));
-        args.push_back(fmt::format("bias={}", L.bias ? 1 : 0));
-        break;
-      case LayerType::MaxPool:
-      case LayerType::AvgPool:
-        args.push_back(fmt::format("k={}", L.kernel));
-        args.push_back(fmt::format("s={}", L.stride));
-        args.push_back(fmt::format("p={}", L.padding));
-        break;
-      case LayerType::Dropout: args.push_back(fmt::format("p={}", L.dropout)); break;
-      case LayerType::Add:
-        for (const auto& in : L.inputs) args.push_back(in.empty() ? "input" : in);
-        break;
-      case LayerType::BatchNorm:
-      case LayerType::ReLU:
-      case LayerType::ReLU6:
-      case LayerType::GlobalAvgPool:
-      case LayerType::Flatten: break;
-    }
+    ArgumentWriter writer{args};
+    Layer copy = L;
+    spec_text::visit_arguments(copy, writer);
     if (L.type != LayerType::Add && L.inputs[0] != previous) args.push_back("from=" + (L.inputs[0].empty() ? std::string("input") : L.inputs[0]));
     std::string op = L.depthwise ? "dwconv" : layer_type_name(L.type);
     out += (i ? " " : "") + L.name + "=" + op;
