@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "common/error.h"
+#include "runtime/model_meta.h"
 #include "runtime/model_writer.h"
 #include "quantize/quantize.h"
 #include "train/checkpoint.h"
@@ -51,7 +52,7 @@ nlohmann::json export_model(const std::string& checkpoint, const std::string& ou
     throw UserError(fmt::format("--class-names: {} names for {} classes", o.class_names.size(), spec.classes));
 
   std::vector<ExportTensor> tensors;
-  nlohmann::json int8_layers = nlohmann::json::array();
+  std::vector<std::string> int8_layers;
   auto params = folded.model->named_parameters();
   torch::NoGradGuard no_grad;
   nlohmann::json scales = qnet ? qnet->scales() : nlohmann::json();
@@ -65,40 +66,40 @@ nlohmann::json export_model(const std::string& checkpoint, const std::string& ou
       std::vector<int64_t> shape(w.dim(), 1);
       shape[0] = -1;
       auto q = torch::clamp(torch::round(w / s.view(shape)), -127, 127);
-      tensors.push_back(s8_tensor(L.name + ".weight", q));
-      tensors.push_back(f32_tensor(L.name + ".weight_scale", s));
+      tensors.push_back(s8_tensor(weight_key(L.name), q));
+      tensors.push_back(f32_tensor(weight_scale_key(L.name), s));
       int8_layers.push_back(L.name);
     } else {
-      tensors.push_back(f32_tensor(L.name + ".weight", w));
+      tensors.push_back(f32_tensor(weight_key(L.name), w));
     }
-    if (params.contains(L.name + ".bias")) tensors.push_back(f32_tensor(L.name + ".bias", params[L.name + ".bias"]));
+    if (params.contains(L.name + ".bias")) tensors.push_back(f32_tensor(bias_key(L.name), params[L.name + ".bias"]));
   }
   for (const Layer& L : spec.layers)
     if (precision == "int8" && L.type == LayerType::Add && qnet->is_quantized(static_cast<size_t>(model->spec().index_of(L.name))))
       int8_layers.push_back(L.name);
 
-  nlohmann::json file_meta = {{"format", "shrink-model"},
-                              {"spec", spec.to_string()},
-                              {"input", spec.input},
-                              {"classes", spec.classes},
-                              {"precision", precision},
-                              {"normalization", {{"mean", meta.value("mean", std::vector<float>{})}, {"std", meta.value("std", std::vector<float>{})}}},
-                              {"class_names", o.class_names},
-                              {"provenance",
-                               {{"checkpoint", checkpoint},
-                                {"stage", meta.value("stage", "")},
-                                {"test_accuracy", meta.value("test_accuracy", 0.0)},
-                                {"config_xxh3", fmt::format("{:016x}", XXH3_64bits(meta.value("config", std::string()).data(),
-                                                                                     meta.value("config", std::string()).size()))}}}};
+  ModelMeta file_meta;
+  file_meta.spec = spec.to_string();
+  file_meta.input = spec.input;
+  file_meta.classes = spec.classes;
+  file_meta.precision = precision;
+  file_meta.normalization = {meta.value("mean", std::vector<float>{}), meta.value("std", std::vector<float>{})};
+  file_meta.class_names = o.class_names;
+  const std::string config = meta.value("config", std::string());
+  file_meta.provenance.checkpoint = checkpoint;
+  file_meta.provenance.stage = meta.value("stage", "");
+  file_meta.provenance.test_accuracy = meta.value("test_accuracy", 0.0);
+  file_meta.provenance.config_xxh3 = fmt::format("{:016x}", XXH3_64bits(config.data(), config.size()));
   if (precision == "int8") {
-    nlohmann::json acts = nlohmann::json::object();
-    for (auto& [point, v] : scales["activations"].items())
-      acts[folded.renamed.count(point) ? folded.renamed.at(point) : point] = v;
-    file_meta["quantization"] = {{"activations", acts}, {"int8_layers", int8_layers}, {"scheme", "docs/quantization.md v1"}};
+    Quantization q;
+    for (auto& [point, v] : scales["activations"].items())  // points named after the layers folding kept
+      q.activations[folded.renamed.count(point) ? folded.renamed.at(point) : point] = {v.at("scale").get<double>(), v.at("signed").get<bool>()};
+    q.int8_layers = int8_layers;
+    file_meta.quantization = q;
   }
   std::filesystem::path parent = std::filesystem::path(out).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent);
-  write_model_file(out, file_meta, tensors, o.storage);
+  write_model_file(out, file_meta.to_json(), tensors, o.storage);
   nlohmann::json info = {{"path", out}, {"bytes", std::filesystem::file_size(out)}, {"precision", precision}, {"tensors", tensors.size()}};
   return info;
 }

@@ -13,6 +13,7 @@
 #include "quantize/quantize.h"
 #include "datasets/loader.h"
 #include "runtime/model_file.h"
+#include "runtime/model_meta.h"
 #include "shrink/runtime.hpp"
 #include "train/checkpoint.h"
 
@@ -62,16 +63,17 @@ Candidate open_candidate(const std::string& path) {
       auto out = model->predict(in.data_ptr<float>(), x.size(0));
       return torch::from_blob(out.data(), {x.size(0), model->classes()}, torch::kFloat32).clone();
     };
-    auto meta = nlohmann::json::parse(model->metadata_json());
-    auto spec = parse_spec(meta["spec"].get<std::string>(), meta["input"].get<std::vector<int64_t>>(), meta["classes"].get<int64_t>());
+    DescribedModel described;  // the model loaded, so its metadata is valid
+    ModelMeta meta = ModelMeta::from_json(nlohmann::json::parse(model->metadata_json()), &described);
+    const ModelSpec& spec = described.spec;
     c.info["macs"] = total_cost(spec).macs;
-    c.info["precision"] = meta.value("precision", "fp32");
-    std::string source = meta["provenance"].value("checkpoint", "");
+    c.info["precision"] = meta.precision;
+    const std::string& source = meta.provenance.checkpoint;
     c.info["run_dir"] = source.empty() ? "" : run_dir_of(source);
     int64_t params = 0, nonzero = 0;
     auto file = rt::read_model_file(path);
     for (const auto& [name, t] : file.tensors) {
-      if (name.size() > 13 && name.substr(name.size() - 13) == ".weight_scale") continue;
+      if (is_weight_scale_key(name)) continue;
       params += t.numel();
       for (int64_t k = 0; k < t.numel(); ++k) {
         bool zero = true;
