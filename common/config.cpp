@@ -188,10 +188,40 @@ Keys& Keys::add(const std::string& name, bool fallback, const std::string& help)
   return *this;
 }
 
+void Keys::add_missing(const Keys& other) {
+  for (const auto& opt : other.options_.options()) {
+    if (has(opt->long_name())) continue;
+    rules_.emplace(opt->long_name(), other.rules_.at(opt->long_name()));
+    options_.add(opt);
+  }
+}
+
 void Config::adopt(const Keys& keys) {
   names_.clear();
-  for (const auto& opt : keys.options().options()) names_.push_back(opt->long_name());
+  semantics_.clear();
+  for (const auto& opt : keys.options().options()) {
+    names_.push_back(opt->long_name());
+    semantics_[opt->long_name()] = opt->semantic();
+  }
   rules_ = keys.rules();
+}
+
+void Config::set(const std::string& key, const std::string& value, const std::string& origin) {
+  auto semantic = semantics_.find(key);
+  if (semantic == semantics_.end()) throw UserError(fmt::format("{}: unknown key '{}' (see --help for the keys)", origin, key));
+  boost::any parsed;
+  std::string problem;
+  try {
+    semantic->second->parse(parsed, {value}, true);
+    problem = rules_.at(key).problem(value_string(parsed));
+  } catch (const po::error&) {
+    problem = rules_.at(key).problem(value);
+    if (problem.empty()) problem = "not a valid value";
+  }
+  if (!problem.empty()) throw UserError(fmt::format("{}: {} = {}: {}", origin, key, value, problem));
+  vm_.erase(key);
+  vm_.insert({key, po::variable_value(parsed, false)});
+  origin_[key] = origin;
 }
 
 void Config::check_rules() const {

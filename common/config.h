@@ -6,6 +6,7 @@
 #include <boost/program_options.hpp>
 
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,8 @@ class Keys {
   const po::options_description& options() const { return options_; }
   const std::map<std::string, Rule>& rules() const { return rules_; }
   bool has(const std::string& name) const { return rules_.count(name) > 0; }
+  // Adds the keys of `other` this table does not declare yet (the union of several jobs' keys).
+  void add_missing(const Keys& other);
 
  private:
   void declare(const std::string& name, po::value_semantic* value, const Rule& rule, const std::string& help, const std::string& fallback);
@@ -54,6 +57,9 @@ class Config {
     return vm_.at(key).as<T>();
   }
   bool has(const std::string& key) const { return vm_.count(key) > 0; }
+  // Sets a declared key after loading, parsed and checked like any other value (a bad value is
+  // a UserError naming the key and `origin`); e.g. the pipeline handing a stage its input.
+  void set(const std::string& key, const std::string& value, const std::string& origin);
   // Where a key got its value: "FILE:LINE", "command line" or "default".
   std::string where(const std::string& key) const;
   [[noreturn]] void fail(const std::string& key, const std::string& message) const;
@@ -67,6 +73,7 @@ class Config {
   void adopt(const Keys& keys);  // a Config outlives the Keys it was read with
   std::vector<std::string> names_;  // declared keys in order (for to_ini)
   std::map<std::string, Rule> rules_;
+  std::map<std::string, boost::shared_ptr<const po::value_semantic>> semantics_;  // how set() parses a value
   std::map<std::string, std::string> origin_;
 };
 

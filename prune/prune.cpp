@@ -192,10 +192,8 @@ nlohmann::json run_prune_job(const JobConfig& base, const PruneConfig& c, const 
   torch::set_num_threads(resolve_threads(base.train.threads));
   nlohmann::json start_meta;
   SpecNet current = load_model(c.checkpoint, &start_meta);
-  if (options.overwrite && !options.resume) fs::remove_all(base.out);
-  fs::create_directories(base.out + "/checkpoints");
-  RunLog log(base.out, options.quiet);
-  write_file_atomic(base.out + "/config.ini", base.resolved_ini);
+  RunDir run_dir = RunDir::open_stages(base.out, base.resolved_ini, options);
+  RunLog& log = run_dir.log();
   Data data = open_data(base.data);
   double before = accuracy_of(current, data, start_meta);
   log.line(fmt::format("pruning {} ({}): test accuracy {:.2f}% before", c.checkpoint, size_summary(current).dump(), 100 * before));

@@ -103,10 +103,8 @@ nlohmann::json run_quantize_job(const JobConfig& base, const QuantizeConfig& q_i
   nlohmann::json meta;
   SpecNet fp32 = load_model(q.checkpoint, &meta);
   q.settings.float_layers = match_layers(fp32->spec(), q.float_layers, "quantize.float_layers");
-  if (options.overwrite && !options.resume) fs::remove_all(base.out);
-  fs::create_directories(base.out + "/checkpoints");
-  RunLog log(base.out, options.quiet);
-  write_file_atomic(base.out + "/config.ini", base.resolved_ini);
+  RunDir run_dir = RunDir::open_stages(base.out, base.resolved_ini, options);
+  RunLog& log = run_dir.log();
   Data data = open_data(base.data);
   Augment norm = normalization_of(meta);
   double fp32_accuracy = evaluate(fp32, data.test, norm, base.train.eval_batch_size).accuracy;

@@ -6,13 +6,14 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <optional>
 
 #include "common/error.h"
 #include "datasets/loader.h"
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
 #include "train/objective.h"
-#include "train/run_log.h"
+#include "train/run_dir.h"
 
 namespace shrink {
 namespace fs = std::filesystem;
@@ -84,7 +85,8 @@ class Trainer {
   SpecNet model_{nullptr};
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::unique_ptr<Loader> loader_;
-  std::unique_ptr<RunLog> log_;
+  std::optional<RunDir> run_dir_;
+  RunLog* log_ = nullptr;  // run_dir_'s
   Augment normalization_;
   int64_t start_epoch_ = 0;
   double best_metric_ = -1, train_seconds_ = 0, train_loss_ = 0, train_accuracy_ = 0;
@@ -103,16 +105,10 @@ void Trainer::prepare() {
   } catch (const UserError& e) {
     throw UserError(fmt::format("model.spec: {}", e.what()));
   }
+  run_dir_.emplace(RunDir::open_training(job_.out, job_.resolved_ini, options_));
+  log_ = &run_dir_->log();
   checkpoints_ = job_.out + "/checkpoints";
-  std::string last = checkpoints_ + "/last.pt";
-  if (!options_.resume && !options_.overwrite && fs::exists(last))
-    throw UserError(fmt::format("{} already holds a run: pass --resume to continue it, --overwrite to replace it, or --out for a new one", job_.out));
-  if (options_.resume && !fs::exists(last)) throw UserError(fmt::format("--resume: {} has no checkpoint to resume from", job_.out));
-  if (options_.overwrite && !options_.resume)
-    for (const char* name : {"metrics.jsonl", "summary.json", "log.txt"}) fs::remove(job_.out + "/" + name);
-  fs::create_directories(checkpoints_);
-  log_ = std::make_unique<RunLog>(job_.out, options_.quiet);
-  write_file_atomic(job_.out + "/config.ini", job_.resolved_ini);
+  std::string last = run_dir_->checkpoint();
 
   torch::manual_seed(job_.train.seed);
   model_ = factory_ ? SpecNet(factory_(spec_)) : SpecNet(spec_);

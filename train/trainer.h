@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "train/config.h"
+#include "train/run_dir.h"  // RunOptions
 
 namespace shrink {
 
@@ -17,13 +18,6 @@ struct ModelSpec;
 // Builds the module trained for a spec (default: the float SpecNet; quantization-aware training
 // passes its simulation).
 using ModelFactory = std::function<std::shared_ptr<SpecNetImpl>(const ModelSpec&)>;
-
-struct RunOptions {
-  bool resume = false;            // continue from <out>/checkpoints/last.pt
-  bool overwrite = false;         // start afresh even if <out> holds a run
-  bool quiet = false;             // no console output (log.txt is still written)
-  int64_t stop_after_epochs = -1; // tests: stop after this many epochs of this call, as if killed
-};
 
 // Runs (or resumes) the job; returns what it wrote to summary.json. Without an objective the
 // loss is cross-entropy on the labels (with train.label_smoothing); a hook acts around each step.

@@ -85,3 +85,43 @@ CATCH_TEST_CASE("keys: a default its own rule refuses, a twice-declared key or a
   k.add("a.d", 2, Rule::integer(1, 5), "");
   CATCH_CHECK_THROWS_AS(k.add("a.d", 2, Rule::integer(1, 5), ""), std::logic_error);
 }
+
+CATCH_TEST_CASE("config: a key set after loading is parsed and checked like any other, naming where it came from", "[config]") {
+  Keys k;
+  declare(k);
+  Config c = Config::layered(k, "[train]\nepochs = 3\n", "job.ini", {});
+  c.set("train.epochs", "9", "pipeline: the stage");
+  c.set("data.path", "d.h5", "pipeline: the data");
+  c.set("data.hflip", "true", "pipeline");
+  CATCH_CHECK(c.get<int64_t>("train.epochs") == 9);
+  CATCH_CHECK(c.get<std::string>("data.path") == "d.h5");
+  CATCH_CHECK(c.get<bool>("data.hflip"));
+  CATCH_CHECK(c.where("train.epochs") == "pipeline: the stage");
+  // The resolved config holds it exactly as if it had come from the command line.
+  CATCH_CHECK(c.to_ini() == Config::layered(k, "[train]\nepochs = 3\n", "job.ini", {"--train.epochs=9", "--data.path=d.h5", "--data.hflip=true"}).to_ini());
+  auto error_of_set = [&](const std::string& key, const std::string& value) {
+    try {
+      c.set(key, value, "command line (--distill:" + key + ")");
+    } catch (const UserError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  CATCH_CHECK(error_of_set("train.epochs", "abc") == "command line (--distill:train.epochs): train.epochs = abc: must be an integer in [1, 1000]");
+  CATCH_CHECK(error_of_set("train.epochs", "0") == "command line (--distill:train.epochs): train.epochs = 0: must be an integer in [1, 1000]");
+  CATCH_CHECK(error_of_set("optim.name", "adam").find("optim.name = adam: ") != std::string::npos);
+  CATCH_CHECK(error_of_set("optim.lrr", "1").find("unknown key 'optim.lrr'") != std::string::npos);
+  CATCH_CHECK(c.get<int64_t>("train.epochs") == 9);  // a refused value changes nothing
+}
+
+CATCH_TEST_CASE("config: keys of several tables join, each declared once", "[config]") {
+  Keys a, b, all;
+  a.add("train.epochs", 20, Rule::integer(1, 1000), "epochs").add("model.spec", "x", Rule::text(false), "model");
+  b.add("train.epochs", 5, Rule::integer(1, 9), "epochs again").add("student.spec", "y", Rule::text(false), "student");
+  all.add_missing(a);
+  all.add_missing(b);
+  CATCH_CHECK(all.rules().size() == 3);
+  Config c = Config::layered(all, "[student]\nspec = z\n", "saved", {});
+  CATCH_CHECK(c.get<int64_t>("train.epochs") == 20);  // the first table's declaration
+  CATCH_CHECK(c.get<std::string>("student.spec") == "z");
+}

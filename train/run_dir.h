@@ -1,0 +1,48 @@
+// A job's run directory (docs/run-directory.md): config.ini (the resolved config), log.txt,
+// metrics.jsonl, checkpoints/ and summary.json. Every job opens it through RunDir, so --resume
+// and --overwrite mean the same for all of them. No torch.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "train/run_log.h"
+
+namespace shrink {
+
+// How a job treats its run directory (the --resume and --overwrite flags).
+struct RunOptions {
+  bool resume = false;            // continue from <out>/checkpoints/last.pt
+  bool overwrite = false;         // start afresh even if <out> holds a run
+  bool quiet = false;             // no console output (log.txt is still written)
+  int64_t stop_after_epochs = -1; // tests: stop after this many epochs of this call, as if killed
+};
+
+class RunDir {
+ public:
+  // A training run, whose progress is checkpoints/last.pt: refuses a folder that holds one unless
+  // --resume or --overwrite is given, and --resume of a folder without one. Then opens it.
+  static RunDir open_training(const std::string& path, const std::string& resolved_ini, const RunOptions& options);
+  // A job made of training runs that guard themselves (prune's rounds, quantization's QAT): opens
+  // the folder as it is; each part resumes or starts by what it finds.
+  static RunDir open_stages(const std::string& path, const std::string& resolved_ini, const RunOptions& options);
+
+  // The paths of a run directory, also before (or without) opening it.
+  static std::string checkpoint_of(const std::string& path, const std::string& name = "last.pt");
+  static bool holds_checkpoint(const std::string& path);  // checkpoints/last.pt: a run to resume
+  static bool finished(const std::string& path);          // summary.json: written last, when the run ends
+
+  const std::string& path() const { return path_; }
+  std::string checkpoint(const std::string& name = "last.pt") const { return checkpoint_of(path_, name); }
+  RunLog& log() { return *log_; }
+  void write_summary(const nlohmann::json& summary) const;
+
+ private:
+  // --overwrite (without --resume) deletes the folder and everything in it; then checkpoints/
+  // is created, the resolved config written to config.ini and log.txt opened for appending.
+  RunDir(const std::string& path, const std::string& resolved_ini, const RunOptions& options);
+  std::string path_;
+  std::unique_ptr<RunLog> log_;
+};
+
+}  // namespace shrink
