@@ -78,8 +78,9 @@ Data checkpoint_data(const std::string& path, const nlohmann::json& meta, const 
 int run_eval(const Args& a) {
   const std::string path = *a.get("checkpoint");
   torch::set_num_threads(resolve_threads(a.integer("threads", 0)));
-  nlohmann::json meta;
-  SpecNet model = load_any_model(path, &meta);  // a quantized checkpoint runs its int8 simulation
+  LoadedModel loaded = load_checkpoint(path);  // a quantized checkpoint runs its int8 simulation
+  const nlohmann::json& meta = loaded.meta;
+  SpecNet model = loaded.model;
   Data data = checkpoint_data(path, meta, a);
   Augment norm = normalization_of(meta);
   EvalResult r = evaluate(model, data.test, norm, 512);

@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
     torch::NoGradGuard no_grad;
     std::vector<shrink::SpecNet> models;
     for (const auto& p : paths) {
-      models.push_back(shrink::load_model(p));
+      models.push_back(shrink::load_checkpoint(p).model);
       models.back()->eval();
       for (auto& w : models.back()->parameters())
         if (w.dim() == 4) w.set_data(w.data().contiguous(torch::MemoryFormat::ChannelsLast));

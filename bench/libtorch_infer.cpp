@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
     shrink::SpecNet eager{nullptr};
     torch::jit::Module script;
     if (opt.count("checkpoint")) {
-      eager = shrink::load_model(opt["checkpoint"]);
+      eager = shrink::load_checkpoint(opt["checkpoint"]).model;
       eager->eval();
       input = eager->spec().input;
       run = [&](const torch::Tensor& x) { return eager->forward(x); };

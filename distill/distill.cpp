@@ -49,6 +49,8 @@ class DistillObjective : public Objective {
     build_feature_losses(student->spec());
     teacher_test_ = teacher_accuracy(data, normalization);
     log.line(fmt::format("teacher {} ({}): test accuracy {:.2f}%", teacher_->path(), teacher_->kind(), 100 * teacher_test_));
+    if (teacher_->int8_simulated())
+      log.line(fmt::format("teacher {}: a quantized checkpoint; it teaches with its int8 simulation, as it computes once exported", teacher_->path()));
     bool augmented = c_.data.shift > 0 || c_.data.hflip;
     bool features = !teacher_taps_.empty();
     if (c_.cache == "augment-free" || (c_.cache == "auto" && !augmented && !features)) {

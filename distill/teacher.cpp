@@ -17,18 +17,22 @@ namespace {
 class NativeTeacher : public Teacher {
  public:
   NativeTeacher(const std::string& path, bool channels_last) {
-    nlohmann::json meta;
-    SpecNet trained = load_model(path, &meta);
-    trained->eval();
-    spec_ = trained->spec();  // hint and attention layers are named in the trained spec
-    FoldedModel folded = fold_batchnorm(trained);  // frozen: batchnorm costs nothing folded into its conv
-    model_ = folded.model;
-    renamed_ = folded.renamed;
+    LoadedModel trained = load_checkpoint(path);
+    trained.model->eval();
+    spec_ = trained.model->spec();  // hint and attention layers are named in the trained spec
+    quantized_ = trained.quantized();
+    if (quantized_) {
+      model_ = trained.model;  // teaches what it computes: the int8 simulation (which folds its batchnorms itself)
+    } else {
+      FoldedModel folded = fold_batchnorm(trained.model);  // frozen: batchnorm costs nothing folded into its conv
+      model_ = folded.model;
+      renamed_ = folded.renamed;
+    }
     for (auto& p : model_->parameters()) {
       p.set_requires_grad(false);
       if (channels_last && p.dim() == 4) p.set_data(p.data().contiguous(torch::MemoryFormat::ChannelsLast));
     }
-    Augment norm = normalization_of(meta);
+    Augment norm = normalization_of(trained.meta);
     mean = norm.mean;
     std = norm.std;
   }
@@ -43,11 +47,13 @@ class NativeTeacher : public Teacher {
     return logits;
   }
   const ModelSpec* spec() const override { return &spec_; }
-  std::string kind() const override { return "shrink"; }
+  std::string kind() const override { return quantized_ ? "shrink-quantized" : "shrink"; }
+  bool int8_simulated() const override { return quantized_; }
 
  private:
   SpecNet model_{nullptr};
   ModelSpec spec_;
+  bool quantized_ = false;
   std::map<std::string, std::string> renamed_;
 };
 

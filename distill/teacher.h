@@ -1,6 +1,7 @@
 // The teacher of a distillation: a shrink checkpoint (native: its spec is known, so its layers
 // can be tapped for feature losses) or a TorchScript file saved by PyTorch (logits only).
-// It always runs frozen: eval mode, no gradients.
+// It always runs frozen: eval mode, no gradients. A quantized shrink checkpoint teaches what it
+// computes: its int8 simulation (what its exported int8 model gives), not its float weights.
 #pragma once
 #include <torch/torch.h>
 
@@ -22,7 +23,8 @@ class Teacher {
   virtual torch::Tensor forward(const torch::Tensor& x, const std::vector<std::string>& taps = {},
                                 std::map<std::string, torch::Tensor>* tapped = nullptr) = 0;
   virtual const ModelSpec* spec() const { return nullptr; }  // null for TorchScript teachers
-  virtual std::string kind() const = 0;
+  virtual std::string kind() const = 0;  // shrink | shrink-quantized | torchscript
+  virtual bool int8_simulated() const { return false; }  // a quantized checkpoint, run as its int8 simulation
   const std::string& path() const { return path_; }
   const std::string& file_hash() const { return hash_; }  // xxh3-64 of the file, hex
   // The input normalization the teacher was trained with (empty: none or unknown).

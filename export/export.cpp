@@ -36,8 +36,9 @@ nlohmann::json export_model(const std::string& checkpoint, const std::string& ou
     throw UserError(fmt::format("--precision {}: expected fp32, int8 or auto", o.precision));
   if (o.storage != "auto" && o.storage != "dense" && o.storage != "sparse")
     throw UserError(fmt::format("--storage {}: expected dense, sparse or auto", o.storage));
-  nlohmann::json meta;
-  SpecNet model = load_any_model(checkpoint, &meta);
+  LoadedModel loaded = load_checkpoint(checkpoint);
+  const nlohmann::json& meta = loaded.meta;
+  SpecNet model = loaded.model;
   model->eval();
   auto* qnet = dynamic_cast<QuantNetImpl*>(model.get());
   std::string precision = o.precision == "auto" ? (qnet ? "int8" : "fp32") : o.precision;
@@ -57,7 +58,7 @@ nlohmann::json export_model(const std::string& checkpoint, const std::string& ou
   torch::NoGradGuard no_grad;
   nlohmann::json scales = qnet ? qnet->scales() : nlohmann::json();
   for (const Layer& L : spec.layers) {
-    if (!params.contains(L.name + ".weight")) continue;
+    if (!has_weights(L.type)) continue;  // no batchnorm is left after folding
     auto w = params[L.name + ".weight"];
     bool as_int8 = precision == "int8" && qnet->is_quantized(static_cast<size_t>(model->spec().index_of(L.name)));
     if (as_int8) {
@@ -75,7 +76,7 @@ nlohmann::json export_model(const std::string& checkpoint, const std::string& ou
     if (params.contains(L.name + ".bias")) tensors.push_back(f32_tensor(bias_key(L.name), params[L.name + ".bias"]));
   }
   for (const Layer& L : spec.layers)
-    if (precision == "int8" && L.type == LayerType::Add && qnet->is_quantized(static_cast<size_t>(model->spec().index_of(L.name))))
+    if (precision == "int8" && runs_int8(L.type) && !has_weights(L.type) && qnet->is_quantized(static_cast<size_t>(model->spec().index_of(L.name))))
       int8_layers.push_back(L.name);
 
   ModelMeta file_meta;

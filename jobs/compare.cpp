@@ -92,10 +92,11 @@ Candidate open_candidate(const std::string& path) {
     is_checkpoint = false;
   }
   if (is_checkpoint) {
-    nlohmann::json meta;
-    SpecNet model = load_any_model(path, &meta);
+    LoadedModel loaded = load_checkpoint(path);
+    const nlohmann::json& meta = loaded.meta;
+    SpecNet model = loaded.model;
     model->eval();
-    c.kind = meta.contains("quantization") ? "checkpoint (int8 simulation)" : "checkpoint";
+    c.kind = loaded.quantized() ? "checkpoint (int8 simulation)" : "checkpoint";
     Augment norm = normalization_of(meta);
     c.logits = [model, norm](const torch::Tensor& x) mutable {
       torch::NoGradGuard no_grad;

@@ -41,6 +41,16 @@ class PruneHook : public MaskingHook {
   int64_t last_update_ = -1;
 };
 
+// A checkpoint to prune, which must be a float one: pruning changes the weights that a quantized
+// checkpoint's int8 scales were fit to, so a quantized checkpoint is refused (`what` names the key).
+LoadedModel load_float(const std::string& path, const std::string& what) {
+  LoadedModel loaded = load_checkpoint(path);
+  if (loaded.quantized())
+    throw UserError(fmt::format("{} {}: a quantized checkpoint cannot be pruned; prune the float checkpoint it came from, then quantize the pruned one",
+                                what, path));
+  return loaded;
+}
+
 std::map<std::string, double> parse_overrides(const ModelSpec& spec, const std::string& text) {
   std::map<std::string, double> out;
   std::stringstream in(text);
@@ -190,8 +200,9 @@ PruneConfig read_prune_config(const Config& c) {
 
 nlohmann::json run_prune_job(const JobConfig& base, const PruneConfig& c, const RunOptions& options, Objective* fine_tune) {
   torch::set_num_threads(resolve_threads(base.train.threads));
-  nlohmann::json start_meta;
-  SpecNet current = load_model(c.checkpoint, &start_meta);
+  LoadedModel start = load_float(c.checkpoint, "prune.checkpoint");
+  const nlohmann::json start_meta = start.meta;
+  SpecNet current = start.model;
   RunDir run_dir = RunDir::open_stages(base.out, base.resolved_ini, options);
   RunLog& log = run_dir.log();
   Data data = open_data(base.data);
@@ -215,7 +226,7 @@ nlohmann::json run_prune_job(const JobConfig& base, const PruneConfig& c, const 
     round_options.overwrite = false;
     std::map<std::string, torch::Tensor> masks;
     PruneTargets targets = targets_for(current->spec(), c);
-    if (started && !done) current = load_model(job.init, nullptr);  // resuming this round: its pruned model
+    if (started && !done) current = load_checkpoint(job.init).model;  // resuming this round: its pruned model
     if (done) {
       last = nlohmann::json::parse(read_text_file(dir + "/summary.json"));
     } else {
@@ -235,7 +246,7 @@ nlohmann::json run_prune_job(const JobConfig& base, const PruneConfig& c, const 
           targets.sparsity = round_sparsity(c, r, rounds);
           masks = magnitude_masks(current, targets);
           if (c.rewind != "none" && c.schedule == "iterative") {
-            SpecNet rewound = load_model(rewind_path(c), nullptr);
+            SpecNet rewound = load_float(rewind_path(c), "prune.rewind").model;
             if (rewound->spec().to_string() != current->spec().to_string())
               throw UserError(fmt::format("prune.rewind: {} is not the same model as {}", rewind_path(c), c.checkpoint));
             current = rewound;
@@ -257,7 +268,7 @@ nlohmann::json run_prune_job(const JobConfig& base, const PruneConfig& c, const 
       }
       job.model = current->spec().to_string();
       PruneHook hook(masks, gradual ? &targets : nullptr, gradual ? &g : nullptr);
-      last = run_train_job(job, round_options, fine_tune, structured ? nullptr : &hook);
+      last = run_train_job(job, round_options, fine_tune, structured ? std::vector<StepHook*>{} : std::vector<StepHook*>{&hook});
       if (last.contains("stopped_after_epoch")) return last;  // interrupted (tests): --resume continues
       if (!started) last["accuracy_before_fine_tuning"] = pruned_accuracy;
     }
@@ -265,7 +276,7 @@ nlohmann::json run_prune_job(const JobConfig& base, const PruneConfig& c, const 
       nlohmann::json start = read_checkpoint_meta(job.init);
       if (start.contains("accuracy_before_fine_tuning")) last["accuracy_before_fine_tuning"] = start["accuracy_before_fine_tuning"];
     }
-    current = load_model(dir + "/checkpoints/last.pt", nullptr);
+    current = load_checkpoint(dir + "/checkpoints/last.pt").model;
     nlohmann::json entry = {{"round", r}, {"sparsity", weight_sparsity(current).sparsity()}, {"test_accuracy", last["test_accuracy"]}};
     if (last.contains("accuracy_before_fine_tuning")) entry["accuracy_before_fine_tuning"] = last["accuracy_before_fine_tuning"];
     history.push_back(entry);
@@ -289,7 +300,7 @@ nlohmann::json run_prune_job(const JobConfig& base, const PruneConfig& c, const 
 }
 
 std::string prune_report(const std::string& checkpoint) {
-  SpecNet model = load_model(checkpoint, nullptr);
+  SpecNet model = load_checkpoint(checkpoint).model;  // a quantized checkpoint: its float weights' sparsity
   std::string out = fmt::format("{:<12} {:<14} {:>10} {:>10} {:>9} {:>12} {:>12}\n", "layer", "weight", "params", "nonzeros", "sparsity", "MACs", "MACs left");
   LayerRow total;
   for (const auto& r : layer_rows(model)) {
@@ -304,8 +315,9 @@ std::string prune_report(const std::string& checkpoint) {
 }
 
 std::string sensitivity_table(const std::string& checkpoint, const DataConfig& data_config, const std::vector<double>& sparsities) {
-  nlohmann::json meta;
-  SpecNet model = load_model(checkpoint, &meta);
+  LoadedModel loaded = load_float(checkpoint, "prune sensitivity");
+  const nlohmann::json& meta = loaded.meta;
+  SpecNet model = loaded.model;
   Data data = open_data(data_config);
   double base = accuracy_of(model, data, meta);
   std::string out = fmt::format("test accuracy of {} unpruned: {:.2f}%\n{:<12}", checkpoint, 100 * base, "layer");
@@ -314,7 +326,7 @@ std::string sensitivity_table(const std::string& checkpoint, const DataConfig& d
   for (const auto& name : weight_layers(model->spec())) {
     out += fmt::format("{:<12}", name);
     for (double s : sparsities) {
-      SpecNet copy = load_model(checkpoint, nullptr);
+      SpecNet copy = load_checkpoint(checkpoint).model;
       PruneTargets t;
       t.layers = {name};
       t.sparsity = s;

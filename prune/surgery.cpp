@@ -51,10 +51,15 @@ Spaces trace_spaces(const ModelSpec& spec) {
         locked_raw.push_back(out);  // features of linear layers are not pruned here
         block = 1;
         break;
-      case LayerType::Add: sp.unite(space_in(L, 1), in); break;
+      case LayerType::Add: sp.unite(space_in(L, 1), in); break;  // Channels::Tie
       case LayerType::Flatten: block = info[i].in_shape.size() == 3 ? info[i].in_shape[1] * info[i].in_shape[2] : block; break;
       case LayerType::GlobalAvgPool: block = 1; break;
-      default: break;
+      case LayerType::BatchNorm:
+      case LayerType::ReLU:
+      case LayerType::ReLU6:
+      case LayerType::MaxPool:
+      case LayerType::AvgPool:
+      case LayerType::Dropout: break;  // Channels::Follow: channel c stays channel c
     }
     sp.of_layer.push_back(out);
     sp.block.push_back(block);
@@ -76,6 +81,47 @@ torch::Tensor select(const torch::Tensor& t, int64_t dim, const std::vector<int6
   for (int64_t c : keep)
     for (int64_t j = 0; j < block; ++j) idx.push_back(c * block + j);
   return t.index_select(dim, torch::tensor(idx, torch::kInt64));
+}
+
+// Layer L's parameter `t` (its weight or bias) cut to the kept channels: output channels (rows)
+// to `keep_out`, a conv's or linear's weight columns to `keep_in` (each `in_block` entries wide).
+torch::Tensor cut_to_kept(const Layer& L, bool is_weight, torch::Tensor t, const std::vector<int64_t>* keep_out,
+                          const std::vector<int64_t>* keep_in, int64_t in_block) {
+  switch (L.type) {
+    case LayerType::Conv2d:
+      if (keep_out) t = select(t, 0, *keep_out, 1);
+      if (is_weight && !L.depthwise && keep_in) t = select(t, 1, *keep_in, 1);
+      return t;
+    case LayerType::BatchNorm: return keep_out ? select(t, 0, *keep_out, 1) : t;
+    case LayerType::Linear: return is_weight && keep_in ? select(t, 1, *keep_in, in_block) : t;  // its outputs are locked
+    case LayerType::ReLU:
+    case LayerType::ReLU6:
+    case LayerType::MaxPool:
+    case LayerType::AvgPool:
+    case LayerType::GlobalAvgPool:
+    case LayerType::Flatten:
+    case LayerType::Dropout:
+    case LayerType::Add: return t;  // no parameters
+  }
+  return t;
+}
+
+// Whether row c of a kind's parameters belongs to its output channel c (what mask_filters zeros).
+bool rows_are_channels(LayerType t) {
+  switch (t) {
+    case LayerType::Conv2d:
+    case LayerType::BatchNorm: return true;
+    case LayerType::Linear:  // its output features are never pruned
+    case LayerType::ReLU:
+    case LayerType::ReLU6:
+    case LayerType::MaxPool:
+    case LayerType::AvgPool:
+    case LayerType::GlobalAvgPool:
+    case LayerType::Flatten:
+    case LayerType::Dropout:
+    case LayerType::Add: return false;
+  }
+  return false;
 }
 
 }  // namespace
@@ -167,15 +213,7 @@ SpecNet remove_filters(SpecNet& model, const FilterPlan& plan) {
     for (const char* part : {".weight", ".bias"}) {
       std::string key = L.name + part;
       if (!src.contains(key)) continue;
-      auto t = src[key].detach();
-      bool is_weight = std::string(part) == ".weight";
-      if (L.type == LayerType::Conv2d || L.type == LayerType::BatchNorm) {
-        if (keep_out) t = select(t, 0, *keep_out, 1);
-        if (is_weight && L.type == LayerType::Conv2d && !L.depthwise && keep_in) t = select(t, 1, *keep_in, 1);
-      } else if (L.type == LayerType::Linear && is_weight && keep_in) {
-        t = select(t, 1, *keep_in, in_block);
-      }
-      copy(key, t, false);
+      copy(key, cut_to_kept(L, std::string(part) == ".weight", src[key].detach(), keep_out, keep_in, in_block), false);
     }
     if (L.type == LayerType::BatchNorm) {
       for (const char* part : {".running_mean", ".running_var"}) {
@@ -197,7 +235,7 @@ void mask_filters(SpecNet& model, const FilterPlan& plan) {
   for (size_t i = 0; i < spec.layers.size(); ++i) {
     const Layer& L = spec.layers[i];
     auto it = kept.find(sp.find(sp.of_layer[i]));
-    if (it == kept.end() || !(L.type == LayerType::Conv2d || L.type == LayerType::BatchNorm)) continue;
+    if (it == kept.end() || !rows_are_channels(L.type)) continue;
     auto removed = torch::ones({params[L.name + ".weight"].size(0)}, torch::kBool);
     removed.index_fill_(0, torch::tensor(it->second, torch::kInt64), false);
     for (const char* part : {".weight", ".bias"})

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "common/error.h"
+#include "train/checkpoint.h"
 #include "train/fold.h"
 
 namespace shrink {
@@ -51,10 +52,67 @@ void ActQuantImpl::finish_calibration() {
 
 namespace {
 
-bool is_relu(LayerType t) { return t == LayerType::ReLU || t == LayerType::ReLU6; }
-bool passes_grid(LayerType t) {
-  return t == LayerType::MaxPool || t == LayerType::AvgPool || t == LayerType::GlobalAvgPool || t == LayerType::Flatten ||
-         t == LayerType::Dropout || is_relu(t);
+// What a layer that is not computed in int8 does to the int8 grid of its input.
+enum class OnGrid {
+  Leaves,    // its output is off the grid (a float conv, linear, add or batchnorm): it needs a point of its own
+  Keeps,     // picks, moves or clamps values: its output lies on its input's grid
+  Rerounds,  // averages fall between grid points: rounded back onto its input's grid
+};
+
+OnGrid on_grid(LayerType t) {
+  switch (t) {
+    case LayerType::Conv2d:
+    case LayerType::Linear:
+    case LayerType::BatchNorm:
+    case LayerType::Add: return OnGrid::Leaves;
+    case LayerType::ReLU:
+    case LayerType::ReLU6:
+    case LayerType::MaxPool:
+    case LayerType::Flatten:
+    case LayerType::Dropout: return OnGrid::Keeps;
+    case LayerType::AvgPool:
+    case LayerType::GlobalAvgPool: return OnGrid::Rerounds;
+  }
+  return OnGrid::Leaves;
+}
+
+// Whether a kind's output is never negative, whatever its input (its point is then unsigned).
+bool never_negative(LayerType t) {
+  switch (t) {
+    case LayerType::ReLU:
+    case LayerType::ReLU6: return true;
+    case LayerType::Conv2d:
+    case LayerType::Linear:
+    case LayerType::BatchNorm:
+    case LayerType::MaxPool:
+    case LayerType::AvgPool:
+    case LayerType::GlobalAvgPool:
+    case LayerType::Flatten:
+    case LayerType::Dropout:
+    case LayerType::Add: return false;
+  }
+  return false;
+}
+
+// A layer with weights computed with its fake-quantized weight `w` and bias `b`.
+torch::Tensor weighted_forward(const Layer& L, const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+  switch (L.type) {
+    case LayerType::Conv2d: {
+      int64_t groups = L.depthwise ? x.size(1) : L.groups;
+      return torch::conv2d(x, w, b, {L.stride, L.stride}, {L.padding, L.padding}, {1, 1}, groups);
+    }
+    case LayerType::Linear: return torch::linear(x.dim() > 2 ? x.flatten(1) : x, w, b);
+    case LayerType::BatchNorm:
+    case LayerType::ReLU:
+    case LayerType::ReLU6:
+    case LayerType::MaxPool:
+    case LayerType::AvgPool:
+    case LayerType::GlobalAvgPool:
+    case LayerType::Flatten:
+    case LayerType::Dropout:
+    case LayerType::Add: break;
+  }
+  throw std::logic_error(fmt::format("layer {}: {} has no weights to quantize", L.name, layer_type_name(L.type)));
 }
 
 }  // namespace
@@ -79,17 +137,17 @@ QuantNetImpl::QuantNetImpl(ModelSpec spec_in, QuantSettings settings) : SpecNetI
   std::vector<int> unit_of_end(n, -1);  // layer ending a quantized unit -> the unit's first layer
   for (size_t i = 0; i < n; ++i) {
     const Layer& L = sp.layers[i];
-    bool compute = L.type == LayerType::Conv2d || L.type == LayerType::Linear || L.type == LayerType::Add;
-    if (!compute || stays_float(L.name)) continue;
+    if (!runs_int8(L.type) || stays_float(L.name)) continue;
     quantized_[i] = true;
     size_t end = i;
-    if (L.type != LayerType::Add && i + 1 < n && sp.layers[i + 1].type == LayerType::BatchNorm && consumers[i] == std::vector<int>{int(i + 1)}) {
+    if (has_weights(L.type) && i + 1 < n && sp.layers[i + 1].type == LayerType::BatchNorm && consumers[i] == std::vector<int>{int(i + 1)}) {
       folded_bn_[i] = static_cast<int>(i + 1);
       folded_into_[i + 1] = static_cast<int>(i);
       end = i + 1;
     }
-    if (consumers[end].size() == 1 && is_relu(sp.layers[consumers[end][0]].type) && !stays_float(sp.layers[consumers[end][0]].name))
-      end = consumers[end][0];
+    // The activation after it runs fused, on the unit's output point (as the runtime's post-op).
+    const Layer* next = consumers[end].size() == 1 ? &sp.layers[consumers[end][0]] : nullptr;
+    if (fuses_activation(L.type) && next && is_activation(next->type) && !stays_float(next->name)) end = consumers[end][0];
     unit_of_end[end] = static_cast<int>(i);
   }
   for (size_t i = 0; i < n; ++i)
@@ -111,13 +169,14 @@ QuantNetImpl::QuantNetImpl(ModelSpec spec_in, QuantSettings settings) : SpecNetI
     const Layer& L = sp.layers[k];
     int src = L.inputs[0].empty() ? -2 : sp.index_of(L.inputs[0]);
     int src_grid = src == -2 ? input_point_ : grid_[src];
-    nonnegative[k] = is_relu(L.type) || (passes_grid(L.type) && src >= 0 && nonnegative[src]);
+    const bool keeps_grid = on_grid(L.type) != OnGrid::Leaves;
+    nonnegative[k] = never_negative(L.type) || (keeps_grid && src >= 0 && nonnegative[src]);
     bool last = k + 1 == n;
     if (unit_of_end[k] >= 0) {
-      if (!last) point_after_[k] = add_point(L.name, !is_relu(L.type));
-    } else if (passes_grid(L.type) && src_grid >= 0 && !stays_float(L.name)) {
+      if (!last) point_after_[k] = add_point(L.name, !never_negative(L.type));
+    } else if (keeps_grid && src_grid >= 0 && !stays_float(L.name)) {
       grid_[k] = src_grid;  // stays on its input's grid (average pools re-round onto it)
-    } else if (!last && feeds_quantized(consumers[k]) && folded_into_[k] < 0 && !(quantized_[k] && L.type != LayerType::Add)) {
+    } else if (!last && feeds_quantized(consumers[k]) && folded_into_[k] < 0 && !(quantized_[k] && has_weights(L.type))) {
       point_after_[k] = add_point(L.name, !nonnegative[k]);  // a float tensor entering int8 layers
     }
     if (point_after_[k] >= 0) grid_[k] = point_after_[k];
@@ -125,10 +184,19 @@ QuantNetImpl::QuantNetImpl(ModelSpec spec_in, QuantSettings settings) : SpecNetI
   if (settings_.lsq) {
     auto params = named_parameters();
     for (size_t i = 0; i < n; ++i)
-      if (quantized_[i] && sp.layers[i].type != LayerType::Add)
+      if (quantized_[i] && has_weights(sp.layers[i].type))
         weight_scale_[i] = register_parameter("wscale_" + sp.layers[i].name, torch::ones({params[sp.layers[i].name + ".weight"].size(0)}));
   }
 }
+
+namespace {
+
+// Quantized checkpoints load as this simulation (train/checkpoint.h cannot name it).
+[[maybe_unused]] const bool registered_with_the_loader = (register_quant_aware_builder([](const ModelSpec& spec, const nlohmann::json& settings) {
+  return std::static_pointer_cast<SpecNetImpl>(QuantNet(spec, QuantSettings::from_json(settings)).ptr());
+}), true);
+
+}  // namespace
 
 nlohmann::json QuantNetImpl::describe() const { return {{"quantization", settings_.to_json()}}; }
 
@@ -184,15 +252,11 @@ torch::Tensor QuantNetImpl::layer_forward(size_t i, torch::Tensor& in, const tor
   torch::Tensor y;
   if (folded_into_[i] >= 0) {
     y = x;  // computed with the conv or linear it is folded into
-  } else if (quantized_[i] && L.type != LayerType::Add) {
+  } else if (quantized_[i] && has_weights(L.type)) {
     auto qw = quantized_weight(i);
     auto params = named_parameters();
     torch::Tensor bias = params.contains(L.name + ".bias") ? params[L.name + ".bias"] : torch::Tensor();
-    auto compute = [&](const torch::Tensor& b) {
-      if (L.type == LayerType::Linear) return torch::linear(x.dim() > 2 ? x.flatten(1) : x, qw, b);
-      int64_t groups = L.depthwise ? x.size(1) : L.groups;
-      return torch::conv2d(x, qw, b, {L.stride, L.stride}, {L.padding, L.padding}, {1, 1}, groups);
-    };
+    auto compute = [&](const torch::Tensor& b) { return weighted_forward(L, x, qw, b); };
     if (folded_bn_[i] < 0) {
       y = compute(bias);
     } else {
@@ -215,7 +279,7 @@ torch::Tensor QuantNetImpl::layer_forward(size_t i, torch::Tensor& in, const tor
     }
   } else {
     y = SpecNetImpl::layer_forward(i, x, other, inplace && x.is_same(in));
-    if ((L.type == LayerType::AvgPool || L.type == LayerType::GlobalAvgPool) && grid_[i] >= 0) {
+    if (on_grid(L.type) == OnGrid::Rerounds && grid_[i] >= 0) {
       auto& p = points_[grid_[i]];
       y = fake_quant(y, p->scale.detach(), p->qmin(), p->qmax());  // averages re-rounded onto the input's grid
     }
@@ -231,7 +295,7 @@ nlohmann::json QuantNetImpl::scales() {
   if (input_point_ >= 0) out["activations"]["input"] = point_json(points_[input_point_]);
   for (size_t i = 0; i < point_after_.size(); ++i) {
     if (point_after_[i] >= 0) out["activations"][spec().layers[i].name] = point_json(points_[point_after_[i]]);
-    if (quantized_[i] && spec().layers[i].type != LayerType::Add) {
+    if (quantized_[i] && has_weights(spec().layers[i].type)) {
       auto s = weight_scale_[i].defined() ? weight_scale_[i] : weight_scales(folded_weight(i));
       out["weights"][spec().layers[i].name] = std::vector<float>(s.data_ptr<float>(), s.data_ptr<float>() + s.numel());
     }

@@ -7,40 +7,45 @@
 #include <filesystem>
 
 #include "common/error.h"
-#include "prune/masks.h"
+#include "spec/match.h"
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
+#include "train/masks.h"
 #include "train/objective.h"
 
 namespace shrink {
 namespace fs = std::filesystem;
 namespace {
 
-// During QAT: keeps a pruned model's zeros (masks from the starting weights) and freezes
-// batchnorm statistics and observers at their configured epochs.
-class QatHook : public MaskingHook {
+// During QAT: freezes batchnorm statistics and observers of the simulation being trained at their
+// configured epochs. (A pruned model's zeros are kept by a MaskingHook beside it.)
+class QatHook : public StepHook {
  public:
-  QatHook(std::map<std::string, torch::Tensor> masks, const QuantizeConfig& q) : MaskingHook(std::move(masks)), q_(q) {}
-  void begin_step(SpecNet& model, double position) override {
-    auto* qnet = dynamic_cast<QuantNetImpl*>(model.get());
-    if (!qnet) return;
-    qnet->freeze_batchnorm(q_.freeze_bn_epoch >= 0 && position >= q_.freeze_bn_epoch);
-    qnet->freeze_observers(q_.freeze_observers_epoch >= 0 && position >= q_.freeze_observers_epoch);
+  explicit QatHook(const QuantizeConfig& q) : q_(q) {}
+  // Builds the simulation the trainer trains, and keeps it to act on.
+  ModelFactory factory() {
+    return [this](const ModelSpec& spec) {
+      net_ = QuantNet(spec, q_.settings);
+      return std::static_pointer_cast<SpecNetImpl>(net_.ptr());
+    };
+  }
+  void begin_step(SpecNet&, double position) override {
+    net_->freeze_batchnorm(q_.freeze_bn_epoch >= 0 && position >= q_.freeze_bn_epoch);
+    net_->freeze_observers(q_.freeze_observers_epoch >= 0 && position >= q_.freeze_observers_epoch);
   }
 
  private:
   const QuantizeConfig& q_;
+  QuantNet net_{nullptr};
 };
 
-// Masks of the weights that are exactly zero (a pruned model's), for layers that have any.
-std::map<std::string, torch::Tensor> zero_masks(SpecNet& model) {
-  std::map<std::string, torch::Tensor> masks;
-  auto params = model->named_parameters();
-  for (const auto& name : weight_layers(model->spec())) {
-    auto w = params[name + ".weight"];
-    masks[name] = (w != 0).to(torch::kFloat32);
-  }
-  return masks;
+// The float model a quantization starts from: the checkpoint's own, or a quantized checkpoint's
+// float weights (quantizing it again keeps its activation ranges: they seed the calibration).
+SpecNet float_start(const LoadedModel& start, const std::string& path) {
+  if (!start.quantized()) return start.model;
+  SpecNet fp32(start.model->spec());
+  load_weights_into(path, *fp32);
+  return fp32;
 }
 
 // Observers see `batches` batches of (un-augmented) training data, in float, shuffled from the
@@ -55,14 +60,6 @@ void calibrate(QuantNetImpl& model, const Data& data, const Augment& norm, int64
 }
 
 }  // namespace
-
-SpecNet load_any_model(const std::string& path, nlohmann::json* meta_out) {
-  nlohmann::json meta = read_checkpoint_meta(path);
-  if (!meta.contains("quantization")) return load_model(path, meta_out);
-  QuantNet model(spec_from_meta(meta), QuantSettings::from_json(meta["quantization"]));
-  if (load_weights_into(path, *model, meta_out) > 0) throw UserError(fmt::format("checkpoint {}: part of its quantization state is missing", path));
-  return SpecNet(std::static_pointer_cast<SpecNetImpl>(model.ptr()));
-}
 
 void add_quantize_options(Keys& keys) {
   QuantizeConfig q;
@@ -100,8 +97,9 @@ QuantizeConfig read_quantize_config(const Config& c) {
 nlohmann::json run_quantize_job(const JobConfig& base, const QuantizeConfig& q_in, const RunOptions& options, Objective* fine_tune) {
   torch::set_num_threads(resolve_threads(base.train.threads));
   QuantizeConfig q = q_in;
-  nlohmann::json meta;
-  SpecNet fp32 = load_model(q.checkpoint, &meta);
+  LoadedModel start_model = load_checkpoint(q.checkpoint);
+  nlohmann::json meta = start_model.meta;
+  SpecNet fp32 = float_start(start_model, q.checkpoint);
   q.settings.float_layers = match_layers(fp32->spec(), q.float_layers, "quantize.float_layers");
   RunDir run_dir = RunDir::open_stages(base.out, base.resolved_ini, options);
   RunLog& log = run_dir.log();
@@ -135,15 +133,14 @@ nlohmann::json run_quantize_job(const JobConfig& base, const QuantizeConfig& q_i
     JobConfig job = base;
     job.model = fp32->spec().to_string();
     job.init = start;
-    QuantSettings settings = q.settings;
-    QatHook hook(zero_masks(fp32), q);
+    MaskingHook keep_zeros(zero_masks(fp32));  // a pruned model stays pruned
+    QatHook qat(q);
     RunOptions run = options;
     run.overwrite = false;  // with --overwrite the whole folder is already gone
-    summary = run_train_job(job, run, fine_tune, &hook,
-                            [settings](const ModelSpec& spec) { return std::static_pointer_cast<SpecNetImpl>(QuantNet(spec, settings).ptr()); });
+    summary = run_train_job(job, run, fine_tune, {&keep_zeros, &qat}, qat.factory());
     if (summary.contains("stopped_after_epoch")) return summary;
   }
-  SpecNet final_model = load_any_model(base.out + "/checkpoints/last.pt");
+  SpecNet final_model = load_checkpoint(base.out + "/checkpoints/last.pt").model;
   summary["mode"] = q.mode;
   summary["fp32_test_accuracy"] = fp32_accuracy;
   summary["ptq_test_accuracy"] = ptq_accuracy;

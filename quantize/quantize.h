@@ -23,7 +23,5 @@ struct QuantizeConfig {
 void add_quantize_options(Keys& keys);
 QuantizeConfig read_quantize_config(const Config& config);
 nlohmann::json run_quantize_job(const JobConfig& job, const QuantizeConfig& q, const RunOptions& options, Objective* fine_tune = nullptr);
-// Any shrink checkpoint as the model it holds: the quantized simulation when it was quantized.
-SpecNet load_any_model(const std::string& path, nlohmann::json* meta = nullptr);
 
 }  // namespace shrink

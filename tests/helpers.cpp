@@ -10,6 +10,8 @@
 #include <random>
 #include <sstream>
 
+#include "quantize/quantize.h"
+
 namespace shrink::test {
 
 TempDir::TempDir() {
@@ -87,6 +89,17 @@ std::string train_synthetic(const TempDir& dir, const std::string& name, int64_t
   auto args = synthetic_job_args(dir / name, epochs);
   args.insert(args.end(), extra.begin(), extra.end());
   run_train_job(read_job_config(Config::load(keys, "", args)), quiet());
+  return dir / (name + "/checkpoints/last.pt");
+}
+
+std::string quantize_synthetic(const TempDir& dir, const std::string& name, const std::string& checkpoint) {
+  Keys keys;
+  add_train_options(keys);
+  add_quantize_options(keys);
+  auto args = synthetic_job_args(dir / name, 1);
+  args.insert(args.end(), {"--quantize.checkpoint=" + checkpoint, "--quantize.mode=ptq"});
+  auto config = Config::load(keys, "", args);
+  run_quantize_job(read_job_config(config), read_quantize_config(config), quiet());
   return dir / (name + "/checkpoints/last.pt");
 }
 

@@ -39,6 +39,9 @@ std::vector<std::string> synthetic_job_args(const std::string& out, int64_t epoc
                                             const std::string& spec = "conv(8) bn relu maxpool(2) conv(16) bn relu gap linear(classes)");
 // Trains that job into DIR/NAME and returns its last checkpoint.
 std::string train_synthetic(const TempDir& dir, const std::string& name, int64_t epochs, std::vector<std::string> extra = {});
+// Quantizes `checkpoint` (post-training calibration on that job's data) into DIR/NAME and returns
+// its checkpoint: a quantized one.
+std::string quantize_synthetic(const TempDir& dir, const std::string& name, const std::string& checkpoint);
 
 struct CliResult {
   int code;

@@ -177,3 +177,32 @@ CATCH_TEST_CASE("bad teachers and layer names are clear errors", "[distill][erro
                           Catch::Contains("need the same height and width"));
   CATCH_CHECK_THROWS_WITH(distill(dir / "g", t, {"--distill.hints=relu1"}), Catch::Contains("not a pair"));
 }
+
+CATCH_TEST_CASE("a quantized teacher teaches with its int8 simulation and says so", "[distill][quantized]") {
+  TempDir dir;
+  std::string float_path = train_teacher(dir, "t");
+  std::string quantized_path = shrink::test::quantize_synthetic(dir, "q", float_path);
+  auto teacher = Teacher::load(quantized_path, "auto", false);
+  CATCH_CHECK(teacher->kind() == "shrink-quantized");
+  CATCH_CHECK(teacher->int8_simulated());
+  auto x = torch::randn({4, 1, 16, 16});
+  LoadedModel simulation = load_checkpoint(quantized_path);
+  CATCH_REQUIRE(simulation.quantized());
+  simulation.model->eval();
+  torch::Tensor expected;
+  {
+    torch::NoGradGuard no_grad;
+    expected = simulation.model->forward(x);
+  }
+  CATCH_CHECK(torch::equal(teacher->forward(x), expected));  // what the checkpoint computes
+  auto float_teacher = Teacher::load(float_path, "auto", false);
+  CATCH_CHECK(float_teacher->kind() == "shrink");
+  CATCH_CHECK_FALSE(float_teacher->int8_simulated());
+  CATCH_CHECK_FALSE(torch::equal(float_teacher->forward(x), expected));  // not its float weights
+  std::map<std::string, torch::Tensor> tapped;
+  teacher->forward(x, {"relu2"}, &tapped);  // feature losses tap it by the trained spec's names
+  CATCH_CHECK(tapped.at("relu2").sizes() == torch::IntArrayRef({4, 32, 8, 8}));
+  auto summary = distill(dir / "d", quantized_path, {});
+  CATCH_CHECK(summary["teacher_kind"] == "shrink-quantized");
+  CATCH_CHECK(shrink::test::read_text(dir / "d/log.txt").find("it teaches with its int8 simulation") != std::string::npos);
+}

@@ -186,7 +186,7 @@ int check_whole(const std::string& root, int& tmp_files, int& cut_lines) {
     if (ends_with(p, ".tmp")) {
       ++tmp_files;
     } else if (ends_with(p, ".pt")) {
-      CATCH_CHECK_NOTHROW(load_any_model(p));
+      CATCH_CHECK_NOTHROW(load_checkpoint(p));
       ++checked;
     } else if (ends_with(p, ".shrink")) {
       CATCH_CHECK_NOTHROW(rt::Model::load(p, 1));

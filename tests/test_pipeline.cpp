@@ -56,7 +56,7 @@ CATCH_TEST_CASE("compare: every model kind loads, agreement and KL are right", "
   CATCH_CHECK(m[2]["agreement_with_teacher"].get<double>() == 1.0);
   CATCH_CHECK(m[3]["kind"] == "torchscript");
   // Agreement with a constant predictor is the teacher's share of class-0 answers; KL by hand.
-  SpecNet net = load_model(teacher);
+  SpecNet net = load_checkpoint(teacher).model;
   net->eval();
   Data data = open_data(o.data);
   torch::Tensor x, y;

@@ -127,7 +127,7 @@ CATCH_TEST_CASE("one-shot pruning job: exact sparsity, masks in checkpoints, sur
   TempDir dir;
   std::string start = shrink::test::train_synthetic(dir, "base", 1);
   auto summary = prune(dir / "p", start, {"--prune.schedule=oneshot", "--prune.sparsity=0.75", "--prune.exclude=conv1"}, quiet(), 2);
-  SpecNet pruned = load_model(dir / "p/checkpoints/last.pt");
+  SpecNet pruned = load_checkpoint(dir / "p/checkpoints/last.pt").model;
   auto params = pruned->named_parameters();
   CATCH_CHECK((params["conv1.weight"] == 0).sum().item<int64_t>() == 0);  // excluded stays dense
   int64_t pool = params["conv2.weight"].numel() + params["linear1.weight"].numel();
@@ -158,8 +158,8 @@ CATCH_TEST_CASE("iterative pruning rewinds to the saved initial weights", "[prun
   auto summary = prune(dir / "p", start, {"--prune.schedule=iterative", "--prune.rounds=2", "--prune.sparsity=0.5", "--prune.rewind=init"});
   CATCH_CHECK(summary["rounds"].size() == 2);
   CATCH_CHECK(summary["sparsity"].get<double>() == Approx(0.5).margin(0.01));
-  auto init = load_model(dir / "base/checkpoints/epoch-0.pt")->named_parameters();
-  auto round2 = load_model(dir / "p/round-2/start.pt")->named_parameters();
+  auto init = load_checkpoint(dir / "base/checkpoints/epoch-0.pt").model->named_parameters();
+  auto round2 = load_checkpoint(dir / "p/round-2/start.pt").model->named_parameters();
   for (const char* name : {"conv2.weight", "linear1.weight"}) {
     auto kept = round2[name] != 0;
     CATCH_CHECK(torch::equal(round2[name].masked_select(kept), init[name].masked_select(kept)));
@@ -178,4 +178,17 @@ CATCH_TEST_CASE("gradual pruning reaches its target and bad layer names are erro
   CATCH_CHECK_THROWS_WITH(prune(dir / "e", start, {"--prune.method=structured"}), Catch::Contains("prune.schedule"));
   CATCH_CHECK(match_layers(parse_spec("usps_student", {1, 16, 16}, 10), "re:conv[12],linear*", "x") ==
               std::vector<std::string>{"conv1", "conv2", "linear1"});
+}
+
+CATCH_TEST_CASE("a quantized checkpoint is refused: prune the float one, then quantize", "[prune][quantized]") {
+  TempDir dir;
+  std::string start = shrink::test::train_synthetic(dir, "base", 1);
+  std::string quantized = shrink::test::quantize_synthetic(dir, "q", start);
+  CATCH_CHECK_THROWS_WITH(prune(dir / "p", quantized, {"--prune.schedule=oneshot"}),
+                          Catch::Contains("prune.checkpoint " + quantized + ": a quantized checkpoint cannot be pruned") &&
+                              Catch::Contains("prune the float checkpoint it came from, then quantize the pruned one"));
+  CATCH_CHECK_FALSE(std::filesystem::exists(dir / "p"));  // refused before any work
+  CATCH_CHECK_THROWS_WITH(sensitivity_table(quantized, DataConfig{}, {0.5}), Catch::Contains("a quantized checkpoint cannot be pruned"));
+  // The report only reads weights: a quantized checkpoint's float weights are the ones it had.
+  CATCH_CHECK(prune_report(quantized) == prune_report(start));
 }

@@ -1,6 +1,5 @@
 #include "tests/helpers.h"
 #include "common/error.h"
-#include "prune/masks.h"
 #include "prune/prune.h"
 #include "quantize/fake_quant.h"
 #include "quantize/qnet.h"
@@ -129,14 +128,15 @@ CATCH_TEST_CASE("PTQ is deterministic and QAT checkpoints reload as the int8 sim
   CATCH_CHECK(a["int8_sim_test_accuracy"] == b["int8_sim_test_accuracy"]);
   CATCH_CHECK(std::abs(a["int8_sim_test_accuracy"].get<double>() - a["fp32_test_accuracy"].get<double>()) < 0.05);
   auto qat = quantize(dir / "q", base, {"--quantize.mode=qat", "--quantize.observer=ema", "--quantize.freeze_bn_epoch=0.5"});
-  nlohmann::json meta;
-  SpecNet reloaded = load_any_model(dir / "q/checkpoints/last.pt", &meta);
-  CATCH_CHECK(meta.contains("quantization"));
+  LoadedModel loaded = load_checkpoint(dir / "q/checkpoints/last.pt");
+  CATCH_CHECK(loaded.kind == ModelKind::QuantAware);
+  CATCH_CHECK(loaded.meta.contains("quantization"));
+  SpecNet reloaded = loaded.model;
   CATCH_CHECK(dynamic_cast<QuantNetImpl*>(reloaded.get()) != nullptr);
   CATCH_CHECK(qat.contains("fp32_test_accuracy"));
   CATCH_CHECK(qat["int8_sim_test_accuracy"] == qat["test_accuracy"]);
   auto lsq = quantize(dir / "l", base, {"--quantize.lsq=true"});
-  CATCH_CHECK(load_any_model(dir / "l/checkpoints/last.pt")->named_parameters().contains("aq_relu1.scale"));
+  CATCH_CHECK(load_checkpoint(dir / "l/checkpoints/last.pt").model->named_parameters().contains("aq_relu1.scale"));
   CATCH_CHECK_THROWS_WITH(quantize(dir / "e", base, {"--quantize.float_layers=nope"}), Catch::Contains("matches no layer"));
 }
 
@@ -152,7 +152,7 @@ CATCH_TEST_CASE("a pruned model keeps its zeros through QAT", "[quantize][prune]
   run_prune_job(read_job_config(config), read_prune_config(config), quiet());
   auto summary = quantize(dir / "q", dir / "p/checkpoints/last.pt", {}, 2);
   CATCH_CHECK(summary["sparsity"] == summary["sparsity_before"]);
-  auto before = load_model(dir / "p/checkpoints/last.pt")->named_parameters();
-  auto after = load_model(dir / "q/checkpoints/last.pt")->named_parameters();
+  auto before = load_checkpoint(dir / "p/checkpoints/last.pt").model->named_parameters();
+  auto after = load_checkpoint(dir / "q/checkpoints/last.pt").model->named_parameters();
   for (const char* name : {"conv1.weight", "conv2.weight", "linear1.weight"}) CATCH_CHECK(torch::equal(before[name] == 0, after[name] == 0));
 }

@@ -54,7 +54,7 @@ CATCH_TEST_CASE("runtime fp32 matches LibTorch on every op", "[runtime][parity]"
     std::string ckpt = random_checkpoint(dir, "m" + std::to_string(k) + ".pt", c.spec, c.input, 5);
     std::string model = dir / ("m" + std::to_string(k++) + ".shrink");
     export_model(ckpt, model, {});
-    auto net = load_model(ckpt);
+    auto net = load_checkpoint(ckpt).model;
     net->eval();
     std::vector<int64_t> shape{7};
     shape.insert(shape.end(), c.input.begin(), c.input.end());

@@ -3,6 +3,7 @@
 #include "tests/helpers.h"
 #include "common/error.h"
 #include "train/checkpoint.h"
+#include "train/objective.h"
 #include "train/trainer.h"
 
 using namespace shrink;
@@ -19,6 +20,24 @@ JobConfig synthetic_job(const std::string& out, const std::string& model = "usps
                          "--train.threads=1", "--optim.lr=0.05"});
   return read_job_config(c);
 }
+
+// Counts the calls it gets, in a buffer it checkpoints under its name.
+class CountingHook : public StepHook {
+ public:
+  explicit CountingHook(std::string name, std::vector<std::string>* order) : name_(std::move(name)), order_(order) {
+    counts_.register_buffer("steps", torch::zeros({1}, torch::kInt64));
+  }
+  void begin_step(SpecNet&, double) override { order_->push_back(name_); }
+  void after_step(SpecNet&) override { counts_.named_buffers()["steps"].add_(1); }
+  torch::nn::Module* state() override { return &counts_; }
+  std::string state_name() const override { return name_; }
+  nlohmann::json epoch_metrics(SpecNet&) override { return {{name_ + "_steps", counts_.named_buffers()["steps"].item<int64_t>()}}; }
+  torch::nn::Module counts_;
+
+ private:
+  std::string name_;
+  std::vector<std::string>* order_;
+};
 }  // namespace
 
 CATCH_TEST_CASE("a short run on synthetic data learns and leaves a complete run directory", "[trainer]") {
@@ -39,8 +58,9 @@ CATCH_TEST_CASE("a short run on synthetic data learns and leaves a complete run 
   }
   CATCH_CHECK(lines == 3);
   // The checkpoint rebuilds the same model with the same accuracy metadata.
-  nlohmann::json meta;
-  SpecNet model = load_model(dir / "run/checkpoints/last.pt", &meta);
+  LoadedModel loaded = load_checkpoint(dir / "run/checkpoints/last.pt");
+  const nlohmann::json& meta = loaded.meta;
+  CATCH_CHECK(loaded.kind == ModelKind::Float);
   CATCH_CHECK(meta["epoch"] == 3);
   CATCH_CHECK(meta["test_accuracy"].get<double>() == summary["test_accuracy"].get<double>());
   // Starting over in the same directory needs --overwrite or --resume.
@@ -58,7 +78,7 @@ CATCH_TEST_CASE("an interrupted and resumed run ends with the same weights", "[t
   auto resume = quiet();
   resume.resume = true;
   run_train_job(synthetic_job(dir / "parts"), resume);  // epoch 3
-  auto a = load_model(dir / "whole/checkpoints/last.pt"), b = load_model(dir / "parts/checkpoints/last.pt");
+  auto a = load_checkpoint(dir / "whole/checkpoints/last.pt").model, b = load_checkpoint(dir / "parts/checkpoints/last.pt").model;
   auto pa = a->named_parameters(), pb = b->named_parameters();
   for (const auto& p : pa) CATCH_CHECK(torch::equal(p.value(), pb[p.key()]));
   auto ba = a->named_buffers(), bb = b->named_buffers();
@@ -89,8 +109,32 @@ CATCH_TEST_CASE("damaged checkpoints are user errors", "[trainer][checkpoint]") 
   run_train_job(synthetic_job(dir / "run", "mlp_300_100"), first);
   std::string whole = shrink::test::read_text(dir / "run/checkpoints/last.pt");
   shrink::test::write_text(dir / "cut.pt", whole.substr(0, whole.size() / 2));
-  CATCH_CHECK_THROWS_AS(load_model(dir / "cut.pt"), UserError);
+  CATCH_CHECK_THROWS_AS(load_checkpoint(dir / "cut.pt"), UserError);
   shrink::test::write_text(dir / "junk.pt", "junk");
-  CATCH_CHECK_THROWS_WITH(load_model(dir / "junk.pt"), Catch::Contains("not a readable shrink checkpoint"));
-  CATCH_CHECK_THROWS_WITH(load_model(dir / "none.pt"), Catch::Contains("no such file"));
+  CATCH_CHECK_THROWS_WITH(load_checkpoint(dir / "junk.pt"), Catch::Contains("not a readable shrink checkpoint"));
+  CATCH_CHECK_THROWS_WITH(load_checkpoint(dir / "none.pt"), Catch::Contains("no such file"));
+}
+
+CATCH_TEST_CASE("step hooks act in the order given and checkpoint their states by name", "[trainer][hooks]") {
+  TempDir dir;
+  std::vector<std::string> order;
+  CountingHook first("first", &order), second("second", &order);
+  auto summary = run_train_job(synthetic_job(dir / "run", "mlp_300_100", 1), quiet(), nullptr, {&first, &second});
+  CATCH_REQUIRE(order.size() >= 4);
+  CATCH_CHECK(order[0] == "first");
+  CATCH_CHECK(order[1] == "second");
+  const int64_t steps = static_cast<int64_t>(order.size() / 2);
+  std::ifstream metrics(dir / "run/metrics.jsonl");
+  std::string line;
+  std::getline(metrics, line);
+  auto record = nlohmann::json::parse(line);
+  CATCH_CHECK(record["first_steps"] == steps);
+  CATCH_CHECK(record["second_steps"] == steps);
+  for (const char* name : {"first", "second"}) {
+    CountingHook probe(name, &order);
+    CATCH_CHECK(load_extra_state(dir / "run/checkpoints/last.pt", name, *probe.state()));
+    CATCH_CHECK(probe.counts_.named_buffers()["steps"].item<int64_t>() == steps);
+  }
+  CountingHook twin("first", &order);
+  CATCH_CHECK_THROWS_AS(run_train_job(synthetic_job(dir / "twins", "mlp_300_100", 1), quiet(), nullptr, {&first, &twin}), std::logic_error);
 }

@@ -140,11 +140,38 @@ Augment normalization_of(const nlohmann::json& meta) {
   return a;
 }
 
-SpecNet load_model(const std::string& path, nlohmann::json* meta_out) {
+namespace {
+
+QuantAwareBuilder& quant_aware_builder() {
+  static QuantAwareBuilder builder;  // set by quantize/ before main (static initialization order safe)
+  return builder;
+}
+
+}  // namespace
+
+void register_quant_aware_builder(QuantAwareBuilder builder) { quant_aware_builder() = std::move(builder); }
+
+LoadedModel load_checkpoint(const std::string& path) {
   auto archive = open_archive(path);
-  SpecNet model(spec_from_meta(meta_of(archive, path)));
-  if (load_from(archive, path, *model, meta_out) > 0) throw UserError(fmt::format("checkpoint {}: some weights are missing (damaged file?)", path));
-  return model;
+  LoadedModel out;
+  out.meta = meta_of(archive, path);
+  out.kind = out.meta.contains("quantization") ? ModelKind::QuantAware : ModelKind::Float;
+  ModelSpec spec = spec_from_meta(out.meta);
+  switch (out.kind) {
+    case ModelKind::Float:
+      out.model = SpecNet(spec);
+      if (load_from(archive, path, *out.model, nullptr) > 0)
+        throw UserError(fmt::format("checkpoint {}: some weights are missing (damaged file?)", path));
+      break;
+    case ModelKind::QuantAware:
+      if (!quant_aware_builder())
+        throw UserError(fmt::format("checkpoint {}: a quantized checkpoint, and this program was built without quantize/ to run it", path));
+      out.model = SpecNet(quant_aware_builder()(spec, out.meta["quantization"]));
+      if (load_from(archive, path, *out.model, nullptr) > 0)
+        throw UserError(fmt::format("checkpoint {}: part of its quantization state is missing", path));
+      break;
+  }
+  return out;
 }
 
 bool load_extra_state(const std::string& path, const std::string& name, torch::nn::Module& module) {

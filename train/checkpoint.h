@@ -6,7 +6,9 @@
 #pragma once
 #include <nlohmann/json.hpp>
 
+#include <functional>
 #include <map>
+#include <memory>
 #include <string>
 
 #include "datasets/loader.h"
@@ -25,13 +27,32 @@ void save_checkpoint(const std::string& path, SpecNet& model, torch::optim::Opti
 bool load_extra_state(const std::string& path, const std::string& name, torch::nn::Module& module);
 nlohmann::json read_checkpoint_meta(const std::string& path);
 // Copies a checkpoint's saved model state into `model` by name, keeping the model's tensor
-// layouts. Saved entries the model lacks are ignored (a quantized checkpoint loads as its float
-// model); returns how many of the model's entries the checkpoint lacks (a float checkpoint
+// layouts (the trainer's job.init and --resume). Saved entries the model lacks are ignored (a
+// quantized checkpoint's scales, loaded into its float model); returns how many of the model's entries the checkpoint lacks (a float checkpoint
 // loaded into the quantized simulation lacks its scales). The checkpoint's spec must be the
 // model's (a UserError otherwise); `meta` receives its metadata.
 int64_t load_weights_into(const std::string& path, SpecNetImpl& model, nlohmann::json* meta = nullptr);
-// Builds the model its metadata describes and loads its weights.
-SpecNet load_model(const std::string& path, nlohmann::json* meta = nullptr);
+
+// What a checkpoint holds: a float model, or the quantization-aware simulation of one (written by
+// `shrink quantize`; its metadata has "quantization", the simulation's settings).
+enum class ModelKind { Float, QuantAware };
+
+struct LoadedModel {
+  SpecNet model{nullptr};  // the float SpecNet, or the simulation (a SpecNetImpl that quantize/ defines)
+  nlohmann::json meta;     // the checkpoint's metadata
+  ModelKind kind = ModelKind::Float;
+  bool quantized() const { return kind == ModelKind::QuantAware; }
+};
+
+// The one checkpoint loader: builds the model the checkpoint holds, as what it is, and loads all
+// of its state (a UserError names the file when part of it is missing or the file is damaged).
+LoadedModel load_checkpoint(const std::string& path);
+
+// Builds the quantization-aware simulation of a spec from its checkpointed settings. The
+// simulation lives in quantize/, above train/, which registers its builder here (a program that
+// does not link it cannot load quantized checkpoints, and says so).
+using QuantAwareBuilder = std::function<std::shared_ptr<SpecNetImpl>(const ModelSpec& spec, const nlohmann::json& settings)>;
+void register_quant_aware_builder(QuantAwareBuilder builder);
 void load_optimizer_state(const std::string& path, torch::optim::Optimizer& optimizer);
 ModelSpec spec_from_meta(const nlohmann::json& meta);
 // The input normalization a checkpoint's model was trained with (empty mean: none).

@@ -6,7 +6,7 @@ namespace {
 // Index of the batchnorm that folds into layer i, or -1.
 int foldable_batchnorm(const ModelSpec& spec, size_t i) {
   const Layer& L = spec.layers[i];
-  if ((L.type != LayerType::Conv2d && L.type != LayerType::Linear) || i + 1 >= spec.layers.size()) return -1;
+  if (!has_weights(L.type) || i + 1 >= spec.layers.size()) return -1;  // a batchnorm folds into weights
   const Layer& next = spec.layers[i + 1];
   if (next.type != LayerType::BatchNorm || next.inputs != std::vector<std::string>{L.name}) return -1;
   for (const Layer& other : spec.layers)  // nobody else may read the unnormalized output

@@ -34,7 +34,14 @@ SpecNetImpl::SpecNetImpl(ModelSpec spec) : spec_(std::move(spec)) {
         if (s.size() == 3) m = nn::AnyModule(register_module(L.name, nn::BatchNorm2d(s[0])));
         else m = nn::AnyModule(register_module(L.name, nn::BatchNorm1d(s[0])));
         break;
-      default: break;
+      case LayerType::ReLU:
+      case LayerType::ReLU6:
+      case LayerType::MaxPool:
+      case LayerType::AvgPool:
+      case LayerType::GlobalAvgPool:
+      case LayerType::Flatten:
+      case LayerType::Dropout:
+      case LayerType::Add: break;  // functional: no module, no parameters
     }
     modules_.push_back(std::move(m));
   }
@@ -73,7 +80,7 @@ torch::Tensor SpecNetImpl::run(torch::Tensor x, const std::vector<int>* taps, st
     torch::Tensor& in = input(i, 0);
     // A tapped tensor must not be overwritten by a later in-place ReLU.
     bool inplace = inplace_ok_[i] && (!taps || std::find(taps->begin(), taps->end(), input_index_[i][0]) == taps->end());
-    outs[i] = layer_forward(i, in, L.type == LayerType::Add ? &input(i, 1) : nullptr, inplace);
+    outs[i] = layer_forward(i, in, L.inputs.size() > 1 ? &input(i, 1) : nullptr, inplace);
   }
   if (taps)
     for (int t : *taps) kept->push_back(outs[t]);

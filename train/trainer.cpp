@@ -60,8 +60,10 @@ void to_channels_last(SpecNet& model) {
 
 class Trainer {
  public:
-  Trainer(const JobConfig& job, const RunOptions& options, Objective* objective, StepHook* hook, const ModelFactory& factory)
-      : job_(job), options_(options), objective_(objective), hook_(hook), factory_(factory) {}
+  Trainer(const JobConfig& job, const RunOptions& options, Objective* objective, std::vector<StepHook*> hooks, const ModelFactory& factory)
+      : job_(job), options_(options), objective_(objective), hooks_(std::move(hooks)), factory_(factory) {
+    extras();  // two hooks checkpointing under one name are a bug: caught before any work
+  }
   nlohmann::json run();
 
  private:
@@ -69,15 +71,13 @@ class Trainer {
   void train_epoch(int64_t epoch);
   void finish_epoch(int64_t epoch, double seconds, int64_t samples);
   nlohmann::json checkpoint_meta(int64_t epochs_done) const;
-  CheckpointExtras extras() const {
-    return {{"objective", extra_.get()}, {hook_ ? hook_->state_name() : "hook", hook_ ? hook_->state() : nullptr}};
-  }
+  CheckpointExtras extras() const;
   nlohmann::json summary() const;
 
   const JobConfig& job_;
   RunOptions options_;
   Objective* objective_;
-  StepHook* hook_;
+  std::vector<StepHook*> hooks_;  // in the order they act around each step
   ModelFactory factory_;
   std::shared_ptr<torch::nn::Module> extra_;  // the objective's own trainable parameters
   Data data_;
@@ -124,14 +124,15 @@ void Trainer::prepare() {
       for (auto& p : extra_->parameters()) params.push_back(p);
   }
   optimizer_ = make_optimizer(job_.optim, params);
-  if (hook_) hook_->prepare(model_, *log_);
+  for (StepHook* hook : hooks_) hook->prepare(model_, *log_);
 
   if (options_.resume) {
     nlohmann::json meta;
     if (load_weights_into(last, *model_, &meta) > 0) throw UserError(fmt::format("--resume: {} lacks part of the model's state", last));
     if (extra_ && !load_extra_state(last, "objective", *extra_)) throw UserError(fmt::format("--resume: {} lacks the objective's state", last));
-    if (hook_ && hook_->state() && !load_extra_state(last, hook_->state_name(), *hook_->state()))
-      throw UserError(fmt::format("--resume: {} lacks the {} state", last, hook_->state_name()));
+    for (StepHook* hook : hooks_)
+      if (hook->state() && !load_extra_state(last, hook->state_name(), *hook->state()))
+        throw UserError(fmt::format("--resume: {} lacks the {} state", last, hook->state_name()));
     load_optimizer_state(last, *optimizer_);
     start_epoch_ = meta.at("epoch").get<int64_t>();
     best_metric_ = meta.value("best_metric", -1.0);
@@ -179,7 +180,7 @@ void Trainer::train_epoch(int64_t epoch) {
   while (loader_->next(batch)) {
     double lr = learning_rate(job_.optim, epoch + static_cast<double>(step) / steps, total_epochs);
     for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
-    if (hook_) hook_->begin_step(model_, epoch + static_cast<double>(step) / steps);
+    for (StepHook* hook : hooks_) hook->begin_step(model_, epoch + static_cast<double>(step) / steps);
     optimizer_->zero_grad();
     auto logits = tap_names.empty() ? model_->forward(batch.x) : model_->forward_with(batch.x, tap_names, taps);
     auto loss = objective_ ? objective_->loss(batch, logits, taps) : F::cross_entropy(logits, batch.y, loss_options);
@@ -189,10 +190,10 @@ void Trainer::train_epoch(int64_t epoch) {
                                   "(try a lower optim.lr or set train.grad_clip)",
                                   loss_value, epoch + 1, step + 1, epoch > 0 ? checkpoints_ + "/last.pt" : std::string("no checkpoint")));
     loss.backward();
-    if (hook_) hook_->after_backward(model_);
+    for (StepHook* hook : hooks_) hook->after_backward(model_);
     if (job_.train.grad_clip > 0) torch::nn::utils::clip_grad_norm_(model_->parameters(), job_.train.grad_clip);
     optimizer_->step();
-    if (hook_) hook_->after_step(model_);
+    for (StepHook* hook : hooks_) hook->after_step(model_);
     const int64_t n = batch.y.size(0);
     loss_sum += loss_value * n;
     correct += (logits.argmax(1) == batch.y).sum().item<int64_t>();
@@ -225,7 +226,7 @@ void Trainer::finish_epoch(int64_t epoch, double seconds, int64_t samples) {
                            {"samples_per_s", samples / seconds}};
   if (data_.val) record["val_accuracy"] = val.accuracy, record["val_loss"] = val.loss;
   if (objective_) record.update(objective_->epoch_metrics());
-  if (hook_) record.update(hook_->epoch_metrics(model_));
+  for (StepHook* hook : hooks_) record.update(hook->epoch_metrics(model_));
   // last.pt is written last: it marks the epoch done. A run killed before it redoes the epoch
   // (its metrics record is dropped on resume, so none is doubled) and writes best.pt and the kept
   // epochs again; one killed after it has them all (best_metric in last.pt would otherwise keep a
@@ -241,6 +242,17 @@ void Trainer::finish_epoch(int64_t epoch, double seconds, int64_t samples) {
                          job_.train.epochs, train_loss_, 100 * train_accuracy_, last_test_.loss, 100 * last_test_.accuracy,
                          data_.val ? fmt::format(" | val acc {:.2f}%", 100 * val.accuracy) : "", seconds, samples / seconds,
                          best ? " *" : ""));
+}
+
+// The objective's adapters and each hook's state, checkpointed beside the model under their names.
+CheckpointExtras Trainer::extras() const {
+  CheckpointExtras out = {{"objective", extra_.get()}};
+  for (StepHook* hook : hooks_) {
+    if (!hook->state()) continue;
+    if (!out.emplace(hook->state_name(), hook->state()).second)
+      throw std::logic_error(fmt::format("two step hooks checkpoint their state as '{}'", hook->state_name()));
+  }
+  return out;
 }
 
 nlohmann::json Trainer::checkpoint_meta(int64_t epochs_done) const {
@@ -277,7 +289,7 @@ nlohmann::json Trainer::run() {
   if (stop_at < job_.train.epochs) return {{"stopped_after_epoch", stop_at}};
   nlohmann::json s = summary();
   if (objective_) s.update(objective_->finish(model_, data_, normalization_));
-  if (hook_) s.update(hook_->finish(model_));
+  for (StepHook* hook : hooks_) s.update(hook->finish(model_));
   write_json_atomic(job_.out + "/summary.json", s);
   log_->line(fmt::format("done: test accuracy {:.2f}%, {:.0f} samples/s, {} written", 100 * last_test_.accuracy,
                          s["train_samples_per_s"].get<double>(), job_.out + "/summary.json"));
@@ -286,9 +298,9 @@ nlohmann::json Trainer::run() {
 
 }  // namespace
 
-nlohmann::json run_train_job(const JobConfig& job, const RunOptions& options, Objective* objective, StepHook* hook,
+nlohmann::json run_train_job(const JobConfig& job, const RunOptions& options, Objective* objective, std::vector<StepHook*> hooks,
                              const ModelFactory& factory) {
-  return Trainer(job, options, objective, hook, factory).run();
+  return Trainer(job, options, objective, std::move(hooks), factory).run();
 }
 
 }  // namespace shrink

@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <memory>
+#include <vector>
 
 #include "train/config.h"
 #include "train/run_dir.h"  // RunOptions
@@ -20,8 +21,10 @@ struct ModelSpec;
 using ModelFactory = std::function<std::shared_ptr<SpecNetImpl>(const ModelSpec&)>;
 
 // Runs (or resumes) the job; returns what it wrote to summary.json. Without an objective the
-// loss is cross-entropy on the labels (with train.label_smoothing); a hook acts around each step.
-nlohmann::json run_train_job(const JobConfig& job, const RunOptions& options = {}, Objective* objective = nullptr, StepHook* hook = nullptr,
-                             const ModelFactory& factory = nullptr);
+// loss is cross-entropy on the labels (with train.label_smoothing). The hooks act around each
+// step, in order (pruning's masks; QAT's masks and its freezing schedule side by side); each
+// hook's state is checkpointed under its state_name(), which must differ between them.
+nlohmann::json run_train_job(const JobConfig& job, const RunOptions& options = {}, Objective* objective = nullptr,
+                             std::vector<StepHook*> hooks = {}, const ModelFactory& factory = nullptr);
 
 }  // namespace shrink
