@@ -130,7 +130,7 @@ void Builder::build() {
     if (fused[i]) continue;  // an activation already applied as its producer's post-op
     const Layer& L = spec.layers[i];
     OpContext c = unit(i, readers, acts, input, int8);
-    Act result = op_for(L.type)(*this, c);
+    Act result = op_for(L.type).build(*this, c);
     // A float result that an int8 layer may read goes onto its point's grid once, here.
     if (int8 && !c.int8 && i + 1 != count && m_.point_scale(L.name) && result.scale == 0) result = quantize(result, L.name, L.name);
     acts[i] = result;

@@ -8,21 +8,13 @@
 
 namespace shrink::rt::detail {
 
+Eltwise relu_eltwise(float) { return {dnnl::algorithm::eltwise_relu, 0.f, 0.f}; }
+Eltwise relu6_eltwise(float scale) { return {dnnl::algorithm::eltwise_clip, 0.f, scale > 0 ? 6.0f / scale : 6.0f}; }
+
 Eltwise activation_eltwise(LayerType type, float scale) {
-  switch (type) {
-    case LayerType::ReLU: return {dnnl::algorithm::eltwise_relu, 0.f, 0.f};
-    case LayerType::ReLU6: return {dnnl::algorithm::eltwise_clip, 0.f, scale > 0 ? 6.0f / scale : 6.0f};
-    case LayerType::Conv2d:
-    case LayerType::Linear:
-    case LayerType::BatchNorm:
-    case LayerType::MaxPool:
-    case LayerType::AvgPool:
-    case LayerType::GlobalAvgPool:
-    case LayerType::Flatten:
-    case LayerType::Dropout:
-    case LayerType::Add: break;
-  }
-  throw std::logic_error(std::string("activation_eltwise: ") + layer_type_name(type) + " is not an activation");
+  EltwiseOf eltwise = op_for(type).eltwise;
+  if (!eltwise) throw std::logic_error(std::string("activation_eltwise: ") + layer_type_name(type) + " is not an activation");
+  return eltwise(scale);
 }
 
 Act build_activation(Builder& b, const OpContext& c) {

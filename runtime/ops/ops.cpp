@@ -4,19 +4,19 @@
 
 namespace shrink::rt::detail {
 
-BuildOp op_for(LayerType type) {
+RuntimeOp op_for(LayerType type) {
   switch (type) {
-    case LayerType::Conv2d: return build_conv;
-    case LayerType::Linear: return build_linear;
-    case LayerType::BatchNorm: return build_batchnorm;
-    case LayerType::ReLU:
-    case LayerType::ReLU6: return build_activation;
+    case LayerType::Conv2d: return {build_conv};
+    case LayerType::Linear: return {build_linear};
+    case LayerType::BatchNorm: return {build_batchnorm};
+    case LayerType::ReLU: return {build_activation, relu_eltwise};
+    case LayerType::ReLU6: return {build_activation, relu6_eltwise};
     case LayerType::MaxPool:
     case LayerType::AvgPool:
-    case LayerType::GlobalAvgPool: return build_pool;
-    case LayerType::Flatten: return build_flatten;
-    case LayerType::Dropout: return build_dropout;
-    case LayerType::Add: return build_add;
+    case LayerType::GlobalAvgPool: return {build_pool};
+    case LayerType::Flatten: return {build_flatten};
+    case LayerType::Dropout: return {build_dropout};
+    case LayerType::Add: return {build_add};
   }
   throw std::logic_error("op_for: a LayerType outside the list");
 }

@@ -1,14 +1,26 @@
 // The runtime's ops: one build function per layer kind, CTranslate2's op shape. An op reads the
-// layer and its inputs from the OpContext, adds its step(s) to the Builder and returns its output.
-// op_for is the table: a switch over LayerType with no default, so a kind without a runtime op
-// does not compile (-Werror=switch).
+// layer and its inputs from the OpContext, adds its step(s) to the Builder and returns its output;
+// an activation also says which eltwise it is, so a producer can fuse it. op_for is the table: a
+// switch over LayerType with no default, so a kind without a runtime op does not compile
+// (-Werror=switch).
 #pragma once
 #include "runtime/plan.h"
 
 namespace shrink::rt::detail {
 
+// An activation as oneDNN's eltwise, for values on a grid of `scale` (0: float).
+struct Eltwise {
+  dnnl::algorithm algorithm;
+  float alpha, beta;
+};
+
 using BuildOp = Act (*)(Builder&, const OpContext&);
-BuildOp op_for(LayerType type);
+using EltwiseOf = Eltwise (*)(float scale);
+struct RuntimeOp {
+  BuildOp build;
+  EltwiseOf eltwise = nullptr;  // activations: the eltwise they run as, alone or as a producer's post-op
+};
+RuntimeOp op_for(LayerType type);
 
 Act build_conv(Builder& b, const OpContext& c);        // ops/conv.cpp
 Act build_linear(Builder& b, const OpContext& c);      // ops/linear.cpp
@@ -19,12 +31,10 @@ Act build_flatten(Builder& b, const OpContext& c);     // ops/flatten.cpp
 Act build_dropout(Builder& b, const OpContext& c);     // ops/dropout.cpp: the identity at inference
 Act build_batchnorm(Builder& b, const OpContext& c);   // ops/batchnorm.cpp: refused (the load refuses it first)
 
-// An activation kind as oneDNN's eltwise, for values on a grid of `scale` (0: float): what a
-// standalone activation runs and what a producer appends as its post-op. ops/activation.cpp.
-struct Eltwise {
-  dnnl::algorithm algorithm;
-  float alpha, beta;
-};
+// ops/activation.cpp
+Eltwise relu_eltwise(float scale);
+Eltwise relu6_eltwise(float scale);
+// op_for(type).eltwise; a logic_error for a kind that is not an activation.
 Eltwise activation_eltwise(LayerType type, float scale);
 
 }  // namespace shrink::rt::detail
