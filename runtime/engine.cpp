@@ -188,7 +188,8 @@ std::vector<float> Loaded::execute(const Plan& plan, const float* input, bool so
   for (const Slot& s : plan.slots) mems.emplace_back(s.desc, engine, arena.base() + plan.offsets[s.buffer]);
 
   float* dst = static_cast<float*>(mems[plan.input].get_data_handle());
-  const std::vector<float>&mean = meta.normalization.mean, &stdev = meta.normalization.std;
+  const std::vector<float>& mean = meta.normalization.mean;
+  const std::vector<float>& stdev = meta.normalization.std;
   int64_t per = 1;
   for (int64_t d : spec.input) per *= d;
   // Images: one mean and std per channel; feature vectors: one for all, or one per feature.
