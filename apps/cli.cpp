@@ -108,6 +108,7 @@ std::string help_text(const CommandLine& c) {
     if (left.size() < 24) left += std::string(24 - left.size(), ' ');
     s += left + " " + f.help + (f.value.empty() ? "" : " [" + f.rule.describe() + "]") + (f.repeats ? " (repeatable)" : "") + "\n";
   }
+  if (!c.notes.empty()) s += "\n" + c.notes;
   return s;
 }
 

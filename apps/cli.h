@@ -28,6 +28,7 @@ struct CommandLine {
   std::string summary;
   std::vector<Flag> flags;
   bool takes_keys = false;  // also --section.key=value config overrides (checked by the job's Keys)
+  std::string notes = "";   // more help, printed after the options
 };
 
 struct Args {

@@ -1,6 +1,8 @@
 // The `shrink` commands in one table: each command's syntax (flags with their rules), the config
-// keys of its job (when it takes any) and its run function. main(), --help and the tests that
-// try bad values on every option all read this one table.
+// keys it takes (when it takes any) and its run function. The job commands come from the job
+// table (jobs/jobs.h). main(), --help and the tests that try bad values on every option all read
+// this one table. A command only turns its arguments into a call of jobs/ and returns the text
+// to print; jobs print their progress as they run.
 #pragma once
 #include <functional>
 #include <string>
@@ -13,8 +15,8 @@ namespace shrink {
 
 struct Command {
   CommandLine line;
-  std::function<void(Keys&)> keys;  // the job's config keys (empty: none)
-  std::function<int(const Args&)> run;
+  std::function<void(Keys&)> keys;           // the config keys it takes (empty: none)
+  std::function<std::string(const Args&)> run;  // returns what it prints
 };
 
 const std::vector<Command>& shrink_commands();

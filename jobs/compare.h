@@ -26,10 +26,11 @@ std::string compare_table(const nlohmann::json& result);
 // One self-contained HTML page: table, accuracy-vs-size and accuracy-vs-latency charts, per-class
 // accuracy, confusion matrices and the training curves of the runs the models came from.
 std::string compare_html(const nlohmann::json& result);
-// Every key any job writes into a saved config (train, distill, prune, quantize), so a
-// checkpoint's config can be read back whichever job made it.
-void add_all_job_options(Keys& keys);
-// The data config saved in the first shrink checkpoint among the models (empty source if none).
+// The data config saved in the first shrink checkpoint among the models (defaults if none),
+// with `overrides` (--data.key=value) over it.
 DataConfig data_config_of_models(const std::vector<std::string>& paths, const std::vector<std::string>& overrides);
+// `shrink compare`: measures the models, writes compare.json to `json_out` (and the HTML report to
+// `html_out` unless empty); returns the table and what it wrote, for the command to print.
+std::string compare_and_write(const CompareOptions& options, const std::string& json_out, const std::string& html_out);
 
 }  // namespace shrink

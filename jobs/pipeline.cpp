@@ -2,27 +2,51 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <filesystem>
-#include <iostream>
+#include <map>
+#include <optional>
 #include <sstream>
 
-#include "jobs/compare.h"
 #include "common/error.h"
-#include "distill/distill.h"
 #include "export/export.h"
-#include "prune/prune.h"
-#include "quantize/quantize.h"
-#include "train/objective.h"
-#include "train/run_log.h"
+#include "jobs/compare.h"
+#include "jobs/jobs.h"
+#include "train/run_dir.h"
 
 namespace shrink {
 namespace fs = std::filesystem;
 
-const std::vector<std::string> kPipelineStages = {"teacher", "distill", "prune", "quantize", "export", "compare"};
-
 namespace {
-const std::vector<std::string>& kStages = kPipelineStages;
 
+// The stages in order. A job stage runs a kind of the job table with its own config; export and
+// compare are the pipeline's own steps.
+struct StageKind {
+  const char* name;
+  const char* job;        // the job kind it runs (nullptr: export, compare)
+  const char* done_file;  // written last: the stage finished
+  bool teaches;           // its model is the teacher of the later stages
+  bool is_student;        // compare measures its model against the teacher
+};
+
+const StageKind kStageKinds[] = {
+    {"teacher", "train", "summary.json", true, false},  {"distill", "distill", "summary.json", false, true},
+    {"prune", "prune", "summary.json", false, false},   {"quantize", "quantize", "summary.json", false, false},
+    {"export", nullptr, "summary.json", false, true},   {"compare", nullptr, "compare.json", false, false},
+};
+
+std::vector<std::string> stage_names(bool jobs_only) {
+  std::vector<std::string> names;
+  for (const StageKind& k : kStageKinds)
+    if (k.job || !jobs_only) names.push_back(k.name);
+  return names;
+}
+
+std::string joined(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& s : items) out += (out.empty() ? "" : ", ") + s;
+  return out;
+}
 
 std::vector<std::string> split(const std::string& text, char sep) {
   std::vector<std::string> out;
@@ -35,40 +59,179 @@ std::vector<std::string> split(const std::string& text, char sep) {
   return out;
 }
 
-struct Stage {
-  std::string name, config, dir;
-  std::vector<std::string> overrides;
-  bool done() const { return fs::exists(dir + (name == "compare" ? "/compare.json" : "/summary.json")); }
-  bool has_checkpoint() const { return fs::exists(dir + "/checkpoints/last.pt") || fs::exists(dir + "/round-1/checkpoints/last.pt"); }
+// What the stages hand on, as typed values: set on the next stage's config, never as words.
+struct Handoff {
+  std::string teacher;                // the teacher checkpoint (given, or the teacher stage's)
+  std::string model;                  // the model of the latest stage: prune, quantize and export start from it
+  std::vector<std::string> students;  // what compare puts against the teacher
 };
 
-// Runs one training-type stage (teacher, distill, prune, quantize) through its job.
-void run_job_stage(const Stage& s, bool quiet) {
+// A --STAGE:section.key=value word of the command line.
+struct StageKey {
+  std::string stage, key, value, word;
+};
+
+// The command line's keys: the pipeline's own (--section.key=value) and the stages' (--STAGE:...).
+struct CommandLineKeys {
+  std::vector<std::string> pipeline;
+  std::vector<StageKey> stages;
+};
+
+CommandLineKeys split_command_line_keys(const std::vector<std::string>& words) {
+  CommandLineKeys out;
+  for (size_t i = 0; i < words.size(); ++i) {
+    const std::string& word = words[i];
+    // The pipeline's own key (or the value word after one), as Config reads it.
+    if (word.rfind("--", 0) != 0 || word.find(':') == std::string::npos || word.find(':') > word.find('.')) {
+      out.pipeline.push_back(word);
+      continue;
+    }
+    std::string name = word.substr(2), value;
+    size_t colon = name.find(':');
+    size_t eq = name.find('=');
+    if (eq != std::string::npos) value = name.substr(eq + 1), name = name.substr(0, eq);
+    else if (i + 1 < words.size() && words[i + 1].rfind("--", 0) != 0) value = words[++i];  // --STAGE:key VALUE
+    else throw UserError(fmt::format("command line: --{} needs a value (--STAGE:section.key=value)", name));
+    out.stages.push_back({name.substr(0, colon), name.substr(colon + 1), value, "--" + name});
+  }
+  return out;
+}
+
+// One stage of this run.
+struct Stage {
+  const StageKind* kind;
+  std::string dir;
+  std::optional<Config> config;  // a job stage's: its file, its `overrides` line, then the command line's
+  bool done() const { return fs::exists(dir + "/" + kind->done_file); }
+  bool has_checkpoint() const { return RunDir::holds_checkpoint(dir) || RunDir::holds_checkpoint(dir + "/round-1"); }
+};
+
+// Sets a key the pipeline wires itself; the stage's overrides may not set it too.
+void wire(Config& c, const std::string& key, const std::string& value, const std::string& what) {
+  if (c.where(key).rfind("command line", 0) == 0) c.fail(key, fmt::format("the pipeline sets it ({}): leave it out of the stage's overrides", what));
+  c.set(key, value, "pipeline: " + what);
+}
+
+// A job stage's config: its file with its `overrides` line, the command line's --STAGE:key=value
+// words, and the keys the pipeline sets for every stage. Loaded before any stage runs, so that a
+// bad key stops the pipeline before it starts.
+Config stage_config(const Config& c, const Stage& s, const std::vector<StageKey>& command_line) {
+  const std::string name = s.kind->name;
+  std::string file = c.get<std::string>(name + ".config");
+  if (file.empty()) c.fail(name + ".config", "the stage is on but has no config");
+  const JobKind& job = job_kind(s.kind->job);
   Keys keys;
-  if (s.name == "distill") add_distill_options(keys);
-  else add_train_options(keys);
-  if (s.name == "prune") add_teacher_options(keys), add_prune_options(keys);
-  if (s.name == "quantize") add_teacher_options(keys), add_quantize_options(keys);
-  Config config = Config::load(keys, s.config, s.overrides);
-  JobConfig job = read_job_config(config);
+  job.add_options(keys);
+  Config config = Config::load(keys, file, split(c.get<std::string>(name + ".overrides"), ' '));
+  for (const StageKey& k : command_line)
+    if (k.stage == name) config.set(k.key, k.value, "command line (" + k.word + ")");
+  wire(config, "job.out", s.dir, "the stage's folder");
+  if (!c.get<std::string>("pipeline.data").empty()) wire(config, "data.path", c.get<std::string>("pipeline.data"), "pipeline.data");
+  if (c.get<int64_t>("pipeline.threads") > 0) wire(config, "train.threads", std::to_string(c.get<int64_t>("pipeline.threads")), "pipeline.threads");
+  for (const std::string& handed : {std::string("teacher.path"), job.start_key})
+    if (!handed.empty() && config.has(handed) && config.where(handed).rfind("command line", 0) == 0)
+      config.fail(handed, "the pipeline sets it (from the stage before): leave it out of the stage's overrides");
+  return config;
+}
+
+// The stages that run, in order, with their configs; every check that needs no work comes here.
+std::vector<Stage> plan_stages(const Config& c, const std::string& root, const std::vector<StageKey>& command_line) {
+  std::vector<std::string> enabled = split(c.get<std::string>("pipeline.stages"), ',');
+  for (const auto& s : enabled)
+    if (std::find(kPipelineStages.begin(), kPipelineStages.end(), s) == kPipelineStages.end())
+      c.fail("pipeline.stages", fmt::format("unknown stage '{}' (stages: {})", s, joined(kPipelineStages)));
+  const bool given_teacher = !c.get<std::string>("pipeline.teacher").empty();
+  if (!given_teacher && std::find(enabled.begin(), enabled.end(), "teacher") == enabled.end())
+    c.fail("pipeline.teacher", "with the teacher stage switched off, give a teacher checkpoint");
+  std::vector<Stage> stages;
+  for (const StageKind& kind : kStageKinds) {
+    if (std::find(enabled.begin(), enabled.end(), kind.name) == enabled.end() || (kind.teaches && given_teacher)) continue;
+    stages.push_back({&kind, root + "/" + kind.name, std::nullopt});
+    if (kind.job) stages.back().config = stage_config(c, stages.back(), command_line);
+  }
+  for (const StageKey& k : command_line) {
+    auto runs = std::find_if(stages.begin(), stages.end(), [&](const Stage& s) { return s.kind->job && k.stage == s.kind->name; });
+    if (runs != stages.end()) continue;
+    const auto jobs = stage_names(true);
+    if (std::find(jobs.begin(), jobs.end(), k.stage) == jobs.end())
+      throw UserError(fmt::format("command line: {}: unknown stage '{}' (stages with a job config: {})", k.word, k.stage, joined(jobs)));
+    throw UserError(fmt::format("command line: {}: the {} stage does not run (pipeline.stages, pipeline.teacher)", k.word, k.stage));
+  }
+  return stages;
+}
+
+JobResult run_job_stage(Stage& s, const Handoff& handed, bool quiet) {
+  Config& config = *s.config;
+  const JobKind& job = job_kind(s.kind->job);
+  if (config.has("teacher.path")) config.set("teacher.path", handed.teacher, "pipeline: the teacher");
+  if (!job.start_key.empty()) config.set(job.start_key, handed.model, "pipeline: the model of the stage before");
   RunOptions options;
   options.quiet = quiet;
   options.resume = s.has_checkpoint();  // interrupted: continue where it stopped
   options.overwrite = !options.resume;
-  if (s.name == "teacher") {
-    run_train_job(job, options);
-  } else if (s.name == "distill") {
-    run_distill_job(job, read_distill_config(config, job), options);
-  } else if (s.name == "prune") {
-    auto teacher = make_distill_objective(config, job);
-    run_prune_job(job, read_prune_config(config), options, teacher.get());
-  } else {
-    auto teacher = make_distill_objective(config, job);
-    run_quantize_job(job, read_quantize_config(config), options, teacher.get());
-  }
+  return job.run(config, options);
+}
+
+JobResult run_export_stage(const Stage& s, const Config& c, const Handoff& handed) {
+  ExportOptions o;
+  o.storage = c.get<std::string>("export.storage");
+  fs::create_directories(s.dir);
+  JobResult r{s.dir, s.dir + "/student.shrink", export_model(handed.model, s.dir + "/student.shrink", o)};
+  write_json_atomic(s.dir + "/summary.json", r.summary);
+  return r;
+}
+
+JobResult run_compare_stage(const Stage& s, const Config& c, const Handoff& handed) {
+  CompareOptions o;
+  o.teacher = handed.teacher;
+  o.students = handed.students;
+  std::vector<std::string> overrides;
+  if (!c.get<std::string>("pipeline.data").empty()) overrides.push_back("--data.path=" + c.get<std::string>("pipeline.data"));
+  o.data = data_config_of_models({handed.teacher}, overrides);
+  o.threads = static_cast<int>(c.get<int64_t>("pipeline.threads"));
+  fs::create_directories(s.dir);
+  JobResult r{s.dir, "", compare_models(o)};
+  if (c.get<bool>("compare.html")) write_file_atomic(s.dir + "/report.html", compare_html(r.summary));
+  write_json_atomic(s.dir + "/compare.json", r.summary);
+  return r;
+}
+
+// The result of a stage finished by an earlier run.
+JobResult finished_stage(const Stage& s) {
+  if (s.kind->job) return {s.dir, RunDir::checkpoint_of(s.dir), nlohmann::json::object()};
+  if (std::string(s.kind->name) == "export") return {s.dir, s.dir + "/student.shrink", nlohmann::json::object()};
+  return {s.dir, "", nlohmann::json::object()};  // compare: its compare.json
+}
+
+void hand_on(const Stage& s, const JobResult& r, Handoff& handed) {
+  if (r.model.empty()) return;
+  handed.model = r.model;
+  if (s.kind->teaches) handed.teacher = r.model;
+  if (s.kind->is_student) handed.students.push_back(r.model);
+}
+
+void log_final_student(RunLog& log, const nlohmann::json& result, const std::string& root) {
+  log.line(compare_table(result));
+  const auto& models = result["models"];
+  double teacher_weights = 4.0 * models[0]["params"].get<double>();
+  const auto& last = models.back();
+  log.line(fmt::format("final student {}: {:.2f}% (teacher {:.2f}%), {:.1f} KB, {:.0f}x smaller than the teacher's fp32 weights "
+                       "(a lower bound of its TorchScript file); report: {}",
+                       last["path"].get<std::string>(), 100 * last["test_accuracy"].get<double>(), 100 * models[0]["test_accuracy"].get<double>(),
+                       last["file_bytes"].get<double>() / 1024, teacher_weights / last["file_bytes"].get<double>(), root + "/compare/report.html"));
 }
 
 }  // namespace
+
+const std::vector<std::string> kPipelineStages = stage_names(false);
+
+const char* const kPipelineKeysHelp =
+    "keys on the command line:\n"
+    "  --section.key=value           a key of the pipeline's config (below), e.g. --pipeline.data=D, --distill.config=F\n"
+    "  --STAGE:section.key=value     a key of one stage's job config, e.g. --distill:optim.lr=0.1, --prune:prune.sparsity=0.9;\n"
+    "                                STAGE is teacher, distill, prune or quantize; it wins over the stage's config file and its\n"
+    "                                `overrides` line. The pipeline itself sets job.out, teacher.path, prune.checkpoint and\n"
+    "                                quantize.checkpoint (and data.path, train.threads from pipeline.data, pipeline.threads).\n";
 
 void add_pipeline_options(Keys& keys) {
   const Rule any = Rule::text(true);
@@ -79,7 +242,7 @@ void add_pipeline_options(Keys& keys) {
       .add("pipeline.data", "", any, "data.path for every stage (empty: each stage config's own)")
       .add("pipeline.teacher", "", any, "a given teacher checkpoint (the teacher stage is then skipped)")
       .add("pipeline.threads", int64_t(0), Rule::integer(0, 1024), "train.threads for every stage (0: the stage configs' own)");
-  for (const std::string s : {"teacher", "distill", "prune", "quantize"})
+  for (const std::string& s : stage_names(true))
     keys.add(s + ".config", "", any, "the stage's job config")
         .add(s + ".overrides", "", any, "--key=value overrides, separated by spaces");
   keys.add("export.storage", "auto", Rule::choice({"dense", "sparse", "auto"}), "how the exported model stores its weights")
@@ -90,83 +253,35 @@ void add_pipeline_options(Keys& keys) {
 nlohmann::json run_pipeline(const PipelineRun& run) {
   Keys keys("pipeline keys");
   add_pipeline_options(keys);
-  Config c = Config::load(keys, run.config, run.overrides);
-  const std::string name = c.get<std::string>("pipeline.name"), root = c.get<std::string>("pipeline.out") + "/" + name;
-  std::vector<std::string> enabled = split(c.get<std::string>("pipeline.stages"), ',');
-  for (const auto& s : enabled)
-    if (std::find(kStages.begin(), kStages.end(), s) == kStages.end())
-      c.fail("pipeline.stages", fmt::format("unknown stage '{}' (stages: teacher, distill, prune, quantize, export, compare)", s));
-  std::string given_teacher = c.get<std::string>("pipeline.teacher");
-  if (given_teacher.empty() && std::find(enabled.begin(), enabled.end(), "teacher") == enabled.end())
-    c.fail("pipeline.teacher", "with the teacher stage switched off, give a teacher checkpoint");
+  CommandLineKeys command_line = split_command_line_keys(run.overrides);
+  Config c = Config::load(keys, run.config, command_line.pipeline);
+  const std::string root = c.get<std::string>("pipeline.out") + "/" + c.get<std::string>("pipeline.name");
+  std::vector<Stage> stages = plan_stages(c, root, command_line.stages);
   fs::create_directories(root);
   RunLog log(root, run.quiet);
   // --force X redoes X and everything after it (later stages were built on it).
-  size_t first_forced = kStages.size();
-  for (const auto& f : run.force) first_forced = std::min<size_t>(first_forced, std::find(kStages.begin(), kStages.end(), f) - kStages.begin());
-  for (size_t k = first_forced; k < kStages.size(); ++k) fs::remove_all(root + "/" + kStages[k]);
+  size_t first_forced = kPipelineStages.size();
+  for (const auto& f : run.force)
+    first_forced = std::min<size_t>(first_forced, std::find(kPipelineStages.begin(), kPipelineStages.end(), f) - kPipelineStages.begin());
+  for (size_t k = first_forced; k < kPipelineStages.size(); ++k) fs::remove_all(root + "/" + kPipelineStages[k]);
 
-  std::string teacher = given_teacher.empty() ? root + "/teacher/checkpoints/last.pt" : given_teacher, current = teacher;
-  std::vector<std::string> students;
+  Handoff handed;
+  handed.teacher = handed.model = c.get<std::string>("pipeline.teacher").empty() ? RunDir::checkpoint_of(root + "/teacher") : c.get<std::string>("pipeline.teacher");
   nlohmann::json result = nlohmann::json::object();
-  for (const auto& stage_name : kStages) {
-    if (std::find(enabled.begin(), enabled.end(), stage_name) == enabled.end() || (stage_name == "teacher" && !given_teacher.empty())) continue;
-    Stage s{stage_name, "", root + "/" + stage_name, {}};
-    if (stage_name != "export" && stage_name != "compare") {
-      s.config = c.get<std::string>(stage_name + ".config");
-      if (s.config.empty()) c.fail(stage_name + ".config", "the stage is on but has no config");
-      s.overrides = split(c.get<std::string>(stage_name + ".overrides"), ' ');
-      s.overrides.push_back("--job.out=" + s.dir);
-      if (!c.get<std::string>("pipeline.data").empty()) s.overrides.push_back("--data.path=" + c.get<std::string>("pipeline.data"));
-      if (c.get<int64_t>("pipeline.threads") > 0) s.overrides.push_back(fmt::format("--train.threads={}", c.get<int64_t>("pipeline.threads")));
-      if (stage_name != "teacher") s.overrides.push_back("--teacher.path=" + teacher);
-      if (stage_name == "prune") s.overrides.push_back("--prune.checkpoint=" + current);
-      if (stage_name == "quantize") s.overrides.push_back("--quantize.checkpoint=" + current);
-    }
+  for (Stage& s : stages) {
+    const std::string name = s.kind->name;
+    JobResult r;
     if (s.done()) {
-      log.line(fmt::format("stage {}: finished before, skipped (--force {} redoes it)", stage_name, stage_name));
+      log.line(fmt::format("stage {}: finished before, skipped (--force {} redoes it)", name, name));
+      r = finished_stage(s);
     } else {
-      log.line(fmt::format("stage {}: {} in {}", stage_name, s.has_checkpoint() ? "resuming" : "running", s.dir));
-      if (stage_name == "export") {
-        ExportOptions o;
-        o.storage = c.get<std::string>("export.storage");
-        fs::create_directories(s.dir);
-        auto info = export_model(current, s.dir + "/student.shrink", o);
-        write_json_atomic(s.dir + "/summary.json", info);
-      } else if (stage_name == "compare") {
-        CompareOptions o;
-        o.teacher = teacher;
-        o.students = students;
-        std::vector<std::string> overrides;
-        if (!c.get<std::string>("pipeline.data").empty()) overrides.push_back("--data.path=" + c.get<std::string>("pipeline.data"));
-        o.data = data_config_of_models({teacher}, overrides);
-        o.threads = static_cast<int>(c.get<int64_t>("pipeline.threads"));
-        fs::create_directories(s.dir);
-        auto r = compare_models(o);
-        if (c.get<bool>("compare.html")) write_file_atomic(s.dir + "/report.html", compare_html(r));
-        write_json_atomic(s.dir + "/compare.json", r);
-      } else {
-        run_job_stage(s, run.quiet);
-      }
+      log.line(fmt::format("stage {}: {} in {}", name, s.has_checkpoint() ? "resuming" : "running", s.dir));
+      r = s.kind->job ? run_job_stage(s, handed, run.quiet) : name == "export" ? run_export_stage(s, c, handed) : run_compare_stage(s, c, handed);
     }
-    if (stage_name == "teacher") teacher = current = s.dir + "/checkpoints/last.pt";
-    else if (stage_name == "export") students.push_back(s.dir + "/student.shrink");
-    else if (stage_name != "compare") {
-      current = s.dir + "/checkpoints/last.pt";
-      if (stage_name == "distill") students.push_back(current);
-    }
-    if (stage_name == "compare") result = nlohmann::json::parse(read_text_file(s.dir + "/compare.json"));
+    hand_on(s, r, handed);
+    if (name == "compare") result = nlohmann::json::parse(read_text_file(s.dir + "/compare.json"));
   }
-  if (!result.empty()) {
-    log.line(compare_table(result));
-    const auto& models = result["models"];
-    double teacher_weights = 4.0 * models[0]["params"].get<double>();
-    const auto& last = models.back();
-    log.line(fmt::format("final student {}: {:.2f}% (teacher {:.2f}%), {:.1f} KB, {:.0f}x smaller than the teacher's fp32 weights "
-                         "(a lower bound of its TorchScript file); report: {}",
-                         last["path"].get<std::string>(), 100 * last["test_accuracy"].get<double>(), 100 * models[0]["test_accuracy"].get<double>(),
-                         last["file_bytes"].get<double>() / 1024, teacher_weights / last["file_bytes"].get<double>(), root + "/compare/report.html"));
-  }
+  if (!result.empty()) log_final_student(log, result, root);
   return result;
 }
 

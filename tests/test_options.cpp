@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "apps/commands.h"
+#include "jobs/jobs.h"
 #include "common/error.h"
 #include "tests/helpers.h"
 
@@ -123,3 +124,23 @@ CATCH_TEST_CASE("the binaries turn a bad value into exit code 2 and one line, an
   }
 }
 
+
+CATCH_TEST_CASE("every job of the job table is a command with its keys, and every job stage of the pipeline is a job", "[cli][options]") {
+  for (const JobKind& kind : job_kinds()) {
+    auto c = std::find_if(shrink_commands().begin(), shrink_commands().end(), [&](const Command& c) { return c.line.name == kind.name; });
+    CATCH_INFO(kind.name);
+    CATCH_REQUIRE(c != shrink_commands().end());
+    CATCH_CHECK(c->line.summary == kind.summary);
+    CATCH_CHECK(c->line.flags[0].name == "config");
+    Keys from_command, from_table;
+    c->keys(from_command);
+    kind.add_options(from_table);
+    CATCH_CHECK(from_command.rules().size() == from_table.rules().size());
+    if (!kind.start_key.empty()) CATCH_CHECK(from_table.has(kind.start_key));
+  }
+  CATCH_CHECK_THROWS_WITH(job_kind("bogus"), Catch::Contains("jobs: train, distill, prune, quantize"));
+  // The pipeline's --help shows how to set a stage's keys.
+  auto help = shrink::test::run_cli("pipeline --help");
+  CATCH_CHECK(help.code == 0);
+  CATCH_CHECK(help.out.find("--STAGE:section.key=value") != std::string::npos);
+}

@@ -163,3 +163,75 @@ CATCH_TEST_CASE("pipeline: skips finished stages, --force redoes, a killed run e
   CATCH_CHECK(count(shrink::test::read_text(dir / "run_b/log.txt"), "stage distill: resuming") == 1);
   CATCH_CHECK(measured(resumed) == measured(first));
 }
+
+CATCH_TEST_CASE("pipeline: --STAGE:key=value reaches that stage's job; a bad key is exit 2 with one line, before any stage runs", "[pipeline][cli]") {
+  TempDir dir;
+  const std::string config = write_pipeline(dir, "keys");
+  auto r = shrink::test::run_cli("pipeline --config " + config + " --pipeline.stages=teacher --teacher:train.epochs=1 '--teacher:optim.lr' 0.02");
+  CATCH_INFO(r.out);
+  CATCH_REQUIRE(r.code == 0);
+  const std::string resolved = shrink::test::read_text(dir / "keys/teacher/config.ini");
+  CATCH_CHECK(resolved.find("epochs = 1\n") != std::string::npos);
+  CATCH_CHECK(resolved.find("lr = 0.02\n") != std::string::npos);
+  CATCH_CHECK(resolved.find("out = " + dir / "keys/teacher\n") != std::string::npos);  // the pipeline's wiring
+  CATCH_CHECK(count(shrink::test::read_text(dir / "keys/teacher/metrics.jsonl"), "\n") == 1);
+  CATCH_CHECK_FALSE(std::filesystem::exists(dir / "keys/distill"));
+
+  const std::string bad_config = write_pipeline(dir, "bad");
+  const struct {
+    std::string words, named;
+  } bad[] = {
+      {"--distill:optim.lr=abc", "optim.lr"},
+      {"--distill:optim.lrr=1", "optim.lrr"},
+      {"--quantize:prune.sparsity=0.5", "prune.sparsity"},  // a key of another job
+      {"--bogus:optim.lr=1", "bogus"},
+      {"--export:optim.lr=1", "export"},  // a stage without a job config
+      {"--prune:prune.checkpoint=x.pt", "prune.checkpoint"},  // the pipeline sets it
+      {"--teacher:job.out=x", "job.out"},
+      {"--pipeline.stages=teacher --distill:optim.lr=0.1", "distill"},  // the stage does not run
+      {"--pipeline.stagez=teacher", "pipeline.stagez"},
+      {"--pipeline.threads=-1", "pipeline.threads"},
+  };
+  for (const auto& b : bad) {
+    auto e = shrink::test::run_cli("pipeline --config " + bad_config + " " + b.words);
+    CATCH_INFO(b.words << " -> " << e.out);
+    CATCH_CHECK(e.code == 2);
+    CATCH_CHECK(count(e.out, "\n") == 1);
+    CATCH_CHECK(e.out.find(b.named) != std::string::npos);
+    CATCH_CHECK_FALSE(std::filesystem::exists(dir / "bad"));  // nothing started
+  }
+}
+
+CATCH_TEST_CASE("run directory: --resume and --overwrite mean the same for every job", "[pipeline][rundir]") {
+  TempDir dir;
+  const std::string run = dir / "run";
+  RunOptions fresh, resume, overwrite;
+  fresh.quiet = resume.quiet = overwrite.quiet = true;
+  resume.resume = true;
+  overwrite.overwrite = true;
+  CATCH_CHECK_THROWS_WITH(RunDir::open_training(run, "", resume), Catch::Contains("has no checkpoint to resume from"));
+  {
+    RunDir d = RunDir::open_training(run, "[train]\nepochs = 1\n", fresh);
+    d.log().line("first run");
+    CATCH_CHECK(shrink::test::read_text(run + "/config.ini") == "[train]\nepochs = 1\n");
+    write_text(d.checkpoint(), "a checkpoint");
+    write_text(d.checkpoint("epoch-3.pt"), "a kept checkpoint");
+  }
+  CATCH_CHECK(RunDir::holds_checkpoint(run));
+  CATCH_CHECK_THROWS_WITH(RunDir::open_training(run, "", fresh), Catch::Contains("already holds a run"));
+  RunDir::open_training(run, "", resume).log().line("resumed");
+  CATCH_CHECK(count(shrink::test::read_text(run + "/log.txt"), "\n") == 2);
+  // --overwrite starts afresh: nothing of the run it replaces is left to be resumed or rewound to.
+  RunDir::open_training(run, "[train]\nepochs = 2\n", overwrite);
+  CATCH_CHECK_FALSE(RunDir::holds_checkpoint(run));
+  CATCH_CHECK_FALSE(std::filesystem::exists(run + "/checkpoints/epoch-3.pt"));
+  CATCH_CHECK(shrink::test::read_text(run + "/log.txt").empty());
+  CATCH_CHECK(shrink::test::read_text(run + "/config.ini") == "[train]\nepochs = 2\n");
+  // A job of several training runs opens its folder as it is (each part guards itself).
+  std::filesystem::create_directories(run + "/round-1");
+  write_text(run + "/round-1/summary.json", "{}");
+  RunDir::open_stages(run, "", fresh);
+  CATCH_CHECK(RunDir::finished(run + "/round-1"));
+  RunDir::open_stages(run, "", overwrite);
+  CATCH_CHECK_FALSE(std::filesystem::exists(run + "/round-1"));
+}
