@@ -94,14 +94,7 @@ torch::Tensor cut_to_kept(const Layer& L, bool is_weight, torch::Tensor t, const
       return t;
     case LayerType::BatchNorm: return keep_out ? select(t, 0, *keep_out, 1) : t;
     case LayerType::Linear: return is_weight && keep_in ? select(t, 1, *keep_in, in_block) : t;  // its outputs are locked
-    case LayerType::ReLU:
-    case LayerType::ReLU6:
-    case LayerType::MaxPool:
-    case LayerType::AvgPool:
-    case LayerType::GlobalAvgPool:
-    case LayerType::Flatten:
-    case LayerType::Dropout:
-    case LayerType::Add: return t;  // no parameters
+    SHRINK_CASES_WITHOUT_PARAMETERS return t;  // no parameters
   }
   return t;
 }
@@ -111,15 +104,8 @@ bool rows_are_channels(LayerType t) {
   switch (t) {
     case LayerType::Conv2d:
     case LayerType::BatchNorm: return true;
-    case LayerType::Linear:  // its output features are never pruned
-    case LayerType::ReLU:
-    case LayerType::ReLU6:
-    case LayerType::MaxPool:
-    case LayerType::AvgPool:
-    case LayerType::GlobalAvgPool:
-    case LayerType::Flatten:
-    case LayerType::Dropout:
-    case LayerType::Add: return false;
+    case LayerType::Linear: return false;  // its output features are never pruned
+    SHRINK_CASES_WITHOUT_PARAMETERS return false;
   }
   return false;
 }

@@ -76,24 +76,6 @@ OnGrid on_grid(LayerType t) {
   return OnGrid::Leaves;
 }
 
-// Whether a kind's output is never negative, whatever its input (its point is then unsigned).
-bool never_negative(LayerType t) {
-  switch (t) {
-    case LayerType::ReLU:
-    case LayerType::ReLU6: return true;
-    case LayerType::Conv2d:
-    case LayerType::Linear:
-    case LayerType::BatchNorm:
-    case LayerType::MaxPool:
-    case LayerType::AvgPool:
-    case LayerType::GlobalAvgPool:
-    case LayerType::Flatten:
-    case LayerType::Dropout:
-    case LayerType::Add: return false;
-  }
-  return false;
-}
-
 // A layer with weights computed with its fake-quantized weight `w` and bias `b`.
 torch::Tensor weighted_forward(const Layer& L, const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
   switch (L.type) {
@@ -103,14 +85,7 @@ torch::Tensor weighted_forward(const Layer& L, const torch::Tensor& x, const tor
     }
     case LayerType::Linear: return torch::linear(x.dim() > 2 ? x.flatten(1) : x, w, b);
     case LayerType::BatchNorm:
-    case LayerType::ReLU:
-    case LayerType::ReLU6:
-    case LayerType::MaxPool:
-    case LayerType::AvgPool:
-    case LayerType::GlobalAvgPool:
-    case LayerType::Flatten:
-    case LayerType::Dropout:
-    case LayerType::Add: break;
+    SHRINK_CASES_WITHOUT_PARAMETERS break;
   }
   throw std::logic_error(fmt::format("layer {}: {} has no weights to quantize", L.name, layer_type_name(L.type)));
 }

@@ -24,24 +24,37 @@ enum : unsigned {
   kActivation = 1u << 1,  // an elementwise activation that can run as its producer's post-op
   kFusesActivation = 1u << 2,  // takes the activation that follows it as a post-op
   kInt8 = 1u << 3,        // can run in int8 (simulated in QAT, executed by the runtime)
+  kNonNegative = 1u << 4, // its output is never negative (an unsigned int8 grid suits it)
 };
 
-//  X(enum name,  op in spec text, traits,                              channels)
+//  X(enum name,  op in spec text, traits,                             channels, parameters)
+// parameters: Params when the kind has trainable parameters (a torch module), else NoParams.
 #define SHRINK_LAYER_KINDS(X)                                                  \
-  X(Conv2d, "conv", kWeights | kFusesActivation | kInt8, Own)                  \
-  X(Linear, "linear", kWeights | kFusesActivation | kInt8, Own)                \
-  X(BatchNorm, "bn", 0, Follow)                                                \
-  X(ReLU, "relu", kActivation, Follow)                                         \
-  X(ReLU6, "relu6", kActivation, Follow)                                       \
-  X(MaxPool, "maxpool", 0, Follow)                                             \
-  X(AvgPool, "avgpool", 0, Follow)                                             \
-  X(GlobalAvgPool, "gap", 0, Follow)                                           \
-  X(Flatten, "flatten", 0, Flatten)                                            \
-  X(Dropout, "dropout", 0, Follow)                                             \
-  X(Add, "add", kFusesActivation | kInt8, Tie)
+  X(Conv2d, "conv", kWeights | kFusesActivation | kInt8, Own, Params)          \
+  X(Linear, "linear", kWeights | kFusesActivation | kInt8, Own, Params)        \
+  X(BatchNorm, "bn", 0, Follow, Params)                                        \
+  X(ReLU, "relu", kActivation | kNonNegative, Follow, NoParams)                \
+  X(ReLU6, "relu6", kActivation | kNonNegative, Follow, NoParams)              \
+  X(MaxPool, "maxpool", 0, Follow, NoParams)                                   \
+  X(AvgPool, "avgpool", 0, Follow, NoParams)                                   \
+  X(GlobalAvgPool, "gap", 0, Follow, NoParams)                                 \
+  X(Flatten, "flatten", 0, Flatten, NoParams)                                  \
+  X(Dropout, "dropout", 0, Follow, NoParams)                                   \
+  X(Add, "add", kFusesActivation | kInt8, Tie, NoParams)
+
+// `case LayerType::K:` for every kind without parameters, for the switches whose concern only
+// kinds with parameters have (torch modules, cutting or masking parameters): such a switch lists
+// the kinds with parameters one by one and ends with
+//   SHRINK_CASES_WITHOUT_PARAMETERS return ...;
+// A new kind with parameters is then a missing case there (-Werror=switch), and a new kind
+// without them is covered by its row above.
+#define SHRINK_CASE_IF_NoParams(kind) case LayerType::kind:
+#define SHRINK_CASE_IF_Params(kind)
+#define SHRINK_CASE_WITHOUT_PARAMETERS(kind, op, traits, channels, parameters) SHRINK_CASE_IF_##parameters(kind)
+#define SHRINK_CASES_WITHOUT_PARAMETERS SHRINK_LAYER_KINDS(SHRINK_CASE_WITHOUT_PARAMETERS)
 
 enum class LayerType {
-#define SHRINK_KIND_ENUM(kind, op, traits, channels) kind,
+#define SHRINK_KIND_ENUM(kind, op, traits, channels, parameters) kind,
   SHRINK_LAYER_KINDS(SHRINK_KIND_ENUM)
 #undef SHRINK_KIND_ENUM
 };
@@ -54,7 +67,7 @@ struct LayerTraits {
 };
 
 inline constexpr LayerTraits kLayerTraits[] = {
-#define SHRINK_KIND_TRAITS(kind, op, traits, channels) {LayerType::kind, op, traits, Channels::channels},
+#define SHRINK_KIND_TRAITS(kind, op, traits, channels, parameters) {LayerType::kind, op, traits, Channels::channels},
     SHRINK_LAYER_KINDS(SHRINK_KIND_TRAITS)
 #undef SHRINK_KIND_TRAITS
 };
@@ -72,5 +85,6 @@ constexpr bool has_weights(LayerType t) { return traits(t).flags & kWeights; }
 constexpr bool is_activation(LayerType t) { return traits(t).flags & kActivation; }
 constexpr bool fuses_activation(LayerType t) { return traits(t).flags & kFusesActivation; }
 constexpr bool runs_int8(LayerType t) { return traits(t).flags & kInt8; }
+constexpr bool never_negative(LayerType t) { return traits(t).flags & kNonNegative; }
 
 }  // namespace shrink

@@ -365,7 +365,7 @@ CATCH_TEST_CASE("faults: shrink pipeline killed with SIGKILL at seeded moments i
       CATCH_INFO(fmt::format("{} run {}: target line {} (+{:.3f}s{})", name, reruns, target.line, target.delay, target.on_tmp ? ", on a temporary file" : ""));
       PipelineProcess p(config);
       ++reruns;
-      Follower f{&index, root};
+      Follower f{&index, root, "", -1, {}};
       std::vector<std::string> fresh;
       auto run_start = Clock::now();
       auto files_since = fs::file_time_type::clock::now();

@@ -124,5 +124,5 @@ CATCH_TEST_CASE("runtime errors: missing file, bad input, C API", "[runtime][err
   auto expect = torch::softmax(torch::tensor(cpp).view({2, 3}), 1);
   CATCH_CHECK(torch::allclose(torch::tensor(probs).view({2, 3}), expect, 1e-5, 1e-6));
   shrink_model_free(cm);
-  CATCH_CHECK_THROWS_WITH(export_model(ckpt, dir / "x.shrink", {"int8"}), Catch::Contains("needs a quantized checkpoint"));
+  CATCH_CHECK_THROWS_WITH(export_model(ckpt, dir / "x.shrink", {"int8", "auto", {}}), Catch::Contains("needs a quantized checkpoint"));
 }

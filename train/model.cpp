@@ -34,14 +34,7 @@ SpecNetImpl::SpecNetImpl(ModelSpec spec) : spec_(std::move(spec)) {
         if (s.size() == 3) m = nn::AnyModule(register_module(L.name, nn::BatchNorm2d(s[0])));
         else m = nn::AnyModule(register_module(L.name, nn::BatchNorm1d(s[0])));
         break;
-      case LayerType::ReLU:
-      case LayerType::ReLU6:
-      case LayerType::MaxPool:
-      case LayerType::AvgPool:
-      case LayerType::GlobalAvgPool:
-      case LayerType::Flatten:
-      case LayerType::Dropout:
-      case LayerType::Add: break;  // functional: no module, no parameters
+      SHRINK_CASES_WITHOUT_PARAMETERS break;  // functional: no module, no parameters
     }
     modules_.push_back(std::move(m));
   }
