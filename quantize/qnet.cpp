@@ -64,7 +64,8 @@ OnGrid on_grid(LayerType t) {
     case LayerType::Conv2d:
     case LayerType::Linear:
     case LayerType::BatchNorm:
-    case LayerType::Add: return OnGrid::Leaves;
+    case LayerType::Add:
+    case LayerType::HardSwish: return OnGrid::Leaves;  // not scale-invariant: x * relu6(x + 3) / 6
     case LayerType::ReLU:
     case LayerType::ReLU6:
     case LayerType::MaxPool:

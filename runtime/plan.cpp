@@ -90,9 +90,8 @@ OpContext Builder::unit(size_t i, const std::vector<int>& readers, const std::ve
   c.out_scale = c.out_int8 ? static_cast<float>(end_point->scale) : 0;
   if (fused >= 0) {
     c.activation = &spec.layers[fused];
-    // Post-ops see values after the output scales, in the output's units: ReLU6 clips at 6 / scale there.
-    Eltwise e = activation_eltwise(c.activation->type, c.out_scale);
-    c.post_ops.append_eltwise(1.f, e.algorithm, e.alpha, e.beta);
+    // Post-ops see values after the output scales, in the output's units (ops/activation.cpp).
+    append_activation(c.post_ops, c.activation->type, c.out_scale);
   }
   c.out_type = c.out_int8 ? (end_point->is_signed ? dt::s8 : dt::u8) : dt::f32;
   for (const std::string& in : L.inputs) {

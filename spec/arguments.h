@@ -44,6 +44,7 @@ void visit_arguments(Layer& L, Visitor& v) {
     case LayerType::BatchNorm:
     case LayerType::ReLU:
     case LayerType::ReLU6:
+    case LayerType::HardSwish:
     case LayerType::GlobalAvgPool:
     case LayerType::Flatten: return;  // no arguments
   }

@@ -35,6 +35,7 @@ enum : unsigned {
   X(BatchNorm, "bn", 0, Follow, Params)                                        \
   X(ReLU, "relu", kActivation | kNonNegative, Follow, NoParams)                \
   X(ReLU6, "relu6", kActivation | kNonNegative, Follow, NoParams)              \
+  X(HardSwish, "hardswish", kActivation, Follow, NoParams)                     \
   X(MaxPool, "maxpool", 0, Follow, NoParams)                                   \
   X(AvgPool, "avgpool", 0, Follow, NoParams)                                   \
   X(GlobalAvgPool, "gap", 0, Follow, NoParams)                                 \

@@ -47,6 +47,7 @@ CATCH_TEST_CASE("runtime fp32 matches LibTorch on every op", "[runtime][parity]"
       {"conv(8,s=2,bias=1) relu dwconv(k=3) bn relu conv(16,k=1,g=2) avgpool(3,s=2,p=1) flatten dropout(0.3) linear(20) relu linear(classes)", {4, 11, 11}},
       {"stem=conv(8) bn r0=relu conv(8) bn relu conv(8) b=bn add(r0) relu conv(12,s=2) bn relu linear(classes)", {2, 8, 8}},
       {"linear(32) bn relu linear(classes)", {24}},
+      {"conv(8) bn hardswish maxpool(2) h=hardswish conv(8) bn add(h) hardswish avgpool(2) hardswish linear(classes)", {3, 12, 12}},
   };
   int k = 0;
   for (const auto& c : cases) {
@@ -69,39 +70,45 @@ CATCH_TEST_CASE("runtime fp32 matches LibTorch on every op", "[runtime][parity]"
 }
 
 CATCH_TEST_CASE("runtime int8 computes the documented scheme the simulation runs", "[runtime][int8]") {
-  TempDir dir;
-  torch::manual_seed(5);
-  auto spec = parse_spec("conv(16) bn relu maxpool(2) conv(16) bn r=relu conv(16) bn add(r) relu gap linear(classes)", {1, 12, 12}, 6);
-  SpecNet fp(spec);
-  {
-    torch::NoGradGuard no_grad;
-    for (auto& b : fp->named_buffers())
-      if (b.key().find("running_var") != std::string::npos) b.value().uniform_(0.5, 2);
+  // ReLU units; hardswish fused into a conv and an add (a chain of post-ops on the output grid)
+  // and alone after a pool (on dequantized values).
+  for (const char* text : {"conv(16) bn relu maxpool(2) conv(16) bn r=relu conv(16) bn add(r) relu gap linear(classes)",
+                           "conv(16) bn hardswish maxpool(2) conv(16) bn h=hardswish conv(16) bn add(h) hardswish avgpool(2) hardswish gap linear(classes)"}) {
+    CATCH_INFO(text);
+    TempDir dir;
+    torch::manual_seed(5);
+    auto spec = parse_spec(text, {1, 12, 12}, 6);
+    SpecNet fp(spec);
+    {
+      torch::NoGradGuard no_grad;
+      for (auto& b : fp->named_buffers())
+        if (b.key().find("running_var") != std::string::npos) b.value().uniform_(0.5, 2);
+    }
+    QuantNet q(spec, QuantSettings{});
+    save_checkpoint(dir / "fp.pt", fp, nullptr, {{"epoch", 0}});
+    load_weights_into(dir / "fp.pt", *q);
+    auto calib = torch::randn({64, 1, 12, 12});
+    q->eval();
+    q->set_calibrating(true);
+    q->forward(calib);
+    q->set_calibrating(false);
+    q->finish_calibration();
+    SpecNet as_net(std::static_pointer_cast<SpecNetImpl>(q.ptr()));
+    save_checkpoint(dir / "q.pt", as_net, nullptr, {{"epoch", 0}});
+    auto info = export_model(dir / "q.pt", dir / "q.shrink", {});
+    CATCH_CHECK(info["precision"] == "int8");
+    auto x = torch::randn({200, 1, 12, 12});
+    torch::Tensor sim;
+    {
+      torch::NoGradGuard no_grad;
+      sim = q->forward(x);
+    }
+    auto got = run_runtime(dir / "q.shrink", x);
+    double agree = (got.argmax(1) == sim.argmax(1)).to(torch::kFloat64).mean().item<double>();
+    CATCH_CHECK(agree >= 0.98);
+    // Logits agree to within a few steps of the last layer's input grid (float vs int32 sums).
+    CATCH_CHECK((got - sim).abs().max().item<double>() < 0.05 * sim.abs().max().item<double>());
   }
-  QuantNet q(spec, QuantSettings{});
-  save_checkpoint(dir / "fp.pt", fp, nullptr, {{"epoch", 0}});
-  load_weights_into(dir / "fp.pt", *q);
-  auto calib = torch::randn({64, 1, 12, 12});
-  q->eval();
-  q->set_calibrating(true);
-  q->forward(calib);
-  q->set_calibrating(false);
-  q->finish_calibration();
-  SpecNet as_net(std::static_pointer_cast<SpecNetImpl>(q.ptr()));
-  save_checkpoint(dir / "q.pt", as_net, nullptr, {{"epoch", 0}});
-  auto info = export_model(dir / "q.pt", dir / "q.shrink", {});
-  CATCH_CHECK(info["precision"] == "int8");
-  auto x = torch::randn({200, 1, 12, 12});
-  torch::Tensor sim;
-  {
-    torch::NoGradGuard no_grad;
-    sim = q->forward(x);
-  }
-  auto got = run_runtime(dir / "q.shrink", x);
-  double agree = (got.argmax(1) == sim.argmax(1)).to(torch::kFloat64).mean().item<double>();
-  CATCH_CHECK(agree >= 0.98);
-  // Logits agree to within a few steps of the last layer's input grid (float vs int32 sums).
-  CATCH_CHECK((got - sim).abs().max().item<double>() < 0.05 * sim.abs().max().item<double>());
 }
 
 CATCH_TEST_CASE("runtime errors: missing file, bad input, C API", "[runtime][errors]") {

@@ -1,6 +1,8 @@
-// relu and relu6. Most run fused as their producer's post-op (plan.cpp decides, with
-// activation_eltwise); one whose producer cannot take it (a pool, a second reader) runs alone.
-// On an int8 grid of scale s, values are q = x / s: ReLU6 clips at 6 / s there.
+// The activations: relu, relu6, hardswish. Most run fused as their producer's post-ops (plan.cpp
+// decides); one whose producer cannot take it (a pool, a second reader) runs alone.
+// On an int8 grid of scale s, values are q = x / s. ReLU is the same there; ReLU6 clips at 6 / s;
+// hardswish is not scale-invariant, so it runs as a chain: to x (times s), hardswish, back to the
+// grid (over s). Alone on an int8 input, such a chain runs on the dequantized values instead.
 #include <stdexcept>
 
 #include "runtime/loaded.h"
@@ -8,20 +10,37 @@
 
 namespace shrink::rt::detail {
 
-Eltwise relu_eltwise(float) { return {dnnl::algorithm::eltwise_relu, 0.f, 0.f}; }
-Eltwise relu6_eltwise(float scale) { return {dnnl::algorithm::eltwise_clip, 0.f, scale > 0 ? 6.0f / scale : 6.0f}; }
+void append_relu(dnnl::post_ops& ops, float) { ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f); }
 
-Eltwise activation_eltwise(LayerType type, float scale) {
-  EltwiseOf eltwise = op_for(type).eltwise;
-  if (!eltwise) throw std::logic_error(std::string("activation_eltwise: ") + layer_type_name(type) + " is not an activation");
-  return eltwise(scale);
+void append_relu6(dnnl::post_ops& ops, float scale) {
+  ops.append_eltwise(1.f, dnnl::algorithm::eltwise_clip, 0.f, scale > 0 ? 6.0f / scale : 6.0f);
+}
+
+void append_hardswish(dnnl::post_ops& ops, float scale) {
+  if (scale > 0) ops.append_eltwise(1.f, dnnl::algorithm::eltwise_linear, scale, 0.f);
+  ops.append_eltwise(scale > 0 ? 1.0f / scale : 1.f, dnnl::algorithm::eltwise_hardswish, 0.f, 0.f);  // oneDNN 2.x: x * relu6(x + 3) / 6
+}
+
+void append_activation(dnnl::post_ops& ops, LayerType type, float scale) {
+  AppendActivation append = op_for(type).activation;
+  if (!append) throw std::logic_error(std::string("append_activation: ") + layer_type_name(type) + " is not an activation");
+  append(ops, scale);
 }
 
 Act build_activation(Builder& b, const OpContext& c) {
-  const Act src = c.inputs[0];
+  Act src = c.inputs[0];
+  dnnl::post_ops chain;
+  append_activation(chain, c.layer.type, src.scale);
+  if (chain.len() != 1) {  // a chain on an int8 grid: run it on floats
+    src = b.as_float(src);
+    chain = dnnl::post_ops();
+    append_activation(chain, c.layer.type, 0);
+  }
+  float scale = 1, alpha = 0, beta = 0;
+  dnnl::algorithm algorithm;
+  chain.get_params_eltwise(0, scale, algorithm, alpha, beta);
   memory::desc sd = b.desc(src.slot);
-  Eltwise e = activation_eltwise(c.layer.type, src.scale);
-  dnnl::eltwise_forward::desc d(dnnl::prop_kind::forward_inference, e.algorithm, sd, e.alpha, e.beta);
+  dnnl::eltwise_forward::desc d(dnnl::prop_kind::forward_inference, algorithm, sd, alpha, beta);
   dnnl::eltwise_forward::primitive_desc pd(d, user_scratchpad(), b.engine());
   Act result{b.slot(sd), src.scale};
   b.add(dnnl::eltwise_forward(pd), pd.scratchpad_desc(), {{DNNL_ARG_SRC, src.slot, {}}, {DNNL_ARG_DST, result.slot, {}}});

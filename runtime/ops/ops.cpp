@@ -9,8 +9,9 @@ RuntimeOp op_for(LayerType type) {
     case LayerType::Conv2d: return {build_conv};
     case LayerType::Linear: return {build_linear};
     case LayerType::BatchNorm: return {build_batchnorm};
-    case LayerType::ReLU: return {build_activation, relu_eltwise};
-    case LayerType::ReLU6: return {build_activation, relu6_eltwise};
+    case LayerType::ReLU: return {build_activation, append_relu};
+    case LayerType::ReLU6: return {build_activation, append_relu6};
+    case LayerType::HardSwish: return {build_activation, append_hardswish};
     case LayerType::MaxPool:
     case LayerType::AvgPool:
     case LayerType::GlobalAvgPool: return {build_pool};

@@ -8,17 +8,12 @@
 
 namespace shrink::rt::detail {
 
-// An activation as oneDNN's eltwise, for values on a grid of `scale` (0: float).
-struct Eltwise {
-  dnnl::algorithm algorithm;
-  float alpha, beta;
-};
-
 using BuildOp = Act (*)(Builder&, const OpContext&);
-using EltwiseOf = Eltwise (*)(float scale);
+// Appends an activation as oneDNN eltwise post-ops for values on an int8 grid of `scale` (0: float).
+using AppendActivation = void (*)(dnnl::post_ops& ops, float scale);
 struct RuntimeOp {
   BuildOp build;
-  EltwiseOf eltwise = nullptr;  // activations: the eltwise they run as, alone or as a producer's post-op
+  AppendActivation activation = nullptr;  // activations: what they run as, alone or as a producer's post-op
 };
 RuntimeOp op_for(LayerType type);
 
@@ -26,15 +21,16 @@ Act build_conv(Builder& b, const OpContext& c);        // ops/conv.cpp
 Act build_linear(Builder& b, const OpContext& c);      // ops/linear.cpp
 Act build_add(Builder& b, const OpContext& c);         // ops/add.cpp
 Act build_pool(Builder& b, const OpContext& c);        // ops/pool.cpp: max, avg and global average
-Act build_activation(Builder& b, const OpContext& c);  // ops/activation.cpp: a ReLU or ReLU6 not fused
+Act build_activation(Builder& b, const OpContext& c);  // ops/activation.cpp: an activation not fused
 Act build_flatten(Builder& b, const OpContext& c);     // ops/flatten.cpp
 Act build_dropout(Builder& b, const OpContext& c);     // ops/dropout.cpp: the identity at inference
 Act build_batchnorm(Builder& b, const OpContext& c);   // ops/batchnorm.cpp: refused (the load refuses it first)
 
 // ops/activation.cpp
-Eltwise relu_eltwise(float scale);
-Eltwise relu6_eltwise(float scale);
-// op_for(type).eltwise; a logic_error for a kind that is not an activation.
-Eltwise activation_eltwise(LayerType type, float scale);
+void append_relu(dnnl::post_ops& ops, float scale);
+void append_relu6(dnnl::post_ops& ops, float scale);
+void append_hardswish(dnnl::post_ops& ops, float scale);
+// op_for(type).activation; a logic_error for a kind that is not an activation.
+void append_activation(dnnl::post_ops& ops, LayerType type, float scale);
 
 }  // namespace shrink::rt::detail

@@ -66,6 +66,7 @@ bool unsigned_output(LayerType type, bool input_unsigned) {
     case LayerType::Conv2d:
     case LayerType::Linear:
     case LayerType::BatchNorm:
+    case LayerType::HardSwish:
     case LayerType::Add: return false;
   }
   return false;

@@ -41,6 +41,7 @@ CATCH_TEST_CASE("models with random weights load from a mapped file and from mem
       {"conv(8,s=2,bias=1) relu dwconv(k=3) relu conv(16,k=1,g=2) avgpool(3,s=2,p=1) flatten dropout(0.3) linear(20) relu6 linear(classes)", {4, 11, 11}, {}},
       {"lenet5", {1, 28, 28}, {true, 0, true, "dense", 5}},
       {"linear(32) relu linear(classes)", {24}, {}},
+      {"conv(8) h=hardswish conv(8) add(h) hardswish avgpool(2) hardswish gap linear(classes)", {2, 8, 8}, {true, 0, true, "dense", 6}},
   };
   int k = 0;
   for (const auto& c : cases) {
