@@ -164,7 +164,7 @@ CATCH_TEST_CASE("pipeline: skips finished stages, --force redoes, a killed run e
   CATCH_CHECK(measured(resumed) == measured(first));
 }
 
-CATCH_TEST_CASE("pipeline: --STAGE:key=value reaches that stage's job; a bad key is exit 2 with one line, before any stage runs", "[pipeline][cli]") {
+CATCH_TEST_CASE("pipeline: --STAGE:key=value reaches that stage's job, and a bad key is exit 2 with one line, before any stage runs", "[pipeline][cli]") {
   TempDir dir;
   const std::string config = write_pipeline(dir, "keys");
   auto r = shrink::test::run_cli("pipeline --config " + config + " --pipeline.stages=teacher --teacher:train.epochs=1 '--teacher:optim.lr' 0.02");
