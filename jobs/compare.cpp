@@ -11,6 +11,7 @@
 #include "distill/distill.h"
 #include "jobs/jobs.h"
 #include "prune/prune.h"
+#include "quantize/qnet.h"
 #include "quantize/quantize.h"
 #include "datasets/loader.h"
 #include "runtime/model_file.h"
@@ -97,7 +98,7 @@ Candidate open_candidate(const std::string& path) {
     };
     int64_t params = 0, nonzero = 0;
     for (auto& p : model->named_parameters()) {
-      if (p.key().rfind("aq_", 0) == 0 || p.key().rfind("wscale_", 0) == 0) continue;
+      if (is_quantizer_parameter(p.key())) continue;  // the simulation's scales, not the model's
       params += p.value().numel();
       nonzero += (p.value() != 0).sum().item<int64_t>();
     }

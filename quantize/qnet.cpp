@@ -134,7 +134,7 @@ QuantNetImpl::QuantNetImpl(ModelSpec spec_in, QuantSettings settings) : SpecNetI
 
   std::vector<bool> nonnegative(n, false);
   auto add_point = [&](const std::string& name, bool is_signed) {
-    points_.push_back(register_module("aq_" + name, ActQuant(is_signed, settings_)));
+    points_.push_back(register_module(kActivationPointPrefix + name, ActQuant(is_signed, settings_)));
     return static_cast<int>(points_.size() - 1);
   };
   auto feeds_quantized = [&](const std::vector<int>& cs) {
@@ -161,7 +161,7 @@ QuantNetImpl::QuantNetImpl(ModelSpec spec_in, QuantSettings settings) : SpecNetI
     auto params = named_parameters();
     for (size_t i = 0; i < n; ++i)
       if (quantized_[i] && has_weights(sp.layers[i].type))
-        weight_scale_[i] = register_parameter("wscale_" + sp.layers[i].name, torch::ones({params[sp.layers[i].name + ".weight"].size(0)}));
+        weight_scale_[i] = register_parameter(kWeightScalePrefix + sp.layers[i].name, torch::ones({params[sp.layers[i].name + ".weight"].size(0)}));
   }
 }
 

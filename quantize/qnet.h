@@ -20,6 +20,14 @@ struct QuantSettings {
   static QuantSettings from_json(const nlohmann::json& j);
 };
 
+// The simulation's own parameters beside the model's, by name prefix: activation points
+// ("aq_" + point) and LSQ weight scales ("wscale_" + layer). Checkpoints hold them under these names.
+inline constexpr const char* kActivationPointPrefix = "aq_";
+inline constexpr const char* kWeightScalePrefix = "wscale_";
+inline bool is_quantizer_parameter(const std::string& name) {
+  return name.rfind(kActivationPointPrefix, 0) == 0 || name.rfind(kWeightScalePrefix, 0) == 0;
+}
+
 // One activation quantization point: its observer, and its scale (a parameter with LSQ).
 class ActQuantImpl : public torch::nn::Module {
  public:
