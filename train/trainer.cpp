@@ -5,7 +5,6 @@
 
 #include <chrono>
 #include <cmath>
-#include <filesystem>
 #include <optional>
 
 #include "common/error.h"
@@ -16,7 +15,6 @@
 #include "train/run_dir.h"
 
 namespace shrink {
-namespace fs = std::filesystem;
 namespace {
 
 double seconds_since(std::chrono::steady_clock::time_point t) {
