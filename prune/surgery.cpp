@@ -58,6 +58,7 @@ Spaces trace_spaces(const ModelSpec& spec) {
       case LayerType::ReLU:
       case LayerType::ReLU6:
       case LayerType::HardSwish:
+      case LayerType::Sigmoid:
       case LayerType::MaxPool:
       case LayerType::AvgPool:
       case LayerType::Dropout: break;  // Channels::Follow: channel c stays channel c

@@ -65,7 +65,8 @@ OnGrid on_grid(LayerType t) {
     case LayerType::Linear:
     case LayerType::BatchNorm:
     case LayerType::Add:
-    case LayerType::HardSwish: return OnGrid::Leaves;  // not scale-invariant: x * relu6(x + 3) / 6
+    case LayerType::HardSwish:  // not scale-invariant: x * relu6(x + 3) / 6
+    case LayerType::Sigmoid: return OnGrid::Leaves;
     case LayerType::ReLU:
     case LayerType::ReLU6:
     case LayerType::MaxPool:

@@ -45,6 +45,7 @@ void visit_arguments(Layer& L, Visitor& v) {
     case LayerType::ReLU:
     case LayerType::ReLU6:
     case LayerType::HardSwish:
+    case LayerType::Sigmoid:
     case LayerType::GlobalAvgPool:
     case LayerType::Flatten: return;  // no arguments
   }

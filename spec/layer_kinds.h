@@ -36,6 +36,7 @@ enum : unsigned {
   X(ReLU, "relu", kActivation | kNonNegative, Follow, NoParams)                \
   X(ReLU6, "relu6", kActivation | kNonNegative, Follow, NoParams)              \
   X(HardSwish, "hardswish", kActivation, Follow, NoParams)                     \
+  X(Sigmoid, "sigmoid", kActivation | kNonNegative, Follow, NoParams)          \
   X(MaxPool, "maxpool", 0, Follow, NoParams)                                   \
   X(AvgPool, "avgpool", 0, Follow, NoParams)                                   \
   X(GlobalAvgPool, "gap", 0, Follow, NoParams)                                 \

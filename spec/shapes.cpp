@@ -90,6 +90,7 @@ std::vector<LayerInfo> analyze(const ModelSpec& spec) {
       case LayerType::ReLU:
       case LayerType::ReLU6:
       case LayerType::HardSwish:
+      case LayerType::Sigmoid:
       case LayerType::Dropout: I.out_shape = s; break;
     }
     shapes[L.name] = I.out_shape;

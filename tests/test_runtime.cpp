@@ -48,6 +48,7 @@ CATCH_TEST_CASE("runtime fp32 matches LibTorch on every op", "[runtime][parity]"
       {"stem=conv(8) bn r0=relu conv(8) bn relu conv(8) b=bn add(r0) relu conv(12,s=2) bn relu linear(classes)", {2, 8, 8}},
       {"linear(32) bn relu linear(classes)", {24}},
       {"conv(8) bn hardswish maxpool(2) h=hardswish conv(8) bn add(h) hardswish avgpool(2) hardswish linear(classes)", {3, 12, 12}},
+      {"conv(8) bn sigmoid maxpool(2) conv(8) bn s=sigmoid conv(8) add(s) sigmoid avgpool(2) sigmoid linear(classes)", {3, 12, 12}},
   };
   int k = 0;
   for (const auto& c : cases) {
@@ -70,10 +71,11 @@ CATCH_TEST_CASE("runtime fp32 matches LibTorch on every op", "[runtime][parity]"
 }
 
 CATCH_TEST_CASE("runtime int8 computes the documented scheme the simulation runs", "[runtime][int8]") {
-  // ReLU units; hardswish fused into a conv and an add (a chain of post-ops on the output grid)
-  // and alone after a pool (on dequantized values).
+  // ReLU units; hardswish and sigmoid fused into a conv and an add (a chain of post-ops on the
+  // output grid) and alone after a pool (on dequantized values).
   for (const char* text : {"conv(16) bn relu maxpool(2) conv(16) bn r=relu conv(16) bn add(r) relu gap linear(classes)",
-                           "conv(16) bn hardswish maxpool(2) conv(16) bn h=hardswish conv(16) bn add(h) hardswish avgpool(2) hardswish gap linear(classes)"}) {
+                           "conv(16) bn hardswish maxpool(2) conv(16) bn h=hardswish conv(16) bn add(h) hardswish avgpool(2) hardswish gap linear(classes)",
+                           "conv(16) bn sigmoid maxpool(2) conv(16) bn s=sigmoid conv(16) bn add(s) sigmoid avgpool(2) sigmoid gap linear(classes)"}) {
     CATCH_INFO(text);
     TempDir dir;
     torch::manual_seed(5);

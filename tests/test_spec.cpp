@@ -38,7 +38,8 @@ CATCH_TEST_CASE("presets parse and have the documented sizes", "[spec]") {
 CATCH_TEST_CASE("to_string round-trips to the same spec", "[spec]") {
   for (const auto& text : {std::string("usps_teacher"), std::string("resnet20"), std::string("lenet5"),
                            std::string("conv(8,5,s=2,bias=1) relu6 dwconv(k=3) a=bn dropout(0.25) flatten linear(classes,bias=0)"),
-                           std::string("conv(8) hardswish avgpool(2) hardswish gap linear(classes)")}) {
+                           std::string("conv(8) hardswish avgpool(2) hardswish gap linear(classes)"),
+                           std::string("conv(8) sigmoid gap linear(classes)")}) {
     auto input = text == "resnet20" ? std::vector<int64_t>{3, 32, 32} : std::vector<int64_t>{1, 16, 16};
     auto s1 = parse_spec(text, input, 10);
     auto s2 = parse_spec(s1.to_string(), input, 10);

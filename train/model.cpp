@@ -89,6 +89,7 @@ torch::Tensor SpecNetImpl::layer_forward(size_t i, torch::Tensor& in, const torc
     case LayerType::ReLU: return inplace ? torch::relu_(in) : torch::relu(in);
     case LayerType::ReLU6: return inplace ? torch::hardtanh_(in, 0, 6) : torch::hardtanh(in, 0, 6);
     case LayerType::HardSwish: return inplace ? torch::hardswish_(in) : torch::hardswish(in);
+    case LayerType::Sigmoid: return inplace ? torch::sigmoid_(in) : torch::sigmoid(in);
     case LayerType::MaxPool: return torch::max_pool2d(in, L.kernel, L.stride, L.padding);
     case LayerType::AvgPool: return torch::avg_pool2d(in, L.kernel, L.stride, L.padding);
     // adaptive_avg_pool2d, not mean(): its backward keeps the channels-last layout, mean's expands.

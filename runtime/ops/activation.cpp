@@ -1,8 +1,9 @@
-// The activations: relu, relu6, hardswish. Most run fused as their producer's post-ops (plan.cpp
-// decides); one whose producer cannot take it (a pool, a second reader) runs alone.
+// The activations: relu, relu6, hardswish, sigmoid. Most run fused as their producer's post-ops
+// (plan.cpp decides); one whose producer cannot take it (a pool, a second reader) runs alone.
 // On an int8 grid of scale s, values are q = x / s. ReLU is the same there; ReLU6 clips at 6 / s;
-// hardswish is not scale-invariant, so it runs as a chain: to x (times s), hardswish, back to the
-// grid (over s). Alone on an int8 input, such a chain runs on the dequantized values instead.
+// hardswish and sigmoid are not scale-invariant, so they run as a chain: to x (times s), the
+// function, back to the grid (over s). Alone on an int8 input, such a chain runs on the
+// dequantized values instead.
 #include <stdexcept>
 
 #include "runtime/loaded.h"
@@ -16,10 +17,21 @@ void append_relu6(dnnl::post_ops& ops, float scale) {
   ops.append_eltwise(1.f, dnnl::algorithm::eltwise_clip, 0.f, scale > 0 ? 6.0f / scale : 6.0f);
 }
 
-void append_hardswish(dnnl::post_ops& ops, float scale) {
+namespace {
+
+// A function that is not scale-invariant, on values of an int8 grid of `scale` (0: float).
+void append_on_grid(dnnl::post_ops& ops, float scale, dnnl::algorithm function) {
   if (scale > 0) ops.append_eltwise(1.f, dnnl::algorithm::eltwise_linear, scale, 0.f);
-  ops.append_eltwise(scale > 0 ? 1.0f / scale : 1.f, dnnl::algorithm::eltwise_hardswish, 0.f, 0.f);  // oneDNN 2.x: x * relu6(x + 3) / 6
+  ops.append_eltwise(scale > 0 ? 1.0f / scale : 1.f, function, 0.f, 0.f);
 }
+
+}  // namespace
+
+void append_hardswish(dnnl::post_ops& ops, float scale) {
+  append_on_grid(ops, scale, dnnl::algorithm::eltwise_hardswish);  // oneDNN 2.x: x * relu6(x + 3) / 6
+}
+
+void append_sigmoid(dnnl::post_ops& ops, float scale) { append_on_grid(ops, scale, dnnl::algorithm::eltwise_logistic); }
 
 void append_activation(dnnl::post_ops& ops, LayerType type, float scale) {
   AppendActivation append = op_for(type).activation;

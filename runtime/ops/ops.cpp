@@ -12,6 +12,7 @@ RuntimeOp op_for(LayerType type) {
     case LayerType::ReLU: return {build_activation, append_relu};
     case LayerType::ReLU6: return {build_activation, append_relu6};
     case LayerType::HardSwish: return {build_activation, append_hardswish};
+    case LayerType::Sigmoid: return {build_activation, append_sigmoid};
     case LayerType::MaxPool:
     case LayerType::AvgPool:
     case LayerType::GlobalAvgPool: return {build_pool};

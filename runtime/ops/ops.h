@@ -30,6 +30,7 @@ Act build_batchnorm(Builder& b, const OpContext& c);   // ops/batchnorm.cpp: ref
 void append_relu(dnnl::post_ops& ops, float scale);
 void append_relu6(dnnl::post_ops& ops, float scale);
 void append_hardswish(dnnl::post_ops& ops, float scale);
+void append_sigmoid(dnnl::post_ops& ops, float scale);
 // op_for(type).activation; a logic_error for a kind that is not an activation.
 void append_activation(dnnl::post_ops& ops, LayerType type, float scale);
 

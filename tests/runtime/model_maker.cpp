@@ -57,7 +57,8 @@ ModelSpec folded(const ModelSpec& spec) {
 bool unsigned_output(LayerType type, bool input_unsigned) {
   switch (type) {
     case LayerType::ReLU:
-    case LayerType::ReLU6: return true;
+    case LayerType::ReLU6:
+    case LayerType::Sigmoid: return true;
     case LayerType::MaxPool:
     case LayerType::AvgPool:
     case LayerType::GlobalAvgPool:

@@ -42,6 +42,7 @@ CATCH_TEST_CASE("models with random weights load from a mapped file and from mem
       {"lenet5", {1, 28, 28}, {true, 0, true, "dense", 5}},
       {"linear(32) relu linear(classes)", {24}, {}},
       {"conv(8) h=hardswish conv(8) add(h) hardswish avgpool(2) hardswish gap linear(classes)", {2, 8, 8}, {true, 0, true, "dense", 6}},
+      {"conv(8) s=sigmoid conv(8) add(s) sigmoid avgpool(2) sigmoid gap linear(classes)", {2, 8, 8}, {true, 0, true, "dense", 7}},
   };
   int k = 0;
   for (const auto& c : cases) {
