@@ -141,7 +141,11 @@ ModelFile parse_view(const uint8_t* p, size_t size, const std::string& name, std
 }  // namespace
 
 void release_pages(const ModelFile& file, const void* p, size_t n) {
-  if (!file.mapped || n == 0) return;
+  // Only the mapping refaults from the file: MADV_DONTNEED on heap memory (a sparse tensor's
+  // expanded copy) would turn its bytes into zeros.
+  const auto* base = static_cast<const uint8_t*>(file.backing.get());
+  const auto* at = static_cast<const uint8_t*>(p);
+  if (!file.mapped || n == 0 || at < base || at + n > base + file.file_size) return;
   const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
   uintptr_t from = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page, to = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
   if (to > from) ::madvise(reinterpret_cast<void*>(from), to - from, MADV_DONTNEED);  // a private read-only mapping: refaults from the file

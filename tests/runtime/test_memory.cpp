@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <random>
 
+#include "runtime/model_file.h"
 #include "shrink/runtime.hpp"
 #include "tests/runtime/helpers.h"
 
@@ -38,4 +39,20 @@ CATCH_TEST_CASE("RSS stays flat over 1,000 predicts with random batch sizes 1..5
     CATCH_CHECK(peak - warm < 64 * 1024);
 #endif
   }
+}
+
+CATCH_TEST_CASE("release_pages drops only the mapping's pages, never a sparse tensor's expanded copy", "[rt_memory]") {
+  RtTempDir dir;
+  write_bytes(dir / "sparse.shrink", make_model("usps_student", {1, 16, 16}, 10, {false, 0.7, false, "sparse", 2}));
+  rt::ModelFile file = rt::read_model_file(dir / "sparse.shrink");
+  CATCH_REQUIRE(file.mapped);
+  int expanded = 0;
+  for (const auto& [name, t] : file.tensors) {
+    if (!t.expanded) continue;
+    ++expanded;
+    std::vector<uint8_t> before(t.bytes.data(), t.bytes.data() + t.bytes.size());
+    rt::release_pages(file, t.bytes.data(), t.bytes.size());  // what packing a weight does
+    CATCH_CHECK(std::vector<uint8_t>(t.bytes.data(), t.bytes.data() + t.bytes.size()) == before);
+  }
+  CATCH_CHECK(expanded > 0);
 }
