@@ -88,12 +88,10 @@ int64_t parse_int(const Token& t, const std::string& key, const std::string& val
 }
 
 // Fills a layer's fields from its token's arguments (spec/arguments.h visits them).
-template <class NameArg>
 struct ArgumentReader {
   const Token& t;
   std::map<std::string, std::string>& args;
   int64_t classes;
-  const NameArg& name_arg;
   bool bias_given = false;
 
   void integer(const char* key, int64_t& field, int64_t fallback, unsigned how, const char* missing) {
@@ -117,14 +115,18 @@ struct ArgumentReader {
     field = v == "1" || v == "true";
     bias_given = true;
   }
+  std::string name_arg(const std::string& key) {  // a layer name; "" for the model input
+    const std::string& v = args[key];
+    if (v == "input") return std::string();
+    if (!is_identifier(v)) token_error(t, fmt::format("{}={} is not a layer name", key, v));
+    return v;
+  }
   void inputs(Layer& L) {  // add(a) adds the previous layer's output and a's; add(a,b) a's and b's
     if (!args.count("a")) token_error(t, "add needs the layer to add, e.g. add(conv1)");
     if (args.count("b")) L.inputs = {name_arg("a"), name_arg("b")};
     else L.inputs = {"<previous>", name_arg("a")};
   }
 };
-template <class NameArg>
-ArgumentReader(const Token&, std::map<std::string, std::string>&, int64_t, const NameArg&) -> ArgumentReader<NameArg>;
 
 struct ParsedLayer {
   Layer layer;
@@ -182,13 +184,7 @@ ParsedLayer parse_token(const Token& t, int64_t classes) {
       args[key] = value;
     }
   }
-  auto name_arg = [&](const std::string& key) {
-    const std::string& v = args[key];
-    if (v == "input") return std::string();
-    if (!is_identifier(v)) token_error(t, fmt::format("{}={} is not a layer name", key, v));
-    return v;
-  };
-  ArgumentReader reader{t, args, classes, name_arg};
+  ArgumentReader reader{t, args, classes, false};
   spec_text::visit_arguments(L, reader);
   p.bias_given = reader.bias_given;
   if (L.kernel < 1 || L.stride < 1 || (L.type == LayerType::Conv2d && (L.groups < 1 || (!L.depthwise && L.out < 1))) ||
@@ -196,7 +192,7 @@ ParsedLayer parse_token(const Token& t, int64_t classes) {
     token_error(t, "sizes must be at least 1");
   if (args.count("from")) {
     if (L.type == LayerType::Add) token_error(t, "add takes its inputs as arguments, not from=");
-    L.inputs = {name_arg("from")};
+    L.inputs = {reader.name_arg("from")};
   }
   return p;
 }
