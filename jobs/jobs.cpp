@@ -73,10 +73,4 @@ void add_all_job_options(Keys& keys) {
   }
 }
 
-JobResult finished_job(const std::string& dir) {
-  JobResult r{dir, RunDir::checkpoint_of(dir), nlohmann::json::object()};
-  if (RunDir::finished(dir)) r.summary = nlohmann::json::parse(read_text_file(dir + "/summary.json"));
-  return r;
-}
-
 }  // namespace shrink

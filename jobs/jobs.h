@@ -37,7 +37,5 @@ const JobKind& job_kind(const std::string& name);
 // Every key any job writes into its saved config (the union of the kinds' keys), so a
 // checkpoint's config can be read back whichever job made it.
 void add_all_job_options(Keys& keys);
-// The result of a job run finished earlier in `dir` (its summary.json, if any, and last.pt).
-JobResult finished_job(const std::string& dir);
 
 }  // namespace shrink

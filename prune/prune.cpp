@@ -217,7 +217,7 @@ nlohmann::json run_prune_job(const JobConfig& base, const PruneConfig& c, const 
   nlohmann::json last;
   for (int64_t r = 1; r <= rounds; ++r) {
     std::string dir = fmt::format("{}/round-{}", base.out, r);
-    bool done = fs::exists(dir + "/summary.json"), started = fs::exists(dir + "/checkpoints/last.pt");
+    bool done = RunDir::finished(dir), started = RunDir::holds_checkpoint(dir);
     JobConfig job = base;
     job.out = dir;
     job.init = dir + "/start.pt";
@@ -292,7 +292,7 @@ nlohmann::json run_prune_job(const JobConfig& base, const PruneConfig& c, const 
   summary["schedule"] = c.schedule;
   summary["checkpoint"] = base.out + "/checkpoints/last.pt";
   summary.erase("best_checkpoint");
-  write_json_atomic(base.out + "/summary.json", summary);
+  run_dir.write_summary(summary);
   log.line(fmt::format("done: sparsity {:.2f}%, {} of {} params nonzero, test accuracy {:.2f}% (was {:.2f}%), {}", 100 * summary["sparsity"].get<double>(),
                        summary["nonzero_params"].get<int64_t>(), summary["params"].get<int64_t>(), 100 * summary["test_accuracy"].get<double>(),
                        100 * before, summary["checkpoint"].get<std::string>()));

@@ -38,30 +38,19 @@ Spaces trace_spaces(const ModelSpec& spec) {
     const Layer& L = spec.layers[i];
     int in = space_in(L, 0), out = in;
     int64_t block = block_in(L);
-    switch (L.type) {
-      case LayerType::Conv2d:
-        if (!L.depthwise) {
-          out = sp.make();
-          if (L.groups > 1) locked_raw.insert(locked_raw.end(), {in, out});
-        }
+    switch (traits(L.type).channels) {  // spec/layer_kinds.h: how the kind's channels follow its inputs'
+      case Channels::Own:
         block = 1;
-        break;
-      case LayerType::Linear:
+        if (L.type == LayerType::Conv2d && L.depthwise) break;  // one filter per channel: channel c stays c
         out = sp.make();
-        locked_raw.push_back(out);  // features of linear layers are not pruned here
-        block = 1;
+        if (L.type == LayerType::Linear) locked_raw.push_back(out);  // features of linear layers are not pruned here
+        else if (L.groups > 1) locked_raw.insert(locked_raw.end(), {in, out});
         break;
-      case LayerType::Add: sp.unite(space_in(L, 1), in); break;  // Channels::Tie
-      case LayerType::Flatten: block = info[i].in_shape.size() == 3 ? info[i].in_shape[1] * info[i].in_shape[2] : block; break;
-      case LayerType::GlobalAvgPool: block = 1; break;
-      case LayerType::BatchNorm:
-      case LayerType::ReLU:
-      case LayerType::ReLU6:
-      case LayerType::HardSwish:
-      case LayerType::Sigmoid:
-      case LayerType::MaxPool:
-      case LayerType::AvgPool:
-      case LayerType::Dropout: break;  // Channels::Follow: channel c stays channel c
+      case Channels::Tie: sp.unite(space_in(L, 1), in); break;
+      case Channels::Flatten: block = info[i].in_shape.size() == 3 ? info[i].in_shape[1] * info[i].in_shape[2] : block; break;
+      case Channels::Follow:
+        if (info[i].in_shape.size() == 3 && info[i].out_shape.size() == 1) block = 1;  // gap: C,H,W -> C
+        break;
     }
     sp.of_layer.push_back(out);
     sp.block.push_back(block);

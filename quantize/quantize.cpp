@@ -148,7 +148,7 @@ nlohmann::json run_quantize_job(const JobConfig& base, const QuantizeConfig& q_i
   summary["sparsity_before"] = sparsity;
   summary["sparsity"] = weight_sparsity(final_model).sparsity();
   summary["scales"] = dynamic_cast<QuantNetImpl&>(*final_model).scales();
-  write_json_atomic(base.out + "/summary.json", summary);
+  run_dir.write_summary(summary);
   log.line(fmt::format("done: int8 simulated test accuracy {:.2f}% (fp32 {:.2f}%), sparsity {:.2f}%, {}", 100 * summary["int8_sim_test_accuracy"].get<double>(),
                        100 * fp32_accuracy, 100 * summary["sparsity"].get<double>(), base.out + "/checkpoints/last.pt"));
   return summary;

@@ -130,7 +130,6 @@ CATCH_TEST_CASE("PTQ is deterministic and QAT checkpoints reload as the int8 sim
   auto qat = quantize(dir / "q", base, {"--quantize.mode=qat", "--quantize.observer=ema", "--quantize.freeze_bn_epoch=0.5"});
   LoadedModel loaded = load_checkpoint(dir / "q/checkpoints/last.pt");
   CATCH_CHECK(loaded.kind == ModelKind::QuantAware);
-  CATCH_CHECK(loaded.meta.contains("quantization"));
   SpecNet reloaded = loaded.model;
   CATCH_CHECK(dynamic_cast<QuantNetImpl*>(reloaded.get()) != nullptr);
   CATCH_CHECK(qat.contains("fp32_test_accuracy"));

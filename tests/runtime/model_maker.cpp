@@ -52,13 +52,12 @@ ModelSpec folded(const ModelSpec& spec) {
   return parse_spec(out.to_string(), spec.input, spec.classes);
 }
 
-// Whether a layer's output is never negative (its activation point is then u8): after a ReLU, and
-// after what keeps its input's values (pooling, flatten, dropout) when that input is.
+// Whether a layer's output is never negative (its activation point is then u8): after a kind that
+// never is (the kNonNegative trait), and after what keeps its input's values (pooling, flatten,
+// dropout) when that input is.
 bool unsigned_output(LayerType type, bool input_unsigned) {
+  if (never_negative(type)) return true;
   switch (type) {
-    case LayerType::ReLU:
-    case LayerType::ReLU6:
-    case LayerType::Sigmoid: return true;
     case LayerType::MaxPool:
     case LayerType::AvgPool:
     case LayerType::GlobalAvgPool:
@@ -67,8 +66,11 @@ bool unsigned_output(LayerType type, bool input_unsigned) {
     case LayerType::Conv2d:
     case LayerType::Linear:
     case LayerType::BatchNorm:
+    case LayerType::ReLU:
+    case LayerType::ReLU6:
     case LayerType::HardSwish:
-    case LayerType::Add: return false;
+    case LayerType::Sigmoid:
+    case LayerType::Add: return false;  // (ReLU, ReLU6, sigmoid: never negative, above)
   }
   return false;
 }
