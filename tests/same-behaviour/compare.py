@@ -35,13 +35,19 @@ def model_metadata(path):
     return without_timings(json.loads(data[offset:offset + size]))
 
 
+def compared(path):
+    """Files whose content both runs must share (not logs, configs with paths, or the teacher
+    cache, which is named by file hashes)."""
+    return path.is_file() and path.name != "log.txt" and path.suffix not in (".ini", ".html", ".log", ".tmp", ".h5")
+
+
 def main(old, new):
     old, new = pathlib.Path(old), pathlib.Path(new)
     problems, counts = [], {"metrics records": 0, "checkpoints": 0, "tensors": 0, "logit files": 0, "model files": 0}
     for a in sorted(old.rglob("*")):
         rel = a.relative_to(old)
         b = new / rel
-        if a.is_dir() or a.name in ("log.txt",) or a.suffix in (".ini", ".html", ".log", ".tmp", ".h5"):  # the teacher cache is named by file hashes
+        if not compared(a):
             continue
         if not b.exists():
             problems.append(f"{rel}: missing in the new run")
@@ -71,6 +77,9 @@ def main(old, new):
                 problems.append(f"{rel}: metadata differs")
             if a.stat().st_size != b.stat().st_size:
                 problems.append(f"{rel}: {a.stat().st_size} bytes before, {b.stat().st_size} after")
+    for b in sorted(new.rglob("*")):
+        if compared(b) and not (old / b.relative_to(new)).exists():
+            problems.append(f"{b.relative_to(new)}: only in the new run")
     print("same-behaviour: compared " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     for p in problems:
         print("DIFFERS: " + p)
