@@ -13,6 +13,16 @@ using nlohmann::json;
 
 [[noreturn]] void fail(const std::string& what) { throw ModelMetaError(what); }
 
+// "conv, linear and add": the kinds with the kInt8 trait, for messages.
+std::string int8_kinds() {
+  std::vector<std::string> names;
+  for (const LayerTraits& t : kLayerTraits)
+    if (runs_int8(t.type)) names.push_back(t.op);
+  std::string out;
+  for (size_t i = 0; i < names.size(); ++i) out += (i == 0 ? "" : i + 1 == names.size() ? " and " : ", ") + names[i];
+  return out;
+}
+
 const json& field(const json& meta, const char* key) {
   auto it = meta.find(key);
   if (it == meta.end()) fail(std::string("metadata is incomplete: no \"") + key + "\"");
@@ -113,7 +123,7 @@ Quantization read_quantization(const json& meta, const ModelSpec& spec) {
     if (!v.is_object() || !v.contains("scale") || !v.contains("signed") || !v.at("signed").is_boolean() || !v.at("scale").is_number())
       fail("activation scale of " + name + " must be {\"scale\": number, \"signed\": bool}");
     double s = v.at("scale").get<double>();
-    if (!(s > 1e-30) || !(s < 1e30)) fail("activation scale of " + name + " is not a positive number");
+    if (!usable_scale(s)) fail("activation scale of " + name + " is not a positive number");
     out.activations[name] = {s, v.at("signed").get<bool>()};
   }
   for (const auto& name : *layers) {
@@ -121,7 +131,7 @@ Quantization read_quantization(const json& meta, const ModelSpec& spec) {
     int at = spec.index_of(name.get<std::string>());
     if (at < 0) fail("int8 layer " + name.get<std::string>() + " is not a layer of the model");
     LayerType t = spec.layers[at].type;
-    if (!runs_int8(t)) fail("int8 layer " + name.get<std::string>() + " is a " + layer_type_name(t) + " (only conv, linear and add run in int8)");
+    if (!runs_int8(t)) fail("int8 layer " + name.get<std::string>() + " is a " + layer_type_name(t) + " (only " + int8_kinds() + " run in int8)");
     out.int8_layers.push_back(name.get<std::string>());
   }
   if (auto scheme = q->find("scheme"); scheme != q->end() && scheme->is_string()) out.scheme = scheme->get<std::string>();

@@ -33,6 +33,8 @@ inline std::string weight_scale_key(const std::string& layer) { return layer + "
 // Whether a tensor holds an int8 layer's weight scales (compare leaves those out of its parameter counts).
 bool is_weight_scale_key(const std::string& tensor);
 
+// A quantization scale the runtime accepts (activation or weight): positive, finite, not absurd.
+inline bool usable_scale(double s) { return s > 1e-30 && s < 1e30; }
 inline constexpr const char* kModelFormat = "shrink-model";               // the value of "format"
 inline constexpr const char* kQuantizationScheme = "docs/quantization.md v1";
 inline constexpr const char* kInputPoint = "input";                       // the activation point of the model's input

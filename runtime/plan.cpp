@@ -1,4 +1,4 @@
-// Builder: the layers in spec order, each through its kind's op (runtime/ops/ops.h); which ReLU
+// Builder: the layers in spec order, each through its kind's op (runtime/ops/ops.h); which activation
 // fuses into its producer and on which grid each unit's output lies is decided here, once.
 #include <algorithm>
 #include <numeric>

@@ -1,5 +1,6 @@
 // A model compiled for one batch size (Plan), and what compiles it (Builder): one oneDNN
-// primitive per layer, ReLUs fused as post-ops, every activation a slot of one per-call arena.
+// primitive per layer (activations fused as post-ops where they can be), every activation a
+// slot of one per-call arena.
 // Builder::build walks the layers and calls each kind's op (runtime/ops/ops.h) with an OpContext:
 // the layer, its inputs, and the decisions the builder took around it (a fused activation, the
 // output's type and scale). Activations are NHWC (images) or NC (features); in int8 models they
@@ -12,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/format.h"
 #include "spec/spec.h"
 
 namespace shrink::rt::detail {
@@ -22,8 +24,8 @@ using dt = memory::data_type;
 
 struct Loaded;
 
-constexpr uint64_t kAlign = 64;
-inline uint64_t align_up(uint64_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
+using format::align_up;  // activations and scratchpads align like tensors in the file (64 bytes)
+using format::kAlign;
 
 inline memory::dims dims_of(const std::vector<int64_t>& shape, int64_t batch) {
   memory::dims d{batch};
@@ -82,7 +84,7 @@ struct OpContext {
   bool int8 = false;                 // the layer runs in int8 (the file lists it in int8_layers)
   std::vector<Act> inputs;           // what it reads, in layer.inputs order
   std::vector<std::string> points;   // their activation points ("input" or a layer name)
-  const Layer* activation = nullptr; // the ReLU or ReLU6 fused as its post-op, or null
+  const Layer* activation = nullptr; // the activation fused as its post-ops, or null
   dnnl::post_ops post_ops;           // that activation, in the output's units
   bool out_int8 = false;             // the output is u8/s8 on its point's grid ...
   float out_scale = 0;               // ... of this scale (0: a float output)

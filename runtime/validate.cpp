@@ -46,7 +46,7 @@ void Loaded::check_tensors() const {
     if (q) {
       const Tensor* s = need(weight_scale_key(L.name), format::DType::F32, {out});
       for (int64_t c = 0; c < out; ++c)
-        if (!(s->f32()[c] > 1e-30f) || !(s->f32()[c] < 1e30f)) fail("weight scale " + std::to_string(c) + " of " + L.name + " is not a positive number");
+        if (!usable_scale(s->f32()[c])) fail("weight scale " + std::to_string(c) + " of " + L.name + " is not a positive number");
     }
   }
   for (const auto& [name, t] : file.tensors)
