@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <numeric>
+#include <optional>
 #include <set>
 
 #include "common/error.h"
@@ -10,12 +11,16 @@
 namespace shrink {
 namespace {
 
-// The channel space of every layer's output, merged across residual adds.
+using Kept = std::map<int, std::vector<int64_t>>;  // a pruned space's kept channels
+
+// The channel space of every layer's output, merged across residual adds and multiplies; a
+// concat's space is its inputs' spaces one after the other.
 struct Spaces {
   std::vector<int> parent;
   std::vector<int> of_layer;          // space of each layer's output (-1: none, e.g. linear outputs)
   std::vector<int64_t> block;         // features per channel in each layer's output (H*W after flatten)
   std::set<int> locked;
+  std::map<int, std::vector<std::pair<int, int64_t>>> parts;  // a concat's space: its inputs' spaces and channel counts
   int input = 0;
 
   int make() {
@@ -25,6 +30,36 @@ struct Spaces {
   int find(int s) { return s < 0 ? s : parent[s] == s ? s : parent[s] = find(parent[s]); }
   void unite(int a, int b) { parent[find(a)] = find(b); }
   bool prunable(int s) { return s >= 0 && !locked.count(find(s)); }
+
+  // The channels of `space` that stay: a pruned space's own, or a concat's parts' one after the
+  // other; nothing when none of them is cut.
+  std::optional<std::vector<int64_t>> kept_channels(int space, const Kept& kept) {
+    int s = find(space);
+    if (auto it = kept.find(s); it != kept.end()) return it->second;
+    auto p = parts.find(s);
+    if (p == parts.end()) return std::nullopt;
+    std::vector<int64_t> out;
+    bool cut = false;
+    int64_t offset = 0;
+    for (const auto& [part, channels] : p->second) {
+      auto k = kept_channels(part, kept);
+      cut = cut || k.has_value();
+      for (int64_t c = 0; c < channels; ++c)
+        if (!k || std::binary_search(k->begin(), k->end(), c)) out.push_back(offset + c);
+      offset += channels;
+    }
+    return cut ? std::optional(out) : std::nullopt;
+  }
+
+  // A locked concat locks its parts (their channels are its channels).
+  void lock_parts_of_locked_concats() {
+    for (bool changed = true; changed;) {
+      changed = false;
+      for (const auto& [concat, ps] : parts)
+        if (locked.count(find(concat)))
+          for (const auto& [part, channels] : ps) changed = locked.insert(find(part)).second || changed;
+    }
+  }
 };
 
 Spaces trace_spaces(const ModelSpec& spec) {
@@ -34,6 +69,7 @@ Spaces trace_spaces(const ModelSpec& spec) {
   std::vector<int> locked_raw{sp.input};
   auto space_in = [&](const Layer& L, size_t k) { return L.inputs[k].empty() ? sp.input : sp.of_layer[spec.index_of(L.inputs[k])]; };
   auto block_in = [&](const Layer& L) { return L.inputs[0].empty() ? int64_t(1) : sp.block[spec.index_of(L.inputs[0])]; };
+  auto channels_in = [&](const Layer& L, size_t k) { return L.inputs[k].empty() ? spec.input[0] : info[spec.index_of(L.inputs[k])].out_shape[0]; };
   for (size_t i = 0; i < spec.layers.size(); ++i) {
     const Layer& L = spec.layers[i];
     int in = space_in(L, 0), out = in;
@@ -46,7 +82,19 @@ Spaces trace_spaces(const ModelSpec& spec) {
         if (L.type == LayerType::Linear) locked_raw.push_back(out);  // features of linear layers are not pruned here
         else if (L.groups > 1) locked_raw.insert(locked_raw.end(), {in, out});
         break;
-      case Channels::Tie: sp.unite(space_in(L, 1), in); break;
+      case Channels::Tie: {
+        int other = space_in(L, 1);
+        // Channels tied to a concat's would have to be cut in all of its parts alike: kept whole.
+        if (sp.parts.count(sp.find(in)) || sp.parts.count(sp.find(other))) locked_raw.insert(locked_raw.end(), {in, other});
+        sp.unite(other, in);
+        break;
+      }
+      case Channels::Concat:
+        out = sp.make();
+        for (size_t k = 0; k < L.inputs.size(); ++k) sp.parts[out].push_back({space_in(L, k), channels_in(L, k)});
+        if (info[i].out_shape.size() != 3) locked_raw.push_back(out);  // features: blocks may differ per part
+        block = 1;
+        break;
       case Channels::Flatten: block = info[i].in_shape.size() == 3 ? info[i].in_shape[1] * info[i].in_shape[2] : block; break;
       case Channels::Follow:
         if (info[i].in_shape.size() == 3 && info[i].out_shape.size() == 1) block = 1;  // gap: C,H,W -> C
@@ -58,6 +106,7 @@ Spaces trace_spaces(const ModelSpec& spec) {
   locked_raw.push_back(sp.of_layer.back());  // the model's output
   for (int s : locked_raw)
     if (s >= 0) sp.locked.insert(sp.find(s));
+  sp.lock_parts_of_locked_concats();
   return sp;
 }
 
@@ -107,6 +156,7 @@ FilterPlan plan_filter_pruning(SpecNet& model, const FilterPruning& o) {
   const ModelSpec& spec = model->spec();
   Spaces sp = trace_spaces(spec);
   for (const auto& name : o.excluded) sp.locked.insert(sp.find(sp.of_layer[spec.index_of(name)]));
+  sp.lock_parts_of_locked_concats();
   for (const auto& [name, r] : o.layer_ratio)
     if (spec.layer(name).type != LayerType::Conv2d) throw UserError(fmt::format("prune: '{}' is not a conv layer", name));
   // Per space: the convs producing it and the mean |w| of each filter summed over them.
@@ -151,9 +201,9 @@ FilterPlan plan_filter_pruning(SpecNet& model, const FilterPruning& o) {
 
 namespace {
 
-// The kept channels of each space, found through the plan's producer convs.
-std::map<int, std::vector<int64_t>> kept_by_space(const ModelSpec& spec, Spaces& sp, const FilterPlan& plan) {
-  std::map<int, std::vector<int64_t>> out;
+// The kept channels of each pruned space, found through the plan's producer convs.
+Kept kept_by_space(const ModelSpec& spec, Spaces& sp, const FilterPlan& plan) {
+  Kept out;
   for (const auto& [name, keep] : plan.keep) out[sp.find(sp.of_layer[spec.index_of(name)])] = keep;
   return out;
 }
@@ -163,10 +213,12 @@ std::map<int, std::vector<int64_t>> kept_by_space(const ModelSpec& spec, Spaces&
 SpecNet remove_filters(SpecNet& model, const FilterPlan& plan) {
   const ModelSpec& spec = model->spec();
   Spaces sp = trace_spaces(spec);
-  auto kept = kept_by_space(spec, sp, plan);
+  Kept kept = kept_by_space(spec, sp, plan);
+  std::map<int, std::optional<std::vector<int64_t>>> channels;  // per space, worked out once
   auto keep_of = [&](int space) -> const std::vector<int64_t>* {
-    auto it = kept.find(sp.find(space));
-    return it == kept.end() ? nullptr : &it->second;
+    auto it = channels.find(space);
+    if (it == channels.end()) it = channels.emplace(space, sp.kept_channels(space, kept)).first;
+    return it->second ? &*it->second : nullptr;
   };
   ModelSpec smaller = spec;
   for (size_t i = 0; i < spec.layers.size(); ++i)
@@ -206,15 +258,15 @@ SpecNet remove_filters(SpecNet& model, const FilterPlan& plan) {
 void mask_filters(SpecNet& model, const FilterPlan& plan) {
   const ModelSpec& spec = model->spec();
   Spaces sp = trace_spaces(spec);
-  auto kept = kept_by_space(spec, sp, plan);
+  Kept kept = kept_by_space(spec, sp, plan);
   torch::NoGradGuard no_grad;
   auto params = model->named_parameters();
   for (size_t i = 0; i < spec.layers.size(); ++i) {
     const Layer& L = spec.layers[i];
-    auto it = kept.find(sp.find(sp.of_layer[i]));
-    if (it == kept.end() || !rows_are_channels(L.type)) continue;
+    auto keep = rows_are_channels(L.type) ? sp.kept_channels(sp.of_layer[i], kept) : std::nullopt;
+    if (!keep) continue;
     auto removed = torch::ones({params[L.name + ".weight"].size(0)}, torch::kBool);
-    removed.index_fill_(0, torch::tensor(it->second, torch::kInt64), false);
+    removed.index_fill_(0, torch::tensor(*keep, torch::kInt64), false);
     for (const char* part : {".weight", ".bias"})
       if (params.contains(L.name + part)) params[L.name + part].index_put_({removed}, 0);
   }

@@ -65,8 +65,11 @@ OnGrid on_grid(LayerType t) {
     case LayerType::Linear:
     case LayerType::BatchNorm:
     case LayerType::Add:
+    case LayerType::Mul:
+    case LayerType::Concat:     // its inputs go onto its own grid (one scale for all of them)
     case LayerType::HardSwish:  // not scale-invariant: x * relu6(x + 3) / 6
-    case LayerType::Sigmoid: return OnGrid::Leaves;
+    case LayerType::Sigmoid:
+    case LayerType::HardSigmoid: return OnGrid::Leaves;
     case LayerType::ReLU:
     case LayerType::ReLU6:
     case LayerType::MaxPool:
@@ -81,10 +84,7 @@ OnGrid on_grid(LayerType t) {
 // A layer with weights computed with its fake-quantized weight `w` and bias `b`.
 torch::Tensor weighted_forward(const Layer& L, const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
   switch (L.type) {
-    case LayerType::Conv2d: {
-      int64_t groups = L.depthwise ? x.size(1) : L.groups;
-      return torch::conv2d(x, w, b, {L.stride, L.stride}, {L.padding, L.padding}, {1, 1}, groups);
-    }
+    case LayerType::Conv2d: return conv2d_of(L, x, w, b);
     case LayerType::Linear: return torch::linear(x.dim() > 2 ? x.flatten(1) : x, w, b);
     case LayerType::BatchNorm:
     SHRINK_CASES_WITHOUT_PARAMETERS break;
@@ -147,10 +147,13 @@ QuantNetImpl::QuantNetImpl(ModelSpec spec_in, QuantSettings settings) : SpecNetI
     int src = L.inputs[0].empty() ? -2 : sp.index_of(L.inputs[0]);
     int src_grid = src == -2 ? input_point_ : grid_[src];
     const bool keeps_grid = on_grid(L.type) != OnGrid::Leaves;
-    nonnegative[k] = never_negative(L.type) || (keeps_grid && src >= 0 && nonnegative[src]);
+    auto all_inputs_nonnegative = [&] {
+      return std::all_of(L.inputs.begin(), L.inputs.end(), [&](const std::string& in) { return !in.empty() && nonnegative[sp.index_of(in)]; });
+    };
+    nonnegative[k] = never_negative(L.type) || (keeps_grid && src >= 0 && nonnegative[src]) || (merges_inputs(L.type) && all_inputs_nonnegative());
     bool last = k + 1 == n;
     if (unit_of_end[k] >= 0) {
-      if (!last) point_after_[k] = add_point(L.name, !never_negative(L.type));
+      if (!last) point_after_[k] = add_point(L.name, !nonnegative[k]);
     } else if (keeps_grid && src_grid >= 0 && !stays_float(L.name)) {
       grid_[k] = src_grid;  // stays on its input's grid (average pools re-round onto it)
     } else if (!last && feeds_quantized(consumers[k]) && folded_into_[k] < 0 && !(quantized_[k] && has_weights(L.type))) {
@@ -216,12 +219,12 @@ void QuantNetImpl::finish_calibration() {
     if (weight_scale_[i].defined()) weight_scale_[i].copy_(weight_scales(folded_weight(i)));
 }
 
-torch::Tensor QuantNetImpl::layer_forward(size_t i, torch::Tensor& in, const torch::Tensor* other, bool inplace) {
+torch::Tensor QuantNetImpl::layer_forward(size_t i, torch::Tensor& in, const std::vector<torch::Tensor>& rest, bool inplace) {
   const Layer& L = spec().layers[i];
   const bool from_input = L.inputs[0].empty();
   if (calibrating_) {  // float forward; observers see every point
     if (from_input && input_point_ >= 0) points_[input_point_]->forward(in, true, false);
-    auto out = SpecNetImpl::layer_forward(i, in, other, false);
+    auto out = SpecNetImpl::layer_forward(i, in, rest, false);
     if (point_after_[i] >= 0) points_[point_after_[i]]->forward(out, true, false);
     return out;
   }
@@ -255,7 +258,7 @@ torch::Tensor QuantNetImpl::layer_forward(size_t i, torch::Tensor& in, const tor
       }
     }
   } else {
-    y = SpecNetImpl::layer_forward(i, x, other, inplace && x.is_same(in));
+    y = SpecNetImpl::layer_forward(i, x, rest, inplace && x.is_same(in));
     if (on_grid(L.type) == OnGrid::Rerounds && grid_[i] >= 0) {
       auto& p = points_[grid_[i]];
       y = fake_quant(y, p->scale.detach(), p->qmin(), p->qmax());  // averages re-rounded onto the input's grid

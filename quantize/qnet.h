@@ -60,7 +60,7 @@ class QuantNetImpl : public SpecNetImpl {
   bool is_quantized(size_t layer) const { return quantized_[layer]; }
 
  protected:
-  torch::Tensor layer_forward(size_t i, torch::Tensor& in, const torch::Tensor* other, bool inplace) override;
+  torch::Tensor layer_forward(size_t i, torch::Tensor& in, const std::vector<torch::Tensor>& rest, bool inplace) override;
 
  private:
   torch::Tensor fold_factor(size_t i);    // gamma / sqrt(var + eps) of the batchnorm folded into layer i

@@ -91,7 +91,7 @@ OpContext Builder::unit(size_t i, const std::vector<int>& readers, const std::ve
   if (fused >= 0) {
     c.activation = &spec.layers[fused];
     // Post-ops see values after the output scales, in the output's units (ops/activation.cpp).
-    append_activation(c.post_ops, c.activation->type, c.out_scale);
+    append_activation(c.post_ops, *c.activation, c.out_scale);
   }
   c.out_type = c.out_int8 ? (end_point->is_signed ? dt::s8 : dt::u8) : dt::f32;
   for (const std::string& in : L.inputs) {

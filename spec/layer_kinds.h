@@ -16,6 +16,7 @@ enum class Channels {
   Follow,   // output channel c is input channel c (batchnorm, activations, pooling, dwconv)
   Tie,      // all inputs and the output share channels (add)
   Flatten,  // output features c*H*W .. (c+1)*H*W-1 come from input channel c
+  Concat,   // the output's channels are its inputs' channels, one input after the other
 };
 
 // Trait flags.
@@ -25,6 +26,7 @@ enum : unsigned {
   kFusesActivation = 1u << 2,  // takes the activation that follows it as a post-op
   kInt8 = 1u << 3,        // can run in int8 (simulated in QAT, executed by the runtime)
   kNonNegative = 1u << 4, // its output is never negative (an unsigned int8 grid suits it)
+  kMerges = 1u << 5,      // reads two or more layers, named as its arguments (add(a, b), concat(a, b, c))
 };
 
 //  X(enum name,  op in spec text, traits,                             channels, parameters)
@@ -37,12 +39,15 @@ enum : unsigned {
   X(ReLU6, "relu6", kActivation | kNonNegative, Follow, NoParams)              \
   X(HardSwish, "hardswish", kActivation, Follow, NoParams)                     \
   X(Sigmoid, "sigmoid", kActivation | kNonNegative, Follow, NoParams)          \
+  X(HardSigmoid, "hardsigmoid", kActivation | kNonNegative, Follow, NoParams)  \
   X(MaxPool, "maxpool", 0, Follow, NoParams)                                   \
   X(AvgPool, "avgpool", 0, Follow, NoParams)                                   \
   X(GlobalAvgPool, "gap", 0, Follow, NoParams)                                 \
   X(Flatten, "flatten", 0, Flatten, NoParams)                                  \
   X(Dropout, "dropout", 0, Follow, NoParams)                                   \
-  X(Add, "add", kFusesActivation | kInt8, Tie, NoParams)
+  X(Add, "add", kFusesActivation | kInt8 | kMerges, Tie, NoParams)            \
+  X(Mul, "mul", kInt8 | kMerges, Tie, NoParams)                                \
+  X(Concat, "concat", kInt8 | kMerges, Concat, NoParams)
 
 // `case LayerType::K:` for every kind without parameters, for the switches whose concern only
 // kinds with parameters have (torch modules, cutting or masking parameters): such a switch lists
@@ -88,5 +93,6 @@ constexpr bool is_activation(LayerType t) { return traits(t).flags & kActivation
 constexpr bool fuses_activation(LayerType t) { return traits(t).flags & kFusesActivation; }
 constexpr bool runs_int8(LayerType t) { return traits(t).flags & kInt8; }
 constexpr bool never_negative(LayerType t) { return traits(t).flags & kNonNegative; }
+constexpr bool merges_inputs(LayerType t) { return traits(t).flags & kMerges; }
 
 }  // namespace shrink

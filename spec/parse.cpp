@@ -48,15 +48,20 @@ bool is_identifier(const std::string& s) {
   return std::all_of(s.begin(), s.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; });
 }
 
+// The keys of a merging layer's inputs: a, b, c, ...
+std::string input_key(int k) { return std::string(1, static_cast<char>('a' + k)); }
+
 // The keys a kind accepts, and which may be given without key= (in order).
 struct KeyCollector {
   std::vector<std::string> positional;
   std::set<std::string> keys;
   void integer(const char* key, int64_t&, int64_t, unsigned how, const char*) { add(key, how & spec_text::kPositional); }
-  void real(const char* key, double&) { add(key, true); }
-  void flag(const char* key, bool&) { add(key, false); }
-  void inputs(Layer&) { add("a", true), add("b", true); }
-  void add(const char* key, bool positional) {
+  void real(const char* key, double&, double, double, double, unsigned how) { add(key, how & spec_text::kPositional); }
+  void flag(const char* key, bool&, bool, unsigned) { add(key, false); }
+  void inputs(Layer&, int most) {
+    for (int k = 0; k < most; ++k) add(input_key(k), true);
+  }
+  void add(const std::string& key, bool positional) {
     keys.insert(key);
     if (positional) this->positional.push_back(key);
   }
@@ -98,22 +103,26 @@ struct ArgumentReader {
     if (!args.count(key) && (how & spec_text::kRequired)) token_error(t, missing);
     field = args.count(key) ? parse_int(t, key, args[key], classes) : fallback;
   }
-  void real(const char* key, double& field) {  // dropout's p
+  void real(const char* key, double& field, double fallback, double lo, double hi, unsigned) {
+    field = fallback;
     if (args.count(key)) {
+      size_t used = 0;
       try {
-        field = std::stod(args[key]);
+        field = std::stod(args[key], &used);
       } catch (const std::exception&) {
-        token_error(t, "dropout p is not a number");
+        used = 0;
       }
+      if (used != args[key].size() || args[key].empty()) token_error(t, fmt::format("{}={} is not a number", key, args[key]));
     }
-    if (!(field >= 0 && field < 1)) token_error(t, "dropout p must be in [0, 1)");
+    if (!(field >= lo && field < hi)) token_error(t, fmt::format("{} must be in [{}, {})", key, lo, hi));
   }
-  void flag(const char* key, bool& field) {
+  void flag(const char* key, bool& field, bool fallback, unsigned) {
+    field = fallback;
     if (!args.count(key)) return;
     const std::string& v = args[key];
     if (v != "0" && v != "1" && v != "true" && v != "false") token_error(t, fmt::format("{} must be 0 or 1", key));
     field = v == "1" || v == "true";
-    bias_given = true;
+    if (std::string(key) == "bias") bias_given = true;
   }
   std::string name_arg(const std::string& key) {  // a layer name; "" for the model input
     const std::string& v = args[key];
@@ -121,10 +130,14 @@ struct ArgumentReader {
     if (!is_identifier(v)) token_error(t, fmt::format("{}={} is not a layer name", key, v));
     return v;
   }
-  void inputs(Layer& L) {  // add(a) adds the previous layer's output and a's; add(a,b) a's and b's
-    if (!args.count("a")) token_error(t, "add needs the layer to add, e.g. add(conv1)");
-    if (args.count("b")) L.inputs = {name_arg("a"), name_arg("b")};
-    else L.inputs = {"<previous>", name_arg("a")};
+  // add(a) adds the previous layer's output and a's, add(a,b) a's and b's; mul and concat alike
+  // (concat takes up to `most` names).
+  void inputs(Layer& L, int most) {
+    std::vector<std::string> names;
+    for (int k = 0; k < most && args.count(input_key(k)); ++k) names.push_back(name_arg(input_key(k)));
+    if (names.empty()) token_error(t, fmt::format("{} needs the layer(s) it reads, e.g. {}(conv1)", layer_type_name(L.type), layer_type_name(L.type)));
+    if (names.size() == 1) names.insert(names.begin(), "<previous>");
+    L.inputs = names;
   }
 };
 
@@ -187,11 +200,13 @@ ParsedLayer parse_token(const Token& t, int64_t classes) {
   ArgumentReader reader{t, args, classes, false};
   spec_text::visit_arguments(L, reader);
   p.bias_given = reader.bias_given;
-  if (L.kernel < 1 || L.stride < 1 || (L.type == LayerType::Conv2d && (L.groups < 1 || (!L.depthwise && L.out < 1))) ||
+  for (int64_t* side : {&L.pad_top, &L.pad_left, &L.pad_bottom, &L.pad_right})
+    if (*side == L.padding) *side = -1;  // one canonical form: a side that equals p is not stated
+  if (L.kernel < 1 || L.stride < 1 || L.dilation < 1 || (L.type == LayerType::Conv2d && (L.groups < 1 || (!L.depthwise && L.out < 1))) ||
       (L.type == LayerType::Linear && L.out < 1))
     token_error(t, "sizes must be at least 1");
   if (args.count("from")) {
-    if (L.type == LayerType::Add) token_error(t, "add takes its inputs as arguments, not from=");
+    if (merges_inputs(L.type)) token_error(t, fmt::format("{} takes its inputs as arguments, not from=", p.op));
     L.inputs = {reader.name_arg("from")};
   }
   return p;

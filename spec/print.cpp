@@ -10,12 +10,20 @@ namespace {
 // Writes a layer's arguments as spec text (spec/arguments.h visits them).
 struct ArgumentWriter {
   std::vector<std::string>& args;
-  void integer(const char* key, int64_t& field, int64_t, unsigned how, const char*) {
+  void integer(const char* key, int64_t& field, int64_t fallback, unsigned how, const char*) {
+    if ((how & spec_text::kQuiet) && field == fallback) return;
     args.push_back(how & spec_text::kBare ? std::to_string(field) : fmt::format("{}={}", key, field));
   }
-  void real(const char* key, double& field) { args.push_back(fmt::format("{}={}", key, field)); }
-  void flag(const char* key, bool& field) { args.push_back(fmt::format("{}={}", key, field ? 1 : 0)); }
-  void inputs(Layer& L) {
+  // fmt's shortest form that reads back as the same double.
+  void real(const char* key, double& field, double fallback, double, double, unsigned how) {
+    if ((how & spec_text::kQuiet) && field == fallback) return;
+    args.push_back(fmt::format("{}={}", key, field));
+  }
+  void flag(const char* key, bool& field, bool fallback, unsigned how) {
+    if ((how & spec_text::kQuiet) && field == fallback) return;
+    args.push_back(fmt::format("{}={}", key, field ? 1 : 0));
+  }
+  void inputs(Layer& L, int) {
     for (const auto& in : L.inputs) args.push_back(in.empty() ? "input" : in);
   }
 };
@@ -31,7 +39,7 @@ std::string ModelSpec::to_string() const {
     ArgumentWriter writer{args};
     Layer copy = L;
     spec_text::visit_arguments(copy, writer);
-    if (L.type != LayerType::Add && L.inputs[0] != previous) args.push_back("from=" + (L.inputs[0].empty() ? std::string("input") : L.inputs[0]));
+    if (!merges_inputs(L.type) && L.inputs[0] != previous) args.push_back("from=" + (L.inputs[0].empty() ? std::string("input") : L.inputs[0]));
     std::string op = L.depthwise ? "dwconv" : layer_type_name(L.type);
     out += (i ? " " : "") + L.name + "=" + op;
     if (!args.empty()) out += "(" + fmt::format("{}", fmt::join(args, ",")) + ")";

@@ -1,6 +1,7 @@
 // Shapes, parameter counts and MACs of every layer, checked as they are worked out.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <map>
 
 #include "common/error.h"
@@ -47,9 +48,12 @@ std::vector<LayerInfo> analyze(const ModelSpec& spec) {
         int64_t out_c = L.depthwise ? in_c : L.out;
         int64_t groups = L.depthwise ? in_c : L.groups;
         if (in_c % groups || out_c % groups) fail(fmt::format("groups={} must divide {} input and {} output channels", groups, in_c, out_c));
-        product({2, L.padding, s[1], s[2], L.kernel});  // every sum below fits
-        int64_t oh = (s[1] + 2 * L.padding - L.kernel) / L.stride + 1, ow = (s[2] + 2 * L.padding - L.kernel) / L.stride + 1;
-        if (s[1] + 2 * L.padding < L.kernel || s[2] + 2 * L.padding < L.kernel) fail("kernel is larger than the padded input");
+        const Pads P = L.pads();
+        int64_t span = product({L.dilation, L.kernel}) - L.dilation + 1;  // the dilated kernel's extent
+        product({4, std::max({P.top, P.left, P.bottom, P.right}), s[1], s[2], span});  // every sum below fits
+        int64_t h = s[1] + P.top + P.bottom, w = s[2] + P.left + P.right;
+        if (h < span || w < span) fail("kernel is larger than the padded input");
+        int64_t oh = (h - span) / L.stride + 1, ow = (w - span) / L.stride + 1;
         I.out_shape = {out_c, oh, ow};
         I.weight_shape = {out_c, in_c / groups, L.kernel, L.kernel};
         I.params = product({out_c, in_c / groups, L.kernel, L.kernel}) + (L.bias ? out_c : 0);
@@ -73,12 +77,25 @@ std::vector<LayerInfo> analyze(const ModelSpec& spec) {
         if (L.padding * 2 > L.kernel) fail("padding must be at most half the kernel");
         product({2, L.padding, s[1], s[2], L.kernel});
         if (s[1] + 2 * L.padding < L.kernel || s[2] + 2 * L.padding < L.kernel) fail("kernel is larger than the padded input");
-        I.out_shape = {s[0], (s[1] + 2 * L.padding - L.kernel) / L.stride + 1, (s[2] + 2 * L.padding - L.kernel) / L.stride + 1};
+        // torch's rule: ceil rounds the count of windows up, but the last window must start
+        // inside the image or its left padding.
+        auto windows = [&](int64_t size) {
+          int64_t room = size + 2 * L.padding - L.kernel;
+          int64_t n = (L.ceil ? room + L.stride - 1 : room) / L.stride + 1;
+          if (L.ceil && (n - 1) * L.stride >= size + L.padding) --n;
+          // torch divides by the window clipped to the padded image, oneDNN by the whole kernel:
+          // they differ only for a window that passes the padding.
+          if (L.type == LayerType::AvgPool && L.include_pad && (n - 1) * L.stride + L.kernel > size + 2 * L.padding)
+            fail("avgpool with ceil=1 and include_pad=1 has a window past the padding, which runtimes average differently; "
+                 "use include_pad=0 or ceil=0");
+          return n;
+        };
+        I.out_shape = {s[0], windows(s[1]), windows(s[2])};
         break;
       }
       case LayerType::GlobalAvgPool:
         need_image();
-        I.out_shape = {s[0]};
+        I.out_shape = L.keep_dims ? std::vector<int64_t>{s[0], 1, 1} : std::vector<int64_t>{s[0]};
         break;
       case LayerType::Flatten: I.out_shape = {numel}; break;
       case LayerType::Add: {
@@ -87,10 +104,32 @@ std::vector<LayerInfo> analyze(const ModelSpec& spec) {
         I.out_shape = s;
         break;
       }
+      case LayerType::Mul: {
+        // Equal shapes, or C,1,1 scaling every pixel of C,H,W (squeeze-excite).
+        const auto& other = shapes.at(L.inputs[1]);
+        auto scales = [](const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
+          return a.size() == 3 && b.size() == 3 && a[0] == b[0] && a[1] == 1 && a[2] == 1;
+        };
+        if (other != s && !scales(other, s) && !scales(s, other))
+          fail(fmt::format("mul of {} and {} ({}): shapes must be equal, or one C,1,1 and the other C,H,W", L.inputs[0], L.inputs[1], shape_string(other)));
+        I.out_shape = scales(s, other) ? other : s;
+        break;
+      }
+      case LayerType::Concat: {
+        I.out_shape = s;
+        for (size_t k = 1; k < L.inputs.size(); ++k) {
+          const auto& other = shapes.at(L.inputs[k]);
+          if (other.size() != s.size() || !std::equal(s.begin() + 1, s.end(), other.begin() + 1))
+            fail(fmt::format("concat of {} and {} ({}): only the channels may differ", L.inputs[0], L.inputs[k], shape_string(other)));
+          I.out_shape[0] = product({1, I.out_shape[0] + other[0]});
+        }
+        break;
+      }
       case LayerType::ReLU:
       case LayerType::ReLU6:
       case LayerType::HardSwish:
       case LayerType::Sigmoid:
+      case LayerType::HardSigmoid:
       case LayerType::Dropout: I.out_shape = s; break;
     }
     shapes[L.name] = I.out_shape;

@@ -13,15 +13,33 @@
 
 namespace shrink {
 
+// A conv's zero padding on each side of the image.
+struct Pads {
+  int64_t top, left, bottom, right;
+  bool symmetric() const { return top == bottom && left == right; }
+};
+
 struct Layer {
   std::string name;
   LayerType type = LayerType::ReLU;
   std::vector<std::string> inputs;  // names of the layers it reads; "" is the model input
   int64_t out = 0;                  // conv output channels, linear output features
-  int64_t kernel = 1, stride = 1, padding = 0, groups = 1;
+  int64_t kernel = 1, stride = 1, padding = 0, groups = 1, dilation = 1;
+  // A conv's padding on one side when it differs from `padding` (ONNX's asymmetric pads); -1: `padding`.
+  int64_t pad_top = -1, pad_left = -1, pad_bottom = -1, pad_right = -1;
   bool depthwise = false;           // conv with groups = in channels = out channels
   bool bias = true;
+  bool ceil = false;                // pools: the output size rounds up (torch's ceil_mode)
+  bool include_pad = true;          // avgpool: padding counts in the average (torch's count_include_pad)
+  bool keep_dims = false;           // gap: the output is C,1,1 instead of C
   double dropout = 0.5;
+  double eps = 1e-5;                // batchnorm: added to the variance
+  double alpha = 1.0 / 6, beta = 0.5;  // hardsigmoid: clip(alpha * x + beta, 0, 1), torch's by default
+
+  Pads pads() const {
+    auto side = [&](int64_t p) { return p < 0 ? padding : p; };
+    return {side(pad_top), side(pad_left), side(pad_bottom), side(pad_right)};
+  }
 };
 
 struct ModelSpec {

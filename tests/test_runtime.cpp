@@ -49,6 +49,12 @@ CATCH_TEST_CASE("runtime fp32 matches LibTorch on every op", "[runtime][parity]"
       {"linear(32) bn relu linear(classes)", {24}},
       {"conv(8) bn hardswish maxpool(2) h=hardswish conv(8) bn add(h) hardswish avgpool(2) hardswish linear(classes)", {3, 12, 12}},
       {"conv(8) bn sigmoid maxpool(2) conv(8) bn s=sigmoid conv(8) add(s) sigmoid avgpool(2) sigmoid linear(classes)", {3, 12, 12}},
+      // dilation, asymmetric padding, ceil-mode pools, an average without the padding
+      {"conv(8,d=2) bn relu conv(8,s=2,p=0,pl=1,pb=1,pr=2) relu maxpool(3,s=2,p=1,ceil=1) avgpool(3,s=2,p=1,include_pad=0) linear(classes)", {3, 17, 17}},
+      // squeeze-excite (gap keeping dims, hardsigmoid, mul broadcasting C,1,1) and hardsigmoid alone
+      {"conv(8) bn x=relu gap(keep=1) conv(4,k=1,bias=1) relu conv(8,k=1,bias=1) hs=hardsigmoid mul(x,hs) maxpool(2) hardsigmoid(alpha=0.2,beta=0.5) gap linear(classes)", {3, 10, 10}},
+      // concat of branches and of the model input, SiLU as sigmoid and mul
+      {"a=conv(4) ra=relu b=conv(6,from=input) bn rb=relu6 cat=concat(ra,rb,input) c=conv(8,k=1) s=sigmoid mul(c,s) avgpool(2,ceil=1,include_pad=0) linear(classes)", {3, 9, 9}},
   };
   int k = 0;
   for (const auto& c : cases) {
@@ -75,7 +81,11 @@ CATCH_TEST_CASE("runtime int8 computes the documented scheme the simulation runs
   // output grid) and alone after a pool (on dequantized values).
   for (const char* text : {"conv(16) bn relu maxpool(2) conv(16) bn r=relu conv(16) bn add(r) relu gap linear(classes)",
                            "conv(16) bn hardswish maxpool(2) conv(16) bn h=hardswish conv(16) bn add(h) hardswish avgpool(2) hardswish gap linear(classes)",
-                           "conv(16) bn sigmoid maxpool(2) conv(16) bn s=sigmoid conv(16) bn add(s) sigmoid avgpool(2) sigmoid gap linear(classes)"}) {
+                           "conv(16) bn sigmoid maxpool(2) conv(16) bn s=sigmoid conv(16) bn add(s) sigmoid avgpool(2) sigmoid gap linear(classes)",
+                           // squeeze-excite, concat of an int8 and a hardswish branch, dilation, ceil mode, hardsigmoid alone
+                           "conv(16) bn x=relu gap(keep=1) conv(8,k=1,bias=1) relu conv(16,k=1,bias=1) hs=hardsigmoid m=mul(x,hs) "
+                           "a=conv(8) bn ra=relu b=conv(8,from=m) bn h=hardswish cat=concat(ra,h) conv(16,d=2) bn relu "
+                           "maxpool(3,s=2,p=1,ceil=1) hardsigmoid gap linear(classes)"}) {
     CATCH_INFO(text);
     TempDir dir;
     torch::manual_seed(5);

@@ -20,8 +20,13 @@ SpecNetImpl::SpecNetImpl(ModelSpec spec) : spec_(std::move(spec)) {
     switch (L.type) {
       case LayerType::Conv2d: {
         int64_t out = L.depthwise ? s[0] : L.out, groups = L.depthwise ? s[0] : L.groups;
-        m = nn::AnyModule(register_module(
-            L.name, nn::Conv2d(nn::Conv2dOptions(s[0], out, L.kernel).stride(L.stride).padding(L.padding).groups(groups).bias(L.bias))));
+        // Holds the parameters; the forward is conv2d_of (padding may be asymmetric).
+        m = nn::AnyModule(register_module(L.name, nn::Conv2d(nn::Conv2dOptions(s[0], out, L.kernel)
+                                                                 .stride(L.stride)
+                                                                 .padding(L.padding)
+                                                                 .dilation(L.dilation)
+                                                                 .groups(groups)
+                                                                 .bias(L.bias))));
         break;
       }
       case LayerType::Linear: {
@@ -31,8 +36,8 @@ SpecNetImpl::SpecNetImpl(ModelSpec spec) : spec_(std::move(spec)) {
         break;
       }
       case LayerType::BatchNorm:
-        if (s.size() == 3) m = nn::AnyModule(register_module(L.name, nn::BatchNorm2d(s[0])));
-        else m = nn::AnyModule(register_module(L.name, nn::BatchNorm1d(s[0])));
+        if (s.size() == 3) m = nn::AnyModule(register_module(L.name, nn::BatchNorm2d(nn::BatchNormOptions(s[0]).eps(L.eps))));
+        else m = nn::AnyModule(register_module(L.name, nn::BatchNorm1d(nn::BatchNormOptions(s[0]).eps(L.eps))));
         break;
       SHRINK_CASES_WITHOUT_PARAMETERS break;  // functional: no module, no parameters
     }
@@ -73,30 +78,54 @@ torch::Tensor SpecNetImpl::run(torch::Tensor x, const std::vector<int>* taps, st
     torch::Tensor& in = input(i, 0);
     // A tapped tensor must not be overwritten by a later in-place ReLU.
     bool inplace = inplace_ok_[i] && (!taps || std::find(taps->begin(), taps->end(), input_index_[i][0]) == taps->end());
-    outs[i] = layer_forward(i, in, L.inputs.size() > 1 ? &input(i, 1) : nullptr, inplace);
+    std::vector<torch::Tensor> rest;
+    for (size_t k = 1; k < L.inputs.size(); ++k) rest.push_back(input(i, k));
+    outs[i] = layer_forward(i, in, rest, inplace);
   }
   if (taps)
     for (int t : *taps) kept->push_back(outs[t]);
   return outs.back();
 }
 
-torch::Tensor SpecNetImpl::layer_forward(size_t i, torch::Tensor& in, const torch::Tensor* other, bool inplace) {
+torch::Tensor conv2d_of(const Layer& L, const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+  const int64_t groups = L.depthwise ? x.size(1) : L.groups;
+  const Pads P = L.pads();
+  const std::array<int64_t, 2> stride{L.stride, L.stride}, dilation{L.dilation, L.dilation};
+  if (P.symmetric()) return torch::conv2d(x, w, b, stride, std::array<int64_t, 2>{P.top, P.left}, dilation, groups);
+  auto padded = torch::constant_pad_nd(x, {P.left, P.right, P.top, P.bottom});
+  return torch::conv2d(padded, w, b, stride, std::array<int64_t, 2>{0, 0}, dilation, groups);
+}
+
+torch::Tensor SpecNetImpl::layer_forward(size_t i, torch::Tensor& in, const std::vector<torch::Tensor>& rest, bool inplace) {
   const Layer& L = spec_.layers[i];
   switch (L.type) {
-    case LayerType::Conv2d:
+    case LayerType::Conv2d: {
+      auto conv = modules_[i].get<torch::nn::Conv2d>();
+      return conv2d_of(L, in, conv->weight, conv->bias);
+    }
     case LayerType::BatchNorm: return modules_[i].forward(in);
     case LayerType::Linear: return modules_[i].forward(in.dim() > 2 ? in.flatten(1) : in);
     case LayerType::ReLU: return inplace ? torch::relu_(in) : torch::relu(in);
     case LayerType::ReLU6: return inplace ? torch::hardtanh_(in, 0, 6) : torch::hardtanh(in, 0, 6);
     case LayerType::HardSwish: return inplace ? torch::hardswish_(in) : torch::hardswish(in);
     case LayerType::Sigmoid: return inplace ? torch::sigmoid_(in) : torch::sigmoid(in);
-    case LayerType::MaxPool: return torch::max_pool2d(in, L.kernel, L.stride, L.padding);
-    case LayerType::AvgPool: return torch::avg_pool2d(in, L.kernel, L.stride, L.padding);
+    case LayerType::HardSigmoid: return torch::clamp(in * L.alpha + L.beta, 0, 1);  // ONNX's form, any alpha and beta
+    case LayerType::MaxPool: return torch::max_pool2d(in, L.kernel, L.stride, L.padding, 1, L.ceil);
+    case LayerType::AvgPool: return torch::avg_pool2d(in, L.kernel, L.stride, L.padding, L.ceil, L.include_pad);
     // adaptive_avg_pool2d, not mean(): its backward keeps the channels-last layout, mean's expands.
-    case LayerType::GlobalAvgPool: return torch::adaptive_avg_pool2d(in, {1, 1}).flatten(1);
+    case LayerType::GlobalAvgPool: {
+      auto pooled = torch::adaptive_avg_pool2d(in, {1, 1});
+      return L.keep_dims ? pooled : pooled.flatten(1);
+    }
     case LayerType::Flatten: return in.flatten(1);
     case LayerType::Dropout: return torch::dropout(in, L.dropout, is_training());
-    case LayerType::Add: return in + *other;
+    case LayerType::Add: return in + rest.at(0);
+    case LayerType::Mul: return in * rest.at(0);  // broadcasts C,1,1 over C,H,W
+    case LayerType::Concat: {
+      std::vector<torch::Tensor> all{in};
+      all.insert(all.end(), rest.begin(), rest.end());
+      return torch::cat(all, 1);
+    }
   }
   return in;
 }

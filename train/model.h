@@ -25,9 +25,9 @@ class SpecNetImpl : public torch::nn::Module {
   virtual nlohmann::json describe() const { return nlohmann::json::object(); }
 
  protected:
-  // Output of layer i from its input (and the second input of an add). `inplace`: `in` may be
-  // overwritten. The quantized simulation overrides this.
-  virtual torch::Tensor layer_forward(size_t i, torch::Tensor& in, const torch::Tensor* other, bool inplace);
+  // Output of layer i from its input `in` (and, for a merging layer, the inputs after it: `rest`).
+  // `inplace`: `in` may be overwritten. The quantized simulation overrides this.
+  virtual torch::Tensor layer_forward(size_t i, torch::Tensor& in, const std::vector<torch::Tensor>& rest, bool inplace);
 
  private:
   torch::Tensor run(torch::Tensor x, const std::vector<int>* taps, std::vector<torch::Tensor>* kept);
@@ -37,5 +37,9 @@ class SpecNetImpl : public torch::nn::Module {
   std::vector<bool> inplace_ok_;                // ReLU may overwrite its input (no one else reads it)
 };
 TORCH_MODULE(SpecNet);
+
+// A conv layer's convolution with weight `w` and bias `b` (undefined: none): its stride,
+// dilation, groups and padding, asymmetric padding included.
+torch::Tensor conv2d_of(const Layer& L, const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b);
 
 }  // namespace shrink

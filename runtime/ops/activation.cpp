@@ -1,8 +1,8 @@
-// The activations: relu, relu6, hardswish, sigmoid. Most run fused as their producer's post-ops
-// (plan.cpp decides); one whose producer cannot take it (a pool, a second reader) runs alone.
-// On an int8 grid of scale s, values are q = x / s. ReLU is the same there; ReLU6 clips at 6 / s;
-// hardswish and sigmoid are not scale-invariant, so they run as a chain: to x (times s), the
-// function, back to the grid (over s). Alone on an int8 input, such a chain runs on the
+// The activations: relu, relu6, hardswish, sigmoid, hardsigmoid. Most run fused as their
+// producer's post-ops (plan.cpp decides); one whose producer cannot take it (a pool, a second
+// reader) runs alone. On an int8 grid of scale s, values are q = x / s. ReLU is the same there;
+// ReLU6 clips at 6 / s; the others are not scale-invariant, so they run as a chain: to x (times
+// s), the function, back to the grid (over s). Alone on an int8 input, such a chain runs on the
 // dequantized values instead.
 #include <stdexcept>
 
@@ -11,9 +11,9 @@
 
 namespace shrink::rt::detail {
 
-void append_relu(dnnl::post_ops& ops, float) { ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f); }
+void append_relu(dnnl::post_ops& ops, const Layer&, float) { ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f); }
 
-void append_relu6(dnnl::post_ops& ops, float scale) {
+void append_relu6(dnnl::post_ops& ops, const Layer&, float scale) {
   ops.append_eltwise(1.f, dnnl::algorithm::eltwise_clip, 0.f, scale > 0 ? 6.0f / scale : 6.0f);
 }
 
@@ -27,35 +27,45 @@ void append_on_grid(dnnl::post_ops& ops, float scale, dnnl::algorithm function) 
 
 }  // namespace
 
-void append_hardswish(dnnl::post_ops& ops, float scale) {
+void append_hardswish(dnnl::post_ops& ops, const Layer&, float scale) {
   append_on_grid(ops, scale, dnnl::algorithm::eltwise_hardswish);  // oneDNN 2.x: x * relu6(x + 3) / 6
 }
 
-void append_sigmoid(dnnl::post_ops& ops, float scale) { append_on_grid(ops, scale, dnnl::algorithm::eltwise_logistic); }
+void append_sigmoid(dnnl::post_ops& ops, const Layer&, float scale) { append_on_grid(ops, scale, dnnl::algorithm::eltwise_logistic); }
 
-void append_activation(dnnl::post_ops& ops, LayerType type, float scale) {
-  AppendActivation append = op_for(type).activation;
-  if (!append) throw std::logic_error(std::string("append_activation: ") + layer_type_name(type) + " is not an activation");
-  append(ops, scale);
+// clip(alpha * x + beta, 0, 1): oneDNN 2.6 has no hardsigmoid, so a linear and a clip.
+void append_hardsigmoid(dnnl::post_ops& ops, const Layer& L, float scale) {
+  const float to_x = scale > 0 ? scale : 1.f;
+  ops.append_eltwise(1.f, dnnl::algorithm::eltwise_linear, static_cast<float>(L.alpha) * to_x, static_cast<float>(L.beta));
+  ops.append_eltwise(scale > 0 ? 1.0f / scale : 1.f, dnnl::algorithm::eltwise_clip, 0.f, 1.f);
 }
 
+void append_activation(dnnl::post_ops& ops, const Layer& L, float scale) {
+  AppendActivation append = op_for(L.type).activation;
+  if (!append) throw std::logic_error(std::string("append_activation: ") + layer_type_name(L.type) + " is not an activation");
+  append(ops, L, scale);
+}
+
+// Alone: one eltwise primitive per link of the chain, the first into a new slot, the rest in place.
 Act build_activation(Builder& b, const OpContext& c) {
   Act src = c.inputs[0];
   dnnl::post_ops chain;
-  append_activation(chain, c.layer.type, src.scale);
-  if (chain.len() != 1) {  // a chain on an int8 grid: run it on floats
+  append_activation(chain, c.layer, src.scale);
+  if (src.scale > 0 && chain.len() != 1) {  // a chain on an int8 grid: run it on floats
     src = b.as_float(src);
     chain = dnnl::post_ops();
-    append_activation(chain, c.layer.type, 0);
+    append_activation(chain, c.layer, 0);
   }
-  float scale = 1, alpha = 0, beta = 0;
-  dnnl::algorithm algorithm;
-  chain.get_params_eltwise(0, scale, algorithm, alpha, beta);
   memory::desc sd = b.desc(src.slot);
-  dnnl::eltwise_forward::desc d(dnnl::prop_kind::forward_inference, algorithm, sd, alpha, beta);
-  dnnl::eltwise_forward::primitive_desc pd(d, user_scratchpad(), b.engine());
   Act result{b.slot(sd), src.scale};
-  b.add(dnnl::eltwise_forward(pd), pd.scratchpad_desc(), {{DNNL_ARG_SRC, src.slot, {}}, {DNNL_ARG_DST, result.slot, {}}});
+  for (int k = 0; k < chain.len(); ++k) {
+    float scale = 1, alpha = 0, beta = 0;
+    dnnl::algorithm algorithm;
+    chain.get_params_eltwise(k, scale, algorithm, alpha, beta);  // scale is 1: float values, or a scale-invariant one
+    dnnl::eltwise_forward::desc d(dnnl::prop_kind::forward_inference, algorithm, sd, alpha, beta);
+    dnnl::eltwise_forward::primitive_desc pd(d, user_scratchpad(), b.engine());
+    b.add(dnnl::eltwise_forward(pd), pd.scratchpad_desc(), {{DNNL_ARG_SRC, k == 0 ? src.slot : result.slot, {}}, {DNNL_ARG_DST, result.slot, {}}});
+  }
   return result;
 }
 

@@ -13,12 +13,15 @@ RuntimeOp op_for(LayerType type) {
     case LayerType::ReLU6: return {build_activation, append_relu6};
     case LayerType::HardSwish: return {build_activation, append_hardswish};
     case LayerType::Sigmoid: return {build_activation, append_sigmoid};
+    case LayerType::HardSigmoid: return {build_activation, append_hardsigmoid};
     case LayerType::MaxPool:
     case LayerType::AvgPool:
     case LayerType::GlobalAvgPool: return {build_pool};
     case LayerType::Flatten: return {build_flatten};
     case LayerType::Dropout: return {build_dropout};
     case LayerType::Add: return {build_add};
+    case LayerType::Mul: return {build_mul};
+    case LayerType::Concat: return {build_concat};
   }
   throw std::logic_error("op_for: a LayerType outside the list");
 }

@@ -9,8 +9,8 @@
 namespace shrink::rt::detail {
 
 using BuildOp = Act (*)(Builder&, const OpContext&);
-// Appends an activation as oneDNN eltwise post-ops for values on an int8 grid of `scale` (0: float).
-using AppendActivation = void (*)(dnnl::post_ops& ops, float scale);
+// Appends activation layer `L` as oneDNN eltwise post-ops for values on an int8 grid of `scale` (0: float).
+using AppendActivation = void (*)(dnnl::post_ops& ops, const Layer& L, float scale);
 struct RuntimeOp {
   BuildOp build;
   AppendActivation activation = nullptr;  // activations: what they run as, alone or as a producer's post-op
@@ -20,6 +20,8 @@ RuntimeOp op_for(LayerType type);
 Act build_conv(Builder& b, const OpContext& c);        // ops/conv.cpp
 Act build_linear(Builder& b, const OpContext& c);      // ops/linear.cpp
 Act build_add(Builder& b, const OpContext& c);         // ops/add.cpp
+Act build_mul(Builder& b, const OpContext& c);         // ops/mul.cpp
+Act build_concat(Builder& b, const OpContext& c);      // ops/concat.cpp
 Act build_pool(Builder& b, const OpContext& c);        // ops/pool.cpp: max, avg and global average
 Act build_activation(Builder& b, const OpContext& c);  // ops/activation.cpp: an activation not fused
 Act build_flatten(Builder& b, const OpContext& c);     // ops/flatten.cpp
@@ -27,11 +29,12 @@ Act build_dropout(Builder& b, const OpContext& c);     // ops/dropout.cpp: the i
 Act build_batchnorm(Builder& b, const OpContext& c);   // ops/batchnorm.cpp: refused (the load refuses it first)
 
 // ops/activation.cpp
-void append_relu(dnnl::post_ops& ops, float scale);
-void append_relu6(dnnl::post_ops& ops, float scale);
-void append_hardswish(dnnl::post_ops& ops, float scale);
-void append_sigmoid(dnnl::post_ops& ops, float scale);
-// op_for(type).activation; a logic_error for a kind that is not an activation.
-void append_activation(dnnl::post_ops& ops, LayerType type, float scale);
+void append_relu(dnnl::post_ops& ops, const Layer& L, float scale);
+void append_relu6(dnnl::post_ops& ops, const Layer& L, float scale);
+void append_hardswish(dnnl::post_ops& ops, const Layer& L, float scale);
+void append_sigmoid(dnnl::post_ops& ops, const Layer& L, float scale);
+void append_hardsigmoid(dnnl::post_ops& ops, const Layer& L, float scale);
+// op_for(L.type).activation; a logic_error for a kind that is not an activation.
+void append_activation(dnnl::post_ops& ops, const Layer& L, float scale);
 
 }  // namespace shrink::rt::detail

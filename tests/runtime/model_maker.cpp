@@ -70,7 +70,10 @@ bool unsigned_output(LayerType type, bool input_unsigned) {
     case LayerType::ReLU6:
     case LayerType::HardSwish:
     case LayerType::Sigmoid:
-    case LayerType::Add: return false;  // (ReLU, ReLU6, sigmoid: never negative, above)
+    case LayerType::HardSigmoid:
+    case LayerType::Add:
+    case LayerType::Mul:
+    case LayerType::Concat: return false;  // (ReLU, ReLU6, sigmoid, hardsigmoid: never negative, above)
   }
   return false;
 }
@@ -92,7 +95,7 @@ ModelParts model_parts(const std::string& text, const std::vector<int64_t>& inpu
     int in_index = L.inputs[0].empty() ? -1 : spec.index_of(L.inputs[0]);
     is_unsigned[i] = unsigned_output(L.type, in_index >= 0 && is_unsigned[in_index]);
     if (o.int8 && i + 1 < spec.layers.size()) quantization.activations[L.name] = {0.05, !is_unsigned[i]};
-    if (o.int8 && runs_int8(L.type) && !has_weights(L.type)) quantization.int8_layers.push_back(L.name);  // the adds
+    if (o.int8 && runs_int8(L.type) && !has_weights(L.type)) quantization.int8_layers.push_back(L.name);  // add, mul, concat
     if (!has_weights(L.type)) continue;
     int64_t out = info[i].out_shape[0];
     const std::vector<int64_t>& dims = info[i].weight_shape;

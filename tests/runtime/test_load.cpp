@@ -167,7 +167,7 @@ CATCH_TEST_CASE("Model::load refuses every inconsistency in a checksummed file w
       {"int8_layers not a list", true, [](ModelParts& p) { p.meta["quantization"]["int8_layers"] = "conv1"; }, "\"int8_layers\""},
       {"int8 layer unknown", true, [](ModelParts& p) { p.meta["quantization"]["int8_layers"].push_back("conv9"); }, "int8 layer conv9 is not a layer"},
       {"int8 layer not a string", true, [](ModelParts& p) { p.meta["quantization"]["int8_layers"].push_back(3); }, "non-string"},
-      {"int8 pooling", true, [](ModelParts& p) { p.meta["quantization"]["int8_layers"].push_back("maxpool1"); }, "only conv, linear and add"},
+      {"int8 pooling", true, [](ModelParts& p) { p.meta["quantization"]["int8_layers"].push_back("maxpool1"); }, "only conv, linear, add, mul and concat"},
       {"activation scale missing where an int8 layer reads", true, [](ModelParts& p) { p.meta["quantization"]["activations"].erase("input"); }, "int8 layer conv1 reads input, which has no activation scale"},
       {"activation scale missing before an int8 add", true,
        [](ModelParts& p) {
