@@ -215,9 +215,10 @@ ParsedLayer parse_token(const Token& t, int64_t classes) {
 }  // namespace
 
 ModelSpec parse_spec(const std::string& text, const std::vector<int64_t>& input, int64_t classes) {
-  std::string preset = preset_text(text);
-  const std::string& source = preset.empty() ? text : preset;
-  std::vector<Token> tokens = tokenize(source);
+  std::vector<Token> tokens = tokenize(text);
+  // A preset is the whole spec: its name, with its arguments if any (mobilenet_v2(width=0.5)).
+  if (tokens.size() == 1)
+    if (std::string preset = preset_text(tokens[0].text); !preset.empty()) tokens = tokenize(preset);
   if (tokens.empty()) throw UserError("model spec is empty: give a preset (" + fmt::format("{}", fmt::join(preset_names(), ", ")) + ") or layers");
   std::vector<ParsedLayer> parsed;
   for (const Token& t : tokens) parsed.push_back(parse_token(t, classes));

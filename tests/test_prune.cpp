@@ -25,6 +25,43 @@ nlohmann::json prune(const std::string& out, const std::string& checkpoint, std:
   return run_prune_job(read_job_config(config), read_prune_config(config), options);
 }
 
+// Batchnorm statistics and scales away from their initial values, so that masked channels and
+// kept ones differ; then eval mode.
+void randomize_batchnorm(SpecNet& net) {
+  torch::NoGradGuard no_grad;
+  for (auto& b : net->named_buffers()) {
+    if (b.key().find("running_mean") != std::string::npos) b.value().uniform_(-0.5, 0.5);
+    if (b.key().find("running_var") != std::string::npos) b.value().uniform_(0.5, 2);
+  }
+  for (const auto& layer : net->spec().layers)
+    if (layer.type == LayerType::BatchNorm) {
+      auto params = net->named_parameters();
+      params[layer.name + ".weight"].uniform_(0.5, 1.5);
+      params[layer.name + ".bias"].uniform_(-0.5, 0.5);
+    }
+  net->eval();
+}
+
+// Removes the planned filters and checks the smaller model computes what the masked original does.
+SpecNet removed_matches_masked(SpecNet& net, const FilterPlan& plan, torch::Tensor x) {
+  torch::NoGradGuard no_grad;
+  SpecNet smaller = remove_filters(net, plan);
+  smaller->eval();
+  CATCH_CHECK(total_cost(smaller->spec()).params < total_cost(net->spec()).params);
+  int64_t params = 0;
+  for (const auto& p : smaller->parameters()) params += p.numel();
+  CATCH_CHECK(params == total_cost(smaller->spec()).params);
+  auto before = net->forward(x);
+  mask_filters(net, plan);
+  auto expected = net->forward(x), got = smaller->forward(x);
+  CATCH_CHECK_FALSE(torch::allclose(before, expected, 1e-3, 1e-3));  // the removed filters mattered
+  CATCH_CHECK(got.sizes() == expected.sizes());
+  CATCH_CHECK(torch::allclose(got, expected, 1e-4, 1e-5));
+  return smaller;
+}
+
+int64_t channels_in(const ModelSpec& spec, const std::string& layer) { return analyze(spec)[spec.index_of(layer)].in_shape[0]; }
+
 SpecNet two_linear() {
   SpecNet net(parse_spec("a=linear(4,bias=0) b=linear(classes,bias=0)", {2}, 2));
   torch::NoGradGuard no_grad;
@@ -121,6 +158,74 @@ CATCH_TEST_CASE("filter removal with a residual add computes what the masked ori
   auto partial = plan_filter_pruning(net, o);
   CATCH_CHECK_FALSE(partial.keep.count("conv2"));
   CATCH_CHECK(partial.keep.count("stem"));
+}
+
+CATCH_TEST_CASE("filter removal through a concat: its reader keeps both branches' kept channels", "[prune][surgery]") {
+  torch::manual_seed(3);
+  SpecNet net(parse_spec("a=conv(4) ra=relu b=conv(6,from=input) bn rb=relu cat=concat(ra,rb) conv(8) bn relu gap linear(classes)", {3, 8, 8}, 4));
+  randomize_batchnorm(net);
+  FilterPruning o;
+  o.ratio = 0.5;
+  o.layer_ratio["b"] = 1.0 / 3;
+  auto plan = plan_filter_pruning(net, o);
+  CATCH_CHECK(plan.keep.at("a").size() == 2);
+  CATCH_CHECK(plan.keep.at("b").size() == 4);
+  CATCH_CHECK(plan.keep.at("conv3").size() == 4);
+  SpecNet smaller = removed_matches_masked(net, plan, torch::randn({5, 3, 8, 8}));
+  const ModelSpec& s = smaller->spec();
+  CATCH_CHECK(s.layer("a").out == 2);
+  CATCH_CHECK(s.layer("b").out == 4);
+  CATCH_CHECK(channels_in(s, "conv3") == 2 + 4);
+  CATCH_CHECK(smaller->named_parameters()["conv3.weight"].size(1) == 2 + 4);
+  CATCH_CHECK(analyze(s)[s.index_of("cat")].out_shape == std::vector<int64_t>{6, 8, 8});
+  // Channels an add ties to a concat's are kept whole, and with them the concat's parts.
+  SpecNet tied(parse_spec("a=conv(4) b=conv(4,from=input) cat=concat(a,b) c=conv(8,from=input) add(cat) gap linear(classes)", {3, 8, 8}, 4));
+  auto none = plan_filter_pruning(tied, o);
+  CATCH_CHECK(none.keep.empty());
+}
+
+CATCH_TEST_CASE("filter removal through squeeze-excite: the mul ties the excited channels to the expand conv", "[prune][surgery]") {
+  torch::manual_seed(4);
+  SpecNet net(parse_spec("conv(8) bn x=relu gap(keep=1) conv(4,k=1,bias=1) relu conv(8,k=1,bias=1) hs=hardsigmoid mul(x,hs) "
+                         "conv(8) bn relu gap linear(classes)",
+                         {3, 8, 8}, 4));
+  randomize_batchnorm(net);
+  FilterPruning o;
+  o.ratio = 0.5;
+  auto plan = plan_filter_pruning(net, o);
+  CATCH_CHECK(plan.keep.at("conv1") == plan.keep.at("conv3"));  // tied by mul(x, hs)
+  CATCH_CHECK(plan.keep.at("conv1").size() == 4);
+  CATCH_CHECK(plan.keep.at("conv2").size() == 2);  // the squeeze is a space of its own
+  CATCH_CHECK(plan.keep.at("conv4").size() == 4);
+  SpecNet smaller = removed_matches_masked(net, plan, torch::randn({5, 3, 8, 8}));
+  const ModelSpec& s = smaller->spec();
+  auto info = analyze(s);
+  CATCH_CHECK(info[s.index_of("x")].out_shape == std::vector<int64_t>{4, 8, 8});
+  CATCH_CHECK(s.layer("conv3").out == info[s.index_of("x")].out_shape[0]);  // the excite conv's out is x's pruned channels
+  CATCH_CHECK(channels_in(s, "conv2") == 4);
+  CATCH_CHECK(channels_in(s, "conv3") == 2);
+  CATCH_CHECK(channels_in(s, "conv4") == 4);
+  CATCH_CHECK(info[s.index_of("mul1")].out_shape == std::vector<int64_t>{4, 8, 8});
+}
+
+CATCH_TEST_CASE("filter removal on the mobilenet_v2(width=0.5) preset computes what the masked original does", "[prune][surgery]") {
+  torch::manual_seed(5);
+  SpecNet net(parse_spec("mobilenet_v2(width=0.5)", {3, 32, 32}, 10));
+  randomize_batchnorm(net);
+  FilterPruning o;
+  o.ratio = 0.25;
+  auto plan = plan_filter_pruning(net, o);
+  CATCH_CHECK(plan.keep.at("b2_project") == plan.keep.at("b3_project"));  // tied by b3_add
+  CATCH_CHECK(plan.keep.at("b4_project") == plan.keep.at("b6_project"));  // b5_add and b6_add
+  CATCH_CHECK(plan.keep.at("b4_project").size() == 12);
+  SpecNet smaller = removed_matches_masked(net, plan, torch::randn({2, 3, 32, 32}));
+  const ModelSpec& s = smaller->spec();
+  CATCH_CHECK(total_cost(s).params < total_cost(net->spec()).params * 4 / 5);
+  CATCH_CHECK(s.layer("b3_expand").out == 72);                                            // 96 * 3/4
+  CATCH_CHECK(smaller->named_parameters()["b3_dw.weight"].size(0) == 72);                 // follows its expand
+  CATCH_CHECK(channels_in(s, "b3_project") == 72);
+  CATCH_CHECK(s.layer("head").out == 960);                                                // 1280 * 3/4
+  CATCH_CHECK(smaller->named_parameters()["fc.weight"].size(1) == 960);
 }
 
 CATCH_TEST_CASE("one-shot pruning job: exact sparsity, masks in checkpoints, survives resume", "[prune][job]") {

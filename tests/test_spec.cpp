@@ -29,7 +29,8 @@ CATCH_TEST_CASE("presets parse and have the documented sizes", "[spec]") {
   CATCH_CHECK(total_params(s) == 144 + 32 + 4608 + 64 + 18432 + 128 + 650);
   CATCH_CHECK(total_macs(s) == 16 * 16 * 16 * 9 + 8 * 8 * 32 * 16 * 9 + 4 * 4 * 64 * 32 * 9 + 640);
   for (const auto& name : preset_names()) {
-    auto input = name == "resnet20" ? std::vector<int64_t>{3, 32, 32} : std::vector<int64_t>{1, 16, 16};
+    bool cifar = name == "resnet20" || name == "resnet18" || name == "mobilenet_v2";
+    auto input = cifar ? std::vector<int64_t>{3, 32, 32} : std::vector<int64_t>{1, 16, 16};
     CATCH_CHECK_NOTHROW(parse_spec(name, input, 10));
   }
   CATCH_CHECK(total_params(parse_spec("resnet20", {3, 32, 32}, 10)) > 260000);
@@ -105,3 +106,129 @@ CATCH_TEST_CASE("batchnorm folding gives the same outputs in eval mode", "[spec]
   auto x = torch::randn({4, 3, 8, 8});
   CATCH_CHECK(torch::allclose(folded.model->forward(x), net->forward(x), 1e-4, 1e-5));
 }
+
+CATCH_TEST_CASE("mobilenet_v2 and resnet18 presets: small-input stems and a width argument", "[spec][presets]") {
+  // torchvision's counts with a 3x3 stride-1 stem and a 10-class classifier: ResNet-18 the CIFAR
+  // 11,173,962; MobileNetV2 3,504,872 - 1281 * 990 (the stem conv's size does not depend on its stride).
+  CATCH_CHECK(total_params(parse_spec("resnet18", {3, 32, 32}, 10)) == 11173962);
+  CATCH_CHECK(total_params(parse_spec("mobilenet_v2", {3, 32, 32}, 10)) == 2236682);
+  CATCH_CHECK(total_params(parse_spec("mobilenet_v2(width=0.5)", {3, 32, 32}, 10)) == 700490);
+  for (const std::string name : {"resnet18", "mobilenet_v2", "resnet18(width=0.5)", "mobilenet_v2(width=0.5)", "mobilenet_v2(width=1.4)"}) {
+    for (const std::vector<int64_t>& input : {std::vector<int64_t>{3, 32, 32}, std::vector<int64_t>{1, 28, 28}}) {
+      CATCH_CAPTURE(name, input);
+      auto spec = parse_spec(name, input, 10);
+      auto info = analyze(spec);
+      int pool = spec.index_of(name.rfind("mobilenet", 0) == 0 ? "pool" : "gap1");
+      CATCH_REQUIRE(pool >= 0);
+      CATCH_CHECK(info[pool].in_shape[1] == 4);  // 32 and 28 both end at 4x4 before the global pool
+      CATCH_CHECK(info[pool].in_shape[2] == 4);
+      CATCH_CHECK(spec.layers[0].stride == 1);
+      CATCH_CHECK(spec.layers.back().out == 10);
+    }
+  }
+  CATCH_CHECK(total_params(parse_spec("mobilenet_v2(width=0.5)", {3, 32, 32}, 10)) < total_params(parse_spec("mobilenet_v2", {3, 32, 32}, 10)));
+  CATCH_CHECK(total_params(parse_spec("resnet18(width=0.5)", {3, 32, 32}, 10)) < total_params(parse_spec("resnet18", {3, 32, 32}, 10)));
+  auto half = parse_spec("mobilenet_v2(width=0.5)", {3, 32, 32}, 10);
+  CATCH_CHECK(half.layer("stem").out == 16);
+  CATCH_CHECK(half.layer("b2_project").out == 16);  // 24 * 0.5 = 12, rounded to a multiple of 8 (torchvision)
+  CATCH_CHECK(half.layer("b3_expand").out == 96);
+  CATCH_CHECK(half.layer("b3_dw").depthwise);
+  CATCH_CHECK(half.layer("b3_add").inputs == std::vector<std::string>{"b3_project_bn", "b2_project_bn"});
+  CATCH_CHECK(half.index_of("b2_add") < 0);  // 16 -> 24 channels: no residual
+  CATCH_CHECK(half.layer("head").out == 1280);  // scaled only by a width above 1
+  CATCH_CHECK(parse_spec("mobilenet_v2(width=1.4)", {3, 32, 32}, 10).layer("head").out == 1792);
+  CATCH_CHECK(parse_spec("resnet18(width=0.5)", {3, 32, 32}, 10).layer("b8c2").out == 256);
+  CATCH_CHECK(parse_spec("resnet18", {3, 32, 32}, 10).layer("b3pc").stride == 2);  // 1x1 projection opening stage 2
+  // Spaces inside the one token are dropped, as in layers.
+  CATCH_CHECK(parse_spec(" mobilenet_v2( width = 0.5 ) ", {3, 32, 32}, 10).to_string() == half.to_string());
+  SpecNet net(half);
+  int64_t params = 0;
+  for (const auto& p : net->parameters()) params += p.numel();
+  CATCH_CHECK(params == total_params(half));
+  CATCH_CHECK(net->forward(torch::randn({2, 3, 32, 32})).sizes() == torch::IntArrayRef({2, 10}));
+  SpecNet res(parse_spec("resnet18(width=0.25)", {1, 28, 28}, 10));
+  CATCH_CHECK(res->forward(torch::randn({2, 1, 28, 28})).sizes() == torch::IntArrayRef({2, 10}));
+}
+
+CATCH_TEST_CASE("a preset's bad arguments are errors naming them", "[spec][presets]") {
+  CATCH_CHECK(error_of("mobilenet_v2(depth=2)", {3, 32, 32}).find("unknown argument 'depth' (it takes: width)") != std::string::npos);
+  CATCH_CHECK(error_of("resnet18(width=0)", {3, 32, 32}).find("width=0 must be more than 0") != std::string::npos);
+  CATCH_CHECK(error_of("resnet18(width=wide)", {3, 32, 32}).find("width=wide is not a number") != std::string::npos);
+  CATCH_CHECK(error_of("mobilenet_v2(width=0.5,width=1)", {3, 32, 32}).find("'width' given twice") != std::string::npos);
+  CATCH_CHECK(error_of("mobilenet_v2(0.5)", {3, 32, 32}).find("not key=value") != std::string::npos);
+  CATCH_CHECK(error_of("resnet20(width=2)", {3, 32, 32}).find("unknown argument 'width' (it takes no arguments)") != std::string::npos);
+  CATCH_CHECK(error_of("usps_student()").empty());
+  // A preset is the whole spec: followed by layers, its name is no layer type.
+  CATCH_CHECK(error_of("usps_student relu").find("unknown layer type 'usps_student'") != std::string::npos);
+}
+
+CATCH_TEST_CASE("new arguments and kinds round-trip, and specs without them print as before", "[spec]") {
+  const std::vector<int64_t> input{1, 16, 16};
+  const std::string args = "conv(8,d=2) bn(eps=0.001) relu conv(8,p=1,pt=0,pl=2,pb=1) hardsigmoid(alpha=0.2,beta=0.4) "
+                           "maxpool(3,2,p=1,ceil=1) avgpool(3,2,ceil=1,include_pad=0) gap linear(classes)";
+  const std::string merges = "x=conv(8) relu gap(keep=1) conv(8,1) hs=hardsigmoid m=mul(x,hs) c=concat(m,x) concat(x,c,m) conv(4,1) concat(x) "
+                             "conv(8,1) mul(x) gap linear(classes)";
+  for (const std::string& text : {args, merges}) {
+    auto s1 = parse_spec(text, input, 10);
+    auto s2 = parse_spec(s1.to_string(), input, 10);
+    CATCH_CHECK(s1.to_string() == s2.to_string());
+    CATCH_CHECK(total_params(s1) == total_params(s2));
+    CATCH_CHECK(total_macs(s1) == total_macs(s2));
+  }
+  std::string a = parse_spec(args, input, 10).to_string();
+  for (const char* part : {"conv1=conv(8,k=3,s=1,d=2,p=2,g=1,bias=0)", "bn1=bn(eps=0.001)", "p=1,g=1,bias=1,pt=0,pl=2)",
+                           "hardsigmoid1=hardsigmoid(alpha=0.2,beta=0.4)", "maxpool1=maxpool(k=3,s=2,p=1,ceil=1)",
+                           "avgpool1=avgpool(k=3,s=2,p=0,ceil=1,include_pad=0)", "gap1=gap linear1"}) {
+    CATCH_CAPTURE(part, a);
+    CATCH_CHECK(a.find(part) != std::string::npos);
+  }
+  CATCH_CHECK(a.find("pb=") == std::string::npos);  // a side equal to p is not stated
+  auto spec = parse_spec(args, input, 10);
+  CATCH_CHECK(analyze(spec)[3].out_shape == std::vector<int64_t>{8, 15, 17});  // pads 0 top, 2 left, 1 bottom, 1 right
+  CATCH_CHECK(analyze(spec)[5].out_shape == std::vector<int64_t>{8, 8, 9});    // ceil: 15 -> 8, 17 -> 9
+  CATCH_CHECK(parse_spec(merges, input, 10).to_string() ==
+              "x=conv(8,k=3,s=1,p=1,g=1,bias=1) relu1=relu gap1=gap(keep=1) conv2=conv(8,k=1,s=1,p=0,g=1,bias=1) "
+              "hs=hardsigmoid(alpha=0.16666666666666666,beta=0.5) m=mul(x,hs) c=concat(m,x) concat2=concat(x,c,m) "
+              "conv3=conv(4,k=1,s=1,p=0,g=1,bias=1) concat3=concat(conv3,x) conv4=conv(8,k=1,s=1,p=0,g=1,bias=1) mul2=mul(conv4,x) "
+              "gap2=gap linear1=linear(10,bias=1)");  // explicit names count too: c=concat is the first concat
+  CATCH_CHECK(analyze(parse_spec(merges, input, 10))[7].out_shape == std::vector<int64_t>{32, 16, 16});  // 8 + 16 + 8
+  // Without the new arguments the canonical text is what it was before they existed.
+  CATCH_CHECK(parse_spec("usps_student", input, 10).to_string() ==
+              "conv1=conv(16,k=3,s=1,p=1,g=1,bias=0) bn1=bn relu1=relu maxpool1=maxpool(k=2,s=2,p=0) "
+              "conv2=conv(32,k=3,s=1,p=1,g=1,bias=0) bn2=bn relu2=relu maxpool2=maxpool(k=2,s=2,p=0) "
+              "conv3=conv(64,k=3,s=1,p=1,g=1,bias=0) bn3=bn relu3=relu gap1=gap linear1=linear(10,bias=1)");
+  std::string teacher = parse_spec("usps_teacher", input, 10).to_string();
+  for (const char* quiet : {",d=", ",pt=", ",pl=", ",pb=", ",pr=", "ceil", "include_pad", "keep", "eps"}) {
+    CATCH_CAPTURE(quiet);
+    CATCH_CHECK(teacher.find(quiet) == std::string::npos);
+  }
+}
+
+CATCH_TEST_CASE("shape errors of mul, concat and ceil-mode average pools", "[spec]") {
+  CATCH_CHECK(error_of("a=conv(8) conv(4) mul(a) gap linear(10)").find("mul of conv2 and a (8x16x16): shapes must be equal, or one C,1,1") !=
+              std::string::npos);
+  CATCH_CHECK(error_of("x=conv(8) gap(keep=1) conv(4,1) mul(x) gap linear(10)").find("shapes must be equal") != std::string::npos);
+  CATCH_CHECK(error_of("a=conv(8) maxpool(2) concat(a) gap linear(10)").find("concat of maxpool1 and a (8x16x16): only the channels may differ") !=
+              std::string::npos);
+  CATCH_CHECK(error_of("conv(4) avgpool(3,2,ceil=1) gap linear(10)").find("avgpool with ceil=1 and include_pad=1 has a window past the padding") !=
+              std::string::npos);
+  CATCH_CHECK(error_of("conv(4) avgpool(3,2,ceil=1,include_pad=0) gap linear(10)").empty());
+  CATCH_CHECK(error_of("conv(4) avgpool(3,2,ceil=1,p=1) gap linear(10)", {1, 15, 15}).empty());  // the last window ends at the padding's end
+  CATCH_CHECK(error_of("conv(4) mul gap linear(10)").find("mul needs the layer(s) it reads") != std::string::npos);
+}
+
+CATCH_TEST_CASE("the block examples of docs/models.md parse", "[spec]") {
+  const std::string v3 =  // MobileNetV3-style: expand, depthwise, squeeze-excite, project, residual
+      "stem=conv(40) bn r=hardswish b1_expand=conv(240,1) bn hardswish b1_dw=dwconv(5) bn x=hardswish\n"
+      "gap(keep=1) b1_se_reduce=conv(64,1) relu b1_se_expand=conv(240,1) hs=hardsigmoid b1_se=mul(x,hs)\n"
+      "b1_project=conv(40,1) bn b1_add=add(r) gap linear(classes)";
+  auto s = parse_spec(v3, {3, 32, 32}, 10);
+  CATCH_CHECK(s.layer("b1_se_reduce").bias);  // no batchnorm after it
+  CATCH_CHECK(analyze(s)[s.index_of("b1_se")].out_shape == std::vector<int64_t>{240, 32, 32});
+  SpecNet net(s);
+  CATCH_CHECK(net->forward(torch::randn({2, 3, 32, 32})).sizes() == torch::IntArrayRef({2, 10}));
+  auto inception = parse_spec("a=conv(16,1,from=input) bn ra=relu b=conv(16,5,from=input) bn rb=relu cat=concat(ra,rb) conv(32) bn relu gap linear(classes)",
+                              {3, 32, 32}, 10);
+  CATCH_CHECK(analyze(inception)[inception.index_of("cat")].out_shape == std::vector<int64_t>{32, 32, 32});
+}
+
