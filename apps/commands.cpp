@@ -8,6 +8,7 @@
 #include "common/error.h"
 #include "common/shape.h"
 #include "jobs/compare.h"
+#include "jobs/import.h"
 #include "jobs/jobs.h"
 #include "jobs/pipeline.h"
 #include "jobs/tools.h"
@@ -94,7 +95,27 @@ std::string run_pipeline_command(const Args& a) {
 }
 
 std::string run_model_info(const Args& a) {
-  return model_info(a.positional[0], parse_shape(a.get("input").value_or("1,16,16")), a.integer("classes", 10));
+  auto input = a.get("input");
+  return model_info(a.positional[0], input ? parse_shape(*input) : std::vector<int64_t>{}, a.integer("classes", 10));
+}
+
+std::vector<float> numbers_of(const Args& a, const std::string& flag) {
+  std::vector<float> out;
+  for (const auto& s : split_list(a.get(flag).value_or(""))) out.push_back(std::stof(s));
+  return out;
+}
+
+std::string run_import(const Args& a) {
+  ImportRequest r;
+  r.onnx = a.positional[0];
+  r.out = *a.get("out");
+  if (auto input = a.get("input")) r.input = parse_shape(*input);
+  r.classes = a.integer("classes", 0);
+  r.mean = numbers_of(a, "mean");
+  r.std = numbers_of(a, "std");
+  r.class_names = a.get("class-names").value_or("");
+  r.seed = a.integer("seed", 0);
+  return import_model(r);
 }
 
 std::vector<Command> make_commands() {
@@ -138,8 +159,18 @@ std::vector<Command> make_commands() {
                add_pipeline_options, run_pipeline_command});
   c.push_back({{"shrink", "data info", "PATH", "shapes, dtypes and class counts of a dataset", {}, false}, nullptr,
                [](const Args& a) { return data_info(a.positional[0]); }});
-  c.push_back({{"shrink", "model info", "SPEC", "layers, output shapes, params and MACs of a spec or preset",
-                {{"input", "C,H,W", Rule::shape(false), "input shape"}, {"classes", "N", Rule::integer(2, 1 << 20), "classes"}}, false},
+  c.push_back({{"shrink", "import", "MODEL.onnx", "an ONNX model (fp32, opsets 11-17) as a shrink checkpoint",
+                {{"out", "C.pt", kPath, "the checkpoint to write", false, true},
+                 {"input", "C,H,W", Rule::shape(false), "per-sample input shape, when the file leaves it open"},
+                 {"classes", "N", Rule::integer(2, 1 << 20), "a fresh N-class classifier in place of the model's (transfer learning)"},
+                 {"mean", "m,...", Rule::numbers(-1e6, 1e6, false), "per-channel input mean the model was trained with"},
+                 {"std", "s,...", Rule::numbers(1e-9, 1e9, false), "per-channel input standard deviation"},
+                 {"class-names", "FILE", kPath, "class names, one per line"},
+                 {"seed", "N", Rule::integer(0, 1 << 30), "initialization of a fresh classifier"}},
+                false},
+               nullptr, run_import});
+  c.push_back({{"shrink", "model info", "SPEC", "layers, output shapes, params and MACs of a spec, preset, checkpoint or ONNX file",
+                {{"input", "C,H,W", Rule::shape(false), "input shape (a spec's default: 1,16,16)"}, {"classes", "N", Rule::integer(2, 1 << 20), "classes"}}, false},
                nullptr, run_model_info});
   return c;
 }

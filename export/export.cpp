@@ -46,11 +46,10 @@ nlohmann::json export_model(const std::string& checkpoint, const std::string& ou
     throw UserError(fmt::format("{}: int8 export needs a quantized checkpoint (run shrink quantize first)", checkpoint));
   FoldedModel folded = fold_batchnorm(model);
   const ModelSpec& spec = folded.model->spec();
-  for (const Layer& L : spec.layers)
-    if (L.type == LayerType::BatchNorm)
-      throw UserError(fmt::format("layer {}: a batchnorm that does not follow a conv or linear is not supported by the runtime", L.name));
-  if (!o.class_names.empty() && static_cast<int64_t>(o.class_names.size()) != spec.classes)
-    throw UserError(fmt::format("--class-names: {} names for {} classes", o.class_names.size(), spec.classes));
+  // The names given, else those the checkpoint carries (an imported model's).
+  const auto class_names = o.class_names.empty() ? meta.value("class_names", std::vector<std::string>{}) : o.class_names;
+  if (!class_names.empty() && static_cast<int64_t>(class_names.size()) != spec.classes)
+    throw UserError(fmt::format("--class-names: {} names for {} classes", class_names.size(), spec.classes));
 
   std::vector<ExportTensor> tensors;
   std::vector<std::string> int8_layers;
@@ -58,7 +57,12 @@ nlohmann::json export_model(const std::string& checkpoint, const std::string& ou
   torch::NoGradGuard no_grad;
   nlohmann::json scales = qnet ? qnet->scales() : nlohmann::json();
   for (const Layer& L : spec.layers) {
-    if (!has_weights(L.type)) continue;  // no batchnorm is left after folding
+    if (L.type == LayerType::BatchNorm) {  // not after a conv or linear: a scale and a shift per channel
+      auto [scale, shift] = batchnorm_scale_shift(*folded.model, L.name);
+      tensors.push_back(f32_tensor(weight_key(L.name), scale));
+      tensors.push_back(f32_tensor(bias_key(L.name), shift));
+    }
+    if (!has_weights(L.type)) continue;
     auto w = params[L.name + ".weight"];
     bool as_int8 = precision == "int8" && qnet->is_quantized(static_cast<size_t>(model->spec().index_of(L.name)));
     if (as_int8) {
@@ -85,7 +89,7 @@ nlohmann::json export_model(const std::string& checkpoint, const std::string& ou
   file_meta.classes = spec.classes;
   file_meta.precision = precision;
   file_meta.normalization = {meta.value("mean", std::vector<float>{}), meta.value("std", std::vector<float>{})};
-  file_meta.class_names = o.class_names;
+  file_meta.class_names = class_names;
   const std::string config = meta.value("config", std::string());
   file_meta.provenance.checkpoint = checkpoint;
   file_meta.provenance.stage = meta.value("stage", "");

@@ -3,11 +3,13 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include <filesystem>
 #include <fstream>
 
 #include "common/error.h"
 #include "export/export.h"
 #include "jobs/jobs.h"
+#include "onnx/import.h"
 #include "prune/prune.h"
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
@@ -76,8 +78,19 @@ std::string data_info(const std::string& path) { return describe_data(path); }
 
 std::string pruning_report(const std::string& checkpoint) { return prune_report(checkpoint); }
 
+namespace {
+
+// A spec string or preset; an ONNX file (read as import would); a checkpoint (its spec).
+ModelSpec spec_of(const std::string& what, const std::vector<int64_t>& input, int64_t classes) {
+  if (looks_like_onnx(what)) return import_onnx(what, input).spec;
+  if (std::filesystem::is_regular_file(what)) return spec_from_meta(read_checkpoint_meta(what));
+  return parse_spec(what, input.empty() ? std::vector<int64_t>{1, 16, 16} : input, classes);
+}
+
+}  // namespace
+
 std::string model_info(const std::string& spec_text, const std::vector<int64_t>& input, int64_t classes) {
-  ModelSpec spec = parse_spec(spec_text, input, classes);
+  ModelSpec spec = spec_of(spec_text, input, classes);
   auto info = analyze(spec);
   std::string out = fmt::format("{:<12} {:<8} {:<14} {:<14} {:>10} {:>12}\n", "layer", "type", "input", "output", "params", "MACs");
   int64_t params = 0, macs = 0;
@@ -88,7 +101,7 @@ std::string model_info(const std::string& spec_text, const std::vector<int64_t>&
     params += info[i].params;
     macs += info[i].macs;
   }
-  out += fmt::format("{:<12} {:<8} {:<14} {:<14} {:>10} {:>12}\n", "total", "", shape_string(input), "", params, macs);
+  out += fmt::format("{:<12} {:<8} {:<14} {:<14} {:>10} {:>12}\n", "total", "", shape_string(spec.input), "", params, macs);
   return out + "spec: " + spec.to_string() + "\n";
 }
 

@@ -24,8 +24,9 @@ std::string eval_report(const CheckpointRun& run, const std::string& logits_out)
 std::string sensitivity_report(const CheckpointRun& run, const std::vector<double>& sparsities);
 // `shrink export`: writes the model file; one line saying what it wrote.
 std::string export_report(const std::string& checkpoint, const std::string& out, const ExportOptions& options);
-// `shrink model info`: each layer's type, shapes, params and MACs, and the totals.
-std::string model_info(const std::string& spec, const std::vector<int64_t>& input, int64_t classes);
+// `shrink model info`: each layer's type, shapes, params and MACs, and the totals, of a spec or
+// preset (input C,H,W; empty: 1,16,16), an ONNX file (input: when the file leaves it open) or a checkpoint.
+std::string model_info(const std::string& spec_or_file, const std::vector<int64_t>& input, int64_t classes);
 // `shrink data info`: shapes, dtypes and class counts of a dataset.
 std::string data_info(const std::string& path);
 // `shrink prune report`: per-layer params, nonzeros, sparsity and MACs of a checkpoint.

@@ -62,6 +62,29 @@ struct Spaces {
   }
 };
 
+// Whether a kind maps a zero channel to zero (a masked filter's channel stays zero through it).
+bool keeps_zero(LayerType t) {
+  switch (t) {
+    case LayerType::Sigmoid:
+    case LayerType::HardSigmoid: return false;  // f(0) = 0.5
+    case LayerType::Conv2d:
+    case LayerType::Linear:
+    case LayerType::BatchNorm:  // its rows are masked too
+    case LayerType::ReLU:
+    case LayerType::ReLU6:
+    case LayerType::HardSwish:
+    case LayerType::MaxPool:
+    case LayerType::AvgPool:
+    case LayerType::GlobalAvgPool:
+    case LayerType::Flatten:
+    case LayerType::Dropout:
+    case LayerType::Add:
+    case LayerType::Mul:
+    case LayerType::Concat: return true;
+  }
+  return true;
+}
+
 Spaces trace_spaces(const ModelSpec& spec) {
   auto info = analyze(spec);
   Spaces sp;
@@ -102,6 +125,16 @@ Spaces trace_spaces(const ModelSpec& spec) {
     }
     sp.of_layer.push_back(out);
     sp.block.push_back(block);
+  }
+  // A removed channel is gone, a masked one is zero: through a kind that does not keep zero the
+  // masked model would pass on a constant the removed one does not, unless the only reader is a
+  // mul by the channel it is tied to (squeeze-excite's gate).
+  for (size_t i = 0; i < spec.layers.size(); ++i) {
+    if (keeps_zero(spec.layers[i].type)) continue;
+    std::vector<const Layer*> readers;
+    for (const Layer& L : spec.layers)
+      if (std::count(L.inputs.begin(), L.inputs.end(), spec.layers[i].name)) readers.push_back(&L);
+    if (!(readers.size() == 1 && readers[0]->type == LayerType::Mul)) locked_raw.push_back(sp.of_layer[i]);
   }
   locked_raw.push_back(sp.of_layer.back());  // the model's output
   for (int s : locked_raw)

@@ -92,6 +92,26 @@ torch::Tensor weighted_forward(const Layer& L, const torch::Tensor& x, const tor
   throw std::logic_error(fmt::format("layer {}: {} has no weights to quantize", L.name, layer_type_name(L.type)));
 }
 
+// An average pool of values on an int8 grid of `scale`, as oneDNN's int8 pooling computes it: the
+// integer sum over each window times the float reciprocal of its count, rounded half to even
+// onto the same grid. Rounding the float average instead would differ on ties (x.5), which
+// averages hit often. The gradient passes straight through to the float average `y`.
+torch::Tensor int8_average(const Layer& L, const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& scale, double qmin, double qmax) {
+  torch::NoGradGuard no_grad;
+  auto q = torch::round(x / scale);
+  torch::Tensor sum, count;
+  if (L.type == LayerType::GlobalAvgPool) {
+    sum = q.sum({2, 3});
+    count = torch::full({}, static_cast<float>(q.size(2) * q.size(3)));
+  } else {
+    sum = torch::avg_pool2d(q, L.kernel, L.stride, L.padding, L.ceil, true, 1);  // divisor 1: the window's sum
+    count = L.include_pad ? torch::full({}, static_cast<float>(L.kernel * L.kernel))
+                          : torch::avg_pool2d(torch::ones_like(q.narrow(1, 0, 1)), L.kernel, L.stride, L.padding, L.ceil, true, 1);
+  }
+  auto exact = torch::clamp(torch::round(sum * torch::reciprocal(count)), qmin, qmax).mul_(scale).view_as(y);
+  return y + (exact - y).detach();
+}
+
 }  // namespace
 
 QuantNetImpl::QuantNetImpl(ModelSpec spec_in, QuantSettings settings) : SpecNetImpl(std::move(spec_in)), settings_(std::move(settings)) {
@@ -261,7 +281,7 @@ torch::Tensor QuantNetImpl::layer_forward(size_t i, torch::Tensor& in, const std
     y = SpecNetImpl::layer_forward(i, x, rest, inplace && x.is_same(in));
     if (on_grid(L.type) == OnGrid::Rerounds && grid_[i] >= 0) {
       auto& p = points_[grid_[i]];
-      y = fake_quant(y, p->scale.detach(), p->qmin(), p->qmax());  // averages re-rounded onto the input's grid
+      y = int8_average(L, x, y, p->scale.detach(), p->qmin(), p->qmax());  // averages re-rounded onto the input's grid
     }
   }
   if (point_after_[i] >= 0) y = apply_point(point_after_[i], y);

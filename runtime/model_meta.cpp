@@ -44,8 +44,7 @@ std::vector<int64_t> read_input(const json& input) {
   return shape;
 }
 
-// The spec parsed for the input and classes, runnable (no unfolded batchnorm), within the caps on
-// image sides and activations.
+// The spec parsed for the input and classes, within the caps on image sides and activations.
 DescribedModel describe(const std::string& text, const std::vector<int64_t>& shape, int64_t classes) {
   DescribedModel d;
   try {
@@ -59,7 +58,6 @@ DescribedModel describe(const std::string& text, const std::vector<int64_t>& sha
   double act = 1;
   for (int64_t v : shape) act *= static_cast<double>(v);
   for (size_t i = 0; i < layers.size(); ++i) {
-    if (layers[i].type == LayerType::BatchNorm) fail(unfolded_batchnorm_message(layers[i].name));
     double numel = 1;
     for (int64_t v : d.layers[i].out_shape) numel *= static_cast<double>(v);
     act += numel;
@@ -176,9 +174,6 @@ bool is_weight_scale_key(const std::string& tensor) {
   return tensor.size() > suffix.size() && tensor.compare(tensor.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-std::string unfolded_batchnorm_message(const std::string& layer) {
-  return "layer " + layer + ": unfolded batchnorm is not supported (export folds batchnorm into convs)";
-}
 
 nlohmann::json ModelMeta::to_json() const {
   json j = {{"format", kModelFormat},

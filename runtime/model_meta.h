@@ -90,6 +90,5 @@ struct ModelMeta {
 };
 
 // The message for a batchnorm left in a model file (the runtime runs only folded ones).
-std::string unfolded_batchnorm_message(const std::string& layer);
 
 }  // namespace shrink

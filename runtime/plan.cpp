@@ -130,8 +130,10 @@ void Builder::build() {
     const Layer& L = spec.layers[i];
     OpContext c = unit(i, readers, acts, input, int8);
     Act result = op_for(L.type).build(*this, c);
-    // A float result that an int8 layer may read goes onto its point's grid once, here.
-    if (int8 && !c.int8 && i + 1 != count && m_.point_scale(L.name) && result.scale == 0) result = quantize(result, L.name, L.name);
+    // A float result that an int8 layer may read goes onto its point's grid once, here (the
+    // point after the fused activation, when one ran as a post-op).
+    const std::string& end = c.activation ? c.activation->name : L.name;
+    if (int8 && !c.int8 && i + 1 != count && m_.point_scale(end) && result.scale == 0) result = quantize(result, end, end);
     acts[i] = result;
     if (c.activation) {
       size_t a = i + 1;  // unit() fuses only the next layer

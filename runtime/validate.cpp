@@ -38,8 +38,12 @@ void Loaded::check_tensors() const {
   };
   for (size_t i = 0; i < spec.layers.size(); ++i) {
     const Layer& L = spec.layers[i];
-    if (!has_weights(L.type)) continue;
     int64_t out = info[i].out_shape[0];
+    if (L.type == LayerType::BatchNorm) {  // one export could not fold: a scale and a shift per channel
+      need(weight_key(L.name), format::DType::F32, {out});
+      need(bias_key(L.name), format::DType::F32, {out});
+    }
+    if (!has_weights(L.type)) continue;
     bool q = int8_layers.count(L.name) > 0;
     need(weight_key(L.name), q ? format::DType::S8 : format::DType::F32, info[i].weight_shape);
     if (L.bias) need(bias_key(L.name), format::DType::F32, {out});

@@ -297,3 +297,16 @@ CATCH_TEST_CASE("a quantized checkpoint is refused: prune the float one, then qu
   // The report only reads weights: a quantized checkpoint's float weights are the ones it had.
   CATCH_CHECK(prune_report(quantized) == prune_report(start));
 }
+
+CATCH_TEST_CASE("filter removal keeps channels whole where sigmoid would turn a masked zero into 0.5", "[prune][surgery]") {
+  torch::manual_seed(6);
+  SpecNet net(parse_spec("c1=conv(8) bn sigmoid c2=conv(8) bn hardsigmoid c3=conv(8) bn relu gap linear(classes)", {3, 8, 8}, 4));
+  randomize_batchnorm(net);
+  FilterPruning o;
+  o.ratio = 0.5;
+  auto plan = plan_filter_pruning(net, o);
+  CATCH_CHECK_FALSE(plan.keep.count("c1"));
+  CATCH_CHECK_FALSE(plan.keep.count("c2"));
+  CATCH_CHECK(plan.keep.at("c3").size() == 4);
+  removed_matches_masked(net, plan, torch::randn({5, 3, 8, 8}));
+}

@@ -55,6 +55,8 @@ CATCH_TEST_CASE("runtime fp32 matches LibTorch on every op", "[runtime][parity]"
       {"conv(8) bn x=relu gap(keep=1) conv(4,k=1,bias=1) relu conv(8,k=1,bias=1) hs=hardsigmoid mul(x,hs) maxpool(2) hardsigmoid(alpha=0.2,beta=0.5) gap linear(classes)", {3, 10, 10}},
       // concat of branches and of the model input, SiLU as sigmoid and mul
       {"a=conv(4) ra=relu b=conv(6,from=input) bn rb=relu6 cat=concat(ra,rb,input) c=conv(8,k=1) s=sigmoid mul(c,s) avgpool(2,ceil=1,include_pad=0) linear(classes)", {3, 9, 9}},
+      // batchnorm that cannot be folded (after an activation, a pool, on features)
+      {"conv(8) relu bn maxpool(2) bn conv(8) bn relu gap linear(16) relu bn linear(classes)", {3, 8, 8}},
   };
   int k = 0;
   for (const auto& c : cases) {

@@ -1,11 +1,13 @@
 #include "train/config.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <limits>
 #include <thread>
 
 #include "common/error.h"
+#include "train/checkpoint.h"
 
 namespace shrink {
 namespace {
@@ -65,6 +67,31 @@ void add_train_options(Keys& keys, const std::string& model_section) {
   // clang-format on
 }
 
+namespace {
+
+// A model started from a checkpoint (an imported one, say) needs no spec restated, and reads its
+// inputs normalized as it was trained: both come from the checkpoint where the config leaves
+// them at their defaults (the saved config.ini then states them, for --resume).
+void take_from_init(const Config& c, const std::string& section, JobConfig& j) {
+  nlohmann::json meta = read_checkpoint_meta(j.init);
+  Config resolved = c;
+  const std::string origin = j.init + " (" + section + ".init)";
+  if (c.where(section + ".spec") == "default") {
+    j.model = meta.at("spec").get<std::string>();
+    resolved.set(section + ".spec", j.model, origin);
+  }
+  auto mean = meta.value("mean", std::vector<double>{}), std = meta.value("std", std::vector<double>{});
+  if (!mean.empty() && c.where("data.normalize") == "default") {
+    j.data.normalize = "fixed", j.data.mean = mean, j.data.std = std;
+    resolved.set("data.normalize", "fixed", origin);
+    resolved.set("data.mean", fmt::format("{}", fmt::join(mean, ",")), origin);
+    resolved.set("data.std", fmt::format("{}", fmt::join(std, ",")), origin);
+  }
+  j.resolved_ini = resolved.to_ini();
+}
+
+}  // namespace
+
 JobConfig read_job_config(const Config& c) {
   JobConfig j;
   j.out = c.get<std::string>("job.out");
@@ -119,6 +146,7 @@ JobConfig read_job_config(const Config& c) {
   o.min_lr = c.get<double>("optim.min_lr");
   if (o.min_lr > o.lr) c.fail("optim.min_lr", "must be at most optim.lr");
   j.resolved_ini = c.to_ini();
+  if (!j.init.empty()) take_from_init(c, section, j);
   return j;
 }
 

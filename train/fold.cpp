@@ -22,6 +22,14 @@ double batchnorm_eps(SpecNetImpl& model, const std::string& name) {
   return 1e-5;
 }
 
+std::pair<torch::Tensor, torch::Tensor> batchnorm_scale_shift(SpecNetImpl& model, const std::string& name) {
+  torch::NoGradGuard no_grad;
+  auto params = model.named_parameters();
+  auto buffers = model.named_buffers();
+  auto scale = params[name + ".weight"] / (buffers[name + ".running_var"] + batchnorm_eps(model, name)).sqrt();
+  return {scale, params[name + ".bias"] - buffers[name + ".running_mean"] * scale};
+}
+
 FoldedModel fold_batchnorm(SpecNet& model) {
   const ModelSpec& spec = model->spec();
   FoldedModel out;

@@ -18,5 +18,7 @@ struct FoldedModel {
 FoldedModel fold_batchnorm(SpecNet& model);
 // The epsilon of batchnorm layer `name` (1d or 2d).
 double batchnorm_eps(SpecNetImpl& model, const std::string& name);
+// Batchnorm `name` (in eval mode) as y = x * scale + shift per channel.
+std::pair<torch::Tensor, torch::Tensor> batchnorm_scale_shift(SpecNetImpl& model, const std::string& name);
 
 }  // namespace shrink

@@ -12,6 +12,8 @@ Act build_concat(Builder& b, const OpContext& c) {
   std::vector<Arg> args;
   for (size_t k = 0; k < c.inputs.size(); ++k) {
     Act x = c.inputs[k];
+    // A float input with a point of its own is rounded there first, as the simulation does.
+    if (c.out_int8 && x.scale == 0 && b.model().point_scale(c.points[k])) x = b.quantize(x, c.points[k], c.layer.name);
     if (!c.out_int8) {
       x = b.as_float(x);
     } else if (x.scale != c.out_scale || b.desc(x.slot).data_type() != c.out_type) {

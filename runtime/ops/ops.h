@@ -26,7 +26,7 @@ Act build_pool(Builder& b, const OpContext& c);        // ops/pool.cpp: max, avg
 Act build_activation(Builder& b, const OpContext& c);  // ops/activation.cpp: an activation not fused
 Act build_flatten(Builder& b, const OpContext& c);     // ops/flatten.cpp
 Act build_dropout(Builder& b, const OpContext& c);     // ops/dropout.cpp: the identity at inference
-Act build_batchnorm(Builder& b, const OpContext& c);   // ops/batchnorm.cpp: refused (the load refuses it first)
+Act build_batchnorm(Builder& b, const OpContext& c);   // ops/batchnorm.cpp: one export could not fold
 
 // ops/activation.cpp
 void append_relu(dnnl::post_ops& ops, const Layer& L, float scale);

@@ -96,8 +96,14 @@ ModelParts model_parts(const std::string& text, const std::vector<int64_t>& inpu
     is_unsigned[i] = unsigned_output(L.type, in_index >= 0 && is_unsigned[in_index]);
     if (o.int8 && i + 1 < spec.layers.size()) quantization.activations[L.name] = {0.05, !is_unsigned[i]};
     if (o.int8 && runs_int8(L.type) && !has_weights(L.type)) quantization.int8_layers.push_back(L.name);  // add, mul, concat
-    if (!has_weights(L.type)) continue;
     int64_t out = info[i].out_shape[0];
+    if (L.type == LayerType::BatchNorm) {  // one that could not be folded: a scale and a shift per channel
+      std::vector<float> scale(out), shift(out);
+      for (int64_t c = 0; c < out; ++c) scale[c] = 1 + 0.5f * unit(rng), shift[c] = 0.1f * unit(rng);
+      parts.tensors.push_back(f32_tensor(weight_key(L.name), {out}, scale));
+      parts.tensors.push_back(f32_tensor(bias_key(L.name), {out}, shift));
+    }
+    if (!has_weights(L.type)) continue;
     const std::vector<int64_t>& dims = info[i].weight_shape;
     int64_t fan_in = std::accumulate(dims.begin() + 1, dims.end(), int64_t(1), std::multiplies<int64_t>());
     float bound = std::sqrt(6.0f / static_cast<float>(fan_in));

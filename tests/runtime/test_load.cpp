@@ -132,7 +132,7 @@ CATCH_TEST_CASE("Model::load refuses every inconsistency in a checksummed file w
       {"spec not a string", false, [](ModelParts& p) { p.meta["spec"] = 3; }, "\"spec\" is not a string"},
       {"spec that does not parse", false, [](ModelParts& p) { p.meta["spec"] = "conv(8"; }, "model spec"},
       {"spec whose output is not the classes", false, [](ModelParts& p) { p.meta["classes"] = 7; }, "model spec"},
-      {"unfolded batchnorm", false, [](ModelParts& p) { p.meta["spec"] = "conv(8) bn relu gap linear(5)"; }, "unfolded batchnorm"},
+      {"batchnorm without its scale and shift", false, [](ModelParts& p) { p.meta["spec"] = "conv(8) bn relu gap linear(5)"; }, "tensor bn1.weight is missing"},
       {"input not a list", false, [](ModelParts& p) { p.meta["input"] = "2x8x8"; }, "\"input\""},
       {"input of two dims", false, [](ModelParts& p) { p.meta["input"] = {8, 8}; }, "\"input\""},
       {"input with a zero", false, [](ModelParts& p) { p.meta["input"] = {2, 0, 8}; }, "bad dimension"},

@@ -90,7 +90,6 @@ CATCH_TEST_CASE("ModelMeta::from_json refuses a bad field with the message Model
   edit(fp32, [](auto& m) { m.erase("input"); }, "metadata is incomplete: no \"input\"");
   edit(fp32, [](auto& m) { m["classes"] = "five"; }, "metadata: \"classes\" must be an integer from 1 to 16777216");
   edit(fp32, [](auto& m) { m["input"] = {2, 0, 8}; }, "metadata: \"input\" has a bad dimension 0");
-  edit(fp32, [](auto& m) { m["spec"] = "conv(8) bn relu gap linear(5)"; }, "layer bn1: unfolded batchnorm is not supported (export folds batchnorm into convs)");
   edit(fp32, [](auto& m) { m["precision"] = "fp16"; }, "unknown precision fp16");
   edit(fp32, [](auto& m) { m["normalization"]["std"][1] = 0; }, "normalization: a std is zero");
   edit(int8, [](auto& m) { m["quantization"]["int8_layers"].push_back("maxpool1"); }, "int8 layer maxpool1 is a maxpool (only conv, linear, add, mul and concat run in int8)");

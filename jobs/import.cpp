@@ -1,0 +1,78 @@
+#include "jobs/import.h"
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <fstream>
+
+#include "common/error.h"
+#include "onnx/import.h"
+#include "train/checkpoint.h"
+
+namespace shrink {
+namespace {
+
+std::vector<std::string> read_class_names(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) throw UserError(fmt::format("--class-names {}: cannot open", path));
+  std::vector<std::string> names;
+  for (std::string line; std::getline(f, line);)
+    if (!line.empty()) names.push_back(line);
+  return names;
+}
+
+// A fresh `classes`-wide classifier in place of the model's last layer, which must be a linear one.
+ModelSpec with_new_head(ModelSpec spec, int64_t classes) {
+  Layer& head = spec.layers.back();
+  if (head.type != LayerType::Linear)
+    throw UserError(fmt::format("--classes {}: the model ends with a {} ({}), not a linear classifier that could be replaced", classes,
+                                layer_type_name(head.type), head.name));
+  head.out = classes;
+  return parse_spec(spec.to_string(), spec.input, classes);
+}
+
+}  // namespace
+
+std::string import_model(const ImportRequest& r) {
+  ImportedModel imported = import_onnx(r.onnx, r.input);
+  ModelSpec spec = imported.spec;
+  const int64_t own_classes = spec.classes;
+  const bool new_head = r.classes > 0 && r.classes != own_classes;
+  if (new_head) spec = with_new_head(spec, r.classes);
+  const int64_t channels = spec.input.size() == 3 ? spec.input[0] : 1;
+  for (const auto* v : {&r.mean, &r.std})
+    if (!v->empty() && static_cast<int64_t>(v->size()) != channels)
+      throw UserError(fmt::format("--mean/--std: {} values for {} input channels", v->size(), channels));
+  if (r.mean.size() != r.std.size()) throw UserError("--mean and --std must be given together");
+  std::vector<std::string> class_names = r.class_names.empty() ? std::vector<std::string>{} : read_class_names(r.class_names);
+  if (!class_names.empty() && static_cast<int64_t>(class_names.size()) != spec.classes)
+    throw UserError(fmt::format("--class-names {}: {} names for {} classes", r.class_names, class_names.size(), spec.classes));
+
+  torch::manual_seed(r.seed);
+  SpecNet model(spec);
+  const std::string& head = spec.layers.back().name;
+  torch::NoGradGuard no_grad;
+  auto params = model->named_parameters(), buffers = model->named_buffers();
+  for (const auto& [key, t] : imported.tensors) {
+    if (new_head && key.rfind(head + ".", 0) == 0) continue;  // the fresh classifier keeps its initialization
+    torch::Tensor* dst = params.find(key) ? params.find(key) : buffers.find(key);
+    if (!dst) throw std::logic_error("import: no tensor " + key + " in the model built from the spec");
+    auto src = torch::from_blob(const_cast<float*>(t.values.data()), t.shape, torch::kFloat32);
+    if (src.sizes() != dst->sizes())
+      throw UserError(fmt::format("{}: tensor {} has shape {} but the layer needs {}", r.onnx, key, shape_string(t.shape), shape_string(dst->sizes().vec())));
+    dst->copy_(src);
+  }
+  nlohmann::json meta = {{"spec", spec.to_string()}, {"input", spec.input}, {"classes", spec.classes}, {"epoch", 0},
+                         {"mean", r.mean},           {"std", r.std},       {"class_names", class_names},
+                         {"imported", {{"file", r.onnx}, {"opset", imported.opset}, {"producer", imported.producer}, {"new_head", new_head}}}};
+  model->eval();
+  save_checkpoint(r.out, model, nullptr, meta);
+  auto cost = total_cost(spec);
+  std::string out = fmt::format("imported {} (opset {}, {}): {} layers, {} params, {} MACs, input {}, {} classes\n", r.onnx, imported.opset,
+                                imported.producer, spec.layers.size(), cost.params, cost.macs, shape_string(spec.input), spec.classes);
+  if (new_head) out += fmt::format("replaced the {}-class classifier {} with a fresh {}-class one (train it: transfer learning)\n", own_classes, head, spec.classes);
+  if (r.mean.empty()) out += "no --mean/--std given: the model is taken to read its inputs unnormalized\n";
+  return out + fmt::format("wrote {}\nspec: {}\n", r.out, spec.to_string());
+}
+
+}  // namespace shrink

@@ -1,0 +1,22 @@
+// `shrink import`: an ONNX model as a shrink checkpoint (onnx/import.h reads the graph), with the
+// normalization and class names ONNX does not carry; from then on an ordinary model.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace shrink {
+
+struct ImportRequest {
+  std::string onnx, out;                 // the ONNX file; the checkpoint to write
+  std::vector<int64_t> input;            // C,H,W when the file leaves it open (or to check it)
+  int64_t classes = 0;                   // > 0 and different from the model's: a fresh classifier of this width
+  std::vector<float> mean, std;          // per-channel input normalization the model was trained with
+  std::string class_names;               // a file with one class name per line
+  int64_t seed = 0;                      // initialization of a fresh classifier
+};
+
+// Writes the checkpoint; returns what it did (layers, params, a replaced head) for the user.
+std::string import_model(const ImportRequest& request);
+
+}  // namespace shrink

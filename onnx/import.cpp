@@ -1,0 +1,199 @@
+// The graph walk: inputs and initializers become values, each node in order is read by its op's
+// handler (onnx/ops.cpp), and the graph's output ends the spec.
+#include <fmt/format.h>
+
+#include <fstream>
+#include <iterator>
+#include <set>
+
+#include "common/error.h"
+#include "onnx/importer.h"
+
+namespace shrink {
+namespace onnx_import {
+
+namespace {
+
+// The per-sample shape of the graph's input, from the file, `given`, or both (they must agree).
+std::vector<int64_t> input_shape(const onnx::ValueInfoProto& in, const std::vector<int64_t>& given, const std::string& path) {
+  const auto& type = in.type().tensor_type();
+  if (type.elem_type() != onnx::TensorProto_DataType_FLOAT)
+    throw UserError(fmt::format("{}: input '{}' is not float32 (import reads fp32 models)", path, in.name()));
+  std::vector<int64_t> shape;
+  bool known = type.has_shape() && type.shape().dim_size() >= 2;
+  if (known)
+    for (int k = 1; k < type.shape().dim_size(); ++k) {
+      const auto& d = type.shape().dim(k);
+      if (!d.has_dim_value() || d.dim_value() <= 0) known = false;
+      else shape.push_back(d.dim_value());
+    }
+  if (!known && given.empty())
+    throw UserError(fmt::format("{}: input '{}' has no fixed per-sample shape: give it with --input C,H,W", path, in.name()));
+  if (!given.empty() && known && given != shape)
+    throw UserError(fmt::format("{}: --input {} but the file's input '{}' is {}", path, shape_string(given), in.name(), shape_string(shape)));
+  return given.empty() ? shape : given;
+}
+
+}  // namespace
+
+Importer::Importer(const onnx::ModelProto& model, const std::string& path, const std::vector<int64_t>& input) : model_(model), path_(path) {
+  for (const auto& o : model.opset_import())
+    if (o.domain().empty() || o.domain() == "ai.onnx") opset_ = o.version();
+  if (opset_ < 11 || opset_ > 17)
+    throw UserError(fmt::format("{}: opset {} is not supported (import reads opsets 11 to 17; re-export the model with one of them)", path, opset_));
+  out_.opset = opset_;
+  out_.producer = (model.producer_name() + " " + model.producer_version());
+  const auto& g = model.graph();
+  for (const auto& t : g.initializer()) {
+    Value v;
+    v.kind = Value::Kind::Constant;
+    v.constant = decode_tensor(t, fmt::format("{}: initializer '{}'", path, t.name()));
+    values_[t.name()] = std::move(v);
+  }
+  std::vector<const onnx::ValueInfoProto*> inputs;
+  for (const auto& in : g.input())
+    if (!values_.count(in.name())) inputs.push_back(&in);  // older exporters list initializers as inputs too
+  if (inputs.size() != 1) throw UserError(fmt::format("{}: the model has {} inputs; import reads models with one image or feature input", path, inputs.size()));
+  Value in;
+  in.shape = input_shape(*inputs[0], input, path);
+  values_[inputs[0]->name()] = in;
+  spec_.input = in.shape;
+  if (g.output_size() != 1) throw UserError(fmt::format("{}: the model has {} outputs; import reads models with one output (the logits)", path, g.output_size()));
+  for (const auto& n : g.node())
+    for (const auto& name : n.input()) ++uses_[name];
+  ++uses_[g.output(0).name()];
+}
+
+ImportedModel Importer::run() {
+  for (const auto& n : model_.graph().node()) {
+    if (!n.domain().empty() && n.domain() != "ai.onnx") unsupported(n, fmt::format("operators of domain '{}' are not supported", n.domain()));
+    auto h = handlers().find(n.op_type());
+    if (h == handlers().end()) unsupported(n, "this operator is not supported");
+    (this->*(h->second))(n);
+  }
+  finish_output();
+  return std::move(out_);
+}
+
+void Importer::unsupported(const onnx::NodeProto& n, const std::string& what) const {
+  throw UserError(fmt::format("{}: node '{}' ({}): {}; supported ops: {}", path_, n.name(), n.op_type(), what, fmt::join(supported_onnx_ops(), " ")));
+}
+
+bool Importer::has_input(const onnx::NodeProto& n, int k) const { return k < n.input_size() && !n.input(k).empty(); }
+
+const Value& Importer::input(const onnx::NodeProto& n, int k) const {
+  if (!has_input(n, k)) unsupported(n, fmt::format("input {} is missing", k));
+  auto it = values_.find(n.input(k));
+  if (it == values_.end()) unsupported(n, fmt::format("input '{}' is not produced by an earlier node (graph not in order?)", n.input(k)));
+  return it->second;
+}
+
+const Value& Importer::layer_input(const onnx::NodeProto& n, int k) const {
+  const Value& v = input(n, k);
+  if (v.kind == Value::Kind::Padded) unsupported(n, "reads the output of a Pad; only a zero Pad right before a Conv or AveragePool is supported");
+  if (v.kind != Value::Kind::Layer) unsupported(n, fmt::format("input '{}' is a constant where a computed tensor was expected", n.input(k)));
+  return v;
+}
+
+const Constant& Importer::constant_input(const onnx::NodeProto& n, int k) const {
+  const Value& v = input(n, k);
+  if (v.kind != Value::Kind::Constant) unsupported(n, fmt::format("input '{}' must be a constant (an initializer or a Constant node)", n.input(k)));
+  return v.constant;
+}
+
+int Importer::uses(const std::string& tensor) const {
+  auto it = uses_.find(tensor);
+  return it == uses_.end() ? 0 : it->second;
+}
+
+void Importer::only_first_output_used(const onnx::NodeProto& n) const {
+  for (int k = 1; k < n.output_size(); ++k)
+    if (!n.output(k).empty() && uses(n.output(k)) > 0) unsupported(n, fmt::format("its output {} ('{}') is used; only the first output is supported", k, n.output(k)));
+}
+
+void Importer::set_output(const onnx::NodeProto& n, Value v) {
+  if (n.output_size() < 1) unsupported(n, "it has no output");
+  values_[n.output(0)] = std::move(v);
+}
+
+std::string Importer::add_layer(const onnx::NodeProto& n, Layer L, const std::vector<std::string>& inputs) {
+  std::string op = L.depthwise ? "dwconv" : layer_type_name(L.type);
+  L.name = op + std::to_string(++counters_[op]);
+  L.inputs = inputs;
+  spec_.layers.push_back(L);
+  LayerInfo info;
+  try {
+    info = analyze(spec_).back();
+  } catch (const UserError& e) {
+    unsupported(n, e.what());
+  }
+  out_.source_node[L.name] = n.name();
+  Value v;
+  v.layer = L.name;
+  v.shape = info.out_shape;
+  set_output(n, std::move(v));
+  return L.name;
+}
+
+void Importer::set_tensor(const std::string& key, std::vector<int64_t> shape, std::vector<float> values) {
+  out_.tensors[key] = ImportedTensor{std::move(shape), std::move(values)};
+}
+
+// The graph's output must be a layer's; a C,1,1 output is flattened; layers it does not read
+// (dead branches) are dropped.
+void Importer::finish_output() {
+  const std::string& name = model_.graph().output(0).name();
+  auto it = values_.find(name);
+  if (it == values_.end() || it->second.kind != Value::Kind::Layer || it->second.layer.empty())
+    throw UserError(fmt::format("{}: the output '{}' is not computed by a supported layer", path_, name));
+  Value out = it->second;
+  if (out.shape.size() == 3 && out.shape[1] == 1 && out.shape[2] == 1) {
+    Layer f;
+    f.type = LayerType::Flatten;
+    f.name = "flatten" + std::to_string(++counters_["flatten"]);
+    f.inputs = {out.layer};
+    spec_.layers.push_back(f);
+    out.layer = f.name;
+    out.shape = {out.shape[0]};
+  }
+  if (out.shape.size() != 1) throw UserError(fmt::format("{}: the output has shape {} per sample; shrink needs [batch, classes]", path_, shape_string(out.shape)));
+  std::set<std::string> needed{out.layer};
+  std::vector<Layer> kept;
+  for (auto L = spec_.layers.rbegin(); L != spec_.layers.rend(); ++L) {
+    if (!needed.count(L->name)) continue;
+    kept.insert(kept.begin(), *L);
+    needed.insert(L->inputs.begin(), L->inputs.end());
+  }
+  for (auto t = out_.tensors.begin(); t != out_.tensors.end();) {
+    const std::string layer = t->first.substr(0, t->first.find('.'));
+    t = std::any_of(kept.begin(), kept.end(), [&](const Layer& L) { return L.name == layer; }) ? std::next(t) : out_.tensors.erase(t);
+  }
+  spec_.layers = kept;
+  spec_.classes = out.shape[0];
+  spec_ = parse_spec(spec_.to_string(), spec_.input, spec_.classes);  // the canonical form, checked once more
+}
+
+}  // namespace onnx_import
+
+ImportedModel import_onnx(const std::string& path, const std::vector<int64_t>& input) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw UserError(fmt::format("{}: cannot open", path));
+  std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  onnx::ModelProto model;
+  if (bytes.empty() || !model.ParseFromString(bytes) || !model.has_graph())
+    throw UserError(fmt::format("{}: not an ONNX model (the file does not parse as one: truncated or another format?)", path));
+  return onnx_import::Importer(model, path, input).run();
+}
+
+std::vector<std::string> supported_onnx_ops() {
+  std::vector<std::string> ops;
+  for (const auto& [op, handler] : onnx_import::Importer::handlers()) ops.push_back(op);
+  return ops;
+}
+
+bool looks_like_onnx(const std::string& path) {
+  if (path.size() >= 5 && path.compare(path.size() - 5, 5, ".onnx") == 0) return true;
+  return false;
+}
+
+}  // namespace shrink

@@ -1,0 +1,36 @@
+// Reading a model trained elsewhere: an fp32 ONNX file (opsets 11 to 17) as a ModelSpec and its
+// weights. Torch-free: the protobuf classes of Debian's libonnx-dev. Every node becomes a layer
+// kind of spec/layer_kinds.h, or a UserError naming the node, its op type, what is unsupported and
+// the ops that are (docs/onnx.md lists them and the graph patterns recognised).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "spec/spec.h"
+
+namespace shrink {
+
+struct ImportedTensor {
+  std::vector<int64_t> shape;
+  std::vector<float> values;
+};
+
+struct ImportedModel {
+  ModelSpec spec;  // input = the file's per-sample shape; classes = the output's width
+  // By the names a SpecNet gives them: "<layer>.weight", ".bias", ".running_mean", ".running_var".
+  std::map<std::string, ImportedTensor> tensors;
+  int64_t opset = 0;
+  std::string producer;                            // e.g. "pytorch 1.13.1"
+  std::map<std::string, std::string> source_node;  // layer name -> the ONNX node it came from
+};
+
+// `input`: the per-sample shape C,H,W (or F) when the file leaves it open (or to check it).
+ImportedModel import_onnx(const std::string& path, const std::vector<int64_t>& input = {});
+// The ONNX op types import_onnx reads, sorted.
+std::vector<std::string> supported_onnx_ops();
+// Whether a path names an ONNX file (its extension is .onnx), not a checkpoint or spec text.
+bool looks_like_onnx(const std::string& path);
+
+}  // namespace shrink

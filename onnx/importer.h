@@ -1,0 +1,106 @@
+// The importer's inner workings (onnx/import.cpp walks the graph, onnx/ops.cpp reads each op):
+// every tensor of the graph is a Value, either a layer's output, a constant (initializers,
+// Constant nodes, and the small integer vectors of shape arithmetic), or a layer's output with a
+// zero Pad still to apply (taken by the Conv or AveragePool that reads it).
+#pragma once
+#include <onnx/onnx_pb.h>
+
+#include <limits>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "onnx/import.h"
+
+namespace shrink::onnx_import {
+
+// The batch size in shape arithmetic (Shape of a layer's output): known only when run.
+inline constexpr int64_t kBatch = std::numeric_limits<int64_t>::min();
+
+struct Constant {
+  std::vector<int64_t> dims;
+  bool is_float = true;
+  std::vector<float> floats;  // is_float
+  std::vector<int64_t> ints;  // !is_float (may hold kBatch)
+  int64_t numel() const { return is_float ? static_cast<int64_t>(floats.size()) : static_cast<int64_t>(ints.size()); }
+};
+
+// onnx/tensors.cpp. `what` names the tensor in errors.
+Constant decode_tensor(const onnx::TensorProto& t, const std::string& what);
+
+struct Value {
+  enum class Kind { Layer, Constant, Padded } kind = Kind::Layer;
+  std::string layer;            // Layer, Padded: the spec layer whose output it is ("" = the model input)
+  std::vector<int64_t> shape;   // Layer, Padded: per sample
+  Constant constant;            // Constant
+  Pads pads{0, 0, 0, 0};        // Padded
+};
+
+class Importer {
+ public:
+  Importer(const onnx::ModelProto& model, const std::string& path, const std::vector<int64_t>& input);
+  ImportedModel run();
+
+  using Handler = void (Importer::*)(const onnx::NodeProto&);
+  static const std::map<std::string, Handler>& handlers();  // onnx/ops.cpp
+
+ private:
+  // ops.cpp: one reader per op type (or family).
+  void conv(const onnx::NodeProto& n);
+  void gemm(const onnx::NodeProto& n);
+  void matmul(const onnx::NodeProto& n);
+  void add(const onnx::NodeProto& n);
+  void mul(const onnx::NodeProto& n);
+  void batchnorm(const onnx::NodeProto& n);
+  void activation(const onnx::NodeProto& n);
+  void clip(const onnx::NodeProto& n);
+  void hardsigmoid(const onnx::NodeProto& n);
+  void pool(const onnx::NodeProto& n);
+  void global_pool(const onnx::NodeProto& n);
+  void reduce_mean(const onnx::NodeProto& n);
+  void flatten(const onnx::NodeProto& n);
+  void reshape(const onnx::NodeProto& n);
+  void shape(const onnx::NodeProto& n);
+  void gather(const onnx::NodeProto& n);
+  void squeeze(const onnx::NodeProto& n);
+  void concat(const onnx::NodeProto& n);
+  void cast(const onnx::NodeProto& n);
+  void constant(const onnx::NodeProto& n);
+  void identity(const onnx::NodeProto& n);
+  void dropout(const onnx::NodeProto& n);
+  void pad(const onnx::NodeProto& n);
+
+  // import.cpp: values, layers, errors.
+  [[noreturn]] void unsupported(const onnx::NodeProto& n, const std::string& what) const;
+  const Value& input(const onnx::NodeProto& n, int k) const;        // any kind; an error when absent
+  bool has_input(const onnx::NodeProto& n, int k) const;            // given and not ""
+  const Value& layer_input(const onnx::NodeProto& n, int k) const;  // a layer's output (a Pad must have been taken)
+  const Constant& constant_input(const onnx::NodeProto& n, int k) const;
+  void set_output(const onnx::NodeProto& n, Value v);
+  void only_first_output_used(const onnx::NodeProto& n) const;
+  // Appends `L` reading `inputs` (layer names), checks its shapes and sets the node's output.
+  std::string add_layer(const onnx::NodeProto& n, Layer L, const std::vector<std::string>& inputs);
+  void set_tensor(const std::string& key, std::vector<int64_t> shape, std::vector<float> values);
+  int index_of_layer(const std::string& name) const { return spec_.index_of(name); }
+  int uses(const std::string& tensor) const;
+  void finish_output();
+
+  const onnx::ModelProto& model_;
+  std::string path_;
+  int64_t opset_ = 0;
+  std::map<std::string, Value> values_;
+  std::map<std::string, int> uses_;      // readers of each tensor name (graph outputs count)
+  std::map<std::string, int> counters_;  // layer names: op + running count
+  ImportedModel out_;
+  ModelSpec& spec_ = out_.spec;
+};
+
+// Attribute readers (ops.cpp).
+int64_t attr_int(const onnx::NodeProto& n, const std::string& name, int64_t fallback);
+// A float attribute as the double its shortest text reads as (0.2f as 0.2), for readable specs.
+double attr_float(const onnx::NodeProto& n, const std::string& name, float fallback);
+double as_double(float v);
+std::string attr_string(const onnx::NodeProto& n, const std::string& name, const std::string& fallback);
+std::vector<int64_t> attr_ints(const onnx::NodeProto& n, const std::string& name, std::vector<int64_t> fallback = {});
+
+}  // namespace shrink::onnx_import

@@ -1,0 +1,256 @@
+// One reader per ONNX op type: what each node becomes in the spec (docs/onnx.md).
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/error.h"
+#include "onnx/importer.h"
+
+namespace shrink::onnx_import {
+
+namespace {
+
+const onnx::AttributeProto* find_attr(const onnx::NodeProto& n, const std::string& name) {
+  for (const auto& a : n.attribute())
+    if (a.name() == name) return &a;
+  return nullptr;
+}
+
+bool all_equal(const std::vector<int64_t>& v) { return std::all_of(v.begin(), v.end(), [&](int64_t x) { return x == v[0]; }); }
+
+Layer layer_of(LayerType type) {
+  Layer L;
+  L.type = type;
+  return L;
+}
+
+}  // namespace
+
+int64_t attr_int(const onnx::NodeProto& n, const std::string& name, int64_t fallback) {
+  const auto* a = find_attr(n, name);
+  return a ? a->i() : fallback;
+}
+double attr_float(const onnx::NodeProto& n, const std::string& name, float fallback) {
+  const auto* a = find_attr(n, name);
+  return as_double(a ? a->f() : fallback);
+}
+
+double as_double(float v) { return std::stod(fmt::format("{}", v)); }
+std::string attr_string(const onnx::NodeProto& n, const std::string& name, const std::string& fallback) {
+  const auto* a = find_attr(n, name);
+  return a ? a->s() : fallback;
+}
+std::vector<int64_t> attr_ints(const onnx::NodeProto& n, const std::string& name, std::vector<int64_t> fallback) {
+  const auto* a = find_attr(n, name);
+  return a ? std::vector<int64_t>(a->ints().begin(), a->ints().end()) : fallback;
+}
+
+const std::map<std::string, Importer::Handler>& Importer::handlers() {
+  static const std::map<std::string, Handler> table = {
+      {"Conv", &Importer::conv},
+      {"Gemm", &Importer::gemm},
+      {"MatMul", &Importer::matmul},
+      {"Add", &Importer::add},
+      {"Mul", &Importer::mul},
+      {"BatchNormalization", &Importer::batchnorm},
+      {"Relu", &Importer::activation},
+      {"Sigmoid", &Importer::activation},
+      {"HardSwish", &Importer::activation},
+      {"Clip", &Importer::clip},
+      {"HardSigmoid", &Importer::hardsigmoid},
+      {"MaxPool", &Importer::pool},
+      {"AveragePool", &Importer::pool},
+      {"GlobalAveragePool", &Importer::global_pool},
+      {"ReduceMean", &Importer::reduce_mean},
+      {"Flatten", &Importer::flatten},
+      {"Reshape", &Importer::reshape},
+      {"Shape", &Importer::shape},
+      {"Gather", &Importer::gather},
+      {"Unsqueeze", &Importer::squeeze},
+      {"Squeeze", &Importer::squeeze},
+      {"Concat", &Importer::concat},
+      {"Cast", &Importer::cast},
+      {"Constant", &Importer::constant},
+      {"Identity", &Importer::identity},
+      {"Dropout", &Importer::dropout},
+      {"Pad", &Importer::pad},
+  };
+  return table;
+}
+
+// Conv: square kernels, equal strides and dilations, any groups and padding (a Pad before it too).
+void Importer::conv(const onnx::NodeProto& n) {
+  const Value& x = input(n, 0);
+  if (x.kind == Value::Kind::Constant) unsupported(n, "its input is a constant");
+  const Constant& w = constant_input(n, 1);
+  if (w.dims.size() != 4 || !w.is_float) unsupported(n, "only 2-D convolutions (a 4-D float weight) are supported");
+  const std::vector<int64_t> kernel = attr_ints(n, "kernel_shape", {w.dims[2], w.dims[3]});
+  const auto strides = attr_ints(n, "strides", {1, 1}), dilations = attr_ints(n, "dilations", {1, 1});
+  if (kernel.size() != 2 || kernel[0] != kernel[1]) unsupported(n, fmt::format("kernel {}: only square kernels are supported", fmt::join(kernel, "x")));
+  if (strides.size() != 2 || strides[0] != strides[1]) unsupported(n, "only equal strides along height and width are supported");
+  if (dilations.size() != 2 || dilations[0] != dilations[1]) unsupported(n, "only equal dilations along height and width are supported");
+  Layer L = layer_of(LayerType::Conv2d);
+  L.kernel = kernel[0], L.stride = strides[0], L.dilation = dilations[0];
+  L.out = w.dims[0];
+  const int64_t groups = attr_int(n, "group", 1), in_c = x.shape.empty() ? 0 : x.shape[0];
+  if (groups > 1 && groups == in_c && L.out == in_c) L.depthwise = true;
+  else L.groups = groups;
+  std::vector<int64_t> pads = attr_ints(n, "pads", {0, 0, 0, 0});  // top, left, bottom, right
+  const std::string auto_pad = attr_string(n, "auto_pad", "NOTSET");
+  if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
+    for (int d = 0; d < 2 && x.shape.size() == 3; ++d) {
+      int64_t size = x.shape[1 + d], out = (size + L.stride - 1) / L.stride;
+      int64_t total = std::max<int64_t>(0, (out - 1) * L.stride + (L.kernel - 1) * L.dilation + 1 - size);
+      pads[d] = auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
+      pads[d + 2] = total - pads[d];
+    }
+  } else if (auto_pad != "NOTSET" && auto_pad != "VALID" && !auto_pad.empty()) {
+    unsupported(n, fmt::format("auto_pad {} is not supported", auto_pad));
+  }
+  if (pads.size() != 4 || std::any_of(pads.begin(), pads.end(), [](int64_t p) { return p < 0; })) unsupported(n, "pads must be 4 values, none negative");
+  pads[0] += x.pads.top, pads[1] += x.pads.left, pads[2] += x.pads.bottom, pads[3] += x.pads.right;  // zero for a plain input
+  L.padding = pads[0], L.pad_left = pads[1], L.pad_bottom = pads[2], L.pad_right = pads[3];
+  L.bias = has_input(n, 2);
+  std::string name = add_layer(n, L, {x.layer});
+  set_tensor(name + ".weight", w.dims, w.floats);
+  if (L.bias) set_tensor(name + ".bias", {L.out}, constant_input(n, 2).floats);
+}
+
+// Gemm: y = alpha * A B' + beta * C with B a constant: a linear layer of weight alpha * B.
+void Importer::gemm(const onnx::NodeProto& n) {
+  const Value& a = layer_input(n, 0);
+  const Constant& b = constant_input(n, 1);
+  if (attr_int(n, "transA", 0) != 0) unsupported(n, "transA = 1 is not supported");
+  if (b.dims.size() != 2 || !b.is_float) unsupported(n, "B must be a 2-D float constant");
+  if (a.shape.size() != 1) unsupported(n, fmt::format("input of shape {} per sample; a flattened input is expected", shape_string(a.shape)));
+  const bool trans_b = attr_int(n, "transB", 0) != 0;
+  const int64_t in = trans_b ? b.dims[1] : b.dims[0], out = trans_b ? b.dims[0] : b.dims[1];
+  const float alpha = static_cast<float>(attr_float(n, "alpha", 1.f)), beta = static_cast<float>(attr_float(n, "beta", 1.f));
+  std::vector<float> w(static_cast<size_t>(in * out));
+  for (int64_t o = 0; o < out; ++o)
+    for (int64_t i = 0; i < in; ++i) w[o * in + i] = alpha * (trans_b ? b.floats[o * in + i] : b.floats[i * out + o]);
+  Layer L = layer_of(LayerType::Linear);
+  L.out = out;
+  L.bias = has_input(n, 2);
+  std::string name = add_layer(n, L, {a.layer});
+  set_tensor(name + ".weight", {out, in}, std::move(w));
+  if (!L.bias) return;
+  const Constant& c = constant_input(n, 2);
+  if (c.numel() != out && c.numel() != 1) unsupported(n, fmt::format("C of {} values; [{}] or a scalar is expected", c.numel(), out));
+  std::vector<float> bias(static_cast<size_t>(out));
+  for (int64_t o = 0; o < out; ++o) bias[o] = beta * c.floats[c.numel() == 1 ? 0 : o];
+  set_tensor(name + ".bias", {out}, std::move(bias));
+}
+
+// MatMul of a flattened input by a constant [in, out]: a linear layer without bias (an Add may give it one).
+void Importer::matmul(const onnx::NodeProto& n) {
+  const Value& a = layer_input(n, 0);
+  const Value& bv = input(n, 1);
+  if (bv.kind != Value::Kind::Constant) unsupported(n, "only a product by a constant matrix is supported");
+  const Constant& b = bv.constant;
+  if (a.shape.size() != 1 || b.dims.size() != 2 || b.dims[0] != a.shape[0])
+    unsupported(n, fmt::format("a product of {} per sample by {}; [features] by [features, outputs] is supported", shape_string(a.shape), shape_string(b.dims)));
+  const int64_t in = b.dims[0], out = b.dims[1];
+  std::vector<float> w(static_cast<size_t>(in * out));
+  for (int64_t o = 0; o < out; ++o)
+    for (int64_t i = 0; i < in; ++i) w[o * in + i] = b.floats[i * out + o];
+  Layer L = layer_of(LayerType::Linear);
+  L.out = out;
+  L.bias = false;
+  std::string name = add_layer(n, L, {a.layer});
+  set_tensor(name + ".weight", {out, in}, std::move(w));
+}
+
+// Add of two computed tensors: a residual add. Of a computed tensor and a constant: the bias of
+// the conv or linear (without one) that computed it, when nothing else reads that output.
+void Importer::add(const onnx::NodeProto& n) {
+  const Value& a = input(n, 0);
+  const Value& b = input(n, 1);
+  if (a.kind == Value::Kind::Layer && b.kind == Value::Kind::Layer) {
+    add_layer(n, layer_of(LayerType::Add), {a.layer, b.layer});
+    return;
+  }
+  const bool a_is_layer = a.kind == Value::Kind::Layer;
+  const Value& x = a_is_layer ? a : b;
+  const Value& c = a_is_layer ? b : a;
+  const int producer = x.kind == Value::Kind::Layer && !x.layer.empty() ? index_of_layer(x.layer) : -1;
+  const std::string& x_name = n.input(a_is_layer ? 0 : 1);
+  if (c.kind != Value::Kind::Constant || producer < 0 || !has_weights(spec_.layers[producer].type) || spec_.layers[producer].bias ||
+      uses(x_name) != 1 || c.constant.numel() != x.shape[0] || !c.constant.is_float)
+    unsupported(n, "only an add of two computed tensors, or of a per-channel bias to the only output of a Conv, Gemm or MatMul without one, is supported");
+  Layer& L = spec_.layers[producer];
+  L.bias = true;
+  set_tensor(L.name + ".bias", {x.shape[0]}, c.constant.floats);
+  values_[n.output(0)] = x;
+}
+
+// Mul of two computed tensors (SiLU, squeeze-excite). x * hardsigmoid(x) with torch's constants
+// is hardswish (how torch exports it before opset 14): one layer.
+void Importer::mul(const onnx::NodeProto& n) {
+  const Value& a = layer_input(n, 0);
+  const Value& b = layer_input(n, 1);
+  for (const auto* pair : {&a, &b}) {
+    const Value& gate = *pair;
+    const Value& other = pair == &a ? b : a;
+    int g = gate.layer.empty() ? -1 : index_of_layer(gate.layer);
+    if (g < 0) continue;
+    Layer& G = spec_.layers[g];
+    if (G.type == LayerType::HardSigmoid && G.inputs[0] == other.layer && std::abs(G.alpha - 1.0 / 6) < 1e-6 && G.beta == 0.5 &&
+        uses(n.input(pair == &a ? 0 : 1)) == 1) {  // nothing else reads the hardsigmoid: it becomes the hardswish
+      G.type = LayerType::HardSwish;
+      out_.source_node.erase(G.name);
+      if (G.name == "hardsigmoid" + std::to_string(counters_["hardsigmoid"])) --counters_["hardsigmoid"];  // its number is free again
+      G.name = "hardswish" + std::to_string(++counters_["hardswish"]);
+      out_.source_node[G.name] = n.name();
+      Value v = gate;
+      v.layer = G.name;
+      values_[n.output(0)] = v;
+      return;
+    }
+  }
+  add_layer(n, layer_of(LayerType::Mul), {a.layer, b.layer});
+}
+
+void Importer::batchnorm(const onnx::NodeProto& n) {
+  const Value& x = layer_input(n, 0);
+  only_first_output_used(n);  // training-mode exports add running statistics as outputs
+  Layer L = layer_of(LayerType::BatchNorm);
+  L.eps = attr_float(n, "epsilon", 1e-5f);
+  std::string name = add_layer(n, L, {x.layer});
+  const char* parts[] = {".weight", ".bias", ".running_mean", ".running_var"};
+  for (int k = 0; k < 4; ++k) {
+    const Constant& c = constant_input(n, k + 1);
+    if (c.numel() != x.shape[0] || !c.is_float) unsupported(n, fmt::format("input {} has {} values for {} channels", k + 1, c.numel(), x.shape[0]));
+    set_tensor(name + parts[k], {x.shape[0]}, c.floats);
+  }
+}
+
+void Importer::activation(const onnx::NodeProto& n) {
+  const LayerType type = n.op_type() == "Relu" ? LayerType::ReLU : n.op_type() == "Sigmoid" ? LayerType::Sigmoid : LayerType::HardSwish;
+  add_layer(n, layer_of(type), {layer_input(n, 0).layer});
+}
+
+// Clip to [0, 6] is ReLU6, to [0, inf) ReLU; bounds from Constant inputs (attributes before opset 11).
+void Importer::clip(const onnx::NodeProto& n) {
+  const Value& x = layer_input(n, 0);
+  auto bound = [&](int k, float fallback) {
+    if (!has_input(n, k)) return fallback;
+    const Constant& c = constant_input(n, k);
+    if (c.numel() != 1) unsupported(n, "its bounds must be scalars");
+    return c.is_float ? c.floats[0] : static_cast<float>(c.ints[0]);
+  };
+  const float inf = std::numeric_limits<float>::infinity();
+  const float lo = bound(1, -inf), hi = bound(2, inf);
+  if (lo == 0 && hi == 6) add_layer(n, layer_of(LayerType::ReLU6), {x.layer});
+  else if (lo == 0 && hi == inf) add_layer(n, layer_of(LayerType::ReLU), {x.layer});
+  else unsupported(n, fmt::format("clip to [{}, {}]; only [0, 6] (ReLU6) and [0, inf) (ReLU) are supported", lo, hi));
+}
+
+void Importer::hardsigmoid(const onnx::NodeProto& n) {
+  Layer L = layer_of(LayerType::HardSigmoid);
+  L.alpha = attr_float(n, "alpha", 0.2f), L.beta = attr_float(n, "beta", 0.5f);  // ONNX's defaults
+  add_layer(n, L, {layer_input(n, 0).layer});
+}
+
+}  // namespace shrink::onnx_import

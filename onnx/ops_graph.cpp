@@ -1,0 +1,225 @@
+// Readers of the ops that shape, pool, join or pass tensors on, and of the constants and the
+// small integer arithmetic (Shape, Gather, Unsqueeze, Concat) a dynamic batch axis produces.
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "common/error.h"
+#include "onnx/importer.h"
+
+namespace shrink::onnx_import {
+
+namespace {
+
+Layer layer_of(LayerType type) {
+  Layer L;
+  L.type = type;
+  return L;
+}
+
+Value constant_value(Constant c) {
+  Value v;
+  v.kind = Value::Kind::Constant;
+  v.constant = std::move(c);
+  return v;
+}
+
+}  // namespace
+
+// MaxPool and AveragePool: square kernels, one padding on all sides, ceil mode; an AveragePool
+// after a zero Pad counts the padding (torch exports count_include_pad so).
+void Importer::pool(const onnx::NodeProto& n) {
+  const Value& x = input(n, 0);
+  if (x.kind == Value::Kind::Constant) unsupported(n, "its input is a constant");
+  only_first_output_used(n);  // MaxPool's indices
+  const bool is_max = n.op_type() == "MaxPool";
+  const auto kernel = attr_ints(n, "kernel_shape"), strides = attr_ints(n, "strides", {1, 1}), pads = attr_ints(n, "pads", {0, 0, 0, 0});
+  const auto dilations = attr_ints(n, "dilations", {1, 1});
+  if (kernel.size() != 2 || kernel[0] != kernel[1]) unsupported(n, "only square 2-D kernels are supported");
+  if (strides.size() != 2 || strides[0] != strides[1]) unsupported(n, "only equal strides along height and width are supported");
+  if (dilations != std::vector<int64_t>{1, 1}) unsupported(n, "dilated pooling is not supported");
+  if (pads.size() != 4 || !std::all_of(pads.begin(), pads.end(), [&](int64_t p) { return p == pads[0]; }))
+    unsupported(n, "only the same padding on all sides is supported");
+  const std::string auto_pad = attr_string(n, "auto_pad", "NOTSET");
+  if (auto_pad != "NOTSET" && auto_pad != "VALID" && !auto_pad.empty()) unsupported(n, fmt::format("auto_pad {} is not supported", auto_pad));
+  if (attr_int(n, "storage_order", 0) != 0) unsupported(n, "storage_order 1 is not supported");
+  Layer L = layer_of(is_max ? LayerType::MaxPool : LayerType::AvgPool);
+  L.kernel = kernel[0], L.stride = strides[0], L.padding = pads[0];
+  L.ceil = attr_int(n, "ceil_mode", 0) != 0;
+  if (!is_max) L.include_pad = attr_int(n, "count_include_pad", 0) != 0;
+  if (x.kind == Value::Kind::Padded) {
+    const Pads& p = x.pads;
+    if (is_max || L.padding != 0 || p.top != p.bottom || p.left != p.right || p.top != p.left)
+      unsupported(n, "only an AveragePool without pads of its own may follow a Pad, and only the same padding on all sides");
+    L.padding = p.top, L.include_pad = true;
+  }
+  add_layer(n, L, {x.layer});
+}
+
+void Importer::global_pool(const onnx::NodeProto& n) {
+  Layer L = layer_of(LayerType::GlobalAvgPool);
+  L.keep_dims = true;  // ONNX's output is N,C,1,1
+  add_layer(n, L, {layer_input(n, 0).layer});
+}
+
+// ReduceMean over height and width is a global average pool.
+void Importer::reduce_mean(const onnx::NodeProto& n) {
+  const Value& x = layer_input(n, 0);
+  std::vector<int64_t> axes = attr_ints(n, "axes");
+  if (has_input(n, 1)) axes = constant_input(n, 1).ints;  // opset 18 moves them to an input
+  for (auto& a : axes)
+    if (a < 0) a += 4;
+  std::sort(axes.begin(), axes.end());
+  if (x.shape.size() != 3 || axes != std::vector<int64_t>{2, 3}) unsupported(n, "only a mean over height and width (axes 2, 3) of an image is supported");
+  Layer L = layer_of(LayerType::GlobalAvgPool);
+  L.keep_dims = attr_int(n, "keepdims", 1) != 0;
+  add_layer(n, L, {x.layer});
+}
+
+void Importer::flatten(const onnx::NodeProto& n) {
+  const Value& x = layer_input(n, 0);
+  if (attr_int(n, "axis", 1) != 1) unsupported(n, "only axis 1 (keeping the batch axis) is supported");
+  if (x.shape.size() == 1) values_[n.output(0)] = x;  // already flat
+  else add_layer(n, layer_of(LayerType::Flatten), {x.layer});
+}
+
+// A Reshape to [batch, features]: the target's first entry is the batch (from Shape, 0 or -1),
+// its second all features (their count or -1).
+void Importer::reshape(const onnx::NodeProto& n) {
+  const Value& x = layer_input(n, 0);
+  const Constant& target = constant_input(n, 1);
+  int64_t features = 1;
+  for (int64_t d : x.shape) features *= d;
+  const auto& t = target.ints;
+  const bool flattens = !target.is_float && t.size() == 2 &&
+                        ((t[0] == kBatch || t[0] == 0) ? (t[1] == -1 || t[1] == features) : (t[0] == -1 && t[1] == features));
+  if (!flattens) unsupported(n, "only a reshape that flattens each sample ([batch, -1]) is supported");
+  if (x.shape.size() == 1) values_[n.output(0)] = x;
+  else add_layer(n, layer_of(LayerType::Flatten), {x.layer});
+}
+
+// Shape of a computed tensor: [batch, its per-sample shape...] (start and end of opset 15 too).
+void Importer::shape(const onnx::NodeProto& n) {
+  const Value& x = layer_input(n, 0);
+  Constant c;
+  c.is_float = false;
+  c.ints = {kBatch};
+  c.ints.insert(c.ints.end(), x.shape.begin(), x.shape.end());
+  const int64_t rank = static_cast<int64_t>(c.ints.size());
+  auto clamp_axis = [&](int64_t a) { return std::clamp(a < 0 ? a + rank : a, int64_t(0), rank); };
+  int64_t start = clamp_axis(attr_int(n, "start", 0)), end = clamp_axis(attr_int(n, "end", rank));
+  c.ints = std::vector<int64_t>(c.ints.begin() + start, c.ints.begin() + std::max(start, end));
+  c.dims = {static_cast<int64_t>(c.ints.size())};
+  set_output(n, constant_value(std::move(c)));
+}
+
+void Importer::gather(const onnx::NodeProto& n) {
+  const Constant& data = constant_input(n, 0);
+  const Constant& indices = constant_input(n, 1);
+  if (data.is_float || indices.is_float || data.dims.size() > 1 || attr_int(n, "axis", 0) != 0)
+    unsupported(n, "only picking entries of a shape vector is supported");
+  Constant c;
+  c.is_float = false;
+  c.dims = indices.dims;
+  for (int64_t i : indices.ints) {
+    int64_t k = i < 0 ? i + data.numel() : i;
+    if (k < 0 || k >= data.numel()) unsupported(n, fmt::format("index {} is outside the {} entries", i, data.numel()));
+    c.ints.push_back(data.ints[k]);
+  }
+  set_output(n, constant_value(std::move(c)));
+}
+
+// Unsqueeze and Squeeze of shape arithmetic's small vectors: the values stay, as a vector.
+void Importer::squeeze(const onnx::NodeProto& n) {
+  const Value& x = input(n, 0);
+  if (x.kind != Value::Kind::Constant || x.constant.numel() > 8)
+    unsupported(n, "only shape arithmetic (a small constant vector) is supported");
+  Constant c = x.constant;
+  c.dims = {c.numel()};
+  set_output(n, constant_value(std::move(c)));
+}
+
+// Concat of computed tensors along channels is a concat layer; of constants, shape arithmetic.
+void Importer::concat(const onnx::NodeProto& n) {
+  if (input(n, 0).kind == Value::Kind::Constant) {
+    Constant c;
+    c.is_float = false;
+    for (int k = 0; k < n.input_size(); ++k) {
+      const Constant& part = constant_input(n, k);
+      if (part.is_float) unsupported(n, "only integer vectors (shape arithmetic) may be joined as constants");
+      c.ints.insert(c.ints.end(), part.ints.begin(), part.ints.end());
+    }
+    c.dims = {c.numel()};
+    set_output(n, constant_value(std::move(c)));
+    return;
+  }
+  std::vector<std::string> layers;
+  size_t rank = 0;
+  for (int k = 0; k < n.input_size(); ++k) {
+    const Value& v = layer_input(n, k);
+    layers.push_back(v.layer);
+    rank = v.shape.size();
+  }
+  int64_t axis = attr_int(n, "axis", 1);
+  if (axis < 0) axis += static_cast<int64_t>(rank) + 1;
+  if (axis != 1) unsupported(n, "only a concat along channels (axis 1) is supported");
+  if (layers.size() < 2 || layers.size() > 16) unsupported(n, "a concat of 2 to 16 tensors is supported");
+  add_layer(n, layer_of(LayerType::Concat), layers);
+}
+
+void Importer::cast(const onnx::NodeProto& n) {
+  const Value& x = input(n, 0);
+  if (x.kind != Value::Kind::Constant) unsupported(n, "only a cast of a constant is supported");
+  set_output(n, x);
+}
+
+void Importer::constant(const onnx::NodeProto& n) {
+  Constant c;
+  for (const auto& a : n.attribute()) {
+    std::string what = fmt::format("{}: node '{}' (Constant)", path_, n.name());
+    if (a.name() == "value") c = decode_tensor(a.t(), what);
+    else if (a.name() == "value_float") c.floats = {a.f()};
+    else if (a.name() == "value_floats") c.floats.assign(a.floats().begin(), a.floats().end()), c.dims = {c.numel()};
+    else if (a.name() == "value_int") c.is_float = false, c.ints = {a.i()};
+    else if (a.name() == "value_ints") c.is_float = false, c.ints.assign(a.ints().begin(), a.ints().end()), c.dims = {c.numel()};
+    else unsupported(n, fmt::format("a constant given as '{}' is not supported", a.name()));
+  }
+  set_output(n, constant_value(std::move(c)));
+}
+
+void Importer::identity(const onnx::NodeProto& n) { set_output(n, input(n, 0)); }
+
+// Dropout is kept (it trains again); inference treats it as the identity.
+void Importer::dropout(const onnx::NodeProto& n) {
+  const Value& x = layer_input(n, 0);
+  only_first_output_used(n);  // the mask
+  Layer L = layer_of(LayerType::Dropout);
+  L.dropout = attr_float(n, "ratio", 0.5f);
+  if (has_input(n, 1)) {
+    const Constant& r = constant_input(n, 1);
+    if (!r.is_float || r.numel() != 1) unsupported(n, "its ratio must be a float scalar");
+    L.dropout = as_double(r.floats[0]);
+  }
+  add_layer(n, L, {x.layer});
+}
+
+// A zero Pad of height and width, which the Conv or AveragePool reading it takes as padding.
+void Importer::pad(const onnx::NodeProto& n) {
+  const Value& x = layer_input(n, 0);
+  if (attr_string(n, "mode", "constant") != "constant") unsupported(n, "only constant (zero) padding is supported");
+  if (has_input(n, 2)) {
+    const Constant& v = constant_input(n, 2);
+    if (v.numel() != 1 || (v.is_float ? v.floats[0] != 0 : v.ints[0] != 0)) unsupported(n, "only zero padding is supported");
+  }
+  if (has_input(n, 3)) unsupported(n, "padding chosen axes (the axes input) is not supported");
+  const std::vector<int64_t> p = has_input(n, 1) ? constant_input(n, 1).ints : attr_ints(n, "pads");
+  // [N, C, H, W] begins, then ends.
+  if (x.shape.size() != 3 || p.size() != 8 || p[0] || p[1] || p[4] || p[5] || std::any_of(p.begin(), p.end(), [](int64_t v) { return v < 0; }))
+    unsupported(n, "only padding the height and width of an image, by non-negative amounts, is supported");
+  Value v = x;
+  v.kind = Value::Kind::Padded;
+  v.pads = Pads{p[2], p[3], p[6], p[7]};
+  set_output(n, std::move(v));
+}
+
+}  // namespace shrink::onnx_import

@@ -1,0 +1,269 @@
+// ONNX import (onnx/, jobs/import.cpp) on models PyTorch writes (tests/onnx/make_models.py: every
+// supported op at opsets 11, 13 and 17, batchnorm folded by the exporter and kept, torchvision's
+// resnet18, mobilenet_v2 and mobilenet_v3_small, and one file per unsupported case): the imported
+// checkpoint in LibTorch, the fp32 runtime and the int8 runtime against PyTorch and the simulation.
+#include <fstream>
+
+#include "tests/helpers.h"
+#include "common/error.h"
+#include "export/export.h"
+#include "jobs/import.h"
+#include "onnx/import.h"
+#include "quantize/qnet.h"
+#include "shrink/runtime.hpp"
+#include "train/checkpoint.h"
+
+using namespace shrink;
+using shrink::test::TempDir;
+
+namespace {
+
+// The models, written once per build tree (ctest's onnx_models fixture, or here when run alone).
+const std::string& cases_dir() {
+  static const std::string dir = [] {
+    const std::string d = SHRINK_ONNX_CASES;
+    if (!std::filesystem::exists(d + "/cases.json")) {
+      auto r = test::run_cmd("/usr/bin/python3 " + std::string(SHRINK_SOURCE_DIR) + "/tests/onnx/make_models.py " + d);
+      if (r.code != 0) throw std::runtime_error("tests/onnx/make_models.py failed:\n" + r.out);
+    }
+    return d;
+  }();
+  return dir;
+}
+
+nlohmann::json cases() {
+  std::ifstream f(cases_dir() + "/cases.json");
+  return nlohmann::json::parse(f);
+}
+
+torch::Tensor read_floats(const std::string& file, std::vector<int64_t> shape) {
+  std::ifstream f(cases_dir() + "/" + file, std::ios::binary);
+  auto t = torch::empty(shape);
+  f.read(reinterpret_cast<char*>(t.data_ptr<float>()), t.numel() * 4);
+  CATCH_REQUIRE(f.good());
+  return t;
+}
+
+double relative_error(const torch::Tensor& got, const torch::Tensor& expect) {
+  return ((got - expect).abs().max() / expect.abs().max()).item<double>();
+}
+
+torch::Tensor run_runtime(const std::string& path, const torch::Tensor& x) {
+  auto m = rt::Model::load(path, 1);
+  auto in = x.contiguous();
+  auto out = m.predict(in.data_ptr<float>(), x.size(0));
+  return torch::from_blob(out.data(), {x.size(0), m.classes()}, torch::kFloat32).clone();
+}
+
+// Imports a case into DIR/NAME.pt; its input and PyTorch's output.
+struct Imported {
+  std::string checkpoint;
+  torch::Tensor x, expect;
+};
+Imported import_case(const TempDir& dir, const nlohmann::json& c) {
+  Imported m;
+  m.checkpoint = dir / (c["name"].get<std::string>() + ".pt");
+  ImportRequest r;
+  r.onnx = cases_dir() + "/" + c["file"].get<std::string>();
+  r.out = m.checkpoint;
+  import_model(r);
+  std::vector<int64_t> shape{c["batch"].get<int64_t>()};
+  for (int64_t d : c["input_shape"]) shape.push_back(d);
+  m.x = read_floats(c["input"], shape);
+  m.expect = read_floats(c["expected"], {shape[0], c["classes"].get<int64_t>()});
+  return m;
+}
+
+// LibTorch and the fp32 runtime compute what PyTorch computed, within 1e-4 of the largest logit.
+void check_fp32(const nlohmann::json& c) {
+  CATCH_INFO(c["name"].get<std::string>() << " ops " << c["ops"].dump());
+  TempDir dir;
+  Imported m = import_case(dir, c);
+  auto net = load_checkpoint(m.checkpoint).model;
+  net->eval();
+  torch::NoGradGuard no_grad;
+  CATCH_CHECK(relative_error(net->forward(m.x), m.expect) < 1e-4);
+  export_model(m.checkpoint, dir / "m.shrink", {});
+  CATCH_CHECK(relative_error(run_runtime(dir / "m.shrink", m.x), m.expect) < 1e-4);
+}
+
+std::vector<nlohmann::json> ok_cases(const std::function<bool(const std::string&)>& which) {
+  std::vector<nlohmann::json> out;
+  for (const auto& c : cases())
+    if (c["expect"] == "ok" && which(c["name"].get<std::string>())) out.push_back(c);
+  return out;
+}
+
+bool is_torchvision(const std::string& name) { return name.rfind("resnet18", 0) == 0 || name.rfind("mobilenet", 0) == 0; }
+
+}  // namespace
+
+CATCH_TEST_CASE("ONNX import: small networks of every supported op match PyTorch in LibTorch and the fp32 runtime", "[onnx][parity]") {
+  auto selected = ok_cases([](const std::string& n) { return !is_torchvision(n); });
+  CATCH_REQUIRE(selected.size() >= 100);
+  std::set<std::string> ops, opsets;
+  for (const auto& c : selected) {
+    check_fp32(c);
+    for (const auto& op : c["ops"]) ops.insert(op.get<std::string>());
+    opsets.insert(std::to_string(c["opset"].get<int>()) + c["mode"].get<std::string>());
+  }
+  // Every op import reads occurs in a file, but Cast and Squeeze: other exporters' shape arithmetic.
+  for (const auto& op : supported_onnx_ops()) {
+    CATCH_INFO("op " << op);
+    if (op != "Cast" && op != "Squeeze") CATCH_CHECK(ops.count(op));
+  }
+  CATCH_CHECK(opsets == std::set<std::string>{"11eval", "11preserve", "13eval", "13preserve", "17eval", "17preserve"});
+}
+
+CATCH_TEST_CASE("ONNX import: torchvision resnet18, mobilenet_v2 and mobilenet_v3_small match PyTorch", "[onnx][parity]") {
+  auto selected = ok_cases(is_torchvision);
+  CATCH_REQUIRE(selected.size() == 18);
+  for (const auto& c : selected) check_fp32(c);
+}
+
+CATCH_TEST_CASE("ONNX import: the int8 runtime computes what the int8 simulation of an imported model computes", "[onnx][int8]") {
+  auto selected = ok_cases([](const std::string& n) { return n.find("_op13_") != std::string::npos; });
+  CATCH_REQUIRE(selected.size() >= 40);
+  for (const auto& c : selected) {
+    CATCH_INFO(c["name"].get<std::string>());
+    TempDir dir;
+    Imported m = import_case(dir, c);
+    auto spec = load_checkpoint(m.checkpoint).model->spec();
+    // A batchnorm that no conv or linear computes alone stays float (docs/quantization.md).
+    QuantSettings settings;
+    for (size_t i = 0; i < spec.layers.size(); ++i) {
+      const Layer& L = spec.layers[i];
+      const int src = L.inputs[0].empty() ? -1 : spec.index_of(L.inputs[0]);
+      int readers = 0;
+      for (const Layer& other : spec.layers) readers += src >= 0 && std::count(other.inputs.begin(), other.inputs.end(), spec.layers[src].name);
+      if (L.type == LayerType::BatchNorm && !(src == static_cast<int>(i) - 1 && src >= 0 && has_weights(spec.layers[src].type) && readers == 1))
+        settings.float_layers.push_back(L.name);
+    }
+    QuantNet q(spec, settings);
+    load_weights_into(m.checkpoint, *q);
+    torch::manual_seed(1);
+    auto like_input = [&](int64_t n) {  // the case's input, repeated, with noise
+      std::vector<int64_t> reps(m.x.dim(), 1);
+      reps[0] = n / m.x.size(0);
+      auto base = m.x.repeat(reps);
+      return base + 0.2 * torch::randn_like(base);
+    };
+    q->eval();
+    q->set_calibrating(true);
+    {
+      torch::NoGradGuard no_grad;
+      q->forward(like_input(64));
+    }
+    q->set_calibrating(false);
+    q->finish_calibration();
+    SpecNet as_net(std::static_pointer_cast<SpecNetImpl>(q.ptr()));
+    save_checkpoint(dir / "q.pt", as_net, nullptr, {{"epoch", 0}});
+    auto info = export_model(dir / "q.pt", dir / "q.shrink", {});
+    CATCH_CHECK(info["precision"] == "int8");
+    auto x = like_input(64);
+    torch::Tensor sim;
+    {
+      torch::NoGradGuard no_grad;
+      sim = q->forward(x);
+    }
+    auto got = run_runtime(dir / "q.shrink", x);
+    SpecNet fp = load_checkpoint(m.checkpoint).model;
+    fp->eval();
+    torch::NoGradGuard no_grad;
+    const double int8_error = relative_error(sim, fp->forward(x));
+    // Both round the same values onto the same grids; they differ where the simulation's float
+    // sums and the runtime's int32 sums fall on either side of a rounding step, which deep nets
+    // carry forward: within 2% of the largest logit, or closer to the simulation than the
+    // simulation is to the float model.
+    CATCH_CHECK((got.argmax(1) == sim.argmax(1)).to(torch::kFloat64).mean().item<double>() >= 0.9);
+    const double error = relative_error(got, sim);
+    CATCH_CHECK((error < 0.02 || error < int8_error));
+  }
+}
+
+CATCH_TEST_CASE("ONNX import: an unsupported op is one line naming the node, its op type and the supported ops", "[onnx][errors]") {
+  int seen = 0;
+  for (const auto& c : cases()) {
+    if (c["expect"] != "error") continue;
+    ++seen;
+    CATCH_INFO(c["name"].get<std::string>());
+    try {
+      import_onnx(cases_dir() + "/" + c["file"].get<std::string>());
+      CATCH_FAIL("imported without an error");
+    } catch (const UserError& e) {
+      std::string what = e.what();
+      for (const auto& part : c["message_contains"]) CATCH_CHECK_THAT(what, Catch::Contains(part.get<std::string>()));
+      CATCH_CHECK_THAT(what, Catch::Contains("supported ops: ") && Catch::Contains("Conv") && Catch::Contains("HardSigmoid"));
+      CATCH_CHECK(what.find('\n') == std::string::npos);
+    }
+  }
+  CATCH_CHECK(seen >= 6);
+}
+
+CATCH_TEST_CASE("ONNX import: damaged files, other opsets and bad options are clear errors", "[onnx][errors]") {
+  TempDir dir;
+  const std::string good = cases_dir() + "/conv_variants_op13_eval.onnx";
+  std::string bytes = test::read_text(good);
+  test::write_text(dir / "cut.onnx", bytes.substr(0, bytes.size() / 2));
+  CATCH_CHECK_THROWS_WITH(import_onnx(dir / "cut.onnx"), Catch::Contains("not an ONNX model"));
+  test::write_text(dir / "text.onnx", "conv(8) relu");
+  CATCH_CHECK_THROWS_WITH(import_onnx(dir / "text.onnx"), Catch::Contains("not an ONNX model"));
+  CATCH_CHECK_THROWS_WITH(import_onnx(dir / "none.onnx"), Catch::Contains("cannot open"));
+  CATCH_CHECK_THROWS_WITH(import_onnx(good, {3, 20, 20}), Catch::Contains("--input 3x20x20 but the file's input"));
+  ImportRequest r;
+  r.onnx = good;
+  r.out = dir / "m.pt";
+  r.mean = {0.5f};
+  r.std = {0.25f};
+  CATCH_CHECK_THROWS_WITH(import_model(r), Catch::Contains("1 values for 3 input channels"));
+  CATCH_CHECK(!std::filesystem::exists(dir / "m.pt"));
+  // The command line: exit code 2 and one line.
+  auto cli = test::run_cli("import " + dir / "cut.onnx" + " --out " + dir / "x.pt");
+  CATCH_CHECK(cli.code == 2);
+  CATCH_CHECK_THAT(cli.out, Catch::Contains("not an ONNX model"));
+  cli = test::run_cli("import " + cases_dir() + "/error_leaky_relu_op13_eval.onnx --out " + dir / "x.pt");
+  CATCH_CHECK(cli.code == 2);
+  CATCH_CHECK_THAT(cli.out, Catch::Contains("LeakyRelu"));
+}
+
+CATCH_TEST_CASE("shrink import: a fresh classifier, normalization and class names, model info, and training from it without restating the spec", "[onnx][cli]") {
+  TempDir dir;
+  const std::string onnx = cases_dir() + "/squeeze_excite_op13_preserve.onnx";
+  test::write_text(dir / "names.txt", "a\nb\nc\n");
+  auto cli = test::run_cli("import " + onnx + " --out " + dir / "m.pt" + " --classes 3 --mean 0.1,0.2,0.3 --std 0.5,0.5,0.5 --class-names " +
+                           dir / "names.txt");
+  CATCH_REQUIRE(cli.code == 0);
+  CATCH_CHECK_THAT(cli.out, Catch::Contains("fresh 3-class"));
+  auto loaded = load_checkpoint(dir / "m.pt");
+  CATCH_CHECK(loaded.model->spec().classes == 3);
+  CATCH_CHECK(loaded.meta["mean"].get<std::vector<float>>() == std::vector<float>{0.1f, 0.2f, 0.3f});
+  CATCH_CHECK(loaded.meta["class_names"].get<std::vector<std::string>>() == std::vector<std::string>{"a", "b", "c"});
+  // Everything but the classifier is the file's.
+  ImportRequest same;
+  same.onnx = onnx;
+  same.out = dir / "same.pt";
+  import_model(same);
+  auto own = load_checkpoint(dir / "same.pt").model->named_parameters();
+  for (const auto& p : loaded.model->named_parameters())
+    if (p.key().rfind(loaded.model->spec().layers.back().name + ".", 0) != 0) CATCH_CHECK(torch::equal(p.value(), own[p.key()]));
+  // model info reads the ONNX file and the checkpoint alike.
+  auto info = test::run_cli("model info " + onnx);
+  CATCH_CHECK(info.code == 0);
+  CATCH_CHECK_THAT(info.out, Catch::Contains("mul") && Catch::Contains("hardsigmoid") && Catch::Contains("3x16x16"));
+  CATCH_CHECK_THAT(test::run_cli("model info " + dir / "m.pt").out, Catch::Contains("linear"));
+  // Exported class names come from the checkpoint.
+  CATCH_CHECK(export_model(dir / "m.pt", dir / "m.shrink", {})["precision"] == "fp32");
+  auto file_meta = nlohmann::json::parse(rt::Model::load(dir / "m.shrink").metadata_json());
+  CATCH_CHECK(file_meta["class_names"].get<std::vector<std::string>>() == std::vector<std::string>{"a", "b", "c"});
+  // Training from it: the spec and the normalization come from the checkpoint.
+  auto args = test::synthetic_job_args(dir / "run", 1);
+  std::string line;
+  for (const auto& a : args)
+    if (a.rfind("--model.spec", 0) != 0 && a.rfind("--data.shape", 0) != 0 && a.rfind("--data.classes", 0) != 0) line += " " + a;
+  test::write_text(dir / "train.ini", "");
+  auto train = test::run_cli("train --config " + dir / "train.ini" + line + " --data.shape=3,16,16 --data.classes=3 --model.init=" + dir / "m.pt");
+  CATCH_CHECK(train.code == 0);
+  CATCH_CHECK_THAT(train.out, !Catch::Contains("error"));
+  std::string ini = test::read_text(dir / "run/config.ini");
+  CATCH_CHECK_THAT(ini, Catch::Contains("normalize = fixed") && Catch::Contains("mul("));
+}
