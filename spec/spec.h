@@ -60,9 +60,11 @@ struct LayerInfo {
   int64_t macs = 0;
 };
 
-// Parses a spec string or a preset name (usps_teacher, usps_student, lenet5, mlp_300_100,
-// resnet20). `classes` replaces the word `classes` in arguments. Checks shapes; errors are
-// UserError naming the column and token at fault.
+// Parses a spec string or a preset (preset_names(): usps_teacher, usps_student, lenet5,
+// mlp_300_100, resnet20, resnet18, mobilenet_v2). A preset is the whole spec and may carry
+// key=value arguments, e.g. mobilenet_v2(width=0.5) or resnet18(width=0.5). `classes` replaces the
+// word `classes` in arguments. Checks shapes; errors are UserError naming the column and token at
+// fault.
 ModelSpec parse_spec(const std::string& text, const std::vector<int64_t>& input, int64_t classes);
 std::vector<std::string> preset_names();
 // The spec text of a preset, or "" when `name` is none.
