@@ -99,9 +99,9 @@ std::string run_model_info(const Args& a) {
   return model_info(a.positional[0], input ? parse_shape(*input) : std::vector<int64_t>{}, a.integer("classes", 10));
 }
 
-std::vector<float> numbers_of(const Args& a, const std::string& flag) {
-  std::vector<float> out;
-  for (const auto& s : split_list(a.get(flag).value_or(""))) out.push_back(std::stof(s));
+std::vector<double> numbers_of(const Args& a, const std::string& flag) {
+  std::vector<double> out;
+  for (const auto& s : split_list(a.get(flag).value_or(""))) out.push_back(std::stod(s));
   return out;
 }
 

@@ -11,7 +11,7 @@ struct ImportRequest {
   std::string onnx, out;                 // the ONNX file; the checkpoint to write
   std::vector<int64_t> input;            // C,H,W when the file leaves it open (or to check it)
   int64_t classes = 0;                   // > 0 and different from the model's: a fresh classifier of this width
-  std::vector<float> mean, std;          // per-channel input normalization the model was trained with
+  std::vector<double> mean, std;         // per-channel input normalization the model was trained with
   std::string class_names;               // a file with one class name per line
   int64_t seed = 0;                      // initialization of a fresh classifier
 };

@@ -83,7 +83,8 @@ namespace {
 // A spec string or preset; an ONNX file (read as import would); a checkpoint (its spec).
 ModelSpec spec_of(const std::string& what, const std::vector<int64_t>& input, int64_t classes) {
   if (looks_like_onnx(what)) return import_onnx(what, input).spec;
-  if (std::filesystem::is_regular_file(what)) return spec_from_meta(read_checkpoint_meta(what));
+  std::error_code not_a_path;  // spec text may be longer than a file name can be
+  if (std::filesystem::is_regular_file(what, not_a_path)) return spec_from_meta(read_checkpoint_meta(what));
   return parse_spec(what, input.empty() ? std::vector<int64_t>{1, 16, 16} : input, classes);
 }
 
@@ -92,16 +93,16 @@ ModelSpec spec_of(const std::string& what, const std::vector<int64_t>& input, in
 std::string model_info(const std::string& spec_text, const std::vector<int64_t>& input, int64_t classes) {
   ModelSpec spec = spec_of(spec_text, input, classes);
   auto info = analyze(spec);
-  std::string out = fmt::format("{:<12} {:<8} {:<14} {:<14} {:>10} {:>12}\n", "layer", "type", "input", "output", "params", "MACs");
+  std::string out = fmt::format("{:<14} {:<11} {:<14} {:<14} {:>10} {:>12}\n", "layer", "type", "input", "output", "params", "MACs");
   int64_t params = 0, macs = 0;
   for (size_t i = 0; i < info.size(); ++i) {
     const Layer& L = spec.layers[i];
-    out += fmt::format("{:<12} {:<8} {:<14} {:<14} {:>10} {:>12}\n", L.name, L.depthwise ? "dwconv" : layer_type_name(L.type),
+    out += fmt::format("{:<14} {:<11} {:<14} {:<14} {:>10} {:>12}\n", L.name, L.depthwise ? "dwconv" : layer_type_name(L.type),
                        shape_string(info[i].in_shape), shape_string(info[i].out_shape), info[i].params, info[i].macs);
     params += info[i].params;
     macs += info[i].macs;
   }
-  out += fmt::format("{:<12} {:<8} {:<14} {:<14} {:>10} {:>12}\n", "total", "", shape_string(spec.input), "", params, macs);
+  out += fmt::format("{:<14} {:<11} {:<14} {:<14} {:>10} {:>12}\n", "total", "", shape_string(spec.input), "", params, macs);
   return out + "spec: " + spec.to_string() + "\n";
 }
 

@@ -2,6 +2,8 @@
 // handler (onnx/ops.cpp), and the graph's output ends the spec.
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <set>
@@ -127,7 +129,6 @@ std::string Importer::add_layer(const onnx::NodeProto& n, Layer L, const std::ve
   } catch (const UserError& e) {
     unsupported(n, e.what());
   }
-  out_.source_node[L.name] = n.name();
   Value v;
   v.layer = L.name;
   v.shape = info.out_shape;
@@ -192,8 +193,9 @@ std::vector<std::string> supported_onnx_ops() {
 }
 
 bool looks_like_onnx(const std::string& path) {
-  if (path.size() >= 5 && path.compare(path.size() - 5, 5, ".onnx") == 0) return true;
-  return false;
+  std::string ext = std::filesystem::path(path).extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char ch) { return std::tolower(ch); });
+  return ext == ".onnx";
 }
 
 }  // namespace shrink

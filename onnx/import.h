@@ -22,15 +22,14 @@ struct ImportedModel {
   // By the names a SpecNet gives them: "<layer>.weight", ".bias", ".running_mean", ".running_var".
   std::map<std::string, ImportedTensor> tensors;
   int64_t opset = 0;
-  std::string producer;                            // e.g. "pytorch 1.13.1"
-  std::map<std::string, std::string> source_node;  // layer name -> the ONNX node it came from
+  std::string producer;  // e.g. "pytorch 1.13.1"
 };
 
 // `input`: the per-sample shape C,H,W (or F) when the file leaves it open (or to check it).
 ImportedModel import_onnx(const std::string& path, const std::vector<int64_t>& input = {});
 // The ONNX op types import_onnx reads, sorted.
 std::vector<std::string> supported_onnx_ops();
-// Whether a path names an ONNX file (its extension is .onnx), not a checkpoint or spec text.
+// Whether a path names an ONNX file (its extension is .onnx, any case), not a checkpoint or spec text.
 bool looks_like_onnx(const std::string& path);
 
 }  // namespace shrink

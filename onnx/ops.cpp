@@ -112,6 +112,8 @@ void Importer::conv(const onnx::NodeProto& n) {
   pads[0] += x.pads.top, pads[1] += x.pads.left, pads[2] += x.pads.bottom, pads[3] += x.pads.right;  // zero for a plain input
   L.padding = pads[0], L.pad_left = pads[1], L.pad_bottom = pads[2], L.pad_right = pads[3];
   L.bias = has_input(n, 2);
+  if (L.bias && (constant_input(n, 2).numel() != L.out || !constant_input(n, 2).is_float))
+    unsupported(n, fmt::format("its bias must be {} floats", L.out));
   std::string name = add_layer(n, L, {x.layer});
   set_tensor(name + ".weight", w.dims, w.floats);
   if (L.bias) set_tensor(name + ".bias", {L.out}, constant_input(n, 2).floats);
@@ -137,7 +139,7 @@ void Importer::gemm(const onnx::NodeProto& n) {
   set_tensor(name + ".weight", {out, in}, std::move(w));
   if (!L.bias) return;
   const Constant& c = constant_input(n, 2);
-  if (c.numel() != out && c.numel() != 1) unsupported(n, fmt::format("C of {} values; [{}] or a scalar is expected", c.numel(), out));
+  if ((c.numel() != out && c.numel() != 1) || !c.is_float) unsupported(n, fmt::format("C must be {} floats or one", out));
   std::vector<float> bias(static_cast<size_t>(out));
   for (int64_t o = 0; o < out; ++o) bias[o] = beta * c.floats[c.numel() == 1 ? 0 : o];
   set_tensor(name + ".bias", {out}, std::move(bias));
@@ -176,8 +178,14 @@ void Importer::add(const onnx::NodeProto& n) {
   const Value& c = a_is_layer ? b : a;
   const int producer = x.kind == Value::Kind::Layer && !x.layer.empty() ? index_of_layer(x.layer) : -1;
   const std::string& x_name = n.input(a_is_layer ? 0 : 1);
+  // One value per channel, shaped to broadcast along channels: [C] or [1,C] for features,
+  // [C,1,1] or [1,C,1,1] for images ([C] would run along an image's width).
+  std::vector<int64_t> dims = c.constant.dims;
+  if (!dims.empty() && dims[0] == 1 && dims.size() == x.shape.size() + 1) dims.erase(dims.begin());
+  std::vector<int64_t> per_channel(x.shape.size(), 1);
+  if (!per_channel.empty()) per_channel[0] = x.shape[0];
   if (c.kind != Value::Kind::Constant || producer < 0 || !has_weights(spec_.layers[producer].type) || spec_.layers[producer].bias ||
-      uses(x_name) != 1 || c.constant.numel() != x.shape[0] || !c.constant.is_float)
+      uses(x_name) != 1 || dims != per_channel || !c.constant.is_float)
     unsupported(n, "only an add of two computed tensors, or of a per-channel bias to the only output of a Conv, Gemm or MatMul without one, is supported");
   Layer& L = spec_.layers[producer];
   L.bias = true;
@@ -199,10 +207,8 @@ void Importer::mul(const onnx::NodeProto& n) {
     if (G.type == LayerType::HardSigmoid && G.inputs[0] == other.layer && std::abs(G.alpha - 1.0 / 6) < 1e-6 && G.beta == 0.5 &&
         uses(n.input(pair == &a ? 0 : 1)) == 1) {  // nothing else reads the hardsigmoid: it becomes the hardswish
       G.type = LayerType::HardSwish;
-      out_.source_node.erase(G.name);
       if (G.name == "hardsigmoid" + std::to_string(counters_["hardsigmoid"])) --counters_["hardsigmoid"];  // its number is free again
       G.name = "hardswish" + std::to_string(++counters_["hardswish"]);
-      out_.source_node[G.name] = n.name();
       Value v = gate;
       v.layer = G.name;
       values_[n.output(0)] = v;

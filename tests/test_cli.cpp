@@ -76,6 +76,10 @@ CATCH_TEST_CASE("train, eval, data info and model info work end to end", "[cli]"
   CATCH_CHECK(m.out.find("conv5") != std::string::npos);
   auto total = m.out.substr(m.out.find("total"));
   CATCH_CHECK(total.find("1x16x16") != std::string::npos);
+  // A spec longer than a file name may be is still a spec.
+  std::string long_spec;
+  for (int i = 0; i < 40; ++i) long_spec += "conv(8,k=1) bn relu ";
+  CATCH_CHECK(run_cli("model info '" + long_spec + "gap linear(classes)'").code == 0);
 }
 
 CATCH_TEST_CASE("export and shrink-run: a trained model's predictions and accuracy, and export errors", "[cli][runtime]") {

@@ -213,8 +213,8 @@ CATCH_TEST_CASE("ONNX import: damaged files, other opsets and bad options are cl
   ImportRequest r;
   r.onnx = good;
   r.out = dir / "m.pt";
-  r.mean = {0.5f};
-  r.std = {0.25f};
+  r.mean = {0.5};
+  r.std = {0.25};
   CATCH_CHECK_THROWS_WITH(import_model(r), Catch::Contains("1 values for 3 input channels"));
   CATCH_CHECK(!std::filesystem::exists(dir / "m.pt"));
   // The command line: exit code 2 and one line.
@@ -236,7 +236,7 @@ CATCH_TEST_CASE("shrink import: a fresh classifier, normalization and class name
   CATCH_CHECK_THAT(cli.out, Catch::Contains("fresh 3-class"));
   auto loaded = load_checkpoint(dir / "m.pt");
   CATCH_CHECK(loaded.model->spec().classes == 3);
-  CATCH_CHECK(loaded.meta["mean"].get<std::vector<float>>() == std::vector<float>{0.1f, 0.2f, 0.3f});
+  CATCH_CHECK(loaded.meta["mean"].get<std::vector<double>>() == std::vector<double>{0.1, 0.2, 0.3});
   CATCH_CHECK(loaded.meta["class_names"].get<std::vector<std::string>>() == std::vector<std::string>{"a", "b", "c"});
   // Everything but the classifier is the file's.
   ImportRequest same;
@@ -259,11 +259,21 @@ CATCH_TEST_CASE("shrink import: a fresh classifier, normalization and class name
   auto args = test::synthetic_job_args(dir / "run", 1);
   std::string line;
   for (const auto& a : args)
-    if (a.rfind("--model.spec", 0) != 0 && a.rfind("--data.shape", 0) != 0 && a.rfind("--data.classes", 0) != 0) line += " " + a;
+    if (a.rfind("--model.spec", 0) != 0 && a.rfind("--data.shape", 0) != 0 && a.rfind("--job.out", 0) != 0) line += " " + a;
   test::write_text(dir / "train.ini", "");
-  auto train = test::run_cli("train --config " + dir / "train.ini" + line + " --data.shape=3,16,16 --data.classes=3 --model.init=" + dir / "m.pt");
+  line += " --data.shape=3,16,16 --data.classes=3";
+  auto train = test::run_cli("train --config " + dir / "train.ini" + line + " --job.out=" + dir / "run" + " --model.init=" + dir / "m.pt");
   CATCH_CHECK(train.code == 0);
   CATCH_CHECK_THAT(train.out, !Catch::Contains("error"));
   std::string ini = test::read_text(dir / "run/config.ini");
   CATCH_CHECK_THAT(ini, Catch::Contains("normalize = fixed") && Catch::Contains("mul("));
+  // The run stands on its own: its saved config states both, so the start checkpoint may go.
+  std::filesystem::rename(dir / "m.pt", dir / "moved.pt");
+  CATCH_CHECK(test::run_cli("eval --checkpoint " + dir / "run/checkpoints/last.pt").code == 0);
+  // Pruning it keeps the normalization it was trained with.
+  auto prune = test::run_cli("prune --config " + dir / "train.ini" + line + " --job.out=" + dir / "pruned" +
+                             " --prune.checkpoint=" + dir / "run/checkpoints/last.pt");
+  CATCH_INFO(prune.out);
+  CATCH_CHECK(prune.code == 0);
+  CATCH_CHECK_THAT(test::read_text(dir / "pruned/config.ini"), Catch::Contains("normalize = fixed"));
 }

@@ -69,19 +69,30 @@ void add_train_options(Keys& keys, const std::string& model_section) {
 
 namespace {
 
+// The checkpoint a job starts from: model.init (student.init), or what prune and quantize take.
+std::pair<std::string, std::string> start_checkpoint(const Config& c, const std::string& section) {
+  for (const std::string key : {section + ".init", std::string("prune.checkpoint"), std::string("quantize.checkpoint")})
+    if (c.has(key) && !c.get<std::string>(key).empty()) return {key, c.get<std::string>(key)};
+  return {};
+}
+
 // A model started from a checkpoint (an imported one, say) needs no spec restated, and reads its
 // inputs normalized as it was trained: both come from the checkpoint where the config leaves
-// them at their defaults (the saved config.ini then states them, for --resume).
-void take_from_init(const Config& c, const std::string& section, JobConfig& j) {
-  nlohmann::json meta = read_checkpoint_meta(j.init);
+// them at their defaults (the saved config.ini then states them, for --resume and eval).
+void take_from_start(const Config& c, const std::string& section, JobConfig& j) {
+  const auto [key, path] = start_checkpoint(c, section);
+  const bool spec_open = key == section + ".init" && c.where(section + ".spec") == "default";
+  const bool normalize_open = c.where("data.normalize") == "default";
+  if (path.empty() || !(spec_open || normalize_open)) return;
+  nlohmann::json meta = read_checkpoint_meta(path);
   Config resolved = c;
-  const std::string origin = j.init + " (" + section + ".init)";
-  if (c.where(section + ".spec") == "default") {
+  const std::string origin = path + " (" + key + ")";
+  if (spec_open) {
     j.model = meta.at("spec").get<std::string>();
     resolved.set(section + ".spec", j.model, origin);
   }
   auto mean = meta.value("mean", std::vector<double>{}), std = meta.value("std", std::vector<double>{});
-  if (!mean.empty() && c.where("data.normalize") == "default") {
+  if (!mean.empty() && normalize_open) {
     j.data.normalize = "fixed", j.data.mean = mean, j.data.std = std;
     resolved.set("data.normalize", "fixed", origin);
     resolved.set("data.mean", fmt::format("{}", fmt::join(mean, ",")), origin);
@@ -146,7 +157,7 @@ JobConfig read_job_config(const Config& c) {
   o.min_lr = c.get<double>("optim.min_lr");
   if (o.min_lr > o.lr) c.fail("optim.min_lr", "must be at most optim.lr");
   j.resolved_ini = c.to_ini();
-  if (!j.init.empty()) take_from_init(c, section, j);
+  take_from_start(c, section, j);
   return j;
 }
 
