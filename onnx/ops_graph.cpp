@@ -91,6 +91,7 @@ void Importer::reshape(const onnx::NodeProto& n) {
   int64_t features = 1;
   for (int64_t d : x.shape) features *= d;
   const auto& t = target.ints;
+  if (attr_int(n, "allowzero", 0) != 0 && std::count(t.begin(), t.end(), 0)) unsupported(n, "allowzero with a 0 in the shape is not supported");
   const bool flattens = !target.is_float && t.size() == 2 &&
                         ((t[0] == kBatch || t[0] == 0) ? (t[1] == -1 || t[1] == features) : (t[0] == -1 && t[1] == features));
   if (!flattens) unsupported(n, "only a reshape that flattens each sample ([batch, -1]) is supported");

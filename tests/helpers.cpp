@@ -10,7 +10,9 @@
 #include <random>
 #include <sstream>
 
+#include "export/export.h"
 #include "quantize/quantize.h"
+#include "train/checkpoint.h"
 
 namespace shrink::test {
 
@@ -90,6 +92,24 @@ std::string train_synthetic(const TempDir& dir, const std::string& name, int64_t
   args.insert(args.end(), extra.begin(), extra.end());
   run_train_job(read_job_config(Config::load(keys, "", args)), quiet());
   return dir / (name + "/checkpoints/last.pt");
+}
+
+QuantNet calibrated_int8(const TempDir& dir, const ModelSpec& spec, const std::string& float_checkpoint, const QuantSettings& settings,
+                         const torch::Tensor& calibration) {
+  QuantNet q(spec, settings);
+  load_weights_into(float_checkpoint, *q);
+  q->eval();
+  q->set_calibrating(true);
+  {
+    torch::NoGradGuard no_grad;
+    q->forward(calibration);
+  }
+  q->set_calibrating(false);
+  q->finish_calibration();
+  SpecNet as_net(std::static_pointer_cast<SpecNetImpl>(q.ptr()));
+  save_checkpoint(dir / "q.pt", as_net, nullptr, {{"epoch", 0}});
+  CATCH_CHECK(export_model(dir / "q.pt", dir / "q.shrink", {})["precision"] == "int8");
+  return q;
 }
 
 std::string quantize_synthetic(const TempDir& dir, const std::string& name, const std::string& checkpoint) {

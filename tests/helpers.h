@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "quantize/qnet.h"
 #include "train/trainer.h"
 
 namespace shrink::test {
@@ -42,6 +43,10 @@ std::string train_synthetic(const TempDir& dir, const std::string& name, int64_t
 // Quantizes `checkpoint` (post-training calibration on that job's data) into DIR/NAME and returns
 // its checkpoint: a quantized one.
 std::string quantize_synthetic(const TempDir& dir, const std::string& name, const std::string& checkpoint);
+// The int8 simulation of `spec` with a float checkpoint's weights, calibrated on `calibration`
+// (post-training), saved as DIR/q.pt and exported as DIR/q.shrink; returned in eval mode.
+QuantNet calibrated_int8(const TempDir& dir, const ModelSpec& spec, const std::string& float_checkpoint, const QuantSettings& settings,
+                         const torch::Tensor& calibration);
 
 struct CliResult {
   int code;

@@ -129,18 +129,17 @@ CATCH_TEST_CASE("ONNX import: the int8 runtime computes what the int8 simulation
     TempDir dir;
     Imported m = import_case(dir, c);
     auto spec = load_checkpoint(m.checkpoint).model->spec();
-    // A batchnorm that no conv or linear computes alone stays float (docs/quantization.md).
+    // A batchnorm that is not the only reader of the conv or linear right before it stays float
+    // (docs/quantization.md).
     QuantSettings settings;
     for (size_t i = 0; i < spec.layers.size(); ++i) {
       const Layer& L = spec.layers[i];
-      const int src = L.inputs[0].empty() ? -1 : spec.index_of(L.inputs[0]);
+      if (L.type != LayerType::BatchNorm) continue;
+      const Layer* before = i > 0 && L.inputs[0] == spec.layers[i - 1].name ? &spec.layers[i - 1] : nullptr;
       int readers = 0;
-      for (const Layer& other : spec.layers) readers += src >= 0 && std::count(other.inputs.begin(), other.inputs.end(), spec.layers[src].name);
-      if (L.type == LayerType::BatchNorm && !(src == static_cast<int>(i) - 1 && src >= 0 && has_weights(spec.layers[src].type) && readers == 1))
-        settings.float_layers.push_back(L.name);
+      for (const Layer& other : spec.layers) readers += before && std::count(other.inputs.begin(), other.inputs.end(), before->name);
+      if (!before || !has_weights(before->type) || readers != 1) settings.float_layers.push_back(L.name);
     }
-    QuantNet q(spec, settings);
-    load_weights_into(m.checkpoint, *q);
     torch::manual_seed(1);
     auto like_input = [&](int64_t n) {  // the case's input, repeated, with noise
       std::vector<int64_t> reps(m.x.dim(), 1);
@@ -148,18 +147,7 @@ CATCH_TEST_CASE("ONNX import: the int8 runtime computes what the int8 simulation
       auto base = m.x.repeat(reps);
       return base + 0.2 * torch::randn_like(base);
     };
-    q->eval();
-    q->set_calibrating(true);
-    {
-      torch::NoGradGuard no_grad;
-      q->forward(like_input(64));
-    }
-    q->set_calibrating(false);
-    q->finish_calibration();
-    SpecNet as_net(std::static_pointer_cast<SpecNetImpl>(q.ptr()));
-    save_checkpoint(dir / "q.pt", as_net, nullptr, {{"epoch", 0}});
-    auto info = export_model(dir / "q.pt", dir / "q.shrink", {});
-    CATCH_CHECK(info["precision"] == "int8");
+    QuantNet q = test::calibrated_int8(dir, spec, m.checkpoint, settings, like_input(64));
     auto x = like_input(64);
     torch::Tensor sim;
     {

@@ -98,19 +98,8 @@ CATCH_TEST_CASE("runtime int8 computes the documented scheme the simulation runs
       for (auto& b : fp->named_buffers())
         if (b.key().find("running_var") != std::string::npos) b.value().uniform_(0.5, 2);
     }
-    QuantNet q(spec, QuantSettings{});
     save_checkpoint(dir / "fp.pt", fp, nullptr, {{"epoch", 0}});
-    load_weights_into(dir / "fp.pt", *q);
-    auto calib = torch::randn({64, 1, 12, 12});
-    q->eval();
-    q->set_calibrating(true);
-    q->forward(calib);
-    q->set_calibrating(false);
-    q->finish_calibration();
-    SpecNet as_net(std::static_pointer_cast<SpecNetImpl>(q.ptr()));
-    save_checkpoint(dir / "q.pt", as_net, nullptr, {{"epoch", 0}});
-    auto info = export_model(dir / "q.pt", dir / "q.shrink", {});
-    CATCH_CHECK(info["precision"] == "int8");
+    QuantNet q = test::calibrated_int8(dir, spec, dir / "fp.pt", QuantSettings{}, torch::randn({64, 1, 12, 12}));
     auto x = torch::randn({200, 1, 12, 12});
     torch::Tensor sim;
     {

@@ -19,8 +19,8 @@ RuntimeOp op_for(LayerType type);
 
 Act build_conv(Builder& b, const OpContext& c);        // ops/conv.cpp
 Act build_linear(Builder& b, const OpContext& c);      // ops/linear.cpp
-Act build_add(Builder& b, const OpContext& c);         // ops/add.cpp
-Act build_mul(Builder& b, const OpContext& c);         // ops/mul.cpp
+Act build_add(Builder& b, const OpContext& c);         // ops/binary.cpp
+Act build_mul(Builder& b, const OpContext& c);         // ops/binary.cpp
 Act build_concat(Builder& b, const OpContext& c);      // ops/concat.cpp
 Act build_pool(Builder& b, const OpContext& c);        // ops/pool.cpp: max, avg and global average
 Act build_activation(Builder& b, const OpContext& c);  // ops/activation.cpp: an activation not fused
