@@ -135,6 +135,8 @@ struct ArgumentReader {
   void inputs(Layer& L, int most) {
     std::vector<std::string> names;
     for (int k = 0; k < most && args.count(input_key(k)); ++k) names.push_back(name_arg(input_key(k)));
+    for (int k = static_cast<int>(names.size()) + 1; k < most; ++k)
+      if (args.count(input_key(k))) token_error(t, fmt::format("{}= is given without {}=", input_key(k), input_key(k - 1)));
     if (names.empty()) token_error(t, fmt::format("{} needs the layer(s) it reads, e.g. {}(conv1)", layer_type_name(L.type), layer_type_name(L.type)));
     if (names.size() == 1) names.insert(names.begin(), "<previous>");
     L.inputs = names;

@@ -215,6 +215,8 @@ CATCH_TEST_CASE("shape errors of mul, concat and ceil-mode average pools", "[spe
   CATCH_CHECK(error_of("conv(4) avgpool(3,2,ceil=1,include_pad=0) gap linear(10)").empty());
   CATCH_CHECK(error_of("conv(4) avgpool(3,2,ceil=1,p=1) gap linear(10)", {1, 15, 15}).empty());  // the last window ends at the padding's end
   CATCH_CHECK(error_of("conv(4) mul gap linear(10)").find("mul needs the layer(s) it reads") != std::string::npos);
+  CATCH_CHECK(error_of("a=conv(4) b=conv(4,from=input) conv(4,from=input) concat(a=a,c=b) gap linear(10)").find("c= is given without b=") !=
+              std::string::npos);
 }
 
 CATCH_TEST_CASE("the block examples of docs/models.md parse", "[spec]") {
