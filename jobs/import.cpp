@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <fstream>
 
 #include "common/error.h"
@@ -72,6 +73,10 @@ std::string import_model(const ImportRequest& r) {
                                 imported.producer, spec.layers.size(), cost.params, cost.macs, shape_string(spec.input), spec.classes);
   if (new_head) out += fmt::format("replaced the {}-class classifier {} with a fresh {}-class one (train it: transfer learning)\n", own_classes, head, spec.classes);
   if (r.mean.empty()) out += "no --mean/--std given: the model is taken to read its inputs unnormalized\n";
+  const auto has = [&](LayerType t) { return std::any_of(spec.layers.begin(), spec.layers.end(), [&](const Layer& L) { return L.type == t; }); };
+  if (has(LayerType::Conv2d) && !has(LayerType::BatchNorm))
+    out += "no batchnorm: an eval-mode export folds it into the convs, and fine-tuning without it needs a low learning rate; "
+           "export with training=TrainingMode.TRAINING and do_constant_folding=False to keep it\n";
   return out + fmt::format("wrote {}\nspec: {}\n", r.out, spec.to_string());
 }
 

@@ -221,7 +221,10 @@ CATCH_TEST_CASE("shrink import: a fresh classifier, normalization and class name
   auto cli = test::run_cli("import " + onnx + " --out " + dir / "m.pt" + " --classes 3 --mean 0.1,0.2,0.3 --std 0.5,0.5,0.5 --class-names " +
                            dir / "names.txt");
   CATCH_REQUIRE(cli.code == 0);
-  CATCH_CHECK_THAT(cli.out, Catch::Contains("fresh 3-class"));
+  CATCH_CHECK_THAT(cli.out, Catch::Contains("fresh 3-class") && !Catch::Contains("no batchnorm"));
+  // An eval-mode export lost its batchnorm to the convs: said, since it matters for training.
+  CATCH_CHECK_THAT(test::run_cli("import " + cases_dir() + "/conv_variants_op13_eval.onnx --out " + dir / "folded.pt").out,
+                   Catch::Contains("no batchnorm: an eval-mode export folds it"));
   auto loaded = load_checkpoint(dir / "m.pt");
   CATCH_CHECK(loaded.model->spec().classes == 3);
   CATCH_CHECK(loaded.meta["mean"].get<std::vector<double>>() == std::vector<double>{0.1, 0.2, 0.3});
