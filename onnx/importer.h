@@ -95,6 +95,12 @@ class Importer {
   ModelSpec& spec_ = out_.spec;
 };
 
+inline Layer layer_of(LayerType type) {
+  Layer L;
+  L.type = type;
+  return L;
+}
+
 // Attribute readers (ops.cpp).
 int64_t attr_int(const onnx::NodeProto& n, const std::string& name, int64_t fallback);
 // A float attribute as the double its shortest text reads as (0.2f as 0.2), for readable specs.

@@ -19,12 +19,6 @@ const onnx::AttributeProto* find_attr(const onnx::NodeProto& n, const std::strin
 
 bool all_equal(const std::vector<int64_t>& v) { return std::all_of(v.begin(), v.end(), [&](int64_t x) { return x == v[0]; }); }
 
-Layer layer_of(LayerType type) {
-  Layer L;
-  L.type = type;
-  return L;
-}
-
 }  // namespace
 
 int64_t attr_int(const onnx::NodeProto& n, const std::string& name, int64_t fallback) {

@@ -11,12 +11,6 @@ namespace shrink::onnx_import {
 
 namespace {
 
-Layer layer_of(LayerType type) {
-  Layer L;
-  L.type = type;
-  return L;
-}
-
 Value constant_value(Constant c) {
   Value v;
   v.kind = Value::Kind::Constant;
