@@ -69,6 +69,10 @@ std::string run_export(const Args& a) {
   o.precision = a.get("precision").value_or("auto");
   o.storage = a.get("storage").value_or("auto");
   o.class_names = split_list(a.get("class-names").value_or(""));
+  o.format = a.get("format").value_or("auto");
+  o.opset = a.integer("opset", 0);
+  o.normalization = !a.has("no-normalization");
+  o.expose_layers = a.has("expose-layers");
   return export_report(*a.get("checkpoint"), *a.get("out"), o);
 }
 
@@ -138,8 +142,12 @@ std::vector<Command> make_commands() {
   c.push_back({{"shrink", "prune sensitivity", "", "accuracy with each layer pruned alone",
                 {checkpoint, data, threads, {"sparsities", "LIST", Rule::numbers(0, 1, false), "sparsities to try, e.g. 0.25,0.5,0.75,0.9"}}, true},
                add_all_job_options, run_sensitivity});
-  c.push_back({{"shrink", "export", "", "write the model file the runtime (shrink-run) loads",
-                {checkpoint, {"out", "M.shrink", kPath, "the model file to write"},
+  c.push_back({{"shrink", "export", "", "write the model file the runtime (shrink-run) loads, or an ONNX file",
+                {checkpoint, {"out", "M.shrink", kPath, "the model file to write (M.onnx: ONNX)"},
+                 {"format", "F", Rule::choice({"shrink", "onnx", "auto"}), "file format (auto: from --out's extension)"},
+                 {"opset", "N", Rule::integer(11, 17), "ONNX opset (default 13; int8 needs 13 or later)"},
+                 {"no-normalization", "", Rule::flag(), "ONNX: leave the input normalization out of the graph (it stays in the metadata)"},
+                 {"expose-layers", "", Rule::flag(), "ONNX: every layer's output also a graph output, LAYER.exposed (blocks fusions; for debugging)"},
                  {"precision", "P", Rule::choice({"fp32", "int8", "auto"}), "weights and activations (auto: int8 for a quantized checkpoint)"},
                  {"storage", "S", Rule::choice({"dense", "sparse", "auto"}), "sparse stores a bitmask and the nonzeros (auto: when smaller)"},
                  {"class-names", "a,b,...", Rule::text(true), "class names stored in the model"}},

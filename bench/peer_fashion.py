@@ -4,7 +4,7 @@
 names and from=) on Fashion-MNIST with the recipe of configs/fashion/*.ini, the way a PyTorch user
 would: random 2-pixel shifts and horizontal flips, normalization by the training set's mean and
 std, SGD with Nesterov momentum and a per-step cosine schedule. Prints one JSON line (test
-accuracy, seconds, params). --latency also times batch-1 eval forwards. --onnx OUT trains
+accuracy, seconds, params). --latency also times batch-1 eval forwards (--epochs 0: only that). --onnx OUT trains
 torchvision's mobilenet_v2 (1-channel stem) instead and exports it to ONNX (opset 13, batchnorm kept).
 """
 import argparse, gzip, json, math, re, time
@@ -100,7 +100,7 @@ def main():
     else:
         model = SpecNet(a.spec, 1, 10)
     opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    steps = a.epochs * math.ceil(len(y) / 128)
+    steps = max(1, a.epochs * math.ceil(len(y) / 128))  # --epochs 0 --latency: timing only
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
     t0 = time.perf_counter()
     for _ in range(a.epochs):

@@ -6,6 +6,8 @@
 #include <filesystem>
 
 #include "common/error.h"
+#include "export/onnx_writer.h"
+#include "onnx/import.h"
 #include "runtime/model_meta.h"
 #include "runtime/model_writer.h"
 #include "quantize/quantize.h"
@@ -36,6 +38,12 @@ nlohmann::json export_model(const std::string& checkpoint, const std::string& ou
     throw UserError(fmt::format("--precision {}: expected fp32, int8 or auto", o.precision));
   if (o.storage != "auto" && o.storage != "dense" && o.storage != "sparse")
     throw UserError(fmt::format("--storage {}: expected dense, sparse or auto", o.storage));
+  const bool onnx = o.format == "onnx" || (o.format == "auto" && looks_like_onnx(out));
+  if (o.format != "auto" && o.format != "onnx" && o.format != "shrink") throw UserError(fmt::format("--format {}: expected shrink, onnx or auto", o.format));
+  if (onnx && o.storage != "auto") throw UserError(fmt::format("--storage {}: ONNX files store dense tensors; --storage is for .shrink files", o.storage));
+  if (!onnx && o.opset != 0) throw UserError("--opset: only for ONNX files (--format onnx or an .onnx name)");
+  if (!onnx && !o.normalization) throw UserError("--no-normalization: only for ONNX files (a .shrink file's runtime always normalizes)");
+  if (!onnx && o.expose_layers) throw UserError("--expose-layers: only for ONNX files");
   LoadedModel loaded = load_checkpoint(checkpoint);
   const nlohmann::json& meta = loaded.meta;
   SpecNet model = loaded.model;
@@ -104,8 +112,12 @@ nlohmann::json export_model(const std::string& checkpoint, const std::string& ou
   }
   std::filesystem::path parent = std::filesystem::path(out).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent);
-  write_model_file(out, file_meta.to_json(), tensors, o.storage);
-  nlohmann::json info = {{"path", out}, {"bytes", std::filesystem::file_size(out)}, {"precision", precision}, {"tensors", tensors.size()}};
+  if (onnx)
+    write_onnx_model(out, file_meta, tensors, {o.opset ? o.opset : 13, o.normalization, o.expose_layers});
+  else
+    write_model_file(out, file_meta.to_json(), tensors, o.storage);
+  nlohmann::json info = {{"path", out},           {"bytes", std::filesystem::file_size(out)}, {"precision", precision},
+                         {"tensors", tensors.size()}, {"format", onnx ? "onnx" : "shrink"}};
   return info;
 }
 

@@ -45,7 +45,16 @@ std::string import_model(const ImportRequest& r) {
     if (!v->empty() && static_cast<int64_t>(v->size()) != channels)
       throw UserError(fmt::format("--mean/--std: {} values for {} input channels", v->size(), channels));
   if (r.mean.size() != r.std.size()) throw UserError("--mean and --std must be given together");
-  std::vector<std::string> class_names = r.class_names.empty() ? std::vector<std::string>{} : read_class_names(r.class_names);
+  std::vector<double> mean = r.mean, stdev = r.std;
+  const bool graph_normalizes = !imported.mean.empty() || !imported.std.empty();
+  if (graph_normalizes) {  // (x - mean) / std as the graph's first nodes (a model shrink exported)
+    if (!r.mean.empty()) throw UserError(fmt::format("{}: the graph normalizes its input itself; drop --mean/--std", r.onnx));
+    mean.assign(channels, 0.0);
+    stdev.assign(channels, 1.0);
+    if (!imported.mean.empty()) mean.assign(imported.mean.begin(), imported.mean.end());
+    if (!imported.std.empty()) stdev.assign(imported.std.begin(), imported.std.end());
+  }
+  std::vector<std::string> class_names = r.class_names.empty() ? imported.class_names : read_class_names(r.class_names);
   if (!class_names.empty() && static_cast<int64_t>(class_names.size()) != spec.classes)
     throw UserError(fmt::format("--class-names {}: {} names for {} classes", r.class_names, class_names.size(), spec.classes));
 
@@ -64,7 +73,7 @@ std::string import_model(const ImportRequest& r) {
     dst->copy_(src);
   }
   nlohmann::json meta = {{"spec", spec.to_string()}, {"input", spec.input}, {"classes", spec.classes}, {"epoch", 0},
-                         {"mean", r.mean},           {"std", r.std},       {"class_names", class_names},
+                         {"mean", mean},             {"std", stdev},       {"class_names", class_names},
                          {"imported", {{"file", r.onnx}, {"opset", imported.opset}, {"producer", imported.producer}, {"new_head", new_head}}}};
   model->eval();
   save_checkpoint(r.out, model, nullptr, meta);
@@ -72,7 +81,10 @@ std::string import_model(const ImportRequest& r) {
   std::string out = fmt::format("imported {} (opset {}, {}): {} layers, {} params, {} MACs, input {}, {} classes\n", r.onnx, imported.opset,
                                 imported.producer, spec.layers.size(), cost.params, cost.macs, shape_string(spec.input), spec.classes);
   if (new_head) out += fmt::format("replaced the {}-class classifier {} with a fresh {}-class one (train it: transfer learning)\n", own_classes, head, spec.classes);
-  if (r.mean.empty()) out += "no --mean/--std given: the model is taken to read its inputs unnormalized\n";
+  if (graph_normalizes)
+    out += fmt::format("normalization from the graph: mean {} std {}\n", fmt::join(mean, ","), fmt::join(stdev, ","));
+  else if (r.mean.empty())
+    out += "no --mean/--std given: the model is taken to read its inputs unnormalized\n";
   const auto has = [&](LayerType t) { return std::any_of(spec.layers.begin(), spec.layers.end(), [&](const Layer& L) { return L.type == t; }); };
   if (has(LayerType::Conv2d) && !has(LayerType::BatchNorm))
     out += "no batchnorm: an eval-mode export folds it into the convs, and fine-tuning without it needs a low learning rate; "

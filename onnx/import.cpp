@@ -1,6 +1,7 @@
 // The graph walk: inputs and initializers become values, each node in order is read by its op's
 // handler (onnx/ops.cpp), and the graph's output ends the spec.
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <filesystem>
@@ -45,7 +46,16 @@ Importer::Importer(const onnx::ModelProto& model, const std::string& path, const
     throw UserError(fmt::format("{}: opset {} is not supported (import reads opsets 11 to 17; re-export the model with one of them)", path, opset_));
   out_.opset = opset_;
   out_.producer = (model.producer_name() + " " + model.producer_version());
+  for (const auto& prop : model.metadata_props())  // a model shrink exported names its classes
+    if (prop.key() == "shrink.class_names") {
+      auto names = nlohmann::json::parse(prop.value(), nullptr, false);
+      if (names.is_array() && std::all_of(names.begin(), names.end(), [](const auto& v) { return v.is_string(); }))
+        out_.class_names = names.get<std::vector<std::string>>();
+    }
   const auto& g = model.graph();
+  for (const auto& n : g.node())  // before the initializers, whose int8 types would be the first complaint
+    if (n.op_type() == "QuantizeLinear" || n.op_type() == "DequantizeLinear" || n.op_type() == "QLinearConv" || n.op_type() == "QLinearMatMul")
+      unsupported(n, "a quantized (QDQ) model; import reads fp32 models (import the fp32 model, then shrink quantize it)");
   for (const auto& t : g.initializer()) {
     Value v;
     v.kind = Value::Kind::Constant;

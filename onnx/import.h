@@ -23,6 +23,10 @@ struct ImportedModel {
   std::map<std::string, ImportedTensor> tensors;
   int64_t opset = 0;
   std::string producer;  // e.g. "pytorch 1.13.1"
+  // The normalization the graph applies to its input before any layer ((x - mean) / std, as a
+  // model exported by shrink has it), one value per input channel; empty when it has none.
+  std::vector<float> mean, std;
+  std::vector<std::string> class_names;  // from the metadata of a model shrink exported
 };
 
 // `input`: the per-sample shape C,H,W (or F) when the file leaves it open (or to check it).

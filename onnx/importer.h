@@ -69,6 +69,7 @@ class Importer {
   void identity(const onnx::NodeProto& n);
   void dropout(const onnx::NodeProto& n);
   void pad(const onnx::NodeProto& n);
+  void normalization(const onnx::NodeProto& n);  // Sub, Div
 
   // import.cpp: values, layers, errors.
   [[noreturn]] void unsupported(const onnx::NodeProto& n, const std::string& what) const;

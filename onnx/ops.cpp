@@ -17,7 +17,6 @@ const onnx::AttributeProto* find_attr(const onnx::NodeProto& n, const std::strin
   return nullptr;
 }
 
-bool all_equal(const std::vector<int64_t>& v) { return std::all_of(v.begin(), v.end(), [&](int64_t x) { return x == v[0]; }); }
 
 }  // namespace
 
@@ -69,6 +68,8 @@ const std::map<std::string, Importer::Handler>& Importer::handlers() {
       {"Identity", &Importer::identity},
       {"Dropout", &Importer::dropout},
       {"Pad", &Importer::pad},
+      {"Sub", &Importer::normalization},
+      {"Div", &Importer::normalization},
   };
   return table;
 }

@@ -217,4 +217,22 @@ void Importer::pad(const onnx::NodeProto& n) {
   set_output(n, std::move(v));
 }
 
+// (x - mean) / std on the model input, before any layer: the normalization a model exported by
+// shrink (or by hand) applies first. It becomes the checkpoint's normalization, not layers.
+void Importer::normalization(const onnx::NodeProto& n) {
+  const Value& x = layer_input(n, 0);
+  const Constant& c = constant_input(n, 1);
+  const bool sub = n.op_type() == "Sub";
+  std::vector<float>& stored = sub ? out_.mean : out_.std;
+  const int64_t channels = spec_.input.size() == 3 ? spec_.input[0] : 1;  // feature vectors: one value for all
+  if (!x.layer.empty() || !spec_.layers.empty() || !stored.empty() || (sub && !out_.std.empty()))
+    unsupported(n, "Sub and Div are read only as the input's normalization, (input - mean) / std, before any other node");
+  if (!c.is_float || (c.numel() != channels && c.numel() != 1))
+    unsupported(n, fmt::format("its constant must hold one value per input channel ({}) or one for all", channels));
+  stored.assign(static_cast<size_t>(channels), 0.f);
+  for (int64_t k = 0; k < channels; ++k) stored[k] = c.floats[c.numel() == 1 ? 0 : k];
+  if (!sub && std::any_of(stored.begin(), stored.end(), [](float v) { return !(v > 0); })) unsupported(n, "a normalization's std must be positive");
+  set_output(n, x);
+}
+
 }  // namespace shrink::onnx_import

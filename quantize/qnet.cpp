@@ -122,6 +122,8 @@ QuantNetImpl::QuantNetImpl(ModelSpec spec_in, QuantSettings settings) : SpecNetI
   folded_bn_.assign(n, -1);
   point_after_.assign(n, -1);
   grid_.assign(n, -1);
+  input_grid_.assign(n, -1);
+  unit_point_.assign(n, -1);
   weight_scale_.resize(n);
   auto stays_float = [&](const std::string& name) {
     return std::find(settings_.float_layers.begin(), settings_.float_layers.end(), name) != settings_.float_layers.end();
@@ -142,9 +144,10 @@ QuantNetImpl::QuantNetImpl(ModelSpec spec_in, QuantSettings settings) : SpecNetI
       folded_into_[i + 1] = static_cast<int>(i);
       end = i + 1;
     }
-    // The activation after it runs fused, on the unit's output point (as the runtime's post-op).
+    // A clamp after it (relu, relu6) runs fused, on the unit's output point (as the runtime's
+    // post-op); other activations get an output point of their own after the unit's.
     const Layer* next = consumers[end].size() == 1 ? &sp.layers[consumers[end][0]] : nullptr;
-    if (fuses_activation(L.type) && next && is_activation(next->type) && !stays_float(next->name)) end = consumers[end][0];
+    if (fuses_activation(L.type) && next && only_clamps(next->type) && !stays_float(next->name)) end = consumers[end][0];
     unit_of_end[end] = static_cast<int>(i);
   }
   for (size_t i = 0; i < n; ++i)
@@ -166,6 +169,7 @@ QuantNetImpl::QuantNetImpl(ModelSpec spec_in, QuantSettings settings) : SpecNetI
     const Layer& L = sp.layers[k];
     int src = L.inputs[0].empty() ? -2 : sp.index_of(L.inputs[0]);
     int src_grid = src == -2 ? input_point_ : grid_[src];
+    input_grid_[k] = src_grid;
     const bool keeps_grid = on_grid(L.type) != OnGrid::Leaves;
     auto all_inputs_nonnegative = [&] {
       return std::all_of(L.inputs.begin(), L.inputs.end(), [&](const std::string& in) { return !in.empty() && nonnegative[sp.index_of(in)]; });
@@ -174,6 +178,7 @@ QuantNetImpl::QuantNetImpl(ModelSpec spec_in, QuantSettings settings) : SpecNetI
     bool last = k + 1 == n;
     if (unit_of_end[k] >= 0) {
       if (!last) point_after_[k] = add_point(L.name, !nonnegative[k]);
+      unit_point_[unit_of_end[k]] = point_after_[k];
     } else if (keeps_grid && src_grid >= 0 && !stays_float(L.name)) {
       grid_[k] = src_grid;  // stays on its input's grid (average pools re-round onto it)
     } else if (!last && feeds_quantized(consumers[k]) && folded_into_[k] < 0 && !(quantized_[k] && has_weights(L.type))) {
@@ -221,11 +226,49 @@ torch::Tensor QuantNetImpl::folded_weight(size_t i) {
   return folded_bn_[i] >= 0 ? w * fold_factor(i).view(per_channel_shape(w)) : w;
 }
 
+torch::Tensor QuantNetImpl::weight_scale(size_t i) {
+  return weight_scale_[i].defined() ? weight_scale_[i] : weight_scales(folded_weight(i));
+}
+
 torch::Tensor QuantNetImpl::quantized_weight(size_t i) {
   auto w = folded_weight(i);
   if (weight_scale_[i].defined())
     return fake_quant(w, weight_scale_[i].view(per_channel_shape(w)), -kWeightMax, kWeightMax, 1.0 / std::sqrt(w[0].numel() * kWeightMax));
   return fake_quant(w, weight_scales(w).view(per_channel_shape(w)), -kWeightMax, kWeightMax);
+}
+
+// Evaluation computes what the runtime's int8 kernels (and ONNX Runtime's) compute, bit for bit:
+// the int32 sum on the integers of the input's and the weight's grids (exact: in float32 while
+// the sums cannot pass 2^24, else in float64), bias included, times
+// the float multiplier s_in * s_w[c] / s_out, rounded onto the unit's output grid (the point after
+// the unit then keeps it; its clamp, relu and relu6 commute with the rounding). The logits:
+// the sum times s_in * s_w[c]. Summing dequantized values instead rounds every product, and deep
+// nets carry the flipped rounding steps forward.
+torch::Tensor QuantNetImpl::integer_forward(size_t i, const torch::Tensor& x, const torch::Tensor& qw, const torch::Tensor& b) {
+  if (input_grid_[i] < 0) return weighted_forward(spec().layers[i], x, qw, accumulator_bias(i, b));
+  torch::NoGradGuard no_grad;
+  auto s_in = points_[input_grid_[i]]->scale.detach();
+  auto s_w = weight_scale(i).detach();
+  auto step = s_in * s_w;
+  auto units = b.defined() ? torch::round(b / step).clamp(-2147483648.0, 2147483520.0) : torch::Tensor();
+  // Sums that may pass 2^24 (a window of more than 2^24 / (255 * 127) = 518 inputs) in float64.
+  const auto exact = qw[0].numel() * 255 * 127 < (1 << 24) ? torch::kFloat32 : torch::kFloat64;
+  auto sum = weighted_forward(spec().layers[i], torch::round(x / s_in).to(exact), torch::round(qw / s_w.view(per_channel_shape(qw))).to(exact),
+                              units.defined() ? units.to(exact) : units)
+                 .to(torch::kFloat32);
+  std::vector<int64_t> shape(sum.dim(), 1);
+  shape[1] = -1;
+  if (unit_point_[i] < 0) return sum * step.view(shape);
+  auto s_out = points_[unit_point_[i]]->scale.detach();
+  return torch::round(sum * (step / s_out).view(shape)) * s_out;
+}
+
+// Rounded onto the accumulator's grid, as an int32 bias is: what the runtime adds to the integer
+// sum and what ONNX Runtime's fused QLinearConv / QGemm require. Gradients pass straight through.
+torch::Tensor QuantNetImpl::accumulator_bias(size_t i, const torch::Tensor& b) {
+  if (!b.defined() || input_grid_[i] < 0) return b;
+  auto step = (points_[input_grid_[i]]->scale * weight_scale(i)).detach();
+  return fake_quant(b, step, -2147483648.0, 2147483520.0);  // the int32 range, as runtime/model_meta.h's accumulator_bias holds it
 }
 
 torch::Tensor QuantNetImpl::apply_point(int point, const torch::Tensor& x) {
@@ -256,7 +299,9 @@ torch::Tensor QuantNetImpl::layer_forward(size_t i, torch::Tensor& in, const std
     auto qw = quantized_weight(i);
     auto params = named_parameters();
     torch::Tensor bias = params.contains(L.name + ".bias") ? params[L.name + ".bias"] : torch::Tensor();
-    auto compute = [&](const torch::Tensor& b) { return weighted_forward(L, x, qw, b); };
+    auto compute = [&](const torch::Tensor& b) {
+      return is_training() ? weighted_forward(L, x, qw, accumulator_bias(i, b)) : integer_forward(i, x, qw, b);
+    };
     if (folded_bn_[i] < 0) {
       y = compute(bias);
     } else {
@@ -279,7 +324,9 @@ torch::Tensor QuantNetImpl::layer_forward(size_t i, torch::Tensor& in, const std
     }
   } else {
     y = SpecNetImpl::layer_forward(i, x, rest, inplace && x.is_same(in));
-    if (on_grid(L.type) == OnGrid::Rerounds && grid_[i] >= 0) {
+    // Averages of values on a grid are re-rounded onto it; a pool of float values (entering int8
+    // layers, so with a point of its own) is not on one.
+    if (on_grid(L.type) == OnGrid::Rerounds && input_grid_[i] >= 0 && grid_[i] == input_grid_[i]) {
       auto& p = points_[grid_[i]];
       y = int8_average(L, x, y, p->scale.detach(), p->qmin(), p->qmax());  // averages re-rounded onto the input's grid
     }
@@ -296,7 +343,7 @@ nlohmann::json QuantNetImpl::scales() {
   for (size_t i = 0; i < point_after_.size(); ++i) {
     if (point_after_[i] >= 0) out["activations"][spec().layers[i].name] = point_json(points_[point_after_[i]]);
     if (quantized_[i] && has_weights(spec().layers[i].type)) {
-      auto s = weight_scale_[i].defined() ? weight_scale_[i] : weight_scales(folded_weight(i));
+      auto s = weight_scale(i);
       out["weights"][spec().layers[i].name] = std::vector<float>(s.data_ptr<float>(), s.data_ptr<float>() + s.numel());
     }
   }

@@ -65,6 +65,11 @@ class QuantNetImpl : public SpecNetImpl {
  private:
   torch::Tensor fold_factor(size_t i);    // gamma / sqrt(var + eps) of the batchnorm folded into layer i
   torch::Tensor folded_weight(size_t i);  // layer i's weight with that factor applied per output channel
+  torch::Tensor weight_scale(size_t i);   // its per-channel int8 scales (LSQ's, else max|w| / 127)
+  // A bias on the int32 accumulator's grid, s_in * s_w[c] (docs/quantization.md).
+  torch::Tensor accumulator_bias(size_t i, const torch::Tensor& b);
+  // Layer i's output in evaluation: its int32 sum (bias included) computed exactly, then scaled.
+  torch::Tensor integer_forward(size_t i, const torch::Tensor& x, const torch::Tensor& qw, const torch::Tensor& b);
   torch::Tensor apply_point(int point, const torch::Tensor& x);
   QuantSettings settings_;
   std::vector<bool> quantized_;     // conv/linear/add layers computed in int8
@@ -72,6 +77,8 @@ class QuantNetImpl : public SpecNetImpl {
   std::vector<int> folded_bn_;      // conv/linear layer -> its folded batchnorm (-1: none)
   std::vector<int> point_after_;    // layer -> activation point applied to its output (-1: none)
   std::vector<int> grid_;           // layer -> point whose grid its output lies on (-1: float)
+  std::vector<int> input_grid_;     // layer -> point whose grid its (first) input lies on (-1: float)
+  std::vector<int> unit_point_;     // int8 conv/linear/add -> the point its unit's output is quantized at (-1: float)
   int input_point_ = -1;
   std::vector<ActQuant> points_;
   std::vector<torch::Tensor> weight_scale_;  // LSQ: learnable per-channel weight scales

@@ -15,6 +15,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <thread>
 #include <unordered_map>
@@ -194,13 +195,18 @@ std::vector<float> Loaded::execute(const Plan& plan, const float* input, bool so
   for (int64_t d : spec.input) per *= d;
   // Images: one mean and std per channel; feature vectors: one for all, or one per feature.
   int64_t groups = spec.input.size() == 3 ? spec.input[0] : static_cast<int64_t>(mean.size()), plane = mean.empty() ? per : per / groups;
+  // An int8 model's input point: rounded here by division, round(x / s), as the simulation and
+  // ONNX Runtime's QuantizeLinear do; the plan's reorder then multiplies by 1 / s, which lands
+  // exactly on those integers (multiplying raw values would round some near-ties the other way).
+  const ActivationScale* input_point = int8() ? point_scale(kInputPoint) : nullptr;
+  const float s_in = input_point ? static_cast<float>(input_point->scale) : 0.f;
   for (int64_t k = 0; k < batch * per; ++k) {
     float v = input[k];
     if (!mean.empty()) {
       int64_t c = (k % per) / plane;
       v = (v - mean[c]) / stdev[c];
     }
-    dst[k] = v;
+    dst[k] = input_point ? std::nearbyint(v / s_in) * s_in : v;
   }
   dnnl::stream stream(engine);
   auto run = [&](const Step& step) {

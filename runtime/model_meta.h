@@ -9,6 +9,8 @@
 #pragma once
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -36,7 +38,9 @@ bool is_weight_scale_key(const std::string& tensor);
 // A quantization scale the runtime accepts (activation or weight): positive, finite, not absurd.
 inline bool usable_scale(double s) { return s > 1e-30 && s < 1e30; }
 inline constexpr const char* kModelFormat = "shrink-model";               // the value of "format"
-inline constexpr const char* kQuantizationScheme = "docs/quantization.md v1";
+inline constexpr const char* kQuantizationScheme = "docs/quantization.md v2";
+// v1 (files written before v2) kept the bias in float and fused every activation into int8 units.
+inline constexpr const char* kQuantizationSchemeV1 = "docs/quantization.md v1";
 inline constexpr const char* kInputPoint = "input";                       // the activation point of the model's input
 
 // The grid of one activation point: value = scale * q, q in s8 (signed) or u8.
@@ -44,6 +48,14 @@ struct ActivationScale {
   double scale = 0;
   bool is_signed = false;
 };
+
+// An int8 layer's bias in units of its int32 accumulator, b / (s_in * s_w[c]), rounded half to
+// even and held inside the int32 range (scheme v2). The runtime adds it to the integer sum, the
+// ONNX export stores it as the int32 bias ONNX Runtime's integer kernels take, and the simulation
+// fake-quantizes the bias onto the same grid.
+inline float accumulator_bias(float b, float s_in, float s_w) {
+  return std::nearbyint(std::clamp(b / (s_in * s_w), -2147483648.0f, 2147483520.0f));  // the largest floats in int32's range
+}
 
 // Applied by the runtime to raw inputs: (x - mean[c]) / std[c]. Both empty: none.
 struct Normalization {
@@ -54,6 +66,8 @@ struct Quantization {
   std::map<std::string, ActivationScale> activations;  // "input" or a layer name -> its grid
   std::vector<std::string> int8_layers;                // conv, linear and add layers run in int8, in the order written
   std::string scheme = kQuantizationScheme;
+  // Since v2, a bias is rounded onto the int32 accumulator's grid (what ONNX Runtime's integer kernels need).
+  bool bias_on_accumulator_grid() const { return scheme != kQuantizationSchemeV1; }
 };
 
 // Where the weights came from. Informational: the runtime never reads it, and from_json takes

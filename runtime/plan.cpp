@@ -72,8 +72,9 @@ Act Builder::input_unit(bool int8) {
 }
 
 // Layer i with what it reads, and its unit's decisions: an activation that only this layer feeds
-// runs as its post-op (the point after it is then the unit's output), and the unit's output is
-// int8 on its point's grid, or float (the logits, float layers).
+// runs as its post-op (the point after it is then the unit's output; in int8 only a clamp, or any
+// activation when the layer has no point of its own: files of scheme v1), and the unit's output
+// is int8 on its point's grid, or float (the logits, float layers).
 OpContext Builder::unit(size_t i, const std::vector<int>& readers, const std::vector<Act>& acts, const Act& input, bool int8) const {
   const ModelSpec& spec = m_.spec;
   const size_t count = spec.layers.size();
@@ -82,7 +83,9 @@ OpContext Builder::unit(size_t i, const std::vector<int>& readers, const std::ve
   const bool last = i + 1 == count;
   c.int8 = int8 && m_.int8_layers.count(L.name);
   int fused = -1;
-  if (fuses_activation(L.type) && !last && readers[i] == 1 && is_activation(spec.layers[i + 1].type) && spec.layers[i + 1].inputs[0] == L.name)
+  const bool own_point = c.int8 && m_.point_scale(L.name);
+  if (fuses_activation(L.type) && !last && readers[i] == 1 && is_activation(spec.layers[i + 1].type) && spec.layers[i + 1].inputs[0] == L.name &&
+      (only_clamps(spec.layers[i + 1].type) || !own_point))
     fused = static_cast<int>(i + 1);
   const std::string& end_name = fused >= 0 ? spec.layers[fused].name : L.name;
   const ActivationScale* end_point = m_.point_scale(end_name);

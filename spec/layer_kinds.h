@@ -27,6 +27,9 @@ enum : unsigned {
   kInt8 = 1u << 3,        // can run in int8 (simulated in QAT, executed by the runtime)
   kNonNegative = 1u << 4, // its output is never negative (an unsigned int8 grid suits it)
   kMerges = 1u << 5,      // reads two or more layers, named as its arguments (add(a, b), concat(a, b, c))
+  kClamp = 1u << 6,       // an activation that only clamps (relu, relu6): an int8 unit's requantization
+                          // applies it, so it fuses into int8 units too (ONNX Runtime drops it before a
+                          // QuantizeLinear the same way); others run after an int8 unit's own output point
 };
 
 //  X(enum name,  op in spec text, traits,                             channels, parameters)
@@ -35,8 +38,8 @@ enum : unsigned {
   X(Conv2d, "conv", kWeights | kFusesActivation | kInt8, Own, Params)          \
   X(Linear, "linear", kWeights | kFusesActivation | kInt8, Own, Params)        \
   X(BatchNorm, "bn", 0, Follow, Params)                                        \
-  X(ReLU, "relu", kActivation | kNonNegative, Follow, NoParams)                \
-  X(ReLU6, "relu6", kActivation | kNonNegative, Follow, NoParams)              \
+  X(ReLU, "relu", kActivation | kNonNegative | kClamp, Follow, NoParams)       \
+  X(ReLU6, "relu6", kActivation | kNonNegative | kClamp, Follow, NoParams)     \
   X(HardSwish, "hardswish", kActivation, Follow, NoParams)                     \
   X(Sigmoid, "sigmoid", kActivation | kNonNegative, Follow, NoParams)          \
   X(HardSigmoid, "hardsigmoid", kActivation | kNonNegative, Follow, NoParams)  \
@@ -94,5 +97,6 @@ constexpr bool fuses_activation(LayerType t) { return traits(t).flags & kFusesAc
 constexpr bool runs_int8(LayerType t) { return traits(t).flags & kInt8; }
 constexpr bool never_negative(LayerType t) { return traits(t).flags & kNonNegative; }
 constexpr bool merges_inputs(LayerType t) { return traits(t).flags & kMerges; }
+constexpr bool only_clamps(LayerType t) { return traits(t).flags & kClamp; }
 
 }  // namespace shrink

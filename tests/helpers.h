@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -38,7 +39,8 @@ inline RunOptions quiet() {
 // Arguments of a small job on synthetic 1x16x16 data (600 train, 200 test, one thread).
 std::vector<std::string> synthetic_job_args(const std::string& out, int64_t epochs,
                                             const std::string& spec = "conv(8) bn relu maxpool(2) conv(16) bn relu gap linear(classes)");
-// Trains that job into DIR/NAME and returns its last checkpoint.
+// Trains that job into DIR/NAME (`extra` --key=value arguments added or replacing the defaults) and
+// returns its last checkpoint.
 std::string train_synthetic(const TempDir& dir, const std::string& name, int64_t epochs, std::vector<std::string> extra = {});
 // Quantizes `checkpoint` (post-training calibration on that job's data) into DIR/NAME and returns
 // its checkpoint: a quantized one.
@@ -47,6 +49,38 @@ std::string quantize_synthetic(const TempDir& dir, const std::string& name, cons
 // (post-training), saved as DIR/q.pt and exported as DIR/q.shrink; returned in eval mode.
 QuantNet calibrated_int8(const TempDir& dir, const ModelSpec& spec, const std::string& float_checkpoint, const QuantSettings& settings,
                          const torch::Tensor& calibration);
+
+// A checkpoint of `text` with random weights and batchnorm statistics, saved as DIR/NAME (`meta`
+// adds to its metadata: normalization, say).
+std::string random_checkpoint(const TempDir& dir, const std::string& name, const std::string& text, std::vector<int64_t> input, int64_t classes,
+                              const nlohmann::json& meta = nlohmann::json::object());
+// The logits shrink-run's engine computes for the raw inputs x (one thread).
+torch::Tensor run_runtime(const std::string& model_file, const torch::Tensor& x);
+
+// Settings that keep float every batchnorm that is not the only reader of the conv or linear right
+// before it (docs/quantization.md: such a batchnorm cannot be folded).
+QuantSettings unfoldable_batchnorm_float(const ModelSpec& spec);
+// The logits ONNX Runtime computes for x (tools/ort/ort.js: one thread, all graph optimizations);
+// with `optimized`, ONNX Runtime also writes the graph it ran there.
+// With `outputs`, every output of the graph is written there as NAME.f32 (see first_departing_layer).
+torch::Tensor run_ort(const std::string& onnx_file, const torch::Tensor& x, const std::string& optimized = "", const std::string& outputs = "");
+// The op types of an ONNX file's graph and how often each occurs (tests/onnx/inspect_export.py).
+std::map<std::string, int> onnx_op_counts(const std::string& onnx_file);
+// The fraction of rows whose largest logit is in the same place.
+double top1_agreement(const torch::Tensor& a, const torch::Tensor& b);
+
+// onnx.checker's verdict on the files (tests/onnx/inspect_export.py check): "ok N\n" when all pass.
+std::string check_onnx_files(const std::vector<std::string>& files);
+// The int8 simulation `q` (saved as DIR/q.pt and exported as DIR/q.shrink), shrink-run and ONNX
+// Runtime on DIR/q.onnx (exported here) agree on the top class for at least `min_agreement` of x,
+// pair by pair, and ONNX Runtime runs every int8 conv and linear as an integer kernel.
+// When they do not, it says where first_departing_layer finds the simulation and ONNX Runtime part.
+void check_three_way(const TempDir& dir, QuantNet& q, const torch::Tensor& x, double min_agreement = 0.995);
+// The per-layer parity report: DIR/q.pt exported with every layer's output exposed, run by ONNX
+// Runtime on x, against the simulation's outputs of the same layers, in order: the first layer
+// whose outputs differ by more than half an output step (or 1e-4 of the largest value, off grid),
+// and by how many steps.
+std::string first_departing_layer(const TempDir& dir, QuantNet& q, const torch::Tensor& x);
 
 struct CliResult {
   int code;

@@ -48,12 +48,6 @@ double relative_error(const torch::Tensor& got, const torch::Tensor& expect) {
   return ((got - expect).abs().max() / expect.abs().max()).item<double>();
 }
 
-torch::Tensor run_runtime(const std::string& path, const torch::Tensor& x) {
-  auto m = rt::Model::load(path, 1);
-  auto in = x.contiguous();
-  auto out = m.predict(in.data_ptr<float>(), x.size(0));
-  return torch::from_blob(out.data(), {x.size(0), m.classes()}, torch::kFloat32).clone();
-}
 
 // Imports a case into DIR/NAME.pt; its input and PyTorch's output.
 struct Imported {
@@ -84,7 +78,7 @@ void check_fp32(const nlohmann::json& c) {
   torch::NoGradGuard no_grad;
   CATCH_CHECK(relative_error(net->forward(m.x), m.expect) < 1e-4);
   export_model(m.checkpoint, dir / "m.shrink", {});
-  CATCH_CHECK(relative_error(run_runtime(dir / "m.shrink", m.x), m.expect) < 1e-4);
+  CATCH_CHECK(relative_error(test::run_runtime(dir / "m.shrink", m.x), m.expect) < 1e-4);
 }
 
 std::vector<nlohmann::json> ok_cases(const std::function<bool(const std::string&)>& which) {
@@ -107,10 +101,12 @@ CATCH_TEST_CASE("ONNX import: small networks of every supported op match PyTorch
     for (const auto& op : c["ops"]) ops.insert(op.get<std::string>());
     opsets.insert(std::to_string(c["opset"].get<int>()) + c["mode"].get<std::string>());
   }
-  // Every op import reads occurs in a file, but Cast and Squeeze: other exporters' shape arithmetic.
+  // Every op import reads occurs in a file, but Cast and Squeeze (other exporters' shape
+  // arithmetic) and Sub and Div (the input's normalization: shrink's own exports have it,
+  // tests/test_onnx_export.cpp).
   for (const auto& op : supported_onnx_ops()) {
     CATCH_INFO("op " << op);
-    if (op != "Cast" && op != "Squeeze") CATCH_CHECK(ops.count(op));
+    if (op != "Cast" && op != "Squeeze" && op != "Sub" && op != "Div") CATCH_CHECK(ops.count(op));
   }
   CATCH_CHECK(opsets == std::set<std::string>{"11eval", "11preserve", "13eval", "13preserve", "17eval", "17preserve"});
 }
@@ -129,17 +125,7 @@ CATCH_TEST_CASE("ONNX import: the int8 runtime computes what the int8 simulation
     TempDir dir;
     Imported m = import_case(dir, c);
     auto spec = load_checkpoint(m.checkpoint).model->spec();
-    // A batchnorm that is not the only reader of the conv or linear right before it stays float
-    // (docs/quantization.md).
-    QuantSettings settings;
-    for (size_t i = 0; i < spec.layers.size(); ++i) {
-      const Layer& L = spec.layers[i];
-      if (L.type != LayerType::BatchNorm) continue;
-      const Layer* before = i > 0 && L.inputs[0] == spec.layers[i - 1].name ? &spec.layers[i - 1] : nullptr;
-      int readers = 0;
-      for (const Layer& other : spec.layers) readers += before && std::count(other.inputs.begin(), other.inputs.end(), before->name);
-      if (!before || !has_weights(before->type) || readers != 1) settings.float_layers.push_back(L.name);
-    }
+    QuantSettings settings = test::unfoldable_batchnorm_float(spec);
     torch::manual_seed(1);
     auto like_input = [&](int64_t n) {  // the case's input, repeated, with noise
       std::vector<int64_t> reps(m.x.dim(), 1);
@@ -154,7 +140,7 @@ CATCH_TEST_CASE("ONNX import: the int8 runtime computes what the int8 simulation
       torch::NoGradGuard no_grad;
       sim = q->forward(x);
     }
-    auto got = run_runtime(dir / "q.shrink", x);
+    auto got = test::run_runtime(dir / "q.shrink", x);
     SpecNet fp = load_checkpoint(m.checkpoint).model;
     fp->eval();
     torch::NoGradGuard no_grad;
@@ -162,10 +148,14 @@ CATCH_TEST_CASE("ONNX import: the int8 runtime computes what the int8 simulation
     // Both round the same values onto the same grids; they differ where the simulation's float
     // sums and the runtime's int32 sums fall on either side of a rounding step, which deep nets
     // carry forward: within 2% of the largest logit, or closer to the simulation than the
-    // simulation is to the float model.
-    CATCH_CHECK((got.argmax(1) == sim.argmax(1)).to(torch::kFloat64).mean().item<double>() >= 0.9);
+    // simulation is to the float model; the top class, as check_three_way asks.
     const double error = relative_error(got, sim);
     CATCH_CHECK((error < 0.02 || error < int8_error));
+    // And ONNX Runtime on the QDQ export. Random resnet18 weights amplify the rare rounding ties
+    // where oneDNN's kernels and the others' round differently (measured: 0.9925 and 0.985 of the
+    // top classes agree between shrink-run and the others; the simulation and ONNX Runtime agree
+    // bit for bit on the eval export): 98% there, 99.5% for every other network.
+    test::check_three_way(dir, q, like_input(400), c["name"].get<std::string>().rfind("resnet18", 0) == 0 ? 0.98 : 0.995);
   }
 }
 

@@ -98,11 +98,12 @@ CATCH_TEST_CASE("quantized simulation: folded batchnorm phases, scales, float ov
   CATCH_CHECK(scales["activations"]["relu1"]["signed"] == false);
   CATCH_CHECK(scales["activations"].contains("add1"));  // the add has its own scale (relu after it is shared by nobody)
   CATCH_CHECK(scales["weights"]["conv1"].size() == 8);
-  // Training with frozen batchnorm and observers computes exactly the eval-mode model.
+  // Training with frozen batchnorm and observers computes the eval-mode model, up to the float
+  // rounding of its sums (evaluation sums the grids' integers exactly, training the dequantized values).
   q->train();
   q->freeze_batchnorm(true);
   q->freeze_observers(true);
-  CATCH_CHECK(torch::equal(q->forward(x), qe));
+  CATCH_CHECK((q->forward(x) - qe).abs().max().item<float>() < 0.02 * qe.abs().max().item<float>());
   // With live batchnorm the running statistics move; frozen they do not.
   auto mean_before = q->named_buffers()["bn1.running_mean"].clone();
   q->freeze_batchnorm(false);

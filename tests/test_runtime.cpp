@@ -12,31 +12,6 @@
 using namespace shrink;
 using shrink::test::TempDir;
 
-namespace {
-
-// A checkpoint of `spec` with random weights and batchnorm statistics.
-std::string random_checkpoint(const TempDir& dir, const std::string& name, const std::string& text, std::vector<int64_t> input, int64_t classes) {
-  SpecNet net(parse_spec(text, input, classes));
-  torch::NoGradGuard no_grad;
-  for (auto& b : net->named_buffers()) {
-    if (b.key().find("running_mean") != std::string::npos) b.value().uniform_(-0.3, 0.3);
-    if (b.key().find("running_var") != std::string::npos) b.value().uniform_(0.5, 2);
-  }
-  for (auto& p : net->named_parameters())
-    if (p.key().find("bn") != std::string::npos) p.value().uniform_(0.5, 1.5);
-  save_checkpoint(dir / name, net, nullptr, {{"epoch", 0}});
-  return dir / name;
-}
-
-torch::Tensor run_runtime(const std::string& path, const torch::Tensor& x) {
-  auto m = rt::Model::load(path, 1);
-  auto in = x.contiguous();
-  auto out = m.predict(in.data_ptr<float>(), x.size(0));
-  return torch::from_blob(out.data(), {x.size(0), m.classes()}, torch::kFloat32).clone();
-}
-
-}  // namespace
-
 CATCH_TEST_CASE("runtime fp32 matches LibTorch on every op", "[runtime][parity]") {
   TempDir dir;
   struct Case {
@@ -61,7 +36,7 @@ CATCH_TEST_CASE("runtime fp32 matches LibTorch on every op", "[runtime][parity]"
   int k = 0;
   for (const auto& c : cases) {
     CATCH_INFO(c.spec);
-    std::string ckpt = random_checkpoint(dir, "m" + std::to_string(k) + ".pt", c.spec, c.input, 5);
+    std::string ckpt = test::random_checkpoint(dir, "m" + std::to_string(k) + ".pt", c.spec, c.input, 5);
     std::string model = dir / ("m" + std::to_string(k++) + ".shrink");
     export_model(ckpt, model, {});
     auto net = load_checkpoint(ckpt).model;
@@ -70,10 +45,10 @@ CATCH_TEST_CASE("runtime fp32 matches LibTorch on every op", "[runtime][parity]"
     shape.insert(shape.end(), c.input.begin(), c.input.end());
     auto x = torch::randn(shape);
     auto expect = net->forward(x);
-    auto got = run_runtime(model, x);
+    auto got = test::run_runtime(model, x);
     double rel = ((got - expect).abs().max() / expect.abs().max()).item<double>();
     CATCH_CHECK(rel < 1e-4);
-    auto one = run_runtime(model, x.narrow(0, 2, 1));  // another batch size
+    auto one = test::run_runtime(model, x.narrow(0, 2, 1));  // another batch size
     CATCH_CHECK(((one - expect.narrow(0, 2, 1)).abs().max() / expect.abs().max()).item<double>() < 1e-4);
   }
 }
@@ -106,7 +81,7 @@ CATCH_TEST_CASE("runtime int8 computes the documented scheme the simulation runs
       torch::NoGradGuard no_grad;
       sim = q->forward(x);
     }
-    auto got = run_runtime(dir / "q.shrink", x);
+    auto got = test::run_runtime(dir / "q.shrink", x);
     double agree = (got.argmax(1) == sim.argmax(1)).to(torch::kFloat64).mean().item<double>();
     CATCH_CHECK(agree >= 0.98);
     // Logits agree to within a few steps of the last layer's input grid (float vs int32 sums).
@@ -117,7 +92,7 @@ CATCH_TEST_CASE("runtime int8 computes the documented scheme the simulation runs
 CATCH_TEST_CASE("runtime errors: missing file, bad input, C API", "[runtime][errors]") {
   TempDir dir;
   CATCH_CHECK_THROWS_WITH(rt::Model::load(dir / "none.shrink"), Catch::Contains("cannot open"));
-  std::string ckpt = random_checkpoint(dir, "m.pt", "conv(4) relu gap linear(classes)", {1, 6, 6}, 3);
+  std::string ckpt = test::random_checkpoint(dir, "m.pt", "conv(4) relu gap linear(classes)", {1, 6, 6}, 3);
   export_model(ckpt, dir / "m.shrink", {});
   auto m = rt::Model::load(dir / "m.shrink");
   CATCH_CHECK_THROWS_AS(m.predict(nullptr, 0), rt::Error);

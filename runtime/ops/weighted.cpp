@@ -43,12 +43,14 @@ Act end_weighted(Builder& b, const OpContext& c, const Weighted& w, const dnnl::
       packed = m.constant(bias_key(L.name), bias, w.bias, w.bias);
     } else {
       // int8: oneDNN adds the bias to the int32 sum before the output scales, so it goes in
-      // the sum's units, b / (s_in * s_w[c]). s_in is fixed per model, so this is made once.
+      // the sum's units, b / (s_in * s_w[c]), rounded to an integer as the simulation does
+      // (scheme v2). s_in is fixed per model, so this is made once.
       const float s_in = w.x.scale;
       const float* ws = w.weight_scales;
       const int64_t out = c.info.out_shape[0];
+      const bool round = m.meta.quantization->bias_on_accumulator_grid();
       packed = m.derived(bias_key(L.name) + "/int8", w.bias, [&](float* dst) {
-        for (int64_t k = 0; k < out; ++k) dst[k] = bias.f32()[k] / (s_in * ws[k]);
+        for (int64_t k = 0; k < out; ++k) dst[k] = round ? accumulator_bias(bias.f32()[k], s_in, ws[k]) : bias.f32()[k] / (s_in * ws[k]);
       });
     }
     args.push_back({DNNL_ARG_BIAS, -1, packed});

@@ -276,13 +276,14 @@ def err_softmax():
     return seq(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), *gap_head(8), nn.Softmax(dim=1))
 
 
-class ErrSub(nn.Module):
+class ErrSub(nn.Module):  # a Sub between layers (one on the input is read as its normalization)
     def __init__(self):
         super().__init__()
-        self.body = seq(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), *gap_head(8))
+        self.stem = seq(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+        self.head = seq(*gap_head(8))
 
     def forward(self, x):
-        return self.body(x - 0.5)
+        return self.head(self.stem(x) - 0.5)
 
 
 class ErrTranspose(nn.Module):

@@ -65,7 +65,7 @@ CATCH_TEST_CASE("ModelMeta reads what it writes, and writes the model maker's me
               R"J({"class_names":["a","b","c"],"classes":3,"format":"shrink-model","input":[1,6,6],"normalization":{"mean":[0.25],"std":[0.5]},)J"
               R"J("precision":"int8","provenance":{"checkpoint":"runs/x/checkpoints/best.pt","config_xxh3":"0123456789abcdef","stage":"train","test_accuracy":0.875},)J"
               R"J("quantization":{"activations":{"input":{"scale":0.03,"signed":true},"relu1":{"scale":0.02,"signed":false}},"int8_layers":["conv1","linear1"],)J"
-              R"J("scheme":"docs/quantization.md v1"},"spec":"conv1=conv(4,k=3,s=1,p=1,g=1,bias=1) relu1=relu gap1=gap linear1=linear(3,bias=1)"})J");
+              R"J("scheme":"docs/quantization.md v2"},"spec":"conv1=conv(4,k=3,s=1,p=1,g=1,bias=1) relu1=relu gap1=gap linear1=linear(3,bias=1)"})J");
   ModelMeta back = ModelMeta::from_json(j);
   CATCH_CHECK(back.to_json() == j);
   CATCH_CHECK(back.class_names == m.class_names);
