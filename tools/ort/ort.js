@@ -22,7 +22,7 @@
 //        [--warmup K]
 //     Random input (fixed seed), K untimed warm-up calls (default 5), then times each
 //     `await session.run(feeds)` alone with process.hrtime.bigint() for about S seconds
-//     (default 2), prints one JSON line {batch, threads, p50_ms, p90_ms, mean_ms,
+//     (default 2), prints one JSON line {batch, threads, p50_ms, p90_ms, p99_ms, mean_ms,
 //     throughput_per_s (batch / mean), iterations, empty_call_ms}. empty_call_ms is the p50 of
 //     session.run on a 1-float Identity model with the same options: the cost of the
 //     JavaScript/N-API boundary, included in every timing above.
@@ -279,6 +279,7 @@ async function cmdBench(ort, model, opts) {
     threads,
     p50_ms: round(percentile(sorted, 0.5)),
     p90_ms: round(percentile(sorted, 0.9)),
+    p99_ms: round(percentile(sorted, 0.99)),
     mean_ms: round(mean),
     throughput_per_s: round((dims[0] * 1000) / mean),
     iterations: times.length,
