@@ -129,6 +129,24 @@ void bench(const shrink::rt::Model& m, const std::vector<float>& x, int64_t per,
               runs * batch / seconds, static_cast<long>(batch));
 }
 
+// Each primitive's share of a call at `batch` (1000 calls, or 3 seconds' worth at large batches).
+void profile(const shrink::rt::Model& m, const std::vector<float>& x, int64_t per, int64_t batch) {
+  std::vector<float> in(batch * per);
+  for (int64_t k = 0; k < batch * per; ++k) in[k] = x[k % x.size()];
+  auto t0 = std::chrono::steady_clock::now();
+  m.predict(in.data(), batch);
+  const double one = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const int runs = static_cast<int>(std::clamp(3.0 / std::max(one, 1e-9), 10.0, 1000.0));
+  auto steps = m.profile(in.data(), batch, runs);
+  double total = 0;
+  for (const auto& s : steps) total += s.microseconds;
+  std::printf("profile at batch %ld, median of %d calls, %d threads: %zu primitives, %.2f us in all\n", static_cast<long>(batch), runs, m.threads(),
+              steps.size(), total);
+  std::printf("%5s %-44s %10s %7s\n", "step", "layer (primitive)", "us", "share");
+  for (size_t k = 0; k < steps.size(); ++k)
+    std::printf("%5zu %-44s %10.2f %6.1f%%\n", k, steps[k].what.c_str(), steps[k].microseconds, 100 * steps[k].microseconds / total);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -142,16 +160,16 @@ int main(int argc, char** argv) {
     std::map<std::string, std::string> opt;
     for (const char* name : {"input", "labels", "logits"})
       if (auto v = args.get(name)) opt[name] = *v;
-    const bool run_bench = args.has("bench");
-    const int64_t batch = args.integer("batch", 256);
+    const bool run_bench = args.has("bench"), run_profile = args.has("profile");
+    const int64_t batch = args.integer("batch", run_profile ? 1 : 256);
     const int threads = static_cast<int>(args.integer("threads", 0));
     auto m = shrink::rt::Model::load(model_path, threads);
     int64_t per = 1;
     for (int64_t d : m.input_shape()) per *= d;
     auto x = read_inputs(opt["input"], per);
     int64_t n = static_cast<int64_t>(x.size()) / per;
-    if (run_bench) {
-      bench(m, x, per, batch);
+    if (run_bench || run_profile) {
+      run_bench ? bench(m, x, per, batch) : profile(m, x, per, batch);
       return 0;
     }
     std::vector<int64_t> labels;

@@ -15,6 +15,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <thread>
@@ -180,7 +181,7 @@ std::shared_ptr<const Plan> Loaded::plan_for(int64_t batch) const {
   return plan;
 }
 
-std::vector<float> Loaded::execute(const Plan& plan, const float* input, bool softmax) const {
+std::vector<float> Loaded::execute(const Plan& plan, const float* input, bool softmax, std::vector<double>* step_seconds) const {
   const int64_t batch = plan.batch;
   CallMemory arena(plan.arena_bytes + plan.scratchpad_bytes);
   uint8_t* scratch = arena.base() + plan.arena_bytes;
@@ -215,7 +216,16 @@ std::vector<float> Loaded::execute(const Plan& plan, const float* input, bool so
     if (step.scratchpad.get_size()) args.emplace(DNNL_ARG_SCRATCHPAD, memory(step.scratchpad, engine, scratch));
     step.prim.execute(stream, args);
   };
-  for (const Step& step : plan.steps) run(step);
+  for (size_t k = 0; k < plan.steps.size(); ++k) {
+    if (!step_seconds) {
+      run(plan.steps[k]);
+      continue;
+    }
+    auto t0 = std::chrono::steady_clock::now();
+    run(plan.steps[k]);
+    stream.wait();
+    (*step_seconds)[k] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
   if (softmax) run(plan.softmax);
   stream.wait();
   const float* out = static_cast<const float*>(mems[softmax ? plan.probabilities : plan.output].get_data_handle());
@@ -256,6 +266,31 @@ Model Model::from_memory(const void* data, size_t size, int threads, const std::
 }
 
 std::vector<float> Model::predict(const float* input, int64_t batch) const { return run(input, batch, false); }
+
+std::vector<Model::StepTime> Model::profile(const float* input, int64_t batch, int runs) const {
+  if (batch < 1 || runs < 1) throw Error("profile: batch and runs must be at least 1");
+  if (!input) throw Error("profile: input is null");
+  detail::ThreadScope scope(impl_->threads);
+  auto plan = impl_->plan_for(batch);
+  std::vector<std::vector<double>> seconds(plan->steps.size(), std::vector<double>(runs, 0.0));  // [step][run]
+  try {
+    impl_->execute(*plan, input, false);  // warm: first-touch of the activations, caches
+    std::vector<double> one(plan->steps.size());
+    for (int r = 0; r < runs; ++r) {
+      std::fill(one.begin(), one.end(), 0.0);
+      impl_->execute(*plan, input, false, &one);
+      for (size_t k = 0; k < one.size(); ++k) seconds[k][r] = one[k];
+    }
+  } catch (const dnnl::error& e) {
+    throw Error(impl_->path + ": oneDNN failed profiling batch " + std::to_string(batch) + ": " + e.what());
+  }
+  std::vector<StepTime> out;
+  for (size_t k = 0; k < seconds.size(); ++k) {  // the median: a call interrupted by another process does not count
+    std::nth_element(seconds[k].begin(), seconds[k].begin() + runs / 2, seconds[k].end());
+    out.push_back({plan->steps[k].what, 1e6 * seconds[k][runs / 2]});
+  }
+  return out;
+}
 
 std::vector<float> Model::probabilities(const float* input, int64_t batch) const { return run(input, batch, true); }
 

@@ -67,7 +67,9 @@ struct Loaded {
   void check_tensors() const;  // validate.cpp
   std::shared_ptr<const Plan> plan_for(int64_t batch) const;
   Plan build(int64_t n) const;
-  std::vector<float> execute(const Plan& plan, const float* input, bool softmax) const;
+  // With `step_seconds` (one entry per plan step), each step also waits for its end and adds its
+  // time there (a profile: waiting costs a little, so profile and timed runs are kept apart).
+  std::vector<float> execute(const Plan& plan, const float* input, bool softmax, std::vector<double>* step_seconds = nullptr) const;
 
   // `t` in layout `want`: in place when that is the file's layout, else packed once and shared.
   memory constant(const std::string& key, const Tensor& t, const memory::desc& user, const memory::desc& want) const;

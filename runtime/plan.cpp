@@ -22,6 +22,24 @@ int Builder::alias(int of, const memory::desc& d) {
   return static_cast<int>(plan.slots.size()) - 1;
 }
 
+namespace {
+const char* primitive_name(dnnl::primitive::kind k) {
+  using K = dnnl::primitive::kind;
+  switch (k) {
+    case K::reorder: return "reorder";
+    case K::convolution: return "convolution";
+    case K::inner_product: return "inner product";
+    case K::pooling: return "pooling";
+    case K::eltwise: return "eltwise";
+    case K::binary: return "binary";
+    case K::concat: return "concat";
+    case K::softmax: return "softmax";
+    case K::batch_normalization: return "batchnorm";
+    default: return "primitive";
+  }
+}
+}  // namespace
+
 Step Builder::make(dnnl::primitive prim, const memory::desc& scratchpad, std::vector<Arg> args) {
   int at = static_cast<int>(plan.steps.size());
   for (const Arg& a : args)
@@ -30,7 +48,7 @@ Step Builder::make(dnnl::primitive prim, const memory::desc& scratchpad, std::ve
       b.first = std::min(b.first, at), b.last = std::max(b.last, at);
     }
   plan.scratchpad_bytes = std::max<uint64_t>(plan.scratchpad_bytes, scratchpad.get_size());
-  return Step{prim, std::move(args), scratchpad};
+  return Step{prim, std::move(args), scratchpad, building + " (" + primitive_name(prim.get_kind()) + ")"};
 }
 
 int Builder::reorder(int from, const memory::desc& to, float scale) {
@@ -132,6 +150,7 @@ void Builder::build() {
     if (fused[i]) continue;  // an activation already applied as its producer's post-op
     const Layer& L = spec.layers[i];
     OpContext c = unit(i, readers, acts, input, int8);
+    building = c.activation ? L.name + "+" + c.activation->name : L.name;
     Act result = op_for(L.type).build(*this, c);
     // A float result that an int8 layer may read goes onto its point's grid once, here (the
     // point after the fused activation, when one ran as a post-op).
@@ -144,6 +163,7 @@ void Builder::build() {
       acts[a] = result;
     }
   }
+  building = "output";
   output_unit(acts.back());
   place();
 }

@@ -57,6 +57,7 @@ struct Step {
   dnnl::primitive prim;
   std::vector<Arg> args;
   memory::desc scratchpad;
+  std::string what;  // the layer it computes (or "input", "output") and the primitive's kind, for profiles
 };
 
 // A view of one arena buffer with a memory descriptor (several slots may view one buffer).
@@ -109,6 +110,7 @@ class Builder {
   void keep_live(int s) { buffers_[plan.slots[s].buffer].last = INT_MAX; }
 
   Step make(dnnl::primitive prim, const memory::desc& scratchpad, std::vector<Arg> args);
+  std::string building = "input";  // what the steps added now compute (Step::what)
   void add(dnnl::primitive prim, const memory::desc& scratchpad, std::vector<Arg> args) {
     plan.steps.push_back(make(prim, scratchpad, std::move(args)));
   }

@@ -111,3 +111,30 @@ CATCH_TEST_CASE("runtime errors: missing file, bad input, C API", "[runtime][err
   shrink_model_free(cm);
   CATCH_CHECK_THROWS_WITH(export_model(ckpt, dir / "x.shrink", {"int8", "auto", {}}), Catch::Contains("needs a quantized checkpoint"));
 }
+
+CATCH_TEST_CASE("runtime profile: every primitive of a call, named after its layer, in order; shrink-run --profile prints it", "[runtime][profile]") {
+  TempDir dir;
+  auto ckpt = test::random_checkpoint(dir, "m.pt", "conv(8) bn relu maxpool(2) conv(8) bn relu gap linear(classes)", {1, 8, 8}, 3);
+  QuantNet q = test::calibrated_int8(dir, parse_spec("conv(8) bn relu maxpool(2) conv(8) bn relu gap linear(classes)", {1, 8, 8}, 3), ckpt,
+                                     QuantSettings{}, torch::randn({16, 1, 8, 8}));
+  auto m = rt::Model::load(dir / "q.shrink", 1);
+  std::vector<float> x(2 * 64, 0.5f);
+  auto steps = m.profile(x.data(), 2, 5);
+  std::vector<std::string> order;
+  for (const auto& s : steps) {
+    CATCH_CHECK(s.microseconds >= 0);
+    order.push_back(s.what);
+  }
+  // The input's reorders, the convs with their batchnorm folded and relu fused, the pools, the linear.
+  CATCH_CHECK(std::count_if(order.begin(), order.end(), [](const std::string& w) { return w.rfind("input (reorder)", 0) == 0; }) >= 1);
+  auto at = [&](const std::string& what) { return std::find(order.begin(), order.end(), what) - order.begin(); };
+  CATCH_CHECK(at("conv1+relu1 (convolution)") < at("maxpool1 (pooling)"));
+  CATCH_CHECK(at("maxpool1 (pooling)") < at("conv2+relu2 (convolution)"));
+  CATCH_CHECK(at("gap1 (pooling)") < at("linear1 (inner product)"));
+  CATCH_CHECK(at("linear1 (inner product)") < static_cast<long>(order.size()));
+  CATCH_CHECK_THROWS_AS(m.profile(x.data(), 0, 5), rt::Error);
+  test::write_text(dir / "x.f32", std::string(reinterpret_cast<const char*>(x.data()), x.size() * 4));
+  auto r = test::run_cmd(std::string(SHRINK_RUN_BIN) + " " + dir / "q.shrink" + " --input " + dir / "x.f32" + " --profile --threads 1");
+  CATCH_CHECK(r.code == 0);
+  CATCH_CHECK_THAT(r.out, Catch::Contains("profile at batch 1") && Catch::Contains("conv2+relu2 (convolution)") && Catch::Contains("share"));
+}

@@ -49,6 +49,14 @@ class SHRINK_RT_API Model {
   std::vector<float> predict(const float* input, int64_t batch) const;
   // The same as class probabilities (softmax over the logits).
   std::vector<float> probabilities(const float* input, int64_t batch) const;
+  // Where predict's time goes: each oneDNN primitive the model runs for `batch` (the layer it
+  // computes, with the activation fused into it, and the primitive's kind), and its median time
+  // over `runs` calls on `input`, each primitive waited for before the next starts.
+  struct StepTime {
+    std::string what;
+    double microseconds;
+  };
+  std::vector<StepTime> profile(const float* input, int64_t batch, int runs) const;
   std::vector<int64_t> input_shape() const;
   int64_t classes() const;
   std::string precision() const;      // "fp32" or "int8"
