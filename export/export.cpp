@@ -44,6 +44,7 @@ nlohmann::json export_model(const std::string& checkpoint, const std::string& ou
   if (!onnx && o.opset != 0) throw UserError("--opset: only for ONNX files (--format onnx or an .onnx name)");
   if (!onnx && !o.normalization) throw UserError("--no-normalization: only for ONNX files (a .shrink file's runtime always normalizes)");
   if (!onnx && o.expose_layers) throw UserError("--expose-layers: only for ONNX files");
+  if (onnx && o.opset != 0 && (o.opset < 11 || o.opset > 17)) throw UserError(fmt::format("--opset {}: ONNX export writes opsets 11 to 17", o.opset));
   LoadedModel loaded = load_checkpoint(checkpoint);
   const nlohmann::json& meta = loaded.meta;
   SpecNet model = loaded.model;
@@ -52,6 +53,8 @@ nlohmann::json export_model(const std::string& checkpoint, const std::string& ou
   std::string precision = o.precision == "auto" ? (qnet ? "int8" : "fp32") : o.precision;
   if (precision == "int8" && !qnet)
     throw UserError(fmt::format("{}: int8 export needs a quantized checkpoint (run shrink quantize first)", checkpoint));
+  if (onnx && precision == "int8" && o.opset != 0 && o.opset < 13)
+    throw UserError(fmt::format("--opset {}: an int8 model needs opset 13 or later (per-channel DequantizeLinear)", o.opset));
   FoldedModel folded = fold_batchnorm(model);
   const ModelSpec& spec = folded.model->spec();
   // The names given, else those the checkpoint carries (an imported model's).

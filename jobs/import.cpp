@@ -53,8 +53,11 @@ std::string import_model(const ImportRequest& r) {
     stdev.assign(channels, 1.0);
     if (!imported.mean.empty()) mean.assign(imported.mean.begin(), imported.mean.end());
     if (!imported.std.empty()) stdev.assign(imported.std.begin(), imported.std.end());
+    if (mean.size() == 1 && stdev.size() > 1) mean.assign(stdev.size(), mean[0]);  // per-feature on one side only
+    if (stdev.size() == 1 && mean.size() > 1) stdev.assign(mean.size(), stdev[0]);
   }
-  std::vector<std::string> class_names = r.class_names.empty() ? imported.class_names : read_class_names(r.class_names);
+  // The file's own names (a model shrink exported) name its own classes, not a fresh head's.
+  std::vector<std::string> class_names = !r.class_names.empty() ? read_class_names(r.class_names) : new_head ? std::vector<std::string>{} : imported.class_names;
   if (!class_names.empty() && static_cast<int64_t>(class_names.size()) != spec.classes)
     throw UserError(fmt::format("--class-names {}: {} names for {} classes", r.class_names, class_names.size(), spec.classes));
 

@@ -222,15 +222,19 @@ void Importer::pad(const onnx::NodeProto& n) {
 void Importer::normalization(const onnx::NodeProto& n) {
   const Value& x = layer_input(n, 0);
   const Constant& c = constant_input(n, 1);
-  const bool sub = n.op_type() == "Sub";
+  const bool sub = n.op_type() == "Sub", image = spec_.input.size() == 3;
   std::vector<float>& stored = sub ? out_.mean : out_.std;
-  const int64_t channels = spec_.input.size() == 3 ? spec_.input[0] : 1;  // feature vectors: one value for all
-  if (!x.layer.empty() || !spec_.layers.empty() || !stored.empty() || (sub && !out_.std.empty()))
-    unsupported(n, "Sub and Div are read only as the input's normalization, (input - mean) / std, before any other node");
-  if (!c.is_float || (c.numel() != channels && c.numel() != 1))
-    unsupported(n, fmt::format("its constant must hold one value per input channel ({}) or one for all", channels));
-  stored.assign(static_cast<size_t>(channels), 0.f);
-  for (int64_t k = 0; k < channels; ++k) stored[k] = c.floats[c.numel() == 1 ? 0 : k];
+  if (!x.layer.empty() || !spec_.layers.empty() || !stored.empty() || (sub && !out_.std.empty()) || uses(n.input(0)) != 1)
+    unsupported(n, "Sub and Div are read only as the input's normalization, (input - mean) / std, before any other node and the only reader of the input");
+  // One value for all, or one per channel broadcast over C,H,W ([1,C,1,1]), or per feature ([1,F]).
+  std::vector<int64_t> dims(c.dims.begin(), c.dims.end());
+  while (dims.size() > (image ? 3u : 1u) && dims.front() == 1) dims.erase(dims.begin());
+  const std::vector<int64_t> per_channel = image ? std::vector<int64_t>{spec_.input[0], 1, 1} : spec_.input;
+  if (!c.is_float || (c.numel() != 1 && dims != per_channel))
+    unsupported(n, fmt::format("its constant must be one value, or one per input {} shaped [1,{}{}]", image ? "channel" : "feature", spec_.input[0],
+                               image ? ",1,1" : ""));
+  const int64_t count = image ? spec_.input[0] : c.numel();
+  for (int64_t k = 0; k < count; ++k) stored.push_back(c.floats[c.numel() == 1 ? 0 : k]);
   if (!sub && std::any_of(stored.begin(), stored.end(), [](float v) { return !(v > 0); })) unsupported(n, "a normalization's std must be positive");
   set_output(n, x);
 }

@@ -251,8 +251,10 @@ torch::Tensor QuantNetImpl::integer_forward(size_t i, const torch::Tensor& x, co
   auto s_w = weight_scale(i).detach();
   auto step = s_in * s_w;
   auto units = b.defined() ? torch::round(b / step).clamp(-2147483648.0, 2147483520.0) : torch::Tensor();
-  // Sums that may pass 2^24 (a window of more than 2^24 / (255 * 127) = 518 inputs) in float64.
-  const auto exact = qw[0].numel() * 255 * 127 < (1 << 24) ? torch::kFloat32 : torch::kFloat64;
+  // Sums that may pass 2^24 (a window of more than 2^24 / (255 * 127) = 518 inputs, or a large
+  // bias) in float64.
+  const double largest = qw[0].numel() * 255.0 * 127.0 + (units.defined() ? units.abs().max().item<double>() : 0.0);
+  const auto exact = largest < (1 << 24) ? torch::kFloat32 : torch::kFloat64;
   auto sum = weighted_forward(spec().layers[i], torch::round(x / s_in).to(exact), torch::round(qw / s_w.view(per_channel_shape(qw))).to(exact),
                               units.defined() ? units.to(exact) : units)
                  .to(torch::kFloat32);

@@ -181,6 +181,35 @@ std::shared_ptr<const Plan> Loaded::plan_for(int64_t batch) const {
   return plan;
 }
 
+// The caller's raw N,C,H,W (or N,F) floats into the plan's input: normalized ((x - mean[c]) /
+// std[c]), images transposed to NHWC, and for an int8 model rounded onto the input's grid by
+// division, round(x / s), as the simulation and ONNX Runtime's QuantizeLinear do, and saturated.
+void Loaded::write_input(const float* input, int64_t batch, memory::data_type type, void* dst) const {
+  const std::vector<float>& mean = meta.normalization.mean;
+  const std::vector<float>& stdev = meta.normalization.std;
+  const bool image = spec.input.size() == 3;
+  const int64_t channels = image ? spec.input[0] : 1, per = image ? spec.input[0] * spec.input[1] * spec.input[2] : spec.input[0];
+  const int64_t plane = per / channels;  // images: one mean and std per channel; feature vectors: one for all, or one per feature
+  const float s = type == memory::data_type::f32 ? 1.f : static_cast<float>(point_scale(kInputPoint)->scale);
+  const float lo = type == memory::data_type::s8 ? -128.f : 0.f, hi = type == memory::data_type::s8 ? 127.f : 255.f;
+  auto on_grid = [&](float v) { return std::isnan(v) ? 0.f : std::clamp(std::nearbyint(v / s), lo, hi); };  // NaN: 0, not undefined
+  for (int64_t n = 0; n < batch; ++n)
+    for (int64_t c = 0; c < channels; ++c)
+      for (int64_t p = 0; p < plane; ++p) {
+        const int64_t from = n * per + c * plane + p, to = n * per + p * channels + c;  // N,C,H,W -> N,H,W,C
+        float v = input[from];
+        if (!mean.empty()) {
+          const size_t k = image ? c : (mean.size() == 1 ? 0 : p);
+          v = (v - mean[k]) / stdev[k];
+        }
+        switch (type) {
+          case memory::data_type::s8: static_cast<int8_t*>(dst)[to] = static_cast<int8_t>(on_grid(v)); break;
+          case memory::data_type::u8: static_cast<uint8_t*>(dst)[to] = static_cast<uint8_t>(on_grid(v)); break;
+          default: static_cast<float*>(dst)[to] = v;
+        }
+      }
+}
+
 std::vector<float> Loaded::execute(const Plan& plan, const float* input, bool softmax, std::vector<double>* step_seconds) const {
   const int64_t batch = plan.batch;
   CallMemory arena(plan.arena_bytes + plan.scratchpad_bytes);
@@ -189,26 +218,7 @@ std::vector<float> Loaded::execute(const Plan& plan, const float* input, bool so
   mems.reserve(plan.slots.size());
   for (const Slot& s : plan.slots) mems.emplace_back(s.desc, engine, arena.base() + plan.offsets[s.buffer]);
 
-  float* dst = static_cast<float*>(mems[plan.input].get_data_handle());
-  const std::vector<float>& mean = meta.normalization.mean;
-  const std::vector<float>& stdev = meta.normalization.std;
-  int64_t per = 1;
-  for (int64_t d : spec.input) per *= d;
-  // Images: one mean and std per channel; feature vectors: one for all, or one per feature.
-  int64_t groups = spec.input.size() == 3 ? spec.input[0] : static_cast<int64_t>(mean.size()), plane = mean.empty() ? per : per / groups;
-  // An int8 model's input point: rounded here by division, round(x / s), as the simulation and
-  // ONNX Runtime's QuantizeLinear do; the plan's reorder then multiplies by 1 / s, which lands
-  // exactly on those integers (multiplying raw values would round some near-ties the other way).
-  const ActivationScale* input_point = int8() ? point_scale(kInputPoint) : nullptr;
-  const float s_in = input_point ? static_cast<float>(input_point->scale) : 0.f;
-  for (int64_t k = 0; k < batch * per; ++k) {
-    float v = input[k];
-    if (!mean.empty()) {
-      int64_t c = (k % per) / plane;
-      v = (v - mean[c]) / stdev[c];
-    }
-    dst[k] = input_point ? std::nearbyint(v / s_in) * s_in : v;
-  }
+  write_input(input, batch, plan.slots[plan.input].desc.data_type(), mems[plan.input].get_data_handle());
   dnnl::stream stream(engine);
   auto run = [&](const Step& step) {
     std::unordered_map<int, memory> args;

@@ -70,6 +70,7 @@ struct Loaded {
   // With `step_seconds` (one entry per plan step), each step also waits for its end and adds its
   // time there (a profile: waiting costs a little, so profile and timed runs are kept apart).
   std::vector<float> execute(const Plan& plan, const float* input, bool softmax, std::vector<double>* step_seconds = nullptr) const;
+  void write_input(const float* input, int64_t batch, dnnl::memory::data_type type, void* dst) const;
 
   // `t` in layout `want`: in place when that is the file's layout, else packed once and shared.
   memory constant(const std::string& key, const Tensor& t, const memory::desc& user, const memory::desc& want) const;

@@ -133,6 +133,8 @@ Quantization read_quantization(const json& meta, const ModelSpec& spec) {
     out.int8_layers.push_back(name.get<std::string>());
   }
   if (auto scheme = q->find("scheme"); scheme != q->end() && scheme->is_string()) out.scheme = scheme->get<std::string>();
+  if (out.scheme != kQuantizationScheme && out.scheme != kQuantizationSchemeV1)
+    fail("metadata: quantization scheme '" + out.scheme + "' is not one this runtime knows (" + kQuantizationScheme + " or v1); a newer shrink wrote it");
   return out;
 }
 

@@ -78,20 +78,21 @@ memory::desc Builder::output_desc(const OpContext& c) const {
   return memory::desc(dims_of(out_shape, n_), c.out_type, out_shape.size() == 3 ? tag::nhwc : tag::nc);
 }
 
-// The f32 input, in NHWC for images (the layout oneDNN's convolutions run fastest in), on the
-// input's grid when an int8 model has one.
+// The input as the first layer reads it: NHWC for images (the layout oneDNN's convolutions run
+// fastest in), on the input's grid when an int8 model has one. The executor writes it there from
+// the caller's raw N,C,H,W floats (normalizing, transposing and rounding in one pass), so no
+// reorder runs for it.
 Act Builder::input_unit(bool int8) {
   const auto& in_shape = m_.spec.input;
-  plan.input = slot(memory::desc(dims_of(in_shape, n_), dt::f32, in_shape.size() == 3 ? tag::nchw : tag::nc));
-  Act input{plan.input, 0};
-  if (in_shape.size() == 3) input.slot = reorder(plan.input, memory::desc(dims_of(in_shape, n_), dt::f32, tag::nhwc));
-  if (int8 && m_.point_scale(kInputPoint)) input = quantize(input, kInputPoint, kInputPoint);
-  return input;
+  const ActivationScale* point = int8 ? m_.point_scale(kInputPoint) : nullptr;
+  const dt type = !point ? dt::f32 : point->is_signed ? dt::s8 : dt::u8;
+  plan.input = slot(memory::desc(dims_of(in_shape, n_), type, in_shape.size() == 3 ? tag::nhwc : tag::nc));
+  return Act{plan.input, point ? static_cast<float>(point->scale) : 0.f};
 }
 
 // Layer i with what it reads, and its unit's decisions: an activation that only this layer feeds
-// runs as its post-op (the point after it is then the unit's output; in int8 only a clamp, or any
-// activation when the layer has no point of its own: files of scheme v1), and the unit's output
+// runs as its post-op (the point after it is then the unit's output; in int8 only when the layer
+// has no point of its own: a clamp since scheme v2, any activation in v1 files), and the unit's output
 // is int8 on its point's grid, or float (the logits, float layers).
 OpContext Builder::unit(size_t i, const std::vector<int>& readers, const std::vector<Act>& acts, const Act& input, bool int8) const {
   const ModelSpec& spec = m_.spec;
@@ -101,9 +102,9 @@ OpContext Builder::unit(size_t i, const std::vector<int>& readers, const std::ve
   const bool last = i + 1 == count;
   c.int8 = int8 && m_.int8_layers.count(L.name);
   int fused = -1;
-  const bool own_point = c.int8 && m_.point_scale(L.name);
+  const bool own_point = c.int8 && m_.point_scale(L.name);  // the simulation rounds there first: nothing fuses after it
   if (fuses_activation(L.type) && !last && readers[i] == 1 && is_activation(spec.layers[i + 1].type) && spec.layers[i + 1].inputs[0] == L.name &&
-      (only_clamps(spec.layers[i + 1].type) || !own_point))
+      !own_point)
     fused = static_cast<int>(i + 1);
   const std::string& end_name = fused >= 0 ? spec.layers[fused].name : L.name;
   const ActivationScale* end_point = m_.point_scale(end_name);

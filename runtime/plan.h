@@ -72,7 +72,9 @@ struct Plan {
   std::vector<Slot> slots;
   std::vector<uint64_t> offsets;  // per buffer, into the call's arena
   uint64_t arena_bytes = 0, scratchpad_bytes = 0;
-  int input = -1, output = -1, probabilities = -1;  // slots: N,C,H,W (or N,F) f32 input; N,classes f32
+  // Slots: the input as the first layer reads it (NHWC or NC; f32, or s8/u8 on the input's grid,
+  // written by the executor); the logits and probabilities, N,classes f32.
+  int input = -1, output = -1, probabilities = -1;
   std::vector<Step> steps;
   Step softmax;  // run only when probabilities are asked for
 };

@@ -20,7 +20,8 @@ struct Net {
 
 // Every layer kind: the USPS presets; hardswish, sigmoid and hardsigmoid after convs, adds and
 // pools; squeeze-excite (mul), concat, dilation, ceil mode; a batchnorm no conv folds, an average
-// pool without the padding, flatten, dropout and a linear chain; depthwise and grouped convs.
+// pool without the padding, flatten, dropout and a linear chain; depthwise and grouped convs;
+// asymmetric pads; a feature-vector input.
 const std::vector<Net> kNets = {
     {"usps_student", {1, 16, 16}},
     {"usps_teacher", {1, 16, 16}},
@@ -35,6 +36,8 @@ const std::vector<Net> kNets = {
     {"conv(16) bn relu6 conv(32,k=1) bn relu6 dwconv(s=2) bn relu6 conv(16,k=1) o=bn conv(32,k=1) bn relu6 dwconv bn relu6 "
      "conv(16,k=1) bn add(o) conv(32,g=4) bn relu gap linear(classes)",
      {1, 12, 12}},
+    {"conv(8,pt=0,pl=1,pb=2,pr=1) bn relu conv(8,k=1) bn relu gap linear(classes)", {1, 9, 9}},  // asymmetric pads
+    {"linear(16) bn relu dropout linear(classes)", {12}},                                        // a feature vector
 };
 
 double relative_error(const torch::Tensor& got, const torch::Tensor& expect) {
@@ -76,6 +79,10 @@ CATCH_TEST_CASE("ONNX export: fp32 files of every layer kind pass onnx.checker, 
       CATCH_CHECK(meta["class_names"].size() == 7);
       export_model(r.out, dir / (name + ".re.shrink"), {});
       CATCH_CHECK(torch::equal(test::run_runtime(dir / (name + ".re.shrink"), x), expect));
+      // A fresh head: the file's class names were its own classes', not the new ones'.
+      r.classes = 3;
+      import_model(r);
+      CATCH_CHECK(read_checkpoint_meta(r.out)["class_names"].empty());
     }
   }
   CATCH_CHECK(test::check_onnx_files(files) == "ok " + std::to_string(files.size()) + "\n");
@@ -105,6 +112,29 @@ CATCH_TEST_CASE("ONNX export: int8 QDQ files: the simulation, shrink-run and ONN
   }
 }
 
+CATCH_TEST_CASE("ONNX export: every layer's output exposed keeps the integer kernels, and the per-layer report finds no departure", "[onnx][export][int8]") {
+  TempDir dir;
+  torch::manual_seed(4);
+  const Net& net = kNets[4];  // squeeze-excite, concat, relu6, hardswish, hardsigmoid
+  auto ckpt = test::random_checkpoint(dir, "fp.pt", net.spec, net.input, 7);
+  auto spec = parse_spec(net.spec, net.input, 7);
+  QuantNet q = test::calibrated_int8(dir, spec, ckpt, QuantSettings{}, torch::randn({64, 3, 12, 12}));
+  auto x = torch::randn({50, 3, 12, 12});
+  CATCH_CHECK(test::first_departing_layer(dir, q, x) == "no layer departs by half an output step before the logits");
+  CATCH_CHECK(test::check_onnx_files({dir / "q.exposed.onnx"}) == "ok 1\n");
+  std::set<std::string> exposed;
+  for (const auto& f : std::filesystem::directory_iterator(dir / "q.layers")) exposed.insert(f.path().filename().string());
+  CATCH_CHECK(exposed.count("x.exposed.f32"));       // the point after a fused clamp (conv1 bn x=relu)
+  CATCH_CHECK(exposed.count("h.exposed.f32"));       // a hardswish's output on its own point
+  CATCH_CHECK(!exposed.count("conv1.exposed.f32"));  // inside conv1's unit: exposing it would stop the fusion
+  ExportOptions o;
+  o.expose_layers = true;
+  export_model(dir / "q.pt", dir / "e.onnx", o);
+  test::run_ort(dir / "e.onnx", x, dir / "e.optimized.onnx");
+  auto ops = test::onnx_op_counts(dir / "e.optimized.onnx");
+  CATCH_CHECK(ops.count("Conv") == 0);
+}
+
 CATCH_TEST_CASE("ONNX export: trained and quantized USPS-shaped student and teacher agree three ways", "[onnx][export][int8]") {
   for (const char* preset : {"usps_student", "usps_teacher"}) {
     CATCH_INFO(preset);
@@ -130,6 +160,7 @@ CATCH_TEST_CASE("ONNX export: options that mean nothing for ONNX, opsets and QDQ
   QuantNet q = test::calibrated_int8(dir, parse_spec("conv(4) bn relu gap linear(classes)", {1, 8, 8}, 3), ckpt, QuantSettings{}, torch::randn({16, 1, 8, 8}));
   r = test::run_cli("export --checkpoint " + dir / "q.pt" + " --out " + dir / "q.onnx" + " --opset 11");
   CATCH_CHECK((one_line(r) && r.out.find("opset 13") != std::string::npos));
+  CATCH_CHECK(!std::filesystem::exists(dir / "q.onnx"));
   r = test::run_cli("export --checkpoint " + dir / "q.pt" + " --out " + dir / "q.onnx");
   CATCH_CHECK(r.code == 0);
   r = test::run_cli("import " + dir / "q.onnx" + " --out " + dir / "back.pt");
