@@ -137,6 +137,7 @@ nlohmann::json run_quantize_job(const JobConfig& base, const QuantizeConfig& q_i
     QatHook qat(q);
     RunOptions run = options;
     run.overwrite = false;  // with --overwrite the whole folder is already gone
+    run.leave_summary = true;  // written below, once the quantization's results are in it
     summary = run_train_job(job, run, fine_tune, {&keep_zeros, &qat}, qat.factory());
     if (summary.contains("stopped_after_epoch")) return summary;
   }

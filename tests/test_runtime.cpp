@@ -112,7 +112,7 @@ CATCH_TEST_CASE("runtime errors: missing file, bad input, C API", "[runtime][err
   CATCH_CHECK_THROWS_WITH(export_model(ckpt, dir / "x.shrink", {"int8", "auto", {}}), Catch::Contains("needs a quantized checkpoint"));
 }
 
-CATCH_TEST_CASE("runtime profile: every primitive of a call, named after its layer, in order; shrink-run --profile prints it", "[runtime][profile]") {
+CATCH_TEST_CASE("runtime profile: every primitive of a call, named after its layer, in order, and shrink-run --profile prints it", "[runtime][profile]") {
   TempDir dir;
   auto ckpt = test::random_checkpoint(dir, "m.pt", "conv(8) bn relu maxpool(2) conv(8) bn relu gap linear(classes)", {1, 8, 8}, 3);
   QuantNet q = test::calibrated_int8(dir, parse_spec("conv(8) bn relu maxpool(2) conv(8) bn relu gap linear(classes)", {1, 8, 8}, 3), ckpt,

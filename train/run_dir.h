@@ -16,6 +16,9 @@ struct RunOptions {
   bool overwrite = false;         // start afresh even if <out> holds a run
   bool quiet = false;             // no console output (log.txt is still written)
   int64_t stop_after_epochs = -1; // tests: stop after this many epochs of this call, as if killed
+  // The caller writes summary.json itself, with more in it (quantization): the file's presence
+  // marks the job finished (the pipeline skips it), so it is written once, when all of it is known.
+  bool leave_summary = false;
 };
 
 class RunDir {

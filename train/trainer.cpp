@@ -288,9 +288,9 @@ nlohmann::json Trainer::run() {
   nlohmann::json s = summary();
   if (objective_) s.update(objective_->finish(model_, data_, normalization_));
   for (StepHook* hook : hooks_) s.update(hook->finish(model_));
-  run_dir_->write_summary(s);
-  log_->line(fmt::format("done: test accuracy {:.2f}%, {:.0f} samples/s, {} written", 100 * last_test_.accuracy,
-                         s["train_samples_per_s"].get<double>(), job_.out + "/summary.json"));
+  if (!options_.leave_summary) run_dir_->write_summary(s);
+  log_->line(fmt::format("done: test accuracy {:.2f}%, {:.0f} samples/s{}", 100 * last_test_.accuracy, s["train_samples_per_s"].get<double>(),
+                         options_.leave_summary ? "" : ", " + job_.out + "/summary.json written"));
   return s;
 }
 
