@@ -106,6 +106,13 @@ double percentile(std::vector<double> v, double p) {
   return v[std::min(v.size() - 1, static_cast<size_t>(p / 100 * v.size()))];
 }
 
+// `batch` examples taken from x in turn (repeating it when it holds fewer).
+std::vector<float> batch_of(const std::vector<float>& x, int64_t per, int64_t batch) {
+  std::vector<float> out(batch * per);
+  for (int64_t k = 0; k < batch * per; ++k) out[k] = x[k % x.size()];
+  return out;
+}
+
 void bench(const shrink::rt::Model& m, const std::vector<float>& x, int64_t per, int64_t batch) {
   using clock = std::chrono::steady_clock;
   std::vector<double> ms;
@@ -116,8 +123,7 @@ void bench(const shrink::rt::Model& m, const std::vector<float>& x, int64_t per,
     m.predict(x.data() + (i % (x.size() / per)) * per, 1);
     ms.push_back(std::chrono::duration<double, std::milli>(clock::now() - t0).count());
   }
-  std::vector<float> big(batch * per);
-  for (int64_t k = 0; k < batch * per; ++k) big[k] = x[k % x.size()];
+  const std::vector<float> big = batch_of(x, per, batch);
   m.predict(big.data(), batch);
   int64_t runs = 0;
   auto t0 = clock::now();
@@ -131,8 +137,7 @@ void bench(const shrink::rt::Model& m, const std::vector<float>& x, int64_t per,
 
 // Each primitive's share of a call at `batch` (1000 calls, or 3 seconds' worth at large batches).
 void profile(const shrink::rt::Model& m, const std::vector<float>& x, int64_t per, int64_t batch) {
-  std::vector<float> in(batch * per);
-  for (int64_t k = 0; k < batch * per; ++k) in[k] = x[k % x.size()];
+  const std::vector<float> in = batch_of(x, per, batch);
   auto t0 = std::chrono::steady_clock::now();
   m.predict(in.data(), batch);
   const double one = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

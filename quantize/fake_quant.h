@@ -13,6 +13,9 @@ torch::Tensor fake_quant(const torch::Tensor& x, const torch::Tensor& scale, dou
 // Per-output-channel symmetric int8 scales of a weight [out, ...]: max|w| / 127 (tiny for all-zero rows).
 torch::Tensor weight_scales(const torch::Tensor& w);
 constexpr double kWeightMax = 127;  // weights use [-127, 127]
+// Biases are int32 in the accumulator's units: its range as floats (the largest below 2^31), as
+// runtime/model_meta.h's accumulator_bias holds them.
+constexpr double kBiasMin = -2147483648.0, kBiasMax = 2147483520.0;
 
 // Range statistics of one activation tensor across batches.
 class Observer {

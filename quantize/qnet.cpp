@@ -250,7 +250,7 @@ torch::Tensor QuantNetImpl::integer_forward(size_t i, const torch::Tensor& x, co
   auto s_in = points_[input_grid_[i]]->scale.detach();
   auto s_w = weight_scale(i).detach();
   auto step = s_in * s_w;
-  auto units = b.defined() ? torch::round(b / step).clamp(-2147483648.0, 2147483520.0) : torch::Tensor();
+  auto units = b.defined() ? torch::round(b / step).clamp(kBiasMin, kBiasMax) : torch::Tensor();
   // Sums that may pass 2^24 (a window of more than 2^24 / (255 * 127) = 518 inputs, or a large
   // bias) in float64.
   const double largest = qw[0].numel() * 255.0 * 127.0 + (units.defined() ? units.abs().max().item<double>() : 0.0);
@@ -270,7 +270,7 @@ torch::Tensor QuantNetImpl::integer_forward(size_t i, const torch::Tensor& x, co
 torch::Tensor QuantNetImpl::accumulator_bias(size_t i, const torch::Tensor& b) {
   if (!b.defined() || input_grid_[i] < 0) return b;
   auto step = (points_[input_grid_[i]]->scale * weight_scale(i)).detach();
-  return fake_quant(b, step, -2147483648.0, 2147483520.0);  // the int32 range, as runtime/model_meta.h's accumulator_bias holds it
+  return fake_quant(b, step, kBiasMin, kBiasMax);
 }
 
 torch::Tensor QuantNetImpl::apply_point(int point, const torch::Tensor& x) {
