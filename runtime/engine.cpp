@@ -7,9 +7,12 @@
 //   docs/format.md: validate.cpp) and compiles the plan for batch 1, so a model that loads runs.
 // - Weights are read in place from the mapped file; a packed copy is made only where oneDNN
 //   wants another layout, once per (tensor, layout) and shared by every plan that uses it.
-// - Plans hold primitives and constants only. Each predict() allocates its own activations and
-//   scratchpad (every primitive is built with scratchpad_mode::user) and its own stream, so calls
-//   on one Model run in parallel; a mutex guards only the plan cache, an LRU of kPlanCacheSize.
+// - Plans hold primitives and constants only. Each predict() has its own activations and
+//   scratchpad (every primitive is built with scratchpad_mode::user), and borrows from the plan a
+//   binding of oneDNN objects over them (plan.h: Binding), so calls on one Model run in parallel;
+//   mutexes guard only the plan cache, an LRU of kPlanCacheSize, and each plan's idle bindings.
+// - A plan runs on all the model's threads, or on one when its forward is small (plan.cpp:
+//   threads_for_forward): at batch 1 a small model's layers are shorter than a parallel region.
 #include <fmt/format.h>
 #include <omp.h>
 #include <sys/mman.h>
@@ -19,7 +22,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <thread>
-#include <unordered_map>
 #include <utility>
 
 #include "runtime/loaded.h"
@@ -30,16 +32,6 @@ namespace {
 
 constexpr size_t kPlanCacheSize = 8;                    // compiled batch sizes kept (docs/format.md)
 constexpr uint64_t kMaxCallBytes = uint64_t(8) << 30;  // activations + scratchpad of one predict()
-
-// The calling thread's OpenMP thread count for a scope: oneDNN reads it when a primitive is
-// created and when it runs, per thread, so each call sets its model's count and restores the caller's.
-struct ThreadScope {
-  int saved;
-  explicit ThreadScope(int threads) : saved(omp_get_max_threads()) { omp_set_num_threads(threads); }
-  ~ThreadScope() { omp_set_num_threads(saved); }
-  ThreadScope(const ThreadScope&) = delete;
-  ThreadScope& operator=(const ThreadScope&) = delete;
-};
 
 // Aligned memory freed on scope exit (constants made at build time).
 struct Arena {
@@ -106,6 +98,61 @@ class CallMemory {
   Mapped own_;
   uint8_t* base_ = nullptr;
   bool kept_ = false;
+};
+
+// A binding of `plan` over the working memory at `base`, lent for one call: an idle one of the
+// plan's (re-pointed when it viewed other memory) or a new one; given back to the plan at the end.
+class LentBinding {
+ public:
+  LentBinding(const Plan& plan, const dnnl::engine& engine, uint8_t* base) : pool_(*plan.bindings) {
+    {
+      std::lock_guard<std::mutex> lock(pool_.mutex);
+      if (!pool_.idle.empty()) b_ = std::move(pool_.idle.back()), pool_.idle.pop_back();
+    }
+    if (!b_)
+      b_ = make(plan, engine, base);
+    else if (b_->base != base)
+      repoint(plan, base);
+  }
+  ~LentBinding() {
+    std::lock_guard<std::mutex> lock(pool_.mutex);
+    pool_.idle.push_back(std::move(b_));
+  }
+  LentBinding(const LentBinding&) = delete;
+  LentBinding& operator=(const LentBinding&) = delete;
+  Binding& operator*() const { return *b_; }
+  Binding* operator->() const { return b_.get(); }
+
+ private:
+  static std::unique_ptr<Binding> make(const Plan& plan, const dnnl::engine& engine, uint8_t* base) {
+    auto b = std::make_unique<Binding>();
+    b->base = base;
+    b->stream = dnnl::stream(engine);
+    for (const Slot& s : plan.slots) b->slots.emplace_back(s.desc, engine, base + plan.offsets[s.buffer]);
+    auto bind = [&](const Step& step) {
+      std::vector<dnnl_exec_arg_t> args;
+      for (const Arg& a : step.args) args.push_back({a.id, (a.slot >= 0 ? b->slots[a.slot] : a.constant).get()});
+      memory scratchpad;
+      if (step.scratchpad.get_size()) {
+        scratchpad = memory(step.scratchpad, engine, base + plan.arena_bytes);
+        args.push_back({DNNL_ARG_SCRATCHPAD, scratchpad.get()});
+      }
+      b->scratchpads.push_back(scratchpad);
+      b->args.push_back(std::move(args));
+    };
+    for (const Step& step : plan.steps) bind(step);
+    bind(plan.softmax);
+    return b;
+  }
+  void repoint(const Plan& plan, uint8_t* base) {
+    for (size_t i = 0; i < plan.slots.size(); ++i) b_->slots[i].set_data_handle(base + plan.offsets[plan.slots[i].buffer]);
+    for (memory& m : b_->scratchpads)
+      if (m) m.set_data_handle(base + plan.arena_bytes);
+    b_->base = base;
+  }
+
+  BindingPool& pool_;
+  std::unique_ptr<Binding> b_;
 };
 
 }  // namespace
@@ -212,33 +259,28 @@ void Loaded::write_input(const float* input, int64_t batch, memory::data_type ty
 
 std::vector<float> Loaded::execute(const Plan& plan, const float* input, bool softmax, std::vector<double>* step_seconds) const {
   const int64_t batch = plan.batch;
+  omp_set_num_threads(plan.threads);  // the caller's ThreadScope restores its own count
   CallMemory arena(plan.arena_bytes + plan.scratchpad_bytes);
-  uint8_t* scratch = arena.base() + plan.arena_bytes;
-  std::vector<memory> mems;
-  mems.reserve(plan.slots.size());
-  for (const Slot& s : plan.slots) mems.emplace_back(s.desc, engine, arena.base() + plan.offsets[s.buffer]);
-
-  write_input(input, batch, plan.slots[plan.input].desc.data_type(), mems[plan.input].get_data_handle());
-  dnnl::stream stream(engine);
-  auto run = [&](const Step& step) {
-    std::unordered_map<int, memory> args;
-    for (const Arg& a : step.args) args.emplace(a.id, a.slot >= 0 ? mems[a.slot] : a.constant);
-    if (step.scratchpad.get_size()) args.emplace(DNNL_ARG_SCRATCHPAD, memory(step.scratchpad, engine, scratch));
-    step.prim.execute(stream, args);
+  LentBinding bound(plan, engine, arena.base());
+  write_input(input, batch, plan.slots[plan.input].desc.data_type(), bound->slots[plan.input].get_data_handle());
+  auto run = [&](const Step& step, size_t k) {
+    const auto& args = bound->args[k];
+    dnnl::error::wrap_c_api(dnnl_primitive_execute(step.prim.get(), bound->stream.get(), static_cast<int>(args.size()), args.data()),
+                            "could not execute a primitive");
   };
   for (size_t k = 0; k < plan.steps.size(); ++k) {
     if (!step_seconds) {
-      run(plan.steps[k]);
+      run(plan.steps[k], k);
       continue;
     }
     auto t0 = std::chrono::steady_clock::now();
-    run(plan.steps[k]);
-    stream.wait();
+    run(plan.steps[k], k);
+    bound->stream.wait();
     (*step_seconds)[k] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
-  if (softmax) run(plan.softmax);
-  stream.wait();
-  const float* out = static_cast<const float*>(mems[softmax ? plan.probabilities : plan.output].get_data_handle());
+  if (softmax) run(plan.softmax, plan.steps.size());
+  bound->stream.wait();
+  const float* out = static_cast<const float*>(bound->slots[softmax ? plan.probabilities : plan.output].get_data_handle());
   return std::vector<float>(out, out + batch * spec.classes);
 }
 

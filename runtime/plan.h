@@ -7,9 +7,12 @@
 // are u8/s8 with the scales of docs/quantization.md.
 #pragma once
 #include <oneapi/dnnl/dnnl.hpp>
+#include <omp.h>
 
 #include <climits>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -32,6 +35,16 @@ inline memory::dims dims_of(const std::vector<int64_t>& shape, int64_t batch) {
   d.insert(d.end(), shape.begin(), shape.end());
   return d;
 }
+
+// The calling thread's OpenMP thread count for a scope: oneDNN reads it when a primitive is
+// created (a kernel splits its work for that many threads) and when it runs, per thread.
+struct ThreadScope {
+  int saved;
+  explicit ThreadScope(int threads) : saved(omp_get_max_threads()) { omp_set_num_threads(threads); }
+  ~ThreadScope() { omp_set_num_threads(saved); }
+  ThreadScope(const ThreadScope&) = delete;
+  ThreadScope& operator=(const ThreadScope&) = delete;
+};
 
 // Every primitive gets its scratchpad from the call (plans are shared by concurrent calls).
 inline dnnl::primitive_attr user_scratchpad() {
@@ -66,9 +79,26 @@ struct Slot {
   memory::desc desc;
 };
 
+// What a call binds to a plan: a oneDNN memory object per slot over the call's working memory,
+// each step's arguments in oneDNN's C form, and a stream. Making them took microseconds per call
+// (as long as a small layer at batch 1), so a plan keeps the bindings calls give back and lends
+// them to later calls; a call in other working memory only re-points their memory objects.
+struct Binding {
+  uint8_t* base = nullptr;                          // the working memory they view
+  std::vector<memory> slots;                        // per Plan::slots
+  std::vector<memory> scratchpads;                  // per step, the softmax last; empty when none
+  std::vector<std::vector<dnnl_exec_arg_t>> args;  // per step, the softmax last
+  dnnl::stream stream;
+};
+struct BindingPool {
+  std::mutex mutex;
+  std::vector<std::unique_ptr<Binding>> idle;
+};
+
 // Everything one batch size needs, immutable once built; shared by concurrent calls.
 struct Plan {
   int64_t batch = 0;
+  int threads = 1;  // OpenMP threads its primitives were built for and run on (Builder::build)
   std::vector<Slot> slots;
   std::vector<uint64_t> offsets;  // per buffer, into the call's arena
   uint64_t arena_bytes = 0, scratchpad_bytes = 0;
@@ -77,6 +107,7 @@ struct Plan {
   int input = -1, output = -1, probabilities = -1;
   std::vector<Step> steps;
   Step softmax;  // run only when probabilities are asked for
+  std::shared_ptr<BindingPool> bindings = std::make_shared<BindingPool>();  // idle ones, for the next calls
 };
 
 // What a layer's op is given to build its step(s).
@@ -130,6 +161,7 @@ class Builder {
   void build();
 
  private:
+  int threads_for_forward() const;
   struct Buffer {
     uint64_t bytes;
     int first, last;

@@ -8,9 +8,10 @@
 // immutable and shared, each call has its own activations, scratchpad and stream, and a lock is
 // held only to look up or insert a plan. Copies of a Model share one loaded model.
 //
-// Threads: `threads` at load is how many OpenMP threads each call uses (0: all cores). Every
-// call sets it for its own thread (oneDNN reads the calling thread's omp_get_max_threads) and
-// restores the caller's value afterwards. A server running N calls at once on C cores should
+// Threads: `threads` at load is how many OpenMP threads each call uses at most (0: all cores);
+// a call whose forward is too small to gain from threads (a small model at batch 1) runs on one.
+// Every call sets its count for its own thread (oneDNN reads the calling thread's
+// omp_get_max_threads) and restores the caller's value afterwards. A server running N calls at once on C cores should
 // load with threads = max(1, C / N); the default suits one call at a time.
 //
 // Memory: the file is mapped read-only, not copied (do not truncate or rewrite it in place while
