@@ -145,7 +145,8 @@ void profile(const shrink::rt::Model& m, const std::vector<float>& x, int64_t pe
   auto steps = m.profile(in.data(), batch, runs);
   double total = 0;
   for (const auto& s : steps) total += s.microseconds;
-  std::printf("profile at batch %ld, median of %d calls, %d threads: %zu primitives, %.2f us in all\n", static_cast<long>(batch), runs, m.threads(),
+  std::printf("profile at batch %ld, median of %d calls, %d of %d threads: %zu primitives, %.2f us in all\n", static_cast<long>(batch), runs,
+              m.threads_at(batch), m.threads(),
               steps.size(), total);
   std::printf("%5s %-44s %10s %7s\n", "step", "layer (primitive)", "us", "share");
   for (size_t k = 0; k < steps.size(); ++k)

@@ -190,7 +190,11 @@ memory Loaded::derived(const std::string& key, const memory::desc& d, const std:
 
 Plan Loaded::build(int64_t n) const {
   Builder b(*this, n);
-  b.build();
+  try {
+    b.build();
+  } catch (const dnnl::error& e) {
+    throw Error(fmt::format("{}: oneDNN cannot run layer {} for batch {}: {}", path, b.building, n, e.what()));
+  }
   if (b.plan.arena_bytes + b.plan.scratchpad_bytes > kMaxCallBytes)
     throw Error(fmt::format("{}: predict: batch {} needs {} MiB of working memory, more than the runtime's limit of {} MiB; split the batch", path, n,
                             (b.plan.arena_bytes + b.plan.scratchpad_bytes) >> 20, kMaxCallBytes >> 20));
@@ -366,6 +370,12 @@ std::string Model::precision() const { return impl_->meta.precision; }
 std::string Model::metadata_json() const { return impl_->file.meta.dump(); }
 uint64_t Model::file_bytes() const { return impl_->file.file_size; }
 int Model::threads() const { return impl_->threads; }
+
+int Model::threads_at(int64_t batch) const {
+  if (batch < 1) throw Error("threads_at: batch must be at least 1");
+  detail::ThreadScope scope(impl_->threads);
+  return impl_->plan_for(batch)->threads;
+}
 
 }  // namespace shrink::rt
 

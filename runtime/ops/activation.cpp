@@ -2,7 +2,7 @@
 // producer's post-ops (plan.cpp decides); one whose producer cannot take it (a pool, a second
 // reader) runs alone. On an int8 grid of scale s, values are q = x / s. ReLU is the same there;
 // ReLU6 clips at 6 / s; the others are not scale-invariant, so they run as a chain: to x (times
-// s), the function, back to the grid (over s). Alone on an int8 input, such a chain runs on the
+// s), the function, back to the grid (over s). Alone on an int8 input, all but ReLU run on the
 // dequantized values instead.
 #include <stdexcept>
 
@@ -51,7 +51,10 @@ Act build_activation(Builder& b, const OpContext& c) {
   Act src = c.inputs[0];
   dnnl::post_ops chain;
   append_activation(chain, c.layer, src.scale);
-  if (src.scale > 0 && chain.len() != 1) {  // a chain on an int8 grid: run it on floats
+  // On an int8 grid only ReLU runs in place: oneDNN 2.6's int8 eltwise has no clip, and a chain
+  // is not scale-invariant. The rest runs on the dequantized floats (plan.cpp puts the result
+  // back on its point's grid).
+  if (src.scale > 0 && c.layer.type != LayerType::ReLU) {
     src = b.as_float(src);
     chain = dnnl::post_ops();
     append_activation(chain, c.layer, 0);

@@ -43,6 +43,8 @@ CATCH_TEST_CASE("models with random weights load from a mapped file and from mem
       {"linear(32) relu linear(classes)", {24}, {}},
       {"conv(8) h=hardswish conv(8) add(h) hardswish avgpool(2) hardswish gap linear(classes)", {2, 8, 8}, {true, 0, true, "dense", 6}},
       {"conv(8) s=sigmoid conv(8) add(s) sigmoid avgpool(2) sigmoid gap linear(classes)", {2, 8, 8}, {true, 0, true, "dense", 7}},
+      // A relu6 with its producer's own point runs alone on the int8 grid (oneDNN has no int8 clip).
+      {"conv(8) bn relu6 dwconv bn relu6 conv(8,k=1) gap linear(classes)", {1, 8, 8}, {true, 0, true, "dense", 8}},
   };
   int k = 0;
   for (const auto& c : cases) {
@@ -73,6 +75,20 @@ CATCH_TEST_CASE("models with random weights load from a mapped file and from mem
       CATCH_CHECK(std::fabs(sum - 1) < 1e-5);
     }
   }
+}
+
+CATCH_TEST_CASE("a small forward runs on one thread, a large batch on all the model's", "[rt_load]") {
+  auto bytes = make_model("usps_student", {1, 16, 16}, 10, {true, 0, true, "dense", 9});
+  auto m = rt::Model::from_memory(bytes.data(), bytes.size(), 2);
+  CATCH_CHECK(m.threads() == 2);
+  CATCH_CHECK(m.threads_at(1) == 1);  // 0.6 M MACs: shorter than a parallel region is worth
+  CATCH_CHECK(m.threads_at(256) == 2);
+  auto one = rt::Model::from_memory(bytes.data(), bytes.size(), 1);
+  CATCH_CHECK(one.threads_at(256) == 1);
+  // The same logits whichever count a plan runs on.
+  auto x = random_inputs(64, 256, 4);
+  CATCH_CHECK(m.predict(x.data(), 64) == one.predict(x.data(), 64));
+  CATCH_CHECK_THROWS_AS(m.threads_at(0), rt::Error);
 }
 
 CATCH_TEST_CASE("the mapped file's dense tensors are read in place, sparse ones expanded once", "[rt_load]") {

@@ -63,7 +63,10 @@ class SHRINK_RT_API Model {
   std::string precision() const;      // "fp32" or "int8"
   std::string metadata_json() const;  // the file's metadata
   uint64_t file_bytes() const;
-  int threads() const;                // OpenMP threads each call uses
+  int threads() const;                // the most OpenMP threads a call uses
+  // The OpenMP threads a call of `batch` runs on: threads(), or 1 when its forward is too small
+  // to gain from more (compiles the batch's plan, as its first call would).
+  int threads_at(int64_t batch) const;
 
  private:
   std::vector<float> run(const float* input, int64_t batch, bool softmax) const;
