@@ -17,7 +17,8 @@
 // Memory: the file is mapped read-only, not copied (do not truncate or rewrite it in place while
 // loaded; replacing it by rename is safe). Weights are used in place, or packed once per layout
 // oneDNN asks for and shared by every batch size. Plans are compiled per batch size and the 8
-// most recently used are kept. Each call allocates its activations for its batch and frees them.
+// most recently used are kept. Each call's activations come from its thread's working memory,
+// kept between calls up to 1 GiB (a thread holds the largest it needed until it exits).
 #pragma once
 #include <cstddef>
 #include <cstdint>
