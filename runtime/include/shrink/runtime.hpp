@@ -5,14 +5,15 @@
 //
 // Thread safety: a Model may be shared between threads, and predict()/probabilities() calls on
 // one Model run in parallel: the compiled plans (oneDNN primitives and packed weights) are
-// immutable and shared, each call has its own activations, scratchpad and stream, and a lock is
-// held only to look up or insert a plan. Copies of a Model share one loaded model.
+// immutable and shared, each call has its own activations, scratchpad and stream (the oneDNN
+// objects over them are kept by the plan and lent to one call at a time), and a lock is held only
+// to look up or insert a plan or to borrow those objects. Copies of a Model share one loaded model.
 //
 // Threads: `threads` at load is how many OpenMP threads each call uses at most (0: all cores);
-// a call whose forward is too small to gain from threads (a small model at batch 1) runs on one.
-// Every call sets its count for its own thread (oneDNN reads the calling thread's
-// omp_get_max_threads) and restores the caller's value afterwards. A server running N calls at once on C cores should
-// load with threads = max(1, C / N); the default suits one call at a time.
+// a call whose forward is too small to gain from threads (a small model at batch 1) runs on one
+// (threads_at). Every call sets its count for its own thread (oneDNN reads the calling thread's
+// omp_get_max_threads) and restores the caller's value afterwards. A server running N calls at
+// once on C cores should load with threads = max(1, C / N); the default suits one call at a time.
 //
 // Memory: the file is mapped read-only, not copied (do not truncate or rewrite it in place while
 // loaded; replacing it by rename is safe). Weights are used in place, or packed once per layout
