@@ -270,6 +270,7 @@ std::vector<float> Loaded::execute(const Plan& plan, const float* input, bool so
   LentBinding bound(plan, engine, arena.base());
   write_input(input, batch, plan.slots[plan.input].desc.data_type(), bound->slots[plan.input].get_data_handle());
   auto run = [&](const Step& step, size_t k) {
+    if (step.kernel) return step.kernel(bound->slots);
     const auto& args = bound->args[k];
     dnnl::error::wrap_c_api(dnnl_primitive_execute(step.prim.get(), bound->stream.get(), static_cast<int>(args.size()), args.data()),
                             "could not execute a primitive");

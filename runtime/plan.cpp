@@ -49,7 +49,14 @@ Step Builder::make(dnnl::primitive prim, const memory::desc& scratchpad, std::ve
       b.first = std::min(b.first, at), b.last = std::max(b.last, at);
     }
   plan.scratchpad_bytes = std::max<uint64_t>(plan.scratchpad_bytes, scratchpad.get_size());
-  return Step{prim, std::move(args), scratchpad, building + " (" + primitive_name(prim.get_kind()) + ")"};
+  return Step{prim, std::move(args), scratchpad, building + " (" + (prim ? primitive_name(prim.get_kind()) : "") + ")", {}};
+}
+
+void Builder::add(Kernel kernel, const std::string& kind, std::vector<Arg> args) {
+  Step step = make(dnnl::primitive(), memory::desc(), std::move(args));
+  step.what = building + " (" + kind + ")";
+  step.kernel = std::move(kernel);
+  plan.steps.push_back(std::move(step));
 }
 
 // How many threads the plan runs on: all of the model's, or one when the whole forward at this

@@ -1,6 +1,6 @@
 // A model compiled for one batch size (Plan), and what compiles it (Builder): one oneDNN
-// primitive per layer (activations fused as post-ops where they can be), every activation a
-// slot of one per-call arena.
+// primitive per layer (activations fused as post-ops where they can be; a small int8 max pool is
+// shrink's own kernel), every activation a slot of one per-call arena.
 // Builder::build walks the layers and calls each kind's op (runtime/ops/ops.h) with an OpContext:
 // the layer, its inputs, and the decisions the builder took around it (a fused activation, the
 // output's type and scale). Activations are NHWC (images) or NC (features); in int8 models they
@@ -11,6 +11,7 @@
 
 #include <climits>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -66,11 +67,15 @@ struct Arg {
   memory constant;
 };
 
+// A step's own code, run instead of a primitive (a small int8 max pool); it gets the call's slots.
+using Kernel = std::function<void(const std::vector<memory>& slots)>;
+
 struct Step {
-  dnnl::primitive prim;
+  dnnl::primitive prim;  // empty when `kernel` computes the step
   std::vector<Arg> args;
   memory::desc scratchpad;
   std::string what;  // the layer it computes (or "input", "output") and the primitive's kind, for profiles
+  Kernel kernel;
 };
 
 // A view of one arena buffer with a memory descriptor (several slots may view one buffer).
@@ -147,6 +152,8 @@ class Builder {
   void add(dnnl::primitive prim, const memory::desc& scratchpad, std::vector<Arg> args) {
     plan.steps.push_back(make(prim, scratchpad, std::move(args)));
   }
+  // A step of shrink's own code; `args` name the slots it reads and writes (for their lifetimes).
+  void add(Kernel kernel, const std::string& kind, std::vector<Arg> args);
 
   // A reorder of `from` into a new slot of descriptor `to` (with output scales when given).
   int reorder(int from, const memory::desc& to, float scale = 0);

@@ -1,4 +1,5 @@
 // Loading: the mapped file read in place, and Model::load validating the whole model once.
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -89,6 +90,27 @@ CATCH_TEST_CASE("a small forward runs on one thread, a large batch on all the mo
   auto x = random_inputs(64, 256, 4);
   CATCH_CHECK(m.predict(x.data(), 64) == one.predict(x.data(), 64));
   CATCH_CHECK_THROWS_AS(m.threads_at(0), rt::Error);
+}
+
+CATCH_TEST_CASE("a one-thread forward's int8 max pools (shrink's own kernel) equal oneDNN's pooling", "[rt_load]") {
+  // Padded, strided, ceil-mode windows; signed and unsigned grids (the seeds differ).
+  for (int seed : {10, 11, 12}) {
+    auto bytes = make_model("conv(16) relu maxpool(k=3,s=2,p=1) conv(16) relu maxpool(k=2,s=2,ceil=1) gap linear(classes)", {3, 9, 9}, 10,
+                            {true, 0, true, "dense", seed});
+    auto one = rt::Model::from_memory(bytes.data(), bytes.size(), 1), two = rt::Model::from_memory(bytes.data(), bytes.size(), 2);
+    CATCH_REQUIRE(two.threads_at(512) == 2);  // oneDNN's pooling primitive
+    CATCH_REQUIRE(one.threads_at(512) == 1);  // the kernel
+    auto x = random_inputs(512, 3 * 9 * 9, seed);
+    CATCH_CHECK(one.predict(x.data(), 512) == two.predict(x.data(), 512));
+    std::vector<float> y(512 * 81 * 3);
+    for (size_t i = 0; i < y.size(); ++i) y[i] = x[i] * (i % 7 == 0 ? -3.f : 2.f);  // both signs, past the grid's ends
+    CATCH_CHECK(one.predict(y.data(), 512) == two.predict(y.data(), 512));
+  }
+  auto bytes = make_model("usps_student", {1, 16, 16}, 10, {true, 0, true, "dense", 13});
+  auto m = rt::Model::from_memory(bytes.data(), bytes.size(), 1);
+  auto x = random_inputs(1, 256, 5);
+  auto steps = m.profile(x.data(), 1, 3);
+  CATCH_CHECK(std::count_if(steps.begin(), steps.end(), [](const auto& s) { return s.what == "maxpool1 (max pool)"; }) == 1);
 }
 
 CATCH_TEST_CASE("the mapped file's dense tensors are read in place, sparse ones expanded once", "[rt_load]") {
