@@ -41,7 +41,7 @@ const char* primitive_name(dnnl::primitive::kind k) {
 }
 }  // namespace
 
-Step Builder::make(dnnl::primitive prim, const memory::desc& scratchpad, std::vector<Arg> args) {
+Step Builder::make(dnnl::primitive prim, const memory::desc& scratchpad, std::vector<Arg> args, const std::string& kind) {
   int at = static_cast<int>(plan.steps.size());
   for (const Arg& a : args)
     if (a.slot >= 0) {
@@ -49,12 +49,11 @@ Step Builder::make(dnnl::primitive prim, const memory::desc& scratchpad, std::ve
       b.first = std::min(b.first, at), b.last = std::max(b.last, at);
     }
   plan.scratchpad_bytes = std::max<uint64_t>(plan.scratchpad_bytes, scratchpad.get_size());
-  return Step{prim, std::move(args), scratchpad, building + " (" + (prim ? primitive_name(prim.get_kind()) : "") + ")", {}};
+  return Step{prim, std::move(args), scratchpad, building + " (" + (kind.empty() ? primitive_name(prim.get_kind()) : kind) + ")", {}};
 }
 
 void Builder::add(Kernel kernel, const std::string& kind, std::vector<Arg> args) {
-  Step step = make(dnnl::primitive(), memory::desc(), std::move(args));
-  step.what = building + " (" + kind + ")";
+  Step step = make(dnnl::primitive(), memory::desc(), std::move(args), kind);
   step.kernel = std::move(kernel);
   plan.steps.push_back(std::move(step));
 }

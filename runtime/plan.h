@@ -147,7 +147,8 @@ class Builder {
   const memory::desc& desc(int s) const { return plan.slots[s].desc; }
   void keep_live(int s) { buffers_[plan.slots[s].buffer].last = INT_MAX; }
 
-  Step make(dnnl::primitive prim, const memory::desc& scratchpad, std::vector<Arg> args);
+  // A step of `prim`; `kind` names what computes it (default: the primitive's kind).
+  Step make(dnnl::primitive prim, const memory::desc& scratchpad, std::vector<Arg> args, const std::string& kind = "");
   std::string building = "input";  // what the steps added now compute (Step::what)
   void add(dnnl::primitive prim, const memory::desc& scratchpad, std::vector<Arg> args) {
     plan.steps.push_back(make(prim, scratchpad, std::move(args)));

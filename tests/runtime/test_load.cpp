@@ -93,10 +93,14 @@ CATCH_TEST_CASE("a small forward runs on one thread, a large batch on all the mo
 }
 
 CATCH_TEST_CASE("a one-thread forward's int8 max pools (shrink's own kernel) equal oneDNN's pooling", "[rt_load]") {
-  // Padded, strided, ceil-mode windows; signed and unsigned grids (the seeds differ).
-  for (int seed : {10, 11, 12}) {
-    auto bytes = make_model("conv(16) relu maxpool(k=3,s=2,p=1) conv(16) relu maxpool(k=2,s=2,ceil=1) gap linear(classes)", {3, 9, 9}, 10,
-                            {true, 0, true, "dense", seed});
+  // Padded, strided, ceil-mode windows; an unsigned grid (pools after relu) and a signed one
+  // (pools straight after the convs).
+  int seed = 10;
+  for (const char* spec : {"conv(16) relu maxpool(k=3,s=2,p=1) conv(16) relu maxpool(k=2,s=2,ceil=1) gap linear(classes)",
+                           "conv(16) maxpool(k=3,s=2,p=1) relu conv(16) maxpool(k=2,s=2,ceil=1) relu gap linear(classes)"}) {
+    CATCH_INFO(spec);
+    ++seed;
+    auto bytes = make_model(spec, {3, 9, 9}, 10, {true, 0, true, "dense", static_cast<uint64_t>(seed)});
     auto one = rt::Model::from_memory(bytes.data(), bytes.size(), 1), two = rt::Model::from_memory(bytes.data(), bytes.size(), 2);
     CATCH_REQUIRE(two.threads_at(512) == 2);  // oneDNN's pooling primitive
     CATCH_REQUIRE(one.threads_at(512) == 1);  // the kernel
