@@ -85,12 +85,15 @@ Args parse_command_line(const CommandLine& c, const std::vector<std::string>& wo
       if (i + 1 >= words.size()) throw UserError("--" + name + " needs a value (" + flag->value + ": " + flag->rule.describe() + ")");
       value = words[++i];
     }
-    if (!flag->value.empty()) {
-      std::string problem = flag->rule.problem(value);
-      if (!problem.empty()) throw UserError("--" + name + " '" + value + "': " + problem);
-    }
     if (a.values.count(name) && !flag->repeats) throw UserError("--" + name + " is given twice");
-    a.values[name].push_back(value);
+    for (bool first = true; first || (flag->many && i + 1 < words.size() && words[i + 1].rfind("--", 0) != 0); first = false) {
+      if (!first) value = words[++i];
+      if (!flag->value.empty()) {
+        std::string problem = flag->rule.problem(value);
+        if (!problem.empty()) throw UserError("--" + name + " '" + value + "': " + problem);
+      }
+      a.values[name].push_back(value);
+    }
   }
   for (const Flag& f : c.flags)
     if (f.required && !a.has(f.name)) throw UserError("--" + f.name + " " + f.value + " is required (usage: " + usage_line(c) + ")");

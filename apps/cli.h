@@ -19,6 +19,7 @@ struct Flag {
   std::string help;
   bool repeats = false;   // may be given more than once
   bool required = false;  // the command cannot run without it
+  bool many = false;      // takes every following word up to the next option: --input a.png b.png
 };
 
 struct CommandLine {

@@ -14,6 +14,7 @@
 
 #include "apps/shrink_run_cli.h"
 #include "common/error.h"
+#include "common/image.h"
 #include "shrink/runtime.hpp"
 
 namespace {
@@ -81,6 +82,53 @@ std::vector<float> read_inputs(const std::string& path, int64_t per_example) {
   for (float v : x)
     if (!std::isfinite(v)) throw UsageError(path + ": has NaN or infinite values");
   return x;
+}
+
+// PNG and JPEG files as the model's inputs, made as its training examples were (Model::
+// preprocessing): converted to its channels, resized to its H,W, scaled to [0,1].
+std::vector<float> read_images(const std::vector<std::string>& paths, const shrink::rt::Model& m) {
+  const auto shape = m.input_shape();
+  if (!m.preprocessing().image_input)
+    throw UsageError(paths[0] + ": an image, but the model was not trained on images (its file does not say how to turn one into input); give raw float32 or IDX input");
+  if (shape.size() != 3 || (shape[0] != 1 && shape[0] != 3))
+    throw UsageError(paths[0] + ": an image, but the model's input is not 1 or 3 channels of H x W");
+  const int64_t C = shape[0], H = shape[1], W = shape[2];
+  std::vector<float> x(paths.size() * C * H * W);
+  for (size_t i = 0; i < paths.size(); ++i) {
+    auto im = shrink::image::resize(shrink::image::to_channels(shrink::image::decode(paths[i]), C), W, H);
+    for (int64_t c = 0; c < C; ++c)  // HWC bytes to CHW floats
+      for (int64_t p = 0; p < H * W; ++p) x[(i * C + c) * H * W + p] = im.pixels[p * C + c] / 255.0f;
+  }
+  return x;
+}
+
+// Every --input file: all images (by content), or raw float32 / IDX examples, one after another.
+std::vector<float> read_all_inputs(const std::vector<std::string>& paths, const shrink::rt::Model& m, int64_t per_example, bool* images) {
+  const auto n_images = std::count_if(paths.begin(), paths.end(), [](const std::string& p) { return shrink::image::is_image_file(p); });
+  *images = n_images > 0;
+  if (n_images > 0 && n_images < static_cast<long>(paths.size())) throw UsageError("--input: give images or raw examples, not both");
+  if (*images) return read_images(paths, m);
+  std::vector<float> x;
+  for (const auto& p : paths) {
+    auto part = read_inputs(p, per_example);
+    x.insert(x.end(), part.begin(), part.end());
+  }
+  return x;
+}
+
+// One line per image: its most likely classes, by name where the model has names.
+void print_top_classes(const std::string& path, const std::vector<float>& probabilities, const std::vector<std::string>& names, int64_t top) {
+  std::vector<int64_t> order(probabilities.size());
+  for (size_t k = 0; k < order.size(); ++k) order[k] = static_cast<int64_t>(k);
+  top = std::min<int64_t>(top, static_cast<int64_t>(order.size()));
+  std::partial_sort(order.begin(), order.begin() + top, order.end(), [&](int64_t a, int64_t b) { return probabilities[a] > probabilities[b]; });
+  std::printf("%s:", path.c_str());
+  for (int64_t k = 0; k < top; ++k) {
+    const int64_t c = order[k];
+    std::string name = c < static_cast<int64_t>(names.size()) ? names[c] : "class " + std::to_string(c);
+    std::printf("%s %s %.1f%%", k ? "," : "", name.c_str(), 100 * probabilities[c]);
+  }
+  std::printf("\n");
 }
 
 std::vector<int64_t> read_labels(const std::string& path) {
@@ -164,7 +212,7 @@ int main(int argc, char** argv) {
     }
     const std::string model_path = args.positional[0];
     std::map<std::string, std::string> opt;
-    for (const char* name : {"input", "labels", "logits"})
+    for (const char* name : {"labels", "logits"})
       if (auto v = args.get(name)) opt[name] = *v;
     const bool run_bench = args.has("bench"), run_profile = args.has("profile");
     const int64_t batch = args.integer("batch", run_profile ? 1 : 256);
@@ -172,7 +220,9 @@ int main(int argc, char** argv) {
     auto m = shrink::rt::Model::load(model_path, threads);
     int64_t per = 1;
     for (int64_t d : m.input_shape()) per *= d;
-    auto x = read_inputs(opt["input"], per);
+    const auto inputs = args.all("input");
+    bool images = false;
+    auto x = read_all_inputs(inputs, m, per, &images);
     int64_t n = static_cast<int64_t>(x.size()) / per;
     if (run_bench || run_profile) {
       run_bench ? bench(m, x, per, batch) : profile(m, x, per, batch);
@@ -191,10 +241,19 @@ int main(int argc, char** argv) {
       logits_out.open(opt["logits"], std::ios::binary);
       if (!logits_out) throw UsageError(opt["logits"] + ": cannot write");
     }
+    const bool write_logits = opt.count("logits") > 0;
+    const bool name_top_classes = images && labels.empty() && !write_logits;  // else as for raw input
+    const auto names = m.class_names();
     for (int64_t start = 0; start < n; start += batch) {
       int64_t b = std::min(batch, n - start);
+      if (name_top_classes) {
+        const auto p = m.probabilities(x.data() + start * per, b);
+        for (int64_t k = 0; k < b; ++k)
+          print_top_classes(inputs[start + k], {p.begin() + k * m.classes(), p.begin() + (k + 1) * m.classes()}, names, args.integer("top", 3));
+        continue;
+      }
       auto logits = m.predict(x.data() + start * per, b);
-      if (logits_out) logits_out.write(reinterpret_cast<const char*>(logits.data()), static_cast<std::streamsize>(logits.size() * sizeof(float)));
+      if (write_logits) logits_out.write(reinterpret_cast<const char*>(logits.data()), static_cast<std::streamsize>(logits.size() * sizeof(float)));
       for (int64_t k = 0; k < b; ++k) {
         const float* row = logits.data() + k * m.classes();
         int64_t top = std::max_element(row, row + m.classes()) - row;

@@ -7,7 +7,7 @@ std, SGD with Nesterov momentum and a per-step cosine schedule. Prints one JSON 
 accuracy, seconds, params). --latency also times batch-1 eval forwards (--epochs 0: only that). --onnx OUT trains
 torchvision's mobilenet_v2 (1-channel stem) instead and exports it to ONNX (opset 13, batchnorm kept).
 """
-import argparse, gzip, json, math, re, time
+import argparse, gzip, json, math, os, re, time
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 
 def idx(path):
@@ -87,6 +87,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--latency", action="store_true")
     ap.add_argument("--onnx", help="train torchvision mobilenet_v2 and write it here")
+    ap.add_argument("--checkpoint", help="saved after every epoch and resumed from when it exists (an interrupted run goes on)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -102,8 +103,14 @@ def main():
     opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
     steps = max(1, a.epochs * math.ceil(len(y) / 128))  # --epochs 0 --latency: timing only
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    done, seconds_before = 0, 0.0
+    if a.checkpoint and os.path.exists(a.checkpoint):
+        state = torch.load(a.checkpoint)
+        model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"]); sched.load_state_dict(state["sched"])
+        torch.set_rng_state(state["rng"])
+        done, seconds_before = state["epochs"], state["seconds"]
     t0 = time.perf_counter()
-    for _ in range(a.epochs):
+    for epoch in range(done, a.epochs):
         model.train()
         perm = torch.randperm(len(y))
         for i in range(0, len(y), 128):
@@ -113,7 +120,12 @@ def main():
             loss.backward()
             opt.step()
             sched.step()
-    seconds = time.perf_counter() - t0
+        if a.checkpoint:
+            state = {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": torch.get_rng_state(),
+                     "epochs": epoch + 1, "seconds": seconds_before + time.perf_counter() - t0}
+            torch.save(state, a.checkpoint + ".part")
+            os.replace(a.checkpoint + ".part", a.checkpoint)
+    seconds = seconds_before + time.perf_counter() - t0
     model.eval()
     with torch.no_grad():
         correct = sum((model(norm(tx[i:i + 1000])).argmax(1) == ty[i:i + 1000]).sum().item() for i in range(0, len(ty), 1000))

@@ -19,7 +19,13 @@ std::string find_file(const std::string& dir, const std::vector<std::string>& na
   throw UserError(fmt::format("data.path = {}: none of {} found", dir, fmt::join(names, ", ")));
 }
 
-std::pair<std::shared_ptr<Source>, std::shared_ptr<Source>> open_splits(const DataConfig& c) {
+struct Splits {
+  std::shared_ptr<Source> train, test;
+  std::vector<std::string> class_names;
+  bool images = false;
+};
+
+Splits open_splits(const DataConfig& c) {
   if (c.source == "synthetic") {
     SyntheticOptions o;
     if (!c.shape.empty()) o.shape = c.shape;
@@ -28,17 +34,17 @@ std::pair<std::shared_ptr<Source>, std::shared_ptr<Source>> open_splits(const Da
     o.train = c.synthetic_train;
     o.test = c.synthetic_test;
     o.seed = c.seed;
-    return {make_synthetic(o, false), make_synthetic(o, true)};
+    return {make_synthetic(o, false), make_synthetic(o, true), {}, false};
   }
   if (c.path.empty()) throw UserError(fmt::format("data.path is empty (needed for data.source = {})", c.source));
   if (!fs::exists(c.path)) throw UserError(fmt::format("data.path = {}: no such file or folder", c.path));
-  if (c.source == "hdf5") return {open_hdf5(c.path, c.train_split, c.shape, c.in_memory), open_hdf5(c.path, c.test_split, c.shape, c.in_memory)};
+  if (c.source == "hdf5") return {open_hdf5(c.path, c.train_split, c.shape, c.in_memory), open_hdf5(c.path, c.test_split, c.shape, c.in_memory), {}, false};
   if (c.source == "idx") {
     auto train = read_idx(find_file(c.path, {"train-images-idx3-ubyte", "train-images-idx3-ubyte.gz", "train-images.idx3-ubyte"}),
                           find_file(c.path, {"train-labels-idx1-ubyte", "train-labels-idx1-ubyte.gz", "train-labels.idx1-ubyte"}));
     auto test = read_idx(find_file(c.path, {"t10k-images-idx3-ubyte", "t10k-images-idx3-ubyte.gz", "t10k-images.idx3-ubyte"}),
                          find_file(c.path, {"t10k-labels-idx1-ubyte", "t10k-labels-idx1-ubyte.gz", "t10k-labels.idx1-ubyte"}));
-    return {train, test};
+    return {train, test, {}, true};
   }
   if (c.source == "cifar10") {
     std::vector<std::string> train_files;
@@ -47,9 +53,16 @@ std::pair<std::shared_ptr<Source>, std::shared_ptr<Source>> open_splits(const Da
       if (fs::is_regular_file(p)) train_files.push_back(p.string());
     }
     if (train_files.empty()) throw UserError(fmt::format("data.path = {}: no data_batch_N.bin files", c.path));
-    return {read_cifar10(train_files), read_cifar10({find_file(c.path, {"test_batch.bin"})})};
+    return {read_cifar10(train_files), read_cifar10({find_file(c.path, {"test_batch.bin"})}), {}, true};
   }
-  throw UserError(fmt::format("data.source = {}: unknown (expected hdf5, idx, cifar10 or synthetic)", c.source));
+  if (c.source == "folder") {
+    FolderOptions o;
+    o.root = c.path, o.train_split = c.train_split, o.test_split = c.test_split, o.test_share = c.test_share;
+    o.seed = c.seed, o.shape = c.shape, o.cache_dir = c.cache, o.in_memory = c.in_memory;
+    FolderData f = open_image_folder(o);
+    return {f.train, f.test, f.class_names, true};
+  }
+  throw UserError(fmt::format("data.source = {}: unknown (expected hdf5, idx, cifar10, folder or synthetic)", c.source));
 }
 
 // Reads the whole source in chunks once: checks values and labels, and sums per-channel moments.
@@ -73,22 +86,38 @@ void check_and_measure(const Source& s, int64_t classes, std::vector<double>* su
   }
 }
 
+// Subfolders and no IDX or CIFAR-10 files: CLASS/* or train/CLASS/* trees.
+bool looks_like_image_folder(const std::string& path) {
+  bool folders = false;
+  for (const auto& entry : fs::directory_iterator(path)) {
+    std::string name = entry.path().filename().string();
+    if (name.find("idx") != std::string::npos || name.find(".bin") != std::string::npos) return false;
+    folders = folders || (entry.is_directory() && name.rfind('.', 0) != 0);
+  }
+  return folders;
+}
+
 }  // namespace
 
 Data open_data(const DataConfig& c) {
-  if (c.classes < 2) throw UserError(fmt::format("data.classes = {}: need at least 2", c.classes));
-  auto [train, test] = open_splits(c);
+  if (c.classes < 2 && !(c.classes == 0 && c.source == "folder")) throw UserError(fmt::format("data.classes = {}: need at least 2", c.classes));
+  auto [train, test, class_names, images] = open_splits(c);
+  const int64_t classes = class_names.empty() ? c.classes : static_cast<int64_t>(class_names.size());
+  if (c.classes != 0 && classes != c.classes)
+    throw UserError(fmt::format("data.classes = {}, but {} has {} class folders", c.classes, c.path, classes));
   if (train->shape() != test->shape())
     throw UserError(fmt::format("train examples are {} but test examples are {}", shape_string(train->shape()), shape_string(test->shape())));
   Data d;
   d.shape = train->shape();
-  d.classes = c.classes;
+  d.classes = classes;
+  d.class_names = class_names;
+  d.images = images;
   d.test = test;
   bool compute = c.normalize == "dataset";
   std::vector<double> sum, sq;
   int64_t count = 0;
-  check_and_measure(*train, c.classes, compute ? &sum : nullptr, compute ? &sq : nullptr, &count);
-  check_and_measure(*test, c.classes, nullptr, nullptr, &count);
+  check_and_measure(*train, classes, compute ? &sum : nullptr, compute ? &sq : nullptr, &count);
+  check_and_measure(*test, classes, nullptr, nullptr, &count);
   if (train->size() == 0 || test->size() == 0) throw UserError("the dataset has an empty train or test split");
   if (compute) {
     for (size_t ch = 0; ch < sum.size(); ++ch) {
@@ -129,6 +158,7 @@ Data open_data(const DataConfig& c) {
 std::string describe_data(const std::string& path) {
   if (!fs::exists(path)) throw UserError(fmt::format("{}: no such file or folder", path));
   if (fs::is_directory(path)) {
+    if (looks_like_image_folder(path)) return describe_image_folder(path, "train", "test");
     std::string out;
     for (const auto& entry : fs::directory_iterator(path)) {
       std::string name = entry.path().filename().string();

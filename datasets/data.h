@@ -9,12 +9,14 @@
 namespace shrink {
 
 struct DataConfig {
-  std::string source = "hdf5";       // hdf5 | idx | cifar10 | synthetic
-  std::string path;                   // file (hdf5) or folder (idx, cifar10)
-  std::string train_split = "train";  // HDF5 group names
+  std::string source = "hdf5";       // hdf5 | idx | cifar10 | folder | synthetic
+  std::string path;                   // file (hdf5) or folder (idx, cifar10, folder)
+  std::string train_split = "train";  // HDF5 group names; image folder subfolders
   std::string test_split = "test";
+  double test_share = 0;              // image folder of one CLASS/* tree: each class's share held out for test
+  std::string cache;                  // image folder: where decoded images are cached (empty: the user's cache)
   std::vector<int64_t> shape;         // per-example C,H,W; empty = as stored
-  int64_t classes = 10;
+  int64_t classes = 10;               // 0: as the data has (image folders)
   bool in_memory = true;
   double val_split = 0;               // share of train held out for validation
   std::string normalize = "none";     // none | fixed (mean/std given) | dataset (computed on train)
@@ -30,6 +32,8 @@ struct Data {
   std::vector<int64_t> shape;
   int64_t classes = 0;
   std::vector<float> mean, std;  // per channel; empty = no normalization
+  std::vector<std::string> class_names;  // image folders: the folder names; else empty
+  bool images = false;  // examples are 8-bit images scaled to [0,1] (IDX, CIFAR-10, image folders)
 };
 
 // Opens the configured dataset and checks every example (finite values, labels in range).

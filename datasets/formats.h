@@ -3,6 +3,7 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "datasets/source.h"
@@ -16,8 +17,10 @@ std::shared_ptr<Source> open_hdf5(const std::string& path, const std::string& gr
 // A description of every group with data/target in the file (for `shrink data info`).
 std::string describe_hdf5(const std::string& path);
 
-// One float32 tensor as dataset `name` of a new HDF5 file (written to a temporary name, then
-// renamed), and read back. Used for caches.
+// Tensors (float32, uint8 or int64, kept in their dtype) as the datasets of a new HDF5 file, named
+// by their paths ("train/data" makes the group "train"); written to a temporary name, then renamed.
+void write_hdf5(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& datasets);
+// One float32 tensor as dataset `name` of a new HDF5 file, and read back. Used for caches.
 void write_hdf5_tensor(const std::string& path, const std::string& name, const torch::Tensor& t);
 torch::Tensor read_hdf5_tensor(const std::string& path, const std::string& name);
 
@@ -28,6 +31,27 @@ torch::Tensor read_idx_tensor(const std::string& path);
 
 // CIFAR-10 binary batches: records of 1 label byte + 3072 pixel bytes (3x32x32).
 std::shared_ptr<MemorySource> read_cifar10(const std::vector<std::string>& files);
+
+// Image folders (PNG, JPEG): ROOT/TRAIN/CLASS/* and ROOT/TEST/CLASS/*, or one ROOT/CLASS/* tree of
+// which each class's test_share goes to test (seeded). Classes are the folder names, sorted.
+// Images become `shape` (C = 1: grayscale, 3: RGB; Pillow's convert and bilinear resize); with
+// no shape, the first image's, and every other must match it. Decoded once into a cache file.
+struct FolderOptions {
+  std::string root, train_split = "train", test_split = "test";
+  double test_share = 0;
+  uint64_t seed = 0;
+  std::vector<int64_t> shape;
+  std::string cache_dir;  // empty: $XDG_CACHE_HOME/shrink or ~/.cache/shrink
+  bool in_memory = true;
+};
+struct FolderData {
+  std::shared_ptr<Source> train, test;
+  std::vector<std::string> class_names;
+  std::string cache, layout;  // the cache file; where the splits came from, in words
+};
+FolderData open_image_folder(const FolderOptions& options);
+// Class counts and image sizes per split (for `shrink data info ROOT`).
+std::string describe_image_folder(const std::string& root, const std::string& train_split, const std::string& test_split);
 
 // The built-in synthetic image dataset: class prototypes made of random blobs, shown shifted,
 // rescaled, mixed with another class and noisy. The same seed gives the same examples.

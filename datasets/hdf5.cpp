@@ -218,8 +218,21 @@ std::shared_ptr<Source> open_hdf5(const std::string& path, const std::string& gr
   return std::make_shared<MemorySource>(x, y, streaming->describe());
 }
 
-void write_hdf5_tensor(const std::string& path, const std::string& name, const torch::Tensor& t) {
-  auto data = t.to(torch::kFloat32).contiguous();
+namespace {
+
+// The HDF5 memory type of a tensor kept in its own dtype: float32, uint8 and int64.
+hid_t hdf5_type_of(const torch::Tensor& t) {
+  switch (t.scalar_type()) {
+    case torch::kFloat32: return H5T_NATIVE_FLOAT;
+    case torch::kUInt8: return H5T_NATIVE_UINT8;
+    case torch::kInt64: return H5T_NATIVE_INT64;
+    default: throw std::logic_error(fmt::format("write_hdf5: no HDF5 type for {}", c10::toString(t.scalar_type())));
+  }
+}
+
+}  // namespace
+
+void write_hdf5(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& datasets) {
   // The file is built in memory (HDF5's core driver) and written by write_file_atomic: a full
   // disk then fails cleanly there, where HDF5 writing to disk itself would leave a file it
   // cannot close (and crash at exit).
@@ -230,17 +243,27 @@ void write_hdf5_tensor(const std::string& path, const std::string& name, const t
     Handle fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
     H5Pset_fapl_core(fapl.id, 1 << 20, 0);
     Handle file(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.id), H5Fclose);
-    std::vector<hsize_t> dims(data.sizes().begin(), data.sizes().end());
-    Handle space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose);
-    Handle d(H5Dcreate2(file.id, name.c_str(), H5T_NATIVE_FLOAT, space.id, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose);
-    bool ok = file.id >= 0 && d.id >= 0 && H5Dwrite(d.id, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data_ptr()) >= 0 &&
-              H5Fflush(file.id, H5F_SCOPE_GLOBAL) >= 0;
+    Handle groups(H5Pcreate(H5P_LINK_CREATE), H5Pclose);  // "train/data" creates the group "train"
+    H5Pset_create_intermediate_group(groups.id, 1);
+    bool ok = file.id >= 0;
+    for (const auto& [name, tensor] : datasets) {
+      auto data = tensor.contiguous();
+      std::vector<hsize_t> dims(data.sizes().begin(), data.sizes().end());
+      Handle space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose);
+      Handle d(H5Dcreate2(file.id, name.c_str(), hdf5_type_of(data), space.id, groups.id, H5P_DEFAULT, H5P_DEFAULT), H5Dclose);
+      ok = ok && d.id >= 0 && H5Dwrite(d.id, hdf5_type_of(data), H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data_ptr()) >= 0;
+    }
+    ok = ok && H5Fflush(file.id, H5F_SCOPE_GLOBAL) >= 0;
     ssize_t size = ok ? H5Fget_file_image(file.id, nullptr, 0) : -1;
     if (size > 0) image.resize(static_cast<size_t>(size));
     if (size <= 0 || H5Fget_file_image(file.id, image.data(), image.size()) != size)
       throw std::runtime_error(fmt::format("HDF5 could not build {} in memory", path));
   }
   write_file_atomic(path, image.data(), image.size());
+}
+
+void write_hdf5_tensor(const std::string& path, const std::string& name, const torch::Tensor& t) {
+  write_hdf5(path, {{name, t.to(torch::kFloat32)}});
 }
 
 torch::Tensor read_hdf5_tensor(const std::string& path, const std::string& name) {

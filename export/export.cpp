@@ -101,6 +101,7 @@ nlohmann::json export_model(const std::string& checkpoint, const std::string& ou
   file_meta.precision = precision;
   file_meta.normalization = {meta.value("mean", std::vector<float>{}), meta.value("std", std::vector<float>{})};
   file_meta.class_names = class_names;
+  file_meta.image_input = meta.value("image_input", false);
   const std::string config = meta.value("config", std::string());
   file_meta.provenance.checkpoint = checkpoint;
   file_meta.provenance.stage = meta.value("stage", "");

@@ -2,11 +2,14 @@
 
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "shrink/runtime.hpp"
 
 struct shrink_model {
   shrink::rt::Model model;
+  std::vector<std::string> class_names;  // kept so the C strings stay valid
+  shrink::rt::Model::Preprocessing preprocessing;
 };
 
 namespace {
@@ -29,7 +32,10 @@ extern "C" {
 
 int shrink_model_load(const char* path, int threads, shrink_model** out) {
   if (!path || !out) return last_error = "shrink_model_load: null argument", 1;
-  return guarded([&] { *out = new shrink_model{shrink::rt::Model::load(path, threads)}; });
+  return guarded([&] {
+    auto model = shrink::rt::Model::load(path, threads);
+    *out = new shrink_model{model, model.class_names(), model.preprocessing()};
+  });
 }
 
 int shrink_model_predict(shrink_model* m, const float* input, int64_t batch, float* output) {
@@ -47,6 +53,19 @@ int64_t shrink_model_input_size(const shrink_model* m) {
 }
 
 int64_t shrink_model_classes(const shrink_model* m) { return m->model.classes(); }
+
+const char* shrink_model_class_name(const shrink_model* m, int64_t index) {
+  if (index < 0 || index >= static_cast<int64_t>(m->class_names.size())) return nullptr;
+  return m->class_names[index].c_str();
+}
+
+int shrink_model_image_input(const shrink_model* m) { return m->preprocessing.image_input ? 1 : 0; }
+
+int64_t shrink_model_normalization(const shrink_model* m, float* mean, float* std, int64_t capacity) {
+  const auto& p = m->preprocessing;
+  for (int64_t c = 0; c < capacity && c < static_cast<int64_t>(p.mean.size()); ++c) mean[c] = p.mean[c], std[c] = p.std[c];
+  return static_cast<int64_t>(p.mean.size());
+}
 
 void shrink_model_free(shrink_model* m) { delete m; }
 

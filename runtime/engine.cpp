@@ -371,6 +371,10 @@ std::vector<int64_t> Model::input_shape() const { return impl_->spec.input; }
 int64_t Model::classes() const { return impl_->spec.classes; }
 std::string Model::precision() const { return impl_->meta.precision; }
 std::string Model::metadata_json() const { return impl_->file.meta.dump(); }
+std::vector<std::string> Model::class_names() const { return impl_->meta.class_names; }
+Model::Preprocessing Model::preprocessing() const {
+  return {impl_->meta.image_input, impl_->meta.normalization.mean, impl_->meta.normalization.std};
+}
 uint64_t Model::file_bytes() const { return impl_->file.file_size; }
 int Model::threads() const { return impl_->threads; }
 

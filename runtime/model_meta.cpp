@@ -146,6 +146,7 @@ void read_informational(const json& meta, ModelMeta& m) {
       if (n.is_string()) v.push_back(n.get<std::string>());
     if (v.size() == names->size()) m.class_names = std::move(v);
   }
+  if (auto f = meta.find("image_input"); f != meta.end() && f->is_boolean()) m.image_input = f->get<bool>();
   auto p = meta.find("provenance");
   if (p == meta.end() || !p->is_object()) return;
   auto text = [&](const char* key) -> std::optional<std::string> {
@@ -185,6 +186,7 @@ nlohmann::json ModelMeta::to_json() const {
             {"precision", precision},
             {"normalization", {{"mean", normalization.mean}, {"std", normalization.std}}},
             {"class_names", class_names},
+            {"image_input", image_input},
             {"provenance", provenance_json(provenance)}};
   if (quantization) {
     json acts = json::object();

@@ -94,6 +94,10 @@ struct ModelMeta {
   std::string precision = "fp32";  // fp32 | int8
   Normalization normalization;
   std::vector<std::string> class_names;  // informational, like provenance
+  // Informational too: the model was trained on 8-bit images scaled to [0,1], so an image file
+  // becomes its input by decoding, converting to input[0] channels (1: grayscale, 3: RGB),
+  // resizing to input[1] x input[2] (bilinear, as Pillow), dividing by 255 and normalizing.
+  bool image_input = false;
   Provenance provenance;
   std::optional<Quantization> quantization;  // int8 models (from_json reads it only for them)
 

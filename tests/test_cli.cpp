@@ -1,5 +1,8 @@
 // The shrink binary as a user meets it: exit codes and one-line messages.
 #include <cstring>
+#include <fstream>
+#include <iterator>
+#include <sstream>
 
 #include "tests/helpers.h"
 
@@ -113,4 +116,58 @@ CATCH_TEST_CASE("export and shrink-run: a trained model's predictions and accura
   auto bad = run_cli("export --checkpoint " + dir / "run/checkpoints/last.pt --out " + dir / "q.shrink --precision int8");
   CATCH_CHECK(bad.code == 2);
   CATCH_CHECK(bad.out.find("needs a quantized checkpoint") != std::string::npos);
+}
+
+CATCH_TEST_CASE("an image folder: data info, train, export, and shrink-run names the top classes of PNG and JPEG files", "[cli][runtime][folder]") {
+  TempDir dir;
+  const std::string root = dir / "images";
+  CATCH_REQUIRE(shrink::test::run_cmd("/usr/bin/python3 " + std::string(SHRINK_SOURCE_DIR) + "/tests/make_image_folder.py '" + root + "' 3 12 12").code == 0);
+  auto info = run_cli("data info " + root);
+  CATCH_INFO(info.out);
+  CATCH_CHECK(info.code == 0);
+  CATCH_CHECK(info.out.find("3 classes") != std::string::npos);
+  CATCH_CHECK(info.out.find("ankle boot") != std::string::npos);
+  shrink::test::write_text(dir / "job.ini", "[data]\nsource = folder\nshape = 3,12,12\nnormalize = dataset\ncache = " + dir / "cache" +
+                                                "\n[model]\nspec = conv(8) relu gap linear(classes)\n[train]\nepochs = 1\nthreads = 1\n");
+  auto t = run_cli("train --config " + dir / "job.ini --data.path=" + root + " --out " + dir / "run");
+  CATCH_INFO(t.out);
+  CATCH_REQUIRE(t.code == 0);
+  CATCH_REQUIRE(run_cli("export --checkpoint " + dir / "run/checkpoints/last.pt --out " + dir / "m.shrink").code == 0);
+  auto run = [&](const std::string& args) { return shrink::test::run_cmd(std::string(SHRINK_RUN_BIN) + " " + args); };
+  // Two of the test split's 9 images (in order: 3 "ankle boot", 3 "bag", 3 "coat"; the 4th and the 9th).
+  const std::string png = root + "/test/bag/img00.PNG", jpeg = root + "/test/coat/img02.JPG";
+  auto p = run(dir / "m.shrink --input " + png + " " + jpeg + " --top 2");
+  CATCH_INFO(p.out);
+  CATCH_CHECK(p.code == 0);
+  CATCH_REQUIRE(lines(p.out) == 2);
+  // Each line names two classes with their probabilities, the most likely first; it is the class
+  // shrink-run predicts for the same image as Pillow decodes and resizes it, given as raw float32.
+  std::ifstream in(root + ".expected/test.u8", std::ios::binary);
+  std::vector<unsigned char> pixels((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string x(pixels.size() * 4, '\0');
+  for (size_t i = 0; i < pixels.size(); ++i) {
+    float v = pixels[i] / 255.0f;
+    std::memcpy(&x[4 * i], &v, 4);
+  }
+  shrink::test::write_text(dir / "x.f32", x);
+  auto raw = run(dir / "m.shrink --input " + dir / "x.f32");
+  CATCH_REQUIRE(lines(raw.out) == 9);
+  const std::vector<std::string> names = {"ankle boot", "bag", "coat"};
+  std::istringstream raw_lines(raw.out), named(p.out);
+  std::vector<int> predicted(9);
+  for (int& c : predicted) raw_lines >> c;
+  std::string line;
+  for (int k : {3, 8}) {
+    std::getline(named, line);
+    const std::string file = k == 3 ? png : jpeg;
+    CATCH_CHECK(line.rfind(file + ": " + names[predicted[k]] + " ", 0) == 0);
+    CATCH_CHECK(std::count(line.begin(), line.end(), '%') == 2);
+  }
+  shrink::test::write_text(dir / "broken.png", "\x89PNG\r\n\x1a\n and no more");
+  auto broken = run(dir / "m.shrink --input " + dir / "broken.png");
+  CATCH_CHECK(broken.code == 2);
+  CATCH_CHECK(broken.out.find("broken.png") != std::string::npos);
+  auto mixed = run(dir / "m.shrink --input " + png + " " + dir / "job.ini");
+  CATCH_CHECK(mixed.code == 2);
+  CATCH_CHECK(mixed.out.find("images or raw examples, not both") != std::string::npos);
 }

@@ -22,12 +22,14 @@ void add_train_options(Keys& keys, const std::string& model_section) {
   const Rule any = Rule::text(true), fraction = Rule::real(0, 1, false, true), non_negative = Rule::real(0, kInf);
   // clang-format off
   keys.add("job.out", "runs/default", Rule::text(false), "run directory (also --out DIR)")
-      .add("data.source", d.source, Rule::choice({"hdf5", "idx", "cifar10", "synthetic"}), "where the examples come from")
-      .add("data.path", "", any, "HDF5 file, or folder of IDX / CIFAR-10 files (also --data PATH)")
-      .add("data.train_split", d.train_split, Rule::text(false), "HDF5 group of the training examples")
-      .add("data.test_split", d.test_split, Rule::text(false), "HDF5 group of the test examples")
+      .add("data.source", d.source, Rule::choice({"hdf5", "idx", "cifar10", "folder", "synthetic"}), "where the examples come from (folder: PNG/JPEG images in class folders)")
+      .add("data.path", "", any, "HDF5 file, or folder of IDX / CIFAR-10 files or of images (also --data PATH)")
+      .add("data.train_split", d.train_split, Rule::text(false), "HDF5 group, or image subfolder, of the training examples")
+      .add("data.test_split", d.test_split, Rule::text(false), "HDF5 group, or image subfolder, of the test examples")
+      .add("data.test_share", d.test_share, fraction, "image folder without train/ and test/: each class's share held out for test")
+      .add("data.cache", "", any, "image folder: where decoded images are cached (empty: $XDG_CACHE_HOME/shrink or ~/.cache/shrink)")
       .add("data.shape", "", Rule::shape(true), "per-example shape C,H,W (empty: as stored; synthetic: 1,16,16)")
-      .add("data.classes", d.classes, Rule::integer(2, 1 << 20), "number of classes; labels must be in [0, classes)")
+      .add("data.classes", d.classes, Rule::integer(2, 1 << 20), "number of classes; labels must be in [0, classes) (image folders: as many as class folders)")
       .add("data.in_memory", d.in_memory, "load the whole dataset; false reads HDF5 batch by batch")
       .add("data.val_split", d.val_split, fraction, "share of train held out for validation (picks the best checkpoint)")
       .add("data.normalize", d.normalize, Rule::choice({"none", "fixed", "dataset"}), "none | fixed (data.mean, data.std) | dataset (computed on train)")
@@ -112,7 +114,10 @@ JobConfig read_job_config(const Config& c) {
   d.train_split = c.get<std::string>("data.train_split");
   d.test_split = c.get<std::string>("data.test_split");
   if (!c.get<std::string>("data.shape").empty()) d.shape = parse_shape(c.get<std::string>("data.shape"));
-  d.classes = c.get<int64_t>("data.classes");
+  d.test_share = c.get<double>("data.test_share");
+  d.cache = c.get<std::string>("data.cache");
+  // An image folder's classes are its class folders; a data.classes given must agree.
+  d.classes = d.source == "folder" && c.where("data.classes") == "default" ? 0 : c.get<int64_t>("data.classes");
   d.in_memory = c.get<bool>("data.in_memory");
   d.val_split = c.get<double>("data.val_split");
   d.normalize = c.get<std::string>("data.normalize");

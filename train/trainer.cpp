@@ -86,6 +86,7 @@ class Trainer {
   std::optional<RunDir> run_dir_;
   RunLog* log_ = nullptr;  // run_dir_'s
   Augment normalization_;
+  std::vector<std::string> class_names_;  // the data's, or else the starting checkpoint's
   int64_t start_epoch_ = 0;
   double best_metric_ = -1, train_seconds_ = 0, train_loss_ = 0, train_accuracy_ = 0;
   int64_t train_samples_ = 0;
@@ -111,6 +112,11 @@ void Trainer::prepare() {
   torch::manual_seed(job_.train.seed);
   model_ = factory_ ? SpecNet(factory_(spec_)) : SpecNet(spec_);
   if (!job_.init.empty() && !options_.resume) load_weights_into(job_.init, *model_);
+  class_names_ = data_.class_names;
+  if (class_names_.empty() && !job_.init.empty()) {  // an imported or earlier model's names go on
+    auto names = read_checkpoint_meta(job_.init).value("class_names", std::vector<std::string>{});
+    if (static_cast<int64_t>(names.size()) == spec_.classes) class_names_ = names;
+  }
   normalization_.mean = data_.mean;
   normalization_.std = data_.std;
   normalization_.channels_last = job_.train.channels_last;
@@ -256,7 +262,8 @@ CheckpointExtras Trainer::extras() const {
 nlohmann::json Trainer::checkpoint_meta(int64_t epochs_done) const {
   return {{"epoch", epochs_done},         {"best_metric", best_metric_},       {"test_accuracy", last_test_.accuracy},
           {"train_seconds", train_seconds_}, {"train_samples", train_samples_}, {"mean", data_.mean},
-          {"std", data_.std},             {"config", job_.resolved_ini},      {"stage", objective_ ? objective_->stage() : "train"}};
+          {"std", data_.std},             {"config", job_.resolved_ini},      {"stage", objective_ ? objective_->stage() : "train"},
+          {"class_names", class_names_},  {"image_input", data_.images}};
 }
 
 nlohmann::json Trainer::summary() const {

@@ -20,6 +20,13 @@ SHRINK_C_API int shrink_model_load(const char* path, int threads, shrink_model**
 SHRINK_C_API int shrink_model_predict(shrink_model* model, const float* input, int64_t batch, float* output);
 SHRINK_C_API int64_t shrink_model_input_size(const shrink_model* model);
 SHRINK_C_API int64_t shrink_model_classes(const shrink_model* model);
+/* The name of class `index`, or NULL when the file names none (or index is out of range). */
+SHRINK_C_API const char* shrink_model_class_name(const shrink_model* model, int64_t index);
+/* The stored preprocessing (see shrink/runtime.hpp, Model::preprocessing): 1 when the model was
+   trained on 8-bit images scaled to [0,1], else 0; and the per-channel normalization that
+   predict applies: writes up to `capacity` means and stds, returns the channel count (0: none). */
+SHRINK_C_API int shrink_model_image_input(const shrink_model* model);
+SHRINK_C_API int64_t shrink_model_normalization(const shrink_model* model, float* mean, float* std, int64_t capacity);
 SHRINK_C_API void shrink_model_free(shrink_model* model);
 SHRINK_C_API const char* shrink_last_error(void);
 

@@ -76,6 +76,7 @@ CATCH_TEST_CASE("shrink-run: bad files and inputs give exit 2 and one line", "[c
   nan[5] = std::numeric_limits<float>::quiet_NaN();
   write_floats(dir / "nan.f32", nan);
   shrink::test::write_bytes(dir / "y.i32", {7, 0, 0, 0, 0, 0, 0, 0});
+  shrink::test::write_bytes(dir / "a.png", {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'});  // an image by its first bytes
   struct Case {
     std::string args, expect;
   } cases[] = {
@@ -86,7 +87,9 @@ CATCH_TEST_CASE("shrink-run: bad files and inputs give exit 2 and one line", "[c
       {dir / "m.shrink --input " + dir / "nan.f32", "NaN"},
       {dir / "m.shrink --input " + dir / "x.f32 --labels " + dir / "y.i32", "label 7 is outside [0, 3)"},
       {dir / "m.shrink --input " + dir / "x.f32 --logits " + dir / "no/such/dir/l.f32", "cannot write"},
-      {dir / "m.shrink", "--input FILE is required"},
+      {dir / "m.shrink --input " + dir / "a.png", "not trained on images"},
+      {dir / "m.shrink --input " + dir / "a.png " + dir / "x.f32", "images or raw examples, not both"},
+      {dir / "m.shrink", "--input FILE... is required"},
       {"--input " + dir / "x.f32", "usage: shrink-run MODEL"},
   };
   for (const auto& c : cases) {

@@ -2,6 +2,7 @@
 // runtime's messages, and the tensor names.
 #include "runtime/model_meta.h"
 #include "shrink/runtime.hpp"
+#include "shrink_runtime.h"
 #include "tests/runtime/helpers.h"
 
 using namespace shrink;
@@ -58,17 +59,19 @@ CATCH_TEST_CASE("ModelMeta reads what it writes, and writes the model maker's me
   m.precision = "int8";
   m.normalization = {{0.25f}, {0.5f}};
   m.class_names = {"a", "b", "c"};
+  m.image_input = true;
   m.provenance = {"runs/x/checkpoints/best.pt", std::string("train"), 0.875, std::string("0123456789abcdef"), std::nullopt};
   m.quantization = Quantization{{{"input", {0.03, true}}, {"relu1", {0.02, false}}}, {"conv1", "linear1"}, kQuantizationScheme};
   nlohmann::json j = m.to_json();
   CATCH_CHECK(j.dump() ==
-              R"J({"class_names":["a","b","c"],"classes":3,"format":"shrink-model","input":[1,6,6],"normalization":{"mean":[0.25],"std":[0.5]},)J"
+              R"J({"class_names":["a","b","c"],"classes":3,"format":"shrink-model","image_input":true,"input":[1,6,6],"normalization":{"mean":[0.25],"std":[0.5]},)J"
               R"J("precision":"int8","provenance":{"checkpoint":"runs/x/checkpoints/best.pt","config_xxh3":"0123456789abcdef","stage":"train","test_accuracy":0.875},)J"
               R"J("quantization":{"activations":{"input":{"scale":0.03,"signed":true},"relu1":{"scale":0.02,"signed":false}},"int8_layers":["conv1","linear1"],)J"
               R"J("scheme":"docs/quantization.md v2"},"spec":"conv1=conv(4,k=3,s=1,p=1,g=1,bias=1) relu1=relu gap1=gap linear1=linear(3,bias=1)"})J");
   ModelMeta back = ModelMeta::from_json(j);
   CATCH_CHECK(back.to_json() == j);
   CATCH_CHECK(back.class_names == m.class_names);
+  CATCH_CHECK(back.image_input);
   CATCH_CHECK(back.provenance.test_accuracy == std::optional<double>(0.875));
   CATCH_CHECK(back.provenance.config_xxh3 == m.provenance.config_xxh3);
 }
@@ -126,4 +129,32 @@ CATCH_TEST_CASE("tensor names come from one place", "[rt_meta]") {
   CATCH_CHECK_FALSE(is_weight_scale_key(".weight_scale"));
   CATCH_CHECK_FALSE(is_weight_scale_key("conv1.weight"));
   CATCH_CHECK_FALSE(is_weight_scale_key("conv1.weight_scale.x"));
+}
+
+CATCH_TEST_CASE("the C++ and C APIs expose the class names and the stored preprocessing", "[rt_meta]") {
+  RtTempDir dir;
+  MakeOptions o;
+  o.normalization = true;
+  ModelParts parts = model_parts("conv(4) relu gap linear(classes)", {3, 6, 6}, 3, o);
+  for (bool named : {false, true}) {
+    if (named) parts.meta["class_names"] = {"cat", "dog", "fish"}, parts.meta["image_input"] = true;
+    write_bytes(dir / "m.shrink", encode(parts));
+    auto m = rt::Model::load(dir / "m.shrink", 1);
+    CATCH_CHECK(m.class_names() == (named ? std::vector<std::string>{"cat", "dog", "fish"} : std::vector<std::string>{}));
+    const auto p = m.preprocessing();
+    CATCH_CHECK(p.image_input == named);
+    CATCH_CHECK(p.mean == parts.meta["normalization"]["mean"].get<std::vector<float>>());
+    CATCH_CHECK(p.std == parts.meta["normalization"]["std"].get<std::vector<float>>());
+    shrink_model* c = nullptr;
+    CATCH_REQUIRE(shrink_model_load((dir / "m.shrink").c_str(), 1, &c) == 0);
+    CATCH_CHECK(shrink_model_image_input(c) == (named ? 1 : 0));
+    CATCH_CHECK(shrink_model_class_name(c, 3) == nullptr);
+    if (named) CATCH_CHECK(std::string(shrink_model_class_name(c, 1)) == "dog");
+    else CATCH_CHECK(shrink_model_class_name(c, 1) == nullptr);
+    float mean[3] = {0, 0, 0}, std[3] = {0, 0, 0};
+    CATCH_CHECK(shrink_model_normalization(c, mean, std, 3) == 3);
+    CATCH_CHECK(mean[2] == p.mean[2]);
+    CATCH_CHECK(std[2] == p.std[2]);
+    shrink_model_free(c);
+  }
 }

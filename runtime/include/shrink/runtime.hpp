@@ -62,6 +62,16 @@ class SHRINK_RT_API Model {
   std::vector<StepTime> profile(const float* input, int64_t batch, int runs) const;
   std::vector<int64_t> input_shape() const;
   int64_t classes() const;
+  std::vector<std::string> class_names() const;  // empty when the file names none
+  // How the model's inputs were made when it was trained, as the file records it. predict()
+  // applies the normalization itself; an application turns an image into input by decoding it,
+  // converting it to input_shape()[0] channels (1: grayscale, 3: RGB), resizing it to the
+  // input's H,W (bilinear, as Pillow) and dividing by 255 (shrink-run does, for PNG and JPEG).
+  struct Preprocessing {
+    bool image_input = false;      // trained on 8-bit images scaled to [0,1]
+    std::vector<float> mean, std;  // per channel; empty: none
+  };
+  Preprocessing preprocessing() const;
   std::string precision() const;      // "fp32" or "int8"
   std::string metadata_json() const;  // the file's metadata
   uint64_t file_bytes() const;

@@ -1,0 +1,239 @@
+// Image folders: ROOT/TRAIN/CLASS/* and ROOT/TEST/CLASS/*, or one ROOT/CLASS/* tree split per class.
+// Every image is decoded once (common/image.h: Pillow's conversions and bilinear resize) into a
+// cache file, an HDF5 file of uint8 [N,C,H,W] per split, named by a hash of what it was made from
+// (the file list with sizes and modification times, the labels, the shape); a later run with the
+// same files reads the cache, and streams from it when data.in_memory = false.
+#include <fmt/format.h>
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <exception>
+#include <filesystem>
+#include <map>
+#include <random>
+#include <thread>
+
+#include "common/error.h"
+#include "common/image.h"
+#include "datasets/formats.h"
+
+namespace shrink {
+namespace fs = std::filesystem;
+namespace {
+
+// Bumped when decoding or resizing changes, so older caches are not reused.
+constexpr const char* kCacheVersion = "shrink image cache 1";
+
+bool hidden(const fs::path& p) { return p.filename().string().rfind('.', 0) == 0; }
+
+bool has_image_extension(const fs::path& p) {
+  std::string ext = p.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  return ext == ".png" || ext == ".jpg" || ext == ".jpeg";
+}
+
+std::vector<fs::path> sorted_entries(const fs::path& dir, bool folders) {
+  std::vector<fs::path> out;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (hidden(e.path())) continue;
+    if (folders ? e.is_directory() : (e.is_regular_file() && has_image_extension(e.path()))) out.push_back(e.path());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+struct Example {
+  fs::path file;
+  int64_t label;
+};
+
+struct Listing {
+  std::vector<std::string> classes;
+  std::vector<Example> train, test;
+  std::string layout;  // for describe(): which folders the splits came from
+};
+
+// CLASS/* under `dir`, labelled by position in `classes` (a class folder `classes` lacks is an error).
+std::vector<Example> list_split(const fs::path& dir, const std::vector<std::string>& classes) {
+  std::vector<Example> out;
+  for (const auto& folder : sorted_entries(dir, true)) {
+    auto it = std::find(classes.begin(), classes.end(), folder.filename().string());
+    if (it == classes.end())
+      throw UserError(fmt::format("{}: a class the training images do not have", folder.string()));
+    auto files = sorted_entries(folder, false);
+    if (files.empty()) throw UserError(fmt::format("{}: an empty class folder (no .png, .jpg or .jpeg files)", folder.string()));
+    for (auto& f : files) out.push_back({f, it - classes.begin()});
+  }
+  return out;
+}
+
+std::vector<std::string> class_names_in(const fs::path& dir) {
+  std::vector<std::string> out;
+  for (const auto& folder : sorted_entries(dir, true)) out.push_back(folder.filename().string());
+  if (out.size() < 2) throw UserError(fmt::format("{}: needs at least two class folders, found {}", dir.string(), out.size()));
+  return out;
+}
+
+Listing list_folder(const FolderOptions& o) {
+  Listing l;
+  fs::path root(o.root), train = root / o.train_split, test = root / o.test_split;
+  if (fs::is_directory(train) && fs::is_directory(test)) {
+    l.classes = class_names_in(train);
+    l.train = list_split(train, l.classes);
+    l.test = list_split(test, l.classes);
+    l.layout = fmt::format("{} and {}", train.string(), test.string());
+    return l;
+  }
+  if (!(o.test_share > 0))
+    throw UserError(fmt::format("data.path = {}: has no {}/ and {}/ folders; for one CLASS/* tree set data.test_share (e.g. 0.2)", o.root,
+                                o.train_split, o.test_split));
+  // One tree: a seeded shuffle of each class, its last test_share (at least one image) to test.
+  l.classes = class_names_in(root);
+  const std::vector<Example> all = list_split(root, l.classes);
+  std::mt19937_64 rng(o.seed + 777);
+  for (int64_t c = 0; c < static_cast<int64_t>(l.classes.size()); ++c) {
+    std::vector<Example> members;
+    for (const auto& e : all)
+      if (e.label == c) members.push_back(e);
+    std::shuffle(members.begin(), members.end(), rng);
+    auto n_test = std::max<size_t>(1, static_cast<size_t>(o.test_share * members.size()));
+    if (n_test >= members.size())
+      throw UserError(fmt::format("{}: {} images, too few to hold out data.test_share = {} for test", (root / l.classes[c]).string(),
+                                  members.size(), o.test_share));
+    l.train.insert(l.train.end(), members.begin(), members.end() - n_test);
+    l.test.insert(l.test.end(), members.end() - n_test, members.end());
+  }
+  l.layout = fmt::format("{} ({:.0f}% of each class held out for test, seed {})", o.root, 100 * o.test_share, o.seed);
+  return l;
+}
+
+// The shape every image becomes: data.shape, or the first training image's own.
+std::vector<int64_t> target_shape(const FolderOptions& o, const Listing& l) {
+  if (!o.shape.empty()) {
+    if (o.shape.size() != 3 || (o.shape[0] != 1 && o.shape[0] != 3))
+      throw UserError(fmt::format("data.shape = {}: image folders need C,H,W with C = 1 (grayscale) or 3 (RGB)", shape_string(o.shape)));
+    return o.shape;
+  }
+  image::Image first = image::decode(l.train.front().file.string());
+  return {first.channels, first.height, first.width};
+}
+
+uint64_t cache_key(const FolderOptions& o, const Listing& l) {
+  XXH3_state_t* state = XXH3_createState();
+  XXH3_64bits_reset(state);
+  auto add = [&](const std::string& s) { XXH3_64bits_update(state, s.data(), s.size() + 1); };
+  add(kCacheVersion);
+  add(shape_string(o.shape));
+  for (const auto* split : {&l.train, &l.test}) {
+    add("split");
+    for (const auto& e : *split) {
+      std::error_code ec;
+      auto time = fs::last_write_time(e.file, ec).time_since_epoch().count();
+      add(fmt::format("{}\t{}\t{}\t{}", e.file.string(), e.label, fs::file_size(e.file, ec), time));
+    }
+  }
+  uint64_t key = XXH3_64bits_digest(state);
+  XXH3_freeState(state);
+  return key;
+}
+
+// Decodes `examples` into uint8 [N,C,H,W] on all cores. Without data.shape every image must have
+// the first one's size and channels (resizing or converting silently would hide a mixed folder).
+torch::Tensor decode_all(const std::vector<Example>& examples, const std::vector<int64_t>& shape, bool shape_given) {
+  const int64_t n = static_cast<int64_t>(examples.size()), C = shape[0], H = shape[1], W = shape[2];
+  auto out = torch::empty({n, C, H, W}, torch::kUInt8);
+  uint8_t* dst = out.data_ptr<uint8_t>();
+  std::atomic<int64_t> next{0};
+  std::vector<std::exception_ptr> errors(n);
+  auto work = [&] {
+    for (int64_t i; (i = next++) < n;) {
+      try {
+        const std::string file = examples[i].file.string();
+        image::Image im = image::decode(file);
+        if (!shape_given && (im.channels != C || im.height != H || im.width != W))
+          throw UserError(fmt::format("{}: {} but the first image is {}; set data.shape = C,H,W to convert and resize every image", file,
+                                      shape_string({im.channels, im.height, im.width}), shape_string(shape)));
+        im = image::resize(image::to_channels(im, C), W, H);
+        for (int64_t c = 0; c < C; ++c)  // HWC to CHW
+          for (int64_t p = 0; p < H * W; ++p) dst[(i * C + c) * H * W + p] = im.pixels[p * C + c];
+      } catch (...) {
+        errors[i] = std::current_exception();
+      }
+    }
+  };
+  std::vector<std::thread> threads(std::max(1u, std::thread::hardware_concurrency()) - 1);
+  for (auto& t : threads) t = std::thread(work);
+  work();
+  for (auto& t : threads) t.join();
+  for (const auto& e : errors)  // the first bad file in listing order, whichever thread met it
+    if (e) std::rethrow_exception(e);
+  return out;
+}
+
+torch::Tensor labels_of(const std::vector<Example>& examples) {
+  auto y = torch::empty({static_cast<int64_t>(examples.size())}, torch::kInt64);
+  for (size_t i = 0; i < examples.size(); ++i) y[i] = examples[i].label;
+  return y;
+}
+
+std::string default_cache_dir() {
+  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg) return fmt::format("{}/shrink", xdg);
+  if (const char* home = std::getenv("HOME"); home && *home) return fmt::format("{}/.cache/shrink", home);
+  return (fs::temp_directory_path() / "shrink-cache").string();
+}
+
+}  // namespace
+
+FolderData open_image_folder(const FolderOptions& o) {
+  if (!fs::is_directory(o.root)) throw UserError(fmt::format("data.path = {}: not a folder", o.root));
+  Listing l = list_folder(o);
+  const std::vector<int64_t> shape = target_shape(o, l);
+  fs::path dir = o.cache_dir.empty() ? default_cache_dir() : o.cache_dir;
+  fs::path cache = dir / fmt::format("images-{:016x}.h5", cache_key(o, l));
+  if (!fs::exists(cache)) {
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec) throw UserError(fmt::format("data.cache = {}: cannot create the folder ({})", dir.string(), ec.message()));
+    bool given = !o.shape.empty();
+    write_hdf5(cache.string(), {{"train/data", decode_all(l.train, shape, given)},
+                                {"train/target", labels_of(l.train)},
+                                {"test/data", decode_all(l.test, shape, given)},
+                                {"test/target", labels_of(l.test)}});
+  }
+  FolderData d;
+  d.class_names = l.classes;
+  d.train = open_hdf5(cache.string(), "train", {}, o.in_memory);
+  d.test = open_hdf5(cache.string(), "test", {}, o.in_memory);
+  d.cache = cache.string();
+  d.layout = l.layout;
+  return d;
+}
+
+std::string describe_image_folder(const std::string& root, const std::string& train_split, const std::string& test_split) {
+  fs::path train = fs::path(root) / train_split, test = fs::path(root) / test_split;
+  std::vector<std::pair<fs::path, std::string>> splits = {{root, "all"}};  // a one-tree folder
+  if (fs::is_directory(train) && fs::is_directory(test)) splits = {{train, train_split}, {test, test_split}};
+  const auto classes = class_names_in(splits.front().first);
+  std::string out = fmt::format("{} (image folder, {} classes)\n", root, classes.size());
+  for (const auto& [dir, name] : splits) {
+    const auto examples = list_split(dir, classes);
+    std::vector<int64_t> counts(classes.size(), 0);
+    std::map<std::string, int64_t> sizes;  // "C,H,W" -> images
+    for (const auto& e : examples) {
+      ++counts[e.label];
+      image::Image im = image::decode(e.file.string());
+      ++sizes[shape_string({im.channels, im.height, im.width})];
+    }
+    out += fmt::format("  {}: {} images; per class:\n", name, examples.size());
+    for (size_t c = 0; c < classes.size(); ++c) out += fmt::format("    {:>8}  {}\n", counts[c], classes[c]);
+    out += "    image sizes (C,H,W):";
+    for (const auto& [size, n] : sizes) out += fmt::format(" {} x{}", size, n);
+    out += "\n";
+  }
+  return out;
+}
+
+}  // namespace shrink
