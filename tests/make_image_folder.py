@@ -1,10 +1,11 @@
 """Writes the image folder of tests/test_datasets.cpp ("[folder]") and Pillow's view of it.
 
-usage: /usr/bin/python3 make_image_folder.py ROOT C H W
+usage: /usr/bin/python3 make_image_folder.py ROOT C H W [clean]
 
 ROOT/train/CLASS/* and ROOT/test/CLASS/*: three classes (one with a space in its name), each a
 mix of grayscale, RGB, palette and RGBA PNGs and RGB and grayscale JPEGs of different sizes,
-extensions in any case, plus a hidden file and a text file that the reader skips.
+extensions in any case, plus a hidden file and a text file that the reader skips (not with
+`clean`: what torchvision's ImageFolder reads too).
 ROOT.expected/SPLIT.u8: every image of the split, in the reader's order (classes sorted, then file
 names sorted), as a torchvision user gets it: Image.open(f).convert("L" or "RGB")
 .resize((W, H), Image.BILINEAR), stored C,H,W; ROOT.expected/SPLIT.labels: one byte per image.
@@ -16,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 root, C, H, W = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+clean = sys.argv[5:] == ["clean"]
 rng = np.random.default_rng(7)
 classes = ["ankle boot", "bag", "coat"]
 
@@ -50,8 +52,9 @@ for split, per_class in (("train", 6), ("test", 3)):
         os.makedirs(folder, exist_ok=True)
         for i in range(per_class):
             write(os.path.join(folder, f"img{i:02d}"), label, kinds[(i + label) % len(kinds)])
-        open(os.path.join(folder, ".hidden.png"), "w").write("not an image, and hidden")
-        open(os.path.join(folder, "notes.txt"), "w").write("not an image")
+        if not clean:
+            open(os.path.join(folder, ".hidden.png"), "w").write("not an image, and hidden")
+            open(os.path.join(folder, "notes.txt"), "w").write("not an image")
     images, labels = [], []
     for label, name in enumerate(classes):
         folder = os.path.join(root, split, name)
