@@ -161,11 +161,21 @@ std::vector<float> batch_of(const std::vector<float>& x, int64_t per, int64_t ba
   return out;
 }
 
-void bench(const shrink::rt::Model& m, const std::vector<float>& x, int64_t per, int64_t batch) {
+// This process's peak resident memory so far (VmHWM, KB): the runtime's own, no LibTorch.
+long peak_rss_kb() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
+  return 0;
+}
+
+void bench(const shrink::rt::Model& m, const std::vector<float>& x, int64_t per, int64_t batch, double seconds) {
   using clock = std::chrono::steady_clock;
   std::vector<double> ms;
   m.predict(x.data(), 1);
-  auto until = clock::now() + std::chrono::seconds(2);
+  const auto span = std::chrono::duration<double>(seconds);
+  auto until = clock::now() + span;
   for (int i = 0; i < 20000 && (i < 50 || clock::now() < until); ++i) {
     auto t0 = clock::now();
     m.predict(x.data() + (i % (x.size() / per)) * per, 1);
@@ -175,12 +185,13 @@ void bench(const shrink::rt::Model& m, const std::vector<float>& x, int64_t per,
   m.predict(big.data(), batch);
   int64_t runs = 0;
   auto t0 = clock::now();
-  while (runs < 5 || clock::now() - t0 < std::chrono::seconds(2)) m.predict(big.data(), batch), ++runs;
-  double seconds = std::chrono::duration<double>(clock::now() - t0).count();
-  std::printf("latency batch 1: p50 %.4f ms, p99 %.4f ms (%zu runs)\nthroughput batch %ld: %.0f examples/s\n", percentile(ms, 50), percentile(ms, 99),
-              ms.size(), static_cast<long>(batch), runs * batch / seconds);
-  std::printf("{\"p50_ms\": %.6f, \"p99_ms\": %.6f, \"throughput\": %.1f, \"batch\": %ld}\n", percentile(ms, 50), percentile(ms, 99),
-              runs * batch / seconds, static_cast<long>(batch));
+  while (runs < 5 || clock::now() - t0 < span) m.predict(big.data(), batch), ++runs;
+  const double took = std::chrono::duration<double>(clock::now() - t0).count();
+  const long peak_kb = peak_rss_kb();
+  std::printf("latency batch 1: p50 %.4f ms, p99 %.4f ms (%zu runs)\nthroughput batch %ld: %.0f examples/s\npeak memory %.1f MB\n", percentile(ms, 50),
+              percentile(ms, 99), ms.size(), static_cast<long>(batch), runs * batch / took, peak_kb / 1024.0);
+  std::printf("{\"p50_ms\": %.6f, \"p99_ms\": %.6f, \"throughput\": %.1f, \"batch\": %ld, \"peak_rss_kb\": %ld}\n", percentile(ms, 50), percentile(ms, 99),
+              runs * batch / took, static_cast<long>(batch), peak_kb);
 }
 
 // Each primitive's share of a call at `batch` (1000 calls, or 3 seconds' worth at large batches).
@@ -225,7 +236,7 @@ int main(int argc, char** argv) {
     auto x = read_all_inputs(inputs, m, per, &images);
     int64_t n = static_cast<int64_t>(x.size()) / per;
     if (run_bench || run_profile) {
-      run_bench ? bench(m, x, per, batch) : profile(m, x, per, batch);
+      run_bench ? bench(m, x, per, batch, args.real("seconds", 2.0)) : profile(m, x, per, batch);
       return 0;
     }
     std::vector<int64_t> labels;

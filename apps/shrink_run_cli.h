@@ -16,7 +16,8 @@ inline const CommandLine& shrink_run_command_line() {
        {"logits", "OUT", Rule::text(false), "write the logits as raw float32, one row per example"},
        {"batch", "N", Rule::integer(1, 1 << 16), "examples per predict call (and the --bench throughput batch; default 256, 1 with --profile)"},
        {"threads", "N", Rule::integer(0, 1024), "oneDNN threads (0: all cores)"},
-       {"bench", "", Rule::flag(), "measure batch-1 latency and batch-N throughput instead"},
+       {"bench", "", Rule::flag(), "measure batch-1 latency and batch-N throughput instead (and print the peak memory)"},
+       {"seconds", "S", Rule::real(0.01, 3600), "--bench: seconds of each measurement (default 2)"},
        {"profile", "", Rule::flag(), "where a call's time goes instead: each primitive's median time at batch N (--batch, default 1)"}},
       false};
   return line;

@@ -53,7 +53,7 @@ struct Example {
 struct Listing {
   std::vector<std::string> classes;
   std::vector<Example> train, test;
-  std::string layout;  // for describe(): which folders the splits came from
+  std::string layout;  // which folders the splits came from, in words
 };
 
 // CLASS/* under `dir`, labelled by position in `classes` (a class folder `classes` lacks is an error).
@@ -205,10 +205,10 @@ FolderData open_image_folder(const FolderOptions& o) {
   }
   FolderData d;
   d.class_names = l.classes;
-  d.train = open_hdf5(cache.string(), "train", {}, o.in_memory);
-  d.test = open_hdf5(cache.string(), "test", {}, o.in_memory);
+  auto described = [&](const char* split) { return fmt::format("image folder {}: {} split (decoded into {})", l.layout, split, cache.string()); };
+  d.train = open_hdf5(cache.string(), "train", {}, o.in_memory, described("train"));
+  d.test = open_hdf5(cache.string(), "test", {}, o.in_memory, described("test"));
   d.cache = cache.string();
-  d.layout = l.layout;
   return d;
 }
 

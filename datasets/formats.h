@@ -12,8 +12,10 @@ namespace shrink {
 
 // HDF5: `group` holds `data` (float32 or uint8, [N,F] or [N,C,H,W]) and `target` (integers, [N]).
 // `shape` (C,H,W) reshapes [N,F] data; empty keeps the file's shape ([N,F] becomes F features).
-// With in_memory=false examples are read from the file batch by batch (hyperslabs).
-std::shared_ptr<Source> open_hdf5(const std::string& path, const std::string& group, const std::vector<int64_t>& shape, bool in_memory);
+// With in_memory=false examples are read from the file batch by batch (hyperslabs). `description`
+// names the source in messages (empty: "PATH:/GROUP").
+std::shared_ptr<Source> open_hdf5(const std::string& path, const std::string& group, const std::vector<int64_t>& shape, bool in_memory,
+                                  const std::string& description = "");
 // A description of every group with data/target in the file (for `shrink data info`).
 std::string describe_hdf5(const std::string& path);
 
@@ -47,7 +49,7 @@ struct FolderOptions {
 struct FolderData {
   std::shared_ptr<Source> train, test;
   std::vector<std::string> class_names;
-  std::string cache, layout;  // the cache file; where the splits came from, in words
+  std::string cache;  // the file the images were decoded into
 };
 FolderData open_image_folder(const FolderOptions& options);
 // Class counts and image sizes per split (for `shrink data info ROOT`).

@@ -66,7 +66,8 @@ std::string type_name(hid_t dataset) {
 
 class Hdf5Source : public Source {
  public:
-  Hdf5Source(const std::string& path, const std::string& group, const std::vector<int64_t>& shape) : path_(path), group_(group) {
+  Hdf5Source(const std::string& path, const std::string& group, const std::vector<int64_t>& shape, std::string description)
+      : path_(path), group_(group), description_(description.empty() ? fmt::format("{}:/{}", path, group) : std::move(description)) {
     std::lock_guard<std::mutex> lock(hdf5_mutex);
     silence_hdf5();
     if (!std::filesystem::is_regular_file(path)) throw UserError(fmt::format("{}: no such file", path));
@@ -83,7 +84,7 @@ class Hdf5Source : public Source {
 
   int64_t size() const override { return n_; }
   std::vector<int64_t> shape() const override { return shape_; }
-  std::string describe() const override { return fmt::format("{}:/{}", path_, group_); }
+  std::string describe() const override { return description_; }
 
   void read(const std::vector<int64_t>& indices, torch::Tensor& x, torch::Tensor& y) const override {
     // HDF5 returns selected rows in file order: read them sorted, then put them back in order.
@@ -200,7 +201,7 @@ class Hdf5Source : public Source {
     data_ = target_ = group_id_ = file_ = -1;
   }
 
-  std::string path_, group_;
+  std::string path_, group_, description_;
   hid_t file_ = -1, group_id_ = -1, data_ = -1, target_ = -1;
   Kind kind_ = Kind::Other;
   std::vector<int64_t> file_dims_, shape_;
@@ -210,8 +211,9 @@ class Hdf5Source : public Source {
 
 }  // namespace
 
-std::shared_ptr<Source> open_hdf5(const std::string& path, const std::string& group, const std::vector<int64_t>& shape, bool in_memory) {
-  auto streaming = std::make_shared<Hdf5Source>(path, group, shape);
+std::shared_ptr<Source> open_hdf5(const std::string& path, const std::string& group, const std::vector<int64_t>& shape, bool in_memory,
+                                  const std::string& description) {
+  auto streaming = std::make_shared<Hdf5Source>(path, group, shape, description);
   if (!in_memory) return streaming;
   torch::Tensor x, y;
   streaming->read_range(0, streaming->size(), x, y);
@@ -301,7 +303,7 @@ std::string describe_hdf5(const std::string& path) {
   }
   if (groups.empty()) throw UserError(fmt::format("{}: no group with 'data' and 'target' datasets", path));
   for (const auto& g : groups) {
-    Hdf5Source source(path, g, {});
+    Hdf5Source source(path, g, {}, "");
     std::string dtype;
     {
       std::lock_guard<std::mutex> lock(hdf5_mutex);

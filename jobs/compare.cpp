@@ -3,11 +3,17 @@
 #include <fmt/format.h>
 #include <torch/script.h>
 
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 
 #include "common/error.h"
+#include "common/file_io.h"
 #include "distill/distill.h"
 #include "jobs/jobs.h"
 #include "prune/prune.h"
@@ -140,6 +146,38 @@ int64_t peak_rss_kb() {
 
 void reset_peak_rss() { std::ofstream("/proc/self/clear_refs") << "5"; }
 
+// A .shrink model's memory as deployed: the peak resident set (KB) of a shrink-run process, which
+// links the runtime and no LibTorch, benchmarking it at batch 1 and `batch` on x (`shrink-run
+// --bench` reports its own VmHWM: a child's rusage would count this process's memory, inherited
+// through exec); 0 when shrink-run is not beside this program or fails.
+int64_t runtime_peak_rss_kb(const std::string& model, const torch::Tensor& x, int64_t batch, int threads, double seconds) {
+  const fs::path run = fs::read_symlink("/proc/self/exe").parent_path() / "shrink-run";
+  if (!fs::exists(run)) return 0;
+  const std::string files = (fs::temp_directory_path() / fmt::format("shrink-compare-{}", getpid())).string();
+  auto examples = x.narrow(0, 0, std::min<int64_t>(batch, x.size(0))).contiguous();
+  write_file_atomic(files + ".f32", examples.data_ptr(), examples.numel() * sizeof(float));
+  const std::vector<std::string> words = {run.string(), model, "--input", files + ".f32", "--bench", "--batch", std::to_string(batch),
+                                          "--threads", std::to_string(threads), "--seconds", fmt::format("{}", std::max(0.01, seconds))};
+  std::vector<char*> argv;
+  for (const auto& w : words) argv.push_back(const_cast<char*>(w.c_str()));
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t output;
+  posix_spawn_file_actions_init(&output);
+  posix_spawn_file_actions_addopen(&output, 1, (files + ".out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  posix_spawn_file_actions_addopen(&output, 2, "/dev/null", O_WRONLY, 0);
+  pid_t pid = 0;
+  int status = 0;
+  const bool ok = posix_spawn(&pid, argv[0], &output, nullptr, argv.data(), environ) == 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
+                  WEXITSTATUS(status) == 0;
+  posix_spawn_file_actions_destroy(&output);
+  std::ifstream printed(files + ".out");
+  std::string line, last;
+  while (std::getline(printed, line)) last = line;
+  fs::remove(files + ".f32"), fs::remove(files + ".out");
+  auto j = nlohmann::json::parse(last, nullptr, false);
+  return ok && j.is_object() ? j.value("peak_rss_kb", int64_t(0)) : 0;
+}
+
 nlohmann::json time_model(const Candidate& c, const torch::Tensor& x, int64_t batch, double seconds) {
   using clock = std::chrono::steady_clock;
   std::vector<double> ms;
@@ -186,7 +224,8 @@ nlohmann::json compare_models(const CompareOptions& o) {
   data.test->read_range(0, data.test->size(), x, y);
   std::vector<std::string> paths{o.teacher};
   paths.insert(paths.end(), o.students.begin(), o.students.end());
-  nlohmann::json result = {{"data", data.test->describe()}, {"examples", data.test->size()}, {"classes", data.classes}, {"models", nlohmann::json::array()}};
+  nlohmann::json result = {{"data", data.test->describe()}, {"examples", data.test->size()}, {"classes", data.classes},
+                           {"class_names", data.class_names},   {"models", nlohmann::json::array()}};
   torch::Tensor teacher_logits;
   for (size_t m = 0; m < paths.size(); ++m) {
     reset_peak_rss();
@@ -218,7 +257,10 @@ nlohmann::json compare_models(const CompareOptions& o) {
     r["confusion"] = cm;
     r["per_class_accuracy"] = per_class;
     r.update(time_model(c, x, o.batch, o.bench_seconds));
-    r["memory_mb"] = peak_rss_kb() / 1024.0;  // peak of this process while loading and running this model
+    // A model file's memory is shrink-run's own; a checkpoint's, this LibTorch process's while it ran.
+    const int64_t deployed_kb = c.kind == "shrink-model" ? runtime_peak_rss_kb(c.path, x, o.batch, o.threads, o.bench_seconds) : 0;
+    r["memory_mb"] = (deployed_kb > 0 ? deployed_kb : peak_rss_kb()) / 1024.0;
+    r["memory_of"] = deployed_kb > 0 ? "shrink-run" : "this process (LibTorch)";
     std::string run_dir = r.value("run_dir", "");
     if (!run_dir.empty()) {
       std::ifstream metrics(run_dir + "/metrics.jsonl");

@@ -94,7 +94,12 @@ CATCH_TEST_CASE("the HTML report renders in headless Chromium", "[compare][html]
   o.data = data_config_of_models({o.teacher}, {});
   o.bench_seconds = 0.05;
   o.batch = 16;
-  std::string html = compare_html(compare_models(o));
+  auto result = compare_models(o);
+  // The .shrink model's memory is the runtime's own (shrink-run, no LibTorch), far below this process's.
+  CATCH_CHECK(result["models"][2]["memory_of"] == "shrink-run");
+  CATCH_CHECK(result["models"][2]["memory_mb"].get<double>() < result["models"][1]["memory_mb"].get<double>() / 2);
+  CATCH_CHECK(result["models"][1]["memory_of"] == "this process (LibTorch)");
+  std::string html = compare_html(result);
   write_text(dir / "report.html", html);
   write_text(dir / "blank.html", "<!DOCTYPE html><html><body></body></html>");
   CATCH_CHECK(html.find("http") == std::string::npos);  // self-contained: nothing fetched
@@ -111,11 +116,22 @@ CATCH_TEST_CASE("the HTML report renders in headless Chromium", "[compare][html]
   CATCH_CHECK(shot.substr(1, 3) == "PNG");
   CATCH_CHECK(shot.size() > 5 * blank.size());  // a blank page compresses to almost nothing
   auto dom = chromium("report.html", "--dump-dom").out;
-  CATCH_CHECK(count(dom, "class=\"chart\"") >= 5);
+  CATCH_CHECK(count(dom, "class=\"chart\"") == 7);  // 2 scatter plots, per-class bars, 3 confusion matrices, curves
+  CATCH_CHECK(count(dom, "class=\"axis-label\"") == 14);
+  CATCH_CHECK(count(dom, "class=\"legend\"") == 7);
   CATCH_CHECK(count(dom, "class=\"point\"") == 6);  // 3 models x 2 scatter plots
   CATCH_CHECK(count(dom, "class=\"bar\"") == 30);   // 3 models x 10 classes
   CATCH_CHECK(count(dom, "class=\"cell\"") == 300);
   CATCH_CHECK(count(dom, "class=\"curve\"") >= 2);
+  // At 1280 px wide, as rendered: nothing reaches past the page, no table cell overflows, no chart
+  // overlaps another, and in each chart no text overlaps another or leaves the chart.
+  std::string checked = html;
+  checked.insert(checked.rfind("</body>"), shrink::test::read_text(std::string(SHRINK_SOURCE_DIR) + "/tests/report_layout.js.html"));
+  write_text(dir / "checked.html", checked);
+  auto layout = chromium("checked.html", "--window-size=1280,1000 --dump-dom").out;
+  auto at = layout.find("data-layout=\"");
+  CATCH_REQUIRE(at != std::string::npos);
+  CATCH_CHECK(layout.substr(at, layout.find('"', at + 13) - at + 1) == "data-layout=\"ok\"");
 }
 
 CATCH_TEST_CASE("pipeline: skips finished stages, --force redoes, a killed run ends with the same table", "[pipeline]") {

@@ -29,7 +29,7 @@ void add_train_options(Keys& keys, const std::string& model_section) {
       .add("data.test_share", d.test_share, fraction, "image folder without train/ and test/: each class's share held out for test")
       .add("data.cache", "", any, "image folder: where decoded images are cached (empty: $XDG_CACHE_HOME/shrink or ~/.cache/shrink)")
       .add("data.shape", "", Rule::shape(true), "per-example shape C,H,W (empty: as stored; synthetic: 1,16,16)")
-      .add("data.classes", d.classes, Rule::integer(2, 1 << 20), "number of classes; labels must be in [0, classes) (image folders: as many as class folders)")
+      .add("data.classes", int64_t(0), Rule::integer(0, 1 << 20), "number of classes; labels must be in [0, classes) (0: an image folder's class folders, else 10)")
       .add("data.in_memory", d.in_memory, "load the whole dataset; false reads HDF5 batch by batch")
       .add("data.val_split", d.val_split, fraction, "share of train held out for validation (picks the best checkpoint)")
       .add("data.normalize", d.normalize, Rule::choice({"none", "fixed", "dataset"}), "none | fixed (data.mean, data.std) | dataset (computed on train)")
@@ -116,8 +116,10 @@ JobConfig read_job_config(const Config& c) {
   if (!c.get<std::string>("data.shape").empty()) d.shape = parse_shape(c.get<std::string>("data.shape"));
   d.test_share = c.get<double>("data.test_share");
   d.cache = c.get<std::string>("data.cache");
-  // An image folder's classes are its class folders; a data.classes given must agree.
-  d.classes = d.source == "folder" && c.where("data.classes") == "default" ? 0 : c.get<int64_t>("data.classes");
+  // 0: an image folder's classes are its class folders (a count given must agree); other sources
+  // have no list of classes to count, and 10 was always their default.
+  d.classes = c.get<int64_t>("data.classes");
+  if (d.classes == 0 && d.source != "folder") d.classes = 10;
   d.in_memory = c.get<bool>("data.in_memory");
   d.val_split = c.get<double>("data.val_split");
   d.normalize = c.get<std::string>("data.normalize");
