@@ -15,6 +15,7 @@
 #include "apps/shrink_run_cli.h"
 #include "common/error.h"
 #include "common/image.h"
+#include "common/peak_memory.h"
 #include "shrink/runtime.hpp"
 
 namespace {
@@ -161,15 +162,6 @@ std::vector<float> batch_of(const std::vector<float>& x, int64_t per, int64_t ba
   return out;
 }
 
-// This process's peak resident memory so far (VmHWM, KB): the runtime's own, no LibTorch.
-long peak_rss_kb() {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
-  return 0;
-}
-
 void bench(const shrink::rt::Model& m, const std::vector<float>& x, int64_t per, int64_t batch, double seconds) {
   using clock = std::chrono::steady_clock;
   std::vector<double> ms;
@@ -187,7 +179,7 @@ void bench(const shrink::rt::Model& m, const std::vector<float>& x, int64_t per,
   auto t0 = clock::now();
   while (runs < 5 || clock::now() - t0 < span) m.predict(big.data(), batch), ++runs;
   const double took = std::chrono::duration<double>(clock::now() - t0).count();
-  const long peak_kb = peak_rss_kb();
+  const long peak_kb = static_cast<long>(shrink::peak_rss_kb());
   std::printf("latency batch 1: p50 %.4f ms, p99 %.4f ms (%zu runs)\nthroughput batch %ld: %.0f examples/s\npeak memory %.1f MB\n", percentile(ms, 50),
               percentile(ms, 99), ms.size(), static_cast<long>(batch), runs * batch / took, peak_kb / 1024.0);
   std::printf("{\"p50_ms\": %.6f, \"p99_ms\": %.6f, \"throughput\": %.1f, \"batch\": %ld, \"peak_rss_kb\": %ld}\n", percentile(ms, 50), percentile(ms, 99),

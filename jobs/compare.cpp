@@ -14,6 +14,7 @@
 
 #include "common/error.h"
 #include "common/file_io.h"
+#include "common/peak_memory.h"
 #include "distill/distill.h"
 #include "jobs/jobs.h"
 #include "prune/prune.h"
@@ -134,17 +135,6 @@ Candidate open_candidate(const std::string& path) {
   c.info["run_dir"] = "";
   return c;
 }
-
-// The process's peak resident set since the last reset_peak_rss() (VmHWM), in KB.
-int64_t peak_rss_kb() {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6));
-  return 0;
-}
-
-void reset_peak_rss() { std::ofstream("/proc/self/clear_refs") << "5"; }
 
 // A .shrink model's memory as deployed: the peak resident set (KB) of a shrink-run process, which
 // links the runtime and no LibTorch, benchmarking it at batch 1 and `batch` on x (`shrink-run
