@@ -86,7 +86,8 @@ Args parse_command_line(const CommandLine& c, const std::vector<std::string>& wo
       value = words[++i];
     }
     if (a.values.count(name) && !flag->repeats) throw UserError("--" + name + " is given twice");
-    for (bool first = true; first || (flag->many && i + 1 < words.size() && words[i + 1].rfind("--", 0) != 0); first = false) {
+    // --flag=value is one value; a `many` flag given as --flag takes every word up to the next option.
+    for (bool first = true; first || (flag->many && !has_value && i + 1 < words.size() && words[i + 1].rfind("--", 0) != 0); first = false) {
       if (!first) value = words[++i];
       if (!flag->value.empty()) {
         std::string problem = flag->rule.problem(value);
@@ -99,7 +100,12 @@ Args parse_command_line(const CommandLine& c, const std::vector<std::string>& wo
     if (f.required && !a.has(f.name)) throw UserError("--" + f.name + " " + f.value + " is required (usage: " + usage_line(c) + ")");
   size_t wanted = word_count(c.positional);
   if (a.positional.size() > wanted) throw UserError((c.name.empty() ? c.program : c.name) + ": unexpected argument '" + a.positional[wanted] + "' (see --help)");
-  if (a.positional.size() < wanted) throw UserError("usage: " + usage_line(c));
+  if (a.positional.size() < wanted) {
+    for (const Flag& f : c.flags)  // `--input a b MODEL` gave MODEL to --input
+      if (f.many && a.all(f.name).size() > 1)
+        throw UserError(c.positional + " is missing: it goes before --" + f.name + ", which takes every word after it (usage: " + usage_line(c) + ")");
+    throw UserError("usage: " + usage_line(c));
+  }
   return a;
 }
 

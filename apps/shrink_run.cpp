@@ -67,8 +67,8 @@ std::vector<double> read_idx(const std::string& path, const std::string& b, int6
   return out;
 }
 
-std::vector<float> read_inputs(const std::string& path, int64_t per_example) {
-  std::string b = slurp(path);
+// Raw float32 or IDX examples from a file's bytes.
+std::vector<float> read_inputs(const std::string& path, const std::string& b, int64_t per_example) {
   std::vector<float> x;
   if (is_idx(b)) {
     int64_t items = 0;
@@ -85,33 +85,53 @@ std::vector<float> read_inputs(const std::string& path, int64_t per_example) {
   return x;
 }
 
+// A file read once (a pipe cannot be read twice), and whether it is an image: by its first bytes,
+// or by its name, so that a damaged .png gets the decoder's message rather than a raw-size one.
+struct InputFile {
+  std::string path, bytes;
+  bool image;
+};
+
+InputFile read_input_file(const std::string& path) {
+  InputFile f{path, slurp(path), false};
+  std::string ext = path.substr(std::min(path.size(), path.find_last_of('.')));
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  f.image = shrink::image::starts_like_image(f.bytes.data(), f.bytes.size()) || ext == ".png" || ext == ".jpg" || ext == ".jpeg";
+  return f;
+}
+
 // PNG and JPEG files as the model's inputs, made as its training examples were (Model::
 // preprocessing): converted to its channels, resized to its H,W, scaled to [0,1].
-std::vector<float> read_images(const std::vector<std::string>& paths, const shrink::rt::Model& m) {
+std::vector<float> read_images(const std::vector<InputFile>& files, const shrink::rt::Model& m) {
   const auto shape = m.input_shape();
   if (!m.preprocessing().image_input)
-    throw UsageError(paths[0] + ": an image, but the model was not trained on images (its file does not say how to turn one into input); give raw float32 or IDX input");
+    throw UsageError(files[0].path + ": an image, but the model was not trained on images (its file does not say how to turn one into input); give raw float32 or IDX input");
   if (shape.size() != 3 || (shape[0] != 1 && shape[0] != 3))
-    throw UsageError(paths[0] + ": an image, but the model's input is not 1 or 3 channels of H x W");
+    throw UsageError(files[0].path + ": an image, but the model's input is not 1 or 3 channels of H x W");
   const int64_t C = shape[0], H = shape[1], W = shape[2];
-  std::vector<float> x(paths.size() * C * H * W);
-  for (size_t i = 0; i < paths.size(); ++i) {
-    auto im = shrink::image::resize(shrink::image::to_channels(shrink::image::decode(paths[i]), C), W, H);
-    for (int64_t c = 0; c < C; ++c)  // HWC bytes to CHW floats
-      for (int64_t p = 0; p < H * W; ++p) x[(i * C + c) * H * W + p] = im.pixels[p * C + c] / 255.0f;
+  std::vector<float> x(files.size() * C * H * W);
+  std::vector<uint8_t> planar(C * H * W);
+  for (size_t i = 0; i < files.size(); ++i) {
+    const std::vector<uint8_t> bytes(files[i].bytes.begin(), files[i].bytes.end());
+    shrink::image::to_planar(shrink::image::resize(shrink::image::to_channels(shrink::image::decode(bytes, files[i].path), C), W, H), planar.data());
+    std::transform(planar.begin(), planar.end(), x.begin() + i * planar.size(), [](uint8_t v) { return v / 255.0f; });
   }
   return x;
 }
 
-// Every --input file: all images (by content), or raw float32 / IDX examples, one after another.
+// Every --input file: all images, or raw float32 / IDX examples, one after another.
 std::vector<float> read_all_inputs(const std::vector<std::string>& paths, const shrink::rt::Model& m, int64_t per_example, bool* images) {
-  const auto n_images = std::count_if(paths.begin(), paths.end(), [](const std::string& p) { return shrink::image::is_image_file(p); });
-  *images = n_images > 0;
-  if (n_images > 0 && n_images < static_cast<long>(paths.size())) throw UsageError("--input: give images or raw examples, not both");
-  if (*images) return read_images(paths, m);
+  std::vector<InputFile> files;
+  for (const auto& p : paths) files.push_back(read_input_file(p));
+  *images = files[0].image;
+  for (const auto& f : files)
+    if (f.image != *images)
+      throw UsageError("--input: " + f.path + (f.image ? " is an image but " : " is not a PNG or JPEG image but ") + files[0].path +
+                       (f.image ? " is not" : " is") + " (give images or raw examples, not both)");
+  if (*images) return read_images(files, m);
   std::vector<float> x;
-  for (const auto& p : paths) {
-    auto part = read_inputs(p, per_example);
+  for (const auto& f : files) {
+    auto part = read_inputs(f.path, f.bytes, per_example);
     x.insert(x.end(), part.begin(), part.end());
   }
   return x;

@@ -341,8 +341,11 @@ bool is_image_file(const std::string& path) {
   return in.gcount() > 0 && format_of(head, static_cast<size_t>(in.gcount())) != Format::unknown;
 }
 
-Image decode(const std::string& path) {
-  const std::vector<uint8_t> bytes = read_file(path);
+bool starts_like_image(const void* bytes, size_t size) { return format_of(static_cast<const uint8_t*>(bytes), size) != Format::unknown; }
+
+Image decode(const std::string& path) { return decode(read_file(path), path); }
+
+Image decode(const std::vector<uint8_t>& bytes, const std::string& path) {
   switch (format_of(bytes.data(), bytes.size())) {
     case Format::png: return decode_png(path, bytes);
     case Format::jpeg: return decode_jpeg(path, bytes);
@@ -350,6 +353,13 @@ Image decode(const std::string& path) {
   }
   throw UserError(path + (bytes.empty() ? ": the file is empty, not a PNG or JPEG image"
                                         : ": not a PNG or JPEG image (its first bytes are neither signature)"));
+}
+
+void to_planar(const Image& image, uint8_t* out) {
+  check_image(image, "to_planar");
+  const int64_t pixels = image.width * image.height, C = image.channels;
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t p = 0; p < pixels; ++p) out[c * pixels + p] = image.pixels[p * C + c];
 }
 
 Image to_channels(const Image& image, int64_t channels) {

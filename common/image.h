@@ -29,10 +29,18 @@ struct Image {
 // false when it does not, or cannot be read.
 bool is_image_file(const std::string& path);
 
+// The same for bytes already read (a file's first few suffice).
+bool starts_like_image(const void* bytes, size_t size);
+
 // The image in `path`, PNG or JPEG by its first bytes: 1 channel for grayscale (gray+alpha loses
 // its alpha), 3 for colour (alpha dropped, not blended; palettes expanded). UserError naming the
 // file when it cannot be read, is not a PNG or JPEG, is truncated or corrupt, or is unsupported.
 Image decode(const std::string& path);
+// The same from the file's bytes, already read (`path` names it in errors).
+Image decode(const std::vector<uint8_t>& bytes, const std::string& path);
+
+// The pixels channel by channel (C,H,W order, as models take them) into out[channels * height * width].
+void to_planar(const Image& image, uint8_t* out);
 
 // Pillow's convert("L") (channels 1: luma in 16-bit fixed point, ITU-R 601-2 weights) or
 // convert("RGB") (channels 3: gray replicated) of a 1- or 3-channel image. UserError otherwise.

@@ -86,10 +86,19 @@ void check_and_measure(const Source& s, int64_t classes, std::vector<double>* su
   }
 }
 
+// `n` of the source's examples, chosen by a seeded permutation and kept in their order.
+std::shared_ptr<Source> random_subset(const std::shared_ptr<Source>& source, int64_t n, uint64_t seed) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed + 4242);
+  auto chosen = std::get<0>(torch::randperm(source->size(), gen, torch::kInt64).narrow(0, 0, n).sort());
+  std::vector<int64_t> indices(chosen.data_ptr<int64_t>(), chosen.data_ptr<int64_t>() + n);
+  return std::make_shared<SubsetSource>(source, indices, fmt::format("{} ({} of its {} examples)", source->describe(), n, source->size()));
+}
+
 // Subfolders and no IDX or CIFAR-10 files: CLASS/* or train/CLASS/* trees.
 bool looks_like_image_folder(const std::string& path) {
   bool folders = false;
-  for (const auto& entry : fs::directory_iterator(path)) {
+  std::error_code ec;  // an unreadable folder: describe_data's own listing names it
+  for (const auto& entry : fs::directory_iterator(path, ec)) {
     std::string name = entry.path().filename().string();
     if (name.find("idx") != std::string::npos || name.find(".bin") != std::string::npos) return false;
     folders = folders || (entry.is_directory() && name.rfind('.', 0) != 0);
@@ -105,6 +114,7 @@ Data open_data(const DataConfig& c) {
   const int64_t classes = class_names.empty() ? c.classes : static_cast<int64_t>(class_names.size());
   if (c.classes != 0 && classes != c.classes)
     throw UserError(fmt::format("data.classes = {}, but {} has {} class folders", c.classes, c.path, classes));
+  if (c.train_subset > 0 && c.train_subset < train->size()) train = random_subset(train, c.train_subset, c.seed);
   if (train->shape() != test->shape())
     throw UserError(fmt::format("train examples are {} but test examples are {}", shape_string(train->shape()), shape_string(test->shape())));
   Data d;

@@ -18,6 +18,7 @@ struct DataConfig {
   std::vector<int64_t> shape;         // per-example C,H,W; empty = as stored
   int64_t classes = 10;               // 0: as the data has (image folders)
   bool in_memory = true;
+  int64_t train_subset = 0;           // use this many training examples, a seeded random choice (0: all)
   double val_split = 0;               // share of train held out for validation
   std::string normalize = "none";     // none | fixed (mean/std given) | dataset (computed on train)
   std::vector<double> mean, std;

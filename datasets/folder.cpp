@@ -13,7 +13,7 @@
 #include <exception>
 #include <filesystem>
 #include <map>
-#include <random>
+#include <unistd.h>
 #include <thread>
 
 #include "common/error.h"
@@ -77,10 +77,21 @@ std::vector<std::string> class_names_in(const fs::path& dir) {
   return out;
 }
 
+// A file's place in its class's test order: a hash of its name within the class folder (salted
+// by data.seed), so the split does not depend on where the folder lies, and adding an image
+// moves at most one other across it.
+uint64_t split_rank(const Example& e, uint64_t seed) {
+  const std::string name = e.file.filename().string();
+  return XXH3_64bits_withSeed(name.data(), name.size(), seed);
+}
+
 Listing list_folder(const FolderOptions& o) {
   Listing l;
   fs::path root(o.root), train = root / o.train_split, test = root / o.test_split;
   if (fs::is_directory(train) && fs::is_directory(test)) {
+    if (o.test_share > 0)
+      throw UserError(fmt::format("data.test_share = {}: {} has {}/ and {}/ folders already (leave data.test_share at 0)", o.test_share, o.root,
+                                  o.train_split, o.test_split));
     l.classes = class_names_in(train);
     l.train = list_split(train, l.classes);
     l.test = list_split(test, l.classes);
@@ -88,23 +99,25 @@ Listing list_folder(const FolderOptions& o) {
     return l;
   }
   if (!(o.test_share > 0))
-    throw UserError(fmt::format("data.path = {}: has no {}/ and {}/ folders; for one CLASS/* tree set data.test_share (e.g. 0.2)", o.root,
-                                o.train_split, o.test_split));
-  // One tree: a seeded shuffle of each class, its last test_share (at least one image) to test.
+    throw UserError(fmt::format("data.path = {}: has no {}/ and {}/ folders (data.train_split, data.test_split); for one CLASS/* tree set "
+                                "data.test_share (e.g. 0.2)", o.root, o.train_split, o.test_split));
+  // One tree: of each class, the test_share (at least one image) first in split_rank order goes to test.
   l.classes = class_names_in(root);
   const std::vector<Example> all = list_split(root, l.classes);
-  std::mt19937_64 rng(o.seed + 777);
   for (int64_t c = 0; c < static_cast<int64_t>(l.classes.size()); ++c) {
     std::vector<Example> members;
     for (const auto& e : all)
       if (e.label == c) members.push_back(e);
-    std::shuffle(members.begin(), members.end(), rng);
     auto n_test = std::max<size_t>(1, static_cast<size_t>(o.test_share * members.size()));
     if (n_test >= members.size())
       throw UserError(fmt::format("{}: {} images, too few to hold out data.test_share = {} for test", (root / l.classes[c]).string(),
                                   members.size(), o.test_share));
-    l.train.insert(l.train.end(), members.begin(), members.end() - n_test);
-    l.test.insert(l.test.end(), members.end() - n_test, members.end());
+    std::stable_sort(members.begin(), members.end(), [&](const Example& a, const Example& b) { return split_rank(a, o.seed) < split_rank(b, o.seed); });
+    std::vector<Example> held(members.begin(), members.begin() + n_test), kept(members.begin() + n_test, members.end());
+    for (auto* part : {&held, &kept})  // back in file order
+      std::sort(part->begin(), part->end(), [](const Example& a, const Example& b) { return a.file < b.file; });
+    l.test.insert(l.test.end(), held.begin(), held.end());
+    l.train.insert(l.train.end(), kept.begin(), kept.end());
   }
   l.layout = fmt::format("{} ({:.0f}% of each class held out for test, seed {})", o.root, 100 * o.test_share, o.seed);
   return l;
@@ -118,7 +131,7 @@ std::vector<int64_t> target_shape(const FolderOptions& o, const Listing& l) {
     return o.shape;
   }
   image::Image first = image::decode(l.train.front().file.string());
-  return {first.channels, first.height, first.width};
+  return {first.channels, first.height, first.width};  // decode_all names this file in a mismatch
 }
 
 uint64_t cache_key(const FolderOptions& o, const Listing& l) {
@@ -127,12 +140,14 @@ uint64_t cache_key(const FolderOptions& o, const Listing& l) {
   auto add = [&](const std::string& s) { XXH3_64bits_update(state, s.data(), s.size() + 1); };
   add(kCacheVersion);
   add(shape_string(o.shape));
+  const fs::path root = fs::weakly_canonical(o.root);  // photos, ./photos and photos/ share a cache
+  add(root.string());
   for (const auto* split : {&l.train, &l.test}) {
     add("split");
     for (const auto& e : *split) {
-      std::error_code ec;
+      std::error_code ec;  // a file gone or unreadable fails its decoding next, with its name
       auto time = fs::last_write_time(e.file, ec).time_since_epoch().count();
-      add(fmt::format("{}\t{}\t{}\t{}", e.file.string(), e.label, fs::file_size(e.file, ec), time));
+      add(fmt::format("{}\t{}\t{}\t{}", fs::weakly_canonical(e.file).lexically_relative(root).string(), e.label, fs::file_size(e.file, ec), time));
     }
   }
   uint64_t key = XXH3_64bits_digest(state);
@@ -141,8 +156,9 @@ uint64_t cache_key(const FolderOptions& o, const Listing& l) {
 }
 
 // Decodes `examples` into uint8 [N,C,H,W] on all cores. Without data.shape every image must have
-// the first one's size and channels (resizing or converting silently would hide a mixed folder).
-torch::Tensor decode_all(const std::vector<Example>& examples, const std::vector<int64_t>& shape, bool shape_given) {
+// the size and channels of `first` (resizing or converting silently would hide a mixed folder).
+// The first bad file in listing order is reported, and no more are decoded after one is found.
+torch::Tensor decode_all(const std::vector<Example>& examples, const std::vector<int64_t>& shape, bool shape_given, const fs::path& first) {
   const int64_t n = static_cast<int64_t>(examples.size()), C = shape[0], H = shape[1], W = shape[2];
   auto out = torch::empty({n, C, H, W}, torch::kUInt8);
   uint8_t* dst = out.data_ptr<uint8_t>();
@@ -154,13 +170,12 @@ torch::Tensor decode_all(const std::vector<Example>& examples, const std::vector
         const std::string file = examples[i].file.string();
         image::Image im = image::decode(file);
         if (!shape_given && (im.channels != C || im.height != H || im.width != W))
-          throw UserError(fmt::format("{}: {} but the first image is {}; set data.shape = C,H,W to convert and resize every image", file,
-                                      shape_string({im.channels, im.height, im.width}), shape_string(shape)));
-        im = image::resize(image::to_channels(im, C), W, H);
-        for (int64_t c = 0; c < C; ++c)  // HWC to CHW
-          for (int64_t p = 0; p < H * W; ++p) dst[(i * C + c) * H * W + p] = im.pixels[p * C + c];
+          throw UserError(fmt::format("{}: {} but {} is {}; set data.shape = C,H,W to convert and resize every image", file,
+                                      shape_string({im.channels, im.height, im.width}), first.string(), shape_string(shape)));
+        image::to_planar(image::resize(image::to_channels(im, C), W, H), dst + i * C * H * W);
       } catch (...) {
         errors[i] = std::current_exception();
+        next = n;  // the others stop after the image they are on
       }
     }
   };
@@ -185,9 +200,17 @@ std::string default_cache_dir() {
   return (fs::temp_directory_path() / "shrink-cache").string();
 }
 
-}  // namespace
+// A folder or file that cannot be listed or read (permissions, a loop of links) is the user's to fix.
+template <class Fn>
+auto naming_filesystem_errors(Fn fn) {
+  try {
+    return fn();
+  } catch (const fs::filesystem_error& e) {
+    throw UserError(fmt::format("{}: {}", e.path1().string(), e.code().message()));
+  }
+}
 
-FolderData open_image_folder(const FolderOptions& o) {
+FolderData open_folder(const FolderOptions& o) {
   if (!fs::is_directory(o.root)) throw UserError(fmt::format("data.path = {}: not a folder", o.root));
   Listing l = list_folder(o);
   const std::vector<int64_t> shape = target_shape(o, l);
@@ -198,10 +221,15 @@ FolderData open_image_folder(const FolderOptions& o) {
     fs::create_directories(dir, ec);
     if (ec) throw UserError(fmt::format("data.cache = {}: cannot create the folder ({})", dir.string(), ec.message()));
     bool given = !o.shape.empty();
-    write_hdf5(cache.string(), {{"train/data", decode_all(l.train, shape, given)},
-                                {"train/target", labels_of(l.train)},
-                                {"test/data", decode_all(l.test, shape, given)},
-                                {"test/target", labels_of(l.test)}});
+    const fs::path first = l.train.front().file;
+    // Written under a name of this process, then renamed: two runs decoding the same folder at
+    // once each write their own file, and either one ends as the cache.
+    const std::string part = fmt::format("{}.part-{}", cache.string(), getpid());
+    write_hdf5(part, {{"train/data", decode_all(l.train, shape, given, first)},
+                      {"train/target", labels_of(l.train)},
+                      {"test/data", decode_all(l.test, shape, given, first)},
+                      {"test/target", labels_of(l.test)}});
+    fs::rename(part, cache);
   }
   FolderData d;
   d.class_names = l.classes;
@@ -212,7 +240,7 @@ FolderData open_image_folder(const FolderOptions& o) {
   return d;
 }
 
-std::string describe_image_folder(const std::string& root, const std::string& train_split, const std::string& test_split) {
+std::string describe_folder(const std::string& root, const std::string& train_split, const std::string& test_split) {
   fs::path train = fs::path(root) / train_split, test = fs::path(root) / test_split;
   std::vector<std::pair<fs::path, std::string>> splits = {{root, "all"}};  // a one-tree folder
   if (fs::is_directory(train) && fs::is_directory(test)) splits = {{train, train_split}, {test, test_split}};
@@ -234,6 +262,14 @@ std::string describe_image_folder(const std::string& root, const std::string& tr
     out += "\n";
   }
   return out;
+}
+
+}  // namespace
+
+FolderData open_image_folder(const FolderOptions& o) { return naming_filesystem_errors([&] { return open_folder(o); }); }
+
+std::string describe_image_folder(const std::string& root, const std::string& train_split, const std::string& test_split) {
+  return naming_filesystem_errors([&] { return describe_folder(root, train_split, test_split); });
 }
 
 }  // namespace shrink

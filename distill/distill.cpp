@@ -10,6 +10,7 @@
 #include "distill/cache.h"
 #include "distill/losses.h"
 #include "distill/teacher.h"
+#include "train/checkpoint.h"
 #include "train/evaluate.h"
 #include "train/objective.h"
 
@@ -136,6 +137,7 @@ class DistillObjective : public Objective {
   }
 
   void check_teacher_fits(const Data& data, const Augment& normalization) {
+    check_class_names(data.class_names, teacher_->class_names, "teacher " + teacher_->path());
     if (!teacher_->mean.empty() && (teacher_->mean != normalization.mean || teacher_->std != normalization.std))
       throw UserError(fmt::format("teacher {} was trained with another input normalization than data.normalize gives the student",
                                   teacher_->path()));

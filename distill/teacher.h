@@ -27,8 +27,9 @@ class Teacher {
   virtual bool int8_simulated() const { return false; }  // a quantized checkpoint, run as its int8 simulation
   const std::string& path() const { return path_; }
   const std::string& file_hash() const { return hash_; }  // xxh3-64 of the file, hex
-  // The input normalization the teacher was trained with (empty: none or unknown).
+  // The input normalization the teacher was trained with (empty: none or unknown), and its class names.
   std::vector<float> mean, std;
+  std::vector<std::string> class_names;
 
  protected:
   std::string path_, hash_;

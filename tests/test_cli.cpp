@@ -163,6 +163,13 @@ CATCH_TEST_CASE("an image folder: data info, train, export, and shrink-run names
     CATCH_CHECK(line.rfind(file + ": " + names[predicted[k]] + " ", 0) == 0);
     CATCH_CHECK(std::count(line.begin(), line.end(), '%') == 2);
   }
+  // A model whose classes are not the data's (here: one renamed) does not fine-tune on it.
+  std::filesystem::copy(root, dir / "renamed", std::filesystem::copy_options::recursive);
+  std::filesystem::rename(dir / "renamed/train/bag", dir / "renamed/train/bags");
+  std::filesystem::rename(dir / "renamed/test/bag", dir / "renamed/test/bags");
+  auto other = run_cli("train --config " + dir / "job.ini --data.path=" + dir / "renamed --model.init=" + dir / "run/checkpoints/last.pt --out " + dir / "run2");
+  CATCH_CHECK(other.code == 2);
+  CATCH_CHECK(other.out.find("calls class 1 'bag', the data 'bags'") != std::string::npos);
   shrink::test::write_text(dir / "broken.png", "\x89PNG\r\n\x1a\n and no more");
   auto broken = run(dir / "m.shrink --input " + dir / "broken.png");
   CATCH_CHECK(broken.code == 2);

@@ -254,6 +254,13 @@ CATCH_TEST_CASE("an image folder gives Pillow's pixels, its class names, and is 
   std::filesystem::copy_file(dir / "images1/train/bag/img00.PNG", dir / "images1/train/bag/img99.PNG");
   CATCH_CHECK(open_data(c).train->size() == 19);
   CATCH_CHECK(files_in(dir / "cache") == 3);
+  std::filesystem::copy_file(dir / "images1/train/coat/img00.png", dir / "images1/train/bag/img99.PNG",
+                             std::filesystem::copy_options::overwrite_existing);  // an image changed in place
+  CATCH_CHECK(open_data(c).train->size() == 19);
+  CATCH_CHECK(files_in(dir / "cache") == 4);
+  c.path = dir / "images1/./";  // the same folder spelled otherwise: the same cache
+  open_data(c);
+  CATCH_CHECK(files_in(dir / "cache") == 4);
 }
 
 CATCH_TEST_CASE("one CLASS/* tree is split per class by data.test_share, the same way for the same seed", "[data][folder]") {
@@ -289,6 +296,9 @@ CATCH_TEST_CASE("image folder errors name the file or folder", "[data][folder][e
   c.shape = {2, 8, 8};
   CATCH_CHECK_THAT(open_error(c), Catch::Contains("C = 1 (grayscale) or 3 (RGB)"));
   c.shape = {1, 8, 8};
+  c.test_share = 0.2;  // the folder has train/ and test/ already
+  CATCH_CHECK_THAT(open_error(c), Catch::Contains("data.test_share = 0.2") && Catch::Contains("leave data.test_share at 0"));
+  c.test_share = 0;
   std::filesystem::create_directory(root + "/test/dress");
   CATCH_CHECK_THAT(open_error(c), Catch::Contains("test/dress") && Catch::Contains("training images do not have"));
   std::filesystem::create_directory(root + "/train/dress");
@@ -299,4 +309,30 @@ CATCH_TEST_CASE("image folder errors name the file or folder", "[data][folder][e
     std::ofstream(root + "/train/bag/broken.png") << "\x89PNG\r\n\x1a\n truncated";
   }
   CATCH_CHECK_THAT(open_error(c), Catch::Contains("train/bag/broken.png"));
+}
+
+CATCH_TEST_CASE("data.train_subset trains on a seeded random choice of the training examples, the test split whole", "[data]") {
+  DataConfig c;
+  c.source = "synthetic";
+  c.shape = {1, 8, 8};
+  c.synthetic_train = 200;
+  c.synthetic_test = 50;
+  c.train_subset = 60;
+  c.normalize = "dataset";
+  Data d = open_data(c);
+  CATCH_CHECK(d.train->size() == 60);
+  CATCH_CHECK(d.test->size() == 50);
+  auto full = make_synthetic({{1, 8, 8}, 10, 200, 50, 0}, false)->data().view({200, -1});
+  torch::Tensor x, y;
+  d.train->read_range(0, 60, x, y);
+  // Each chosen example is one of the training set's, in its order, none twice.
+  auto match = (x.view({60, 1, -1}) == full.view({1, 200, -1})).all(2).to(torch::kInt64).argmax(1);
+  CATCH_CHECK(std::get<0>(at::_unique(match)).size(0) == 60);
+  CATCH_CHECK(torch::equal(match, std::get<0>(match.sort())));
+  CATCH_CHECK(torch::equal(x.view({60, -1}), full.index_select(0, match)));
+  // Normalization comes from the subset; the same seed chooses the same examples.
+  CATCH_CHECK(normalize(x, d.mean, d.std).mean().item<double>() == Approx(0).margin(1e-4));
+  torch::Tensor x2, y2;
+  open_data(c).train->read_range(0, 60, x2, y2);
+  CATCH_CHECK(torch::equal(x, x2));
 }

@@ -197,4 +197,14 @@ void load_optimizer_state(const std::string& path, torch::optim::Optimizer& opti
   }
 }
 
+void check_class_names(const std::vector<std::string>& data_names, const std::vector<std::string>& model_names, const std::string& model) {
+  if (data_names.empty() || model_names.empty()) return;
+  for (size_t k = 0; k < std::max(data_names.size(), model_names.size()); ++k) {
+    auto name = [&](const std::vector<std::string>& v) { return k < v.size() ? "'" + v[k] + "'" : std::string("nothing"); };
+    if (k >= data_names.size() || k >= model_names.size() || data_names[k] != model_names[k])
+      throw UserError(fmt::format("{} calls class {} {}, the data {}: its classes are not the data's, in the same order", model, k, name(model_names),
+                                  name(data_names)));
+  }
+}
+
 }  // namespace shrink

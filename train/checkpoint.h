@@ -58,4 +58,9 @@ ModelSpec spec_from_meta(const nlohmann::json& meta);
 // The input normalization a checkpoint's model was trained with (empty mean: none).
 Augment normalization_of(const nlohmann::json& meta);
 
+// The data's class names against a model's (either empty: nothing to compare). Other names, or
+// the same in another order, would train against labels that mean other classes: a UserError
+// naming the first label where they differ.
+void check_class_names(const std::vector<std::string>& data_names, const std::vector<std::string>& model_names, const std::string& model);
+
 }  // namespace shrink

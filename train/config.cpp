@@ -31,6 +31,7 @@ void add_train_options(Keys& keys, const std::string& model_section) {
       .add("data.shape", "", Rule::shape(true), "per-example shape C,H,W (empty: as stored; synthetic: 1,16,16)")
       .add("data.classes", int64_t(0), Rule::integer(0, 1 << 20), "number of classes; labels must be in [0, classes) (0: an image folder's class folders, else 10)")
       .add("data.in_memory", d.in_memory, "load the whole dataset; false reads HDF5 batch by batch")
+      .add("data.train_subset", d.train_subset, Rule::integer(0, kBig), "train on this many training examples, a random choice by data.seed (0: all)")
       .add("data.val_split", d.val_split, fraction, "share of train held out for validation (picks the best checkpoint)")
       .add("data.normalize", d.normalize, Rule::choice({"none", "fixed", "dataset"}), "none | fixed (data.mean, data.std) | dataset (computed on train)")
       .add("data.mean", "", Rule::numbers(-1e6, 1e6, true), "per-channel means for normalize = fixed, e.g. 0.5,0.5,0.5")
@@ -39,7 +40,7 @@ void add_train_options(Keys& keys, const std::string& model_section) {
       .add("data.hflip", d.hflip, "random horizontal flips")
       .add("data.synthetic_train", d.synthetic_train, Rule::integer(1, 10000000), "synthetic dataset: training examples")
       .add("data.synthetic_test", d.synthetic_test, Rule::integer(1, 10000000), "synthetic dataset: test examples")
-      .add("data.seed", int64_t(0), Rule::integer(0, kBig), "seed of the synthetic data and the validation split")
+      .add("data.seed", int64_t(0), Rule::integer(0, kBig), "seed of the synthetic data, the validation split, data.train_subset and an image tree's test split")
       .add(model_section + ".spec", "usps_student", Rule::text(false), "preset name or layer string, e.g. 'conv(16) bn relu gap linear(classes)'")
       .add(model_section + ".init", "", any, "start from this checkpoint's weights (same spec); empty: fresh initialization")
       .add("train.epochs", t.epochs, Rule::integer(1, 100000), "epochs")
@@ -121,6 +122,7 @@ JobConfig read_job_config(const Config& c) {
   d.classes = c.get<int64_t>("data.classes");
   if (d.classes == 0 && d.source != "folder") d.classes = 10;
   d.in_memory = c.get<bool>("data.in_memory");
+  d.train_subset = c.get<int64_t>("data.train_subset");
   d.val_split = c.get<double>("data.val_split");
   d.normalize = c.get<std::string>("data.normalize");
   d.mean = config_numbers(c, "data.mean");

@@ -113,9 +113,10 @@ void Trainer::prepare() {
   model_ = factory_ ? SpecNet(factory_(spec_)) : SpecNet(spec_);
   if (!job_.init.empty() && !options_.resume) load_weights_into(job_.init, *model_);
   class_names_ = data_.class_names;
-  if (class_names_.empty() && !job_.init.empty()) {  // an imported or earlier model's names go on
+  if (!job_.init.empty()) {  // an imported or earlier model's names go on, and must be the data's
     auto names = read_checkpoint_meta(job_.init).value("class_names", std::vector<std::string>{});
-    if (static_cast<int64_t>(names.size()) == spec_.classes) class_names_ = names;
+    check_class_names(data_.class_names, names, "model.init " + job_.init);
+    if (class_names_.empty() && static_cast<int64_t>(names.size()) == spec_.classes) class_names_ = names;
   }
   normalization_.mean = data_.mean;
   normalization_.std = data_.std;

@@ -60,6 +60,7 @@ CATCH_TEST_CASE("shrink-run: every flag refuses its bad values with exit 2 and o
   }
   std::printf("shrink-run: %d bad flag values refused\n", tried);
   CATCH_CHECK(run("--help").code == 0);
+  CATCH_CHECK(run("--input=" + dir / "x.f32 " + dir / "m.shrink").code == 0);  // --input=FILE is one file
   auto ok = run(dir / "m.shrink --input " + dir / "x.f32 --batch 1 --threads 1");
   CATCH_CHECK(ok.code == 0);
   CATCH_CHECK(lines(ok.out) == 2);
@@ -90,6 +91,7 @@ CATCH_TEST_CASE("shrink-run: bad files and inputs give exit 2 and one line", "[c
       {dir / "m.shrink --input " + dir / "a.png", "not trained on images"},
       {dir / "m.shrink --input " + dir / "a.png " + dir / "x.f32", "images or raw examples, not both"},
       {dir / "m.shrink", "--input FILE... is required"},
+      {"--input " + dir / "x.f32 " + dir / "m.shrink", "MODEL is missing: it goes before --input"},
       {"--input " + dir / "x.f32", "usage: shrink-run MODEL"},
   };
   for (const auto& c : cases) {
