@@ -53,7 +53,7 @@ CATCH_TEST_CASE("config errors name the key, file and line", "[config]") {
   CATCH_CHECK(load_error("[optim]\n\nlr = fast\n").find("DIR/job.ini:3: ") == 0);
   CATCH_CHECK(load_error("[optim]\n\nlr = fast\n").find("optim.lr") != std::string::npos);
   CATCH_CHECK(load_error("[optim]\nlr = -1\n") == "DIR/job.ini:2: optim.lr = -1: must be a number in (0, 1000000]");
-  CATCH_CHECK(load_error("[data]\nsource = csv\n").find("data.source = csv: expected one of hdf5, idx, cifar10, synthetic") != std::string::npos);
+  CATCH_CHECK(load_error("[data]\nsource = csv\n").find("data.source = csv: expected one of hdf5, idx, cifar10, folder, synthetic") != std::string::npos);
   CATCH_CHECK(load_error("[train]\nepochs\n") == "DIR/job.ini:2: expected 'key = value', got 'epochs'");
   CATCH_CHECK(load_error("", {"--optim.nope=1"}) == "command line: unknown key 'optim.nope' (see --help for the keys)");
   CATCH_CHECK(load_error("", {"--train.epochs=0"}) == "command line: train.epochs = 0: must be an integer in [1, 100000]");
