@@ -119,6 +119,7 @@ std::string run_import(const Args& a) {
   r.std = numbers_of(a, "std");
   r.class_names = a.get("class-names").value_or("");
   r.seed = a.integer("seed", 0);
+  r.image_input = a.has("image-input");
   return import_model(r);
 }
 
@@ -174,6 +175,7 @@ std::vector<Command> make_commands() {
                  {"mean", "m,...", Rule::numbers(-1e6, 1e6, false), "per-channel input mean the model was trained with"},
                  {"std", "s,...", Rule::numbers(1e-9, 1e9, false), "per-channel input standard deviation"},
                  {"class-names", "FILE", kPath, "class names, one per line"},
+                 {"image-input", "", Rule::flag(), "the model reads 8-bit images scaled to [0,1] (1 or 3 channels): shrink-run then takes PNG/JPEG"},
                  {"seed", "N", Rule::integer(0, 1 << 30), "initialization of a fresh classifier"}},
                 false},
                nullptr, run_import});

@@ -61,6 +61,9 @@ std::string import_model(const ImportRequest& r) {
   if (!class_names.empty() && static_cast<int64_t>(class_names.size()) != spec.classes)
     throw UserError(fmt::format("--class-names {}: {} names for {} classes", r.class_names, class_names.size(), spec.classes));
 
+  if (r.image_input && (spec.input.size() != 3 || (spec.input[0] != 1 && spec.input[0] != 3)))
+    throw UserError(fmt::format("--image-input: the model's input is {}, not images of 1 or 3 channels (C,H,W)", shape_string(spec.input)));
+
   torch::manual_seed(r.seed);
   SpecNet model(spec);
   const std::string& head = spec.layers.back().name;
@@ -76,7 +79,7 @@ std::string import_model(const ImportRequest& r) {
     dst->copy_(src);
   }
   nlohmann::json meta = {{"spec", spec.to_string()}, {"input", spec.input}, {"classes", spec.classes}, {"epoch", 0},
-                         {"mean", mean},             {"std", stdev},       {"class_names", class_names},
+                         {"mean", mean},             {"std", stdev},       {"class_names", class_names},   {"image_input", r.image_input},
                          {"imported", {{"file", r.onnx}, {"opset", imported.opset}, {"producer", imported.producer}, {"new_head", new_head}}}};
   model->eval();
   save_checkpoint(r.out, model, nullptr, meta);

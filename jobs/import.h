@@ -14,6 +14,7 @@ struct ImportRequest {
   std::vector<double> mean, std;         // per-channel input normalization the model was trained with
   std::string class_names;               // a file with one class name per line
   int64_t seed = 0;                      // initialization of a fresh classifier
+  bool image_input = false;              // trained on 8-bit images scaled to [0,1] (docs/format.md, image_input)
 };
 
 // Writes the checkpoint; returns what it did (layers, params, a replaced head) for the user.

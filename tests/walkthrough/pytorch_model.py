@@ -2,7 +2,8 @@
 image folder read by torchvision (grayscale, resized to 16x16 with Pillow's bilinear filter, as
 shrink's image folders do), exported to ONNX.
 
-usage: /usr/bin/python3 pytorch_model.py PHOTOS OUT.onnx   (prints the training mean and std)
+usage: /usr/bin/python3 pytorch_model.py PHOTOS OUT.onnx   (prints the training mean and std; writes
+the class names, one a line, to OUT.onnx.classes)
 """
 import sys
 
@@ -32,4 +33,5 @@ for _ in range(30):
 model.eval()
 torch.onnx.export(model, (x[:1] - mean) / std, out, input_names=["input"], output_names=["logits"],
                   dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=13)
+open(out + ".classes", "w").write("\n".join(train.classes) + "\n")
 print(mean, std)
