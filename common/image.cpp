@@ -334,13 +334,6 @@ void check_image(const Image& image, const char* what) {
 
 }  // namespace
 
-bool is_image_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  uint8_t head[8] = {};
-  in.read(reinterpret_cast<char*>(head), sizeof head);
-  return in.gcount() > 0 && format_of(head, static_cast<size_t>(in.gcount())) != Format::unknown;
-}
-
 bool starts_like_image(const void* bytes, size_t size) { return format_of(static_cast<const uint8_t*>(bytes), size) != Format::unknown; }
 
 Image decode(const std::string& path) { return decode(read_file(path), path); }

@@ -25,11 +25,8 @@ struct Image {
   std::vector<uint8_t> pixels;
 };
 
-// True when the file starts like a PNG or a JPEG (the name's extension is not looked at);
-// false when it does not, or cannot be read.
-bool is_image_file(const std::string& path);
-
-// The same for bytes already read (a file's first few suffice).
+// True when the bytes (a file's first eight suffice) start like a PNG or a JPEG; the name's
+// extension is not looked at.
 bool starts_like_image(const void* bytes, size_t size);
 
 // The image in `path`, PNG or JPEG by its first bytes: 1 channel for grayscale (gray+alpha loses

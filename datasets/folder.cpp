@@ -140,14 +140,13 @@ uint64_t cache_key(const FolderOptions& o, const Listing& l) {
   auto add = [&](const std::string& s) { XXH3_64bits_update(state, s.data(), s.size() + 1); };
   add(kCacheVersion);
   add(shape_string(o.shape));
-  const fs::path root = fs::weakly_canonical(o.root);  // photos, ./photos and photos/ share a cache
-  add(root.string());
+  add(fs::weakly_canonical(o.root).string());  // photos, ./photos and photos/ share a cache
   for (const auto* split : {&l.train, &l.test}) {
     add("split");
     for (const auto& e : *split) {
       std::error_code ec;  // a file gone or unreadable fails its decoding next, with its name
       auto time = fs::last_write_time(e.file, ec).time_since_epoch().count();
-      add(fmt::format("{}\t{}\t{}\t{}", fs::weakly_canonical(e.file).lexically_relative(root).string(), e.label, fs::file_size(e.file, ec), time));
+      add(fmt::format("{}\t{}\t{}\t{}", e.file.lexically_relative(o.root).string(), e.label, fs::file_size(e.file, ec), time));
     }
   }
   uint64_t key = XXH3_64bits_digest(state);
@@ -236,7 +235,6 @@ FolderData open_folder(const FolderOptions& o) {
   auto described = [&](const char* split) { return fmt::format("image folder {}: {} split (decoded into {})", l.layout, split, cache.string()); };
   d.train = open_hdf5(cache.string(), "train", {}, o.in_memory, described("train"));
   d.test = open_hdf5(cache.string(), "test", {}, o.in_memory, described("test"));
-  d.cache = cache.string();
   return d;
 }
 

@@ -49,7 +49,6 @@ struct FolderOptions {
 struct FolderData {
   std::shared_ptr<Source> train, test;
   std::vector<std::string> class_names;
-  std::string cache;  // the file the images were decoded into
 };
 FolderData open_image_folder(const FolderOptions& options);
 // Class counts and image sizes per split (for `shrink data info ROOT`).

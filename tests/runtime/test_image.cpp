@@ -116,18 +116,26 @@ CATCH_TEST_CASE("decode, to_channels and resize give Pillow's bytes for every PN
   }
 }
 
-CATCH_TEST_CASE("is_image_file knows PNG and JPEG by their first bytes, not by their names", "[image]") {
+namespace {
+// What shrink-run asks of a file it has read: does it start like a PNG or a JPEG?
+bool starts_like_image_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::string head(8, '\0');
+  in.read(&head[0], 8);
+  return image::starts_like_image(head.data(), static_cast<size_t>(in.gcount()));
+}
+}  // namespace
+
+CATCH_TEST_CASE("starts_like_image knows PNG and JPEG by their first bytes, not by their names", "[image]") {
   const PillowImages& images = pillow_images();
-  CATCH_CHECK(image::is_image_file(images.image("UPPER.PNG")));
-  CATCH_CHECK(image::is_image_file(images.image("UPPER.JPG")));
-  CATCH_CHECK(image::is_image_file(images.image("png_named.jpg")));
+  CATCH_CHECK(starts_like_image_file(images.image("UPPER.PNG")));
+  CATCH_CHECK(starts_like_image_file(images.image("UPPER.JPG")));
+  CATCH_CHECK(starts_like_image_file(images.image("png_named.jpg")));
   RtTempDir dir;
   std::ofstream(dir / "x.png") << "not an image\n";
   std::ofstream(dir / "empty.jpg");
-  CATCH_CHECK_FALSE(image::is_image_file(dir / "x.png"));
-  CATCH_CHECK_FALSE(image::is_image_file(dir / "empty.jpg"));
-  CATCH_CHECK_FALSE(image::is_image_file(dir / "missing.png"));
-  CATCH_CHECK_FALSE(image::is_image_file(dir.path.string()));
+  CATCH_CHECK_FALSE(starts_like_image_file(dir / "x.png"));
+  CATCH_CHECK_FALSE(starts_like_image_file(dir / "empty.jpg"));
 }
 
 CATCH_TEST_CASE("a truncated, corrupt, unsupported or non-image file gives one line naming it, and prints nothing", "[image]") {
