@@ -13,12 +13,17 @@ namespace shrink {
 struct PruneTargets {
   std::vector<std::string> layers;                 // layers to prune
   double sparsity = 0.9;                           // target share of zeros
-  bool global = true;                              // one magnitude threshold across layers
+  bool global = true;                              // one threshold across layers
+  bool lamp = false;                               // rank by LAMP score instead of magnitude (global)
   std::map<std::string, double> layer_sparsity;    // per-layer overrides (pruned layer-wise)
 };
 
 // Masks (1 keep, 0 pruned) of the smallest-magnitude weights. Already-zero weights go first, so
 // masks only grow when the target rises. Exactly round(sparsity * n) weights are pruned.
+// With `lamp`, the global pool ranks weights by LAMP score (Lee et al., ICLR 2021): a weight's
+// squared magnitude over the sum of squares of its layer's weights at least as large. It orders a
+// layer's weights as magnitude does but is blind to the layer's scale, which a batchnorm after a
+// conv makes arbitrary: one threshold no longer empties a layer whose weights merely are small.
 std::map<std::string, torch::Tensor> magnitude_masks(SpecNet& model, const PruneTargets& targets);
 
 // Cubic sparsity schedule (Zhu & Gupta 2017): s_i before t0, s_f after t_end, between them

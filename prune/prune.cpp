@@ -74,6 +74,7 @@ PruneTargets targets_for(const ModelSpec& spec, const PruneConfig& c) {
   PruneTargets t;
   t.sparsity = c.sparsity;
   t.global = c.scope == "global";
+  t.lamp = c.score == "lamp";
   auto all = weight_layers(spec);
   auto chosen = c.layers.empty() ? all : match_layers(spec, c.layers, "prune.layers");
   auto excluded = match_layers(spec, c.exclude, "prune.exclude");
@@ -155,6 +156,7 @@ void add_prune_options(Keys& keys) {
       .add("prune.method", p.method, Rule::choice({"unstructured", "structured"}), "unstructured (magnitude, masks) | structured (remove conv filters by L1 norm)")
       .add("prune.schedule", p.schedule, Rule::choice({"oneshot", "iterative", "gradual"}), "oneshot | iterative (rounds, lottery-ticket rewinding) | gradual (cubic, during training)")
       .add("prune.scope", p.scope, Rule::choice({"global", "layer"}), "global (one threshold over all pruned layers) | layer (each layer to its own sparsity)")
+      .add("prune.score", p.score, Rule::choice({"magnitude", "lamp"}), "unstructured, scope = global: rank weights across layers by magnitude, or by LAMP score (layer-adaptive: scale-free per layer, so no layer is emptied because its weights are small)")
       .add("prune.sparsity", p.sparsity, share, "target share of zero weights (unstructured)")
       .add("prune.layers", "", any, "layers to prune: names, globs or re:REGEX, comma-separated (empty: all conv and linear)")
       .add("prune.exclude", "", any, "layers never pruned (names, globs or re:REGEX)")
@@ -177,6 +179,7 @@ PruneConfig read_prune_config(const Config& c) {
   p.method = c.get<std::string>("prune.method");
   p.schedule = c.get<std::string>("prune.schedule");
   p.scope = c.get<std::string>("prune.scope");
+  p.score = c.get<std::string>("prune.score");
   p.sparsity = c.get<double>("prune.sparsity");
   p.layers = c.get<std::string>("prune.layers");
   p.exclude = c.get<std::string>("prune.exclude");
@@ -193,6 +196,8 @@ PruneConfig read_prune_config(const Config& c) {
   p.update_every = c.get<double>("prune.update_every");
   if (p.initial_sparsity > p.sparsity) c.fail("prune.initial_sparsity", "must be at most prune.sparsity");
   p.filter_ratio = c.get<double>("prune.filter_ratio");
+  if (p.score == "lamp" && (p.method == "structured" || p.scope != "global"))
+    c.fail("prune.score", "lamp ranks weights across layers: it needs prune.method = unstructured and prune.scope = global");
   if (p.method == "structured" && p.schedule != "oneshot")
     c.fail("prune.schedule", "structured pruning removes the filters once and fine-tunes: set prune.schedule = oneshot");
   return p;
@@ -290,6 +295,7 @@ nlohmann::json run_prune_job(const JobConfig& base, const PruneConfig& c, const 
   summary["accuracy_before"] = before;
   summary["method"] = c.method;
   summary["schedule"] = c.schedule;
+  if (!structured) summary["score"] = c.score;
   summary["checkpoint"] = base.out + "/checkpoints/last.pt";
   summary.erase("best_checkpoint");
   run_dir.write_summary(summary);

@@ -93,6 +93,34 @@ CATCH_TEST_CASE("global and layer-wise magnitude thresholds", "[prune][masks]") 
   CATCH_CHECK(mixed["b"].sum().item<float>() == 6);
 }
 
+CATCH_TEST_CASE("LAMP scores rank across layers without regard to a layer's scale", "[prune][masks]") {
+  SpecNet net = two_linear();  // b's weights are a's / 100: a global magnitude threshold empties b first
+  PruneTargets t;
+  t.layers = {"a", "b"};
+  t.sparsity = 0.5;
+  t.lamp = true;
+  auto lamp = magnitude_masks(net, t);
+  // a = 1..8 and b = (1..8)/100 score the same: each layer loses the same share, its smallest.
+  auto half = torch::tensor({0, 0, 0, 0, 1, 1, 1, 1}, torch::kFloat32);
+  CATCH_CHECK(torch::equal(lamp["a"].flatten(), half));
+  CATCH_CHECK(torch::equal(lamp["b"].flatten(), half));
+  {
+    torch::NoGradGuard no_grad;
+    net->named_parameters()["b.weight"].mul_(1e4);  // scaling a layer changes no score
+  }
+  auto scaled = magnitude_masks(net, t);
+  CATCH_CHECK(torch::equal(scaled["a"], lamp["a"]));
+  CATCH_CHECK(torch::equal(scaled["b"], lamp["b"]));
+  {
+    torch::NoGradGuard no_grad;  // a layer of one large weight among small ones keeps it (its score is 1)
+    net->named_parameters()["b.weight"].copy_(torch::tensor({0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.5f}).view({2, 4}));
+  }
+  t.sparsity = 15.0 / 16;
+  auto sparse = magnitude_masks(net, t);
+  CATCH_CHECK(sparse["b"].flatten()[7].item<float>() == 1);
+  CATCH_CHECK(sparse["a"].sum().item<float>() == 0);
+}
+
 CATCH_TEST_CASE("masked weights stay exactly zero through SGD with momentum and weight decay", "[prune][masks]") {
   torch::manual_seed(1);
   SpecNet net(parse_spec("conv(4) relu gap linear(classes)", {1, 6, 6}, 3));
@@ -281,6 +309,7 @@ CATCH_TEST_CASE("gradual pruning reaches its target and bad layer names are erro
   CATCH_CHECK_THROWS_WITH(prune(dir / "c", start, {"--prune.layers=re:conv[0-9"}), Catch::Contains("not a valid regular expression"));
   CATCH_CHECK_THROWS_WITH(prune(dir / "d", start, {"--prune.overrides=conv1"}), Catch::Contains("is not pattern:value"));
   CATCH_CHECK_THROWS_WITH(prune(dir / "e", start, {"--prune.method=structured"}), Catch::Contains("prune.schedule"));
+  CATCH_CHECK_THROWS_WITH(prune(dir / "f", start, {"--prune.score=lamp", "--prune.scope=layer"}), Catch::Contains("prune.score: lamp ranks weights across layers"));
   CATCH_CHECK(match_layers(parse_spec("usps_student", {1, 16, 16}, 10), "re:conv[12],linear*", "x") ==
               std::vector<std::string>{"conv1", "conv2", "linear1"});
 }
