@@ -1,5 +1,8 @@
 #include "tests/helpers.h"
 #include "common/error.h"
+#include "jobs/jobs.h"
+#include "jobs/pipeline.h"
+#include "spec/spec.h"
 #include "train/config.h"
 
 using namespace shrink;
@@ -61,4 +64,54 @@ CATCH_TEST_CASE("config errors name the key, file and line", "[config]") {
   CATCH_CHECK(load_error("[data]\nmean = 0.5,abc\n").find("data.mean") != std::string::npos);
   const Keys& keys = train_keys();
   CATCH_CHECK_THROWS_WITH(Config::load(keys, "/nonexistent/job.ini", {}), "config file /nonexistent/job.ini: no such file");
+}
+
+namespace {
+
+// The job kind a shipped config is for, by its sections (a prune or quantize config has a
+// [distill] section too, for its teacher).
+std::string job_of(const std::string& text) {
+  for (const char* section : {"pipeline", "prune", "quantize", "student"})
+    if (text.find(std::string("[") + section + "]") != std::string::npos) return section == std::string("student") ? "distill" : section;
+  return "train";
+}
+
+// Loads a job config with its kind's keys: every key known, every value passes its rule, the
+// typed settings read back and the model spec (when given as text) parses for the data's shape.
+void check_job_config(const std::string& path, const std::string& job) {
+  CATCH_INFO(path << " as " << job);
+  Keys keys;
+  job_kind(job).add_options(keys);
+  Config c = Config::load(keys, path, {});
+  JobConfig j = read_job_config(c);
+  std::string spec = job == "distill" ? c.get<std::string>("student.spec") : j.model;
+  if (!spec.empty() && !j.data.shape.empty()) CATCH_CHECK_NOTHROW(parse_spec(spec, j.data.shape, j.data.classes));
+}
+
+}  // namespace
+
+CATCH_TEST_CASE("every config under configs/ loads: known keys, valid values, specs that parse, stages that exist", "[config][shipped]") {
+  namespace fs = std::filesystem;
+  const fs::path root = SHRINK_SOURCE_DIR;
+  int pipelines = 0, jobs = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(root / "configs")) {
+    if (entry.path().extension() != ".ini") continue;
+    const std::string path = entry.path().string(), job = job_of(shrink::test::read_text(path));
+    if (job != "pipeline") {
+      CATCH_CHECK_NOTHROW(check_job_config(path, job));
+      ++jobs;
+      continue;
+    }
+    Keys keys("pipeline keys");
+    add_pipeline_options(keys);
+    Config c = Config::load(keys, path, {});
+    for (const std::string stage : {"teacher", "distill", "prune", "quantize"}) {
+      const std::string config = c.get<std::string>(stage + ".config");
+      CATCH_INFO(path << ": " << stage << ".config = " << config);
+      CATCH_CHECK((config.empty() || fs::exists(root / config)));
+    }
+    ++pipelines;
+  }
+  CATCH_CHECK(pipelines >= 3);
+  CATCH_CHECK(jobs >= 15);
 }
