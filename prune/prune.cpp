@@ -268,6 +268,8 @@ nlohmann::json run_prune_job(const JobConfig& base, const PruneConfig& c, const 
         save_checkpoint(job.init, current, nullptr, meta);
         log.line(fmt::format("round {}/{}: {} -> test accuracy {:.2f}% before fine-tuning", r, rounds,
                              structured ? fmt::format("{} params after removing filters", total_cost(current->spec()).params)
+                             : gradual  ? fmt::format("sparsity {:.2f}% (rising to {:.2f}% by epoch {:g})", 100 * weight_sparsity(current).sparsity(),
+                                                      100 * g.sparsity, g.end_epoch)
                                         : fmt::format("sparsity {:.2f}%", 100 * weight_sparsity(current).sparsity()),
                              100 * pruned_accuracy));
       }

@@ -311,7 +311,7 @@ CATCH_TEST_CASE("gradual pruning reaches its target and bad layer names are erro
   CATCH_CHECK_THROWS_WITH(prune(dir / "c", start, {"--prune.layers=re:conv[0-9"}), Catch::Contains("not a valid regular expression"));
   CATCH_CHECK_THROWS_WITH(prune(dir / "d", start, {"--prune.overrides=conv1"}), Catch::Contains("is not pattern:value"));
   CATCH_CHECK_THROWS_WITH(prune(dir / "e", start, {"--prune.method=structured"}), Catch::Contains("prune.schedule"));
-  CATCH_CHECK_THROWS_WITH(prune(dir / "f", start, {"--prune.score=lamp", "--prune.scope=layer"}), Catch::Contains("prune.score: lamp ranks weights across layers"));
+  CATCH_CHECK_THROWS_WITH(prune(dir / "f", start, {"--prune.score=lamp", "--prune.scope=layer"}), Catch::Contains("prune.score = lamp: lamp ranks weights across layers"));
   CATCH_CHECK(match_layers(parse_spec("usps_student", {1, 16, 16}, 10), "re:conv[12],linear*", "x") ==
               std::vector<std::string>{"conv1", "conv2", "linear1"});
 }
