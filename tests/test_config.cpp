@@ -76,13 +76,15 @@ std::string job_of(const std::string& text) {
   return "train";
 }
 
-// Loads a job config with its kind's keys: every key known, every value passes its rule, the
-// typed settings read back and the model spec (when given as text) parses for the data's shape.
+// Loads a job config with its kind's keys: every key known, every value passes its rule. A job
+// that makes its own model: the typed settings read back and the model spec parses for the data's
+// shape (prune and quantize read theirs from a checkpoint made by an earlier run).
 void check_job_config(const std::string& path, const std::string& job) {
   CATCH_INFO(path << " as " << job);
   Keys keys;
   job_kind(job).add_options(keys);
   Config c = Config::load(keys, path, {});
+  if (!job_kind(job).start_key.empty()) return;
   JobConfig j = read_job_config(c);
   std::string spec = job == "distill" ? c.get<std::string>("student.spec") : j.model;
   if (!spec.empty() && !j.data.shape.empty()) CATCH_CHECK_NOTHROW(parse_spec(spec, j.data.shape, j.data.classes));
