@@ -59,7 +59,7 @@ std::map<std::string, torch::Tensor> magnitude_masks(SpecNet& model, const Prune
     int64_t offset = 0;
     for (const auto& name : pooled) {
       auto w = weight_of(model, name);
-      masks[name] = mask.narrow(0, offset, w.numel()).view_as(w).clone();
+      masks[name] = mask.narrow(0, offset, w.numel()).view_as(w).to(w.scalar_type());  // the pool ranks in float64
       offset += w.numel();
     }
   }

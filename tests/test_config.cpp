@@ -2,6 +2,8 @@
 #include "common/error.h"
 #include "jobs/jobs.h"
 #include "jobs/pipeline.h"
+#include "prune/prune.h"
+#include "quantize/quantize.h"
 #include "spec/spec.h"
 #include "train/config.h"
 
@@ -71,19 +73,21 @@ namespace {
 // The job kind a shipped config is for, by its sections (a prune or quantize config has a
 // [distill] section too, for its teacher).
 std::string job_of(const std::string& text) {
-  for (const char* section : {"pipeline", "prune", "quantize", "student"})
-    if (text.find(std::string("[") + section + "]") != std::string::npos) return section == std::string("student") ? "distill" : section;
+  for (const std::string section : {"pipeline", "prune", "quantize", "student"})
+    if (text.rfind("[" + section + "]", 0) == 0 || text.find("\n[" + section + "]") != std::string::npos) return section == "student" ? "distill" : section;
   return "train";
 }
 
-// Loads a job config with its kind's keys: every key known, every value passes its rule. A job
-// that makes its own model: the typed settings read back and the model spec parses for the data's
-// shape (prune and quantize read theirs from a checkpoint made by an earlier run).
+// Loads a job config with its kind's keys: every key known, every value passes its rule, the keys
+// agree with each other. A job that makes its own model: its spec parses for the data's shape
+// (prune and quantize take theirs from a checkpoint of an earlier run, absent on a clean clone).
 void check_job_config(const std::string& path, const std::string& job) {
   CATCH_INFO(path << " as " << job);
   Keys keys;
   job_kind(job).add_options(keys);
   Config c = Config::load(keys, path, {});
+  if (job == "prune") read_prune_config(c);
+  if (job == "quantize") read_quantize_config(c);
   if (!job_kind(job).start_key.empty()) return;
   JobConfig j = read_job_config(c);
   std::string spec = job == "distill" ? c.get<std::string>("student.spec") : j.model;

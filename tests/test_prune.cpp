@@ -112,15 +112,42 @@ CATCH_TEST_CASE("LAMP scores rank across layers without regard to a layer's scal
   CATCH_CHECK(torch::equal(scaled["a"], lamp["a"]));
   CATCH_CHECK(torch::equal(scaled["b"], lamp["b"]));
   {
-    torch::NoGradGuard no_grad;  // b: one weight, 0.5, smaller than all but one of a's
+    torch::NoGradGuard no_grad;  // b: one weight, 0.5, smaller than all of a's
     net->named_parameters()["b.weight"].copy_(torch::tensor({0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.5f}).view({2, 4}));
   }
   t.sparsity = 14.0 / 16;  // two weights stay: each layer's largest scores 1
   auto two = magnitude_masks(net, t);
   CATCH_CHECK(two["b"].flatten()[7].item<float>() == 1);
   CATCH_CHECK(torch::equal(two["a"].flatten(), torch::tensor({0, 0, 0, 0, 0, 0, 0, 1}, torch::kFloat32)));
-  t.lamp = false;  // by magnitude, b's 0.5 goes before a's 2..8
+  t.lamp = false;  // by magnitude, b's 0.5 goes with the zeros and a's 1..6
   CATCH_CHECK(magnitude_masks(net, t)["b"].sum().item<float>() == 0);
+}
+
+CATCH_TEST_CASE("LAMP: scores follow the weights' positions, sum over the larger weights only, and an empty layer", "[prune][masks]") {
+  SpecNet net = two_linear();
+  auto set = [&](const char* layer, std::vector<float> values) {
+    torch::NoGradGuard no_grad;
+    auto w = net->named_parameters()[std::string(layer) + ".weight"];
+    w.copy_(torch::tensor(values).view_as(w));
+  };
+  PruneTargets t;
+  t.layers = {"a", "b"};
+  t.lamp = true;
+  // a: 1..8 shuffled, its k-th smallest scoring k^2 / (k^2 + ... + 8^2); b: eight equal weights,
+  // scoring 1/8, 1/7, ..., 1/2, 1 by position. The ten lowest are a's 1..6 and b's first four. By
+  // w^2 over the layer's whole sum of squares instead, each layer would keep three.
+  set("a", {8, 1, 7, 2, 6, 3, 5, 4});
+  set("b", {2, 2, 2, 2, 2, 2, 2, 2});
+  t.sparsity = 10.0 / 16;
+  auto m = magnitude_masks(net, t);
+  CATCH_CHECK(torch::equal(m["a"].flatten(), torch::tensor({1, 0, 1, 0, 0, 0, 0, 0}, torch::kFloat32)));
+  CATCH_CHECK(torch::equal(m["b"].flatten(), torch::tensor({0, 0, 0, 0, 1, 1, 1, 1}, torch::kFloat32)));
+  CATCH_CHECK(m["a"].scalar_type() == torch::kFloat32);
+  set("b", {0, 0, 0, 0, 0, 0, 0, 0});  // an all-zero layer scores 0 (not 0/0), so its zeros go first
+  t.sparsity = 0.5;
+  m = magnitude_masks(net, t);
+  CATCH_CHECK(m["b"].sum().item<float>() == 0);
+  CATCH_CHECK(m["a"].sum().item<float>() == 8);
 }
 
 CATCH_TEST_CASE("masked weights stay exactly zero through SGD with momentum and weight decay", "[prune][masks]") {
