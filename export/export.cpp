@@ -105,7 +105,7 @@ nlohmann::json export_model(const std::string& checkpoint, const std::string& ou
   const std::string config = meta.value("config", std::string());
   file_meta.provenance.checkpoint = checkpoint;
   file_meta.provenance.stage = meta.value("stage", "");
-  file_meta.provenance.test_accuracy = meta.value("test_accuracy", 0.0);
+  if (o.provenance_accuracy) file_meta.provenance.test_accuracy = meta.value("test_accuracy", 0.0);
   file_meta.provenance.config_xxh3 = fmt::format("{:016x}", XXH3_64bits(config.data(), config.size()));
   if (precision == "int8") {
     Quantization q;

@@ -17,6 +17,9 @@ struct ExportOptions {
   int64_t opset = 0;               // ONNX only: 11 to 17 (0: 13)
   bool normalization = true;       // ONNX only: the normalization as the graph's first nodes
   bool expose_layers = false;      // ONNX only: every layer's output also a graph output (LAYER.exposed)
+  // The checkpoint's test accuracy in the file's provenance. The accuracy-budget search leaves it
+  // out of the files it measures, so that not even their size depends on the test set.
+  bool provenance_accuracy = true;
 };
 
 // Returns what it wrote: path, bytes, precision, tensors and their storage.

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <functional>
 
 #include "jobs/compare.h"
 #include "train/run_log.h"  // write_json_atomic
@@ -88,6 +89,19 @@ std::string legend(const nlohmann::json& models, double x, double y) {
   return s + "</g>";
 }
 
+// Ticks of a log-scale x axis spanning 10^xmin..10^xmax (0.2 of margin on each side): powers of
+// ten, or else the smallest and largest values.
+std::string log_x_ticks(const Frame& f, double xmin, double xmax, const std::function<double(double)>& px) {
+  std::string s;
+  if (std::floor(xmax) - std::ceil(xmin) >= 1) {
+    for (double d = std::ceil(xmin); d <= xmax; ++d) s += x_tick(px(d), f.y0(), fmt::format("{:g}", std::pow(10.0, d)));
+  } else {
+    s += x_tick(px(xmin + 0.2), f.y0(), fmt::format("{:.3g}", std::pow(10.0, xmin + 0.2)));
+    if (xmax - xmin > 0.6) s += x_tick(px(xmax - 0.2), f.y0(), fmt::format("{:.3g}", std::pow(10.0, xmax - 0.2)));
+  }
+  return s;
+}
+
 // Accuracy (y) against a per-model quantity (x, log scale, ticks at powers of ten).
 std::string scatter(const nlohmann::json& models, const std::string& key, const std::string& title, const std::string& unit, double scale) {
   const Frame f{560, 330, 64, 180, 30, 46};
@@ -100,13 +114,7 @@ std::string scatter(const nlohmann::json& models, const std::string& key, const 
   xmin -= 0.2, xmax += 0.2, ymin -= 0.01, ymax += 0.005;
   auto px = [&](double v) { return f.x0() + (v - xmin) / (xmax - xmin) * (f.x1() - f.x0()); };
   auto py = [&](double a) { return f.y0() - (a - ymin) / (ymax - ymin) * (f.y0() - f.y1()); };
-  std::string s = open_chart(f, title) + axes(f, unit + " (log scale)", "test accuracy %");
-  if (std::floor(xmax) - std::ceil(xmin) >= 1) {  // powers of ten, or else the smallest and largest values
-    for (double d = std::ceil(xmin); d <= xmax; ++d) s += x_tick(px(d), f.y0(), fmt::format("{:g}", std::pow(10.0, d)));
-  } else {
-    s += x_tick(px(xmin + 0.2), f.y0(), fmt::format("{:.3g}", std::pow(10.0, xmin + 0.2)));
-    if (xmax - xmin > 0.6) s += x_tick(px(xmax - 0.2), f.y0(), fmt::format("{:.3g}", std::pow(10.0, xmax - 0.2)));
-  }
+  std::string s = open_chart(f, title) + axes(f, unit + " (log scale)", "test accuracy %") + log_x_ticks(f, xmin, xmax, px);
   for (double a : {ymin, (ymin + ymax) / 2, ymax}) s += y_tick(f.x0(), py(a), fmt::format("{:.1f}", 100 * a));
   int k = 0;
   for (const auto& m : models)
@@ -196,6 +204,76 @@ std::string curves(const nlohmann::json& models) {
   return s + legend(models, f.x1() + 16, f.y1()) + "</svg>";
 }
 
+// The budget search's candidates: validation accuracy (y) against file size or latency (x, log
+// scale); those within the budget filled, the others hollow, the frontier (no candidate both
+// cheaper and more accurate) joined, the chosen one ringed, the budget's floor dashed.
+std::string frontier(const nlohmann::json& search, const std::string& key, const std::string& title, const std::string& unit, double scale) {
+  const Frame f{560, 330, 64, 180, 30, 46};
+  const auto& cands = search["candidates"];
+  const double floor = search["teacher_val_accuracy"].get<double>() - search["budget"].get<double>() / 100;
+  auto value = [&](const nlohmann::json& c) { return std::log10(std::max(1e-9, c[key].get<double>() * scale)); };
+  double xmin = 1e300, xmax = -1e300, ymin = floor, ymax = search["teacher_val_accuracy"].get<double>();
+  for (const auto& c : cands) {
+    xmin = std::min(xmin, value(c)), xmax = std::max(xmax, value(c));
+    ymin = std::min(ymin, c["val_accuracy"].get<double>()), ymax = std::max(ymax, c["val_accuracy"].get<double>());
+  }
+  xmin -= 0.2, xmax += 0.2, ymin -= 0.005, ymax += 0.005;
+  auto px = [&](double v) { return f.x0() + (v - xmin) / (xmax - xmin) * (f.x1() - f.x0()); };
+  auto py = [&](double a) { return f.y0() - (a - ymin) / (ymax - ymin) * (f.y0() - f.y1()); };
+  std::string s = open_chart(f, title) + axes(f, unit + " (log scale)", "validation accuracy %") + log_x_ticks(f, xmin, xmax, px);
+  for (double a : {ymin, (ymin + ymax) / 2, ymax}) s += y_tick(f.x0(), py(a), fmt::format("{:.1f}", 100 * a));
+  s += fmt::format("<line class=\"budget-floor\" x1=\"{}\" y1=\"{:.1f}\" x2=\"{}\" y2=\"{:.1f}\" stroke=\"#d62728\" stroke-dasharray=\"5,4\"/>", f.x0(),
+                   py(floor), f.x1(), py(floor));
+  std::vector<const nlohmann::json*> order;
+  for (const auto& c : cands) order.push_back(&c);
+  std::sort(order.begin(), order.end(), [&](auto* a, auto* b) { return value(*a) < value(*b); });
+  std::string line;
+  double best = -1;
+  for (auto* c : order)
+    if ((*c)["val_accuracy"].get<double>() > best) best = (*c)["val_accuracy"].get<double>(), line += fmt::format("{:.1f},{:.1f} ", px(value(*c)), py(best));
+  s += fmt::format("<polyline class=\"frontier\" fill=\"none\" stroke=\"#888\" points=\"{}\"/>", line);
+  for (const auto& c : cands) {
+    const bool within = c["within_budget"].get<bool>(), chosen = c["name"] == search["chosen"];
+    s += fmt::format("<circle class=\"point\" cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"5\" fill=\"{}\" stroke=\"#2ca02c\" stroke-width=\"2\"><title>{}: {:.2f}%, {:.3g} {}</title></circle>",
+                     px(value(c)), py(c["val_accuracy"].get<double>()), within ? "#2ca02c" : "none", esc(c["name"].get<std::string>()),
+                     100 * c["val_accuracy"].get<double>(), c[key].get<double>() * scale, esc(unit));
+    if (chosen)
+      s += fmt::format("<circle class=\"chosen\" cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"10\" fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\"/>", px(value(c)),
+                       py(c["val_accuracy"].get<double>()));
+  }
+  const double lx = f.x1() + 16, ly = f.y1();
+  s += fmt::format("<g class=\"legend\"><circle cx=\"{0}\" cy=\"{1}\" r=\"5\" fill=\"#2ca02c\"/><text x=\"{2}\" y=\"{3}\" font-size=\"12\">within the budget</text>"
+                   "<circle cx=\"{0}\" cy=\"{4}\" r=\"5\" fill=\"none\" stroke=\"#2ca02c\" stroke-width=\"2\"/><text x=\"{2}\" y=\"{5}\" font-size=\"12\">over it</text>"
+                   "<circle cx=\"{0}\" cy=\"{6}\" r=\"9\" fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\"/><text x=\"{2}\" y=\"{7}\" font-size=\"12\">chosen</text>"
+                   "<line x1=\"{8}\" y1=\"{9}\" x2=\"{10}\" y2=\"{9}\" stroke=\"#d62728\" stroke-dasharray=\"5,4\"/><text x=\"{2}\" y=\"{11}\" font-size=\"12\">teacher - budget</text></g>",
+                   lx + 6, ly + 6, lx + 18, ly + 10, ly + 26, ly + 30, ly + 48, ly + 52, lx, ly + 68, lx + 12, ly + 72);
+  return s + "</svg>";
+}
+
+// The budget search's section: what it was asked, each candidate, the frontier charts.
+std::string budget_section(const nlohmann::json& search) {
+  std::string h = fmt::format("<h2>Accuracy budget search</h2><p id=\"budget\">Budget: {:g} points below the teacher's {:.2f}% on {} validation examples held out of the "
+                              "training data (the test set plays no part in the choice); objective: {}. {}</p>",
+                              search["budget"].get<double>(), 100 * search["teacher_val_accuracy"].get<double>(), search["validation_examples"].get<int64_t>(),
+                              esc(search["objective"].get<std::string>()),
+                              search["budget_met"].get<bool>() ? "Chosen: " + esc(search["chosen"].get<std::string>()) + "."
+                                                               : "The budget cannot be met; the most accurate candidate, " + esc(search["chosen"].get<std::string>()) + ", is kept.");
+  h += "<table id=\"candidates\"><tr><th>candidate</th><th>precision</th><th>sparsity %</th><th>validation %</th><th>vs teacher</th><th>file KB</th><th>p50 ms</th>"
+       "<th>within</th></tr>";
+  for (const auto& c : search["candidates"]) {
+    std::string precision = c["precision"].get<std::string>();
+    if (precision == "mixed") precision += " (float: " + c["float_layers"].dump() + ")";
+    h += fmt::format("<tr><td>{}{}</td><td>{}</td><td>{:.1f}</td><td>{:.2f}</td><td>{:+.2f}</td><td>{:.1f}</td><td>{:.4f}</td><td>{}</td></tr>",
+                     esc(c["name"].get<std::string>()), c["name"] == search["chosen"] ? " (chosen)" : "", esc(precision), 100 * c["sparsity"].get<double>(),
+                     100 * c["val_accuracy"].get<double>(), 100 * (c["val_accuracy"].get<double>() - search["teacher_val_accuracy"].get<double>()),
+                     c["file_bytes"].get<double>() / 1024, c["latency_ms"].get<double>(), c["within_budget"].get<bool>() ? "yes" : "no");
+  }
+  h += "</table><div class=\"charts\">";
+  h += frontier(search, "file_bytes", "Candidates: accuracy vs size", "model file KB", 1.0 / 1024);
+  h += frontier(search, "latency_ms", "Candidates: accuracy vs batch-1 latency", "p50 latency ms", 1.0);
+  return h + "</div>";
+}
+
 }  // namespace
 
 std::string compare_html(const nlohmann::json& r) {
@@ -240,7 +318,9 @@ std::string compare_html(const nlohmann::json& r) {
   h += scatter(models, "latency_p50_ms", "Accuracy vs batch-1 latency", "p50 latency ms", 1.0);
   h += per_class_bars(models, labels) + "</div><h2>Confusion matrices</h2><div class=\"charts\">";
   for (const auto& m : models) h += confusion_svg(m, labels);
-  h += "</div><div class=\"charts\">" + curves(models) + "</div></body></html>\n";
+  h += "</div><div class=\"charts\">" + curves(models) + "</div>";
+  if (r.contains("budget_search")) h += budget_section(r["budget_search"]);
+  h += "</body></html>\n";
   return h;
 }
 

@@ -10,6 +10,7 @@
 
 #include "common/error.h"
 #include "export/export.h"
+#include "jobs/budget.h"
 #include "jobs/compare.h"
 #include "jobs/jobs.h"
 #include "train/run_dir.h"
@@ -128,10 +129,28 @@ Config stage_config(const Config& c, const Stage& s, const std::vector<StageKey>
   wire(config, "job.out", s.dir, "the stage's folder");
   if (!c.get<std::string>("pipeline.data").empty()) wire(config, "data.path", c.get<std::string>("pipeline.data"), "pipeline.data");
   if (c.get<int64_t>("pipeline.threads") > 0) wire(config, "train.threads", std::to_string(c.get<int64_t>("pipeline.threads")), "pipeline.threads");
+  // An accuracy budget is measured on examples no stage trains on: every stage holds out the same ones.
+  if (c.get<double>("pipeline.budget") >= 0) wire(config, "data.val_split", fmt::format("{:.17g}", c.get<double>("pipeline.val_split")), "pipeline.val_split");
   for (const std::string& handed : {std::string("teacher.path"), job.start_key})
     if (!handed.empty() && config.has(handed) && config.where(handed).rfind("command line", 0) == 0)
       config.fail(handed, "the pipeline sets it (from the stage before): leave it out of the stage's overrides");
   return config;
+}
+
+// With a budget the stages must hold out the same validation examples (one data.seed), and the
+// search needs a stage to search.
+void check_budget_stages(const Config& c, const std::vector<Stage>& stages) {
+  const Stage* first = nullptr;
+  bool searches = false;
+  for (const Stage& s : stages) {
+    if (!s.config) continue;
+    searches |= std::string(s.kind->name) == "prune" || std::string(s.kind->name) == "quantize";
+    if (!first) first = &s;
+    else if (s.config->get<int64_t>("data.seed") != first->config->get<int64_t>("data.seed"))
+      c.fail("pipeline.budget", fmt::format("the {} and {} stages split the validation examples differently (data.seed {} and {}): give them one data.seed",
+                                            first->kind->name, s.kind->name, first->config->get<int64_t>("data.seed"), s.config->get<int64_t>("data.seed")));
+  }
+  if (!searches) c.fail("pipeline.budget", "the budget chooses how far to prune and what to quantize: switch on the prune or quantize stage");
 }
 
 // The stages that run, in order, with their configs; every check that needs no work comes here.
@@ -157,6 +176,7 @@ std::vector<Stage> plan_stages(const Config& c, const std::string& root, const s
       throw UserError(fmt::format("command line: {}: unknown stage '{}' (stages with a job config: {})", k.word, k.stage, joined(jobs)));
     throw UserError(fmt::format("command line: {}: the {} stage does not run (pipeline.stages, pipeline.teacher)", k.word, k.stage));
   }
+  if (c.get<double>("pipeline.budget") >= 0) check_budget_stages(c, stages);
   return stages;
 }
 
@@ -191,6 +211,8 @@ JobResult run_compare_stage(const Stage& s, const Config& c, const Handoff& hand
   o.threads = static_cast<int>(c.get<int64_t>("pipeline.threads"));
   fs::create_directories(s.dir);
   JobResult r{s.dir, "", compare_models(o)};
+  const std::string budget = fs::path(s.dir).parent_path() / "pipeline.json";
+  if (fs::exists(budget)) r.summary["budget_search"] = nlohmann::json::parse(read_text_file(budget));  // the report draws its frontier
   if (c.get<bool>("compare.html")) write_file_atomic(s.dir + "/report.html", compare_html(r.summary));
   write_json_atomic(s.dir + "/compare.json", r.summary);
   return r;
@@ -248,6 +270,7 @@ void add_pipeline_options(Keys& keys) {
   keys.add("export.storage", "auto", Rule::choice({"dense", "sparse", "auto"}), "how the exported model stores its weights")
       .add("compare.html", true, "write report.html");
   // clang-format on
+  add_budget_options(keys);
 }
 
 nlohmann::json run_pipeline(const PipelineRun& run) {
@@ -268,10 +291,26 @@ nlohmann::json run_pipeline(const PipelineRun& run) {
   Handoff handed;
   handed.teacher = handed.model = c.get<std::string>("pipeline.teacher").empty() ? RunDir::checkpoint_of(root + "/teacher") : c.get<std::string>("pipeline.teacher");
   nlohmann::json result = nlohmann::json::object();
+  const BudgetSettings budget = BudgetSettings::read(c);
+  std::optional<BudgetSearch> search;
+  const Stage* last_searched = nullptr;
+  for (const Stage& s : stages)
+    if (budget.on() && (std::string(s.kind->name) == "prune" || std::string(s.kind->name) == "quantize")) last_searched = &s;
   for (Stage& s : stages) {
     const std::string name = s.kind->name;
     JobResult r;
-    if (s.done()) {
+    if (budget.on() && (name == "prune" || name == "quantize")) {
+      // The search replays the rounds an earlier run finished and goes on; it is never skipped whole.
+      if (!search) {
+        search.emplace(budget, root, log, run.quiet);
+        search->start(read_job_config(*s.config), handed.teacher, handed.model, handed.model == handed.teacher ? "start" : "distilled");
+      }
+      log.line(fmt::format("stage {}: searching within the budget in {}", name, s.dir));
+      if (s.config->has("teacher.path")) s.config->set("teacher.path", handed.teacher, "pipeline: the teacher");
+      const bool quantize_follows = std::any_of(stages.begin(), stages.end(), [](const Stage& t) { return std::string(t.kind->name) == "quantize"; });
+      r = name == "prune" ? search->prune(*s.config, s.dir, quantize_follows) : search->quantize(*s.config, s.dir, handed.model);
+      if (&s == last_searched) r.model = search->finish();
+    } else if (s.done()) {
       log.line(fmt::format("stage {}: finished before, skipped (--force {} redoes it)", name, name));
       r = finished_stage(s);
     } else {

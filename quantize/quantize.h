@@ -23,5 +23,10 @@ struct QuantizeConfig {
 void add_quantize_options(Keys& keys);
 QuantizeConfig read_quantize_config(const Config& config);
 nlohmann::json run_quantize_job(const JobConfig& job, const QuantizeConfig& q, const RunOptions& options, Objective* fine_tune = nullptr);
+// The accuracy on `on` of `checkpoint` (a float one) quantized after training with q's settings
+// (q.float_layers: layer names kept in float), calibrated as the job calibrates: what the
+// accuracy-budget search measures to rank layers by what their int8 error costs.
+double ptq_accuracy(const std::string& checkpoint, const QuantizeConfig& q, const Data& data, const std::shared_ptr<const Source>& on,
+                    int64_t batch_size, uint64_t seed);
 
 }  // namespace shrink

@@ -16,14 +16,15 @@ inline const char* kPipelineData = "[data]\nsource = synthetic\nsynthetic_train 
 
 // Stage configs and a pipeline config for a tiny, deterministic (one thread) pipeline; returns
 // the pipeline config's path. `overrides`: a stage's `overrides` line (e.g. prune ->
-// "--prune.schedule=iterative --prune.rounds=2").
-inline std::string write_pipeline(const TempDir& dir, const std::string& name, const std::map<std::string, std::string>& overrides = {}) {
-  const std::string data = kPipelineData;
+// "--prune.schedule=iterative --prune.rounds=2"); `pipeline_keys`: more lines of [pipeline];
+// `data`: every stage's [data] section.
+inline std::string write_pipeline(const TempDir& dir, const std::string& name, const std::map<std::string, std::string>& overrides = {},
+                                  const std::string& pipeline_keys = "", const std::string& data = kPipelineData) {
   write_text(dir / "teacher.ini", data + "[model]\nspec = conv(16) bn relu maxpool(2) conv(32) bn relu gap linear(classes)\n[train]\nepochs = 2\n");
   write_text(dir / "distill.ini", data + "[student]\nspec = conv(8) bn relu maxpool(2) conv(8) bn relu gap linear(classes)\n[train]\nepochs = 6\n");
   write_text(dir / "prune.ini", data + "[prune]\nschedule = oneshot\nsparsity = 0.5\n[train]\nepochs = 1\n[optim]\nlr = 0.01\n");
   write_text(dir / "qat.ini", data + "[quantize]\nobserver = ema\n[train]\nepochs = 1\n[optim]\nlr = 0.002\n");
-  std::string p = "[pipeline]\nname = " + name + "\nout = " + dir.path.string() + "\nthreads = 1\n";
+  std::string p = "[pipeline]\nname = " + name + "\nout = " + dir.path.string() + "\nthreads = 1\n" + pipeline_keys;
   for (const char* s : {"teacher", "distill", "prune", "quantize"}) {
     p += fmt::format("[{}]\nconfig = {}\n", s, dir / (std::string(s) == "quantize" ? "qat.ini" : std::string(s) + ".ini"));
     if (overrides.count(s)) p += "overrides = " + overrides.at(s) + "\n";

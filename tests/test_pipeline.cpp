@@ -9,6 +9,7 @@
 #include <chrono>
 #include <fstream>
 #include <thread>
+#include <tuple>
 
 #include "tests/helpers.h"
 #include "tests/pipeline_helpers.h"
@@ -99,6 +100,14 @@ CATCH_TEST_CASE("the HTML report renders in headless Chromium", "[compare][html]
   CATCH_CHECK(result["models"][2]["memory_of"] == "shrink-run");
   CATCH_CHECK(result["models"][2]["memory_mb"].get<double>() < result["models"][1]["memory_mb"].get<double>() / 2);
   CATCH_CHECK(result["models"][1]["memory_of"] == "this process (LibTorch)");
+  // A budget search's candidates, as a pipeline with a budget attaches them: the report adds their table and frontier.
+  result["budget_search"] = {{"budget", 0.5}, {"objective", "size"}, {"val_split", 0.1}, {"validation_examples", 30}, {"teacher_val_accuracy", 0.9},
+                             {"chosen", "int8"}, {"budget_met", true}, {"candidates", nlohmann::json::array()}};
+  for (auto [name, acc, bytes, ms] : std::vector<std::tuple<std::string, double, int, double>>{
+           {"distilled", 0.9, 40000, 0.05}, {"prune-1", 0.898, 24000, 0.05}, {"prune-2", 0.88, 15000, 0.049}, {"int8", 0.896, 7000, 0.03}})
+    result["budget_search"]["candidates"].push_back({{"name", name}, {"checkpoint", name + ".pt"}, {"stage", "prune"}, {"precision", name == "int8" ? "int8" : "fp32"},
+                                                     {"float_layers", nlohmann::json::array()}, {"kept", 1.0}, {"sparsity", 0.5}, {"val_accuracy", acc},
+                                                     {"file_bytes", bytes}, {"latency_ms", ms}, {"within_budget", acc >= 0.895}});
   std::string html = compare_html(result);
   write_text(dir / "report.html", html);
   write_text(dir / "blank.html", "<!DOCTYPE html><html><body></body></html>");
@@ -116,10 +125,12 @@ CATCH_TEST_CASE("the HTML report renders in headless Chromium", "[compare][html]
   CATCH_CHECK(shot.substr(1, 3) == "PNG");
   CATCH_CHECK(shot.size() > 5 * blank.size());  // a blank page compresses to almost nothing
   auto dom = chromium("report.html", "--dump-dom").out;
-  CATCH_CHECK(count(dom, "class=\"chart\"") == 7);  // 2 scatter plots, per-class bars, 3 confusion matrices, curves
-  CATCH_CHECK(count(dom, "class=\"axis-label\"") == 14);
-  CATCH_CHECK(count(dom, "class=\"legend\"") == 7);
-  CATCH_CHECK(count(dom, "class=\"point\"") == 6);  // 3 models x 2 scatter plots
+  CATCH_CHECK(count(dom, "class=\"chart\"") == 9);  // 2 scatter plots, per-class bars, 3 confusion matrices, curves, 2 frontiers
+  CATCH_CHECK(count(dom, "class=\"axis-label\"") == 18);
+  CATCH_CHECK(count(dom, "class=\"legend\"") == 9);
+  CATCH_CHECK(count(dom, "class=\"point\"") == 14);  // 3 models x 2 scatter plots, 4 candidates x 2 frontiers
+  CATCH_CHECK(count(dom, "class=\"chosen\"") == 2);
+  CATCH_CHECK(count(dom, "class=\"budget-floor\"") == 2);
   CATCH_CHECK(count(dom, "class=\"bar\"") == 30);   // 3 models x 10 classes
   CATCH_CHECK(count(dom, "class=\"cell\"") == 300);
   CATCH_CHECK(count(dom, "class=\"curve\"") >= 2);
