@@ -199,7 +199,7 @@ void BudgetSearch::start(const JobConfig& job, const std::string& teacher, const
                           name, 100 * (reference_ - candidates_[0].val_accuracy), s_.budget));
 }
 
-JobResult BudgetSearch::prune(const Config& stage_config, const std::string& dir, bool quantize_follows) {
+JobResult BudgetSearch::prune(const Config& stage_config, const std::string& dir, const Config* quantize_stage) {
   const std::string start = candidates_[0].checkpoint;
   nlohmann::json rounds = nlohmann::json::array();
   std::string accepted = start;
@@ -207,9 +207,12 @@ JobResult BudgetSearch::prune(const Config& stage_config, const std::string& dir
     // What int8 will cost, measured now (post-training, all layers) and kept out of pruning's
     // share of the budget, up to half of it: quantization-aware training usually wins it back.
     double reserve = 0;
-    if (quantize_follows) {
-      QuantizeConfig q;
-      double ptq = ptq_accuracy(start, q, opened_->data, opened_->data.val, 128, 0);
+    if (quantize_stage) {
+      Config qc = *quantize_stage;
+      qc.set("quantize.checkpoint", start, "budget search: int8's cost on the start model");
+      qc.set("quantize.float_layers", "", "budget search: all layers int8");
+      const QuantizeConfig q = read_quantize_config(qc);
+      const double ptq = ptq_accuracy(start, q, opened_->data, opened_->data.val, 128, 0);
       reserve = std::clamp(100 * (candidates_[0].val_accuracy - ptq), 0.0, s_.budget / 2);
       log_.line(fmt::format("budget: int8 after training costs the {} model {:.2f} points on validation; pruning may use {:.2f} of the {:g}",
                             candidates_[0].name, 100 * (candidates_[0].val_accuracy - ptq), s_.budget - reserve, s_.budget));
@@ -278,8 +281,9 @@ JobResult BudgetSearch::quantize(const Config& stage_config, const std::string& 
     if (!all_int8.within) {
       // Rank the layers by what each regains alone in float (post-training, so the ranking costs
       // no training), then estimate each count's accuracy from the quantization-aware run.
-      QuantizeConfig q = read_quantize_config(stage_config);
-      q.checkpoint = start;
+      Config qc = stage_config;
+      qc.set("quantize.checkpoint", start, "budget search: the pruned model");
+      QuantizeConfig q = read_quantize_config(qc);
       auto ptq = [&](const std::vector<std::string>& float_layers) {
         q.float_layers = joined(float_layers);
         return ptq_accuracy(start, q, opened_->data, opened_->data.val, 128, 0);

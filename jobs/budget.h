@@ -104,9 +104,10 @@ class BudgetSearch {
   // when it is the teacher itself) on the validation split of `job`'s data; says plainly when even
   // that model is over the budget (nothing is then pruned or quantized).
   void start(const JobConfig& job, const std::string& teacher, const std::string& student, const std::string& name);
-  // Pruning rounds from the distilled student (the prune stage's config, in its folder `dir`);
-  // `quantize_follows`: keep int8's measured cost out of pruning's share of the budget.
-  JobResult prune(const Config& stage_config, const std::string& dir, bool quantize_follows);
+  // Pruning rounds from the distilled student (the prune stage's config, in its folder `dir`).
+  // `quantize_stage`: the quantize stage's config when it follows; int8's cost, measured with
+  // its settings, is then kept out of pruning's share of the budget.
+  JobResult prune(const Config& stage_config, const std::string& dir, const Config* quantize_stage);
   // int8 quantization-aware training of `start`, then mixed precision if the budget needs it.
   JobResult quantize(const Config& stage_config, const std::string& dir, const std::string& start);
   // Writes pipeline.json (the reference, every candidate, the chosen one, whether the budget was

@@ -307,8 +307,9 @@ nlohmann::json run_pipeline(const PipelineRun& run) {
       }
       log.line(fmt::format("stage {}: searching within the budget in {}", name, s.dir));
       if (s.config->has("teacher.path")) s.config->set("teacher.path", handed.teacher, "pipeline: the teacher");
-      const bool quantize_follows = std::any_of(stages.begin(), stages.end(), [](const Stage& t) { return std::string(t.kind->name) == "quantize"; });
-      r = name == "prune" ? search->prune(*s.config, s.dir, quantize_follows) : search->quantize(*s.config, s.dir, handed.model);
+      auto quantize = std::find_if(stages.begin(), stages.end(), [](const Stage& t) { return std::string(t.kind->name) == "quantize"; });
+      r = name == "prune" ? search->prune(*s.config, s.dir, quantize == stages.end() ? nullptr : &*quantize->config)
+                          : search->quantize(*s.config, s.dir, handed.model);
       if (&s == last_searched) r.model = search->finish();
     } else if (s.done()) {
       log.line(fmt::format("stage {}: finished before, skipped (--force {} redoes it)", name, name));

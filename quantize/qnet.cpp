@@ -132,6 +132,12 @@ QuantNetImpl::QuantNetImpl(ModelSpec spec_in, QuantSettings settings) : SpecNetI
   std::vector<int> input_consumers;
   for (size_t i = 0; i < n; ++i)
     for (const auto& in : sp.layers[i].inputs) (in.empty() ? input_consumers : consumers[sp.index_of(in)]).push_back(static_cast<int>(i));
+  // A conv or linear kept in float keeps the batchnorm after it in float too: folded into it when
+  // it is int8, alone it could not be quantized.
+  for (size_t i = 0; i + 1 < n; ++i)
+    if (has_weights(sp.layers[i].type) && stays_float(sp.layers[i].name) && sp.layers[i + 1].type == LayerType::BatchNorm &&
+        consumers[i] == std::vector<int>{int(i + 1)} && !stays_float(sp.layers[i + 1].name))
+      settings_.float_layers.push_back(sp.layers[i + 1].name);
 
   std::vector<int> unit_of_end(n, -1);  // layer ending a quantized unit -> the unit's first layer
   for (size_t i = 0; i < n; ++i) {

@@ -154,3 +154,25 @@ CATCH_TEST_CASE("budget: stages that split validation differently or have nothin
   CATCH_CHECK_THROWS_WITH(run_pipeline(run), Catch::Contains("switch on the prune or quantize stage"));
   CATCH_CHECK_FALSE(std::filesystem::exists(dir / "seeds/teacher"));
 }
+
+CATCH_TEST_CASE("budget: int8 over the budget ranks the layers for float, and the choice stays within", "[budget][pipeline]") {
+  // No loss allowed, and a quantization-aware training that hurts (a learning rate far too high):
+  // int8 is over the budget, so the layers are ranked by what int8 costs each, and whatever is
+  // chosen loses nothing on validation.
+  TempDir dir;
+  PipelineRun run;
+  run.quiet = true;
+  run.config = shrink::test::write_pipeline(dir, "zero", {{"teacher", "--train.epochs=8 --optim.name=adamw --optim.lr=0.01"}, {"quantize", "--optim.lr=0.3"}},
+                                            "budget = 0\nstages = teacher,quantize,export,compare\n");
+  run_pipeline(run);
+  auto search = nlohmann::json::parse(shrink::test::read_text(dir / "zero/pipeline.json"));
+  CATCH_CHECK(search["budget_met"] == true);  // the start model (the teacher itself) loses nothing
+  bool int8_within = true;
+  for (const auto& c : search["candidates"]) {
+    if (c["name"] == "int8") int8_within = c["within_budget"];
+    if (c["precision"] == "mixed") CATCH_CHECK_FALSE(c["float_layers"].empty());
+    if (c["name"] == search["chosen"]) CATCH_CHECK(c["val_accuracy"].get<double>() >= search["teacher_val_accuracy"].get<double>());
+  }
+  CATCH_CHECK_FALSE(int8_within);
+  CATCH_CHECK(shrink::test::count(shrink::test::read_text(dir / "zero/log.txt"), "layers by what their int8 error costs") == 1);
+}

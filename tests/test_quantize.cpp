@@ -118,6 +118,14 @@ CATCH_TEST_CASE("quantized simulation: folded batchnorm phases, scales, float ov
   QuantSettings keep;
   keep.float_layers = {"bn1"};
   CATCH_CHECK_NOTHROW(QuantNet(lone, keep));
+  // A conv kept in float keeps the batchnorm it would fold into in float with it.
+  auto folded = parse_spec("conv(4) bn relu conv(4) bn relu gap linear(classes)", {1, 4, 4}, 2);
+  QuantSettings first_float;
+  first_float.float_layers = {"conv1"};
+  QuantNet mixed(folded, first_float);
+  CATCH_CHECK_FALSE(mixed->is_quantized(folded.index_of("conv1")));
+  CATCH_CHECK_FALSE(mixed->is_quantized(folded.index_of("bn1")));
+  CATCH_CHECK(mixed->is_quantized(folded.index_of("conv2")));
 }
 
 CATCH_TEST_CASE("PTQ is deterministic and QAT checkpoints reload as the int8 simulation", "[quantize][job]") {
