@@ -137,6 +137,9 @@ Config stage_config(const Config& c, const Stage& s, const std::vector<StageKey>
   return config;
 }
 
+// The stages an accuracy budget searches instead of running their configs' targets.
+bool searched(const Stage& s) { return std::string(s.kind->name) == "prune" || std::string(s.kind->name) == "quantize"; }
+
 // With a budget the stages must hold out the same validation examples (one data.seed), and the
 // search needs a stage to search.
 void check_budget_stages(const Config& c, const std::vector<Stage>& stages) {
@@ -144,7 +147,7 @@ void check_budget_stages(const Config& c, const std::vector<Stage>& stages) {
   bool searches = false;
   for (const Stage& s : stages) {
     if (!s.config) continue;
-    searches |= std::string(s.kind->name) == "prune" || std::string(s.kind->name) == "quantize";
+    searches |= searched(s);
     if (!first) first = &s;
     else if (s.config->get<int64_t>("data.seed") != first->config->get<int64_t>("data.seed"))
       c.fail("pipeline.budget", fmt::format("the {} and {} stages split the validation examples differently (data.seed {} and {}): give them one data.seed",
@@ -212,7 +215,7 @@ JobResult run_compare_stage(const Stage& s, const Config& c, const Handoff& hand
   fs::create_directories(s.dir);
   JobResult r{s.dir, "", compare_models(o)};
   const std::string budget = fs::path(s.dir).parent_path() / "pipeline.json";
-  if (fs::exists(budget)) r.summary["budget_search"] = nlohmann::json::parse(read_text_file(budget));  // the report draws its frontier
+  if (BudgetSettings::read(c).on() && fs::exists(budget)) r.summary["budget_search"] = nlohmann::json::parse(read_text_file(budget));  // the report draws its frontier
   if (c.get<bool>("compare.html")) write_file_atomic(s.dir + "/report.html", compare_html(r.summary));
   write_json_atomic(s.dir + "/compare.json", r.summary);
   return r;
@@ -295,11 +298,11 @@ nlohmann::json run_pipeline(const PipelineRun& run) {
   std::optional<BudgetSearch> search;
   const Stage* last_searched = nullptr;
   for (const Stage& s : stages)
-    if (budget.on() && (std::string(s.kind->name) == "prune" || std::string(s.kind->name) == "quantize")) last_searched = &s;
+    if (budget.on() && searched(s)) last_searched = &s;
   for (Stage& s : stages) {
     const std::string name = s.kind->name;
     JobResult r;
-    if (budget.on() && (name == "prune" || name == "quantize")) {
+    if (budget.on() && searched(s)) {
       // The search replays the rounds an earlier run finished and goes on; it is never skipped whole.
       if (!search) {
         search.emplace(budget, root, log, run.quiet);
