@@ -55,10 +55,10 @@ class PruneSearch {
   int accepted_round_ = 0, rounds_ = 0;
 };
 
-// The layers to keep in float: `order` is the int8 layers, most costly first (by the accuracy
-// each regains alone in float); `estimate(k)` the validation accuracy with the first k in float.
-// Returns the smallest k whose estimate is within the budget (0: all int8), nullopt when even all
-// of them in float is not.
+// How many layers to keep in float, of `layers` int8 layers ranked most costly first (by the
+// accuracy each regains alone in float); `estimate(k)` is the validation accuracy with the first k
+// in float. Returns the smallest k whose estimate is within the budget (0: all int8), nullopt when
+// even all of them in float is not.
 std::optional<size_t> choose_float_layers(size_t layers, const std::function<double(size_t)>& estimate, double reference, double budget_points);
 
 // One model the search measured.
