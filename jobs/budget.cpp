@@ -191,6 +191,7 @@ void BudgetSearch::start(const JobConfig& job, const std::string& teacher, const
   if (!opened_->data.val || opened_->data.val->size() == 0) throw UserError("pipeline.val_split: the validation split is empty; give a larger share");
   reference_ = val_accuracy(teacher);
   candidates_ = {measure(name, name == "distilled" ? "distill" : "teacher", student)};
+  accepted_ = {candidates_[0]};
   log_.line(fmt::format("budget: {:g} points below the teacher, on {} validation examples held out of the training data; teacher {:.2f}%; {}",
                         s_.budget, opened_->data.val->size(), 100 * reference_, describe(candidates_[0])));
   if (!candidates_[0].within)
@@ -244,7 +245,7 @@ JobResult BudgetSearch::prune(const Config& stage_config, const std::string& dir
       const bool ok = search.accepted_round() == r;
       log_.line(fmt::format("budget: prune round {}: {} kept, {}: {}", r, fmt::format("{:.1f}% of the {}", 100 * *kept, structured ? "filters" : "weights"),
                             describe(cand), ok ? "accepted" : fmt::format("over pruning's share, rejected; the step halves to {:.3g}", search.step())));
-      if (ok) accepted = cand.checkpoint, accepted_sparsity = cand.sparsity, start_kept_ = cand.kept;
+      if (ok) accepted = cand.checkpoint, accepted_sparsity = cand.sparsity, accepted_.push_back(cand);
       rounds.push_back(cand.to_json());
       candidates_.push_back(cand);
     }
@@ -261,23 +262,30 @@ JobResult BudgetSearch::quantize(const Config& stage_config, const std::string& 
   std::string last = start;
   if (candidates_[0].within) {
     const JobKind& kind = job_kind("quantize");
-    auto qat = [&](const std::vector<std::string>& float_layers, int attempt) {
+    // Quantization-aware training of `from` (an accepted model) with `float_layers` kept float.
+    int attempt = 0;
+    auto qat = [&](const BudgetCandidate& from, const std::string& name, const std::vector<std::string>& float_layers) {
       Config c = stage_config;
-      c.set("quantize.checkpoint", start, "budget search: the pruned model");
+      c.set("quantize.checkpoint", from.checkpoint, "budget search: an accepted model");
       c.set("quantize.float_layers", joined(float_layers), "budget search: the layers kept in float");
-      const std::string run_dir = fmt::format("{}/search-{}", dir, attempt);
+      const std::string run_dir = fmt::format("{}/search-{}", dir, ++attempt);
       run_or_read(kind, c, run_dir, quiet_);
-      BudgetCandidate cand = measure(float_layers.empty() ? "int8" : fmt::format("mixed-{}", float_layers.size()), "quantize", RunDir::checkpoint_of(run_dir));
+      BudgetCandidate cand = measure(name, "quantize", RunDir::checkpoint_of(run_dir));
       cand.precision = float_layers.empty() ? "int8" : "mixed";
       cand.float_layers = float_layers;
-      cand.kept = start_kept_;
+      cand.kept = from.kept;
       log_.line(fmt::format("budget: quantize: {}: {}", describe(cand), cand.within ? "within the budget" : "over the budget"));
       runs.push_back(cand.to_json());
       candidates_.push_back(cand);
       last = cand.checkpoint;
       return cand;
     };
-    BudgetCandidate all_int8 = qat({}, 1);
+    BudgetCandidate from = accepted_.back();
+    from.checkpoint = start;  // the prune stage's copy of it
+    BudgetCandidate all_int8 = qat(from, "int8", {});
+    // Over the budget: int8 of the accepted model before (less pruned: often smaller and faster
+    // than the last one with layers in float), and layers of the last one in float.
+    if (!all_int8.within && accepted_.size() >= 2) qat(accepted_[accepted_.size() - 2], "int8-" + accepted_[accepted_.size() - 2].name, {});
     if (!all_int8.within) {
       // Rank the layers by what each regains alone in float (post-training, so the ranking costs
       // no training), then estimate each count's accuracy from the quantization-aware run.
@@ -303,8 +311,8 @@ JobResult BudgetSearch::quantize(const Config& stage_config, const std::string& 
       auto estimate = [&](size_t k) { return all_int8.val_accuracy + (ptq(first(k)) - ptq_int8); };
       std::optional<size_t> k = choose_float_layers(order.size(), estimate, reference_, s_.budget);
       // Estimates are not measurements: a mixed model over the budget gets one more layer in float.
-      for (int attempt = 2; k && *k > 0 && *k < order.size() && attempt <= 4; ++attempt, ++*k)
-        if (qat(first(*k), attempt).within) break;
+      for (int tries = 0; k && *k > 0 && *k < order.size() && tries < 3; ++tries, ++*k)
+        if (qat(from, fmt::format("mixed-{}", *k), first(*k)).within) break;
     }
   }
   nlohmann::json summary = {{"checkpoint", last}, {"runs", runs}};

@@ -125,7 +125,9 @@ class BudgetSearch {
   bool quiet_;
   std::unique_ptr<Opened> opened_;  // the data, with its validation split
   double reference_ = 0;            // the teacher's validation accuracy
-  double start_kept_ = 1;           // the kept share of the model quantization starts from
+  // The start model and each accepted pruning round, in order: quantization starts from the last,
+  // and tries int8 of the one before when the last is over the budget in int8.
+  std::vector<BudgetCandidate> accepted_;
   std::vector<BudgetCandidate> candidates_;
 };
 

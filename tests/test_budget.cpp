@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <map>
 
 #include "common/error.h"
 #include "jobs/budget.h"
@@ -155,24 +156,30 @@ CATCH_TEST_CASE("budget: stages that split validation differently or have nothin
   CATCH_CHECK_FALSE(std::filesystem::exists(dir / "seeds/teacher"));
 }
 
-CATCH_TEST_CASE("budget: int8 over the budget ranks the layers for float, and the choice stays within", "[budget][pipeline]") {
-  // No loss allowed, and a quantization-aware training that hurts (a learning rate far too high):
-  // int8 is over the budget, so the layers are ranked by what int8 costs each, and whatever is
-  // chosen loses nothing on validation.
+CATCH_TEST_CASE("budget: int8 over the budget tries the model before it in int8 and ranks the layers for float; the choice stays within", "[budget][pipeline]") {
+  // One pruning round, then a quantization-aware training that hurts (a learning rate far too
+  // high): the pruned model in int8 is over the budget, so the model before pruning is tried in
+  // int8 and the layers are ranked by what int8 costs each.
   TempDir dir;
   PipelineRun run;
   run.quiet = true;
-  run.config = shrink::test::write_pipeline(dir, "zero", {{"teacher", "--train.epochs=8 --optim.name=adamw --optim.lr=0.01"}, {"quantize", "--optim.lr=0.3"}},
-                                            "budget = 0\nstages = teacher,quantize,export,compare\n");
+  run.config = shrink::test::write_pipeline(dir, "hurt", {{"teacher", "--train.epochs=8 --optim.name=adamw --optim.lr=0.01"}, {"quantize", "--optim.lr=0.6"}},
+                                            "budget = 0.9\nmax_rounds = 1\nstages = teacher,prune,quantize,export,compare\n");
   run_pipeline(run);
-  auto search = nlohmann::json::parse(shrink::test::read_text(dir / "zero/pipeline.json"));
-  CATCH_CHECK(search["budget_met"] == true);  // the start model (the teacher itself) loses nothing
-  bool int8_within = true;
-  for (const auto& c : search["candidates"]) {
-    if (c["name"] == "int8") int8_within = c["within_budget"];
+  auto search = nlohmann::json::parse(shrink::test::read_text(dir / "hurt/pipeline.json"));
+  std::map<std::string, nlohmann::json> by_name;
+  for (const auto& c : search["candidates"]) by_name[c["name"]] = c;
+  CATCH_REQUIRE(by_name.count("prune-1"));
+  CATCH_REQUIRE(by_name["prune-1"]["within_budget"] == true);
+  CATCH_REQUIRE(by_name.count("int8"));
+  CATCH_CHECK(by_name["int8"]["within_budget"] == false);
+  CATCH_REQUIRE(by_name.count("int8-start"));  // the model before the accepted round, in int8
+  CATCH_CHECK(by_name["int8-start"]["precision"] == "int8");
+  CATCH_CHECK(by_name["int8-start"]["sparsity"] == 0.0);
+  CATCH_CHECK(shrink::test::count(shrink::test::read_text(dir / "hurt/log.txt"), "layers by what their int8 error costs") == 1);
+  for (const auto& [name, c] : by_name) {
     if (c["precision"] == "mixed") CATCH_CHECK_FALSE(c["float_layers"].empty());
-    if (c["name"] == search["chosen"]) CATCH_CHECK(c["val_accuracy"].get<double>() >= search["teacher_val_accuracy"].get<double>());
+    if (name == search["chosen"]) CATCH_CHECK(c["within_budget"] == search["budget_met"]);
   }
-  CATCH_CHECK_FALSE(int8_within);
-  CATCH_CHECK(shrink::test::count(shrink::test::read_text(dir / "zero/log.txt"), "layers by what their int8 error costs") == 1);
+  CATCH_CHECK(search["budget_met"] == true);  // prune-1 at least is within
 }
