@@ -183,3 +183,23 @@ CATCH_TEST_CASE("budget: int8 over the budget tries the model before it in int8 
   }
   CATCH_CHECK(search["budget_met"] == true);  // prune-1 at least is within
 }
+
+CATCH_TEST_CASE("budget: objective = latency prunes filters, not weights, and chooses within the budget", "[budget][pipeline]") {
+  TempDir dir;
+  PipelineRun run;
+  run.quiet = true;
+  run.config = shrink::test::write_pipeline(dir, "fast", {{"teacher", "--train.epochs=8 --optim.name=adamw --optim.lr=0.01"}},
+                                            "budget = 5\nobjective = latency\nmax_rounds = 2\nstages = teacher,prune,quantize,export,compare\n");
+  run_pipeline(run);
+  auto search = nlohmann::json::parse(shrink::test::read_text(dir / "fast/pipeline.json"));
+  CATCH_CHECK(search["objective"] == "latency");
+  const auto& cands = search["candidates"];
+  CATCH_REQUIRE(cands.size() >= 3);
+  CATCH_CHECK(cands[1]["name"] == "prune-1");
+  CATCH_CHECK(cands[1]["sparsity"] == 0.0);                                             // no zeros: filters removed
+  CATCH_CHECK(cands[1]["file_bytes"].get<double>() < 0.75 * cands[0]["file_bytes"].get<double>());  // half the filters gone
+  for (const auto& c : cands) {
+    CATCH_CHECK(c["latency_ms"].get<double>() > 0);
+    if (c["name"] == search["chosen"]) CATCH_CHECK(c["within_budget"] == search["budget_met"]);
+  }
+}
