@@ -134,9 +134,15 @@ std::string joined(const std::vector<std::string>& names) {
 }
 
 // Runs a job in `dir` unless an earlier run finished it there (then reads its summary): a
-// search's rounds are folders of their own, so an interrupted search replays what it decided.
-nlohmann::json run_or_read(const JobKind& kind, Config config, const std::string& dir, bool quiet) {
+// search's rounds are folders of their own, so an interrupted search replays what it decided. A
+// folder left by a search that asked for something else there (another budget, say) is redone:
+// `search.json` keeps what the search asked of it (`asked`: the values it set).
+nlohmann::json run_or_read(const JobKind& kind, Config config, const std::string& dir, const nlohmann::json& asked, bool quiet) {
+  const std::string record = dir + "/search.json";
+  if (fs::exists(record) && nlohmann::json::parse(read_text_file(record), nullptr, false) != asked) fs::remove_all(dir);
   if (RunDir::finished(dir)) return nlohmann::json::parse(read_text_file(dir + "/summary.json"));
+  fs::create_directories(dir);
+  write_json_atomic(record, asked);
   config.set("job.out", dir, "budget search: the round's folder");
   RunOptions options;
   options.quiet = quiet;
@@ -238,7 +244,8 @@ JobResult BudgetSearch::prune(const Config& stage_config, const std::string& dir
         c.set("prune.sparsity", fmt::format("{:.17g}", 1 - *kept * (1 - start_sparsity)), "budget search: the round's target");
       }
       const std::string round_dir = fmt::format("{}/search-{}", dir, r);
-      run_or_read(job_kind("prune"), c, round_dir, quiet_);
+      const nlohmann::json asked = {{"from", accepted}, {"structured", structured}, {"kept", *kept}, {"step", search.step()}};
+      run_or_read(job_kind("prune"), c, round_dir, asked, quiet_);
       BudgetCandidate cand = measure(fmt::format("prune-{}", r), "prune", RunDir::checkpoint_of(round_dir));
       cand.kept = *kept;
       search.record(*kept, cand.val_accuracy);
@@ -269,7 +276,7 @@ JobResult BudgetSearch::quantize(const Config& stage_config, const std::string& 
       c.set("quantize.checkpoint", from.checkpoint, "budget search: an accepted model");
       c.set("quantize.float_layers", joined(float_layers), "budget search: the layers kept in float");
       const std::string run_dir = fmt::format("{}/search-{}", dir, ++attempt);
-      run_or_read(kind, c, run_dir, quiet_);
+      run_or_read(kind, c, run_dir, {{"from", from.checkpoint}, {"float_layers", float_layers}}, quiet_);
       BudgetCandidate cand = measure(name, "quantize", RunDir::checkpoint_of(run_dir));
       cand.precision = float_layers.empty() ? "int8" : "mixed";
       cand.float_layers = float_layers;

@@ -203,3 +203,24 @@ CATCH_TEST_CASE("budget: objective = latency prunes filters, not weights, and ch
     if (c["name"] == search["chosen"]) CATCH_CHECK(c["within_budget"] == search["budget_met"]);
   }
 }
+
+CATCH_TEST_CASE("budget: a rerun replays the rounds it finished and redoes a folder another search left", "[budget][pipeline]") {
+  TempDir dir;
+  PipelineRun run;
+  run.quiet = true;
+  run.config = shrink::test::write_pipeline(dir, "again", {{"teacher", "--train.epochs=8 --optim.name=adamw --optim.lr=0.01"}},
+                                            "budget = 5\nmax_rounds = 2\nstages = teacher,prune,export\n");
+  run_pipeline(run);
+  const auto first = shrink::test::read_text(dir / "again/pipeline.json");
+  auto stamp = [&](int r) { return std::filesystem::last_write_time(dir / fmt::format("again/prune/search-{}/summary.json", r)); };
+  const auto round1 = stamp(1), round2 = stamp(2);
+  // Round 2's folder as if another search (another budget, say) had asked it for something else.
+  shrink::test::write_text(dir / "again/prune/search-2/search.json", "{\"from\": \"elsewhere\"}");
+  run_pipeline(run);
+  CATCH_CHECK(stamp(1) == round1);  // replayed, not run again
+  CATCH_CHECK(stamp(2) != round2);  // redone
+  auto a = nlohmann::json::parse(first), b = nlohmann::json::parse(shrink::test::read_text(dir / "again/pipeline.json"));
+  for (auto* j : {&a, &b})
+    for (auto& c : (*j)["candidates"]) c.erase("latency_ms");
+  CATCH_CHECK(a["candidates"] == b["candidates"]);  // the same decisions (one thread: deterministic)
+}
