@@ -156,7 +156,7 @@ CATCH_TEST_CASE("budget: stages that split validation differently or have nothin
   CATCH_CHECK_FALSE(std::filesystem::exists(dir / "seeds/teacher"));
 }
 
-CATCH_TEST_CASE("budget: int8 over the budget tries the model before it in int8 and ranks the layers for float; the choice stays within", "[budget][pipeline]") {
+CATCH_TEST_CASE("budget: int8 over the budget tries the model before it in int8 and ranks the layers for float, and the choice stays within", "[budget][pipeline]") {
   // One pruning round, then a quantization-aware training that hurts (a learning rate far too
   // high): the pruned model in int8 is over the budget, so the model before pruning is tried in
   // int8 and the layers are ranked by what int8 costs each.
