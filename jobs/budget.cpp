@@ -206,43 +206,58 @@ void BudgetSearch::start(const JobConfig& job, const std::string& teacher, const
                           name, 100 * (reference_ - candidates_[0].val_accuracy), s_.budget));
 }
 
+namespace {
+
+// A pruning round's job config: from the last accepted model, one round, either filters removed
+// (`step` of them) or weights zeroed gradually from `initial_sparsity` to `target_sparsity`.
+Config round_config(const Config& stage_config, const std::string& accepted, bool structured, double step, double initial_sparsity,
+                    double target_sparsity) {
+  Config c = stage_config;
+  c.set("prune.checkpoint", accepted, "budget search: the last accepted round");
+  c.set("prune.rounds", "1", "budget search");
+  if (structured) {
+    c.set("prune.method", "structured", "budget search: objective = latency");
+    c.set("prune.schedule", "oneshot", "budget search");
+    c.set("prune.filter_ratio", fmt::format("{:.17g}", step), "budget search: the round's step");
+  } else {
+    c.set("prune.method", "unstructured", "budget search: objective = size");
+    c.set("prune.schedule", "gradual", "budget search: from the accepted round's sparsity to the round's");
+    c.set("prune.initial_sparsity", fmt::format("{:.17g}", initial_sparsity), "budget search");
+    c.set("prune.sparsity", fmt::format("{:.17g}", target_sparsity), "budget search: the round's target");
+  }
+  return c;
+}
+
+}  // namespace
+
+// What int8 will cost, measured before pruning (post-training, all layers, the quantize stage's
+// settings) and kept out of pruning's share of the budget, up to half of it:
+// quantization-aware training usually wins it back.
+double BudgetSearch::int8_reserve(const Config& quantize_stage) {
+  const BudgetCandidate& start = candidates_[0];
+  Config qc = quantize_stage;
+  qc.set("quantize.checkpoint", start.checkpoint, "budget search: int8's cost on the start model");
+  qc.set("quantize.float_layers", "", "budget search: all layers int8");
+  const double ptq = ptq_accuracy(start.checkpoint, read_quantize_config(qc), opened_->data, opened_->data.val, 128, 0);
+  const double reserve = std::clamp(100 * (start.val_accuracy - ptq), 0.0, s_.budget / 2);
+  log_.line(fmt::format("budget: int8 after training costs the {} model {:.2f} points on validation; pruning may use {:.2f} of the {:g}", start.name,
+                        100 * (start.val_accuracy - ptq), s_.budget - reserve, s_.budget));
+  return reserve;
+}
+
 JobResult BudgetSearch::prune(const Config& stage_config, const std::string& dir, const Config* quantize_stage) {
   const std::string start = candidates_[0].checkpoint;
   nlohmann::json rounds = nlohmann::json::array();
   std::string accepted = start;
   if (candidates_[0].within) {
-    // What int8 will cost, measured now (post-training, all layers) and kept out of pruning's
-    // share of the budget, up to half of it: quantization-aware training usually wins it back.
-    double reserve = 0;
-    if (quantize_stage) {
-      Config qc = *quantize_stage;
-      qc.set("quantize.checkpoint", start, "budget search: int8's cost on the start model");
-      qc.set("quantize.float_layers", "", "budget search: all layers int8");
-      const QuantizeConfig q = read_quantize_config(qc);
-      const double ptq = ptq_accuracy(start, q, opened_->data, opened_->data.val, 128, 0);
-      reserve = std::clamp(100 * (candidates_[0].val_accuracy - ptq), 0.0, s_.budget / 2);
-      log_.line(fmt::format("budget: int8 after training costs the {} model {:.2f} points on validation; pruning may use {:.2f} of the {:g}",
-                            candidates_[0].name, 100 * (candidates_[0].val_accuracy - ptq), s_.budget - reserve, s_.budget));
-    }
+    const double reserve = quantize_stage ? int8_reserve(*quantize_stage) : 0;
     const bool structured = s_.objective == "latency";
     const double start_sparsity = candidates_[0].sparsity;
     PruneSearch search(reference_, s_.budget - reserve, s_.search);
     double accepted_sparsity = start_sparsity;
     while (auto kept = search.next()) {
       const int r = search.rounds() + 1;
-      Config c = stage_config;
-      c.set("prune.checkpoint", accepted, "budget search: the last accepted round");
-      c.set("prune.rounds", "1", "budget search");
-      if (structured) {
-        c.set("prune.method", "structured", "budget search: objective = latency");
-        c.set("prune.schedule", "oneshot", "budget search");
-        c.set("prune.filter_ratio", fmt::format("{:.17g}", search.step()), "budget search: the round's step");
-      } else {
-        c.set("prune.method", "unstructured", "budget search: objective = size");
-        c.set("prune.schedule", "gradual", "budget search: from the accepted round's sparsity to the round's");
-        c.set("prune.initial_sparsity", fmt::format("{:.17g}", accepted_sparsity), "budget search");
-        c.set("prune.sparsity", fmt::format("{:.17g}", 1 - *kept * (1 - start_sparsity)), "budget search: the round's target");
-      }
+      const Config c = round_config(stage_config, accepted, structured, search.step(), accepted_sparsity, 1 - *kept * (1 - start_sparsity));
       const std::string round_dir = fmt::format("{}/search-{}", dir, r);
       const nlohmann::json asked = {{"from", accepted}, {"structured", structured}, {"kept", *kept}, {"step", search.step()}};
       run_or_read(job_kind("prune"), c, round_dir, asked, quiet_);

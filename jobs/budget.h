@@ -118,6 +118,7 @@ class BudgetSearch {
   struct Opened;
   BudgetCandidate measure(const std::string& name, const std::string& stage, const std::string& checkpoint);
   double val_accuracy(const std::string& checkpoint);
+  double int8_reserve(const Config& quantize_stage);  // points of the budget kept for int8
   std::string describe(const BudgetCandidate& c) const;
   BudgetSettings s_;
   std::string root_;
