@@ -28,6 +28,17 @@ PruneSearch run_search(double budget_points, PruneSearch::Settings settings, std
   return search;
 }
 
+// A budget pipeline on the tiny synthetic data whose search starts from the teacher itself,
+// trained well enough to prune (8 epochs of AdamW); returns its pipeline.json.
+nlohmann::json run_budget(const TempDir& dir, const std::string& name, const std::string& keys, std::map<std::string, std::string> overrides = {}) {
+  overrides["teacher"] = "--train.epochs=8 --optim.name=adamw --optim.lr=0.01";
+  PipelineRun run;
+  run.quiet = true;
+  run.config = shrink::test::write_pipeline(dir, name, overrides, keys);
+  run_pipeline(run);
+  return nlohmann::json::parse(shrink::test::read_text(dir / (name + "/pipeline.json")));
+}
+
 }  // namespace
 
 CATCH_TEST_CASE("budget: the pruning rounds stop at the last round within the budget and close in on the limit", "[budget]") {
@@ -161,12 +172,7 @@ CATCH_TEST_CASE("budget: int8 over the budget tries the model before it in int8 
   // high): the pruned model in int8 is over the budget, so the model before pruning is tried in
   // int8 and the layers are ranked by what int8 costs each.
   TempDir dir;
-  PipelineRun run;
-  run.quiet = true;
-  run.config = shrink::test::write_pipeline(dir, "hurt", {{"teacher", "--train.epochs=8 --optim.name=adamw --optim.lr=0.01"}, {"quantize", "--optim.lr=0.6"}},
-                                            "budget = 0.9\nmax_rounds = 1\nstages = teacher,prune,quantize,export,compare\n");
-  run_pipeline(run);
-  auto search = nlohmann::json::parse(shrink::test::read_text(dir / "hurt/pipeline.json"));
+  auto search = run_budget(dir, "hurt", "budget = 0.9\nmax_rounds = 1\nstages = teacher,prune,quantize,export,compare\n", {{"quantize", "--optim.lr=0.6"}});
   std::map<std::string, nlohmann::json> by_name;
   for (const auto& c : search["candidates"]) by_name[c["name"]] = c;
   CATCH_REQUIRE(by_name.count("prune-1"));
@@ -186,12 +192,7 @@ CATCH_TEST_CASE("budget: int8 over the budget tries the model before it in int8 
 
 CATCH_TEST_CASE("budget: objective = latency prunes filters, not weights, and chooses within the budget", "[budget][pipeline]") {
   TempDir dir;
-  PipelineRun run;
-  run.quiet = true;
-  run.config = shrink::test::write_pipeline(dir, "fast", {{"teacher", "--train.epochs=8 --optim.name=adamw --optim.lr=0.01"}},
-                                            "budget = 5\nobjective = latency\nmax_rounds = 2\nstages = teacher,prune,quantize,export,compare\n");
-  run_pipeline(run);
-  auto search = nlohmann::json::parse(shrink::test::read_text(dir / "fast/pipeline.json"));
+  auto search = run_budget(dir, "fast", "budget = 5\nobjective = latency\nmax_rounds = 2\nstages = teacher,prune,quantize,export,compare\n");
   CATCH_CHECK(search["objective"] == "latency");
   const auto& cands = search["candidates"];
   CATCH_REQUIRE(cands.size() >= 3);
@@ -206,20 +207,15 @@ CATCH_TEST_CASE("budget: objective = latency prunes filters, not weights, and ch
 
 CATCH_TEST_CASE("budget: a rerun replays the rounds it finished and redoes a folder another search left", "[budget][pipeline]") {
   TempDir dir;
-  PipelineRun run;
-  run.quiet = true;
-  run.config = shrink::test::write_pipeline(dir, "again", {{"teacher", "--train.epochs=8 --optim.name=adamw --optim.lr=0.01"}},
-                                            "budget = 5\nmax_rounds = 2\nstages = teacher,prune,export\n");
-  run_pipeline(run);
-  const auto first = shrink::test::read_text(dir / "again/pipeline.json");
+  const std::string keys = "budget = 5\nmax_rounds = 2\nstages = teacher,prune,export\n";
+  auto a = run_budget(dir, "again", keys);
   auto stamp = [&](int r) { return std::filesystem::last_write_time(dir / fmt::format("again/prune/search-{}/summary.json", r)); };
   const auto round1 = stamp(1), round2 = stamp(2);
   // Round 2's folder as if another search (another budget, say) had asked it for something else.
   shrink::test::write_text(dir / "again/prune/search-2/search.json", "{\"from\": \"elsewhere\"}");
-  run_pipeline(run);
+  auto b = run_budget(dir, "again", keys);
   CATCH_CHECK(stamp(1) == round1);  // replayed, not run again
   CATCH_CHECK(stamp(2) != round2);  // redone
-  auto a = nlohmann::json::parse(first), b = nlohmann::json::parse(shrink::test::read_text(dir / "again/pipeline.json"));
   for (auto* j : {&a, &b})
     for (auto& c : (*j)["candidates"]) c.erase("latency_ms");
   CATCH_CHECK(a["candidates"] == b["candidates"]);  // the same decisions (one thread: deterministic)
