@@ -162,8 +162,7 @@ BudgetSearch::BudgetSearch(BudgetSettings settings, std::string root, RunLog& lo
 
 BudgetSearch::~BudgetSearch() = default;
 
-double BudgetSearch::val_accuracy(const std::string& checkpoint) {
-  LoadedModel loaded = load_checkpoint(checkpoint);
+double BudgetSearch::val_accuracy(LoadedModel& loaded) {
   loaded.model->eval();
   return evaluate(loaded.model, opened_->data.val, normalization_of(loaded.meta), 512).accuracy;
 }
@@ -172,8 +171,7 @@ BudgetCandidate BudgetSearch::measure(const std::string& name, const std::string
   BudgetCandidate c;
   c.name = name, c.stage = stage, c.checkpoint = checkpoint;
   LoadedModel loaded = load_checkpoint(checkpoint);
-  loaded.model->eval();
-  c.val_accuracy = evaluate(loaded.model, opened_->data.val, normalization_of(loaded.meta), 512).accuracy;
+  c.val_accuracy = val_accuracy(loaded);
   c.sparsity = weight_sparsity(loaded.model).sparsity();
   const std::string file = fmt::format("{}/candidates/{}.shrink", root_, name);
   fs::create_directories(fs::path(file).parent_path());
@@ -181,21 +179,22 @@ BudgetCandidate BudgetSearch::measure(const std::string& name, const std::string
   without_test_accuracy.provenance_accuracy = false;
   export_model(checkpoint, file, without_test_accuracy);
   c.file_bytes = static_cast<int64_t>(fs::file_size(file));
-  c.latency_ms = runtime_latency_ms(file, resolve_threads(s_.threads));
   c.within = within_budget(reference_, s_.budget, c.val_accuracy);
   return c;
 }
 
 std::string BudgetSearch::describe(const BudgetCandidate& c) const {
-  return fmt::format("{}: validation {:.2f}% ({:+.2f} points against the teacher, budget {:g}), sparsity {:.1f}%, {}, {:.1f} KB, {:.3f} ms", c.name,
+  return fmt::format("{}: validation {:.2f}% ({:+.2f} points against the teacher, budget {:g}), sparsity {:.1f}%, {}, {:.1f} KB{}", c.name,
                      100 * c.val_accuracy, 100 * (c.val_accuracy - reference_), s_.budget, 100 * c.sparsity,
-                     c.precision == "mixed" ? "int8 with " + joined(c.float_layers) + " in float" : c.precision, c.file_bytes / 1024.0, c.latency_ms);
+                     c.precision == "mixed" ? "int8 with " + joined(c.float_layers) + " in float" : c.precision, c.file_bytes / 1024.0,
+                     c.latency_ms > 0 ? fmt::format(", {:.3f} ms", c.latency_ms) : "");
 }
 
 void BudgetSearch::start(const JobConfig& job, const std::string& teacher, const std::string& student, const std::string& name) {
   opened_ = std::make_unique<Opened>(Opened{open_data(job.data)});
   if (!opened_->data.val || opened_->data.val->size() == 0) throw UserError("pipeline.val_split: the validation split is empty; give a larger share");
-  reference_ = val_accuracy(teacher);
+  LoadedModel loaded_teacher = load_checkpoint(teacher);
+  reference_ = val_accuracy(loaded_teacher);
   candidates_ = {measure(name, name == "distilled" ? "distill" : "teacher", student)};
   accepted_ = {candidates_[0]};
   log_.line(fmt::format("budget: {:g} points below the teacher, on {} validation examples held out of the training data; teacher {:.2f}%; {}",
@@ -344,9 +343,9 @@ JobResult BudgetSearch::quantize(const Config& stage_config, const std::string& 
 }
 
 std::string BudgetSearch::finish() {
-  // Latencies measured as the search went (minutes apart, while other work ran) are timed again
-  // here back to back, three passes over all candidates, each keeping its fastest median: on small
-  // models the difference between candidates is of the order of the noise.
+  // Latencies are timed here, for all candidates back to back (not as the search went, minutes
+  // apart while training ran), three passes each keeping its fastest median: on small models the
+  // difference between candidates is of the order of the noise.
   for (int pass = 0; pass < 3; ++pass)
     for (auto& c : candidates_) {
       const double ms = runtime_latency_ms(fmt::format("{}/candidates/{}.shrink", root_, c.name), resolve_threads(s_.threads));

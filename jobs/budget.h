@@ -96,6 +96,8 @@ struct BudgetSettings {
 // The search over the pipeline's prune and quantize stages. Each stage's config is its job
 // config as the pipeline built it (validation split wired); each round runs in a folder of its
 // own under the stage's, so an interrupted search replays its finished rounds and goes on.
+struct LoadedModel;
+
 class BudgetSearch {
  public:
   BudgetSearch(BudgetSettings settings, std::string root, RunLog& log, bool quiet);
@@ -117,7 +119,7 @@ class BudgetSearch {
  private:
   struct Opened;
   BudgetCandidate measure(const std::string& name, const std::string& stage, const std::string& checkpoint);
-  double val_accuracy(const std::string& checkpoint);
+  double val_accuracy(LoadedModel& loaded);
   double int8_reserve(const Config& quantize_stage);  // points of the budget kept for int8
   std::string describe(const BudgetCandidate& c) const;
   BudgetSettings s_;
