@@ -72,10 +72,11 @@ double top1_agreement(const torch::Tensor& a, const torch::Tensor& b);
 // onnx.checker's verdict on the files (tests/onnx/inspect_export.py check): "ok N\n" when all pass.
 std::string check_onnx_files(const std::vector<std::string>& files);
 // The int8 simulation `q` (saved as DIR/q.pt and exported as DIR/q.shrink), shrink-run and ONNX
-// Runtime on DIR/q.onnx (exported here) agree on the top class for at least `min_agreement` of x,
-// pair by pair, and ONNX Runtime runs every int8 conv and linear as an integer kernel.
-// When they do not, it says where first_departing_layer finds the simulation and ONNX Runtime part.
-void check_three_way(const TempDir& dir, QuantNet& q, const torch::Tensor& x, double min_agreement = 0.995);
+// Runtime on DIR/q.onnx (exported here) agree on the top class, pair by pair: shrink-run and the
+// simulation for at least 99.5% of x, ONNX Runtime and either of them for `min_ort_agreement`; and
+// ONNX Runtime runs every int8 conv and linear as an integer kernel. When they do not, it says
+// where first_departing_layer finds the simulation and ONNX Runtime part.
+void check_three_way(const TempDir& dir, QuantNet& q, const torch::Tensor& x, double min_ort_agreement = 0.995);
 // The per-layer parity report: DIR/q.pt exported with every layer's output exposed, run by ONNX
 // Runtime on x, against the simulation's outputs of the same layers, in order: the first layer
 // whose outputs differ by more than half an output step (or 1e-4 of the largest value, off grid),

@@ -89,6 +89,43 @@ CATCH_TEST_CASE("runtime int8 computes the documented scheme the simulation runs
   }
 }
 
+CATCH_TEST_CASE("runtime int8 residual add rounds as the simulation does, on ties too", "[runtime][int8]") {
+  // Scales that put most sums on a rounding tie: (0.3 a + 0.1 b) / 0.2 = 1.5 a + 0.5 b. Each way
+  // of computing it in float lands a hair above or below x.5; oneDNN's binary (scales folded first:
+  // s_a / s_out * a + s_b / s_out * b) put enough of them on another step than the simulation
+  // (and DequantizeLinear-Add-QuantizeLinear) to move the logits by 7% of the largest. The
+  // runtime must give the same integers: the logits equal.
+  TempDir dir;
+  torch::manual_seed(3);
+  auto spec = parse_spec("a=conv(8) relu conv(8) add(a) relu gap linear(classes)", {1, 8, 8}, 4);
+  SpecNet fp(spec);
+  save_checkpoint(dir / "fp.pt", fp, nullptr, {{"epoch", 0}});
+  QuantNet q = test::calibrated_int8(dir, spec, dir / "fp.pt", QuantSettings{}, torch::randn({64, 1, 8, 8}));
+  {
+    torch::NoGradGuard no_grad;
+    auto params = q->named_parameters(), buffers = q->named_buffers();
+    auto set = [&](const std::string& point, float scale) {
+      const std::string name = std::string(kActivationPointPrefix) + point + ".scale";
+      (params.contains(name) ? params[name] : buffers[name]).fill_(scale);
+    };
+    set("a", 0.3f);       // the first input of the add (after the ReLU)
+    set("conv2", 0.1f);   // the second (the conv's output grid)
+    set("relu2", 0.2f);   // the add's output (its ReLU fused)
+  }
+  SpecNet as_net(std::static_pointer_cast<SpecNetImpl>(q.ptr()));
+  save_checkpoint(dir / "q.pt", as_net, nullptr, {{"epoch", 0}});
+  export_model(dir / "q.pt", dir / "q.shrink", {});
+  auto x = torch::randn({64, 1, 8, 8});
+  torch::Tensor sim;
+  {
+    torch::NoGradGuard no_grad;
+    q->eval();
+    sim = q->forward(x);
+  }
+  auto got = test::run_runtime(dir / "q.shrink", x);
+  CATCH_CHECK((got - sim).abs().max().item<double>() <= 1e-6 * sim.abs().max().item<double>());
+}
+
 CATCH_TEST_CASE("runtime errors: missing file, bad input, C API", "[runtime][errors]") {
   TempDir dir;
   CATCH_CHECK_THROWS_WITH(rt::Model::load(dir / "none.shrink"), Catch::Contains("cannot open"));

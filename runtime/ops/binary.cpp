@@ -4,6 +4,13 @@
 //   add: dst = s_a / s_out * a + s_b / s_out * b
 //   mul: dst = (s_a / s_out * a) * (s_b * b)
 // mul also takes C,1,1 by C,H,W; oneDNN broadcasts only its second source, so that one goes second.
+// An int8 add of two int8 tensors of one shape onto an int8 output (the residual sum) runs as
+// shrink's own kernel instead (add_kernel), which rounds as the simulation and ONNX Runtime do.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <type_traits>
 #include <utility>
 
 #include "runtime/loaded.h"
@@ -11,6 +18,60 @@
 
 namespace shrink::rt::detail {
 namespace {
+
+// The residual sum on int8 grids, computed as the simulation (and ONNX Runtime on the QDQ export:
+// DequantizeLinear, Add, QuantizeLinear) compute it: each input dequantized (q * s, rounded to
+// float), the float sum, ReLU when one is fused, then divided by the output's scale and rounded half
+// to even onto its grid. oneDNN's binary folds the scales first (s_a / s_out * a + s_b / s_out * b):
+// the same value, rounded differently, and a value near x.5 then lands one step away; deep nets
+// (resnet18) carry such steps to a different top class. Separate multiplies and adds: the target
+// has no FMA here (no -march), so the compiler cannot contract them.
+template <typename A, typename B, typename Out>
+Kernel add_kernel(int a_slot, int b_slot, int out_slot, int64_t count, float sa, float sb, float so, bool relu, int threads) {
+  return [=](const std::vector<memory>& slots) {
+    const A* a = static_cast<const A*>(slots[a_slot].get_data_handle());
+    const B* b = static_cast<const B*>(slots[b_slot].get_data_handle());
+    Out* out = static_cast<Out*>(slots[out_slot].get_data_handle());
+    constexpr float lo = std::is_signed_v<Out> ? -128.f : 0.f, hi = std::is_signed_v<Out> ? 127.f : 255.f;
+#pragma omp parallel for num_threads(threads) if (threads > 1 && count >= (1 << 16))
+    for (int64_t i = 0; i < count; ++i) {
+      const float x = static_cast<float>(a[i]) * sa;
+      const float y = static_cast<float>(b[i]) * sb;
+      float v = x + y;
+      if (relu) v = std::max(v, 0.f);
+      out[i] = static_cast<Out>(std::min(std::max(std::nearbyint(v / so), lo), hi));
+    }
+  };
+}
+
+template <typename A, typename B>
+Kernel add_kernel_for(dt out, int a_slot, int b_slot, int out_slot, int64_t count, float sa, float sb, float so, bool relu, int threads) {
+  return out == dt::u8 ? add_kernel<A, B, uint8_t>(a_slot, b_slot, out_slot, count, sa, sb, so, relu, threads)
+                       : add_kernel<A, B, int8_t>(a_slot, b_slot, out_slot, count, sa, sb, so, relu, threads);
+}
+
+// The kernel for an int8 add of two same-shape int8 inputs onto an int8 output, with no activation
+// or a ReLU after it; null otherwise (oneDNN's binary computes it).
+std::optional<Act> int8_add(Builder& b, const OpContext& c, const Act& x, const Act& y) {
+  const memory::desc& xd = b.desc(x.slot);
+  const memory::desc& yd = b.desc(y.slot);
+  if (!c.out_int8 || xd.dims() != yd.dims() || (c.activation && c.activation->type != LayerType::ReLU)) return std::nullopt;
+  memory::desc dst_md = b.output_desc(c);
+  auto plain = [](const memory::desc& d) { return d == memory::desc(d.dims(), d.data_type(), Builder::plain(d)); };
+  if (dst_md.dims() != xd.dims() || !plain(xd) || !plain(yd) || !plain(dst_md)) return std::nullopt;  // one element order for all three
+  int64_t count = 1;
+  for (auto d : xd.dims()) count *= d;
+  const bool relu = c.activation != nullptr;
+  Act result{b.slot(dst_md), c.out_scale};
+  const int threads = b.plan.threads;
+  Kernel kernel = xd.data_type() == dt::u8
+                      ? (yd.data_type() == dt::u8 ? add_kernel_for<uint8_t, uint8_t>(c.out_type, x.slot, y.slot, result.slot, count, x.scale, y.scale, c.out_scale, relu, threads)
+                                                  : add_kernel_for<uint8_t, int8_t>(c.out_type, x.slot, y.slot, result.slot, count, x.scale, y.scale, c.out_scale, relu, threads))
+                      : (yd.data_type() == dt::u8 ? add_kernel_for<int8_t, uint8_t>(c.out_type, x.slot, y.slot, result.slot, count, x.scale, y.scale, c.out_scale, relu, threads)
+                                                  : add_kernel_for<int8_t, int8_t>(c.out_type, x.slot, y.slot, result.slot, count, x.scale, y.scale, c.out_scale, relu, threads));
+  b.add(kernel, "add", {{DNNL_ARG_SRC_0, x.slot, {}}, {DNNL_ARG_SRC_1, y.slot, {}}, {DNNL_ARG_DST, result.slot, {}}});
+  return result;
+}
 
 Act binary(Builder& b, const OpContext& c, dnnl::algorithm algorithm) {
   Act x = c.inputs[0], y = c.inputs[1];
@@ -21,6 +82,8 @@ Act binary(Builder& b, const OpContext& c, dnnl::algorithm algorithm) {
     x = b.as_float(x), y = b.as_float(y);
   }
   if (b.desc(x.slot).dims() != dims_of(c.info.out_shape, b.batch())) std::swap(x, y);  // the broadcast one second
+  if (c.int8 && algorithm == dnnl::algorithm::binary_add)
+    if (auto sum = int8_add(b, c, x, y)) return *sum;
   memory::desc dst_md = b.output_desc(c);
   auto attr = user_scratchpad();
   attr.set_post_ops(c.post_ops);
