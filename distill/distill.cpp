@@ -48,6 +48,7 @@ class DistillObjective : public Objective {
     teacher_ = Teacher::load(c_.teacher_path, c_.teacher_kind, c_.channels_last);
     check_teacher_fits(data, normalization);
     build_feature_losses(student->spec());
+    if (c_.teacher_engine != "libtorch") move_teacher_to_engine(data, normalization, log);
     teacher_test_ = teacher_accuracy(data, normalization);
     log.line(fmt::format("teacher {} ({}): test accuracy {:.2f}%", teacher_->path(), teacher_->kind(), 100 * teacher_test_));
     if (teacher_->int8_simulated())
@@ -62,6 +63,19 @@ class DistillObjective : public Objective {
       log.line(fmt::format("teacher logits: {} {}", cached.reused ? "reused" : "computed and cached in", cached.file));
     } else {
       teacher_outputs_ = "teacher on every batch";
+    }
+  }
+
+  // teacher.engine: the runtime runs logits only, from a shrink checkpoint.
+  void move_teacher_to_engine(const Data& data, const Augment& normalization, RunLog& log) {
+    const std::string engine = c_.teacher_engine;
+    if (teacher_->kind() == "torchscript") {
+      log.line(fmt::format("teacher.engine = {}: a TorchScript teacher runs on LibTorch", engine));
+    } else if (!teacher_taps_.empty()) {
+      log.line(fmt::format("teacher.engine = {}: hints and attention need the teacher's inner layers, which the runtime fuses away: "
+                           "the teacher runs on LibTorch", engine));
+    } else {
+      teacher_ = teacher_on_engine(std::move(teacher_), {engine, data, normalization, c_.cache_dir, c_.force_int8_teacher, c_.eval_batch_size, log});
     }
   }
 
@@ -116,6 +130,8 @@ class DistillObjective : public Objective {
     student->train();
     return {{"teacher", teacher_->path()},
             {"teacher_kind", teacher_->kind()},
+            {"teacher_engine", teacher_->engine()},
+            {"teacher_engine_report", teacher_->engine_report()},
             {"teacher_test_accuracy", teacher_test_},
             {"agreement_with_teacher", static_cast<double>(agree) / std::max<int64_t>(total, 1)},
             {"kd_loss_final", last_kd_},
@@ -221,6 +237,10 @@ void add_teacher_options(Keys& keys) {
   // clang-format off
   keys.add("teacher.path", "", Rule::text(true), "the teacher: a shrink checkpoint or a TorchScript file (torch.jit.save)")
       .add("teacher.kind", d.teacher_kind, Rule::choice({"auto", "shrink", "torchscript"}), "what teacher.path is (auto: by its content)")
+      .add("teacher.engine", d.teacher_engine, Rule::choice({"libtorch", "runtime-fp32", "runtime-int8"}),
+           "where the frozen teacher's forward runs: LibTorch, or shrink's runtime in fp32 or in int8 (calibrated on training batches)")
+      .add("teacher.force_int8", d.force_int8_teacher,
+           "run a runtime-int8 teacher even when it agrees with the fp32 teacher on less than 99.5% of training examples")
       .add("distill.temperature", d.temperature, Rule::real(0, 1e6, true), "softmax temperature T of the soft targets")
       .add("distill.alpha", d.alpha, Rule::real(0, 1), "weight of the soft-target loss; 1 - alpha goes to cross-entropy on labels")
       .add("distill.hints", "", Rule::text(true), "FitNets hints: student_layer:teacher_layer pairs, comma-separated")
@@ -237,6 +257,8 @@ DistillConfig read_distill_config(const Config& c, const JobConfig& job) {
   d.teacher_path = c.get<std::string>("teacher.path");
   if (d.teacher_path.empty()) c.fail("teacher.path", "give the teacher: a shrink checkpoint or a TorchScript file");
   d.teacher_kind = c.get<std::string>("teacher.kind");
+  d.teacher_engine = c.get<std::string>("teacher.engine");
+  d.force_int8_teacher = c.get<bool>("teacher.force_int8");
   d.temperature = c.get<double>("distill.temperature");
   d.alpha = c.get<double>("distill.alpha");
   d.hints = parse_pairs(c, "distill.hints");

@@ -113,6 +113,20 @@ std::string hash_file(const std::string& path) {
   return fmt::format("{:016x}", h);
 }
 
+namespace {
+TeacherEngine& registered_engine() {
+  static TeacherEngine engine;
+  return engine;
+}
+}  // namespace
+
+void register_teacher_engine(TeacherEngine engine) { registered_engine() = std::move(engine); }
+
+std::unique_ptr<Teacher> teacher_on_engine(std::unique_ptr<Teacher> libtorch, const TeacherEngineRequest& request) {
+  if (!registered_engine()) throw std::logic_error("teacher.engine = " + request.engine + ": no engine registered (jobs/ registers it)");
+  return registered_engine()(std::move(libtorch), request);
+}
+
 std::unique_ptr<Teacher> Teacher::load(const std::string& path, const std::string& kind, bool channels_last) {
   if (path.empty()) throw UserError("teacher.path is empty: give a shrink checkpoint or a TorchScript file");
   if (!std::filesystem::is_regular_file(path)) throw UserError(fmt::format("teacher {}: no such file", path));

@@ -5,14 +5,21 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <nlohmann/json.hpp>
+
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "datasets/data.h"
+#include "datasets/loader.h"
 #include "spec/spec.h"
 
 namespace shrink {
+
+class RunLog;
 
 class Teacher {
  public:
@@ -25,6 +32,8 @@ class Teacher {
   virtual const ModelSpec* spec() const { return nullptr; }  // null for TorchScript teachers
   virtual std::string kind() const = 0;  // shrink | shrink-quantized | torchscript
   virtual bool int8_simulated() const { return false; }  // a quantized checkpoint, run as its int8 simulation
+  virtual std::string engine() const { return "libtorch"; }  // where its forward runs (teacher.engine)
+  virtual nlohmann::json engine_report() const { return nlohmann::json::object(); }  // what choosing the engine measured
   const std::string& path() const { return path_; }
   const std::string& file_hash() const { return hash_; }  // xxh3-64 of the file, hex
   // The input normalization the teacher was trained with (empty: none or unknown), and its class names.
@@ -37,5 +46,21 @@ class Teacher {
 
 // xxh3-64 of a file's bytes, as 16 hex digits.
 std::string hash_file(const std::string& path);
+
+// teacher.engine other than libtorch: the frozen teacher's forward on shrink's own runtime, in fp32
+// or int8 (calibrated after training). The runtime and the exporter sit above distill/, so jobs/
+// provides the engine (jobs/runtime_teacher.cpp) and registers it; distill/ only asks for it.
+struct TeacherEngineRequest {
+  std::string engine;          // runtime-fp32 | runtime-int8
+  const Data& data;            // training batches calibrate an int8 teacher and check it
+  const Augment& normalization;
+  std::string cache_dir;       // where the exported (and calibrated) teacher is kept for later runs
+  bool force_int8 = false;     // run an int8 teacher that agrees with the fp32 one on less than 99.5%
+  int64_t batch_size = 512;
+  RunLog& log;
+};
+using TeacherEngine = std::function<std::unique_ptr<Teacher>(std::unique_ptr<Teacher> libtorch, const TeacherEngineRequest& request)>;
+void register_teacher_engine(TeacherEngine engine);
+std::unique_ptr<Teacher> teacher_on_engine(std::unique_ptr<Teacher> libtorch, const TeacherEngineRequest& request);
 
 }  // namespace shrink

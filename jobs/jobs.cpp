@@ -6,6 +6,7 @@
 
 #include "common/error.h"
 #include "distill/distill.h"
+#include "jobs/runtime_teacher.h"
 #include "prune/prune.h"
 #include "quantize/quantize.h"
 #include "train/objective.h"
@@ -13,6 +14,9 @@
 
 namespace shrink {
 namespace {
+
+// The runtime engines of teacher.engine, for every job that distils (distill/teacher.h).
+[[maybe_unused]] const bool runtime_teacher_registered = (register_teacher_engine(runtime_teacher), true);
 
 JobResult result_of(const JobConfig& job, nlohmann::json summary) { return {job.out, RunDir::checkpoint_of(job.out), std::move(summary)}; }
 

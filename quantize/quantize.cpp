@@ -155,18 +155,34 @@ nlohmann::json run_quantize_job(const JobConfig& base, const QuantizeConfig& q_i
   return summary;
 }
 
-double ptq_accuracy(const std::string& checkpoint, const QuantizeConfig& q, const Data& data, const std::shared_ptr<const Source>& on,
-                    int64_t batch_size, uint64_t seed) {
+namespace {
+
+// `checkpoint` quantized with q's settings and calibrated as the job calibrates, and its metadata.
+std::pair<SpecNet, nlohmann::json> calibrated_after_training(const std::string& checkpoint, const QuantizeConfig& q, const Data& data,
+                                                             int64_t batch_size, uint64_t seed) {
   LoadedModel start = load_checkpoint(checkpoint);
   SpecNet fp32 = float_start(start, checkpoint);
   QuantSettings settings = q.settings;
   settings.float_layers = match_layers(fp32->spec(), q.float_layers, "quantize.float_layers");
   QuantNet qnet(fp32->spec(), settings);
-  SpecNet model(std::static_pointer_cast<SpecNetImpl>(qnet.ptr()));
   load_weights_into(checkpoint, *qnet);
-  Augment norm = normalization_of(start.meta);
-  calibrate(*qnet, data, norm, q.calibration_batches, batch_size, seed);
-  return evaluate(model, on, norm, 512).accuracy;
+  calibrate(*qnet, data, normalization_of(start.meta), q.calibration_batches, batch_size, seed);
+  return {SpecNet(std::static_pointer_cast<SpecNetImpl>(qnet.ptr())), start.meta};
+}
+
+}  // namespace
+
+double ptq_accuracy(const std::string& checkpoint, const QuantizeConfig& q, const Data& data, const std::shared_ptr<const Source>& on,
+                    int64_t batch_size, uint64_t seed) {
+  auto [model, meta] = calibrated_after_training(checkpoint, q, data, batch_size, seed);
+  return evaluate(model, on, normalization_of(meta), 512).accuracy;
+}
+
+void save_ptq_checkpoint(const std::string& checkpoint, const QuantizeConfig& q, const Data& data, int64_t batch_size, uint64_t seed,
+                         const std::string& out) {
+  auto [model, meta] = calibrated_after_training(checkpoint, q, data, batch_size, seed);
+  meta["stage"] = "quantize";
+  save_checkpoint(out, model, nullptr, meta);
 }
 
 }  // namespace shrink

@@ -28,5 +28,8 @@ nlohmann::json run_quantize_job(const JobConfig& job, const QuantizeConfig& q, c
 // accuracy-budget search measures to rank layers by what their int8 error costs.
 double ptq_accuracy(const std::string& checkpoint, const QuantizeConfig& q, const Data& data, const std::shared_ptr<const Source>& on,
                     int64_t batch_size, uint64_t seed);
+// The same calibration saved as an int8 checkpoint at `out` (what a runtime-int8 teacher runs).
+void save_ptq_checkpoint(const std::string& checkpoint, const QuantizeConfig& q, const Data& data, int64_t batch_size, uint64_t seed,
+                         const std::string& out);
 
 }  // namespace shrink

@@ -168,11 +168,14 @@ CATCH_TEST_CASE("budget: stages that split validation differently or have nothin
 }
 
 CATCH_TEST_CASE("budget: int8 over the budget tries the model before it in int8 and ranks the layers for float, and the choice stays within", "[budget][pipeline]") {
-  // One pruning round, then a quantization-aware training that hurts (a learning rate far too
-  // high): the pruned model in int8 is over the budget, so the model before pruning is tried in
-  // int8 and the layers are ranked by what int8 costs each.
+  // One pruning round, then a quantization-aware training that wrecks the model (a learning rate
+  // and a weight decay far too high shrink every weight to nothing; a high learning rate alone
+  // cost a single validation example on one machine, within the budget): the pruned model in int8
+  // is over the budget, so the model before pruning is tried in int8 and the layers are ranked by
+  // what int8 costs each.
   TempDir dir;
-  auto search = run_budget(dir, "hurt", "budget = 0.9\nmax_rounds = 1\nstages = teacher,prune,quantize,export,compare\n", {{"quantize", "--optim.lr=0.6"}});
+  auto search = run_budget(dir, "hurt", "budget = 0.9\nmax_rounds = 1\nstages = teacher,prune,quantize,export,compare\n",
+                           {{"quantize", "--optim.lr=0.6 --optim.weight_decay=0.5"}});
   std::map<std::string, nlohmann::json> by_name;
   for (const auto& c : search["candidates"]) by_name[c["name"]] = c;
   CATCH_REQUIRE(by_name.count("prune-1"));

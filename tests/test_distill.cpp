@@ -10,6 +10,8 @@
 #include "distill/distill.h"
 #include "distill/losses.h"
 #include "distill/teacher.h"
+#include "jobs/runtime_teacher.h"
+#include "train/run_log.h"
 #include "train/checkpoint.h"
 
 using namespace shrink;
@@ -25,12 +27,13 @@ std::vector<std::string> synthetic_args(const std::string& out, int64_t epochs, 
 }
 
 // A small teacher trained for one epoch on synthetic data.
-std::string train_teacher(const TempDir& dir, const std::string& name, int64_t seed = 0) {
+std::string train_teacher(const TempDir& dir, const std::string& name, int64_t seed = 0, const std::vector<std::string>& extra = {}) {
   Keys keys;
   add_train_options(keys);
   auto args = synthetic_args(dir / name, 1, 0);
   args.push_back("--model.spec=conv(16) bn relu maxpool(2) conv(32) bn relu gap linear(classes)");
   args.push_back("--train.seed=" + std::to_string(seed));
+  args.insert(args.end(), extra.begin(), extra.end());
   run_train_job(read_job_config(Config::load(keys, "", args)), quiet());
   return dir / (name + "/checkpoints/last.pt");
 }
@@ -205,4 +208,102 @@ CATCH_TEST_CASE("a quantized teacher teaches with its int8 simulation and says s
   auto summary = distill(dir / "d", quantized_path, {});
   CATCH_CHECK(summary["teacher_kind"] == "shrink-quantized");
   CATCH_CHECK(shrink::test::read_text(dir / "d/log.txt").find("it teaches with its int8 simulation") != std::string::npos);
+}
+
+namespace {
+
+const std::vector<std::string> kFixedNormalization = {"--data.normalize=fixed", "--data.mean=0.3", "--data.std=2"};
+
+Data synthetic_data() {
+  Keys keys;
+  add_train_options(keys);
+  auto args = synthetic_args("unused", 1, 0);
+  args.insert(args.end(), kFixedNormalization.begin(), kFixedNormalization.end());
+  return open_data(read_job_config(Config::load(keys, "", args)).data);
+}
+
+double top1_agreement(const torch::Tensor& a, const torch::Tensor& b) { return (a.argmax(1) == b.argmax(1)).to(torch::kFloat64).mean().item<double>(); }
+
+}  // namespace
+
+CATCH_TEST_CASE("a teacher on the runtime: LibTorch's logits in fp32, measured against them in int8", "[distill][engine]") {
+  TempDir dir;
+  const std::string t = train_teacher(dir, "t", 0, kFixedNormalization);  // normalized input: the runtime teacher undoes it
+  Data data = synthetic_data();
+  Augment norm = normalization_of(load_checkpoint(t).meta);
+  RunLog log(dir / "log", true);
+  auto libtorch = Teacher::load(t, "auto", false);
+  auto x = torch::randn({64, 1, 16, 16}).contiguous(torch::MemoryFormat::ChannelsLast);
+  auto want = libtorch->forward(x);
+
+  auto fp32 = runtime_teacher(Teacher::load(t, "auto", false), {"runtime-fp32", data, norm, dir / "cache", false, 128, log});
+  CATCH_CHECK(fp32->engine() == "runtime-fp32");
+  CATCH_CHECK((fp32->forward(x) - want).abs().max().item<double>() <= 1e-4 * want.abs().max().item<double>());
+  CATCH_CHECK(fp32->file_hash() != libtorch->file_hash());  // its logits are cached apart
+
+  auto int8 = runtime_teacher(Teacher::load(t, "auto", false), {"runtime-int8", data, norm, dir / "cache", true, 128, log});
+  const auto report = int8->engine_report();
+  CATCH_CHECK(report["agreement_examples"] == 600);  // every training example (fewer than 10,000)
+  int64_t agree = 0;
+  for_each_batch(data.train, 100, norm, [&](const Batch& b) {
+    agree += (int8->forward(b.x).argmax(1) == libtorch->forward(b.x).argmax(1)).sum().item<int64_t>();
+  });
+  CATCH_CHECK(report["agreement_with_libtorch"].get<double>() == Approx(agree / 600.0));
+  CATCH_CHECK(top1_agreement(int8->forward(x), want) >= 0.9);
+  CATCH_CHECK(int8->file_hash() != fp32->file_hash());
+  CATCH_CHECK(std::filesystem::exists(report["file"].get<std::string>()));
+}
+
+CATCH_TEST_CASE("an int8 teacher that departs from its fp32 self is refused unless forced", "[distill][engine]") {
+  TempDir dir;
+  // A trained teacher with one channel 1000 times larger (batchnorm's gamma and beta) and the conv
+  // after it reading that channel 1000 times weaker: the same function in float, but that channel
+  // sets its int8 grid's range, and the channels beside it round to a step or two.
+  const std::string t = train_teacher(dir, "t", 0, kFixedNormalization);
+  LoadedModel outlier = load_checkpoint(t);
+  {
+    torch::NoGradGuard no_grad;
+    auto params = outlier.model->named_parameters();
+    params["bn1.weight"][0] *= 1000;
+    params["bn1.bias"][0] *= 1000;
+    params["conv2.weight"].select(1, 0) /= 1000;
+  }
+  save_checkpoint(dir / "outlier.pt", outlier.model, nullptr, outlier.meta);
+  Data data = synthetic_data();
+  Augment norm = normalization_of(outlier.meta);
+  RunLog log(dir / "log", true);
+  auto request = [&](bool force) { return TeacherEngineRequest{"runtime-int8", data, norm, dir / "cache", force, 128, log}; };
+  CATCH_CHECK_THROWS_WITH(runtime_teacher(Teacher::load(dir / "outlier.pt", "auto", false), request(false)),
+                          Catch::Contains("the int8 teacher agrees with the fp32 teacher on") && Catch::Contains("under the 99.5% it needs") &&
+                              Catch::Contains("teacher.force_int8 = true"));
+  auto forced = runtime_teacher(Teacher::load(dir / "outlier.pt", "auto", false), request(true));
+  CATCH_CHECK(forced->engine_report()["agreement_with_libtorch"].get<double>() < 0.995);
+  CATCH_CHECK(shrink::test::read_text(dir / "log/log.txt").find("(under 99.5%: teacher.force_int8 = true)") != std::string::npos);
+}
+
+CATCH_TEST_CASE("distillation with a runtime teacher: recorded, cached apart from LibTorch's logits, LibTorch for feature losses", "[distill][engine]") {
+  TempDir dir;
+  const std::string t = train_teacher(dir, "t", 0, kFixedNormalization);
+  auto args = kFixedNormalization;
+  args.push_back("--distill.cache_dir=" + dir / "cache");
+  auto on = [&](const std::string& engine) {
+    auto a = args;
+    a.push_back("--teacher.engine=" + engine);
+    return a;
+  };
+  auto libtorch = distill(dir / "d1", t, on("libtorch"));
+  CATCH_CHECK(libtorch["teacher_engine"] == "libtorch");
+  CATCH_CHECK(libtorch["teacher_outputs"] == "cache (computed)");
+  auto fp32 = distill(dir / "d2", t, on("runtime-fp32"));
+  CATCH_CHECK(fp32["teacher_engine"] == "runtime-fp32");
+  CATCH_CHECK(fp32["teacher_outputs"] == "cache (computed)");  // not LibTorch's logits
+  CATCH_CHECK(distill(dir / "d3", t, on("runtime-fp32"))["teacher_outputs"] == "cache (reused)");
+  auto int8 = distill(dir / "d4", t, on("runtime-int8"), /*shift=*/1, 1);  // augmented: the int8 teacher on every batch
+  CATCH_CHECK(int8["teacher_engine"] == "runtime-int8");
+  CATCH_CHECK(int8["teacher_outputs"] == "teacher on every batch");
+  CATCH_CHECK(int8["teacher_engine_report"].contains("agreement_with_libtorch"));
+  auto hints = on("runtime-int8");
+  hints.insert(hints.end(), {"--distill.hints=relu2:relu2", "--distill.hint_weight=1"});
+  CATCH_CHECK(distill(dir / "d5", t, hints, 1)["teacher_engine"] == "libtorch");
+  CATCH_CHECK(shrink::test::read_text(dir / "d5/log.txt").find("the teacher runs on LibTorch") != std::string::npos);
 }

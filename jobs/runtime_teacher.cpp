@@ -1,0 +1,134 @@
+#include "jobs/runtime_teacher.h"
+
+#include <fmt/format.h>
+
+#include <filesystem>
+
+#include "common/error.h"
+#include "distill/cache.h"
+#include "export/export.h"
+#include "quantize/quantize.h"
+#include "shrink/runtime.hpp"
+#include "train/run_log.h"
+
+namespace shrink {
+namespace {
+
+constexpr double kMinInt8Agreement = 0.995;  // top-1 agreement with the fp32 teacher an int8 teacher needs
+constexpr int64_t kAgreementExamples = 10000;  // training examples it is measured on (at most)
+
+class RuntimeTeacher : public Teacher {
+ public:
+  RuntimeTeacher(std::unique_ptr<Teacher> libtorch, const std::string& engine, const std::string& file)
+      : libtorch_(std::move(libtorch)), engine_(engine), model_(rt::Model::load(file, torch::get_num_threads())) {
+    mean = libtorch_->mean;
+    std = libtorch_->std;
+    class_names = libtorch_->class_names;
+    path_ = libtorch_->path();
+    // Teacher-output caches are keyed by this: another engine or calibration gives other logits.
+    hash_ = fmt::format("{}-{}-{}", libtorch_->file_hash(), engine, hash_file(file));
+    report_["file"] = file;
+  }
+
+  torch::Tensor forward(const torch::Tensor& x, const std::vector<std::string>& taps, std::map<std::string, torch::Tensor>* tapped) override {
+    if (!taps.empty()) return libtorch_->forward(x, taps, tapped);  // the distillation asks for none (it keeps such jobs on LibTorch)
+    torch::Tensor raw = x.to(torch::kFloat32).contiguous();         // N,C,H,W order, as the runtime reads it
+    if (!mean.empty()) {
+      // The loader's batches are normalized; the runtime normalizes raw input itself.
+      std::vector<int64_t> per_channel(raw.dim(), 1);
+      per_channel[1] = -1;
+      raw = (raw * torch::tensor(std).view(per_channel) + torch::tensor(mean).view(per_channel)).contiguous();
+    }
+    std::vector<float> logits = model_.predict(raw.data_ptr<float>(), raw.size(0));
+    return torch::from_blob(logits.data(), {raw.size(0), model_.classes()}, torch::kFloat32).clone();
+  }
+  const ModelSpec* spec() const override { return libtorch_->spec(); }
+  std::string kind() const override { return libtorch_->kind(); }
+  bool int8_simulated() const override { return libtorch_->int8_simulated(); }
+  std::string engine() const override { return engine_ + (model_.precision() == "int8" && engine_ == "runtime-fp32" ? " (int8 file)" : ""); }
+  nlohmann::json engine_report() const override { return report_; }
+
+  // Top-1 agreement with the LibTorch teacher on up to kAgreementExamples training examples (shuffled
+  // from a fixed seed, un-augmented), and both test accuracies: an int8 teacher's check.
+  void measure_against_libtorch(const Data& data, const Augment& normalization, int64_t batch_size) {
+    int64_t agree = 0, seen = 0;
+    const int64_t batches = (kAgreementExamples + batch_size - 1) / batch_size;
+    for_each_batch(data.train, batch_size, normalization, [&](const Batch& b) {
+      agree += (forward(b.x, {}, nullptr).argmax(1) == libtorch_->forward(b.x).argmax(1)).sum().item<int64_t>();
+      seen += b.y.size(0);
+    }, batches, 0);
+    int64_t correct = 0, correct_fp32 = 0, total = 0;
+    for_each_batch(data.test, batch_size, normalization, [&](const Batch& b) {
+      correct += (forward(b.x, {}, nullptr).argmax(1) == b.y).sum().item<int64_t>();
+      correct_fp32 += (libtorch_->forward(b.x).argmax(1) == b.y).sum().item<int64_t>();
+      total += b.y.size(0);
+    });
+    report_["agreement_with_libtorch"] = static_cast<double>(agree) / std::max<int64_t>(seen, 1);
+    report_["agreement_examples"] = seen;
+    report_["test_accuracy"] = static_cast<double>(correct) / std::max<int64_t>(total, 1);
+    report_["libtorch_test_accuracy"] = static_cast<double>(correct_fp32) / std::max<int64_t>(total, 1);
+  }
+
+ private:
+  std::unique_ptr<Teacher> libtorch_;
+  std::string engine_;
+  rt::Model model_;
+  nlohmann::json report_ = nlohmann::json::object();
+};
+
+// `checkpoint` exported to `file` unless an earlier run left it there (the name holds the hash of
+// what it was made from).
+void export_once(const std::string& checkpoint, const std::string& file, const std::string& precision) {
+  if (std::filesystem::exists(file)) return;
+  ExportOptions options;
+  options.precision = precision;
+  options.provenance_accuracy = false;
+  export_model(checkpoint, file, options);
+}
+
+// The fp32 teacher calibrated after training as `shrink quantize --quantize.mode=ptq` does (16
+// batches, min-max observers), saved once per teacher and training data.
+std::string int8_checkpoint(const Teacher& libtorch, const TeacherEngineRequest& r, const std::string& stem) {
+  if (libtorch.int8_simulated()) return libtorch.path();  // already quantized: its own scales
+  QuantizeConfig q;
+  const std::string file = fmt::format("{}-int8-data-{}-b{}x{}.pt", stem, hash_examples(*r.data.train, r.normalization), q.calibration_batches, r.batch_size);
+  if (!std::filesystem::exists(file)) {
+    r.log.line(fmt::format("teacher.engine = runtime-int8: calibrating the teacher on {} training batches of {}", q.calibration_batches, r.batch_size));
+    save_ptq_checkpoint(libtorch.path(), q, r.data, r.batch_size, 0, file);
+  }
+  return file;
+}
+
+}  // namespace
+
+std::unique_ptr<Teacher> runtime_teacher(std::unique_ptr<Teacher> libtorch, const TeacherEngineRequest& r) {
+  std::filesystem::create_directories(r.cache_dir);
+  const std::string stem = fmt::format("{}/teacher-{}", r.cache_dir, libtorch->file_hash());
+  if (r.engine == "runtime-fp32") {
+    // A quantized teacher teaches what it computes, so its file is int8 on either engine.
+    const std::string precision = libtorch->int8_simulated() ? "int8" : "fp32";
+    const std::string file = fmt::format("{}-{}.shrink", stem, precision);
+    export_once(libtorch->path(), file, precision);
+    r.log.line(fmt::format("teacher.engine = runtime-fp32: the teacher runs on shrink's runtime ({} file {})", precision, file));
+    return std::make_unique<RuntimeTeacher>(std::move(libtorch), r.engine, file);
+  }
+  if (r.engine != "runtime-int8") throw std::logic_error("runtime_teacher: unknown engine " + r.engine);
+  const std::string quantized = int8_checkpoint(*libtorch, r, stem);
+  const std::string file = libtorch->int8_simulated() ? stem + "-int8.shrink" : quantized.substr(0, quantized.size() - 3) + ".shrink";
+  export_once(quantized, file, "int8");
+  auto teacher = std::make_unique<RuntimeTeacher>(std::move(libtorch), r.engine, file);
+  teacher->measure_against_libtorch(r.data, r.normalization, r.batch_size);
+  const nlohmann::json& m = teacher->engine_report();
+  const double agreement = m["agreement_with_libtorch"].get<double>();
+  const std::string measured = fmt::format("agrees with the fp32 teacher on {:.2f}% of {} training examples; test accuracy {:.2f}% (fp32 {:.2f}%)",
+                                           100 * agreement, m["agreement_examples"].get<int64_t>(), 100 * m["test_accuracy"].get<double>(),
+                                           100 * m["libtorch_test_accuracy"].get<double>());
+  if (agreement < kMinInt8Agreement && !r.force_int8)
+    throw UserError(fmt::format("teacher.engine = runtime-int8: the int8 teacher {}, under the {:.1f}% it needs: use teacher.engine = runtime-fp32, "
+                                "or teacher.force_int8 = true to distil from it anyway", measured, 100 * kMinInt8Agreement));
+  r.log.line(fmt::format("teacher.engine = runtime-int8: the int8 teacher {}{}", measured,
+                         agreement < kMinInt8Agreement ? " (under 99.5%: teacher.force_int8 = true)" : ""));
+  return teacher;
+}
+
+}  // namespace shrink
