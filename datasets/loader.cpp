@@ -161,6 +161,7 @@ Batch Loader::make_batch(int64_t b) const {
   batch.x = normalize(batch.x, a.mean, a.std);
   if (a.channels_last && batch.x.dim() == 4) batch.x = batch.x.contiguous(torch::MemoryFormat::ChannelsLast);
   else batch.x = batch.x.contiguous();
+  if (options_.train && options_.ahead) options_.ahead(batch);
   return batch;
 }
 

@@ -32,6 +32,7 @@ torch::Tensor normalize(const torch::Tensor& x, const std::vector<float>& mean, 
 struct Batch {
   torch::Tensor x, y;
   torch::Tensor index;  // int64: which examples of the source these are (for per-example caches)
+  torch::Tensor soft_targets;  // a frozen teacher's logits, when LoaderOptions::ahead computed them
 };
 
 struct LoaderOptions {
@@ -42,6 +43,9 @@ struct LoaderOptions {
   int prefetch = 2;  // batches prepared ahead; 0 = prepare on the calling thread
   Augment augment;
   bool train = true;  // random augmentation on (normalization always applies)
+  // Run on each training batch once it is made, on the prefetch thread when there is one: a frozen
+  // teacher's forward of batch k+1 while the model trains on batch k, on the same augmented inputs.
+  std::function<void(Batch&)> ahead;
 };
 
 class Loader {

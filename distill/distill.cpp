@@ -62,7 +62,9 @@ class DistillObjective : public Objective {
       teacher_outputs_ = cached.reused ? "cache (reused)" : "cache (computed)";
       log.line(fmt::format("teacher logits: {} {}", cached.reused ? "reused" : "computed and cached in", cached.file));
     } else {
-      teacher_outputs_ = "teacher on every batch";
+      ahead_ = c_.teacher_ahead && teacher_->engine() != "libtorch";
+      teacher_outputs_ = ahead_ ? "teacher on every batch, ahead on the loader's thread" : "teacher on every batch";
+      if (c_.teacher_ahead && !ahead_) log.line("teacher.ahead: only a runtime teacher runs ahead; this one runs beside each step");
     }
   }
 
@@ -75,8 +77,16 @@ class DistillObjective : public Objective {
       log.line(fmt::format("teacher.engine = {}: hints and attention need the teacher's inner layers, which the runtime fuses away: "
                            "the teacher runs on LibTorch", engine));
     } else {
-      teacher_ = teacher_on_engine(std::move(teacher_), {engine, data, normalization, c_.cache_dir, c_.force_int8_teacher, c_.eval_batch_size, log});
+      const int threads = c_.teacher_threads > 0 ? c_.teacher_threads : torch::get_num_threads();
+      teacher_ = teacher_on_engine(std::move(teacher_), {engine, data, normalization, c_.cache_dir, c_.force_int8_teacher, c_.eval_batch_size, threads, log});
     }
+  }
+
+  // A runtime teacher (thread-safe, off LibTorch's autograd) computes the next batch's logits on the
+  // loader's thread; its logits are the same as on the training thread.
+  std::function<void(Batch&)> batch_ahead() override {
+    if (!ahead_) return nullptr;
+    return [this](Batch& b) { b.soft_targets = teacher_->forward(b.x); };
   }
 
   std::vector<std::string> student_taps() const override { return student_taps_; }
@@ -84,8 +94,9 @@ class DistillObjective : public Objective {
 
   torch::Tensor loss(const Batch& batch, const torch::Tensor& logits, const std::map<std::string, torch::Tensor>& taps) override {
     std::map<std::string, torch::Tensor> teacher_features;
-    torch::Tensor teacher_logits = cached_.defined() ? cached_.index_select(0, batch.index)
-                                                     : teacher_->forward(batch.x, teacher_taps_, &teacher_features);
+    torch::Tensor teacher_logits = cached_.defined()              ? cached_.index_select(0, batch.index)
+                                   : batch.soft_targets.defined() ? batch.soft_targets
+                                                                  : teacher_->forward(batch.x, teacher_taps_, &teacher_features);
     auto soft = soft_target_loss(logits, teacher_logits, c_.temperature);
     auto hard = F::cross_entropy(logits, batch.y);
     auto loss = c_.alpha * soft + (1 - c_.alpha) * hard;
@@ -212,6 +223,7 @@ class DistillObjective : public Objective {
   std::vector<std::string> student_taps_, teacher_taps_;
   torch::Tensor cached_;
   std::string teacher_outputs_;
+  bool ahead_ = false;  // the teacher's forward runs on the loader's thread (batch_ahead)
   double teacher_test_ = 0, last_kd_ = 0;
   struct {
     double soft = 0, hint = 0, attention = 0;
@@ -239,6 +251,8 @@ void add_teacher_options(Keys& keys) {
       .add("teacher.kind", d.teacher_kind, Rule::choice({"auto", "shrink", "torchscript"}), "what teacher.path is (auto: by its content)")
       .add("teacher.engine", d.teacher_engine, Rule::choice({"libtorch", "runtime-fp32", "runtime-int8"}),
            "where the frozen teacher's forward runs: LibTorch, or shrink's runtime in fp32 or in int8 (calibrated on training batches)")
+      .add("teacher.ahead", d.teacher_ahead, "a runtime teacher computes the next batch's logits on the loader's thread while the student trains")
+      .add("teacher.threads", int64_t(d.teacher_threads), Rule::integer(0, 1024), "OpenMP threads of a runtime teacher's calls (0: train.threads)")
       .add("teacher.force_int8", d.force_int8_teacher,
            "run a runtime-int8 teacher even when it agrees with the fp32 teacher on less than 99.5% of training examples")
       .add("distill.temperature", d.temperature, Rule::real(0, 1e6, true), "softmax temperature T of the soft targets")
@@ -259,6 +273,8 @@ DistillConfig read_distill_config(const Config& c, const JobConfig& job) {
   d.teacher_kind = c.get<std::string>("teacher.kind");
   d.teacher_engine = c.get<std::string>("teacher.engine");
   d.force_int8_teacher = c.get<bool>("teacher.force_int8");
+  d.teacher_ahead = c.get<bool>("teacher.ahead");
+  d.teacher_threads = static_cast<int>(c.get<int64_t>("teacher.threads"));
   d.temperature = c.get<double>("distill.temperature");
   d.alpha = c.get<double>("distill.alpha");
   d.hints = parse_pairs(c, "distill.hints");

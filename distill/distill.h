@@ -19,6 +19,8 @@ struct DistillConfig {
   std::string teacher_path, teacher_kind = "auto";
   std::string teacher_engine = "libtorch";  // libtorch | runtime-fp32 | runtime-int8
   bool force_int8_teacher = false;
+  bool teacher_ahead = false;  // a runtime teacher's forward of the next batch beside the student's step
+  int teacher_threads = 0;     // OpenMP threads of a runtime teacher's calls (0: the training threads)
   double temperature = 4, alpha = 0.9;  // loss = alpha * soft targets + (1 - alpha) * cross-entropy
   double hint_weight = 0, attention_weight = 0;
   std::vector<std::pair<std::string, std::string>> hints, attention;  // (student layer, teacher layer)

@@ -57,6 +57,7 @@ struct TeacherEngineRequest {
   std::string cache_dir;       // where the exported (and calibrated) teacher is kept for later runs
   bool force_int8 = false;     // run an int8 teacher that agrees with the fp32 one on less than 99.5%
   int64_t batch_size = 512;
+  int threads = 1;             // OpenMP threads of its calls
   RunLog& log;
 };
 using TeacherEngine = std::function<std::unique_ptr<Teacher>(std::unique_ptr<Teacher> libtorch, const TeacherEngineRequest& request)>;

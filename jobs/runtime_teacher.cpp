@@ -19,8 +19,8 @@ constexpr int64_t kAgreementExamples = 10000;  // training examples it is measur
 
 class RuntimeTeacher : public Teacher {
  public:
-  RuntimeTeacher(std::unique_ptr<Teacher> libtorch, const std::string& engine, const std::string& file)
-      : libtorch_(std::move(libtorch)), engine_(engine), model_(rt::Model::load(file, torch::get_num_threads())) {
+  RuntimeTeacher(std::unique_ptr<Teacher> libtorch, const std::string& engine, const std::string& file, int threads)
+      : libtorch_(std::move(libtorch)), engine_(engine), model_(rt::Model::load(file, threads)) {
     mean = libtorch_->mean;
     std = libtorch_->std;
     class_names = libtorch_->class_names;
@@ -110,13 +110,13 @@ std::unique_ptr<Teacher> runtime_teacher(std::unique_ptr<Teacher> libtorch, cons
     const std::string file = fmt::format("{}-{}.shrink", stem, precision);
     export_once(libtorch->path(), file, precision);
     r.log.line(fmt::format("teacher.engine = runtime-fp32: the teacher runs on shrink's runtime ({} file {})", precision, file));
-    return std::make_unique<RuntimeTeacher>(std::move(libtorch), r.engine, file);
+    return std::make_unique<RuntimeTeacher>(std::move(libtorch), r.engine, file, r.threads);
   }
   if (r.engine != "runtime-int8") throw std::logic_error("runtime_teacher: unknown engine " + r.engine);
   const std::string quantized = int8_checkpoint(*libtorch, r, stem);
   const std::string file = libtorch->int8_simulated() ? stem + "-int8.shrink" : quantized.substr(0, quantized.size() - 3) + ".shrink";
   export_once(quantized, file, "int8");
-  auto teacher = std::make_unique<RuntimeTeacher>(std::move(libtorch), r.engine, file);
+  auto teacher = std::make_unique<RuntimeTeacher>(std::move(libtorch), r.engine, file, r.threads);
   teacher->measure_against_libtorch(r.data, r.normalization, r.batch_size);
   const nlohmann::json& m = teacher->engine_report();
   const double agreement = m["agreement_with_libtorch"].get<double>();

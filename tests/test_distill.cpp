@@ -236,12 +236,12 @@ CATCH_TEST_CASE("a teacher on the runtime: LibTorch's logits in fp32, measured a
   auto x = torch::randn({64, 1, 16, 16}).contiguous(torch::MemoryFormat::ChannelsLast);
   auto want = libtorch->forward(x);
 
-  auto fp32 = runtime_teacher(Teacher::load(t, "auto", false), {"runtime-fp32", data, norm, dir / "cache", false, 128, log});
+  auto fp32 = runtime_teacher(Teacher::load(t, "auto", false), {"runtime-fp32", data, norm, dir / "cache", false, 128, 1, log});
   CATCH_CHECK(fp32->engine() == "runtime-fp32");
   CATCH_CHECK((fp32->forward(x) - want).abs().max().item<double>() <= 1e-4 * want.abs().max().item<double>());
   CATCH_CHECK(fp32->file_hash() != libtorch->file_hash());  // its logits are cached apart
 
-  auto int8 = runtime_teacher(Teacher::load(t, "auto", false), {"runtime-int8", data, norm, dir / "cache", true, 128, log});
+  auto int8 = runtime_teacher(Teacher::load(t, "auto", false), {"runtime-int8", data, norm, dir / "cache", true, 128, 1, log});
   const auto report = int8->engine_report();
   CATCH_CHECK(report["agreement_examples"] == 600);  // every training example (fewer than 10,000)
   int64_t agree = 0;
@@ -272,7 +272,7 @@ CATCH_TEST_CASE("an int8 teacher that departs from its fp32 self is refused unle
   Data data = synthetic_data();
   Augment norm = normalization_of(outlier.meta);
   RunLog log(dir / "log", true);
-  auto request = [&](bool force) { return TeacherEngineRequest{"runtime-int8", data, norm, dir / "cache", force, 128, log}; };
+  auto request = [&](bool force) { return TeacherEngineRequest{"runtime-int8", data, norm, dir / "cache", force, 128, 1, log}; };
   CATCH_CHECK_THROWS_WITH(runtime_teacher(Teacher::load(dir / "outlier.pt", "auto", false), request(false)),
                           Catch::Contains("the int8 teacher agrees with the fp32 teacher on") && Catch::Contains("under the 99.5% it needs") &&
                               Catch::Contains("teacher.force_int8 = true"));
@@ -302,6 +302,15 @@ CATCH_TEST_CASE("distillation with a runtime teacher: recorded, cached apart fro
   CATCH_CHECK(int8["teacher_engine"] == "runtime-int8");
   CATCH_CHECK(int8["teacher_outputs"] == "teacher on every batch");
   CATCH_CHECK(int8["teacher_engine_report"].contains("agreement_with_libtorch"));
+  // Ahead on the loader's thread, it trains exactly as beside each step.
+  auto ahead = on("runtime-int8");
+  ahead.push_back("--teacher.ahead=true");
+  auto int8_ahead = distill(dir / "d6", t, ahead, /*shift=*/1, 1);
+  CATCH_CHECK(int8_ahead["teacher_outputs"] == "teacher on every batch, ahead on the loader's thread");
+  CATCH_CHECK(int8_ahead["test_accuracy"] == int8["test_accuracy"]);
+  CATCH_CHECK(int8_ahead["kd_loss_final"] == int8["kd_loss_final"]);
+  CATCH_CHECK(torch::equal(load_checkpoint(dir / "d6/checkpoints/last.pt").model->parameters()[0],
+                           load_checkpoint(dir / "d4/checkpoints/last.pt").model->parameters()[0]));
   auto hints = on("runtime-int8");
   hints.insert(hints.end(), {"--distill.hints=relu2:relu2", "--distill.hint_weight=1"});
   CATCH_CHECK(distill(dir / "d5", t, hints, 1)["teacher_engine"] == "libtorch");

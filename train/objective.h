@@ -26,6 +26,9 @@ class Objective {
   virtual std::vector<std::string> student_taps() const { return {}; }
   // Trainable parameters besides the student's (optimized and checkpointed with it); may be null.
   virtual std::shared_ptr<torch::nn::Module> trainable() { return nullptr; }
+  // Work on each training batch done ahead by the loader (LoaderOptions::ahead): a frozen teacher's
+  // forward while the model trains on the batch before. Null: none.
+  virtual std::function<void(Batch&)> batch_ahead() { return nullptr; }
   virtual torch::Tensor loss(const Batch& batch, const torch::Tensor& logits, const std::map<std::string, torch::Tensor>& taps) = 0;
   // Extra fields of this epoch's metrics.jsonl record (e.g. the loss terms' means).
   virtual nlohmann::json epoch_metrics() { return nlohmann::json::object(); }

@@ -159,6 +159,7 @@ void Trainer::prepare() {
   lo.augment = normalization_;
   lo.augment.shift = job_.data.shift;
   lo.augment.hflip = job_.data.hflip;
+  if (objective_) lo.ahead = objective_->batch_ahead();
   loader_ = std::make_unique<Loader>(data_.train, lo);
 
   ModelCost cost = total_cost(spec_);
