@@ -4,6 +4,7 @@
 #include "common/error.h"
 #include "train/checkpoint.h"
 #include "train/objective.h"
+#include "train/precision.h"
 #include "train/trainer.h"
 
 using namespace shrink;
@@ -11,14 +12,15 @@ using shrink::test::quiet;
 using shrink::test::TempDir;
 
 namespace {
-JobConfig synthetic_job(const std::string& out, const std::string& model = "usps_student", int64_t epochs = 3) {
+JobConfig synthetic_job(const std::string& out, const std::string& model = "usps_student", int64_t epochs = 3,
+                        const std::vector<std::string>& extra = {}) {
   Keys keys;
   add_train_options(keys);
-  auto c = Config::load(keys, "",
-                        {"--job.out=" + out, "--data.source=synthetic", "--data.shape=1,16,16", "--data.synthetic_train=2000",
-                         "--data.synthetic_test=500", "--data.shift=1", "--model.spec=" + model, "--train.epochs=" + std::to_string(epochs),
-                         "--train.threads=1", "--optim.lr=0.05"});
-  return read_job_config(c);
+  std::vector<std::string> args = {"--job.out=" + out, "--data.source=synthetic", "--data.shape=1,16,16", "--data.synthetic_train=2000",
+                                   "--data.synthetic_test=500", "--data.shift=1", "--model.spec=" + model, "--train.epochs=" + std::to_string(epochs),
+                                   "--train.threads=1", "--optim.lr=0.05"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return read_job_config(Config::load(keys, "", args));
 }
 
 // Counts the calls it gets, in a buffer it checkpoints under its name.
@@ -137,4 +139,34 @@ CATCH_TEST_CASE("step hooks act in the order given and checkpoint their states b
   }
   CountingHook twin("first", &order);
   CATCH_CHECK_THROWS_AS(run_train_job(synthetic_job(dir / "twins", "mlp_300_100", 1), quiet(), nullptr, {&first, &twin}), std::logic_error);
+}
+
+CATCH_TEST_CASE("train.precision: bf16 autocast in the forward, fp32 weights, recorded with the CPU flags that decided auto", "[trainer][precision]") {
+  // The scope turns convolutions to bf16 and back.
+  auto x = torch::randn({2, 1, 8, 8}), w = torch::randn({4, 1, 3, 3});
+  {
+    Bf16Autocast on(true);
+    CATCH_CHECK(torch::conv2d(x, w).scalar_type() == torch::kBFloat16);
+  }
+  CATCH_CHECK(torch::conv2d(x, w).scalar_type() == torch::kFloat32);
+  {
+    Bf16Autocast off(false);
+    CATCH_CHECK(torch::conv2d(x, w).scalar_type() == torch::kFloat32);
+  }
+  // A bf16 run learns, keeps fp32 weights and says what it trained in.
+  TempDir dir;
+  auto summary = run_train_job(synthetic_job(dir / "bf16", "usps_student", 2, {"--train.precision=bf16"}), quiet());
+  CATCH_CHECK(summary["precision"] == "bf16");
+  CATCH_CHECK(summary["test_accuracy"].get<double>() >= 0.5);
+  CATCH_CHECK(load_checkpoint(dir / "bf16/checkpoints/last.pt").model->parameters()[0].scalar_type() == torch::kFloat32);
+  std::ifstream metrics(dir / "bf16/metrics.jsonl");
+  std::string line;
+  std::getline(metrics, line);
+  CATCH_CHECK(nlohmann::json::parse(line)["precision"] == "bf16");
+  // auto: bf16 exactly when the CPU lists AMX or AVX512-BF16.
+  auto chosen = run_train_job(synthetic_job(dir / "auto", "usps_student", 1, {"--train.precision=auto"}), quiet());
+  const Precision expected = resolve_precision("auto");
+  CATCH_CHECK(chosen["precision"] == (expected.cpu_flags.empty() ? "fp32" : "bf16"));
+  CATCH_CHECK(chosen["precision_cpu_flags"] == expected.cpu_flags);
+  CATCH_CHECK(shrink::test::read_text(dir / "auto/log.txt").find("precision " + expected.name + " (train.precision = auto") != std::string::npos);
 }

@@ -26,6 +26,7 @@ struct TrainConfig {
   double label_smoothing = 0, grad_clip = 0;
   bool drop_last = false, channels_last = true;
   int prefetch = 2;
+  std::string precision = "fp32";  // fp32 | bf16 | auto (train/precision.h)
   double log_seconds = 10;  // plain progress line interval when not on a terminal
   std::vector<int64_t> keep_epochs;  // also keep checkpoints/epoch-K.pt after these epochs (0: the initial weights)
 };

@@ -12,6 +12,7 @@
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
 #include "train/objective.h"
+#include "train/precision.h"
 #include "train/run_dir.h"
 
 namespace shrink {
@@ -89,6 +90,7 @@ class Trainer {
   std::vector<std::string> class_names_;  // the data's, or else the starting checkpoint's
   int64_t start_epoch_ = 0;
   double best_metric_ = -1, train_seconds_ = 0, train_loss_ = 0, train_accuracy_ = 0;
+  Precision precision_;
   int64_t train_samples_ = 0;
   EvalResult last_test_;
   std::string checkpoints_;
@@ -165,6 +167,10 @@ void Trainer::prepare() {
   ModelCost cost = total_cost(spec_);
   log_->line(fmt::format("model {} params, {} MACs per example; data {} train / {} test examples of {}; {} threads", cost.params, cost.macs,
                          data_.train->size(), data_.test->size(), shape_string(data_.shape), threads));
+  precision_ = resolve_precision(job_.train.precision);
+  if (job_.train.precision != "fp32")
+    log_->line(fmt::format("precision {} (train.precision = {}; the CPU's bf16 flags: {})", precision_.name, job_.train.precision,
+                           precision_.cpu_flags.empty() ? "none" : precision_.cpu_flags));
 }
 
 void Trainer::train_epoch(int64_t epoch) {
@@ -188,8 +194,12 @@ void Trainer::train_epoch(int64_t epoch) {
     for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
     for (StepHook* hook : hooks_) hook->begin_step(model_, epoch + static_cast<double>(step) / steps);
     optimizer_->zero_grad();
-    auto logits = tap_names.empty() ? model_->forward(batch.x) : model_->forward_with(batch.x, tap_names, taps);
-    auto loss = objective_ ? objective_->loss(batch, logits, taps) : F::cross_entropy(logits, batch.y, loss_options);
+    torch::Tensor logits, loss;
+    {
+      Bf16Autocast autocast(precision_.name == "bf16");  // the forward and the loss; the backward outside
+      logits = tap_names.empty() ? model_->forward(batch.x) : model_->forward_with(batch.x, tap_names, taps);
+      loss = objective_ ? objective_->loss(batch, logits, taps) : F::cross_entropy(logits, batch.y, loss_options);
+    }
     double loss_value = loss.item<double>();
     if (!std::isfinite(loss_value))
       throw UserError(fmt::format("training diverged: the loss became {} at epoch {}, step {}; {} is kept as the last good checkpoint "
@@ -229,7 +239,8 @@ void Trainer::finish_epoch(int64_t epoch, double seconds, int64_t samples) {
                            {"test_loss", last_test_.loss},
                            {"test_accuracy", last_test_.accuracy},
                            {"seconds", seconds},
-                           {"samples_per_s", samples / seconds}};
+                           {"samples_per_s", samples / seconds},
+                           {"precision", precision_.name}};
   if (data_.val) record["val_accuracy"] = val.accuracy, record["val_loss"] = val.loss;
   if (objective_) record.update(objective_->epoch_metrics());
   for (StepHook* hook : hooks_) record.update(hook->epoch_metrics(model_));
@@ -280,6 +291,8 @@ nlohmann::json Trainer::summary() const {
           {"train_seconds", train_seconds_},
           {"train_samples_per_s", train_seconds_ > 0 ? train_samples_ / train_seconds_ : 0.0},
           {"threads", resolve_threads(job_.train.threads)},
+          {"precision", precision_.name},
+          {"precision_cpu_flags", precision_.cpu_flags},
           {"model", spec_.to_string()},
           {"checkpoint", checkpoints_ + "/last.pt"},
           {"best_checkpoint", checkpoints_ + "/best.pt"}};
