@@ -5,7 +5,8 @@
 //   mul: dst = (s_a / s_out * a) * (s_b * b)
 // mul also takes C,1,1 by C,H,W; oneDNN broadcasts only its second source, so that one goes second.
 // An int8 add of two int8 tensors of one shape onto an int8 output (the residual sum) runs as
-// shrink's own kernel instead (add_kernel), which rounds as the simulation and ONNX Runtime do.
+// shrink's own kernel instead (add_kernel), which rounds as the simulation and ONNX's
+// DequantizeLinear-Add-QuantizeLinear do.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -53,8 +54,7 @@ Kernel add_kernel_for(dt out, int a_slot, int b_slot, int out_slot, int64_t coun
 // The kernel for an int8 add of two same-shape int8 inputs onto an int8 output, with no activation
 // or a ReLU after it; null otherwise (oneDNN's binary computes it).
 std::optional<Act> int8_add(Builder& b, const OpContext& c, const Act& x, const Act& y) {
-  const memory::desc& xd = b.desc(x.slot);
-  const memory::desc& yd = b.desc(y.slot);
+  const memory::desc xd = b.desc(x.slot), yd = b.desc(y.slot);  // copies: adding a slot below may move the slots
   if (!c.out_int8 || xd.dims() != yd.dims() || (c.activation && c.activation->type != LayerType::ReLU)) return std::nullopt;
   memory::desc dst_md = b.output_desc(c);
   auto plain = [](const memory::desc& d) { return d == memory::desc(d.dims(), d.data_type(), Builder::plain(d)); };
