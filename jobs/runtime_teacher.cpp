@@ -20,7 +20,7 @@ constexpr int64_t kAgreementExamples = 10000;  // training examples it is measur
 class RuntimeTeacher : public Teacher {
  public:
   RuntimeTeacher(std::unique_ptr<Teacher> libtorch, const std::string& engine, const std::string& file, int threads)
-      : libtorch_(std::move(libtorch)), engine_(engine), model_(rt::Model::load(file, threads)) {
+      : libtorch_(std::move(libtorch)), engine_(engine), model_(load(file, threads, engine)) {
     mean = libtorch_->mean;
     std = libtorch_->std;
     class_names = libtorch_->class_names;
@@ -70,6 +70,16 @@ class RuntimeTeacher : public Teacher {
   }
 
  private:
+  // A file the runtime cannot run (damaged in the cache, or a layer it cannot compile) is one line.
+  static rt::Model load(const std::string& file, int threads, const std::string& engine) {
+    try {
+      return rt::Model::load(file, threads);
+    } catch (const rt::Error& e) {
+      throw UserError(fmt::format("teacher.engine = {}: the runtime cannot run {} ({}); delete it to export the teacher again, "
+                                  "or use teacher.engine = libtorch", engine, file, e.what()));
+    }
+  }
+
   std::unique_ptr<Teacher> libtorch_;
   std::string engine_;
   rt::Model model_;

@@ -240,6 +240,15 @@ CATCH_TEST_CASE("a teacher on the runtime: LibTorch's logits in fp32, measured a
   CATCH_CHECK(fp32->engine() == "runtime-fp32");
   CATCH_CHECK((fp32->forward(x) - want).abs().max().item<double>() <= 1e-4 * want.abs().max().item<double>());
   CATCH_CHECK(fp32->file_hash() != libtorch->file_hash());  // its logits are cached apart
+  const std::string fp32_file = fp32->engine_report()["file"];
+  {
+    TempDir damaged;
+    std::filesystem::create_directories(damaged / "cache");
+    std::filesystem::copy_file(fp32_file, damaged / ("cache/" + std::filesystem::path(fp32_file).filename().string()));
+    std::filesystem::resize_file(damaged / ("cache/" + std::filesystem::path(fp32_file).filename().string()), 100);
+    CATCH_CHECK_THROWS_WITH(runtime_teacher(Teacher::load(t, "auto", false), {"runtime-fp32", data, norm, damaged / "cache", false, 128, 1, log}),
+                            Catch::Contains("the runtime cannot run") && Catch::Contains("delete it to export the teacher again"));
+  }
 
   auto int8 = runtime_teacher(Teacher::load(t, "auto", false), {"runtime-int8", data, norm, dir / "cache", true, 128, 1, log});
   const auto report = int8->engine_report();
