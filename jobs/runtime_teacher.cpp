@@ -24,6 +24,7 @@ class RuntimeTeacher : public Teacher {
     mean = libtorch_->mean;
     std = libtorch_->std;
     class_names = libtorch_->class_names;
+    if (!mean.empty()) mean_ = torch::tensor(mean), std_ = torch::tensor(std);
     path_ = libtorch_->path();
     // Teacher-output caches are keyed by this: another engine or calibration gives other logits.
     hash_ = fmt::format("{}-{}-{}", libtorch_->file_hash(), engine, hash_file(file));
@@ -37,7 +38,7 @@ class RuntimeTeacher : public Teacher {
       // The loader's batches are normalized; the runtime normalizes raw input itself.
       std::vector<int64_t> per_channel(raw.dim(), 1);
       per_channel[1] = -1;
-      raw = (raw * torch::tensor(std).view(per_channel) + torch::tensor(mean).view(per_channel)).contiguous();
+      raw = (raw * std_.view(per_channel) + mean_.view(per_channel)).contiguous();
     }
     std::vector<float> logits = model_.predict(raw.data_ptr<float>(), raw.size(0));
     return torch::from_blob(logits.data(), {raw.size(0), model_.classes()}, torch::kFloat32).clone();
@@ -82,6 +83,7 @@ class RuntimeTeacher : public Teacher {
 
   std::unique_ptr<Teacher> libtorch_;
   std::string engine_;
+  torch::Tensor mean_, std_;  // the normalization as tensors, made once (forward runs per batch)
   rt::Model model_;
   nlohmann::json report_ = nlohmann::json::object();
 };
