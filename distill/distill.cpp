@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <chrono>
 #include <limits>
 
 #include <sstream>
@@ -10,6 +11,7 @@
 #include "distill/cache.h"
 #include "distill/losses.h"
 #include "distill/teacher.h"
+#include "distill/thread_split.h"
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
 #include "train/objective.h"
@@ -62,10 +64,65 @@ class DistillObjective : public Objective {
       teacher_outputs_ = cached.reused ? "cache (reused)" : "cache (computed)";
       log.line(fmt::format("teacher logits: {} {}", cached.reused ? "reused" : "computed and cached in", cached.file));
     } else {
-      ahead_ = c_.teacher_ahead && teacher_->engine() != "libtorch";
+      choose_where_teacher_runs(data, normalization, student, log);
       teacher_outputs_ = ahead_ ? "teacher on every batch, ahead on the loader's thread" : "teacher on every batch";
-      if (c_.teacher_ahead && !ahead_) log.line("teacher.ahead: only a runtime teacher runs ahead; this one runs beside each step");
     }
+  }
+
+  // teacher.ahead: a runtime teacher on every batch runs either beside each step on the training
+  // threads, or ahead on the loader's thread while the student trains on the batch before; auto
+  // times both (and each way to split the threads) and takes the faster.
+  void choose_where_teacher_runs(const Data& data, const Augment& normalization, SpecNet& student, RunLog& log) {
+    if (c_.teacher_ahead == "false") return;
+    const bool runtime = teacher_->engine() != "libtorch";
+    if (!runtime || c_.prefetch == 0) {
+      if (c_.teacher_ahead == "true")
+        log.line(runtime ? "teacher.ahead: train.prefetch = 0 leaves no loader thread to run the teacher on; it runs beside each step"
+                         : "teacher.ahead: only a runtime teacher runs ahead; this one runs beside each step");
+      return;
+    }
+    const int threads = torch::get_num_threads();
+    if (c_.teacher_threads > 0 || threads < 2) {  // nothing to choose: teacher.threads is the user's split; one thread cannot be split
+      ahead_ = c_.teacher_ahead == "true";
+      return;
+    }
+    const auto start = std::chrono::steady_clock::now();
+    ThreadSplit split = time_thread_split(data, normalization, student, threads, c_.teacher_ahead == "auto");
+    ahead_ = split.ahead;
+    log.line(fmt::format("teacher.ahead = {}: {} (timed on a training batch in {:.1f} s)", c_.teacher_ahead, describe(split, threads),
+                         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()));
+    thread_split_ = {{"ahead", split.ahead}, {"student_threads", split.student_threads}, {"teacher_threads", split.teacher_threads},
+                     {"batch_ms", split.batch_ms}, {"serial_ms", split.serial_ms}};
+  }
+
+  // Times the student's forward and backward and the teacher's forward on the first training batch
+  // at each thread count choose_thread_split asks for, and sets the counts it chose. The student
+  // leaves as it came: batchnorm statistics, gradients and the random state are put back.
+  ThreadSplit time_thread_split(const Data& data, const Augment& normalization, SpecNet& student, int threads, bool allow_serial) {
+    Batch batch;
+    for_each_batch(data.train, c_.batch_size, normalization, [&](const Batch& b) { batch = b; }, 1);
+    std::vector<torch::Tensor> buffers;
+    for (const auto& b : student->buffers()) buffers.push_back(b.clone());
+    auto generator = at::detail::getDefaultCPUGenerator();
+    const torch::Tensor random_state = generator.get_state();
+    constexpr int kReps = 3;
+    auto student_ms = [&](int n) {
+      torch::set_num_threads(n);
+      return median_ms([&] { F::cross_entropy(student->forward(batch.x), batch.y).backward(); }, kReps);
+    };
+    auto teacher_ms = [&](int n) {
+      teacher_->set_threads(n);
+      return median_ms([&] { teacher_->forward(batch.x); }, kReps);
+    };
+    ThreadSplit split = choose_thread_split(threads, allow_serial, student_ms, teacher_ms);
+    torch::set_num_threads(split.student_threads);
+    teacher_->set_threads(split.teacher_threads);
+    torch::NoGradGuard no_grad;
+    auto now = student->buffers();
+    for (size_t k = 0; k < now.size(); ++k) now[k].copy_(buffers[k]);
+    for (auto& p : student->parameters()) p.mutable_grad() = torch::Tensor();
+    generator.set_state(random_state);
+    return split;
   }
 
   // teacher.engine: the runtime runs logits only, from a shrink checkpoint.
@@ -146,7 +203,8 @@ class DistillObjective : public Objective {
             {"teacher_test_accuracy", teacher_test_},
             {"agreement_with_teacher", static_cast<double>(agree) / std::max<int64_t>(total, 1)},
             {"kd_loss_final", last_kd_},
-            {"teacher_outputs", teacher_outputs_}};
+            {"teacher_outputs", teacher_outputs_},
+            {"teacher_thread_split", thread_split_}};
   }
 
  private:
@@ -224,6 +282,7 @@ class DistillObjective : public Objective {
   torch::Tensor cached_;
   std::string teacher_outputs_;
   bool ahead_ = false;  // the teacher's forward runs on the loader's thread (batch_ahead)
+  nlohmann::json thread_split_ = nlohmann::json::object();  // what teacher.ahead timed and chose (empty: nothing timed)
   double teacher_test_ = 0, last_kd_ = 0;
   struct {
     double soft = 0, hint = 0, attention = 0;
@@ -251,8 +310,11 @@ void add_teacher_options(Keys& keys) {
       .add("teacher.kind", d.teacher_kind, Rule::choice({"auto", "shrink", "torchscript"}), "what teacher.path is (auto: by its content)")
       .add("teacher.engine", d.teacher_engine, Rule::choice({"libtorch", "runtime-fp32", "runtime-int8"}),
            "where the frozen teacher's forward runs: LibTorch, or shrink's runtime in fp32 or in int8 (calibrated on training batches)")
-      .add("teacher.ahead", d.teacher_ahead, "a runtime teacher computes the next batch's logits on the loader's thread while the student trains")
-      .add("teacher.threads", int64_t(d.teacher_threads), Rule::integer(0, 1024), "OpenMP threads of a runtime teacher's calls (0: train.threads)")
+      .add("teacher.ahead", d.teacher_ahead, Rule::choice({"auto", "true", "false"}),
+           "a runtime teacher computes the next batch's logits on the loader's thread while the student trains: auto (when timing a "
+           "training batch says it is faster, with the thread split it timed fastest) | true | false")
+      .add("teacher.threads", int64_t(d.teacher_threads), Rule::integer(0, 1024),
+           "OpenMP threads of a runtime teacher's calls (0: chosen by teacher.ahead's timing, else train.threads)")
       .add("teacher.force_int8", d.force_int8_teacher,
            "run a runtime-int8 teacher even when it agrees with the fp32 teacher on less than 99.5% of training examples")
       .add("distill.temperature", d.temperature, Rule::real(0, 1e6, true), "softmax temperature T of the soft targets")
@@ -273,7 +335,7 @@ DistillConfig read_distill_config(const Config& c, const JobConfig& job) {
   d.teacher_kind = c.get<std::string>("teacher.kind");
   d.teacher_engine = c.get<std::string>("teacher.engine");
   d.force_int8_teacher = c.get<bool>("teacher.force_int8");
-  d.teacher_ahead = c.get<bool>("teacher.ahead");
+  d.teacher_ahead = c.get<std::string>("teacher.ahead");
   d.teacher_threads = static_cast<int>(c.get<int64_t>("teacher.threads"));
   d.temperature = c.get<double>("distill.temperature");
   d.alpha = c.get<double>("distill.alpha");
@@ -287,6 +349,8 @@ DistillConfig read_distill_config(const Config& c, const JobConfig& job) {
   d.cache_dir = c.get<std::string>("distill.cache_dir");
   d.data = job.data;
   d.eval_batch_size = job.train.eval_batch_size;
+  d.batch_size = job.train.batch_size;
+  d.prefetch = job.train.prefetch;
   d.channels_last = job.train.channels_last;
   return d;
 }

@@ -19,8 +19,11 @@ struct DistillConfig {
   std::string teacher_path, teacher_kind = "auto";
   std::string teacher_engine = "libtorch";  // libtorch | runtime-fp32 | runtime-int8
   bool force_int8_teacher = false;
-  bool teacher_ahead = false;  // a runtime teacher's forward of the next batch beside the student's step
-  int teacher_threads = 0;     // OpenMP threads of a runtime teacher's calls (0: the training threads)
+  // A runtime teacher's forward of the next batch beside the student's step: auto (when timing says
+  // it is faster, with the thread split timing chose), true (a split timing chose, or teacher.threads
+  // beside train.threads) or false.
+  std::string teacher_ahead = "auto";
+  int teacher_threads = 0;     // OpenMP threads of a runtime teacher's calls (0: chosen with teacher.ahead)
   double temperature = 4, alpha = 0.9;  // loss = alpha * soft targets + (1 - alpha) * cross-entropy
   double hint_weight = 0, attention_weight = 0;
   std::vector<std::pair<std::string, std::string>> hints, attention;  // (student layer, teacher layer)
@@ -28,6 +31,8 @@ struct DistillConfig {
   std::string cache_dir = "runs/cache";
   DataConfig data;             // to know whether the student's inputs are augmented
   int64_t eval_batch_size = 512;
+  int64_t batch_size = 128;    // the training batch, which the thread split is timed on
+  int prefetch = 2;            // loader batches prepared ahead: 0 leaves no thread to run the teacher on
   bool channels_last = true;
 };
 

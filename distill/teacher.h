@@ -34,6 +34,8 @@ class Teacher {
   virtual bool int8_simulated() const { return false; }  // a quantized checkpoint, run as its int8 simulation
   virtual std::string engine() const { return "libtorch"; }  // where its forward runs (teacher.engine)
   virtual nlohmann::json engine_report() const { return nlohmann::json::object(); }  // what choosing the engine measured
+  // OpenMP threads of each forward call, for engines that set their own (LibTorch's follow the caller's).
+  virtual void set_threads(int threads) {}
   const std::string& path() const { return path_; }
   const std::string& file_hash() const { return hash_; }  // xxh3-64 of the file, hex
   // The input normalization the teacher was trained with (empty: none or unknown), and its class names.

@@ -10,6 +10,7 @@
 #include "distill/distill.h"
 #include "distill/losses.h"
 #include "distill/teacher.h"
+#include "distill/thread_split.h"
 #include "jobs/runtime_teacher.h"
 #include "train/run_log.h"
 #include "train/checkpoint.h"
@@ -44,8 +45,9 @@ nlohmann::json distill(const std::string& out, const std::string& teacher, std::
   add_distill_options(keys);
   auto args = synthetic_args(out, epochs, shift);
   args.push_back("--teacher.path=" + teacher);
-  bool spec_given = std::any_of(extra.begin(), extra.end(), [](const std::string& a) { return a.rfind("--student.spec", 0) == 0; });
-  if (!spec_given) args.push_back("--student.spec=conv(8) bn relu maxpool(2) conv(16) bn relu gap linear(classes)");
+  auto given = [&](const char* key) { return std::any_of(extra.begin(), extra.end(), [&](const std::string& a) { return a.rfind(key, 0) == 0; }); };
+  if (given("--train.threads")) args.erase(std::find(args.begin(), args.end(), "--train.threads=1"));
+  if (!given("--student.spec")) args.push_back("--student.spec=conv(8) bn relu maxpool(2) conv(16) bn relu gap linear(classes)");
   args.insert(args.end(), extra.begin(), extra.end());
   auto config = Config::load(keys, "", args);
   auto job = read_job_config(config);
@@ -320,8 +322,60 @@ CATCH_TEST_CASE("distillation with a runtime teacher: recorded, cached apart fro
   CATCH_CHECK(int8_ahead["kd_loss_final"] == int8["kd_loss_final"]);
   CATCH_CHECK(torch::equal(load_checkpoint(dir / "d6/checkpoints/last.pt").model->parameters()[0],
                            load_checkpoint(dir / "d4/checkpoints/last.pt").model->parameters()[0]));
+  // On 2 threads teacher.ahead = true times the one split there is (1 + 1), and the timing leaves the
+  // student as it was: it trains exactly as the run given that split by hand (d6).
+  auto timed = on("runtime-int8");
+  timed.insert(timed.end(), {"--teacher.ahead=true", "--train.threads=2"});
+  auto split = distill(dir / "d7", t, timed, /*shift=*/1, 1);
+  CATCH_CHECK(split["teacher_thread_split"]["ahead"] == true);
+  CATCH_CHECK(split["teacher_thread_split"]["student_threads"] == 1);
+  CATCH_CHECK(split["teacher_thread_split"]["teacher_threads"] == 1);
+  CATCH_CHECK(split["teacher_thread_split"]["serial_ms"].get<double>() > 0);
+  CATCH_CHECK(shrink::test::read_text(dir / "d7/log.txt").find("teacher.ahead = true: student on 1 thread, teacher beside it on 1 thread") !=
+              std::string::npos);
+  CATCH_CHECK(split["test_accuracy"] == int8_ahead["test_accuracy"]);
+  CATCH_CHECK(torch::equal(load_checkpoint(dir / "d7/checkpoints/last.pt").model->parameters()[0],
+                           load_checkpoint(dir / "d6/checkpoints/last.pt").model->parameters()[0]));
+  auto automatic = on("runtime-int8");
+  automatic.push_back("--train.threads=2");  // teacher.ahead = auto: timed, either way
+  CATCH_CHECK(distill(dir / "d8", t, automatic, /*shift=*/1, 1)["teacher_thread_split"].contains("batch_ms"));
+  CATCH_CHECK(shrink::test::read_text(dir / "d8/log.txt").find("teacher.ahead = auto: ") != std::string::npos);
   auto hints = on("runtime-int8");
   hints.insert(hints.end(), {"--distill.hints=relu2:relu2", "--distill.hint_weight=1"});
   CATCH_CHECK(distill(dir / "d5", t, hints, 1)["teacher_engine"] == "libtorch");
   CATCH_CHECK(shrink::test::read_text(dir / "d5/log.txt").find("the teacher runs on LibTorch") != std::string::npos);
+}
+
+CATCH_TEST_CASE("teacher.ahead = auto takes the faster of serial and each thread split, by the times it is given", "[distill][engine]") {
+  CATCH_CHECK(split_candidates(1).empty());
+  CATCH_CHECK(split_candidates(2) == std::vector<std::pair<int, int>>{{1, 1}});
+  CATCH_CHECK(split_candidates(4) == std::vector<std::pair<int, int>>{{1, 3}, {2, 2}, {3, 1}});
+  CATCH_CHECK(split_candidates(16) == std::vector<std::pair<int, int>>{{1, 15}, {4, 12}, {8, 8}, {12, 4}, {15, 1}});
+  std::map<int, int> timed;
+  auto student = [&](std::map<int, double> ms) { return [&timed, ms](int n) { ++timed[n]; return ms.at(n); }; };
+  auto teacher = [](std::map<int, double> ms) { return [ms](int n) { return ms.at(n); }; };
+  // A student that gains nothing from a second thread: side by side, 10 ms against 10 + 4 serial.
+  ThreadSplit side = choose_thread_split(2, true, student({{1, 10}, {2, 10}}), teacher({{1, 8}, {2, 4}}));
+  CATCH_CHECK(side.ahead);
+  CATCH_CHECK(side.student_threads == 1);
+  CATCH_CHECK(side.teacher_threads == 1);
+  CATCH_CHECK(side.batch_ms == 10);
+  CATCH_CHECK(side.serial_ms == 14);
+  CATCH_CHECK(timed == std::map<int, int>{{1, 1}, {2, 1}});  // each count timed once
+  // A student that scales and a light teacher: serial, 10 + 1 against 20.
+  ThreadSplit serial = choose_thread_split(2, true, student({{1, 20}, {2, 10}}), teacher({{1, 2}, {2, 1}}));
+  CATCH_CHECK_FALSE(serial.ahead);
+  CATCH_CHECK(serial.student_threads == 2);
+  CATCH_CHECK(serial.teacher_threads == 2);
+  CATCH_CHECK(serial.batch_ms == 11);
+  // Side by side must be 10% faster than serial to be taken (9.5 against 10 is not) ...
+  CATCH_CHECK_FALSE(choose_thread_split(2, true, student({{1, 9.5}, {2, 5}}), teacher({{1, 9.5}, {2, 5}})).ahead);
+  // ... unless serial is not allowed (teacher.ahead = true); on 4 threads the best split wins.
+  ThreadSplit forced = choose_thread_split(4, false, student({{1, 40}, {2, 20}, {3, 14}, {4, 10}}), teacher({{1, 12}, {2, 6}, {3, 4}, {4, 3}}));
+  CATCH_CHECK(forced.ahead);
+  CATCH_CHECK(forced.student_threads == 3);
+  CATCH_CHECK(forced.teacher_threads == 1);
+  CATCH_CHECK(forced.batch_ms == 14);
+  CATCH_CHECK_THROWS(choose_thread_split(1, false, student({{1, 1}}), teacher({{1, 1}})));
+  CATCH_CHECK(describe(side, 2) == "student on 1 thread, teacher beside it on 1 thread: 10.0 ms a batch (one after the other on 2 threads: 14.0 ms)");
 }
