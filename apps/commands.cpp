@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <filesystem>
 #include <iostream>
 #include <sstream>
 
@@ -12,6 +13,7 @@
 #include "jobs/jobs.h"
 #include "jobs/pipeline.h"
 #include "jobs/tools.h"
+#include "parallel/launch.h"
 
 namespace shrink {
 namespace {
@@ -48,6 +50,24 @@ std::string run_job(const JobKind& kind, const Args& a) {
   options.overwrite = a.has("overwrite");
   kind.run(config, options);
   return "";  // the job printed its progress and result as it ran (and kept them in log.txt)
+}
+
+// `shrink launch [flags] -- JOB...`: run_shrink puts the words after -- in "job".
+std::string run_launch(const Args& a) {
+  const std::vector<std::string> job = a.all("job");
+  if (job.empty()) throw UserError("launch: give the job after --, e.g. shrink launch --nproc_per_node 2 -- train --config FILE");
+  LaunchOptions o;
+  o.nproc_per_node = static_cast<int>(a.integer("nproc_per_node", o.nproc_per_node));
+  o.nnodes = static_cast<int>(a.integer("nnodes", o.nnodes));
+  o.node_rank = static_cast<int>(a.integer("node_rank", o.node_rank));
+  o.master_addr = a.get("master_addr").value_or(o.master_addr);
+  o.master_port = static_cast<int>(a.integer("master_port", o.master_port));
+  o.local_addr = a.get("local_addr").value_or("");
+  o.timeout_s = static_cast<int>(a.integer("timeout", o.timeout_s));
+  const LaunchResult r = launch_workers(o, std::filesystem::read_symlink("/proc/self/exe").string(), job);
+  if (r.code == 0) return "";
+  if (r.code == 2 || r.code == 130) throw UserError(r.message);
+  throw std::runtime_error(r.message);  // a worker crashed: a bug
 }
 
 CheckpointRun checkpoint_run(const Args& a) {
@@ -161,6 +181,16 @@ std::vector<Command> make_commands() {
                  {"bench-seconds", "S", Rule::real(0, 3600, true), "seconds of timing per model"}},
                 true},
                add_all_job_options, run_compare});
+  c.push_back({{"shrink", "launch", "", "run a job data parallel: N workers on this host (torchrun's flags), e.g. launch --nproc_per_node 2 -- train --config F",
+                {{"nproc_per_node", "N", Rule::integer(1, 1024), "workers on this host (default 1)"},
+                 {"nnodes", "M", Rule::integer(1, 65536), "hosts (default 1)"},
+                 {"node_rank", "R", Rule::integer(0, 65535), "this host's place among them (default 0; node 0 serves the workers' store)"},
+                 {"master_addr", "A", Rule::text(false), "node 0's address (default 127.0.0.1)"},
+                 {"master_port", "P", Rule::integer(0, 65535), "node 0's port (default 29500; 0: a free one, one host only)"},
+                 {"local_addr", "A", Rule::text(false), "the address the other hosts reach this one's workers at (default: its name's)"},
+                 {"timeout", "S", Rule::integer(1, 86400), "seconds a worker waits for the others before the job stops (default 300)"}},
+                false, "the job follows --: shrink launch [options] -- train|distill --config FILE [...]; rank 0 writes the run folder, the others OUT/rank-K.log\n"},
+               nullptr, run_launch});
   c.push_back({{"shrink", "pipeline", "", "teacher, distill, prune, quantize, export, compare in OUT/NAME/ (finished stages are skipped)",
                 {{"config", "FILE", kPath, "the pipeline's INI file", false, true},
                  {"force", "STAGE", Rule::choice(kPipelineStages), "redo this stage and every stage after it", true}},
@@ -249,7 +279,10 @@ int run_shrink(const std::vector<std::string>& words) {
   size_t used = 0;
   const Command* found = find_command(words, used);
   if (!found) return std::cout << group_help(words), 0;
-  Args a = parse_command_line(found->line, std::vector<std::string>(words.begin() + used, words.end()));
+  // `shrink launch [flags] -- JOB...`: the words after -- are the workers' command.
+  auto end = found->line.name == "launch" ? std::find(words.begin() + used, words.end(), "--") : words.end();
+  Args a = parse_command_line(found->line, std::vector<std::string>(words.begin() + used, end));
+  if (end != words.end()) a.values["job"] = std::vector<std::string>(end + 1, words.end());
   std::cout << (a.help ? command_help(*found) : found->run(a));
   return 0;
 }

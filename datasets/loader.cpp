@@ -8,13 +8,13 @@
 
 namespace shrink {
 
-torch::Tensor random_shift(const torch::Tensor& x, int64_t pad, at::Generator& gen) {
+torch::Tensor random_shift(const torch::Tensor& x, int64_t pad, at::Generator& gen, int64_t first, int64_t total) {
   if (pad <= 0) return x;
   const int64_t n = x.size(0), h = x.size(2), w = x.size(3), choices = 2 * pad + 1;
   auto padded = torch::constant_pad_nd(x, {pad, pad, pad, pad}, 0);
   // One offset per example; examples sharing an offset are cropped together, so the work is
   // (2*pad+1)^2 batched copies instead of one slice per example.
-  auto offset = torch::randint(0, choices * choices, {n}, gen, torch::kInt64);
+  auto offset = torch::randint(0, choices * choices, {total < 0 ? n : total}, gen, torch::kInt64).narrow(0, first, n).contiguous();
   auto out = torch::empty_like(x, torch::MemoryFormat::Contiguous);
   auto counts = torch::bincount(offset, {}, choices * choices);
   auto order = offset.argsort();
@@ -29,8 +29,8 @@ torch::Tensor random_shift(const torch::Tensor& x, int64_t pad, at::Generator& g
   return out;
 }
 
-torch::Tensor random_hflip(const torch::Tensor& x, at::Generator& gen) {
-  auto flip = torch::rand({x.size(0)}, gen) < 0.5;
+torch::Tensor random_hflip(const torch::Tensor& x, at::Generator& gen, int64_t first, int64_t total) {
+  auto flip = (torch::rand({total < 0 ? x.size(0) : total}, gen) < 0.5).narrow(0, first, x.size(0));
   auto idx = flip.nonzero().flatten();
   if (idx.numel() == 0) return x;
   auto out = x.clone();
@@ -142,8 +142,12 @@ bool Loader::next(Batch& batch) {
 }
 
 Batch Loader::make_batch(int64_t b) const {
-  const int64_t start = b * options_.batch_size, count = std::min(options_.batch_size, source_->size() - start);
+  const int64_t batch_start = b * options_.batch_size, global = std::min(options_.batch_size, source_->size() - batch_start);
+  // This worker's rows of the batch (all of it on one worker).
+  const int64_t first = global * options_.shard / options_.shards, start = batch_start + first,
+                count = global * (options_.shard + 1) / options_.shards - first;
   Batch batch;
+  batch.global_size = global;
   if (options_.shuffle) {
     std::vector<int64_t> idx(order_.begin() + start, order_.begin() + start + count);
     source_->read(idx, batch.x, batch.y);
@@ -155,8 +159,8 @@ Batch Loader::make_batch(int64_t b) const {
   const Augment& a = options_.augment;
   if (options_.train && (a.shift > 0 || a.hflip)) {
     auto gen = at::make_generator<at::CPUGeneratorImpl>((options_.seed * 1000003 + epoch_) * 100003 + b);
-    if (a.shift > 0) batch.x = random_shift(batch.x, a.shift, gen);
-    if (a.hflip) batch.x = random_hflip(batch.x, gen);
+    if (a.shift > 0) batch.x = random_shift(batch.x, a.shift, gen, first, global);
+    if (a.hflip) batch.x = random_hflip(batch.x, gen, first, global);
   }
   batch.x = normalize(batch.x, a.mean, a.std);
   if (a.channels_last && batch.x.dim() == 4) batch.x = batch.x.contiguous(torch::MemoryFormat::ChannelsLast);

@@ -24,15 +24,18 @@ struct Augment {
   bool channels_last = false;    // return batches in NHWC memory format
 };
 
-// Whole-batch transforms (also used directly by tests).
-torch::Tensor random_shift(const torch::Tensor& x, int64_t pad, at::Generator& gen);
-torch::Tensor random_hflip(const torch::Tensor& x, at::Generator& gen);
+// Whole-batch transforms (also used directly by tests). x may be rows [first, first + x.size(0))
+// of a batch of `total` examples (-1: x is the whole batch): the draws are made for all `total`, so
+// an example is shifted and flipped the same whichever worker's shard of the batch holds it.
+torch::Tensor random_shift(const torch::Tensor& x, int64_t pad, at::Generator& gen, int64_t first = 0, int64_t total = -1);
+torch::Tensor random_hflip(const torch::Tensor& x, at::Generator& gen, int64_t first = 0, int64_t total = -1);
 torch::Tensor normalize(const torch::Tensor& x, const std::vector<float>& mean, const std::vector<float>& std);
 
 struct Batch {
   torch::Tensor x, y;
   torch::Tensor index;  // int64: which examples of the source these are (for per-example caches)
   torch::Tensor soft_targets;  // a frozen teacher's logits, when LoaderOptions::ahead computed them
+  int64_t global_size = 0;     // examples in the whole batch, over every shard (data parallel)
 };
 
 struct LoaderOptions {
@@ -43,6 +46,9 @@ struct LoaderOptions {
   int prefetch = 2;  // batches prepared ahead; 0 = prepare on the calling thread
   Augment augment;
   bool train = true;  // random augmentation on (normalization always applies)
+  // Data parallel: each batch (batch_size examples of the epoch's permutation) is split over
+  // `shards` workers and this loader yields rows [size*shard/shards, size*(shard+1)/shards) of it.
+  int shard = 0, shards = 1;
   // Run on each training batch once it is made, on the prefetch thread when there is one: a frozen
   // teacher's forward of batch k+1 while the model trains on batch k, on the same augmented inputs.
   std::function<void(Batch&)> ahead;

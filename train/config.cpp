@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "common/error.h"
+#include "parallel/world.h"
 #include "train/checkpoint.h"
 
 namespace shrink {
@@ -47,13 +48,15 @@ void add_train_options(Keys& keys, const std::string& model_section) {
       .add("train.batch_size", t.batch_size, Rule::integer(1, 1 << 20), "training batch size")
       .add("train.eval_batch_size", t.eval_batch_size, Rule::integer(1, 1 << 20), "evaluation batch size")
       .add("train.seed", t.seed, Rule::integer(0, kBig), "seed of initialization, data order and augmentation")
-      .add("train.threads", t.threads, Rule::integer(0, 1024), "LibTorch intra-op threads (0: all cores)")
+      .add("train.threads", t.threads, Rule::integer(0, 1024), "LibTorch intra-op threads (0: all cores, shared by this host's workers under shrink launch)")
       .add("train.label_smoothing", t.label_smoothing, fraction, "label smoothing of the cross-entropy")
       .add("train.grad_clip", t.grad_clip, non_negative, "clip the gradient norm to this (0: off)")
       .add("train.drop_last", t.drop_last, "drop the last incomplete training batch")
       .add("train.channels_last", t.channels_last, "NHWC memory format (faster convolutions on oneDNN)")
       .add("train.precision", t.precision, Rule::choice({"fp32", "bf16", "auto"}),
            "fp32, or bf16 autocast (weights and optimizer state in fp32); auto: bf16 only on CPUs with AMX or AVX512-BF16")
+      .add("train.sync_batchnorm", t.sync_batchnorm, "data parallel (shrink launch): batchnorm statistics over the whole global batch, "
+           "as one process computes them (off: each worker's own)")
       .add("train.prefetch", int64_t(t.prefetch), Rule::integer(0, 64), "batches prepared ahead on a background thread (0: none)")
       .add("train.log_seconds", t.log_seconds, Rule::real(0, kInf, true), "interval of progress lines when not on a terminal")
       .add("train.keep_epochs", "", Rule::numbers(0, 100000, true, true), "also keep checkpoints/epoch-K.pt after these epochs, e.g. 0,2 (0: initial weights; for rewinding)")
@@ -149,6 +152,7 @@ JobConfig read_job_config(const Config& c) {
   t.drop_last = c.get<bool>("train.drop_last");
   t.channels_last = c.get<bool>("train.channels_last");
   t.prefetch = static_cast<int>(c.get<int64_t>("train.prefetch"));
+  t.sync_batchnorm = c.get<bool>("train.sync_batchnorm");
   t.precision = c.get<std::string>("train.precision");
   t.log_seconds = c.get<double>("train.log_seconds");
   for (double e : config_numbers(c, "train.keep_epochs")) t.keep_epochs.push_back(static_cast<int64_t>(e));
@@ -173,10 +177,6 @@ JobConfig read_job_config(const Config& c) {
   return j;
 }
 
-int resolve_threads(int64_t requested) {
-  if (requested > 0) return static_cast<int>(requested);
-  unsigned n = std::thread::hardware_concurrency();
-  return n ? static_cast<int>(n) : 1;
-}
+int resolve_threads(int64_t requested) { return requested > 0 ? static_cast<int>(requested) : default_worker_threads(); }
 
 }  // namespace shrink

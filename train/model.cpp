@@ -103,7 +103,7 @@ torch::Tensor SpecNetImpl::layer_forward(size_t i, torch::Tensor& in, const std:
       auto conv = modules_[i].get<torch::nn::Conv2d>();
       return conv2d_of(L, in, conv->weight, conv->bias);
     }
-    case LayerType::BatchNorm: return modules_[i].forward(in);
+    case LayerType::BatchNorm: return training_batchnorm_ && is_training() ? training_batchnorm_(in, *modules_[i].ptr()) : modules_[i].forward(in);
     case LayerType::Linear: return modules_[i].forward(in.dim() > 2 ? in.flatten(1) : in);
     case LayerType::ReLU: return inplace ? torch::relu_(in) : torch::relu(in);
     case LayerType::ReLU6: return inplace ? torch::hardtanh_(in, 0, 6) : torch::hardtanh(in, 0, 6);

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include <functional>
 #include <map>
 #include <string>
 
@@ -23,6 +24,10 @@ class SpecNetImpl : public torch::nn::Module {
   // What checkpoints must record to rebuild this kind of model (the quantized simulation adds
   // its settings); empty for the plain float model.
   virtual nlohmann::json describe() const { return nlohmann::json::object(); }
+  // Batchnorm in training mode computed by `fn(x, batchnorm module)` instead of LibTorch's (data
+  // parallel: SyncBatchNorm); null: LibTorch's.
+  using BatchNormFn = std::function<torch::Tensor(const torch::Tensor&, torch::nn::Module&)>;
+  void set_training_batchnorm(BatchNormFn fn) { training_batchnorm_ = std::move(fn); }
 
  protected:
   // Output of layer i from its input `in` (and, for a merging layer, the inputs after it: `rest`).
@@ -35,6 +40,7 @@ class SpecNetImpl : public torch::nn::Module {
   std::vector<torch::nn::AnyModule> modules_;   // per layer; empty for functional layers
   std::vector<std::vector<int>> input_index_;   // per layer: indices of its inputs, -1 = model input
   std::vector<bool> inplace_ok_;                // ReLU may overwrite its input (no one else reads it)
+  BatchNormFn training_batchnorm_;
 };
 TORCH_MODULE(SpecNet);
 

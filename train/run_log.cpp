@@ -12,9 +12,9 @@
 
 namespace shrink {
 
-RunLog::RunLog(const std::string& dir, bool quiet) : dir_(dir), quiet_(quiet) {
+RunLog::RunLog(const std::string& dir, bool quiet, const std::string& file) : dir_(dir), quiet_(quiet) {
   std::filesystem::create_directories(dir);
-  const std::string path = dir + "/log.txt";
+  const std::string path = dir + "/" + file;
   char last = '\n';
   {
     std::ifstream in(path, std::ios::binary | std::ios::ate);

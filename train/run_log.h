@@ -14,7 +14,8 @@ namespace shrink {
 
 class RunLog {
  public:
-  explicit RunLog(const std::string& dir, bool quiet = false);
+  // Writes dir/`file` (a data-parallel worker other than rank 0 keeps only dir/rank-K.log).
+  explicit RunLog(const std::string& dir, bool quiet = false, const std::string& file = "log.txt");
   void line(const std::string& text);  // printed and kept in log.txt
   // Appends one record to metrics.jsonl (flushed to disk; a failed write is a UserError).
   void metrics(const nlohmann::json& record);

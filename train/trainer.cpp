@@ -4,12 +4,16 @@
 #include <malloc.h>
 
 #include <chrono>
+#include <filesystem>
 #include <cmath>
 #include <optional>
 
 #include "common/error.h"
 #include "datasets/loader.h"
+#include "parallel/sync_batchnorm.h"
+#include "parallel/world.h"
 #include "train/checkpoint.h"
+#include "train/data_parallel.h"
 #include "train/evaluate.h"
 #include "train/objective.h"
 #include "train/precision.h"
@@ -84,8 +88,11 @@ class Trainer {
   SpecNet model_{nullptr};
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::unique_ptr<Loader> loader_;
-  std::optional<RunDir> run_dir_;
-  RunLog* log_ = nullptr;  // run_dir_'s
+  std::optional<RunDir> run_dir_;          // rank 0's (every run on one process)
+  std::optional<RunLog> worker_log_;       // other data-parallel workers': rank-K.log
+  RunLog* log_ = nullptr;                  // one of them
+  std::vector<torch::Tensor> params_;      // what the optimizer steps: the model's and the objective's
+  bool leader_ = true;                     // writes the run directory (rank 0)
   Augment normalization_;
   std::vector<std::string> class_names_;  // the data's, or else the starting checkpoint's
   int64_t start_epoch_ = 0;
@@ -100,16 +107,24 @@ void Trainer::prepare() {
   const int threads = resolve_threads(job_.train.threads);
   torch::set_num_threads(threads);
   keep_freed_memory();
+  join_workers(!hooks_.empty(), static_cast<bool>(factory_));
+  World& world = World::get();
+  leader_ = world.leader();
   data_ = open_data(job_.data);
   try {
     spec_ = parse_spec(job_.model, data_.shape, data_.classes);
   } catch (const UserError& e) {
     throw UserError(fmt::format("model.spec: {}", e.what()));
   }
-  run_dir_.emplace(RunDir::open_training(job_.out, job_.resolved_ini, options_));
-  log_ = &run_dir_->log();
+  if (leader_) {
+    run_dir_.emplace(RunDir::open_training(job_.out, job_.resolved_ini, options_));
+    log_ = &run_dir_->log();
+  }
+  world.barrier();  // rank 0 has checked and opened the folder (a shared one, with --overwrite, emptied)
+  if (!leader_) log_ = &worker_log_.emplace(job_.out, true, fmt::format("rank-{}.log", world.rank()));
   checkpoints_ = job_.out + "/checkpoints";
-  std::string last = run_dir_->checkpoint();
+  std::string last = leader_ ? run_dir_->checkpoint() : "";
+  if (options_.resume) last = checkpoint_on_every_worker(last, job_.out);
 
   torch::manual_seed(job_.train.seed);
   model_ = factory_ ? SpecNet(factory_(spec_)) : SpecNet(spec_);
@@ -123,14 +138,14 @@ void Trainer::prepare() {
   normalization_.mean = data_.mean;
   normalization_.std = data_.std;
   normalization_.channels_last = job_.train.channels_last;
-  std::vector<torch::Tensor> params = model_->parameters();
+  params_ = model_->parameters();
   if (objective_) {
     objective_->prepare(data_, normalization_, model_, *log_);
     extra_ = objective_->trainable();
     if (extra_)
-      for (auto& p : extra_->parameters()) params.push_back(p);
+      for (auto& p : extra_->parameters()) params_.push_back(p);
   }
-  optimizer_ = make_optimizer(job_.optim, params);
+  optimizer_ = make_optimizer(job_.optim, params_);
   for (StepHook* hook : hooks_) hook->prepare(model_, *log_);
 
   if (options_.resume) {
@@ -147,10 +162,17 @@ void Trainer::prepare() {
     train_samples_ = meta.value("train_samples", int64_t(0));
     if (objective_) objective_->resume(meta.value("epoch_metrics", nlohmann::json::object()));
     log_->line(fmt::format("resuming {} after epoch {}", job_.out, start_epoch_));
+    if (!leader_) std::filesystem::remove(last);  // rank 0's checkpoint, copied here to be read
   }
   // Records of epochs the checkpoint does not hold (a run killed between its metrics record and
   // its checkpoint, or before its first checkpoint) are dropped, and a cut last line with them.
-  log_->truncate_metrics(start_epoch_);
+  if (leader_) log_->truncate_metrics(start_epoch_);
+  if (world.distributed()) {
+    std::vector<torch::Tensor> state = params_;
+    for (const auto& b : model_->buffers()) state.push_back(b);
+    broadcast_from_leader(state);  // one starting point, whatever each worker initialized or read
+    if (job_.train.sync_batchnorm) model_->set_training_batchnorm(sync_batch_norm);
+  }
   if (job_.train.channels_last) to_channels_last(model_);
 
   LoaderOptions lo;
@@ -161,12 +183,18 @@ void Trainer::prepare() {
   lo.augment = normalization_;
   lo.augment.shift = job_.data.shift;
   lo.augment.hflip = job_.data.hflip;
+  lo.shard = world.rank();
+  lo.shards = world.size();
   if (objective_) lo.ahead = objective_->batch_ahead();
   loader_ = std::make_unique<Loader>(data_.train, lo);
 
   ModelCost cost = total_cost(spec_);
   log_->line(fmt::format("model {} params, {} MACs per example; data {} train / {} test examples of {}; {} threads", cost.params, cost.macs,
                          data_.train->size(), data_.test->size(), shape_string(data_.shape), threads));
+  if (world.distributed())
+    log_->line(fmt::format("data parallel: rank {} of {} workers, {} of each global batch of {}; batchnorm {}", world.rank(), world.size(),
+                           world.size() == 1 ? "all" : "a shard", job_.train.batch_size,
+                           job_.train.sync_batchnorm ? "synchronized over the workers (train.sync_batchnorm)" : "per worker"));
   precision_ = resolve_precision(job_.train.precision);
   if (job_.train.precision != "fp32")
     log_->line(fmt::format("precision {} (train.precision = {}; the CPU's bf16 flags: {})", precision_.name, job_.train.precision,
@@ -179,7 +207,7 @@ void Trainer::train_epoch(int64_t epoch) {
   loader_->start_epoch(epoch);
   const int64_t steps = loader_->batches_per_epoch();
   const double total_epochs = static_cast<double>(job_.train.epochs);
-  Progress progress(options_.quiet, job_.train.log_seconds);
+  Progress progress(options_.quiet || !leader_, job_.train.log_seconds);
   progress.start(fmt::format("epoch {}/{}", epoch + 1, job_.train.epochs), steps);
   auto t0 = std::chrono::steady_clock::now();
   double loss_sum = 0;
@@ -205,12 +233,14 @@ void Trainer::train_epoch(int64_t epoch) {
       throw UserError(fmt::format("training diverged: the loss became {} at epoch {}, step {}; {} is kept as the last good checkpoint "
                                   "(try a lower optim.lr or set train.grad_clip)",
                                   loss_value, epoch + 1, step + 1, epoch > 0 ? checkpoints_ + "/last.pt" : std::string("no checkpoint")));
+    const int64_t n = batch.y.size(0);
+    if (batch.global_size != n) loss = loss * (static_cast<double>(n) / batch.global_size);  // this worker's share of the batch's mean
     loss.backward();
+    all_reduce_gradients(params_);
     for (StepHook* hook : hooks_) hook->after_backward(model_);
     if (job_.train.grad_clip > 0) torch::nn::utils::clip_grad_norm_(model_->parameters(), job_.train.grad_clip);
     optimizer_->step();
     for (StepHook* hook : hooks_) hook->after_step(model_);
-    const int64_t n = batch.y.size(0);
     loss_sum += loss_value * n;
     correct += (logits.argmax(1) == batch.y).sum().item<int64_t>();
     seen += n;
@@ -218,14 +248,17 @@ void Trainer::train_epoch(int64_t epoch) {
     progress.update(step, loss_sum / seen, static_cast<double>(correct) / seen, seen / seconds_since(t0));
   }
   progress.finish();
-  train_loss_ = loss_sum / std::max<int64_t>(seen, 1);
-  train_accuracy_ = static_cast<double>(correct) / std::max<int64_t>(seen, 1);
-  finish_epoch(epoch, seconds_since(t0), seen);
+  double correct_all = static_cast<double>(correct), seen_all = static_cast<double>(seen);
+  sum_over_workers({&loss_sum, &correct_all, &seen_all});
+  train_loss_ = loss_sum / std::max(seen_all, 1.0);
+  train_accuracy_ = correct_all / std::max(seen_all, 1.0);
+  finish_epoch(epoch, seconds_since(t0), static_cast<int64_t>(seen_all));
 }
 
 void Trainer::finish_epoch(int64_t epoch, double seconds, int64_t samples) {
   train_seconds_ += seconds;
   train_samples_ += samples;
+  if (!leader_) return;  // rank 0 evaluates and writes; the others go on to the next epoch
   last_test_ = evaluate(model_, data_.test, normalization_, job_.train.eval_batch_size);
   EvalResult val;
   if (data_.val) val = evaluate(model_, data_.val, normalization_, job_.train.eval_batch_size);
@@ -300,13 +333,14 @@ nlohmann::json Trainer::summary() const {
 
 nlohmann::json Trainer::run() {
   prepare();
-  if (!options_.resume && std::count(job_.train.keep_epochs.begin(), job_.train.keep_epochs.end(), 0))
+  if (leader_ && !options_.resume && std::count(job_.train.keep_epochs.begin(), job_.train.keep_epochs.end(), 0))
     save_checkpoint(checkpoints_ + "/epoch-0.pt", model_, nullptr, checkpoint_meta(0), extras());
   int64_t stop_at = options_.stop_after_epochs >= 0 ? start_epoch_ + options_.stop_after_epochs : job_.train.epochs;
   for (int64_t epoch = start_epoch_; epoch < std::min(stop_at, job_.train.epochs); ++epoch) train_epoch(epoch);
   if (start_epoch_ >= job_.train.epochs)  // resumed a finished run: measure it again for the summary
     last_test_ = evaluate(model_, data_.test, normalization_, job_.train.eval_batch_size);
   if (stop_at < job_.train.epochs) return {{"stopped_after_epoch", stop_at}};
+  if (!leader_) return {{"rank", World::get().rank()}};
   nlohmann::json s = summary();
   if (objective_) s.update(objective_->finish(model_, data_, normalization_));
   for (StepHook* hook : hooks_) s.update(hook->finish(model_));

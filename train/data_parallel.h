@@ -1,0 +1,26 @@
+// What the trainer does as one of several data-parallel workers (parallel/world.h): every worker
+// starts from rank 0's weights, trains on its shard of each global batch, and steps with the
+// gradient of the whole batch; only rank 0 writes the run directory. On one process each of these
+// does nothing.
+#pragma once
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+namespace shrink {
+
+// Joins the other workers; a job that cannot run data parallel yet is a UserError.
+void join_workers(bool has_step_hooks, bool has_model_factory);
+// --resume: rank 0's checkpoint (`leader_path`), copied into `out` on every other worker (no
+// shared filesystem is assumed). Returns the path to read on this worker.
+std::string checkpoint_on_every_worker(const std::string& leader_path, const std::string& out);
+// Rank 0's values of the tensors (weights and buffers), on every worker.
+void broadcast_from_leader(const std::vector<torch::Tensor>& tensors);
+// Each worker backpropagated its share of the global batch's mean loss (loss * n / global): the
+// sum of the workers' gradients is the whole batch's. Undefined gradients count as zero.
+void all_reduce_gradients(const std::vector<torch::Tensor>& params);
+// Sums each number over the workers.
+void sum_over_workers(std::vector<double*> values);
+
+}  // namespace shrink
