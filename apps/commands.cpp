@@ -52,8 +52,9 @@ std::string run_job(const JobKind& kind, const Args& a) {
   return "";  // the job printed its progress and result as it ran (and kept them in log.txt)
 }
 
-// `shrink launch [flags] -- JOB...`: run_shrink puts the words after -- in "job".
-std::string run_launch(const Args& a) {
+// `shrink launch [flags] -- JOB...`: run_shrink puts the words after -- in "job". Returns the exit
+// code: a worker's user error or Ctrl-C is a UserError (2); a worker killed by a signal, 1.
+int run_launch(const Args& a) {
   const std::vector<std::string> job = a.all("job");
   if (job.empty()) throw UserError("launch: give the job after --, e.g. shrink launch --nproc_per_node 2 -- train --config FILE");
   LaunchOptions o;
@@ -65,9 +66,10 @@ std::string run_launch(const Args& a) {
   o.local_addr = a.get("local_addr").value_or("");
   o.timeout_s = static_cast<int>(a.integer("timeout", o.timeout_s));
   const LaunchResult r = launch_workers(o, std::filesystem::read_symlink("/proc/self/exe").string(), job);
-  if (r.code == 0) return "";
+  if (r.code == 0) return 0;
   if (r.code == 2 || r.code == 130) throw UserError(r.message);
-  throw std::runtime_error(r.message);  // a worker crashed: a bug
+  std::cerr << "error: " << r.message << std::endl;
+  return 1;
 }
 
 CheckpointRun checkpoint_run(const Args& a) {
@@ -190,7 +192,7 @@ std::vector<Command> make_commands() {
                  {"local_addr", "A", Rule::text(false), "the address the other hosts reach this one's workers at (default: its name's)"},
                  {"timeout", "S", Rule::integer(1, 86400), "seconds a worker waits for the others before the job stops (default 300)"}},
                 false, "the job follows --: shrink launch [options] -- train|distill --config FILE [...]; rank 0 writes the run folder, the others OUT/rank-K.log\n"},
-               nullptr, run_launch});
+               nullptr, [](const Args& a) { return run_launch(a) == 0 ? "" : "launch: the job failed\n"; }});
   c.push_back({{"shrink", "pipeline", "", "teacher, distill, prune, quantize, export, compare in OUT/NAME/ (finished stages are skipped)",
                 {{"config", "FILE", kPath, "the pipeline's INI file", false, true},
                  {"force", "STAGE", Rule::choice(kPipelineStages), "redo this stage and every stage after it", true}},
@@ -283,6 +285,7 @@ int run_shrink(const std::vector<std::string>& words) {
   auto end = found->line.name == "launch" ? std::find(words.begin() + used, words.end(), "--") : words.end();
   Args a = parse_command_line(found->line, std::vector<std::string>(words.begin() + used, end));
   if (end != words.end()) a.values["job"] = std::vector<std::string>(end + 1, words.end());
+  if (found->line.name == "launch" && !a.help) return run_launch(a);
   std::cout << (a.help ? command_help(*found) : found->run(a));
   return 0;
 }

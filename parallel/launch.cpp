@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <csignal>
+#include <cstring>
 #include <cstdlib>
 #include <map>
 #include <thread>
@@ -85,9 +86,10 @@ LaunchResult launch_workers(const LaunchOptions& o, const std::string& program, 
       running.erase(pid);
       if (code != 0 && !stopping) {
         result.code = code;
-        result.message = fmt::format("launch: rank {} {} {}{}; the other workers were stopped", rank,
-                                     WIFEXITED(status) ? "exited with code" : "was killed by signal", WIFEXITED(status) ? code : WTERMSIG(status),
-                                     code == 2 ? " (a user error: its message is above)" : "");
+        result.message = WIFEXITED(status) ? fmt::format("launch: rank {} exited with code {}{}; the other workers were stopped", rank, code,
+                                                         code == 2 ? " (a user error: its message is above)" : "")
+                                           : fmt::format("launch: rank {} was killed by signal {} ({}); the other workers were stopped", rank,
+                                                         WTERMSIG(status), strsignal(WTERMSIG(status)));
         stopping = true;
         stop_all(SIGTERM);
         stop_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);

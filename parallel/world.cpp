@@ -70,6 +70,7 @@ void World::join() {
   store_options.waitWorkers = false;
   store_options.timeout = timeout;
   auto options = c10d::ProcessGroupGloo::Options::create(timeout);
+  options->threads = 1;  // collectives run one at a time, in step order; more worker threads only contend for the cores
   // The address the other workers reach this one at: SHRINK_LOCAL_ADDR, the loopback when the
   // master is on it (one host), else the address this host's name resolves to.
   const std::string local = env("SHRINK_LOCAL_ADDR", loopback(host) ? "127.0.0.1" : "");

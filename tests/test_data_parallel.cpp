@@ -27,7 +27,7 @@ namespace {
 const char* kJob =
     "[data]\nsource = synthetic\nshape = 1,16,16\nsynthetic_train = 600\nsynthetic_test = 200\nshift = 1\n"
     "[model]\nspec = conv(8) bn relu maxpool(2) conv(16) bn relu gap linear(classes)\n"
-    "[train]\nepochs = 5\nbatch_size = 65\nthreads = 1\n[optim]\nlr = 0.02\n";
+    "[train]\nepochs = 5\nbatch_size = 65\nthreads = 1\nsync_batchnorm = true\n[optim]\nlr = 0.02\n";
 
 // The largest difference between two checkpoints' parameters and buffers.
 double max_difference(const std::string& a, const std::string& b) {

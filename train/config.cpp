@@ -55,8 +55,8 @@ void add_train_options(Keys& keys, const std::string& model_section) {
       .add("train.channels_last", t.channels_last, "NHWC memory format (faster convolutions on oneDNN)")
       .add("train.precision", t.precision, Rule::choice({"fp32", "bf16", "auto"}),
            "fp32, or bf16 autocast (weights and optimizer state in fp32); auto: bf16 only on CPUs with AMX or AVX512-BF16")
-      .add("train.sync_batchnorm", t.sync_batchnorm, "data parallel (shrink launch): batchnorm statistics over the whole global batch, "
-           "as one process computes them (off: each worker's own)")
+      .add("train.sync_batchnorm", t.sync_batchnorm, "data parallel (shrink launch): batchnorm statistics over the whole global batch, as one process "
+           "computes them, at two collectives per batchnorm layer and step (off: each worker's own, as PyTorch's DDP)")
       .add("train.prefetch", int64_t(t.prefetch), Rule::integer(0, 64), "batches prepared ahead on a background thread (0: none)")
       .add("train.log_seconds", t.log_seconds, Rule::real(0, kInf, true), "interval of progress lines when not on a terminal")
       .add("train.keep_epochs", "", Rule::numbers(0, 100000, true, true), "also keep checkpoints/epoch-K.pt after these epochs, e.g. 0,2 (0: initial weights; for rewinding)")
