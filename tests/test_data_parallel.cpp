@@ -76,6 +76,17 @@ CATCH_TEST_CASE("2 workers train as 1 process with the same global batch (SyncBa
   CATCH_CHECK(max_difference(dir / "one/checkpoints/last.pt", dir / "two/checkpoints/last.pt") <= 1e-4);
   CATCH_CHECK(shrink::test::read_text(dir / "two/log.txt").find("rank 0 of 2 workers") != std::string::npos);
   CATCH_CHECK(shrink::test::read_text(dir / "two/rank-1.log").find("rank 1 of 2 workers") != std::string::npos);
+  // A last batch of one example, fewer than the workers: each takes it whole and half its loss, and
+  // no worker runs an empty step. Synchronized, the running variance's n/(n-1) then counts the
+  // example twice (1/64 against 1/128 for bn2's 64 values, in that one update of the epoch).
+  for (const char* sync : {"false", "true"}) {
+    const std::string tail = std::string(" --data.synthetic_train=586 --train.epochs=2 --train.sync_batchnorm=") + sync + " --out ";
+    auto r = run_cli(launch2("train --config " + dir / "job.ini" + tail + dir / "tail2-" + sync));
+    CATCH_INFO(r.out);
+    CATCH_CHECK(r.code == 0);
+  }
+  CATCH_REQUIRE(run_cli("train --config " + dir / "job.ini --data.synthetic_train=586 --train.epochs=2 --out " + dir / "tail1").code == 0);
+  CATCH_CHECK(max_difference(dir / "tail1/checkpoints/last.pt", dir / "tail2-true/checkpoints/last.pt") <= 1e-2);
   // --resume on 2 workers of a run 1 process started (rank 0 holds the checkpoint; rank 1 gets it).
   CATCH_REQUIRE(run_cli("train --config " + dir / "job.ini --out " + dir / "r1 --train.epochs=2").code == 0);
   std::filesystem::copy(dir / "r1", dir / "r2", std::filesystem::copy_options::recursive);
