@@ -95,8 +95,8 @@ torch::Tensor weighted_forward(const Layer& L, const torch::Tensor& x, const tor
 // An average pool of values on an int8 grid of `scale`, as oneDNN's int8 pooling computes it: the
 // integer sum over each window times the float reciprocal of its count, rounded half to even
 // onto the same grid. Rounding the float average instead would differ on ties (x.5), which
-// averages hit often. The gradient passes straight through to the float average `y`.
-torch::Tensor int8_average(const Layer& L, const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& scale, double qmin, double qmax) {
+// averages hit often.
+torch::Tensor int8_average_values(const Layer& L, const torch::Tensor& x, const torch::Tensor& scale, double qmin, double qmax) {
   torch::NoGradGuard no_grad;
   auto q = torch::round(x / scale);
   torch::Tensor sum, count;
@@ -108,8 +108,14 @@ torch::Tensor int8_average(const Layer& L, const torch::Tensor& x, const torch::
     count = L.include_pad ? torch::full({}, static_cast<float>(L.kernel * L.kernel))
                           : torch::avg_pool2d(torch::ones_like(q.narrow(1, 0, 1)), L.kernel, L.stride, L.padding, L.ceil, true, 1);
   }
-  auto exact = torch::clamp(torch::round(sum * torch::reciprocal(count)), qmin, qmax).mul_(scale).view_as(y);
-  return y + (exact - y).detach();
+  return torch::clamp(torch::round(sum * torch::reciprocal(count)), qmin, qmax).mul_(scale);
+}
+
+// That average in place of the float average `y`, whose gradient it passes straight through (the
+// value is computed without autograd; a NoGradGuard around this sum too once cut every layer
+// before the pool off from QAT's gradients).
+torch::Tensor int8_average(const Layer& L, const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& scale, double qmin, double qmax) {
+  return y + (int8_average_values(L, x, scale, qmin, qmax).view_as(y) - y).detach();  // gradients pass straight through to y
 }
 
 }  // namespace
@@ -327,7 +333,8 @@ torch::Tensor QuantNetImpl::layer_forward(size_t i, torch::Tensor& in, const std
         std::vector<int64_t> shape(qw.dim() == 4 ? 4 : 2, 1);
         shape[1] = -1;
         auto y0 = compute(torch::Tensor()) / sf.view(shape) + b.view(shape);
-        y = torch::batch_norm(y0, gamma, beta, mean, var, true, 0.1, batchnorm_eps(*this, bn), false);
+        y = training_batchnorm() ? training_batchnorm()(y0, gamma, beta, mean, var, batchnorm_eps(*this, bn), 0.1)
+                                 : torch::batch_norm(y0, gamma, beta, mean, var, true, 0.1, batchnorm_eps(*this, bn), false);
       }
     }
   } else {

@@ -128,6 +128,29 @@ CATCH_TEST_CASE("quantized simulation: folded batchnorm phases, scales, float ov
   CATCH_CHECK(mixed->is_quantized(folded.index_of("conv2")));
 }
 
+CATCH_TEST_CASE("QAT's gradients reach every layer, through average pools re-rounded onto the int8 grid", "[quantize][qnet]") {
+  torch::manual_seed(4);
+  // gap and avgpool average values on their input's grid and re-round them (int8_average).
+  auto spec = parse_spec("conv(8) bn relu avgpool(2) conv(8) bn relu gap linear(classes)", {1, 8, 8}, 4);
+  QuantNet q(spec, QuantSettings{});
+  auto x = torch::randn({16, 1, 8, 8});
+  {
+    torch::NoGradGuard no_grad;
+    q->eval();
+    q->set_calibrating(true);
+    q->forward(x);
+    q->set_calibrating(false);
+    q->finish_calibration();
+  }
+  q->train();
+  torch::nn::functional::cross_entropy(q->forward(x), torch::randint(0, 4, {16})).backward();
+  for (const auto& p : q->named_parameters()) {
+    CATCH_INFO(p.key());
+    CATCH_REQUIRE(p.value().grad().defined());
+    CATCH_CHECK(p.value().grad().abs().sum().item<double>() > 0);
+  }
+}
+
 CATCH_TEST_CASE("PTQ is deterministic and QAT checkpoints reload as the int8 simulation", "[quantize][job]") {
   TempDir dir;
   std::string base = shrink::test::train_synthetic(dir, "base", 2);
