@@ -66,25 +66,11 @@ struct SyncBatchNormFunction : torch::autograd::Function<SyncBatchNormFunction> 
   }
 };
 
-template <typename BatchNorm>
-torch::Tensor apply(BatchNorm& bn, const torch::Tensor& x) {
-  const auto& o = bn.options;
-  if (!o.affine() || !o.track_running_stats()) throw std::logic_error("sync_batch_norm: a spec's batchnorm is affine and tracks statistics");
-  {
-    torch::NoGradGuard no_grad;
-    bn.num_batches_tracked.add_(1);
-  }
-  // momentum unset: the cumulative average, as LibTorch's batchnorm.
-  const double momentum = o.momentum() ? *o.momentum() : 1.0 / bn.num_batches_tracked.template item<double>();
-  return SyncBatchNormFunction::apply(x, bn.weight, bn.bias, bn.running_mean, bn.running_var, o.eps(), momentum);
-}
-
 }  // namespace
 
-torch::Tensor sync_batch_norm(const torch::Tensor& x, torch::nn::Module& bn) {
-  if (auto* b2 = dynamic_cast<torch::nn::BatchNorm2dImpl*>(&bn)) return apply(*b2, x);
-  if (auto* b1 = dynamic_cast<torch::nn::BatchNorm1dImpl*>(&bn)) return apply(*b1, x);
-  throw std::logic_error("sync_batch_norm: not a batchnorm module");
+torch::Tensor sync_batch_norm(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias, torch::Tensor& running_mean,
+                              torch::Tensor& running_var, double eps, double momentum) {
+  return SyncBatchNormFunction::apply(x, weight, bias, running_mean, running_var, eps, momentum);
 }
 
 }  // namespace shrink

@@ -8,9 +8,10 @@
 
 namespace shrink {
 
-// The training-mode forward of `bn` (a BatchNorm1d or BatchNorm2d) on x, over every worker of
-// World::get(). Its weight and bias gradients are this worker's part: the trainer's gradient
-// all-reduce sums them.
-torch::Tensor sync_batch_norm(const torch::Tensor& x, torch::nn::Module& bn);
+// Batchnorm in training mode on x (channels in dim 1), over every worker of World::get(): the
+// running statistics are updated in place. The weight and bias gradients are this worker's part:
+// the trainer's gradient all-reduce sums them.
+torch::Tensor sync_batch_norm(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias, torch::Tensor& running_mean,
+                              torch::Tensor& running_var, double eps, double momentum);
 
 }  // namespace shrink

@@ -145,6 +145,15 @@ double World::sum(double value) {
   return t.item<double>();
 }
 
+double World::max(double value) {
+  if (size_ == 1) return value;
+  std::vector<torch::Tensor> buffer{torch::tensor({value}, torch::kFloat64)};
+  c10d::AllreduceOptions options;
+  options.reduceOp = c10d::ReduceOp::MAX;
+  collective(rank_, size_, timeout_s_, "all-reduce", [&] { return group_->pg->allreduce(buffer, options); });
+  return buffer[0].item<double>();
+}
+
 void World::barrier() {
   if (size_ == 1) return;
   collective(rank_, size_, timeout_s_, "barrier", [&] { return group_->pg->barrier(); });

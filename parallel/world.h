@@ -34,6 +34,7 @@ class World {
   // In place, from `root`'s values.
   void broadcast(const std::vector<torch::Tensor>& tensors, int root = 0);
   double sum(double value);  // a number summed over the workers
+  double max(double value);  // the largest of a number over the workers
   void barrier();
 
   ~World();

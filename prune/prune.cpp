@@ -13,6 +13,7 @@
 #include "prune/surgery.h"
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
+#include "train/data_parallel.h"
 #include "train/objective.h"
 
 namespace shrink {
@@ -20,6 +21,14 @@ namespace fs = std::filesystem;
 namespace {
 
 // Pruning's masks; in gradual mode the sparsity rises on the cubic schedule as training goes.
+// Data parallel: rank 0's masks on every worker (computed from the same weights, they are equal
+// anyway; sent, they cannot part on a tie).
+void broadcast_masks(std::map<std::string, torch::Tensor>& masks) {
+  std::vector<torch::Tensor> all;
+  for (auto& [name, mask] : masks) all.push_back(mask);
+  broadcast_from_leader(all);
+}
+
 class PruneHook : public MaskingHook {
  public:
   PruneHook(std::map<std::string, torch::Tensor> initial, const PruneTargets* gradual_targets, const PruneConfig* gradual)
@@ -31,7 +40,9 @@ class PruneHook : public MaskingHook {
     last_update_ = index;
     targets_.sparsity = cubic_sparsity(index * gradual_->update_every, gradual_->start_epoch, gradual_->end_epoch,
                                        gradual_->initial_sparsity, gradual_->sparsity);
-    masks_.set_all(magnitude_masks(model, targets_));
+    auto masks = magnitude_masks(model, targets_);
+    broadcast_masks(masks);
+    masks_.set_all(masks);
     masks_.apply_to_weights(model);
   }
 
@@ -203,7 +214,10 @@ PruneConfig read_prune_config(const Config& c) {
   return p;
 }
 
-nlohmann::json run_prune_job(const JobConfig& base, const PruneConfig& c, const RunOptions& options, Objective* fine_tune) {
+nlohmann::json run_prune_job(const JobConfig& job_in, const PruneConfig& c, const RunOptions& options_in, Objective* fine_tune) {
+  JobConfig base = job_in;
+  RunOptions options = options_in;
+  as_stage_worker(base, options, "a pruning job");
   torch::set_num_threads(resolve_threads(base.train.threads));
   LoadedModel start = load_float(c.checkpoint, "prune.checkpoint");
   const nlohmann::json start_meta = start.meta;
@@ -250,6 +264,7 @@ nlohmann::json run_prune_job(const JobConfig& base, const PruneConfig& c, const 
         } else if (!gradual) {
           targets.sparsity = round_sparsity(c, r, rounds);
           masks = magnitude_masks(current, targets);
+          broadcast_masks(masks);
           if (c.rewind != "none" && c.schedule == "iterative") {
             SpecNet rewound = load_float(rewind_path(c), "prune.rewind").model;
             if (rewound->spec().to_string() != current->spec().to_string())

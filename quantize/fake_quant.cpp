@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "common/error.h"
+#include "parallel/world.h"
 
 namespace shrink {
 
@@ -28,7 +29,8 @@ Observer::Kind Observer::parse(const std::string& name) {
 
 void Observer::observe(const torch::Tensor& x) {
   auto a = x.detach().abs().to(torch::kFloat32);
-  double batch_max = a.max().item<double>();
+  // Data parallel: the range of the global batch, the same on every worker (one process's).
+  double batch_max = World::get().max(a.numel() ? a.max().item<double>() : 0.0);
   if (kind_ == Kind::MovingAverage && seen_) max_abs_ = (1 - momentum_) * max_abs_ + momentum_ * batch_max;
   else max_abs_ = std::max(max_abs_, batch_max);
   seen_ = true;
@@ -42,7 +44,9 @@ void Observer::observe(const torch::Tensor& x) {
     histogram_ = torch::cat({histogram_.view({bins / 2, 2}).sum(1), torch::zeros({bins / 2}, torch::kFloat64)});
     hist_max_ *= 2;
   }
-  histogram_ += torch::histc(a.flatten().to(torch::kFloat64), bins, 0, hist_max_);
+  auto counts = torch::histc(a.flatten().to(torch::kFloat64), bins, 0, hist_max_);
+  World::get().all_reduce_sum({counts});
+  histogram_ += counts;
 }
 
 double Observer::range() const {

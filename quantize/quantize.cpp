@@ -11,6 +11,7 @@
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
 #include "train/masks.h"
+#include "train/data_parallel.h"
 #include "train/objective.h"
 
 namespace shrink {
@@ -94,7 +95,10 @@ QuantizeConfig read_quantize_config(const Config& c) {
   return q;
 }
 
-nlohmann::json run_quantize_job(const JobConfig& base, const QuantizeConfig& q_in, const RunOptions& options, Objective* fine_tune) {
+nlohmann::json run_quantize_job(const JobConfig& job_in, const QuantizeConfig& q_in, const RunOptions& options_in, Objective* fine_tune) {
+  JobConfig base = job_in;
+  RunOptions options = options_in;
+  as_stage_worker(base, options, "a quantization job");
   torch::set_num_threads(resolve_threads(base.train.threads));
   QuantizeConfig q = q_in;
   LoadedModel start_model = load_checkpoint(q.checkpoint);

@@ -55,8 +55,9 @@ void add_train_options(Keys& keys, const std::string& model_section) {
       .add("train.channels_last", t.channels_last, "NHWC memory format (faster convolutions on oneDNN)")
       .add("train.precision", t.precision, Rule::choice({"fp32", "bf16", "auto"}),
            "fp32, or bf16 autocast (weights and optimizer state in fp32); auto: bf16 only on CPUs with AMX or AVX512-BF16")
-      .add("train.sync_batchnorm", t.sync_batchnorm, "data parallel (shrink launch): batchnorm statistics over the whole global batch, as one process "
-           "computes them, at two collectives per batchnorm layer and step (off: each worker's own, as PyTorch's DDP)")
+      .add("train.sync_batchnorm", t.sync_batchnorm, Rule::choice({"auto", "true", "false"}),
+           "data parallel (shrink launch): batchnorm statistics over the whole global batch, as one process computes them, at two collectives "
+           "per batchnorm layer and step (false: each worker's own, as PyTorch's DDP; auto: true for quantization-aware training)")
       .add("train.prefetch", int64_t(t.prefetch), Rule::integer(0, 64), "batches prepared ahead on a background thread (0: none)")
       .add("train.log_seconds", t.log_seconds, Rule::real(0, kInf, true), "interval of progress lines when not on a terminal")
       .add("train.keep_epochs", "", Rule::numbers(0, 100000, true, true), "also keep checkpoints/epoch-K.pt after these epochs, e.g. 0,2 (0: initial weights; for rewinding)")
@@ -152,7 +153,7 @@ JobConfig read_job_config(const Config& c) {
   t.drop_last = c.get<bool>("train.drop_last");
   t.channels_last = c.get<bool>("train.channels_last");
   t.prefetch = static_cast<int>(c.get<int64_t>("train.prefetch"));
-  t.sync_batchnorm = c.get<bool>("train.sync_batchnorm");
+  t.sync_batchnorm = c.get<std::string>("train.sync_batchnorm");
   t.precision = c.get<std::string>("train.precision");
   t.log_seconds = c.get<double>("train.log_seconds");
   for (double e : config_numbers(c, "train.keep_epochs")) t.keep_epochs.push_back(static_cast<int64_t>(e));

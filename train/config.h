@@ -25,7 +25,9 @@ struct TrainConfig {
   int64_t epochs = 20, batch_size = 128, eval_batch_size = 512, seed = 0, threads = 0;
   double label_smoothing = 0, grad_clip = 0;
   bool drop_last = false, channels_last = true;
-  bool sync_batchnorm = false;  // data parallel: batchnorm statistics over every worker's examples
+  // Data parallel: batchnorm statistics over every worker's examples (true), each worker's own
+  // (false), or auto: true for quantization-aware training, false otherwise.
+  std::string sync_batchnorm = "auto";
   int prefetch = 2;
   std::string precision = "fp32";  // fp32 | bf16 | auto (train/precision.h)
   double log_seconds = 10;  // plain progress line interval when not on a terminal

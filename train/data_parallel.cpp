@@ -12,12 +12,21 @@
 
 namespace shrink {
 
-void join_workers(bool has_step_hooks, bool has_model_factory) {
+void join_workers() { World::get().join(); }
+
+void as_stage_worker(JobConfig& job, RunOptions& options, const char* what) {
   World& world = World::get();
   if (!world.distributed()) return;
-  if (has_step_hooks || has_model_factory)
-    throw UserError("shrink launch: pruning and quantization-aware training do not run data parallel yet; run them as one process");
-  world.join();
+  if (options.resume)
+    throw UserError(fmt::format("shrink launch: --resume of {} is not supported data parallel yet; resume it as one process", what));
+  join_workers();
+  if (world.leader()) return;
+  // Beside OUT, not in it: rank 0 may be emptying OUT (--overwrite) while this one starts.
+  std::string out = job.out;
+  while (out.size() > 1 && out.back() == '/') out.pop_back();
+  job.out = fmt::format("{}.rank-{}", out, world.rank());
+  options.worker_folder = true;
+  options.quiet = true;
 }
 
 std::string checkpoint_on_every_worker(const std::string& leader_path, const std::string& out) {
@@ -47,12 +56,11 @@ void broadcast_from_leader(const std::vector<torch::Tensor>& tensors) { World::g
 void all_reduce_gradients(const std::vector<torch::Tensor>& params) {
   World& world = World::get();
   if (!world.distributed()) return;
+  // A parameter the step did not reach keeps no gradient, as on one process (the optimizer then
+  // leaves it alone, weight decay included); every worker's step reaches the same parameters.
   std::vector<torch::Tensor> grads;
-  for (const auto& p : params) {
-    if (!p.requires_grad()) continue;
-    if (!p.grad().defined()) const_cast<torch::Tensor&>(p).mutable_grad() = torch::zeros_like(p);
-    grads.push_back(p.grad());
-  }
+  for (const auto& p : params)
+    if (p.grad().defined()) grads.push_back(p.grad());
   world.all_reduce_sum(grads);
 }
 

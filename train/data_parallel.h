@@ -8,17 +8,26 @@
 #include <string>
 #include <vector>
 
+#include "train/config.h"
+#include "train/run_dir.h"
+
 namespace shrink {
 
-// Joins the other workers; a job that cannot run data parallel yet is a UserError.
-void join_workers(bool has_step_hooks, bool has_model_factory);
+// Joins the other workers.
+void join_workers();
+// A job of stages (prune's rounds, quantization's calibration and QAT) as this worker runs it: on
+// rank 0 as given; on rank K in OUT.rank-K, quiet, with RunOptions::worker_folder. Every worker
+// runs every step of the job (its collectives in step), from the same data and seed. --resume of
+// such a job is not supported data parallel yet (a UserError).
+void as_stage_worker(JobConfig& job, RunOptions& options, const char* what);
 // --resume: rank 0's checkpoint (`leader_path`), copied into `out` on every other worker (no
 // shared filesystem is assumed). Returns the path to read on this worker.
 std::string checkpoint_on_every_worker(const std::string& leader_path, const std::string& out);
 // Rank 0's values of the tensors (weights and buffers), on every worker.
 void broadcast_from_leader(const std::vector<torch::Tensor>& tensors);
 // Each worker backpropagated its share of the global batch's mean loss (loss * n / global): the
-// sum of the workers' gradients is the whole batch's. Undefined gradients count as zero.
+// sum of the workers' gradients is the whole batch's. Parameters without a gradient are left out
+// (the same on every worker).
 void all_reduce_gradients(const std::vector<torch::Tensor>& params);
 // Sums each number over the workers.
 void sum_over_workers(std::vector<double*> values);

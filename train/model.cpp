@@ -96,6 +96,28 @@ torch::Tensor conv2d_of(const Layer& L, const torch::Tensor& x, const torch::Ten
   return torch::conv2d(padded, w, b, stride, std::array<int64_t, 2>{0, 0}, dilation, groups);
 }
 
+namespace {
+
+// What LibTorch's batchnorm module does around its functional call in training mode.
+template <typename BatchNorm>
+torch::Tensor batchnorm_with(const SpecNetImpl::BatchNormFn& fn, BatchNorm& bn, const torch::Tensor& x) {
+  {
+    torch::NoGradGuard no_grad;
+    bn.num_batches_tracked.add_(1);
+  }
+  const auto& o = bn.options;  // a spec's batchnorm is affine and tracks its statistics
+  const double momentum = o.momentum() ? *o.momentum() : 1.0 / bn.num_batches_tracked.template item<double>();  // unset: cumulative
+  return fn(x, bn.weight, bn.bias, bn.running_mean, bn.running_var, o.eps(), momentum);
+}
+
+}  // namespace
+
+torch::Tensor SpecNetImpl::batchnorm_forward(size_t i, const torch::Tensor& x) {
+  torch::nn::Module* bn = modules_[i].ptr().get();
+  if (auto* b2 = dynamic_cast<torch::nn::BatchNorm2dImpl*>(bn)) return batchnorm_with(training_batchnorm_, *b2, x);
+  return batchnorm_with(training_batchnorm_, dynamic_cast<torch::nn::BatchNorm1dImpl&>(*bn), x);
+}
+
 torch::Tensor SpecNetImpl::layer_forward(size_t i, torch::Tensor& in, const std::vector<torch::Tensor>& rest, bool inplace) {
   const Layer& L = spec_.layers[i];
   switch (L.type) {
@@ -103,7 +125,7 @@ torch::Tensor SpecNetImpl::layer_forward(size_t i, torch::Tensor& in, const std:
       auto conv = modules_[i].get<torch::nn::Conv2d>();
       return conv2d_of(L, in, conv->weight, conv->bias);
     }
-    case LayerType::BatchNorm: return training_batchnorm_ && is_training() ? training_batchnorm_(in, *modules_[i].ptr()) : modules_[i].forward(in);
+    case LayerType::BatchNorm: return training_batchnorm_ && is_training() ? batchnorm_forward(i, in) : modules_[i].forward(in);
     case LayerType::Linear: return modules_[i].forward(in.dim() > 2 ? in.flatten(1) : in);
     case LayerType::ReLU: return inplace ? torch::relu_(in) : torch::relu(in);
     case LayerType::ReLU6: return inplace ? torch::hardtanh_(in, 0, 6) : torch::hardtanh(in, 0, 6);

@@ -24,10 +24,12 @@ class SpecNetImpl : public torch::nn::Module {
   // What checkpoints must record to rebuild this kind of model (the quantized simulation adds
   // its settings); empty for the plain float model.
   virtual nlohmann::json describe() const { return nlohmann::json::object(); }
-  // Batchnorm in training mode computed by `fn(x, batchnorm module)` instead of LibTorch's (data
-  // parallel: SyncBatchNorm); null: LibTorch's.
-  using BatchNormFn = std::function<torch::Tensor(const torch::Tensor&, torch::nn::Module&)>;
+  // Batchnorm in training mode computed by `fn(x, weight, bias, running_mean, running_var, eps,
+  // momentum)` instead of torch::batch_norm (data parallel: SyncBatchNorm); null: LibTorch's.
+  using BatchNormFn = std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&, torch::Tensor&,
+                                                  torch::Tensor&, double, double)>;
   void set_training_batchnorm(BatchNormFn fn) { training_batchnorm_ = std::move(fn); }
+  const BatchNormFn& training_batchnorm() const { return training_batchnorm_; }
 
  protected:
   // Output of layer i from its input `in` (and, for a merging layer, the inputs after it: `rest`).
@@ -36,6 +38,7 @@ class SpecNetImpl : public torch::nn::Module {
 
  private:
   torch::Tensor run(torch::Tensor x, const std::vector<int>* taps, std::vector<torch::Tensor>* kept);
+  torch::Tensor batchnorm_forward(size_t i, const torch::Tensor& x);
   ModelSpec spec_;
   std::vector<torch::nn::AnyModule> modules_;   // per layer; empty for functional layers
   std::vector<std::vector<int>> input_index_;   // per layer: indices of its inputs, -1 = model input

@@ -19,6 +19,10 @@ struct RunOptions {
   // The caller writes summary.json itself, with more in it (quantization): the file's presence
   // marks the job finished (the pipeline skips it), so it is written once, when all of it is known.
   bool leave_summary = false;
+  // A data-parallel worker other than rank 0 running a whole job of stages (prune, quantize) in a
+  // folder of its own, OUT.rank-K: its trainer writes there as rank 0's does in OUT, so the job's
+  // own steps read back what they need on any host (train/data_parallel.h: as_stage_worker).
+  bool worker_folder = false;
 };
 
 class RunDir {

@@ -93,6 +93,7 @@ class Trainer {
   RunLog* log_ = nullptr;                  // one of them
   std::vector<torch::Tensor> params_;      // what the optimizer steps: the model's and the objective's
   bool leader_ = true;                     // writes the run directory (rank 0)
+  bool synced_batchnorm_ = false;          // SyncBatchNorm (train.sync_batchnorm)
   Augment normalization_;
   std::vector<std::string> class_names_;  // the data's, or else the starting checkpoint's
   int64_t start_epoch_ = 0;
@@ -107,9 +108,9 @@ void Trainer::prepare() {
   const int threads = resolve_threads(job_.train.threads);
   torch::set_num_threads(threads);
   keep_freed_memory();
-  join_workers(!hooks_.empty(), static_cast<bool>(factory_));
+  join_workers();
   World& world = World::get();
-  leader_ = world.leader();
+  leader_ = world.leader() || options_.worker_folder;
   data_ = open_data(job_.data);
   try {
     spec_ = parse_spec(job_.model, data_.shape, data_.classes);
@@ -171,8 +172,14 @@ void Trainer::prepare() {
     std::vector<torch::Tensor> state = params_;
     for (const auto& b : model_->buffers()) state.push_back(b);
     broadcast_from_leader(state);  // one starting point, whatever each worker initialized or read
-    if (job_.train.sync_batchnorm) model_->set_training_batchnorm(sync_batch_norm);
   }
+  // Synchronized batchnorm runs its own code on one process too (its collectives do nothing there),
+  // so a run's weights do not depend on how many workers computed it: LibTorch's batchnorm rounds
+  // differently, and QAT's fake quantization turns such 1e-7 differences into whole steps. auto:
+  // on for quantization-aware training (the simulation comes from the factory), whose batchnorm
+  // folding and observer ranges need the global batch.
+  synced_batchnorm_ = job_.train.sync_batchnorm == "true" || (job_.train.sync_batchnorm == "auto" && factory_);
+  if (synced_batchnorm_) model_->set_training_batchnorm(sync_batch_norm);
   if (job_.train.channels_last) to_channels_last(model_);
 
   LoaderOptions lo;
@@ -194,7 +201,7 @@ void Trainer::prepare() {
   if (world.distributed())
     log_->line(fmt::format("data parallel: rank {} of {} workers, {} of each global batch of {}; batchnorm {}", world.rank(), world.size(),
                            world.size() == 1 ? "all" : "a shard", job_.train.batch_size,
-                           job_.train.sync_batchnorm ? "synchronized over the workers (train.sync_batchnorm)" : "per worker"));
+                           synced_batchnorm_ ? "synchronized over the workers (train.sync_batchnorm)" : "per worker"));
   precision_ = resolve_precision(job_.train.precision);
   if (job_.train.precision != "fp32")
     log_->line(fmt::format("precision {} (train.precision = {}; the CPU's bf16 flags: {})", precision_.name, job_.train.precision,
