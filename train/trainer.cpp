@@ -4,8 +4,8 @@
 #include <malloc.h>
 
 #include <chrono>
-#include <filesystem>
 #include <cmath>
+#include <filesystem>
 #include <optional>
 
 #include "common/error.h"
@@ -199,8 +199,8 @@ void Trainer::prepare() {
   log_->line(fmt::format("model {} params, {} MACs per example; data {} train / {} test examples of {}; {} threads", cost.params, cost.macs,
                          data_.train->size(), data_.test->size(), shape_string(data_.shape), threads));
   if (world.distributed())
-    log_->line(fmt::format("data parallel: rank {} of {} workers, {} of each global batch of {}; batchnorm {}", world.rank(), world.size(),
-                           world.size() == 1 ? "all" : "a shard", job_.train.batch_size,
+    log_->line(fmt::format("data parallel: rank {} of {} workers, a shard of each global batch of {}; batchnorm {}", world.rank(), world.size(),
+                           job_.train.batch_size,
                            synced_batchnorm_ ? "synchronized over the workers (train.sync_batchnorm)" : "per worker"));
   precision_ = resolve_precision(job_.train.precision);
   if (job_.train.precision != "fp32")
