@@ -148,6 +148,22 @@ CATCH_TEST_CASE("two hosts: a launcher on each of two loopback addresses, no sha
   CATCH_CHECK(max_difference(dir / "one/checkpoints/last.pt", dir / "hostA/run/checkpoints/last.pt") <= 1e-4);
   CATCH_CHECK(std::filesystem::exists(dir / "hostB/run/rank-1.log"));  // host B keeps its worker's log only
   CATCH_CHECK_FALSE(std::filesystem::exists(dir / "hostB/run/checkpoints"));
+
+  // Host B lacks the data: its worker stops on the user error, and host A's, left waiting, stops
+  // too (the connection closes; at the latest after --timeout) with a line naming its rank.
+  const std::string again = fmt::format("launch --nnodes 2 --nproc_per_node 1 --master_addr 127.0.0.1 --master_port {} --timeout 20 ", free_port());
+  auto missing_b = std::async(std::launch::async, [&] {
+    return run_cli(again + "--node_rank 1 --local_addr 127.0.0.2 -- train --config " + dir / "job.ini --data.source=hdf5 --data.path=" + dir /
+                   "none.h5 --out " + dir / "hostB/run2");
+  });
+  auto waiting_a = run_cli(again + "--node_rank 0 --local_addr 127.0.0.1 -- train --config " + dir / "job.ini --out " + dir / "hostA/run2");
+  auto failed_b = missing_b.get();
+  CATCH_INFO(waiting_a.out << failed_b.out);
+  CATCH_CHECK(failed_b.code == 2);
+  CATCH_CHECK(failed_b.out.find("none.h5: no such file") != std::string::npos);
+  CATCH_CHECK(waiting_a.code == 2);
+  CATCH_CHECK(waiting_a.out.find("rank 0 of 2: ") != std::string::npos);
+  CATCH_CHECK(waiting_a.out.find("launch: rank 0 exited with code 2") != std::string::npos);
 }
 
 namespace {
