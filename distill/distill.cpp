@@ -82,6 +82,11 @@ class DistillObjective : public Objective {
       return;
     }
     const int threads = torch::get_num_threads();
+    if (!student->describe().empty()) {  // a quantized simulation (QAT): timing its steps would move its observers' ranges
+      ahead_ = c_.teacher_ahead == "true";
+      if (c_.teacher_ahead == "auto") log.line("teacher.ahead = auto: a quantization-aware student is not timed; the teacher runs beside each step");
+      return;
+    }
     if (c_.teacher_threads > 0 || threads < 2) {  // nothing to choose: teacher.threads is the user's split; one thread cannot be split
       ahead_ = c_.teacher_ahead == "true";
       return;

@@ -379,3 +379,15 @@ CATCH_TEST_CASE("teacher.ahead = auto takes the faster of serial and each thread
   CATCH_CHECK_THROWS(choose_thread_split(1, false, student({{1, 1}}), teacher({{1, 1}})));
   CATCH_CHECK(describe(side, 2) == "student on 1 thread, teacher beside it on 1 thread: 10.0 ms a batch (one after the other on 2 threads: 14.0 ms)");
 }
+
+CATCH_TEST_CASE("teacher.ahead = auto does not time a quantization-aware student (its observers would move)", "[distill][engine]") {
+  TempDir dir;
+  const std::string t = train_teacher(dir, "t", 0);
+  shrink::test::write_text(dir / "qat.ini", "[data]\nsource = synthetic\nshape = 1,16,16\nsynthetic_train = 600\nsynthetic_test = 200\nshift = 1\n"
+                                            "[quantize]\ncheckpoint = " + t + "\ncalibration_batches = 2\n[train]\nepochs = 1\nthreads = 2\n");
+  auto r = shrink::test::run_cli("quantize --config " + dir / "qat.ini --teacher.path=" + t + " --teacher.engine=runtime-fp32 --distill.cache_dir=" +
+                                 dir / "cache --out " + dir / "q");
+  CATCH_INFO(r.out);
+  CATCH_CHECK(r.code == 0);
+  CATCH_CHECK(r.out.find("a quantization-aware student is not timed") != std::string::npos);
+}
