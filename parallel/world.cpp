@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <map>
 #include <thread>
@@ -58,6 +59,9 @@ World::~World() = default;
 
 void World::join() {
   if (size_ == 1 || group_) return;
+  // A worker that dies closes its sockets; writing to one must fail in Gloo (a collective's error,
+  // one line) rather than kill this worker with SIGPIPE.
+  std::signal(SIGPIPE, SIG_IGN);
   const double timeout_s = timeout_s_;
   const std::string host = env("MASTER_ADDR", "127.0.0.1");
   const int port = env_int("MASTER_PORT", 29500, 1, 65535);
