@@ -6,10 +6,10 @@ global batch 128 split over the ranks, random shift of 1 pixel drawn for the who
 channels_last, one thread per rank. Rank 0 prints one JSON line: the global samples per second of
 the training loop (evaluation and start-up excluded)."""
 import argparse, json, math, os, sys, time
-import h5py, torch, torch.distributed as dist, torch.nn.functional as F
+import torch, torch.distributed as dist, torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peer_train import make_model, batched_shift
+from peer_train import batched_shift, load_usps, make_model
 
 def main():
     ap = argparse.ArgumentParser()
@@ -23,9 +23,7 @@ def main():
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(0)
-    with h5py.File(a.data, "r") as f:
-        x = torch.from_numpy(f["train/data"][:]).float().view(-1, 1, 16, 16)
-        y = torch.from_numpy(f["train/target"][:]).long()
+    x, y = load_usps(a.data)
     model = torch.nn.parallel.DistributedDataParallel(make_model(a.model).to(memory_format=torch.channels_last))
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
     steps = math.ceil(len(y) / a.batch)

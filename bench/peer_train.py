@@ -36,6 +36,11 @@ class ShiftedUSPS(torch.utils.data.Dataset):
         dy, dx = torch.randint(0, 2 * p + 1, (2,)).tolist()
         return img[:, dy:dy + 16, dx:dx + 16], self.y[i]
 
+def load_usps(path, split="train"):
+    """The split's images as float [N, 1, 16, 16] and labels as int64."""
+    with h5py.File(path, "r") as f:
+        return torch.from_numpy(f[split + "/data"][:]).float().view(-1, 1, 16, 16), torch.from_numpy(f[split + "/target"][:]).long()
+
 def batched_shift(x, pad):
     n, k = x.shape[0], 2 * pad + 1
     padded = F.pad(x, (pad, pad, pad, pad))
@@ -58,9 +63,7 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    with h5py.File(a.data, "r") as f:
-        x = torch.from_numpy(f["train/data"][:]).float().view(-1, 1, 16, 16)
-        y = torch.from_numpy(f["train/target"][:]).long()
+    x, y = load_usps(a.data)
     model = make_model(a.model)
     if a.style == "batched":
         model = model.to(memory_format=torch.channels_last)

@@ -51,7 +51,6 @@ World::World() {
   if (size_ == 1) return;
   rank_ = env_int("RANK", -1, 0, size_ - 1);
   if (rank_ < 0) throw UserError(fmt::format("WORLD_SIZE={} but RANK is not set: a worker needs both (shrink launch sets them)", size_));
-  local_rank_ = env_int("LOCAL_RANK", 0, 0, 65535);
   timeout_s_ = env_int("SHRINK_TIMEOUT", 300, 1, 86400);
 }
 
@@ -141,13 +140,6 @@ void World::broadcast(const std::vector<torch::Tensor>& tensors, int root) {
       at += t.numel();
     }
   }
-}
-
-double World::sum(double value) {
-  if (size_ == 1) return value;
-  auto t = torch::tensor({value}, torch::kFloat64);
-  all_reduce_sum({t});
-  return t.item<double>();
 }
 
 double World::max(double value) {

@@ -24,7 +24,6 @@ class World {
 
   int rank() const { return rank_; }
   int size() const { return size_; }
-  int local_rank() const { return local_rank_; }
   bool distributed() const { return size_ > 1; }
   bool leader() const { return rank_ == 0; }  // writes the run directory
 
@@ -33,7 +32,6 @@ class World {
   void all_reduce_sum(const std::vector<torch::Tensor>& tensors);
   // In place, from `root`'s values.
   void broadcast(const std::vector<torch::Tensor>& tensors, int root = 0);
-  double sum(double value);  // a number summed over the workers
   double max(double value);  // the largest of a number over the workers
   void barrier();
 
@@ -42,7 +40,7 @@ class World {
  private:
   World();
   struct Group;
-  int rank_ = 0, size_ = 1, local_rank_ = 0;
+  int rank_ = 0, size_ = 1;
   double timeout_s_ = 300;
   std::unique_ptr<Group> group_;
 };

@@ -20,7 +20,6 @@ namespace shrink {
 namespace fs = std::filesystem;
 namespace {
 
-// Pruning's masks; in gradual mode the sparsity rises on the cubic schedule as training goes.
 // Data parallel: rank 0's masks on every worker (computed from the same weights, they are equal
 // anyway; sent, they cannot part on a tie).
 void broadcast_masks(std::map<std::string, torch::Tensor>& masks) {
@@ -29,6 +28,7 @@ void broadcast_masks(std::map<std::string, torch::Tensor>& masks) {
   broadcast_from_leader(all);
 }
 
+// Pruning's masks; in gradual mode the sparsity rises on the cubic schedule as training goes.
 class PruneHook : public MaskingHook {
  public:
   PruneHook(std::map<std::string, torch::Tensor> initial, const PruneTargets* gradual_targets, const PruneConfig* gradual)

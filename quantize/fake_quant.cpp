@@ -30,7 +30,7 @@ Observer::Kind Observer::parse(const std::string& name) {
 void Observer::observe(const torch::Tensor& x) {
   auto a = x.detach().abs().to(torch::kFloat32);
   // Data parallel: the range of the global batch, the same on every worker (one process's).
-  double batch_max = World::get().max(a.numel() ? a.max().item<double>() : 0.0);
+  double batch_max = World::get().max(a.max().item<double>());
   if (kind_ == Kind::MovingAverage && seen_) max_abs_ = (1 - momentum_) * max_abs_ + momentum_ * batch_max;
   else max_abs_ = std::max(max_abs_, batch_max);
   seen_ = true;

@@ -4,7 +4,6 @@
 #include <fmt/ranges.h>
 
 #include <limits>
-#include <thread>
 
 #include "common/error.h"
 #include "parallel/world.h"
