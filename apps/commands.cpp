@@ -191,7 +191,7 @@ std::vector<Command> make_commands() {
                  {"master_port", "P", Rule::integer(0, 65535), "node 0's port (default 29500; 0: a free one, one host only)"},
                  {"local_addr", "A", Rule::text(false), "the address the other hosts reach this one's workers at (default: its name's)"},
                  {"timeout", "S", Rule::integer(1, 86400), "seconds a worker waits for the others before the job stops (default 300)"}},
-                false, "the job follows --: shrink launch [options] -- train|distill --config FILE [...]; rank 0 writes the run folder, the others OUT/rank-K.log\n"},
+                false, "the job follows --: shrink launch [options] -- train|distill|prune|quantize|pipeline --config FILE [...]; rank 0 writes the run folder, the others OUT/rank-K.log\n"},
                nullptr, [](const Args& a) { return run_launch(a) == 0 ? "" : "launch: the job failed\n"; }});
   c.push_back({{"shrink", "pipeline", "", "teacher, distill, prune, quantize, export, compare in OUT/NAME/ (finished stages are skipped)",
                 {{"config", "FILE", kPath, "the pipeline's INI file", false, true},

@@ -13,6 +13,8 @@
 #include "jobs/budget.h"
 #include "jobs/compare.h"
 #include "jobs/jobs.h"
+#include "parallel/world.h"
+#include "train/data_parallel.h"
 #include "train/run_dir.h"
 
 namespace shrink {
@@ -137,8 +139,9 @@ Config stage_config(const Config& c, const Stage& s, const std::vector<StageKey>
   return config;
 }
 
-// The stages an accuracy budget searches instead of running their configs' targets.
-bool searched(const Stage& s) { return std::string(s.kind->name) == "prune" || std::string(s.kind->name) == "quantize"; }
+// The stages an accuracy budget searches instead of running their configs' targets, and the jobs
+// made of stages (rounds, calibration and QAT; train/data_parallel.h: as_stage_worker).
+bool prunes_or_quantizes(const Stage& s) { return std::string(s.kind->name) == "prune" || std::string(s.kind->name) == "quantize"; }
 
 // With a budget the stages must hold out the same validation examples (one data.seed), and the
 // search needs a stage to search.
@@ -147,7 +150,7 @@ void check_budget_stages(const Config& c, const std::vector<Stage>& stages) {
   bool searches = false;
   for (const Stage& s : stages) {
     if (!s.config) continue;
-    searches |= searched(s);
+    searches |= prunes_or_quantizes(s);
     if (!first) first = &s;
     else if (s.config->get<int64_t>("data.seed") != first->config->get<int64_t>("data.seed"))
       c.fail("pipeline.budget", fmt::format("the {} and {} stages split the validation examples differently (data.seed {} and {}): give them one data.seed",
@@ -183,15 +186,16 @@ std::vector<Stage> plan_stages(const Config& c, const std::string& root, const s
   return stages;
 }
 
-JobResult run_job_stage(Stage& s, const Handoff& handed, bool quiet) {
+JobResult run_job_stage(Stage& s, const Handoff& handed, bool resume, bool quiet, bool worker_folder) {
   Config& config = *s.config;
   const JobKind& job = job_kind(s.kind->job);
   if (config.has("teacher.path")) config.set("teacher.path", handed.teacher, "pipeline: the teacher");
   if (!job.start_key.empty()) config.set(job.start_key, handed.model, "pipeline: the model of the stage before");
   RunOptions options;
   options.quiet = quiet;
-  options.resume = s.has_checkpoint();  // interrupted: continue where it stopped
+  options.resume = resume;  // interrupted: continue where it stopped
   options.overwrite = !options.resume;
+  options.worker_folder = worker_folder;
   return job.run(config, options);
 }
 
@@ -226,6 +230,18 @@ JobResult finished_stage(const Stage& s) {
   if (s.kind->job) return {s.dir, RunDir::checkpoint_of(s.dir), nlohmann::json::object()};
   if (std::string(s.kind->name) == "export") return {s.dir, s.dir + "/student.shrink", nlohmann::json::object()};
   return {s.dir, "", nlohmann::json::object()};  // compare: its compare.json
+}
+
+// What a stage does in this run. Under `shrink launch` rank 0 decides from its folders and every
+// worker follows: the others run in folders of their own (NAME.rank-K) and need not see rank 0's.
+enum class Action : int64_t { skip, resume, run };
+Action action_of(const Stage& s) {
+  const Action mine = s.done() ? Action::skip : s.has_checkpoint() ? Action::resume : Action::run;
+  World& world = World::get();
+  if (!world.distributed() || !s.kind->job) return mine;  // export and compare run on rank 0 alone
+  auto action = torch::tensor({static_cast<int64_t>(mine)}, torch::kInt64);
+  world.broadcast({action});
+  return static_cast<Action>(action.item<int64_t>());
 }
 
 void hand_on(const Stage& s, const JobResult& r, Handoff& handed) {
@@ -281,10 +297,19 @@ nlohmann::json run_pipeline(const PipelineRun& run) {
   add_pipeline_options(keys);
   CommandLineKeys command_line = split_command_line_keys(run.overrides);
   Config c = Config::load(keys, run.config, command_line.pipeline);
-  const std::string root = c.get<std::string>("pipeline.out") + "/" + c.get<std::string>("pipeline.name");
+  World& world = World::get();
+  join_workers();
+  // A worker other than rank 0 keeps its stages' folders beside rank 0's (and rank 0's models,
+  // copied to it, so nothing depends on a shared filesystem); export and compare are rank 0's.
+  const bool worker = !world.leader();
+  std::string root = c.get<std::string>("pipeline.out") + "/" + c.get<std::string>("pipeline.name");
+  if (worker) root += fmt::format(".rank-{}", world.rank());
   std::vector<Stage> stages = plan_stages(c, root, command_line.stages);
+  const BudgetSettings budget = BudgetSettings::read(c);
+  if (budget.on() && world.distributed())
+    c.fail("pipeline.budget", "the budget's search runs as one process: run this pipeline without shrink launch, or without a budget");
   fs::create_directories(root);
-  RunLog log(root, run.quiet);
+  RunLog log(root, run.quiet || worker);
   // --force X redoes X and everything after it (later stages were built on it).
   size_t first_forced = kPipelineStages.size();
   for (const auto& f : run.force)
@@ -294,15 +319,14 @@ nlohmann::json run_pipeline(const PipelineRun& run) {
   Handoff handed;
   handed.teacher = handed.model = c.get<std::string>("pipeline.teacher").empty() ? RunDir::checkpoint_of(root + "/teacher") : c.get<std::string>("pipeline.teacher");
   nlohmann::json result = nlohmann::json::object();
-  const BudgetSettings budget = BudgetSettings::read(c);
   std::optional<BudgetSearch> search;
   const Stage* last_searched = nullptr;
   for (const Stage& s : stages)
-    if (budget.on() && searched(s)) last_searched = &s;
+    if (budget.on() && prunes_or_quantizes(s)) last_searched = &s;
   for (Stage& s : stages) {
     const std::string name = s.kind->name;
     JobResult r;
-    if (budget.on() && searched(s)) {
+    if (budget.on() && prunes_or_quantizes(s)) {
       // The search replays the rounds an earlier run finished and goes on; it is never skipped whole.
       if (!search) {
         search.emplace(budget, root, log, run.quiet);
@@ -314,13 +338,19 @@ nlohmann::json run_pipeline(const PipelineRun& run) {
       r = name == "prune" ? search->prune(*s.config, s.dir, quantize == stages.end() ? nullptr : &*quantize->config)
                           : search->quantize(*s.config, s.dir, handed.model);
       if (&s == last_searched) r.model = search->finish();
-    } else if (s.done()) {
+    } else if (worker && !s.kind->job) {
+      continue;  // export, compare: rank 0's
+    } else if (const Action action = action_of(s); action == Action::skip) {
       log.line(fmt::format("stage {}: finished before, skipped (--force {} redoes it)", name, name));
       r = finished_stage(s);
     } else {
-      log.line(fmt::format("stage {}: {} in {}", name, s.has_checkpoint() ? "resuming" : "running", s.dir));
-      r = s.kind->job ? run_job_stage(s, handed, run.quiet) : name == "export" ? run_export_stage(s, c, handed) : run_compare_stage(s, c, handed);
+      log.line(fmt::format("stage {}: {} in {}", name, action == Action::resume ? "resuming" : "running", s.dir));
+      // A worker runs prune's and quantization's stages in its stage folder (resuming from a copy
+      // of rank 0's); its training runs write only rank-K.log there.
+      r = s.kind->job ? run_job_stage(s, handed, action == Action::resume, run.quiet || worker, worker && prunes_or_quantizes(s))
+                      : name == "export" ? run_export_stage(s, c, handed) : run_compare_stage(s, c, handed);
     }
+    if (s.kind->job && world.distributed()) r.model = file_from_leader(r.model, RunDir::checkpoint_of(s.dir));  // rank 0's model goes on
     hand_on(s, r, handed);
     if (name == "compare") result = nlohmann::json::parse(read_text_file(s.dir + "/compare.json"));
   }

@@ -217,7 +217,7 @@ PruneConfig read_prune_config(const Config& c) {
 nlohmann::json run_prune_job(const JobConfig& job_in, const PruneConfig& c, const RunOptions& options_in, Objective* fine_tune) {
   JobConfig base = job_in;
   RunOptions options = options_in;
-  as_stage_worker(base, options, "a pruning job");
+  as_stage_worker(base, options);
   torch::set_num_threads(resolve_threads(base.train.threads));
   LoadedModel start = load_float(c.checkpoint, "prune.checkpoint");
   const nlohmann::json start_meta = start.meta;

@@ -98,7 +98,7 @@ QuantizeConfig read_quantize_config(const Config& c) {
 nlohmann::json run_quantize_job(const JobConfig& job_in, const QuantizeConfig& q_in, const RunOptions& options_in, Objective* fine_tune) {
   JobConfig base = job_in;
   RunOptions options = options_in;
-  as_stage_worker(base, options, "a quantization job");
+  as_stage_worker(base, options);
   torch::set_num_threads(resolve_threads(base.train.threads));
   QuantizeConfig q = q_in;
   LoadedModel start_model = load_checkpoint(q.checkpoint);

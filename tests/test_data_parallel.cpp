@@ -12,6 +12,7 @@
 #include <future>
 
 #include "tests/helpers.h"
+#include "tests/pipeline_helpers.h"
 #include "train/checkpoint.h"
 
 using shrink::test::run_cli;
@@ -202,7 +203,8 @@ CATCH_TEST_CASE("2 workers prune and quantize as 1 process: the same masks, obse
   // 2e-5 for one seed of four, 50 steps by up to 2e-3), so one epoch of 10 steps at a low rate.
   shrink::test::write_text(dir / "qat.ini", stage + "[quantize]\ncheckpoint = " + dir / "base/checkpoints/last.pt" +
                                                 "\nmode = qat\nobserver = ema\ncalibration_batches = 4\n");
-  const std::string qat = "quantize --config " + dir / "qat.ini --train.epochs=1 --optim.lr=0.005 --out ";
+  const std::string qat_at_low_rate = "quantize --config " + dir / "qat.ini --optim.lr=0.005 ";
+  const std::string qat = qat_at_low_rate + "--train.epochs=1 --out ";
   CATCH_REQUIRE(run_cli(qat + dir / "q1").code == 0);
   auto quantized = run_cli(launch2(qat + dir / "q2"));
   CATCH_INFO(quantized.out);
@@ -213,8 +215,69 @@ CATCH_TEST_CASE("2 workers prune and quantize as 1 process: the same masks, obse
   auto s1 = nlohmann::json::parse(shrink::test::read_text(dir / "q2.rank-1/summary.json"))["scales"];
   CATCH_CHECK(s0 == s1);
   CATCH_CHECK(max_difference(dir / "q1/checkpoints/last.pt", dir / "q2/checkpoints/last.pt") <= 1e-4);
-  // Resuming them data parallel is not supported yet: one line, before any work.
-  auto resume = run_cli(launch2(qat + dir / "q2 --resume"));
-  CATCH_CHECK(resume.code == 2);
-  CATCH_CHECK(resume.out.find("--resume of a quantization job is not supported data parallel yet") != std::string::npos);
+
+  // --resume data parallel: rank 0's folder is copied to rank 1, which goes on from it. A second
+  // QAT epoch resumed on 2 workers, against the same resumed as one process.
+  std::filesystem::copy(dir / "q1", dir / "q3", std::filesystem::copy_options::recursive);
+  std::filesystem::copy(dir / "q1", dir / "q4", std::filesystem::copy_options::recursive);
+  CATCH_REQUIRE(run_cli(qat_at_low_rate + "--train.epochs=2 --resume --out " + dir / "q3").code == 0);
+  auto resumed = run_cli(launch2(qat_at_low_rate + "--train.epochs=2 --resume --out " + dir / "q4"));
+  CATCH_INFO(resumed.out);
+  CATCH_REQUIRE(resumed.code == 0);
+  CATCH_CHECK(max_difference(dir / "q4/checkpoints/last.pt", dir / "q4.rank-1/checkpoints/last.pt") == 0);
+  CATCH_CHECK(max_difference(dir / "q3/checkpoints/last.pt", dir / "q4/checkpoints/last.pt") <= 1e-4);
+
+  // A pruning job of two rounds stopped after its first, resumed on 2 workers: the same masks.
+  const std::string iterative = "prune --config " + dir / "prune.ini --prune.schedule=iterative --prune.rounds=2 --train.epochs=1 --out ";
+  CATCH_REQUIRE(run_cli(iterative + dir / "p3").code == 0);
+  CATCH_REQUIRE(run_cli(iterative + dir / "p4").code == 0);
+  std::filesystem::remove_all(dir / "p4/round-2");
+  std::filesystem::remove(dir / "p4/summary.json");
+  auto round2 = run_cli(launch2(iterative + dir / "p4 --resume"));
+  CATCH_INFO(round2.out);
+  CATCH_REQUIRE(round2.code == 0);
+  CATCH_CHECK(std::filesystem::exists(dir / "p4.rank-1/round-1/summary.json"));  // rank 0's round 1, copied
+  CATCH_CHECK(torch::equal(zero_pattern(dir / "p3/checkpoints/last.pt"), zero_pattern(dir / "p4/checkpoints/last.pt")));
+  CATCH_CHECK(max_difference(dir / "p4/checkpoints/last.pt", dir / "p4.rank-1/checkpoints/last.pt") == 0);
+}
+
+CATCH_TEST_CASE("a pipeline on 2 workers: every job stage data parallel, export and compare on rank 0, resumable", "[parallel]") {
+  TempDir dir;
+  const std::string one = shrink::test::write_pipeline(dir, "one", {}, "stages = teacher,distill\n");
+  CATCH_REQUIRE(run_cli("pipeline --config " + one).code == 0);
+  // The teacher and distillation as one process; on 2 workers the pipeline skips them (rank 1
+  // gets their models from rank 0) and runs the rest.
+  std::filesystem::copy(dir / "one", dir / "two", std::filesystem::copy_options::recursive);
+  const std::map<std::string, std::string> synced = {{"prune", "--train.sync_batchnorm=true"}};  // as one process's
+  const std::string two = shrink::test::write_pipeline(dir, "two", synced);
+  auto r = run_cli(launch2("pipeline --config " + two));
+  CATCH_INFO(r.out);
+  CATCH_REQUIRE(r.code == 0);
+  CATCH_CHECK(r.out.find("stage distill: finished before, skipped") != std::string::npos);
+  CATCH_CHECK(r.out.find("final student") != std::string::npos);
+  CATCH_CHECK(std::filesystem::exists(dir / "two/compare/compare.json"));
+  CATCH_CHECK(std::filesystem::exists(dir / "two.rank-1/quantize/summary.json"));
+  CATCH_CHECK_FALSE(std::filesystem::exists(dir / "two.rank-1/export"));  // export and compare: rank 0's
+  CATCH_CHECK(max_difference(dir / "two/distill/checkpoints/last.pt", dir / "two.rank-1/distill/checkpoints/last.pt") == 0);
+  // The same on one process, and again with the quantization stage interrupted (no summary):
+  // on 2 workers it resumes, rank 1 from rank 0's folder.
+  const std::string single = shrink::test::write_pipeline(dir, "single", synced);
+  std::filesystem::copy(dir / "one", dir / "single", std::filesystem::copy_options::recursive);
+  CATCH_REQUIRE(run_cli("pipeline --config " + single).code == 0);
+  CATCH_CHECK(torch::equal(zero_pattern(dir / "single/prune/checkpoints/last.pt"), zero_pattern(dir / "two/prune/checkpoints/last.pt")));
+  CATCH_CHECK(max_difference(dir / "single/prune/checkpoints/last.pt", dir / "two/prune/checkpoints/last.pt") <= 1e-4);
+  CATCH_CHECK(max_difference(dir / "single/quantize/checkpoints/last.pt", dir / "two/quantize/checkpoints/last.pt") <= 1e-3);
+  std::filesystem::remove(dir / "two/quantize/summary.json");
+  std::filesystem::remove_all(dir / "two/export");
+  std::filesystem::remove_all(dir / "two/compare");
+  auto again = run_cli(launch2("pipeline --config " + two));
+  CATCH_INFO(again.out);
+  CATCH_REQUIRE(again.code == 0);
+  CATCH_CHECK(again.out.find("stage quantize: resuming") != std::string::npos);
+  CATCH_CHECK(std::filesystem::exists(dir / "two/export/student.shrink"));
+  // A budget's search is one process's.
+  const std::string budget = shrink::test::write_pipeline(dir, "budget", {}, "budget = 1\n");
+  auto refused = run_cli(launch2("pipeline --config " + budget));
+  CATCH_CHECK(refused.code == 2);
+  CATCH_CHECK(refused.out.find("the budget's search runs as one process") != std::string::npos);
 }

@@ -2,53 +2,99 @@
 
 #include <fmt/format.h>
 
+#include <nlohmann/json.hpp>
+
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 
 #include "common/error.h"
 #include "common/file_io.h"
 #include "parallel/world.h"
+#include "train/run_log.h"
 
 namespace shrink {
 
+namespace fs = std::filesystem;
+
 void join_workers() { World::get().join(); }
 
-void as_stage_worker(JobConfig& job, RunOptions& options, const char* what) {
+void as_stage_worker(JobConfig& job, RunOptions& options) {
   World& world = World::get();
   if (!world.distributed()) return;
-  if (options.resume)
-    throw UserError(fmt::format("shrink launch: --resume of {} is not supported data parallel yet; resume it as one process", what));
   join_workers();
-  if (world.leader()) return;
-  // Beside OUT, not in it: rank 0 may be emptying OUT (--overwrite) while this one starts.
-  std::string out = job.out;
-  while (out.size() > 1 && out.back() == '/') out.pop_back();
-  job.out = fmt::format("{}.rank-{}", out, world.rank());
-  options.worker_folder = true;
-  options.quiet = true;
+  const std::string leader_out = job.out;
+  if (!world.leader() && !options.worker_folder) {  // (a pipeline gives its workers folders of their own)
+    // Beside OUT, not in it: rank 0 may be emptying OUT (--overwrite) while this one starts.
+    std::string out = job.out;
+    while (out.size() > 1 && out.back() == '/') out.pop_back();
+    job.out = fmt::format("{}.rank-{}", out, world.rank());
+    options.worker_folder = true;
+    options.quiet = true;
+  }
+  if (options.resume) folder_from_leader(leader_out, job.out);
+}
+
+namespace {
+
+// Rank 0's `bytes`, on every worker.
+std::string bytes_from_leader(std::string bytes) {
+  World& world = World::get();
+  auto size = torch::tensor({static_cast<int64_t>(bytes.size())}, torch::kInt64);
+  world.broadcast({size});
+  bytes.resize(static_cast<size_t>(size.item<int64_t>()));
+  if (!bytes.empty()) world.broadcast({torch::from_blob(bytes.data(), {size.item<int64_t>()}, torch::kUInt8)});
+  return bytes;
+}
+
+// Files of the leader's own making that no other worker takes over: workers' logs, copies sent
+// to them.
+bool kept_by_leader(const fs::path& file) { return file.filename().string().rfind("rank-", 0) == 0; }
+
+}  // namespace
+
+std::string file_from_leader(const std::string& leader_path, const std::string& path) {
+  World& world = World::get();
+  if (!world.distributed()) return leader_path;
+  std::string bytes = bytes_from_leader(world.leader() ? read_text_file(leader_path) : "");
+  if (world.leader()) return leader_path;
+  fs::create_directories(fs::path(path).parent_path());
+  write_file_atomic(path, bytes);
+  return path;
 }
 
 std::string checkpoint_on_every_worker(const std::string& leader_path, const std::string& out) {
+  return file_from_leader(leader_path, fmt::format("{}/rank-{}-resume.pt", out, World::get().rank()));
+}
+
+void folder_from_leader(const std::string& leader_folder, const std::string& folder) {
   World& world = World::get();
-  if (!world.distributed()) return leader_path;
-  std::string bytes;
+  if (!world.distributed()) return;
+  // One message: a JSON list of [relative path, size], a newline, then the files' bytes in order.
+  std::string packed;
   if (world.leader()) {
-    std::ifstream in(leader_path, std::ios::binary);
-    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    nlohmann::json index = nlohmann::json::array();
+    std::string contents;
+    if (fs::is_directory(leader_folder))
+      for (const auto& entry : fs::recursive_directory_iterator(leader_folder)) {
+        if (!entry.is_regular_file() || kept_by_leader(entry.path())) continue;
+        std::string bytes = read_text_file(entry.path().string());
+        index.push_back({fs::relative(entry.path(), leader_folder).string(), bytes.size()});
+        contents += bytes;
+      }
+    packed = index.dump() + "\n" + contents;
   }
-  auto size = torch::tensor({static_cast<int64_t>(bytes.size())}, torch::kInt64);
-  world.broadcast({size});
-  if (world.leader()) {
-    world.broadcast({torch::from_blob(bytes.data(), {size.item<int64_t>()}, torch::kUInt8)});
-    return leader_path;
+  packed = bytes_from_leader(std::move(packed));
+  if (world.leader()) return;
+  const size_t newline = packed.find('\n');
+  size_t at = newline + 1;
+  fs::remove_all(folder);
+  fs::create_directories(folder);
+  for (const auto& item : nlohmann::json::parse(packed.substr(0, newline))) {
+    const fs::path path = fs::path(folder) / item[0].get<std::string>();
+    const size_t size = item[1].get<size_t>();
+    fs::create_directories(path.parent_path());
+    write_file_atomic(path.string(), packed.data() + at, size);
+    at += size;
   }
-  auto buffer = torch::empty({size.item<int64_t>()}, torch::kUInt8);
-  world.broadcast({buffer});
-  std::filesystem::create_directories(out);
-  const std::string path = fmt::format("{}/rank-{}-resume.pt", out, world.rank());
-  write_file_atomic(path, buffer.data_ptr<uint8_t>(), static_cast<size_t>(buffer.numel()));
-  return path;
 }
 
 void broadcast_from_leader(const std::vector<torch::Tensor>& tensors) { World::get().broadcast(tensors, 0); }

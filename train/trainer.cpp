@@ -163,7 +163,7 @@ void Trainer::prepare() {
     train_samples_ = meta.value("train_samples", int64_t(0));
     if (objective_) objective_->resume(meta.value("epoch_metrics", nlohmann::json::object()));
     log_->line(fmt::format("resuming {} after epoch {}", job_.out, start_epoch_));
-    if (!leader_) std::filesystem::remove(last);  // rank 0's checkpoint, copied here to be read
+    if (!world.leader()) std::filesystem::remove(last);  // rank 0's checkpoint, copied here to be read
   }
   // Records of epochs the checkpoint does not hold (a run killed between its metrics record and
   // its checkpoint, or before its first checkpoint) are dropped, and a cut last line with them.
