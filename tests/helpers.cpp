@@ -159,8 +159,8 @@ std::string random_checkpoint(const TempDir& dir, const std::string& name, const
   return dir / name;
 }
 
-torch::Tensor run_runtime(const std::string& model_file, const torch::Tensor& x) {
-  auto m = rt::Model::load(model_file, 1);
+torch::Tensor run_runtime(const std::string& model_file, const torch::Tensor& x, int threads) {
+  auto m = rt::Model::load(model_file, threads);
   auto in = x.contiguous();
   auto out = m.predict(in.data_ptr<float>(), x.size(0));
   return torch::from_blob(out.data(), {x.size(0), m.classes()}, torch::kFloat32).clone();

@@ -55,7 +55,7 @@ QuantNet calibrated_int8(const TempDir& dir, const ModelSpec& spec, const std::s
 std::string random_checkpoint(const TempDir& dir, const std::string& name, const std::string& text, std::vector<int64_t> input, int64_t classes,
                               const nlohmann::json& meta = nlohmann::json::object());
 // The logits shrink-run's engine computes for the raw inputs x (one thread).
-torch::Tensor run_runtime(const std::string& model_file, const torch::Tensor& x);
+torch::Tensor run_runtime(const std::string& model_file, const torch::Tensor& x, int threads = 1);
 
 // Settings that keep float every batchnorm that is not the only reader of the conv or linear right
 // before it (docs/quantization.md: such a batchnorm cannot be folded).

@@ -19,6 +19,9 @@ CATCH_TEST_CASE("runtime fp32 matches LibTorch on every op", "[runtime][parity]"
     std::vector<int64_t> input;
   } cases[] = {
       {"conv(8) bn relu maxpool(2) conv(16,k=5) bn relu6 gap linear(classes)", {3, 12, 12}},
+      // one input channel: a first conv of 16 or 8 outputs may run oneDNN's NCHW-in, blocked-out kernel
+      {"conv(16) bn relu maxpool(2) conv(8) bn relu gap linear(classes)", {1, 12, 12}},
+      {"conv(8,s=2) relu conv(16) relu gap linear(classes)", {1, 12, 12}},
       {"conv(8,s=2,bias=1) relu dwconv(k=3) bn relu conv(16,k=1,g=2) avgpool(3,s=2,p=1) flatten dropout(0.3) linear(20) relu linear(classes)", {4, 11, 11}},
       {"stem=conv(8) bn r0=relu conv(8) bn relu conv(8) b=bn add(r0) relu conv(12,s=2) bn relu linear(classes)", {2, 8, 8}},
       {"linear(32) bn relu linear(classes)", {24}},
@@ -82,6 +85,7 @@ CATCH_TEST_CASE("runtime int8 computes the documented scheme the simulation runs
       sim = q->forward(x);
     }
     auto got = test::run_runtime(dir / "q.shrink", x);
+    CATCH_CHECK(torch::equal(test::run_runtime(dir / "q.shrink", x, 2), got));  // kernels spread over threads (the max pool's) too
     double agree = (got.argmax(1) == sim.argmax(1)).to(torch::kFloat64).mean().item<double>();
     CATCH_CHECK(agree >= 0.98);
     // Logits agree to within a few steps of the last layer's input grid (float vs int32 sums).

@@ -2,8 +2,8 @@
 // pooling, whose N,C,1,1 output is viewed as N,C unless it keeps its dims. Pooling keeps its
 // input's type and grid (averages round onto it). The right and bottom padding come from the
 // output size, so a ceil-mode pool's last window may pass the padding (spec/shapes.cpp refuses
-// that for an average that counts the padding, which torch and oneDNN count differently). In a
-// one-thread forward an int8 max pool runs as shrink's own kernel (max_pool_kernel).
+// that for an average that counts the padding, which torch and oneDNN count differently). An
+// int8 max pool runs as shrink's own kernel (max_pool_kernel).
 #include <algorithm>
 
 #include "runtime/loaded.h"
@@ -24,25 +24,35 @@ void max_into(T* __restrict out, const T* __restrict in, int64_t c) {
 }
 
 // A max pool over int8 NHWC values: each output pixel is the elementwise max of its window's
-// input pixels (padding is skipped: it never wins). Exact, as oneDNN's is; for a forward small
-// enough to run on one thread it is shorter than oneDNN's int8 pooling primitive, whose fixed
-// cost dominated the batch-1 profile of small models (1.5 us of the USPS student's 9).
+// input pixels (padding is skipped: it never wins). Exact, as oneDNN's is, and shorter: at batch 1
+// oneDNN's int8 pooling primitive's fixed cost dominated the profile of small models (1.5 us of
+// the USPS student's 9), and at batch 256 its kernel took 3x its float pooling's time on 16
+// channels (it works in 64-channel vectors). Output rows are spread over the plan's threads.
 template <typename T>
-Kernel max_pool_kernel(int src, int dst, int64_t n, int64_t h, int64_t w, int64_t c, int64_t oh, int64_t ow, int64_t k, int64_t s, int64_t p) {
+Kernel max_pool_kernel(int src, int dst, int64_t n, int64_t h, int64_t w, int64_t c, int64_t oh, int64_t ow, int64_t k, int64_t s, int64_t p,
+                       int threads) {
   return [=](const std::vector<memory>& slots) {
     const T* in = static_cast<const T*>(slots[src].get_data_handle());
-    T* out = static_cast<T*>(slots[dst].get_data_handle());
-    for (int64_t b = 0; b < n; ++b)
-      for (int64_t y = 0; y < oh; ++y) {
-        const int64_t y0 = std::max<int64_t>(y * s - p, 0), y1 = std::min(y * s - p + k, h);
-        for (int64_t x = 0; x < ow; ++x, out += c) {
-          const int64_t x0 = std::max<int64_t>(x * s - p, 0), x1 = std::min(x * s - p + k, w);
-          const T* first = in + ((b * h + y0) * w + x0) * c;  // every window holds one input pixel at least
-          std::copy(first, first + c, out);
-          for (int64_t iy = y0; iy < y1; ++iy)
-            for (int64_t ix = iy == y0 ? x0 + 1 : x0; ix < x1; ++ix) max_into(out, in + ((b * h + iy) * w + ix) * c, c);
-        }
+    T* out_base = static_cast<T*>(slots[dst].get_data_handle());
+    auto pool_row = [&](int64_t row) {
+      const int64_t b = row / oh, y = row % oh;
+      const int64_t y0 = std::max<int64_t>(y * s - p, 0), y1 = std::min(y * s - p + k, h);
+      T* out = out_base + row * ow * c;
+      for (int64_t x = 0; x < ow; ++x, out += c) {
+        const int64_t x0 = std::max<int64_t>(x * s - p, 0), x1 = std::min(x * s - p + k, w);
+        const T* first = in + ((b * h + y0) * w + x0) * c;  // every window holds one input pixel at least
+        std::copy(first, first + c, out);
+        for (int64_t iy = y0; iy < y1; ++iy)
+          for (int64_t ix = iy == y0 ? x0 + 1 : x0; ix < x1; ++ix) max_into(out, in + ((b * h + iy) * w + ix) * c, c);
       }
+    };
+    // Not `omp parallel ... if`: even a parallel region the `if` turns off costs more than a small pool.
+    if (threads > 1 && n * oh * ow * c >= (1 << 16)) {
+#pragma omp parallel for num_threads(threads)
+      for (int64_t row = 0; row < n * oh; ++row) pool_row(row);
+    } else {
+      for (int64_t row = 0; row < n * oh; ++row) pool_row(row);
+    }
   };
 }
 
@@ -60,10 +70,10 @@ Act build_pool(Builder& b, const OpContext& c) {
   int64_t oh = global ? 1 : out_shape[1], ow = global ? 1 : out_shape[2];
   memory::desc dst_md({n, is[0], oh, ow}, sd.data_type(), tag::nhwc);
   const bool int8 = sd.data_type() == dt::u8 || sd.data_type() == dt::s8;
-  if (L.type == LayerType::MaxPool && int8 && b.plan.threads == 1) {
+  if (L.type == LayerType::MaxPool && int8) {
     Act pooled{b.slot(dst_md), src.scale};
     auto kernel = sd.data_type() == dt::u8 ? max_pool_kernel<uint8_t> : max_pool_kernel<int8_t>;
-    b.add(kernel(src.slot, pooled.slot, n, is[1], is[2], is[0], oh, ow, kh, s, p), "max pool", {{DNNL_ARG_SRC, src.slot, {}}, {DNNL_ARG_DST, pooled.slot, {}}});
+    b.add(kernel(src.slot, pooled.slot, n, is[1], is[2], is[0], oh, ow, kh, s, p, b.plan.threads), "max pool", {{DNNL_ARG_SRC, src.slot, {}}, {DNNL_ARG_DST, pooled.slot, {}}});
     return pooled;
   }
   auto alg = L.type == LayerType::MaxPool ? dnnl::algorithm::pooling_max
