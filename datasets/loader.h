@@ -4,6 +4,8 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <map>
+
 #include <condition_variable>
 #include <deque>
 #include <exception>
@@ -35,6 +37,7 @@ struct Batch {
   torch::Tensor x, y;
   torch::Tensor index;  // int64: which examples of the source these are (for per-example caches)
   torch::Tensor soft_targets;  // a frozen teacher's logits, when LoaderOptions::ahead computed them
+  std::map<std::string, torch::Tensor> teacher_features;  // and its layers' outputs the feature losses read
   int64_t global_size = 0;     // examples in the whole batch, over every shard (data parallel)
 };
 

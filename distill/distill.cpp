@@ -130,17 +130,16 @@ class DistillObjective : public Objective {
     return split;
   }
 
-  // teacher.engine: the runtime runs logits only, from a shrink checkpoint.
+  // teacher.engine: the runtime runs a shrink checkpoint's teacher (its logits, and the layers the
+  // feature losses read when the compiled model forms them; else it stays on LibTorch).
   void move_teacher_to_engine(const Data& data, const Augment& normalization, RunLog& log) {
     const std::string engine = c_.teacher_engine;
     if (teacher_->kind() == "torchscript") {
       log.line(fmt::format("teacher.engine = {}: a TorchScript teacher runs on LibTorch", engine));
-    } else if (!teacher_taps_.empty()) {
-      log.line(fmt::format("teacher.engine = {}: hints and attention need the teacher's inner layers, which the runtime fuses away: "
-                           "the teacher runs on LibTorch", engine));
     } else {
       const int threads = c_.teacher_threads > 0 ? c_.teacher_threads : torch::get_num_threads();
-      teacher_ = teacher_on_engine(std::move(teacher_), {engine, data, normalization, c_.cache_dir, c_.force_int8_teacher, c_.eval_batch_size, threads, log});
+      teacher_ = teacher_on_engine(std::move(teacher_),
+                                   {engine, data, normalization, c_.cache_dir, c_.force_int8_teacher, c_.eval_batch_size, threads, log, teacher_taps_});
     }
   }
 
@@ -148,14 +147,14 @@ class DistillObjective : public Objective {
   // loader's thread; its logits are the same as on the training thread.
   std::function<void(Batch&)> batch_ahead() override {
     if (!ahead_) return nullptr;
-    return [this](Batch& b) { b.soft_targets = teacher_->forward(b.x); };
+    return [this](Batch& b) { b.soft_targets = teacher_->forward(b.x, teacher_taps_, &b.teacher_features); };
   }
 
   std::vector<std::string> student_taps() const override { return student_taps_; }
   std::shared_ptr<torch::nn::Module> trainable() override { return adapters_; }
 
   torch::Tensor loss(const Batch& batch, const torch::Tensor& logits, const std::map<std::string, torch::Tensor>& taps) override {
-    std::map<std::string, torch::Tensor> teacher_features;
+    std::map<std::string, torch::Tensor> teacher_features = batch.teacher_features;  // computed ahead, or below
     torch::Tensor teacher_logits = cached_.defined()              ? cached_.index_select(0, batch.index)
                                    : batch.soft_targets.defined() ? batch.soft_targets
                                                                   : teacher_->forward(batch.x, teacher_taps_, &teacher_features);

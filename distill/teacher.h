@@ -61,6 +61,7 @@ struct TeacherEngineRequest {
   int64_t batch_size = 512;
   int threads = 1;             // OpenMP threads of its calls
   RunLog& log;
+  std::vector<std::string> taps = {};  // teacher layers the feature losses read (hints, attention)
 };
 using TeacherEngine = std::function<std::unique_ptr<Teacher>(std::unique_ptr<Teacher> libtorch, const TeacherEngineRequest& request)>;
 void register_teacher_engine(TeacherEngine engine);

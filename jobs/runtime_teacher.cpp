@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "common/error.h"
@@ -32,7 +33,6 @@ class RuntimeTeacher : public Teacher {
   }
 
   torch::Tensor forward(const torch::Tensor& x, const std::vector<std::string>& taps, std::map<std::string, torch::Tensor>* tapped) override {
-    if (!taps.empty()) return libtorch_->forward(x, taps, tapped);  // the distillation asks for none (it keeps such jobs on LibTorch)
     torch::Tensor raw = x.to(torch::kFloat32).contiguous();         // N,C,H,W order, as the runtime reads it
     if (!mean.empty()) {
       // The loader's batches are normalized; the runtime normalizes raw input itself.
@@ -40,9 +40,27 @@ class RuntimeTeacher : public Teacher {
       per_channel[1] = -1;
       raw = (raw * std_.view(per_channel) + mean_.view(per_channel)).contiguous();
     }
-    std::vector<float> logits = model_.predict(raw.data_ptr<float>(), raw.size(0));
-    return torch::from_blob(logits.data(), {raw.size(0), model_.classes()}, torch::kFloat32).clone();
+    const int64_t n = raw.size(0);
+    std::vector<std::vector<float>> values;
+    std::vector<float> logits = taps.empty() ? model_.predict(raw.data_ptr<float>(), n) : model_.predict(raw.data_ptr<float>(), n, taps, values);
+    for (size_t k = 0; k < values.size(); ++k) {
+      std::vector<int64_t> shape{n};
+      for (int64_t d : model_.output_shape(taps[k])) shape.push_back(d);
+      (*tapped)[taps[k]] = torch::from_blob(values[k].data(), shape, torch::kFloat32).clone();
+    }
+    return torch::from_blob(logits.data(), {n, model_.classes()}, torch::kFloat32).clone();
   }
+  // Of `taps`, the layers whose outputs the compiled model does not form (folded, or fused with
+  // their activation).
+  std::vector<std::string> unformed(const std::vector<std::string>& taps) const {
+    const std::vector<std::string> formed = outputs();
+    std::vector<std::string> missing;
+    for (const auto& t : taps)
+      if (std::find(formed.begin(), formed.end(), t) == formed.end()) missing.push_back(t);
+    return missing;
+  }
+  std::vector<std::string> outputs() const { return model_.outputs(); }
+  std::unique_ptr<Teacher> back_to_libtorch() { return std::move(libtorch_); }
   const ModelSpec* spec() const override { return libtorch_->spec(); }
   std::string kind() const override { return libtorch_->kind(); }
   bool int8_simulated() const override { return libtorch_->int8_simulated(); }
@@ -114,6 +132,16 @@ std::string int8_checkpoint(const Teacher& libtorch, const TeacherEngineRequest&
   return file;
 }
 
+// The feature losses read teacher layers the runtime does not form: the teacher stays on LibTorch.
+bool stays_on_libtorch(RuntimeTeacher& teacher, const TeacherEngineRequest& r) {
+  const std::vector<std::string> missing = teacher.unformed(r.taps);
+  if (missing.empty()) return false;
+  r.log.line(fmt::format("teacher.engine = {}: hints and attention read {}, which the compiled teacher does not form (a batchnorm folded "
+                         "into its conv, a layer fused with its activation; it forms {}): the teacher runs on LibTorch",
+                         r.engine, fmt::join(missing, ", "), fmt::join(teacher.outputs(), ", ")));
+  return true;
+}
+
 }  // namespace
 
 std::unique_ptr<Teacher> runtime_teacher(std::unique_ptr<Teacher> libtorch, const TeacherEngineRequest& r) {
@@ -124,14 +152,17 @@ std::unique_ptr<Teacher> runtime_teacher(std::unique_ptr<Teacher> libtorch, cons
     const std::string precision = libtorch->int8_simulated() ? "int8" : "fp32";
     const std::string file = fmt::format("{}-{}.shrink", stem, precision);
     export_once(libtorch->path(), file, precision);
+    auto teacher = std::make_unique<RuntimeTeacher>(std::move(libtorch), r.engine, file, r.threads);
+    if (stays_on_libtorch(*teacher, r)) return teacher->back_to_libtorch();
     r.log.line(fmt::format("teacher.engine = runtime-fp32: the teacher runs on shrink's runtime ({} file {})", precision, file));
-    return std::make_unique<RuntimeTeacher>(std::move(libtorch), r.engine, file, r.threads);
+    return teacher;
   }
   if (r.engine != "runtime-int8") throw std::logic_error("runtime_teacher: unknown engine " + r.engine);
   const std::string quantized = int8_checkpoint(*libtorch, r, stem);
   const std::string file = libtorch->int8_simulated() ? stem + "-int8.shrink" : quantized.substr(0, quantized.size() - 3) + ".shrink";
   export_once(quantized, file, "int8");
   auto teacher = std::make_unique<RuntimeTeacher>(std::move(libtorch), r.engine, file, r.threads);
+  if (stays_on_libtorch(*teacher, r)) return teacher->back_to_libtorch();
   teacher->measure_against_libtorch(r.data, r.normalization, r.batch_size);
   const nlohmann::json& m = teacher->engine_report();
   const double agreement = m["agreement_with_libtorch"].get<double>();

@@ -190,8 +190,8 @@ memory Loaded::derived(const std::string& key, const memory::desc& d, const std:
   return m;
 }
 
-Plan Loaded::build(int64_t n) const {
-  Builder b(*this, n);
+Plan Loaded::build(int64_t n, const std::vector<std::string>& kept) const {
+  Builder b(*this, n, kept);
   try {
     b.build();
   } catch (const dnnl::error& e) {
@@ -203,11 +203,11 @@ Plan Loaded::build(int64_t n) const {
   return std::move(b.plan);
 }
 
-std::shared_ptr<const Plan> Loaded::plan_for(int64_t batch) const {
+std::shared_ptr<const Plan> Loaded::plan_for(int64_t batch, const std::vector<std::string>& kept) const {
   auto lookup = [&]() -> std::shared_ptr<const Plan> {
     std::lock_guard<std::mutex> lock(cache_mutex);
     for (auto it = plans.begin(); it != plans.end(); ++it)
-      if ((*it)->batch == batch) {
+      if ((*it)->batch == batch && (*it)->kept == kept) {
         plans.splice(plans.begin(), plans, it);  // most recently used first
         return plans.front();
       }
@@ -222,7 +222,7 @@ std::shared_ptr<const Plan> Loaded::plan_for(int64_t batch) const {
   if (auto plan = lookup()) return plan;  // another thread built it meanwhile
   std::shared_ptr<const Plan> plan;
   try {
-    plan = std::make_shared<const Plan>(build(batch));
+    plan = std::make_shared<const Plan>(build(batch, kept));
   } catch (const dnnl::error& e) {
     throw Error(fmt::format("{}: oneDNN cannot run this model for batch {}: {}", path, batch, e.what()));
   } catch (const std::bad_alloc&) {
@@ -263,7 +263,33 @@ void Loaded::write_input(const float* input, int64_t batch, memory::data_type ty
       }
 }
 
-std::vector<float> Loaded::execute(const Plan& plan, const float* input, bool softmax, std::vector<double>* step_seconds) const {
+// A kept output (NHWC or NC; float or on an int8 grid) as N,C,H,W (or N,F) floats.
+void Loaded::read_kept(const Plan& plan, const Binding& bound, std::vector<std::vector<float>>& values) const {
+  values.clear();
+  for (const std::string& name : plan.kept) {
+    const Plan::Named& named = *std::find_if(plan.named.begin(), plan.named.end(), [&](const Plan::Named& n) { return n.name == name; });
+    const memory& m = bound.slots[named.act.slot];
+    const memory::dims d = m.get_desc().dims();
+    const int64_t n = d[0], c = d[1], plane = d.size() == 4 ? d[2] * d[3] : 1;
+    const float scale = named.act.scale > 0 ? named.act.scale : 1.f;
+    const auto type = m.get_desc().data_type();
+    const void* data = m.get_data_handle();
+    auto value = [&](int64_t i) -> float {
+      switch (type) {
+        case memory::data_type::u8: return scale * static_cast<const uint8_t*>(data)[i];
+        case memory::data_type::s8: return scale * static_cast<const int8_t*>(data)[i];
+        default: return static_cast<const float*>(data)[i];
+      }
+    };
+    std::vector<float>& out = values.emplace_back(n * c * plane);
+    for (int64_t b = 0; b < n; ++b)
+      for (int64_t p = 0; p < plane; ++p)
+        for (int64_t k = 0; k < c; ++k) out[(b * c + k) * plane + p] = value((b * plane + p) * c + k);  // N,H,W,C -> N,C,H,W
+  }
+}
+
+std::vector<float> Loaded::execute(const Plan& plan, const float* input, bool softmax, std::vector<double>* step_seconds,
+                                   std::vector<std::vector<float>>* kept_values) const {
   const int64_t batch = plan.batch;
   omp_set_num_threads(plan.threads);  // the caller's ThreadScope restores its own count
   CallMemory arena(plan.arena_bytes + plan.scratchpad_bytes);
@@ -287,6 +313,7 @@ std::vector<float> Loaded::execute(const Plan& plan, const float* input, bool so
   }
   if (softmax) run(plan.softmax, plan.steps.size());
   bound->stream.wait();
+  if (kept_values) read_kept(plan, *bound, *kept_values);
   const float* out = static_cast<const float*>(bound->slots[softmax ? plan.probabilities : plan.output].get_data_handle());
   return std::vector<float>(out, out + batch * spec.classes);
 }
@@ -353,13 +380,43 @@ std::vector<Model::StepTime> Model::profile(const float* input, int64_t batch, i
 
 std::vector<float> Model::probabilities(const float* input, int64_t batch) const { return run(input, batch, true); }
 
-std::vector<float> Model::run(const float* input, int64_t batch, bool softmax) const {
+std::vector<std::string> Model::outputs() const {
+  std::vector<std::string> names;
+  for (const auto& n : impl_->plan_for(1)->named) names.push_back(n.name);
+  return names;
+}
+
+std::vector<int64_t> Model::output_shape(const std::string& name) const {
+  auto plan = impl_->plan_for(1);
+  for (const auto& n : plan->named)
+    if (n.name == name) {
+      const auto d = plan->slots[n.act.slot].desc.dims();
+      return std::vector<int64_t>(d.begin() + 1, d.end());
+    }
+  throw Error(fmt::format("{}: the compiled model forms no output of a layer '{}' (folded or fused, or no such layer)", impl_->path, name));
+}
+
+std::vector<float> Model::predict(const float* input, int64_t batch, const std::vector<std::string>& names,
+                                  std::vector<std::vector<float>>& values) const {
+  std::vector<std::string> kept = names;
+  std::sort(kept.begin(), kept.end());
+  kept.erase(std::unique(kept.begin(), kept.end()), kept.end());
+  for (const std::string& name : kept) output_shape(name);  // an Error for a name the model does not form
+  std::vector<std::vector<float>> sorted;
+  auto logits = run(input, batch, false, kept, &sorted);
+  values.clear();
+  for (const std::string& name : names) values.push_back(sorted[std::lower_bound(kept.begin(), kept.end(), name) - kept.begin()]);
+  return logits;
+}
+
+std::vector<float> Model::run(const float* input, int64_t batch, bool softmax, const std::vector<std::string>& kept,
+                              std::vector<std::vector<float>>* kept_values) const {
   if (batch < 1) throw Error("predict: batch must be at least 1");
   if (!input) throw Error("predict: input is null");
   detail::ThreadScope scope(impl_->threads);
-  auto plan = impl_->plan_for(batch);
+  auto plan = impl_->plan_for(batch, kept);
   try {
-    return impl_->execute(*plan, input, softmax);
+    return impl_->execute(*plan, input, softmax, nullptr, kept_values);
   } catch (const dnnl::error& e) {
     throw Error(impl_->path + ": oneDNN failed running batch " + std::to_string(batch) + ": " + e.what());
   } catch (const std::bad_alloc&) {

@@ -65,11 +65,16 @@ struct Loaded {
   void init(ModelFile file, const std::string& name, int threads);
   void read_metadata();       // validate.cpp
   void check_tensors() const;  // validate.cpp
-  std::shared_ptr<const Plan> plan_for(int64_t batch) const;
-  Plan build(int64_t n) const;
+  // The plan for `batch` that keeps the outputs of the layers `kept` (sorted; each one the batch-1
+  // plan names) for the call to return.
+  std::shared_ptr<const Plan> plan_for(int64_t batch, const std::vector<std::string>& kept = {}) const;
+  Plan build(int64_t n, const std::vector<std::string>& kept) const;
   // With `step_seconds` (one entry per plan step), each step also waits for its end and adds its
   // time there (a profile: waiting costs a little, so profile and timed runs are kept apart).
-  std::vector<float> execute(const Plan& plan, const float* input, bool softmax, std::vector<double>* step_seconds = nullptr) const;
+  // With `kept_values`, the plan's kept outputs, each as N,C,H,W (or N,F) floats.
+  std::vector<float> execute(const Plan& plan, const float* input, bool softmax, std::vector<double>* step_seconds = nullptr,
+                             std::vector<std::vector<float>>* kept_values = nullptr) const;
+  void read_kept(const Plan& plan, const Binding& bound, std::vector<std::vector<float>>& values) const;
   void write_input(const float* input, int64_t batch, dnnl::memory::data_type type, void* dst) const;
 
   // `t` in layout `want`: in place when that is the file's layout, else packed once and shared.

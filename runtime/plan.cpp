@@ -198,10 +198,16 @@ void Builder::build() {
       fused[a] = true;
       acts[a] = result;
     }
+    name_output(end, result);  // (a layer whose activation ran as its post-op formed no output of its own)
   }
   building = "output";
   output_unit(acts.back());
   place();
+}
+
+void Builder::name_output(const std::string& layer, const Act& act) {
+  plan.named.push_back({layer, act});
+  if (std::binary_search(plan.kept.begin(), plan.kept.end(), layer)) keep_live(act.slot);
 }
 
 // Places buffers: largest first, each at the lowest offset free during its whole lifetime.

@@ -112,6 +112,14 @@ struct Plan {
   int input = -1, output = -1, probabilities = -1;
   std::vector<Step> steps;
   Step softmax;  // run only when probabilities are asked for
+  // The layers' outputs the plan forms, by layer name (Builder::build says which); those named in
+  // `kept` stay live to the end of a call, which returns them.
+  struct Named {
+    std::string name;
+    Act act;
+  };
+  std::vector<Named> named;
+  std::vector<std::string> kept;  // sorted
   std::shared_ptr<BindingPool> bindings = std::make_shared<BindingPool>();  // idle ones, for the next calls
 };
 
@@ -134,7 +142,10 @@ struct OpContext {
 // by liveness (a buffer is live from the step that writes it to the last step that reads it).
 class Builder {
  public:
-  Builder(const Loaded& m, int64_t n) : m_(m), n_(n) { plan.batch = n; }
+  Builder(const Loaded& m, int64_t n, std::vector<std::string> kept = {}) : m_(m), n_(n) {
+    plan.batch = n;
+    plan.kept = std::move(kept);
+  }
 
   Plan plan;
 
@@ -177,6 +188,7 @@ class Builder {
   Act input_unit(bool int8);
   OpContext unit(size_t i, const std::vector<int>& readers, const std::vector<Act>& acts, const Act& input, bool int8) const;
   void output_unit(const Act& logits);
+  void name_output(const std::string& layer, const Act& act);
   void place();
 
   const Loaded& m_;

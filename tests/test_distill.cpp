@@ -242,6 +242,16 @@ CATCH_TEST_CASE("a teacher on the runtime: LibTorch's logits in fp32, measured a
   CATCH_CHECK(fp32->engine() == "runtime-fp32");
   CATCH_CHECK((fp32->forward(x) - want).abs().max().item<double>() <= 1e-4 * want.abs().max().item<double>());
   CATCH_CHECK(fp32->file_hash() != libtorch->file_hash());  // its logits are cached apart
+  // The layers the compiled teacher forms, for hints and attention: as LibTorch computes them.
+  std::map<std::string, torch::Tensor> on_runtime, on_libtorch;
+  const std::vector<std::string> taps{"relu2", "maxpool1"};
+  fp32->forward(x, taps, &on_runtime);
+  libtorch->forward(x, taps, &on_libtorch);
+  for (const auto& name : taps) {
+    CATCH_INFO(name);
+    CATCH_REQUIRE(on_runtime.at(name).sizes() == on_libtorch.at(name).sizes());
+    CATCH_CHECK((on_runtime.at(name) - on_libtorch.at(name)).abs().max().item<double>() <= 1e-4 * on_libtorch.at(name).abs().max().item<double>());
+  }
   const std::string fp32_file = fp32->engine_report()["file"];
   {
     TempDir damaged;
@@ -340,10 +350,22 @@ CATCH_TEST_CASE("distillation with a runtime teacher: recorded, cached apart fro
   automatic.push_back("--train.threads=2");  // teacher.ahead = auto: timed, either way
   CATCH_CHECK(distill(dir / "d8", t, automatic, /*shift=*/1, 1)["teacher_thread_split"].contains("batch_ms"));
   CATCH_CHECK(shrink::test::read_text(dir / "d8/log.txt").find("teacher.ahead = auto: ") != std::string::npos);
+  // Hints from a layer the compiled teacher forms run on the runtime, ahead too (the same weights
+  // as beside each step); from one it folds away (a batchnorm), on LibTorch, with a line.
   auto hints = on("runtime-int8");
   hints.insert(hints.end(), {"--distill.hints=relu2:relu2", "--distill.hint_weight=1"});
-  CATCH_CHECK(distill(dir / "d5", t, hints, 1)["teacher_engine"] == "libtorch");
-  CATCH_CHECK(shrink::test::read_text(dir / "d5/log.txt").find("the teacher runs on LibTorch") != std::string::npos);
+  auto hinted = distill(dir / "d5", t, hints, 1);
+  CATCH_CHECK(hinted["teacher_engine"] == "runtime-int8");
+  CATCH_CHECK(shrink::test::read_text(dir / "d5/metrics.jsonl").find("hint_loss") != std::string::npos);
+  hints.push_back("--teacher.ahead=true");
+  CATCH_CHECK(distill(dir / "d9", t, hints, 1)["teacher_outputs"] == "teacher on every batch, ahead on the loader's thread");
+  CATCH_CHECK(torch::equal(load_checkpoint(dir / "d9/checkpoints/last.pt").model->parameters()[0],
+                           load_checkpoint(dir / "d5/checkpoints/last.pt").model->parameters()[0]));
+  auto folded = on("runtime-int8");
+  folded.insert(folded.end(), {"--distill.hints=relu2:bn2", "--distill.hint_weight=1"});
+  CATCH_CHECK(distill(dir / "d10", t, folded, 1)["teacher_engine"] == "libtorch");
+  CATCH_CHECK(shrink::test::read_text(dir / "d10/log.txt").find("hints and attention read bn2, which the compiled teacher does not form") !=
+              std::string::npos);
 }
 
 CATCH_TEST_CASE("teacher.ahead = auto takes the faster of serial and each thread split, by the times it is given", "[distill][engine]") {

@@ -56,6 +56,32 @@ CATCH_TEST_CASE("runtime fp32 matches LibTorch on every op", "[runtime][parity]"
   }
 }
 
+CATCH_TEST_CASE("runtime named outputs: the layers the compiled model forms, as LibTorch computes them", "[runtime]") {
+  TempDir dir;
+  const std::string ckpt = test::random_checkpoint(dir, "m.pt", "conv(8) bn relu maxpool(2) conv(8) bn r2=relu gap linear(classes)", {3, 12, 12}, 5);
+  export_model(ckpt, dir / "m.shrink", {});
+  auto m = rt::Model::load(dir / "m.shrink", 1);
+  const auto formed = m.outputs();
+  for (const char* name : {"relu1", "maxpool1", "r2", "gap1", "linear1"}) CATCH_CHECK(std::count(formed.begin(), formed.end(), name) == 1);
+  for (const char* name : {"conv1", "bn1", "conv2", "bn2"}) CATCH_CHECK(std::count(formed.begin(), formed.end(), name) == 0);  // folded, fused
+  CATCH_CHECK(m.output_shape("r2") == std::vector<int64_t>{8, 6, 6});
+  auto net = load_checkpoint(ckpt).model;
+  net->eval();
+  auto x = torch::randn({7, 3, 12, 12});
+  std::map<std::string, torch::Tensor> expect;
+  auto logits = net->forward_with(x, {"r2", "maxpool1"}, expect);
+  std::vector<std::vector<float>> values;
+  auto got = m.predict(x.data_ptr<float>(), 7, {"r2", "maxpool1"}, values);
+  CATCH_REQUIRE(values.size() == 2);
+  CATCH_CHECK(got == m.predict(x.data_ptr<float>(), 7));
+  for (size_t k = 0; k < 2; ++k) {
+    auto want = expect.at(k == 0 ? "r2" : "maxpool1");
+    auto have = torch::from_blob(values[k].data(), want.sizes(), torch::kFloat32);
+    CATCH_CHECK((have - want).abs().max().item<double>() <= 1e-4 * want.abs().max().item<double>());
+  }
+  CATCH_CHECK_THROWS_WITH(m.predict(x.data_ptr<float>(), 7, {"bn1"}, values), Catch::Contains("forms no output of a layer 'bn1'"));
+}
+
 CATCH_TEST_CASE("runtime int8 computes the documented scheme the simulation runs", "[runtime][int8]") {
   // ReLU units; hardswish and sigmoid fused into a conv and an add (a chain of post-ops on the
   // output grid) and alone after a pool (on dequantized values).

@@ -50,6 +50,16 @@ class SHRINK_RT_API Model {
   // model's normalization is applied here). Safe to call from several threads at once. A batch
   // whose working memory would exceed 8 GiB, or that oneDNN cannot compile, is an Error.
   std::vector<float> predict(const float* input, int64_t batch) const;
+  // The layers whose outputs predict() can also return: those the compiled model forms. A
+  // batchnorm folded into the conv before it forms none, nor does a layer whose activation runs
+  // fused into it (the pair's output is the activation's, under the activation's name).
+  std::vector<std::string> outputs() const;
+  std::vector<int64_t> output_shape(const std::string& name) const;  // C,H,W or F, for one example
+  // Logits, as predict(), and in `values` the outputs of the layers `names` (each one of
+  // outputs()): per name, batch x output_shape floats in N,C,H,W order, dequantized in an int8
+  // model. A name the model does not form is an Error.
+  std::vector<float> predict(const float* input, int64_t batch, const std::vector<std::string>& names,
+                             std::vector<std::vector<float>>& values) const;
   // The same as class probabilities (softmax over the logits).
   std::vector<float> probabilities(const float* input, int64_t batch) const;
   // Where predict's time goes: each oneDNN primitive the model runs for `batch` (the layer it
@@ -81,7 +91,8 @@ class SHRINK_RT_API Model {
   int threads_at(int64_t batch) const;
 
  private:
-  std::vector<float> run(const float* input, int64_t batch, bool softmax) const;
+  std::vector<float> run(const float* input, int64_t batch, bool softmax, const std::vector<std::string>& kept = {},
+                         std::vector<std::vector<float>>* kept_values = nullptr) const;
   struct Impl;
   std::shared_ptr<Impl> impl_;  // shared by copies; never changed after load but for the plan cache
 };
