@@ -8,6 +8,19 @@
 
 namespace shrink {
 
+namespace {
+
+// `x` in channels-last strides. contiguous(ChannelsLast) leaves a one-channel batch in NCHW
+// strides (the same bytes, so it counts as contiguous either way), and LibTorch's convolution then
+// writes its output NCHW: every layer after a grayscale model's first conv ran in NCHW, the next
+// conv converting its input back (in bf16 the batchnorms and ReLUs took their slow paths too).
+torch::Tensor channels_last_strides(const torch::Tensor& x) {
+  if (x.size(1) != 1) return x.contiguous(torch::MemoryFormat::ChannelsLast);
+  return torch::empty(x.sizes(), x.options().memory_format(torch::MemoryFormat::ChannelsLast)).copy_(x);
+}
+
+}  // namespace
+
 torch::Tensor random_shift(const torch::Tensor& x, int64_t pad, at::Generator& gen, int64_t first, int64_t total) {
   if (pad <= 0) return x;
   const int64_t n = x.size(0), h = x.size(2), w = x.size(3), choices = 2 * pad + 1;
@@ -166,7 +179,7 @@ Batch Loader::make_batch(int64_t b) const {
     if (a.hflip) batch.x = random_hflip(batch.x, gen, first, global);
   }
   batch.x = normalize(batch.x, a.mean, a.std);
-  if (a.channels_last && batch.x.dim() == 4) batch.x = batch.x.contiguous(torch::MemoryFormat::ChannelsLast);
+  if (a.channels_last && batch.x.dim() == 4) batch.x = channels_last_strides(batch.x);
   else batch.x = batch.x.contiguous();
   if (options_.train && options_.ahead) options_.ahead(batch);
   return batch;
