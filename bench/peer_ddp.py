@@ -9,7 +9,7 @@ import argparse, json, math, os, sys, time
 import torch, torch.distributed as dist, torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peer_train import batched_shift, load_usps, make_model
+from peer_train import batched_shift, channels_last, load_usps, make_model
 
 def main():
     ap = argparse.ArgumentParser()
@@ -39,7 +39,7 @@ def main():
             idx = perm[start:start + a.batch]
             n = len(idx)
             mine = idx[n * rank // world:n * (rank + 1) // world]
-            xb = batched_shift(x[mine], 1).contiguous(memory_format=torch.channels_last)
+            xb = channels_last(batched_shift(x[mine], 1))
             opt.zero_grad()
             out = model(xb)
             loss = F.cross_entropy(out, y[mine])
