@@ -266,7 +266,8 @@ void Loaded::write_input(const float* input, int64_t batch, memory::data_type ty
   const bool per_element = !image && mean.size() > 1;
   const float s = type == memory::data_type::f32 ? 1.f : static_cast<float>(point_scale(kInputPoint)->scale);
   const float lo = type == memory::data_type::s8 ? -128.f : 0.f, hi = type == memory::data_type::s8 ? 127.f : 255.f;
-  auto on_grid = [&](float v) { return std::isnan(v) ? 0.f : std::clamp(std::nearbyint(v / s), lo, hi); };  // NaN: 0, not undefined
+  // round(v / s) half to even, saturated (clamping first changes nothing); NaN: 0, not undefined.
+  auto on_grid = [&](float v) { return std::isnan(v) ? 0.f : round_on_grid(std::clamp(v / s, lo, hi)); };
   for (int64_t n = 0; n < batch; ++n)
     for (int64_t c = 0; c < channels; ++c) {
       const float* in = input + n * per + c * plane;

@@ -37,6 +37,11 @@ inline memory::dims dims_of(const std::vector<int64_t>& shape, int64_t batch) {
   return d;
 }
 
+// A float already clamped to an int8 grid's range ([-128, 255] at most) rounded half to even, as
+// nearbyint rounds in the default rounding mode: added to 1.5 * 2^23 it keeps no fraction. No
+// library call, and a form the compiler vectorizes (ops/binary.cpp).
+inline float round_on_grid(float clamped) { return (clamped + 12582912.f) - 12582912.f; }
+
 // The calling thread's OpenMP thread count for a scope: oneDNN reads it when a primitive is
 // created (a kernel splits its work for that many threads) and when it runs, per thread.
 struct ThreadScope {

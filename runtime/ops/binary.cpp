@@ -34,17 +34,14 @@ namespace {
 template <typename A, typename B, typename Out>
 __attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) void add_range(const A* __restrict a, const B* __restrict b, Out* __restrict out, int64_t begin, int64_t end, float sa, float sb, float so, bool relu) {
   constexpr float lo = std::is_signed_v<Out> ? -128.f : 0.f, hi = std::is_signed_v<Out> ? 127.f : 255.f;
-  // Rounds half to even as nearbyint does (in the default rounding mode), in a form the compiler
-  // vectorizes (nearbyint is a library call without SSE4.1): added to 1.5 * 2^23, a float in
-  // [-128, 255] keeps no fraction. Clamping first, to integer bounds, changes nothing.
-  constexpr float kRound = 12582912.f;
+  // Clamped to integer bounds, then rounded half to even (round_on_grid): the same as rounding first.
   const float floor = relu ? 0.f : -std::numeric_limits<float>::infinity();  // no branch in the loop
   for (int64_t i = begin; i < end; ++i) {
     const float x = static_cast<float>(a[i]) * sa;
     const float y = static_cast<float>(b[i]) * sb;
     const float v = std::max(x + y, floor);
     const float q = std::min(std::max(v / so, lo), hi);
-    out[i] = static_cast<Out>(static_cast<int>((q + kRound) - kRound));
+    out[i] = static_cast<Out>(static_cast<int>(round_on_grid(q)));
   }
 }
 
