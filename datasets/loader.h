@@ -4,12 +4,11 @@
 #pragma once
 #include <torch/torch.h>
 
-#include <map>
-
 #include <condition_variable>
 #include <deque>
 #include <exception>
 #include <functional>
+#include <map>
 #include <optional>
 #include <memory>
 #include <mutex>

@@ -346,7 +346,7 @@ nlohmann::json run_pipeline(const PipelineRun& run) {
     } else {
       log.line(fmt::format("stage {}: {} in {}", name, action == Action::resume ? "resuming" : "running", s.dir));
       // A worker runs prune's and quantization's stages in its stage folder (resuming from a copy
-      // of rank 0's); its training runs write only rank-K.log there.
+      // of rank 0's); its training runs write only rank-K.log there (and rank 0's model, below).
       r = s.kind->job ? run_job_stage(s, handed, action == Action::resume, run.quiet || worker, worker && prunes_or_quantizes(s))
                       : name == "export" ? run_export_stage(s, c, handed) : run_compare_stage(s, c, handed);
     }

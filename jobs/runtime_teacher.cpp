@@ -10,6 +10,7 @@
 #include "export/export.h"
 #include "quantize/quantize.h"
 #include "shrink/runtime.hpp"
+#include "train/fold.h"
 #include "train/run_log.h"
 
 namespace shrink {
@@ -27,6 +28,7 @@ class RuntimeTeacher : public Teacher {
     class_names = libtorch_->class_names;
     if (!mean.empty()) mean_ = torch::tensor(mean), std_ = torch::tensor(std);
     path_ = libtorch_->path();
+    if (const ModelSpec* spec = libtorch_->spec()) folded_ = folded_batchnorms(*spec);
     // Teacher-output caches are keyed by this: another engine or calibration gives other logits.
     hash_ = fmt::format("{}-{}-{}", libtorch_->file_hash(), engine, hash_file(file));
     report_["file"] = file;
@@ -41,23 +43,33 @@ class RuntimeTeacher : public Teacher {
       raw = (raw * std_.view(per_channel) + mean_.view(per_channel)).contiguous();
     }
     const int64_t n = raw.size(0);
+    std::vector<std::string> names;
+    for (const auto& t : taps) names.push_back(runtime_name(t));
     std::vector<std::vector<float>> values;
-    std::vector<float> logits = taps.empty() ? model_.predict(raw.data_ptr<float>(), n) : model_.predict(raw.data_ptr<float>(), n, taps, values);
+    std::vector<float> logits = taps.empty() ? model_.predict(raw.data_ptr<float>(), n) : model_.predict(raw.data_ptr<float>(), n, names, values);
     for (size_t k = 0; k < values.size(); ++k) {
       std::vector<int64_t> shape{n};
-      for (int64_t d : model_.output_shape(taps[k])) shape.push_back(d);
+      for (int64_t d : model_.output_shape(names[k])) shape.push_back(d);
       (*tapped)[taps[k]] = torch::from_blob(values[k].data(), shape, torch::kFloat32).clone();
     }
     return torch::from_blob(logits.data(), {n, model_.classes()}, torch::kFloat32).clone();
   }
-  // Of `taps`, the layers whose outputs the compiled model does not form (folded, or fused with
-  // their activation).
+  // Of `taps`, the teacher layers whose outputs the compiled model does not form (fused with their
+  // activation, or a conv whose batchnorm was folded into it).
   std::vector<std::string> unformed(const std::vector<std::string>& taps) const {
     const std::vector<std::string> formed = outputs();
     std::vector<std::string> missing;
     for (const auto& t : taps)
-      if (std::find(formed.begin(), formed.end(), t) == formed.end()) missing.push_back(t);
+      if (std::find(formed.begin(), formed.end(), runtime_name(t)) == formed.end()) missing.push_back(t);
     return missing;
+  }
+  // The exported file's name for teacher layer `tap`: a folded batchnorm's output is its conv's
+  // there, and that conv's own output (before the batchnorm) is nowhere ("").
+  std::string runtime_name(const std::string& tap) const {
+    if (auto it = folded_.find(tap); it != folded_.end()) return it->second;
+    for (const auto& [bn, conv] : folded_)
+      if (conv == tap) return "";
+    return tap;
   }
   std::vector<std::string> outputs() const { return model_.outputs(); }
   std::unique_ptr<Teacher> back_to_libtorch() { return std::move(libtorch_); }
@@ -105,6 +117,7 @@ class RuntimeTeacher : public Teacher {
   std::unique_ptr<Teacher> libtorch_;
   std::string engine_, file_;
   torch::Tensor mean_, std_;  // the normalization as tensors, made once (forward runs per batch)
+  std::map<std::string, std::string> folded_;  // folded batchnorm -> the conv that gives its output
   rt::Model model_;
   nlohmann::json report_ = nlohmann::json::object();
 };

@@ -275,6 +275,32 @@ CATCH_TEST_CASE("a teacher on the runtime: LibTorch's logits in fp32, measured a
   CATCH_CHECK(std::filesystem::exists(report["file"].get<std::string>()));
 }
 
+CATCH_TEST_CASE("a runtime teacher's layers by the teacher's names: a folded batchnorm is its conv's output", "[distill][engine]") {
+  TempDir dir;
+  // bn b folds into conv c2 (an add reads it, so no activation fuses there): the file's c2 is b.
+  const std::string t = shrink::test::random_checkpoint(dir, "t.pt", "c1=conv(8) r0=relu c2=conv(8) b=bn add(r0) relu gap linear(classes)", {1, 16, 16}, 10);
+  Data data = synthetic_data();
+  Augment norm = normalization_of(load_checkpoint(t).meta);
+  RunLog log(dir / "log", true);
+  auto libtorch = Teacher::load(t, "auto", false);
+  auto x = torch::randn({8, 1, 16, 16});
+  std::map<std::string, torch::Tensor> on_runtime, on_libtorch;
+  TeacherEngineRequest request{"runtime-fp32", data, norm, dir / "cache", false, 128, 1, log, {"b", "r0"}};
+  auto fp32 = runtime_teacher(Teacher::load(t, "auto", false), request);
+  CATCH_REQUIRE(fp32->engine() == "runtime-fp32");
+  fp32->forward(x, {"b", "r0"}, &on_runtime);
+  libtorch->forward(x, {"b", "r0"}, &on_libtorch);
+  for (const char* name : {"b", "r0"}) {
+    CATCH_INFO(name);
+    CATCH_CHECK((on_runtime.at(name) - on_libtorch.at(name)).abs().max().item<double>() <= 1e-4 * on_libtorch.at(name).abs().max().item<double>());
+  }
+  // c2's own output (before the batchnorm) is nowhere in the file: LibTorch, with a line.
+  request.taps = {"c2"};
+  CATCH_CHECK(runtime_teacher(Teacher::load(t, "auto", false), request)->engine() == "libtorch");
+  CATCH_CHECK(shrink::test::read_text(dir / "log/log.txt").find("hints and attention read c2, which the compiled teacher does not form") !=
+              std::string::npos);
+}
+
 CATCH_TEST_CASE("an int8 teacher that departs from its fp32 self is refused unless forced", "[distill][engine]") {
   TempDir dir;
   // A trained teacher with one channel 1000 times larger (batchnorm's gamma and beta) and the conv

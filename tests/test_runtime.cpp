@@ -82,6 +82,33 @@ CATCH_TEST_CASE("runtime named outputs: the layers the compiled model forms, as 
   CATCH_CHECK_THROWS_WITH(m.predict(x.data_ptr<float>(), 7, {"bn1"}, values), Catch::Contains("forms no output of a layer 'bn1'"));
 }
 
+CATCH_TEST_CASE("runtime named outputs of an int8 model: the simulation's values, dequantized from their grids", "[runtime][int8]") {
+  TempDir dir;
+  torch::manual_seed(3);
+  auto spec = parse_spec("conv(16) bn a=relu m=maxpool(2) conv(16) bn r=relu conv(16) bn add(r) t=relu gap linear(classes)", {1, 12, 12}, 6);
+  SpecNet fp(spec);
+  save_checkpoint(dir / "fp.pt", fp, nullptr, {{"epoch", 0}});
+  QuantNet q = test::calibrated_int8(dir, spec, dir / "fp.pt", QuantSettings{}, torch::randn({64, 1, 12, 12}));
+  auto x = torch::randn({20, 1, 12, 12});
+  const std::vector<std::string> names{"a", "m", "r", "t"};  // (the add runs with its ReLU fused: t)
+  std::map<std::string, torch::Tensor> expect;
+  {
+    torch::NoGradGuard no_grad;
+    q->forward_with(x, names, expect);
+  }
+  auto m = rt::Model::load(dir / "q.shrink", 1);
+  std::vector<std::vector<float>> values;
+  m.predict(x.data_ptr<float>(), 20, names, values);
+  for (size_t k = 0; k < names.size(); ++k) {
+    CATCH_INFO(names[k]);
+    auto want = expect.at(names[k]);
+    auto have = torch::from_blob(values[k].data(), want.sizes(), torch::kFloat32);
+    // Both on the point's int8 grid: equal but for a step where the float and int32 sums round apart.
+    CATCH_CHECK((have - want).abs().max().item<double>() <= 1.01 * want.abs().max().item<double>() / 127);
+    CATCH_CHECK((have - want).abs().mean().item<double>() <= 0.01 * want.abs().mean().item<double>());
+  }
+}
+
 CATCH_TEST_CASE("runtime int8 computes the documented scheme the simulation runs", "[runtime][int8]") {
   // ReLU units; hardswish and sigmoid fused into a conv and an add (a chain of post-ops on the
   // output grid) and alone after a pool (on dequantized values).

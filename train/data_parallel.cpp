@@ -54,6 +54,8 @@ bool kept_by_leader(const fs::path& file) { return file.filename().string().rfin
 std::string file_from_leader(const std::string& leader_path, const std::string& path) {
   World& world = World::get();
   if (!world.distributed()) return leader_path;
+  // (the other workers, left waiting in the broadcast, are stopped by the launcher)
+  if (world.leader() && !fs::is_regular_file(leader_path)) throw UserError(fmt::format("{}: no such file to send to the other workers", leader_path));
   std::string bytes = bytes_from_leader(world.leader() ? read_text_file(leader_path) : "");
   if (world.leader()) return leader_path;
   fs::create_directories(fs::path(path).parent_path());

@@ -30,6 +30,13 @@ std::pair<torch::Tensor, torch::Tensor> batchnorm_scale_shift(SpecNetImpl& model
   return {scale, params[name + ".bias"] - buffers[name + ".running_mean"] * scale};
 }
 
+std::map<std::string, std::string> folded_batchnorms(const ModelSpec& spec) {
+  std::map<std::string, std::string> folded;
+  for (size_t i = 0; i < spec.layers.size(); ++i)
+    if (int bn = foldable_batchnorm(spec, i); bn >= 0) folded[spec.layers[bn].name] = spec.layers[i].name;
+  return folded;
+}
+
 FoldedModel fold_batchnorm(SpecNet& model) {
   const ModelSpec& spec = model->spec();
   FoldedModel out;

@@ -16,6 +16,8 @@ struct FoldedModel {
 };
 
 FoldedModel fold_batchnorm(SpecNet& model);
+// The batchnorms fold_batchnorm folds, each with the layer that then gives its output.
+std::map<std::string, std::string> folded_batchnorms(const ModelSpec& spec);
 // The epsilon of batchnorm layer `name` (1d or 2d).
 double batchnorm_eps(SpecNetImpl& model, const std::string& name);
 // Batchnorm `name` (in eval mode) as y = x * scale + shift per channel.

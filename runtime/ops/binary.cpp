@@ -26,8 +26,8 @@ namespace {
 // float), the float sum, ReLU when one is fused, then divided by the output's scale and rounded half
 // to even onto its grid. oneDNN's binary folds the scales first (s_a / s_out * a + s_b / s_out * b):
 // the same value, rounded differently, and a value near x.5 then lands one step away; deep nets
-// (resnet18) carry such steps to a different top class. Separate multiplies and adds: the target
-// has no FMA here (no -march), so the compiler cannot contract them.
+// (resnet18) carry such steps to a different top class. Separate multiplies and adds, never an FMA:
+// this file is compiled with -ffp-contract=off (its AVX-512 clone has FMA instructions).
 // Vectorized (runtime/CMakeLists.txt compiles this file with -fno-trapping-math): values in
 // locals and restrict pointers, since a store through a uint8_t pointer may alias anything (with
 // the scales read through a closure the compiler reloaded them every step), and no branch.

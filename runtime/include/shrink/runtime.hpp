@@ -50,9 +50,10 @@ class SHRINK_RT_API Model {
   // model's normalization is applied here). Safe to call from several threads at once. A batch
   // whose working memory would exceed 8 GiB, or that oneDNN cannot compile, is an Error.
   std::vector<float> predict(const float* input, int64_t batch) const;
-  // The layers whose outputs predict() can also return: those the compiled model forms. A
-  // batchnorm folded into the conv before it forms none, nor does a layer whose activation runs
-  // fused into it (the pair's output is the activation's, under the activation's name).
+  // The layers whose outputs predict() can also return: those the compiled model forms, by the
+  // file's layer names. A layer whose activation runs fused into it forms none (the pair's output
+  // is the activation's, under the activation's name). (A batchnorm the exporter folded is not in
+  // the file: its conv, under the conv's name, gives their output.)
   std::vector<std::string> outputs() const;
   std::vector<int64_t> output_shape(const std::string& name) const;  // C,H,W or F, for one example
   // Logits, as predict(), and in `values` the outputs of the layers `names` (each one of
