@@ -31,8 +31,16 @@ namespace {
 // Vectorized (runtime/CMakeLists.txt compiles this file with -fno-trapping-math): values in
 // locals and restrict pointers, since a store through a uint8_t pointer may alias anything (with
 // the scales read through a closure the compiler reloaded them every step), and no branch.
+// One copy per ISA, picked at load by an ifunc (not under ThreadSanitizer: its runtime is not up
+// yet when ifunc resolvers run, and the process crashed at start).
+#if defined(__SANITIZE_THREAD__)
+#define SHRINK_ISA_CLONES
+#else
+#define SHRINK_ISA_CLONES __attribute__((target_clones("arch=skylake-avx512", "avx2", "default")))
+#endif
+
 template <typename A, typename B, typename Out>
-__attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) void add_range(const A* __restrict a, const B* __restrict b, Out* __restrict out, int64_t begin, int64_t end, float sa, float sb, float so, bool relu) {
+SHRINK_ISA_CLONES void add_range(const A* __restrict a, const B* __restrict b, Out* __restrict out, int64_t begin, int64_t end, float sa, float sb, float so, bool relu) {
   constexpr float lo = std::is_signed_v<Out> ? -128.f : 0.f, hi = std::is_signed_v<Out> ? 127.f : 255.f;
   // Clamped to integer bounds, then rounded half to even (round_on_grid): the same as rounding first.
   const float floor = relu ? 0.f : -std::numeric_limits<float>::infinity();  // no branch in the loop
