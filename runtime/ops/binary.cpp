@@ -31,12 +31,13 @@ namespace {
 // Vectorized (runtime/CMakeLists.txt compiles this file with -fno-trapping-math): values in
 // locals and restrict pointers, since a store through a uint8_t pointer may alias anything (with
 // the scales read through a closure the compiler reloaded them every step), and no branch.
-// One copy per ISA, picked at load by an ifunc (not under ThreadSanitizer: its runtime is not up
-// yet when ifunc resolvers run, and the process crashed at start).
-#if defined(__SANITIZE_THREAD__)
-#define SHRINK_ISA_CLONES
-#else
+// One copy per ISA, picked at load by an ifunc: with GCC (clang takes no target_clones on a
+// template) and not under ThreadSanitizer (its runtime is not up yet when ifunc resolvers run, and
+// the process crashed at start).
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
 #define SHRINK_ISA_CLONES __attribute__((target_clones("arch=skylake-avx512", "avx2", "default")))
+#else
+#define SHRINK_ISA_CLONES
 #endif
 
 template <typename A, typename B, typename Out>
