@@ -115,9 +115,10 @@ class DistillObjective : public Objective {
       torch::set_num_threads(n);
       return median_ms([&] { F::cross_entropy(student->forward(batch.x), batch.y).backward(); }, kReps);
     };
+    std::map<std::string, torch::Tensor> features;  // the layers hints and attention read cost their share too
     auto teacher_ms = [&](int n) {
       teacher_->set_threads(n);
-      return median_ms([&] { teacher_->forward(batch.x); }, kReps);
+      return median_ms([&] { teacher_->forward(batch.x, teacher_taps_, &features); }, kReps);
     };
     ThreadSplit split = choose_thread_split(threads, allow_serial, student_ms, teacher_ms);
     torch::set_num_threads(split.student_threads);
