@@ -29,6 +29,7 @@ class RuntimeTeacher : public Teacher {
     if (!mean.empty()) mean_ = torch::tensor(mean), std_ = torch::tensor(std);
     path_ = libtorch_->path();
     if (const ModelSpec* spec = libtorch_->spec()) folded_ = folded_batchnorms(*spec);
+    for (const auto& name : model_.outputs()) output_shapes_[name] = model_.output_shape(name);  // read per batch, never changed
     // Teacher-output caches are keyed by this: another engine or calibration gives other logits.
     hash_ = fmt::format("{}-{}-{}", libtorch_->file_hash(), engine, hash_file(file));
     report_["file"] = file;
@@ -49,7 +50,7 @@ class RuntimeTeacher : public Teacher {
     std::vector<float> logits = taps.empty() ? model_.predict(raw.data_ptr<float>(), n) : model_.predict(raw.data_ptr<float>(), n, names, values);
     for (size_t k = 0; k < values.size(); ++k) {
       std::vector<int64_t> shape{n};
-      for (int64_t d : model_.output_shape(names[k])) shape.push_back(d);
+      for (int64_t d : output_shapes_.at(names[k])) shape.push_back(d);
       (*tapped)[taps[k]] = torch::from_blob(values[k].data(), shape, torch::kFloat32).clone();
     }
     return torch::from_blob(logits.data(), {n, model_.classes()}, torch::kFloat32).clone();
@@ -57,10 +58,9 @@ class RuntimeTeacher : public Teacher {
   // Of `taps`, the teacher layers whose outputs the compiled model does not form (fused with their
   // activation, or a conv whose batchnorm was folded into it).
   std::vector<std::string> unformed(const std::vector<std::string>& taps) const {
-    const std::vector<std::string> formed = outputs();
     std::vector<std::string> missing;
     for (const auto& t : taps)
-      if (std::find(formed.begin(), formed.end(), runtime_name(t)) == formed.end()) missing.push_back(t);
+      if (!output_shapes_.count(runtime_name(t))) missing.push_back(t);
     return missing;
   }
   // The exported file's name for teacher layer `tap`: a folded batchnorm's output is its conv's
@@ -118,6 +118,7 @@ class RuntimeTeacher : public Teacher {
   std::string engine_, file_;
   torch::Tensor mean_, std_;  // the normalization as tensors, made once (forward runs per batch)
   std::map<std::string, std::string> folded_;  // folded batchnorm -> the conv that gives its output
+  std::map<std::string, std::vector<int64_t>> output_shapes_;  // the outputs the compiled model forms, C,H,W
   rt::Model model_;
   nlohmann::json report_ = nlohmann::json::object();
 };

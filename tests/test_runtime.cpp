@@ -12,6 +12,20 @@
 using namespace shrink;
 using shrink::test::TempDir;
 
+namespace {
+
+// A model of `text` with random weights (seed 3) on one-channel size x size input, calibrated to
+// int8 on random batches; its file is DIR/q.shrink.
+QuantNet random_int8(const TempDir& dir, const std::string& text, int64_t size, int64_t classes) {
+  torch::manual_seed(3);
+  auto spec = parse_spec(text, {1, size, size}, classes);
+  SpecNet fp(spec);
+  save_checkpoint(dir / "fp.pt", fp, nullptr, {{"epoch", 0}});
+  return test::calibrated_int8(dir, spec, dir / "fp.pt", QuantSettings{}, torch::randn({64, 1, size, size}));
+}
+
+}  // namespace
+
 CATCH_TEST_CASE("runtime fp32 matches LibTorch on every op", "[runtime][parity]") {
   TempDir dir;
   struct Case {
@@ -84,11 +98,7 @@ CATCH_TEST_CASE("runtime named outputs: the layers the compiled model forms, as 
 
 CATCH_TEST_CASE("runtime named outputs of an int8 model: the simulation's values, dequantized from their grids", "[runtime][int8]") {
   TempDir dir;
-  torch::manual_seed(3);
-  auto spec = parse_spec("conv(16) bn a=relu m=maxpool(2) conv(16) bn r=relu conv(16) bn add(r) t=relu gap linear(classes)", {1, 12, 12}, 6);
-  SpecNet fp(spec);
-  save_checkpoint(dir / "fp.pt", fp, nullptr, {{"epoch", 0}});
-  QuantNet q = test::calibrated_int8(dir, spec, dir / "fp.pt", QuantSettings{}, torch::randn({64, 1, 12, 12}));
+  QuantNet q = random_int8(dir, "conv(16) bn a=relu m=maxpool(2) conv(16) bn r=relu conv(16) bn add(r) t=relu gap linear(classes)", 12, 6);
   auto x = torch::randn({20, 1, 12, 12});
   const std::vector<std::string> names{"a", "m", "r", "t"};  // (the add runs with its ReLU fused: t)
   std::map<std::string, torch::Tensor> expect;
@@ -153,11 +163,7 @@ CATCH_TEST_CASE("runtime int8 residual add rounds as the simulation does, on tie
   // (and DequantizeLinear-Add-QuantizeLinear) to move the logits by 7% of the largest. The
   // runtime must give the same integers: the logits equal.
   TempDir dir;
-  torch::manual_seed(3);
-  auto spec = parse_spec("a=conv(8) relu conv(8) add(a) relu gap linear(classes)", {1, 8, 8}, 4);
-  SpecNet fp(spec);
-  save_checkpoint(dir / "fp.pt", fp, nullptr, {{"epoch", 0}});
-  QuantNet q = test::calibrated_int8(dir, spec, dir / "fp.pt", QuantSettings{}, torch::randn({64, 1, 8, 8}));
+  QuantNet q = random_int8(dir, "a=conv(8) relu conv(8) add(a) relu gap linear(classes)", 8, 4);
   {
     torch::NoGradGuard no_grad;
     auto params = q->named_parameters(), buffers = q->named_buffers();
