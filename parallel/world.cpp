@@ -4,10 +4,12 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
+#include <algorithm>
 #include <map>
 #include <thread>
 
@@ -38,6 +40,7 @@ bool loopback(const std::string& host) { return host == "localhost" || host.rfin
 }  // namespace
 
 struct World::Group {
+  c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
 };
 
@@ -83,6 +86,7 @@ void World::join() {
     options->devices.push_back(local.empty() ? c10d::ProcessGroupGloo::createDefaultDevice()
                                              : c10d::ProcessGroupGloo::createDeviceForHostname(local));
     group_ = std::make_unique<Group>();
+    group_->store = store;
     group_->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank_, size_, options);
   } catch (const std::exception& e) {
     throw UserError(fmt::format("rank {} of {}: cannot reach the other workers through {}:{} within {} s ({})", rank_, size_, host, port,
@@ -90,29 +94,57 @@ void World::join() {
   }
 }
 
-namespace {
-
-// A collective that fails (a worker died, hung past the timeout, or left) is one line naming this
-// rank; the launcher names the worker that failed first.
+// A collective that fails: a worker hung past the timeout, stopped or died. Gloo tells only that
+// this worker's wait ended, so every worker that gives up says so in the store and waits a little
+// for the others to say so too; those that stay silent are the ones to blame, and the line names
+// them (and leaves them in the store's "shrink/silent" for the launcher).
 template <typename Fn>
-void collective(int rank, int size, double timeout_s, const char* what, Fn&& fn) {
+void World::collective(const char* what, Fn&& fn) {
+  const auto start = std::chrono::steady_clock::now();
   try {
     fn()->wait();
   } catch (const std::exception& e) {
     std::string why = e.what();
-    throw UserError(fmt::format("rank {} of {}: {} failed: another worker stopped or did not answer within {} s ({})", rank, size, what,
-                                timeout_s, why.substr(0, why.find('\n'))));
+    why = why.substr(0, why.find('\n'));
+    // Well before the timeout: a connection closed, so the silent worker left rather than hung.
+    const bool timed_out = std::chrono::steady_clock::now() - start > std::chrono::duration<double>(0.9 * timeout_s_);
+    const std::string silent = silent_workers(timed_out ? fmt::format("did not answer within {} s (hung or stopped)", timeout_s_)
+                                                        : std::string("left (stopped on an error or died)"),
+                                              timed_out ? std::clamp(timeout_s_, 1.0, 10.0) : 2.0);
+    throw UserError(fmt::format("rank {} of {}: {} failed: {} ({})", rank_, size_, what,
+                                silent.empty() ? "another worker stopped or did not answer" : silent, why));
   }
 }
 
-}  // namespace
+std::string World::silent_workers(const std::string& how, double grace_s) {
+  const auto key = [](int rank) { return fmt::format("shrink/gave_up/{}", rank); };
+  try {
+    auto& store = *group_->store;
+    store.setTimeout(std::chrono::seconds(2));  // the store may be served by a worker that hangs
+    store.set(key(rank_), std::vector<uint8_t>{1});
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(grace_s);
+    std::vector<int> silent;
+    do {
+      silent.clear();
+      for (int r = 0; r < size_; ++r)
+        if (!store.check({key(r)})) silent.push_back(r);
+      if (silent.empty()) return "";
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    } while (std::chrono::steady_clock::now() < deadline);
+    const std::string line = fmt::format("{} {} {}", silent.size() == 1 ? "rank" : "ranks", fmt::join(silent, ", "), how);
+    store.set("shrink/silent", std::vector<uint8_t>(line.begin(), line.end()));
+    return line;
+  } catch (const std::exception&) {
+    return "";  // the store is gone too: say what Gloo said
+  }
+}
 
 void World::all_reduce_sum(const std::vector<torch::Tensor>& tensors) {
   if (size_ == 1 || tensors.empty()) return;
   std::vector<torch::Tensor> flat;
   for (const auto& t : tensors) flat.push_back(t.reshape(-1));
   std::vector<torch::Tensor> buffer{torch::cat(flat)};
-  collective(rank_, size_, timeout_s_, "all-reduce", [&] { return group_->pg->allreduce(buffer); });
+  collective("all-reduce", [&] { return group_->pg->allreduce(buffer); });
   int64_t at = 0;
   torch::NoGradGuard no_grad;
   for (const auto& t : tensors) {
@@ -133,7 +165,7 @@ void World::broadcast(const std::vector<torch::Tensor>& tensors, int root) {
     std::vector<torch::Tensor> buffer{torch::cat(flat)};
     c10d::BroadcastOptions options;
     options.rootRank = root;
-    collective(rank_, size_, timeout_s_, "broadcast", [&] { return group_->pg->broadcast(buffer, options); });
+    collective("broadcast", [&] { return group_->pg->broadcast(buffer, options); });
     int64_t at = 0;
     for (const auto& t : group) {
       t.copy_(buffer[0].narrow(0, at, t.numel()).view_as(t));
@@ -147,13 +179,13 @@ double World::max(double value) {
   std::vector<torch::Tensor> buffer{torch::tensor({value}, torch::kFloat64)};
   c10d::AllreduceOptions options;
   options.reduceOp = c10d::ReduceOp::MAX;
-  collective(rank_, size_, timeout_s_, "all-reduce", [&] { return group_->pg->allreduce(buffer, options); });
+  collective("all-reduce", [&] { return group_->pg->allreduce(buffer, options); });
   return buffer[0].item<double>();
 }
 
 void World::barrier() {
   if (size_ == 1) return;
-  collective(rank_, size_, timeout_s_, "barrier", [&] { return group_->pg->barrier(); });
+  collective("barrier", [&] { return group_->pg->barrier(); });
 }
 
 int default_worker_threads() {

@@ -39,6 +39,12 @@ class World {
 
  private:
   World();
+  // Runs one collective; a failure is one line naming the workers that did not answer.
+  template <typename Fn>
+  void collective(const char* what, Fn&& fn);
+  // After a failed collective: "rank 2 HOW" (or "ranks 1, 3 HOW") for the workers that did not
+  // give up on it too within `grace_s`, or "".
+  std::string silent_workers(const std::string& how, double grace_s);
   struct Group;
   int rank_ = 0, size_ = 1;
   double timeout_s_ = 300;
