@@ -13,6 +13,7 @@
 #include "distill/teacher.h"
 #include "distill/thread_split.h"
 #include "train/checkpoint.h"
+#include "train/data_parallel.h"
 #include "train/evaluate.h"
 #include "train/objective.h"
 
@@ -182,9 +183,11 @@ class DistillObjective : public Objective {
   }
 
   nlohmann::json epoch_metrics() override {
-    nlohmann::json m = {{"kd_loss", sums_.soft / std::max<int64_t>(sums_.count, 1)}};
-    if (!c_.hints.empty()) m["hint_loss"] = sums_.hint / std::max<int64_t>(sums_.count, 1);
-    if (!c_.attention.empty()) m["attention_loss"] = sums_.attention / std::max<int64_t>(sums_.count, 1);
+    sum_over_workers({&sums_.soft, &sums_.hint, &sums_.attention, &sums_.count});  // the global batch's means
+    const double count = std::max(sums_.count, 1.0);
+    nlohmann::json m = {{"kd_loss", sums_.soft / count}};
+    if (!c_.hints.empty()) m["hint_loss"] = sums_.hint / count;
+    if (!c_.attention.empty()) m["attention_loss"] = sums_.attention / count;
     last_kd_ = m["kd_loss"].get<double>();
     sums_ = {};
     return m;
@@ -291,7 +294,7 @@ class DistillObjective : public Objective {
   double teacher_test_ = 0, last_kd_ = 0;
   struct {
     double soft = 0, hint = 0, attention = 0;
-    int64_t count = 0;
+    double count = 0;  // examples (a double: summed over the workers with the losses)
   } sums_;
 };
 

@@ -130,6 +130,11 @@ CATCH_TEST_CASE("2 workers distil as 1 process, each running the teacher on its 
   CATCH_INFO(two.out);
   CATCH_REQUIRE(two.code == 0);
   CATCH_CHECK(max_difference(dir / "one/checkpoints/last.pt", dir / "two/checkpoints/last.pt") <= 1e-4);
+  // The soft-target loss in the metrics is the whole batch's mean, as one process's.
+  auto kd_loss = [&](const char* run) {
+    return nlohmann::json::parse(shrink::test::read_text(dir / run + "/summary.json"))["kd_loss_final"].template get<double>();
+  };
+  CATCH_CHECK(kd_loss("two") == Approx(kd_loss("one")).epsilon(1e-4));
 }
 
 CATCH_TEST_CASE("a failing worker stops the job: exit 2 for a user error, one line naming the rank", "[parallel]") {

@@ -30,7 +30,8 @@ class Objective {
   // forward while the model trains on the batch before. Null: none.
   virtual std::function<void(Batch&)> batch_ahead() { return nullptr; }
   virtual torch::Tensor loss(const Batch& batch, const torch::Tensor& logits, const std::map<std::string, torch::Tensor>& taps) = 0;
-  // Extra fields of this epoch's metrics.jsonl record (e.g. the loss terms' means).
+  // Extra fields of this epoch's metrics.jsonl record (e.g. the loss terms' means). Called on
+  // every worker at the end of each epoch: values summed over the workers must be summed here.
   virtual nlohmann::json epoch_metrics() { return nlohmann::json::object(); }
   // On --resume, after prepare: the metrics record of the last epoch the checkpoint holds (empty
   // for checkpoints written before it was saved), so that finish() reports what it would have
