@@ -236,16 +236,15 @@ CATCH_TEST_CASE("2 workers prune and quantize as 1 process: the same masks, obse
   CATCH_CHECK(max_difference(dir / "p2/checkpoints/last.pt", dir / "p2.rank-1/checkpoints/last.pt") == 0);
   CATCH_CHECK(max_difference(dir / "p1/checkpoints/last.pt", dir / "p2/checkpoints/last.pt") <= 1e-4);
 
-  // QAT: observer ranges are the global batch's (max over the workers) and batchnorm synchronized
-  // (train.sync_batchnorm = auto). The workers agree exactly; against one process the int8 grid
-  // turns 1e-8 float differences into whole rounding steps now and then (a 10-step run parted by
-  // 2e-5 for one seed of four, 50 steps by up to 2e-3), so one epoch of 10 steps at a low rate.
+  // QAT, 50 steps: observer ranges are the global batch's (max over the workers) and batchnorm
+  // synchronized (train.sync_batchnorm = auto). The workers agree exactly. (Until the fake
+  // quantization's gradient mask was taken from the rounded value, float rounding decided whether
+  // each channel's largest weight got a gradient, and such runs parted by up to 2e-3.)
   shrink::test::write_text(dir / "qat.ini", stage + "[quantize]\ncheckpoint = " + dir / "base/checkpoints/last.pt" +
                                                 "\nmode = qat\nobserver = ema\ncalibration_batches = 4\n");
-  const std::string qat_at_low_rate = "quantize --config " + dir / "qat.ini --optim.lr=0.005 ";
-  const std::string qat = qat_at_low_rate + "--train.epochs=1 --out ";
-  CATCH_REQUIRE(run_cli(qat + dir / "q1").code == 0);
-  auto quantized = run_cli(launch2(qat + dir / "q2"));
+  const std::string qat = "quantize --config " + dir / "qat.ini --optim.lr=0.005 ";  // a fine-tuning rate
+  CATCH_REQUIRE(run_cli(qat + "--out " + dir / "q1").code == 0);
+  auto quantized = run_cli(launch2(qat + "--out " + dir / "q2"));
   CATCH_INFO(quantized.out);
   CATCH_REQUIRE(quantized.code == 0);
   CATCH_CHECK(shrink::test::read_text(dir / "q2/log.txt").find("batchnorm synchronized") != std::string::npos);
@@ -257,10 +256,10 @@ CATCH_TEST_CASE("2 workers prune and quantize as 1 process: the same masks, obse
 
   // --resume data parallel: rank 0's folder is copied to rank 1, which goes on from it. A second
   // QAT epoch resumed on 2 workers, against the same resumed as one process.
-  std::filesystem::copy(dir / "q1", dir / "q3", std::filesystem::copy_options::recursive);
-  std::filesystem::copy(dir / "q1", dir / "q4", std::filesystem::copy_options::recursive);
-  CATCH_REQUIRE(run_cli(qat_at_low_rate + "--train.epochs=2 --resume --out " + dir / "q3").code == 0);
-  auto resumed = run_cli(launch2(qat_at_low_rate + "--train.epochs=2 --resume --out " + dir / "q4"));
+  CATCH_REQUIRE(run_cli(qat + "--train.epochs=1 --out " + dir / "q3").code == 0);
+  std::filesystem::copy(dir / "q3", dir / "q4", std::filesystem::copy_options::recursive);
+  CATCH_REQUIRE(run_cli(qat + "--train.epochs=2 --resume --out " + dir / "q3").code == 0);
+  auto resumed = run_cli(launch2(qat + "--train.epochs=2 --resume --out " + dir / "q4"));
   CATCH_INFO(resumed.out);
   CATCH_REQUIRE(resumed.code == 0);
   CATCH_CHECK(max_difference(dir / "q4/checkpoints/last.pt", dir / "q4.rank-1/checkpoints/last.pt") == 0);
@@ -305,7 +304,7 @@ CATCH_TEST_CASE("a pipeline on 2 workers: every job stage data parallel, export 
   CATCH_REQUIRE(run_cli("pipeline --config " + single).code == 0);
   CATCH_CHECK(torch::equal(zero_pattern(dir / "single/prune/checkpoints/last.pt"), zero_pattern(dir / "two/prune/checkpoints/last.pt")));
   CATCH_CHECK(max_difference(dir / "single/prune/checkpoints/last.pt", dir / "two/prune/checkpoints/last.pt") <= 1e-4);
-  CATCH_CHECK(max_difference(dir / "single/quantize/checkpoints/last.pt", dir / "two/quantize/checkpoints/last.pt") <= 1e-3);
+  CATCH_CHECK(max_difference(dir / "single/quantize/checkpoints/last.pt", dir / "two/quantize/checkpoints/last.pt") <= 1e-4);
   std::filesystem::remove(dir / "two/quantize/summary.json");
   std::filesystem::remove_all(dir / "two/export");
   std::filesystem::remove_all(dir / "two/compare");

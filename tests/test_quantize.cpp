@@ -29,12 +29,19 @@ nlohmann::json quantize(const std::string& out, const std::string& checkpoint, s
 }  // namespace
 
 CATCH_TEST_CASE("fake quantization rounds half to even and clamps", "[quantize]") {
-  auto x = torch::tensor({-1.0f, -0.26f, 0.0f, 0.25f, 0.75f, 2.0f}, torch::requires_grad());
+  auto x = torch::tensor({-1.0f, -0.26f, 0.0f, 0.25f, 0.75f, 1.2f, 1.25f, 2.0f}, torch::requires_grad());
   auto y = fake_quant(x, torch::tensor(0.5f), -2, 2);
-  // x / s = -2, -0.52, 0, 0.5, 1.5, 4 -> -2, -1, 0, 0 (half to even), 2 (half to even), 2 (clamped)
-  CATCH_CHECK(torch::equal(y, torch::tensor({-1.0f, -0.5f, 0.0f, 0.0f, 1.0f, 1.0f})));
-  y.sum().backward();  // straight through inside the range, nothing outside
-  CATCH_CHECK(torch::equal(x.grad(), torch::tensor({1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 0.0f})));
+  // x / s = -2, -0.52, 0, 0.5, 1.5, 2.4, 2.5, 4 -> -2, -1, 0, 0 (half to even), 2 (half to even), 2, 2, 2 (clamped)
+  CATCH_CHECK(torch::equal(y, torch::tensor({-1.0f, -0.5f, 0.0f, 0.0f, 1.0f, 1.0f, 1.0f, 1.0f})));
+  y.sum().backward();  // straight through where the rounded value is in range (2.4 and 2.5 round to 2), nothing outside
+  CATCH_CHECK(torch::equal(x.grad(), torch::tensor({1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 0.0f})));
+}
+
+CATCH_TEST_CASE("every weight gets a gradient, the largest of each channel (x / s = 127 up to an ulp) too", "[quantize]") {
+  torch::manual_seed(5);
+  auto w = torch::randn({256, 75}, torch::requires_grad());
+  fake_quant(w, weight_scales(w).view({256, 1}), -kWeightMax, kWeightMax).sum().backward();
+  CATCH_CHECK(torch::equal(w.grad(), torch::ones_like(w)));
 }
 
 CATCH_TEST_CASE("learnable step size gets the LSQ gradient", "[quantize][lsq]") {
