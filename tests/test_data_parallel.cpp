@@ -172,6 +172,26 @@ CATCH_TEST_CASE("a failing worker stops the job: exit 2 for a user error, one li
   CATCH_CHECK(no_job.out.find("give the job after --") != std::string::npos);
 }
 
+CATCH_TEST_CASE("workers started by hand with torchrun's environment: rank 0 serves the store", "[parallel]") {
+  TempDir dir;
+  shrink::test::write_text(dir / "job.ini", kJob);
+  CATCH_REQUIRE(run_cli("train --config " + dir / "job.ini --out " + dir / "one").code == 0);
+  const std::string env = fmt::format("WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT={} SHRINK_TIMEOUT=60 ", free_port());
+  auto worker = [&](int rank) {
+    return shrink::test::run_cmd(env + fmt::format("RANK={} LOCAL_RANK={} ", rank, rank) + SHRINK_BIN + " train --config " + dir / "job.ini --out " +
+                                 dir / "two");
+  };
+  auto second = std::async(std::launch::async, worker, 1);
+  auto first = worker(0);
+  auto rank1 = second.get();
+  CATCH_INFO(first.out << rank1.out);
+  CATCH_REQUIRE(first.code == 0);
+  CATCH_REQUIRE(rank1.code == 0);
+  CATCH_CHECK(first.out.find("data parallel: rank 0 of 2 workers") != std::string::npos);
+  CATCH_CHECK(std::filesystem::exists(dir / "two/rank-1.log"));
+  CATCH_CHECK(max_difference(dir / "one/checkpoints/last.pt", dir / "two/checkpoints/last.pt") <= 1e-4);
+}
+
 CATCH_TEST_CASE("two hosts: a launcher on each of two loopback addresses, no shared folder", "[parallel]") {
   TempDir dir;
   shrink::test::write_text(dir / "job.ini", kJob);
