@@ -70,32 +70,24 @@ std::string checkpoint_on_every_worker(const std::string& leader_path, const std
 void folder_from_leader(const std::string& leader_folder, const std::string& folder) {
   World& world = World::get();
   if (!world.distributed()) return;
-  // One message: a JSON list of [relative path, size], a newline, then the files' bytes in order.
-  std::string packed;
-  if (world.leader()) {
-    nlohmann::json index = nlohmann::json::array();
-    std::string contents;
-    if (fs::is_directory(leader_folder))
-      for (const auto& entry : fs::recursive_directory_iterator(leader_folder)) {
-        if (!entry.is_regular_file() || kept_by_leader(entry.path())) continue;
-        std::string bytes = read_text_file(entry.path().string());
-        index.push_back({fs::relative(entry.path(), leader_folder).string(), bytes.size()});
-        contents += bytes;
-      }
-    packed = index.dump() + "\n" + contents;
+  // The list of files (paths relative to the folder) first, then each file as a message of its
+  // own: a worker holds one file at a time, not the whole folder.
+  nlohmann::json index = nlohmann::json::array();
+  if (world.leader() && fs::is_directory(leader_folder))
+    for (const auto& entry : fs::recursive_directory_iterator(leader_folder))
+      if (entry.is_regular_file() && !kept_by_leader(entry.path())) index.push_back(fs::relative(entry.path(), leader_folder).string());
+  index = nlohmann::json::parse(bytes_from_leader(world.leader() ? index.dump() : ""));
+  if (!world.leader()) {
+    fs::remove_all(folder);
+    fs::create_directories(folder);
   }
-  packed = bytes_from_leader(std::move(packed));
-  if (world.leader()) return;
-  const size_t newline = packed.find('\n');
-  size_t at = newline + 1;
-  fs::remove_all(folder);
-  fs::create_directories(folder);
-  for (const auto& item : nlohmann::json::parse(packed.substr(0, newline))) {
-    const fs::path path = fs::path(folder) / item[0].get<std::string>();
-    const size_t size = item[1].get<size_t>();
+  for (const auto& item : index) {
+    const std::string relative = item.get<std::string>();
+    const std::string bytes = bytes_from_leader(world.leader() ? read_text_file((fs::path(leader_folder) / relative).string()) : "");
+    if (world.leader()) continue;
+    const fs::path path = fs::path(folder) / relative;
     fs::create_directories(path.parent_path());
-    write_file_atomic(path.string(), packed.data() + at, size);
-    at += size;
+    write_file_atomic(path.string(), bytes);
   }
 }
 
