@@ -316,8 +316,9 @@ void add_teacher_options(Keys& keys) {
   // clang-format off
   keys.add("teacher.path", "", Rule::text(true), "the teacher: a shrink checkpoint or a TorchScript file (torch.jit.save)")
       .add("teacher.kind", d.teacher_kind, Rule::choice({"auto", "shrink", "torchscript"}), "what teacher.path is (auto: by its content)")
-      .add("teacher.engine", d.teacher_engine, Rule::choice({"libtorch", "runtime-fp32", "runtime-int8"}),
-           "where the frozen teacher's forward runs: LibTorch, or shrink's runtime in fp32 or in int8 (calibrated on training batches)")
+      .add("teacher.engine", d.teacher_engine, Rule::choice({"libtorch", "runtime-fp32", "runtime-int8", "auto"}),
+           "where the frozen teacher's forward runs: LibTorch, or shrink's runtime in fp32 or in int8 (calibrated on training batches); "
+           "auto: int8 when it agrees with the fp32 teacher on 99.5% of training examples, else fp32, on the runtime")
       .add("teacher.ahead", d.teacher_ahead, Rule::choice({"auto", "true", "false"}),
            "a runtime teacher computes the next batch's logits on the loader's thread while the student trains: auto (when timing a "
            "training batch says it is faster, with the thread split it timed fastest) | true | false")

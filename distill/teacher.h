@@ -53,7 +53,7 @@ std::string hash_file(const std::string& path);
 // or int8 (calibrated after training). The runtime and the exporter sit above distill/, so jobs/
 // provides the engine (jobs/runtime_teacher.cpp) and registers it; distill/ only asks for it.
 struct TeacherEngineRequest {
-  std::string engine;          // runtime-fp32 | runtime-int8
+  std::string engine;          // runtime-fp32 | runtime-int8 | auto (int8 if it agrees on 99.5%, else fp32)
   const Data& data;            // training batches calibrate an int8 teacher and check it
   const Augment& normalization;
   std::string cache_dir;       // where the exported (and calibrated) teacher is kept for later runs

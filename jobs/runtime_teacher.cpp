@@ -156,26 +156,30 @@ bool stays_on_libtorch(RuntimeTeacher& teacher, const TeacherEngineRequest& r) {
   return true;
 }
 
+// The teacher exported as it is (fp32, or int8 for a quantized teacher) and run on the runtime.
+std::unique_ptr<Teacher> on_runtime_fp32(std::unique_ptr<Teacher> libtorch, const TeacherEngineRequest& r, const std::string& stem) {
+  // A quantized teacher teaches what it computes, so its file is int8 on either engine.
+  const std::string precision = libtorch->int8_simulated() ? "int8" : "fp32";
+  const std::string file = fmt::format("{}-{}.shrink", stem, precision);
+  export_once(libtorch->path(), file, precision);
+  auto teacher = std::make_unique<RuntimeTeacher>(std::move(libtorch), "runtime-fp32", file, r.threads);
+  if (stays_on_libtorch(*teacher, r)) return teacher->back_to_libtorch();
+  r.log.line(fmt::format("teacher.engine = {}: the teacher runs on shrink's runtime ({} file {})", r.engine, precision, file));
+  return teacher;
+}
+
 }  // namespace
 
 std::unique_ptr<Teacher> runtime_teacher(std::unique_ptr<Teacher> libtorch, const TeacherEngineRequest& r) {
   std::filesystem::create_directories(r.cache_dir);
   const std::string stem = fmt::format("{}/teacher-{}", r.cache_dir, libtorch->file_hash());
-  if (r.engine == "runtime-fp32") {
-    // A quantized teacher teaches what it computes, so its file is int8 on either engine.
-    const std::string precision = libtorch->int8_simulated() ? "int8" : "fp32";
-    const std::string file = fmt::format("{}-{}.shrink", stem, precision);
-    export_once(libtorch->path(), file, precision);
-    auto teacher = std::make_unique<RuntimeTeacher>(std::move(libtorch), r.engine, file, r.threads);
-    if (stays_on_libtorch(*teacher, r)) return teacher->back_to_libtorch();
-    r.log.line(fmt::format("teacher.engine = runtime-fp32: the teacher runs on shrink's runtime ({} file {})", precision, file));
-    return teacher;
-  }
-  if (r.engine != "runtime-int8") throw std::logic_error("runtime_teacher: unknown engine " + r.engine);
+  if (r.engine == "runtime-fp32") return on_runtime_fp32(std::move(libtorch), r, stem);
+  // runtime-int8, and auto: int8 when it keeps the teacher's answers, else fp32 on the runtime.
+  if (r.engine != "runtime-int8" && r.engine != "auto") throw std::logic_error("runtime_teacher: unknown engine " + r.engine);
   const std::string quantized = int8_checkpoint(*libtorch, r, stem);
   const std::string file = libtorch->int8_simulated() ? stem + "-int8.shrink" : quantized.substr(0, quantized.size() - 3) + ".shrink";
   export_once(quantized, file, "int8");
-  auto teacher = std::make_unique<RuntimeTeacher>(std::move(libtorch), r.engine, file, r.threads);
+  auto teacher = std::make_unique<RuntimeTeacher>(std::move(libtorch), "runtime-int8", file, r.threads);
   if (stays_on_libtorch(*teacher, r)) return teacher->back_to_libtorch();
   teacher->measure_against_libtorch(r.data, r.normalization, r.batch_size);
   const nlohmann::json& m = teacher->engine_report();
@@ -183,10 +187,15 @@ std::unique_ptr<Teacher> runtime_teacher(std::unique_ptr<Teacher> libtorch, cons
   const std::string measured = fmt::format("agrees with the fp32 teacher on {:.2f}% of {} training examples; test accuracy {:.2f}% (fp32 {:.2f}%)",
                                            100 * agreement, m["agreement_examples"].get<int64_t>(), 100 * m["test_accuracy"].get<double>(),
                                            100 * m["libtorch_test_accuracy"].get<double>());
-  if (agreement < kMinInt8Agreement && !r.force_int8)
+  if (agreement < kMinInt8Agreement && !r.force_int8) {
+    if (r.engine == "auto") {
+      r.log.line(fmt::format("teacher.engine = auto: the int8 teacher {}, under the {:.1f}% it needs: fp32", measured, 100 * kMinInt8Agreement));
+      return on_runtime_fp32(teacher->back_to_libtorch(), r, stem);
+    }
     throw UserError(fmt::format("teacher.engine = runtime-int8: the int8 teacher {}, under the {:.1f}% it needs: use teacher.engine = runtime-fp32, "
                                 "or teacher.force_int8 = true to distil from it anyway", measured, 100 * kMinInt8Agreement));
-  r.log.line(fmt::format("teacher.engine = runtime-int8: the int8 teacher {}{}", measured,
+  }
+  r.log.line(fmt::format("teacher.engine = {}: the int8 teacher {}{}", r.engine, measured,
                          agreement < kMinInt8Agreement ? " (under 99.5%: teacher.force_int8 = true)" : ""));
   return teacher;
 }

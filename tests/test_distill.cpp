@@ -301,7 +301,7 @@ CATCH_TEST_CASE("a runtime teacher's layers by the teacher's names: a folded bat
               std::string::npos);
 }
 
-CATCH_TEST_CASE("an int8 teacher that departs from its fp32 self is refused unless forced", "[distill][engine]") {
+CATCH_TEST_CASE("an int8 teacher that departs from its fp32 self is refused unless forced (auto: fp32)", "[distill][engine]") {
   TempDir dir;
   // A trained teacher with one channel 1000 times larger (batchnorm's gamma and beta) and the conv
   // after it reading that channel 1000 times weaker: the same function in float, but that channel
@@ -323,6 +323,11 @@ CATCH_TEST_CASE("an int8 teacher that departs from its fp32 self is refused unle
   CATCH_CHECK_THROWS_WITH(runtime_teacher(Teacher::load(dir / "outlier.pt", "auto", false), request(false)),
                           Catch::Contains("the int8 teacher agrees with the fp32 teacher on") && Catch::Contains("under the 99.5% it needs") &&
                               Catch::Contains("teacher.force_int8 = true"));
+  // teacher.engine = auto takes fp32 on the runtime instead, with a line.
+  TeacherEngineRequest automatic{"auto", data, norm, dir / "cache", false, 128, 1, log};
+  CATCH_CHECK(runtime_teacher(Teacher::load(dir / "outlier.pt", "auto", false), automatic)->engine() == "runtime-fp32");
+  CATCH_CHECK(shrink::test::read_text(dir / "log/log.txt").find("teacher.engine = auto: the int8 teacher agrees with the fp32 teacher on") !=
+              std::string::npos);
   auto forced = runtime_teacher(Teacher::load(dir / "outlier.pt", "auto", false), request(true));
   CATCH_CHECK(forced->engine_report()["agreement_with_libtorch"].get<double>() < 0.995);
   CATCH_CHECK(shrink::test::read_text(dir / "log/log.txt").find("(under 99.5%: teacher.force_int8 = true)") != std::string::npos);
@@ -349,6 +354,10 @@ CATCH_TEST_CASE("distillation with a runtime teacher: recorded, cached apart fro
   CATCH_CHECK(int8["teacher_engine"] == "runtime-int8");
   CATCH_CHECK(int8["teacher_outputs"] == "teacher on every batch");
   CATCH_CHECK(int8["teacher_engine_report"].contains("agreement_with_libtorch"));
+  // auto: int8, since it keeps the teacher's answers (99.5%), and then the same run as runtime-int8.
+  auto automatic_engine = distill(dir / "d4a", t, on("auto"), /*shift=*/1, 1);
+  CATCH_CHECK(automatic_engine["teacher_engine"] == "runtime-int8");
+  CATCH_CHECK(automatic_engine["test_accuracy"] == int8["test_accuracy"]);
   // Ahead on the loader's thread, it trains exactly as beside each step.
   auto ahead = on("runtime-int8");
   ahead.push_back("--teacher.ahead=true");
