@@ -11,15 +11,15 @@ torch::Tensor fake_quant(const torch::Tensor& x, const torch::Tensor& scale, dou
   // Scaling the scale's gradient without changing its value: s' = s*g + (s - s*g).detach().
   torch::Tensor s = scale;
   if (scale.requires_grad() && grad_scale != 1.0) s = (scale - scale * grad_scale).detach() + scale * grad_scale;
-  // Gradients pass where the rounded value is in range (PyTorch's fake quantization rule). Testing
-  // x / s itself instead would leave to float rounding whether the largest weight of each channel,
-  // which defines its scale (x / s = 127 up to an ulp), gets a gradient: runs that differ by an
-  // ulp (one process and several, another thread count) took different steps.
-  auto v = x / s;
-  auto q = torch::round(v.detach());
-  auto on_grid = torch::clamp(q, qmin, qmax);
-  auto kept = torch::where((q >= qmin) & (q <= qmax), v, on_grid);  // outside: a constant (the scale's LSQ gradient is qmin or qmax)
-  return ((on_grid - kept).detach() + kept) * s;
+  // Gradients pass where x / s rounds into the range, i.e. lies within half a step of it (PyTorch's
+  // fake quantization rule, up to the half-step ends themselves). Clamping to the range itself
+  // would leave to float rounding whether the largest weight of each channel, which defines its
+  // scale (x / s = 127 up to an ulp), gets a gradient: runs that differ by an ulp (one process and
+  // several, another thread count) took different steps. Outside, v is a constant: the scale's
+  // LSQ gradient there is qmin or qmax.
+  auto v = torch::clamp(x / s, qmin - 0.5, qmax + 0.5);
+  auto rounded = (torch::clamp(torch::round(v), qmin, qmax) - v).detach() + v;  // straight-through rounding
+  return rounded * s;
 }
 
 torch::Tensor weight_scales(const torch::Tensor& w) {
