@@ -72,7 +72,8 @@ class Trainer {
  private:
   void prepare();
   void train_epoch(int64_t epoch);
-  void finish_epoch(int64_t epoch, double seconds, int64_t samples);
+  // `objective_metrics`: the objective's fields of the epoch's record (computed on every worker).
+  void finish_epoch(int64_t epoch, double seconds, int64_t samples, const nlohmann::json& objective_metrics);
   nlohmann::json checkpoint_meta(int64_t epochs_done) const;
   CheckpointExtras extras() const;
   nlohmann::json summary() const;
@@ -99,7 +100,6 @@ class Trainer {
   int64_t start_epoch_ = 0;
   double best_metric_ = -1, train_seconds_ = 0, train_loss_ = 0, train_accuracy_ = 0;
   Precision precision_;
-  nlohmann::json objective_metrics_;  // the objective's fields of this epoch's record
   int64_t train_samples_ = 0;
   EvalResult last_test_;
   std::string checkpoints_;
@@ -260,11 +260,11 @@ void Trainer::train_epoch(int64_t epoch) {
   sum_over_workers({&loss_sum, &correct_all, &seen_all});
   train_loss_ = loss_sum / std::max(seen_all, 1.0);
   train_accuracy_ = correct_all / std::max(seen_all, 1.0);
-  objective_metrics_ = objective_ ? objective_->epoch_metrics() : nlohmann::json::object();  // every worker: it may sum over them
-  finish_epoch(epoch, seconds_since(t0), static_cast<int64_t>(seen_all));
+  const nlohmann::json objective_metrics = objective_ ? objective_->epoch_metrics() : nlohmann::json::object();  // every worker: it may sum over them
+  finish_epoch(epoch, seconds_since(t0), static_cast<int64_t>(seen_all), objective_metrics);
 }
 
-void Trainer::finish_epoch(int64_t epoch, double seconds, int64_t samples) {
+void Trainer::finish_epoch(int64_t epoch, double seconds, int64_t samples, const nlohmann::json& objective_metrics) {
   train_seconds_ += seconds;
   train_samples_ += samples;
   if (!leader_) return;  // rank 0 evaluates and writes; the others go on to the next epoch
@@ -284,7 +284,7 @@ void Trainer::finish_epoch(int64_t epoch, double seconds, int64_t samples) {
                            {"samples_per_s", samples / seconds},
                            {"precision", precision_.name}};
   if (data_.val) record["val_accuracy"] = val.accuracy, record["val_loss"] = val.loss;
-  record.update(objective_metrics_);
+  record.update(objective_metrics);
   for (StepHook* hook : hooks_) record.update(hook->epoch_metrics(model_));
   // last.pt is written last: it marks the epoch done. A run killed before it redoes the epoch
   // (its metrics record is dropped on resume, so none is doubled) and writes best.pt and the kept

@@ -35,7 +35,7 @@ namespace {
 // template) and not under ThreadSanitizer (its runtime is not up yet when ifunc resolvers run, and
 // the process crashed at start).
 #if defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
-#define SHRINK_ISA_CLONES __attribute__((target_clones("arch=skylake-avx512", "avx2", "default")))
+#define SHRINK_ISA_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
 #else
 #define SHRINK_ISA_CLONES
 #endif
