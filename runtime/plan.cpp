@@ -156,6 +156,24 @@ OpContext Builder::unit(size_t i, const std::vector<int>& readers, const std::ve
   return c;
 }
 
+// The depthwise conv that is the only reader of the int8 1x1 conv unit `c` (whose output is layer
+// `end`'s), 3x3 with padding 1 and stride 1 or 2 as oneDNN fuses them: its index, or -1. Not when
+// the call keeps the 1x1's output, which the fused primitive never forms.
+int Builder::depthwise_reader(const OpContext& c, size_t end, const std::vector<int>& readers) const {
+  const ModelSpec& spec = m_.spec;
+  const Layer& L = c.layer;
+  const Pads P = L.pads();
+  if (L.type != LayerType::Conv2d || L.kernel != 1 || L.stride != 1 || L.groups != 1 || L.depthwise || P.top || P.left || P.bottom || P.right) return -1;
+  if (!c.int8 || !c.out_int8 || c.inputs[0].scale == 0 || end + 1 >= spec.layers.size() || readers[end] != 1) return -1;
+  const std::string& formed = spec.layers[end].name;
+  if (std::binary_search(plan.kept.begin(), plan.kept.end(), formed)) return -1;
+  const Layer& D = spec.layers[end + 1];
+  const Pads DP = D.pads();
+  const bool fusable = D.type == LayerType::Conv2d && D.depthwise && D.inputs[0] == formed && D.kernel == 3 && (D.stride == 1 || D.stride == 2) &&
+                       D.dilation == 1 && DP.top == 1 && DP.left == 1 && DP.bottom == 1 && DP.right == 1 && m_.int8_layers.count(D.name);
+  return fusable ? static_cast<int>(end + 1) : -1;
+}
+
 // The logits as f32, and the softmax that turns them into probabilities when asked.
 void Builder::output_unit(const Act& logits) {
   Act out = as_float(logits);
@@ -187,6 +205,19 @@ void Builder::build() {
     const Layer& L = spec.layers[i];
     OpContext c = unit(i, readers, acts, input, int8);
     building = c.activation ? L.name + "+" + c.activation->name : L.name;
+    const size_t end_index = c.activation ? i + 1 : i;
+    if (const int d = depthwise_reader(c, end_index, readers); d >= 0) {
+      acts[end_index] = Act{-1, c.out_scale};  // the 1x1's output, never formed if the two fuse
+      OpContext dc = unit(d, readers, acts, input, int8);
+      const std::string named = building;
+      building += "+" + (dc.activation ? dc.layer.name + "+" + dc.activation->name : dc.layer.name);
+      if (auto both = build_conv_with_depthwise(*this, c, dc)) {
+        for (size_t k = i + 1; k <= static_cast<size_t>(dc.activation ? d + 1 : d); ++k) fused[k] = true, acts[k] = *both;
+        name_output(dc.activation ? dc.activation->name : dc.layer.name, *both);
+        continue;
+      }
+      building = named;
+    }
     Act result = op_for(L.type).build(*this, c);
     // A float result that an int8 layer may read goes onto its point's grid once, here (the
     // point after the fused activation, when one ran as a post-op).

@@ -192,6 +192,7 @@ class Builder {
   };
   Act input_unit(bool int8);
   OpContext unit(size_t i, const std::vector<int>& readers, const std::vector<Act>& acts, const Act& input, bool int8) const;
+  int depthwise_reader(const OpContext& c, size_t end, const std::vector<int>& readers) const;
   void output_unit(const Act& logits);
   void name_output(const std::string& layer, const Act& act);
   void place();

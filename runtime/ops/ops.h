@@ -6,6 +6,8 @@
 #pragma once
 #include "runtime/plan.h"
 
+#include <optional>
+
 namespace shrink::rt::detail {
 
 using BuildOp = Act (*)(Builder&, const OpContext&);
@@ -18,6 +20,9 @@ struct RuntimeOp {
 RuntimeOp op_for(LayerType type);
 
 Act build_conv(Builder& b, const OpContext& c);        // ops/conv.cpp
+// ops/conv.cpp: an int8 1x1 conv and the 3x3 depthwise conv that alone reads it, as one primitive
+// when oneDNN has a fused kernel for them; null when it has none (each then runs alone).
+std::optional<Act> build_conv_with_depthwise(Builder& b, const OpContext& conv, const OpContext& depthwise);
 Act build_linear(Builder& b, const OpContext& c);      // ops/linear.cpp
 Act build_add(Builder& b, const OpContext& c);         // ops/binary.cpp
 Act build_mul(Builder& b, const OpContext& c);         // ops/binary.cpp

@@ -94,7 +94,9 @@ ModelParts model_parts(const std::string& text, const std::vector<int64_t>& inpu
     const Layer& L = spec.layers[i];
     int in_index = L.inputs[0].empty() ? -1 : spec.index_of(L.inputs[0]);
     is_unsigned[i] = unsigned_output(L.type, in_index >= 0 && is_unsigned[in_index]);
-    if (o.int8 && i + 1 < spec.layers.size()) quantization.activations[L.name] = {0.05, !is_unsigned[i]};
+    const bool clamp_next = i + 1 < spec.layers.size() && has_weights(L.type) && spec.layers[i + 1].inputs[0] == L.name &&
+                            (spec.layers[i + 1].type == LayerType::ReLU || spec.layers[i + 1].type == LayerType::ReLU6);
+    if (o.int8 && i + 1 < spec.layers.size() && (o.point_before_clamp || !clamp_next)) quantization.activations[L.name] = {0.05, !is_unsigned[i]};
     if (o.int8 && runs_int8(L.type) && !has_weights(L.type)) quantization.int8_layers.push_back(L.name);  // add, mul, concat
     int64_t out = info[i].out_shape[0];
     if (L.type == LayerType::BatchNorm) {  // one that could not be folded: a scale and a shift per channel

@@ -18,6 +18,9 @@ struct MakeOptions {
   bool normalization = false;    // a mean and std per input channel
   std::string storage = "dense"; // dense, sparse or auto
   uint64_t seed = 1;
+  // false: as the exporter writes int8 models (scheme v2), no point between a conv or linear and
+  // the ReLU or ReLU6 after it (which then runs as the layer's post-op)
+  bool point_before_clamp = true;
 };
 
 // The metadata and tensors of a model, for tests that damage one piece before encoding.

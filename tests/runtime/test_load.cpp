@@ -1,6 +1,7 @@
 // Loading: the mapped file read in place, and Model::load validating the whole model once.
 #include <algorithm>
 #include <cmath>
+#include <fstream>
 #include <functional>
 #include <limits>
 
@@ -115,6 +116,41 @@ CATCH_TEST_CASE("a one-thread forward's int8 max pools (shrink's own kernel) equ
   auto x = random_inputs(1, 256, 5);
   auto steps = m.profile(x.data(), 1, 3);
   CATCH_CHECK(std::count_if(steps.begin(), steps.end(), [](const auto& s) { return s.what == "maxpool1 (max pool)"; }) == 1);
+}
+
+namespace {
+bool cpu_has(const std::string& flag) {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string word;
+  while (cpuinfo >> word)
+    if (word == flag) return true;
+  return false;
+}
+}  // namespace
+
+CATCH_TEST_CASE("an int8 1x1 conv and the depthwise conv it feeds run as one primitive at a large batch, with the same bytes out", "[rt_load]") {
+  // Two inverted-residual blocks: a stride-2 depthwise after a u8 input, a stride-1 one after an s8 input.
+  const char* spec = "conv(16) relu6 conv(64,k=1) relu6 dwconv(k=3,s=2) d1=relu6 conv(24,k=1) conv(96,k=1) relu6 dwconv(k=3) d2=relu6 conv(24,k=1) gap linear(classes)";
+  auto bytes = make_model(spec, {3, 28, 28}, 10, {true, 0, true, "dense", 21, false});
+  auto m = rt::Model::from_memory(bytes.data(), bytes.size(), 2);
+  const int64_t n = 256, per = 3 * 28 * 28;
+  auto x = random_inputs(n, per, 21);
+  auto steps = m.profile(x.data(), n, 1);
+  const auto fused = std::count_if(steps.begin(), steps.end(), [](const auto& s) { return s.what.find("+dwconv") != std::string::npos; });
+  // oneDNN 2.6 fuses them on AVX-512 (jit_int8_1x1 with the depthwise kernel inside); at batch 1 it
+  // would only chain the two kernels (ref_fused_convolution), which the runtime refuses.
+  if (cpu_has("avx512f")) CATCH_CHECK(fused == 2);
+  CATCH_CHECK(m.profile(x.data(), 1, 1).size() == steps.size() + static_cast<size_t>(fused));  // one primitive fewer per pair
+  std::vector<std::vector<float>> batch, one;
+  auto logits = m.predict(x.data(), n, {"d1", "d2"}, batch);
+  for (int64_t i = 0; i < n; ++i) {
+    auto alone = m.predict(x.data() + i * per, 1, {"d1", "d2"}, one);
+    for (size_t k = 0; k < one.size(); ++k) {
+      const size_t size = one[k].size();
+      CATCH_REQUIRE(std::equal(one[k].begin(), one[k].end(), batch[k].begin() + i * size));
+    }
+    for (int64_t j = 0; j < 10; ++j) CATCH_REQUIRE(std::fabs(alone[j] - logits[i * 10 + j]) <= 1e-4f * (1 + std::fabs(alone[j])));
+  }
 }
 
 CATCH_TEST_CASE("the mapped file's dense tensors are read in place, sparse ones expanded once", "[rt_load]") {
