@@ -23,6 +23,17 @@ void max_into(T* __restrict out, const T* __restrict in, int64_t c) {
   for (; ch < c; ++ch) out[ch] = std::max(out[ch], in[ch]);
 }
 
+// out = in over c channels, the same way (std::copy called memmove for each 16-byte pixel: 0.7 us
+// of the USPS student's 0.9 us first pool at batch 1).
+template <typename T>
+void copy_into(T* __restrict out, const T* __restrict in, int64_t c) {
+  constexpr int64_t kBlock = 16 / sizeof(T);
+  int64_t ch = 0;
+  for (; ch + kBlock <= c; ch += kBlock)
+    for (int64_t j = 0; j < kBlock; ++j) out[ch + j] = in[ch + j];
+  for (; ch < c; ++ch) out[ch] = in[ch];
+}
+
 // A max pool over int8 NHWC values: each output pixel is the elementwise max of its window's
 // input pixels (padding is skipped: it never wins). Exact, as oneDNN's is, and shorter: at batch 1
 // oneDNN's int8 pooling primitive's fixed cost dominated the profile of small models (1.5 us of
@@ -41,7 +52,7 @@ Kernel max_pool_kernel(int src, int dst, int64_t n, int64_t h, int64_t w, int64_
       for (int64_t x = 0; x < ow; ++x, out += c) {
         const int64_t x0 = std::max<int64_t>(x * s - p, 0), x1 = std::min(x * s - p + k, w);
         const T* first = in + ((b * h + y0) * w + x0) * c;  // every window holds one input pixel at least
-        std::copy(first, first + c, out);
+        copy_into(out, first, c);
         for (int64_t iy = y0; iy < y1; ++iy)
           for (int64_t ix = iy == y0 ? x0 + 1 : x0; ix < x1; ++ix) max_into(out, in + ((b * h + iy) * w + ix) * c, c);
       }
