@@ -212,7 +212,7 @@ void Builder::build() {
       const std::string named = building;
       building += "+" + (dc.activation ? dc.layer.name + "+" + dc.activation->name : dc.layer.name);
       if (auto both = build_conv_with_depthwise(*this, c, dc)) {
-        for (size_t k = i + 1; k <= static_cast<size_t>(dc.activation ? d + 1 : d); ++k) fused[k] = true, acts[k] = *both;
+        for (size_t k = i; k <= static_cast<size_t>(dc.activation ? d + 1 : d); ++k) fused[k] = true, acts[k] = *both;
         name_output(dc.activation ? dc.activation->name : dc.layer.name, *both);
         continue;
       }

@@ -1,6 +1,7 @@
 // A model compiled for one batch size (Plan), and what compiles it (Builder): one oneDNN
-// primitive per layer (activations fused as post-ops where they can be; a small int8 max pool is
-// shrink's own kernel), every activation a slot of one per-call arena.
+// primitive per layer (activations fused as post-ops where they can be, an int8 1x1 conv and the
+// depthwise conv after it as one where oneDNN has a kernel for the pair; int8 max pools and
+// residual adds are shrink's own kernels), every activation a slot of one per-call arena.
 // Builder::build walks the layers and calls each kind's op (runtime/ops/ops.h) with an OpContext:
 // the layer, its inputs, and the decisions the builder took around it (a fused activation, the
 // output's type and scale). Activations are NHWC (images) or NC (features); in int8 models they
