@@ -31,6 +31,8 @@ struct Loaded {
   int threads = 1;
   uint64_t activation_bytes = 0;  // per example, every layer's output as f32 (an upper bound)
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+  // oneDNN's int8 kernels compute exact int32 sums on this CPU: those with VNNI (ops/weighted.h).
+  bool int8_kernels_exact = false;
 
   // Compiled plans, most recently used first; the mutex guards only this list.
   mutable std::mutex cache_mutex;

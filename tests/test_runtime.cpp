@@ -227,7 +227,8 @@ CATCH_TEST_CASE("runtime profile: every primitive of a call, named after its lay
   }
   // No primitive for the input (the executor writes it onto its grid), the convs with their
   // batchnorm folded and relu fused, the pools (a one-thread int8 max pool is shrink's own kernel), the linear.
-  CATCH_CHECK(order.front() == "conv1+relu1 (convolution)");
+  // (On a CPU without VNNI the convs run on floats: a reorder to floats before each, one back after.)
+  CATCH_CHECK(order.front().rfind("conv1+relu1 (", 0) == 0);
   auto at = [&](const std::string& what) { return std::find(order.begin(), order.end(), what) - order.begin(); };
   CATCH_CHECK(at("conv1+relu1 (convolution)") < at("maxpool1 (max pool)"));
   CATCH_CHECK(at("maxpool1 (max pool)") < at("conv2+relu2 (convolution)"));

@@ -15,7 +15,9 @@ dnnl::convolution_forward::primitive_desc conv_pd(Builder& b, const Layer& L, co
   dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, w.src, weights,
                                     L.bias ? w.bias : memory::desc(), w.dst, {L.stride, L.stride}, {gaps, gaps}, {P.top, P.left},
                                     {P.bottom, P.right});
-  return dnnl::convolution_forward::primitive_desc(d, w.attr, b.engine());
+  dnnl::convolution_forward::primitive_desc pd(d, w.attr, b.engine());
+  to_reference(pd, w);
+  return pd;
 }
 
 // oneDNN's kernel for a network's first layer reads NCHW and writes channel blocks (nChw16c on
@@ -80,7 +82,7 @@ std::optional<Act> build_conv_with_depthwise(Builder& b, const OpContext& c, con
 Act build_conv(Builder& b, const OpContext& c) {
   const Layer& L = c.layer;
   Weighted w = begin_weighted(b, c);
-  const memory::desc w_user = user_weights(c, w.weight_type), w_any(w_user.dims(), w.weight_type, tag::any);
+  const memory::desc w_user = user_weights(c, w.weight_type), w_any(w_user.dims(), w.packed_type, tag::any);
   const memory::desc nhwc_dst = w.dst;
   const bool blocked = first_layer_form(b, L, c, w, w_any);
   auto pd = conv_pd(b, L, w, w_any);

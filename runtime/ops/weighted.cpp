@@ -1,13 +1,65 @@
 #include "runtime/ops/weighted.h"
 
+#include <algorithm>
+#include <cstdlib>
+
 #include "runtime/loaded.h"
+#include "runtime/ops/ops.h"
 
 namespace shrink::rt::detail {
+
+namespace {
+
+// Whether no partial sum of the layer's int32 sums can reach 2^24, below which floats hold
+// integers exactly: the largest input magnitude times each output channel's sum of |weights|.
+bool sums_exact_in_float(const Weighted& w, int64_t out, dt input_type) {
+  const int64_t per = w.weight->numel() / out;
+  const int8_t* q = w.weight->s8();
+  int64_t widest = 0;
+  for (int64_t k = 0; k < out; ++k) {
+    int64_t sum = 0;
+    for (int64_t i = 0; i < per; ++i) sum += std::abs(static_cast<int>(q[k * per + i]));
+    widest = std::max(widest, sum);
+  }
+  return widest * (input_type == dt::u8 ? 255 : 128) < (int64_t{1} << 24);
+}
+
+// The int8 layer as a float primitive on the integer values: its input q converted to floats
+// (exact), the weights q_w as floats, the same bias in the sum's units, then the sums times the
+// channel's output scale (a multiply post-op: oneDNN 2.6's float kernels take no output scales),
+// the activation, and a float output that end_weighted rounds onto the output's grid.
+void to_floats(Builder& b, const OpContext& c, Weighted& w) {
+  const memory::desc& x = b.desc(w.x.slot);
+  w.x.slot = b.reorder(w.x.slot, memory::desc(x.dims(), dt::f32, Builder::plain(x)));
+  w.src = b.desc(w.x.slot);
+  w.dst = memory::desc(w.dst.dims(), dt::f32, Builder::plain(w.dst));
+  w.packed_type = dt::f32;
+  w.on_floats = true;
+  memory::dims per_channel(w.dst.dims().size(), 1);
+  per_channel[1] = w.dst.dims()[1];
+  const memory::desc scales(per_channel, dt::f32, per_channel.size() == 4 ? tag::nchw : tag::nc);
+  w.channel_scales = b.model().derived(weight_scale_key(c.layer.name) + "/on-floats", scales,
+                                       [&](float* dst) { std::copy(w.output_scales.begin(), w.output_scales.end(), dst); });
+  dnnl::post_ops ops;
+  ops.append_binary(dnnl::algorithm::binary_mul, scales);
+  if (c.activation) append_activation(ops, *c.activation, c.out_scale);
+  w.attr = user_scratchpad();
+  w.attr.set_post_ops(ops);
+}
+
+}  // namespace
 
 Weighted begin_weighted(Builder& b, const OpContext& c) {
   Act x = c.int8 ? c.inputs[0] : b.as_float(c.inputs[0]);
   if (c.int8 && x.scale == 0) x = b.quantize(x, c.points[0], c.layer.name);
-  return weighted_on(b, c, x, b.desc(x.slot));
+  Weighted w = weighted_on(b, c, x, b.desc(x.slot));
+  if (c.int8 && !b.model().int8_kernels_exact) {
+    if (sums_exact_in_float(w, c.info.out_shape[0], w.src.data_type()))
+      to_floats(b, c, w);
+    else
+      w.reference = true;
+  }
+  return w;
 }
 
 Weighted weighted_on(Builder& b, const OpContext& c, const Act& x, const memory::desc& src) {
@@ -27,7 +79,7 @@ Weighted weighted_on(Builder& b, const OpContext& c, const Act& x, const memory:
     w.attr.set_output_scales(1 << 1, w.output_scales);
   }
   w.attr.set_post_ops(c.post_ops);
-  w.weight_type = c.int8 ? dt::s8 : dt::f32;
+  w.weight_type = w.packed_type = c.int8 ? dt::s8 : dt::f32;
   return w;
 }
 
@@ -56,7 +108,10 @@ Act end_weighted(Builder& b, const OpContext& c, const Weighted& w, const dnnl::
   args.push_back({DNNL_ARG_WEIGHTS, -1, weights});
   args.push_back({DNNL_ARG_DST, result.slot, {}});
   if (c.layer.bias) args.push_back({DNNL_ARG_BIAS, -1, packed_bias(b, c, w)});
+  if (w.on_floats) args.push_back({DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, -1, w.channel_scales});
   b.add(prim, scratchpad, std::move(args));
+  // On floats: onto the output's grid, rounded half to even and saturated (as the int8 kernels' last step).
+  if (w.on_floats && c.out_int8) result.slot = b.reorder(result.slot, b.output_desc(c));
   return result;
 }
 

@@ -6,6 +6,8 @@
 #include <array>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <limits>
 #include <sys/wait.h>
 
@@ -22,8 +24,9 @@ struct Result {
   std::string out;
 };
 
-Result run(const std::string& args) {
-  std::string cmd = std::string(SHRINK_RUN_BIN) + " " + args + " 2>&1";
+// `environment`: NAME=VALUE assignments for the command, or empty.
+Result run(const std::string& args, const std::string& environment = "") {
+  std::string cmd = (environment.empty() ? "" : "env " + environment + " ") + SHRINK_RUN_BIN + " " + args + " 2>&1";
   FILE* pipe = popen(cmd.c_str(), "r");
   std::string out;
   std::array<char, 4096> buf;
@@ -100,5 +103,35 @@ CATCH_TEST_CASE("shrink-run: bad files and inputs give exit 2 and one line", "[c
     CATCH_CHECK(r.code == 2);
     CATCH_CHECK(lines(r.out) == 1);
     CATCH_CHECK(r.out.find(c.expect) != std::string::npos);
+  }
+}
+
+CATCH_TEST_CASE("shrink-run: an int8 model gives the same logits, to the bit, when oneDNN may use no VNNI", "[cli][shrink-run]") {
+  // DNNL_MAX_CPU_ISA=AVX2 (or AVX512_CORE) makes oneDNN take the kernels of a CPU without VNNI,
+  // whose int8 sums are not exact: the runtime then runs int8 convs and linears on floats
+  // (runtime/ops/weighted.h). Same bytes as the native kernels on any CPU, VNNI or not: an
+  // inverted-residual block with a residual add (s8 inputs too), a grouped conv, a conv over 256
+  // channels whose sums could pass 2^24 (oneDNN's reference int8 kernel there), a linear.
+  RtTempDir dir;
+  const char* spec =
+      "conv(16) relu6 conv(48,k=1) relu6 dwconv(k=3,s=2) relu6 p=conv(16,k=1) conv(48,k=1) relu6 dwconv(k=3) relu6 conv(16,k=1) add(p) "
+      "conv(32,k=3,g=4) relu conv(256,k=1) relu conv(8,k=3) relu gap linear(24) relu linear(classes)";
+  shrink::test::MakeOptions options{true, 0.3, true, "dense", 41, false};
+  shrink::test::write_bytes(dir / "m.shrink", shrink::test::make_model(spec, {3, 14, 14}, 10, options));
+  auto x = shrink::test::random_inputs(32, 3 * 14 * 14, 41);
+  for (float& v : x) v *= 4;
+  write_floats(dir / "x.f32", x);
+  auto logits = [&](const std::string& isa, const std::string& batch) {
+    const std::string out = dir / ("y_" + isa + "_" + batch + ".f32");
+    auto r = run(dir / "m.shrink --input " + dir / "x.f32 --batch " + batch + " --logits " + out, isa.empty() ? "" : "DNNL_MAX_CPU_ISA=" + isa);
+    CATCH_INFO(r.out);
+    CATCH_REQUIRE(r.code == 0);
+    std::ifstream in(out, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  for (const std::string batch : {"1", "32"}) {
+    const auto native = logits("", batch);
+    CATCH_CHECK(logits("AVX2", batch) == native);
+    CATCH_CHECK(logits("AVX512_CORE", batch) == native);
   }
 }
