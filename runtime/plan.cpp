@@ -6,6 +6,7 @@
 
 #include "runtime/loaded.h"
 #include "runtime/ops/ops.h"
+#include "runtime/ops/weighted.h"
 
 namespace shrink::rt::detail {
 
@@ -149,11 +150,23 @@ OpContext Builder::unit(size_t i, const std::vector<int>& readers, const std::ve
     append_activation(c.post_ops, *c.activation, c.out_scale);
   }
   c.out_type = c.out_int8 ? (end_point->is_signed ? dt::s8 : dt::u8) : dt::f32;
+  c.integer_floats_out = c.out_int8 && runs_on_floats(m_, L, c.info.out_shape[0], L.inputs[0].empty() ? kInputPoint : L.inputs[0]) &&
+                         all_readers_on_floats(end_name);
   for (const std::string& in : L.inputs) {
     c.inputs.push_back(in.empty() ? input : acts[spec.index_of(in)]);
     c.points.push_back(in.empty() ? std::string(kInputPoint) : in);
   }
   return c;
+}
+
+// Whether layer `name`'s output has readers and all run on floats (and the call does not keep it).
+bool Builder::all_readers_on_floats(const std::string& name) const {
+  if (std::binary_search(plan.kept.begin(), plan.kept.end(), name)) return false;
+  int readers = 0;
+  for (size_t j = 0; j < m_.spec.layers.size(); ++j)
+    for (const std::string& in : m_.spec.layers[j].inputs)
+      if (in == name && !(++readers, runs_on_floats(m_, m_.spec.layers[j], m_.info[j].out_shape[0], name))) return false;
+  return readers > 0;
 }
 
 // The depthwise conv that is the only reader of the int8 1x1 conv unit `c` (whose output is layer

@@ -142,6 +142,9 @@ struct OpContext {
   bool out_int8 = false;             // the output is u8/s8 on its point's grid ...
   float out_scale = 0;               // ... of this scale (0: a float output)
   dt out_type = dt::f32;
+  // Without VNNI: the int8 output stays as integer-valued floats, since every reader runs on
+  // floats too (ops/weighted.h): no conversion to bytes and back between them.
+  bool integer_floats_out = false;
 };
 
 // Builds one Plan: slots and steps in execution order, then places every buffer in one arena
@@ -194,6 +197,7 @@ class Builder {
   Act input_unit(bool int8);
   OpContext unit(size_t i, const std::vector<int>& readers, const std::vector<Act>& acts, const Act& input, bool int8) const;
   int depthwise_reader(const OpContext& c, size_t end, const std::vector<int>& readers) const;
+  bool all_readers_on_floats(const std::string& name) const;
   void output_unit(const Act& logits);
   void name_output(const std::string& layer, const Act& act);
   void place();

@@ -10,27 +10,35 @@ namespace shrink::rt::detail {
 
 namespace {
 
+}  // namespace
+
 // Whether no partial sum of the layer's int32 sums can reach 2^24, below which floats hold
 // integers exactly: the largest input magnitude times each output channel's sum of |weights|.
-bool sums_exact_in_float(const Weighted& w, int64_t out, dt input_type) {
-  const int64_t per = w.weight->numel() / out;
-  const int8_t* q = w.weight->s8();
+bool runs_on_floats(const Loaded& m, const Layer& L, int64_t out, const std::string& point) {
+  if (m.int8_kernels_exact || !m.int8_layers.count(L.name) || (L.type != LayerType::Conv2d && L.type != LayerType::Linear)) return false;
+  const ActivationScale* grid = m.point_scale(point);
+  const Tensor& w = m.tensor(weight_key(L.name));
+  const int64_t per = w.numel() / out;
   int64_t widest = 0;
   for (int64_t k = 0; k < out; ++k) {
     int64_t sum = 0;
-    for (int64_t i = 0; i < per; ++i) sum += std::abs(static_cast<int>(q[k * per + i]));
+    for (int64_t i = 0; i < per; ++i) sum += std::abs(static_cast<int>(w.s8()[k * per + i]));
     widest = std::max(widest, sum);
   }
-  return widest * (input_type == dt::u8 ? 255 : 128) < (int64_t{1} << 24);
+  return widest * (grid && !grid->is_signed ? 255 : 128) < (int64_t{1} << 24);
 }
+
+namespace {
 
 // The int8 layer as a float primitive on the integer values: its input q converted to floats
 // (exact), the weights q_w as floats, the same bias in the sum's units, then the sums times the
 // channel's output scale (a multiply post-op: oneDNN 2.6's float kernels take no output scales),
 // the activation, and a float output that end_weighted rounds onto the output's grid.
+// An input already on floats (a producer's integer-valued output) is read as it is; an output all
+// of whose readers run on floats stays so (clamped to the type's range and rounded by post-ops).
 void to_floats(Builder& b, const OpContext& c, Weighted& w) {
-  const memory::desc& x = b.desc(w.x.slot);
-  w.x.slot = b.reorder(w.x.slot, memory::desc(x.dims(), dt::f32, Builder::plain(x)));
+  const memory::desc x = b.desc(w.x.slot);
+  if (x.data_type() != dt::f32) w.x.slot = b.reorder(w.x.slot, memory::desc(x.dims(), dt::f32, Builder::plain(x)));
   w.src = b.desc(w.x.slot);
   w.dst = memory::desc(w.dst.dims(), dt::f32, Builder::plain(w.dst));
   w.packed_type = dt::f32;
@@ -43,6 +51,11 @@ void to_floats(Builder& b, const OpContext& c, Weighted& w) {
   dnnl::post_ops ops;
   ops.append_binary(dnnl::algorithm::binary_mul, scales);
   if (c.activation) append_activation(ops, *c.activation, c.out_scale);
+  if (c.integer_floats_out) {
+    const bool is_signed = c.out_type == dt::s8;
+    ops.append_eltwise(1.f, dnnl::algorithm::eltwise_clip, is_signed ? -128.f : 0.f, is_signed ? 127.f : 255.f);
+    ops.append_eltwise(1.f, dnnl::algorithm::eltwise_round, 0.f, 0.f);  // half to even, as the int8 kernels' conversion
+  }
   w.attr = user_scratchpad();
   w.attr.set_post_ops(ops);
 }
@@ -54,7 +67,7 @@ Weighted begin_weighted(Builder& b, const OpContext& c) {
   if (c.int8 && x.scale == 0) x = b.quantize(x, c.points[0], c.layer.name);
   Weighted w = weighted_on(b, c, x, b.desc(x.slot));
   if (c.int8 && !b.model().int8_kernels_exact) {
-    if (sums_exact_in_float(w, c.info.out_shape[0], w.src.data_type()))
+    if (runs_on_floats(b.model(), c.layer, c.info.out_shape[0], c.points[0]))
       to_floats(b, c, w);
     else
       w.reference = true;
@@ -111,7 +124,7 @@ Act end_weighted(Builder& b, const OpContext& c, const Weighted& w, const dnnl::
   if (w.on_floats) args.push_back({DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, -1, w.channel_scales});
   b.add(prim, scratchpad, std::move(args));
   // On floats: onto the output's grid, rounded half to even and saturated (as the int8 kernels' last step).
-  if (w.on_floats && c.out_int8) result.slot = b.reorder(result.slot, b.output_desc(c));
+  if (w.on_floats && c.out_int8 && !c.integer_floats_out) result.slot = b.reorder(result.slot, b.output_desc(c));
   return result;
 }
 
