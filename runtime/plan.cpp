@@ -160,12 +160,20 @@ OpContext Builder::unit(size_t i, const std::vector<int>& readers, const std::ve
 }
 
 // Whether layer `name`'s output has readers and all run on floats (and the call does not keep it).
+// A max pool passes integer-valued floats on unchanged (oneDNN's float max), so it counts as one
+// when its own readers do.
 bool Builder::all_readers_on_floats(const std::string& name) const {
   if (std::binary_search(plan.kept.begin(), plan.kept.end(), name)) return false;
   int readers = 0;
-  for (size_t j = 0; j < m_.spec.layers.size(); ++j)
-    for (const std::string& in : m_.spec.layers[j].inputs)
-      if (in == name && !(++readers, runs_on_floats(m_, m_.spec.layers[j], m_.info[j].out_shape[0], name))) return false;
+  for (size_t j = 0; j < m_.spec.layers.size(); ++j) {
+    const Layer& R = m_.spec.layers[j];
+    for (const std::string& in : R.inputs) {
+      if (in != name) continue;
+      ++readers;
+      const bool on_floats = R.type == LayerType::MaxPool ? all_readers_on_floats(R.name) : runs_on_floats(m_, R, m_.info[j].out_shape[0], name);
+      if (!on_floats) return false;
+    }
+  }
   return readers > 0;
 }
 

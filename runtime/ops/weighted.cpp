@@ -25,7 +25,7 @@ bool runs_on_floats(const Loaded& m, const Layer& L, int64_t out, const std::str
     for (int64_t i = 0; i < per; ++i) sum += std::abs(static_cast<int>(w.s8()[k * per + i]));
     widest = std::max(widest, sum);
   }
-  return widest * (grid && !grid->is_signed ? 255 : 128) < (int64_t{1} << 24);
+  return widest * (grid && grid->is_signed ? 128 : 255) < (int64_t{1} << 24);
 }
 
 namespace {

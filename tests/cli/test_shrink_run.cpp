@@ -110,12 +110,12 @@ CATCH_TEST_CASE("shrink-run: an int8 model gives the same logits, to the bit, wh
   // DNNL_MAX_CPU_ISA=AVX2 (or AVX512_CORE) makes oneDNN take the kernels of a CPU without VNNI,
   // whose int8 sums are not exact: the runtime then runs int8 convs and linears on floats
   // (runtime/ops/weighted.h). Same bytes as the native kernels on any CPU, VNNI or not: an
-  // inverted-residual block with a residual add (s8 inputs too), a grouped conv, a conv over 256
+  // inverted-residual block with a residual add (s8 inputs too), a grouped conv, a max pool, a conv over 256
   // channels whose sums could pass 2^24 (oneDNN's reference int8 kernel there), a linear.
   RtTempDir dir;
   const char* spec =
       "conv(16) relu6 conv(48,k=1) relu6 dwconv(k=3,s=2) relu6 p=conv(16,k=1) conv(48,k=1) relu6 dwconv(k=3) relu6 conv(16,k=1) add(p) "
-      "conv(32,k=3,g=4) relu conv(256,k=1) relu conv(8,k=3) relu gap linear(24) relu linear(classes)";
+      "conv(32,k=3,g=4) relu maxpool(2) conv(256,k=1) relu conv(8,k=3) relu gap linear(24) relu linear(classes)";
   shrink::test::MakeOptions options{true, 0.3, true, "dense", 41, false};
   shrink::test::write_bytes(dir / "m.shrink", shrink::test::make_model(spec, {3, 14, 14}, 10, options));
   auto x = shrink::test::random_inputs(32, 3 * 14 * 14, 41);
