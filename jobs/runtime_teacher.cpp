@@ -105,9 +105,11 @@ class RuntimeTeacher : public Teacher {
 
  private:
   // A file the runtime cannot run (damaged in the cache, or a layer it cannot compile) is one line.
+  // An int8 teacher takes oneDNN's int8 kernels even without VNNI, where their sums are not exact
+  // but fast: measure_against_libtorch measures what that costs (the 99.5% agreement rule).
   static rt::Model load(const std::string& file, int threads, const std::string& engine) {
     try {
-      return rt::Model::load(file, threads);
+      return rt::Model::load(file, threads, rt::Int8Sums::fast);
     } catch (const rt::Error& e) {
       throw UserError(fmt::format("teacher.engine = {}: the runtime cannot run {} ({}); delete it to export the teacher again, "
                                   "or use teacher.engine = libtorch", engine, file, e.what()));

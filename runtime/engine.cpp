@@ -274,9 +274,9 @@ bool int8_kernels_exact() {
   return i == isa::avx2_vnni || i == isa::avx512_core_vnni || i == isa::avx512_core_bf16 || i == isa::avx512_core_amx;
 }
 
-void Loaded::init(ModelFile f, const std::string& name, int n_threads) {
+void Loaded::init(ModelFile f, const std::string& name, int n_threads, Int8Sums sums) {
   path = name;
-  int8_kernels_exact = detail::int8_kernels_exact();
+  int8_kernels_exact = detail::int8_kernels_exact() || sums == Int8Sums::fast;
   file = std::move(f);
   threads = n_threads > 0 ? n_threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   try {
@@ -293,18 +293,18 @@ void Loaded::init(ModelFile f, const std::string& name, int n_threads) {
 
 struct Model::Impl : detail::Loaded {};
 
-Model Model::load(const std::string& path, int threads) {
+Model Model::load(const std::string& path, int threads, Int8Sums sums) {
   Model m;
   m.impl_ = std::make_shared<Impl>();
-  m.impl_->init(read_model_file(path), path, threads);
+  m.impl_->init(read_model_file(path), path, threads, sums);
   return m;
 }
 
-Model Model::from_memory(const void* data, size_t size, int threads, const std::string& name) {
+Model Model::from_memory(const void* data, size_t size, int threads, const std::string& name, Int8Sums sums) {
   if (!data && size) throw Error(name + ": null data");
   Model m;
   m.impl_ = std::make_shared<Impl>();
-  m.impl_->init(parse_model_file(static_cast<const uint8_t*>(data), size, name), name, threads);
+  m.impl_->init(parse_model_file(static_cast<const uint8_t*>(data), size, name), name, threads, sums);
   return m;
 }
 

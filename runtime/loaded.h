@@ -31,7 +31,8 @@ struct Loaded {
   int threads = 1;
   uint64_t activation_bytes = 0;  // per example, every layer's output as f32 (an upper bound)
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
-  // oneDNN's int8 kernels compute exact int32 sums on this CPU: those with VNNI (ops/weighted.h).
+  // int8 layers run oneDNN's int8 kernels: on a CPU with VNNI (where they sum exactly), or when
+  // the caller asked for Int8Sums::fast; else on floats (ops/weighted.h).
   bool int8_kernels_exact = false;
 
   // Compiled plans, most recently used first; the mutex guards only this list.
@@ -64,7 +65,7 @@ struct Loaded {
     return {static_cast<float>(s->scale), s->is_signed};
   }
 
-  void init(ModelFile file, const std::string& name, int threads);
+  void init(ModelFile file, const std::string& name, int threads, Int8Sums sums);
   void read_metadata();       // validate.cpp
   void check_tensors() const;  // validate.cpp
   // The plan for `batch` that keeps the outputs of the layers `kept` (sorted; each one the batch-1

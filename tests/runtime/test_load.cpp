@@ -219,6 +219,13 @@ CATCH_TEST_CASE("int8 convs sum exactly on every CPU: two units' output bytes eq
   }
   CATCH_CHECK(compared == 2 * n * 16 * H * W);
   CATCH_CHECK(saturating > 100);  // (135 with this seed)
+  // Int8Sums::fast: oneDNN's int8 kernels whatever the CPU (with VNNI the same bytes; without it no
+  // conversions to floats, and wrong sums).
+  auto fast = rt::Model::from_memory(bytes.data(), bytes.size(), 2, "fast", rt::Int8Sums::fast);
+  const bool vnni = cpu_has("avx512_vnni") && !std::getenv("DNNL_MAX_CPU_ISA");
+  const auto fast_steps = fast.profile(x.data(), 1, 1).size(), exact_steps = m.profile(x.data(), 1, 1).size();
+  CATCH_CHECK((vnni ? fast_steps == exact_steps : fast_steps < exact_steps));
+  if (vnni) CATCH_CHECK(fast.predict(x.data(), n) == m.predict(x.data(), n));
 }
 
 CATCH_TEST_CASE("the mapped file's dense tensors are read in place, sparse ones expanded once", "[rt_load]") {

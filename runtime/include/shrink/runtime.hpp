@@ -38,14 +38,21 @@ struct SHRINK_RT_API Error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// How an int8 model's convs and linears sum on a CPU without VNNI (docs/quantization.md): `exact`,
+// on floats, at about an fp32 model's speed; `fast`, oneDNN's int8 kernels, whose u8 x s8 pair sums
+// saturate and which halve an s8 input's weights there: wrong sums, for a caller that measures
+// what that costs it (a distillation teacher checks its agreement with the fp32 one). With VNNI
+// both are oneDNN's int8 kernels, exact.
+enum class Int8Sums { exact, fast };
+
 class SHRINK_RT_API Model {
  public:
   // Loads and validates the whole model (metadata, spec, every tensor's dtype and shape, scales,
   // the size limits of docs/format.md) and compiles it for batch 1; any problem is an Error.
   // threads: OpenMP threads per call (0: all cores).
-  static Model load(const std::string& path, int threads = 0);
+  static Model load(const std::string& path, int threads = 0, Int8Sums sums = Int8Sums::exact);
   // The same from a model file's bytes in memory (copied; `name` is used in messages).
-  static Model from_memory(const void* data, size_t size, int threads = 0, const std::string& name = "<memory>");
+  static Model from_memory(const void* data, size_t size, int threads = 0, const std::string& name = "<memory>", Int8Sums sums = Int8Sums::exact);
   // Logits for `batch` examples, each input_shape() floats in C,H,W order, raw values (the
   // model's normalization is applied here). Safe to call from several threads at once. A batch
   // whose working memory would exceed 8 GiB, or that oneDNN cannot compile, is an Error.
