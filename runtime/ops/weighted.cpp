@@ -8,12 +8,9 @@
 
 namespace shrink::rt::detail {
 
-namespace {
-
-}  // namespace
-
-// Whether no partial sum of the layer's int32 sums can reach 2^24, below which floats hold
-// integers exactly: the largest input magnitude times each output channel's sum of |weights|.
+// Without exact int8 kernels, an int8 conv or linear runs on floats when no partial sum of its int32
+// sums can reach 2^24, below which floats hold integers exactly: the largest input magnitude (of
+// its input's grid) times each output channel's sum of |weights|.
 bool runs_on_floats(const Loaded& m, const Layer& L, int64_t out, const std::string& point) {
   if (m.int8_kernels_exact || !m.int8_layers.count(L.name) || (L.type != LayerType::Conv2d && L.type != LayerType::Linear)) return false;
   const ActivationScale* grid = m.point_scale(point);
