@@ -276,7 +276,7 @@ bool int8_kernels_exact() {
 
 void Loaded::init(ModelFile f, const std::string& name, int n_threads, Int8Sums sums) {
   path = name;
-  int8_kernels_exact = detail::int8_kernels_exact() || sums == Int8Sums::fast;
+  int8_kernels = detail::int8_kernels_exact() || sums == Int8Sums::fast;
   file = std::move(f);
   threads = n_threads > 0 ? n_threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   try {

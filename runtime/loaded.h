@@ -33,7 +33,7 @@ struct Loaded {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
   // int8 layers run oneDNN's int8 kernels: on a CPU with VNNI (where they sum exactly), or when
   // the caller asked for Int8Sums::fast; else on floats (ops/weighted.h).
-  bool int8_kernels_exact = false;
+  bool int8_kernels = false;
 
   // Compiled plans, most recently used first; the mutex guards only this list.
   mutable std::mutex cache_mutex;

@@ -185,7 +185,7 @@ int Builder::depthwise_reader(const OpContext& c, size_t end, const std::vector<
   const Layer& L = c.layer;
   const Pads P = L.pads();
   if (L.type != LayerType::Conv2d || L.kernel != 1 || L.stride != 1 || L.groups != 1 || L.depthwise || P.top || P.left || P.bottom || P.right) return -1;
-  if (!c.int8 || !c.out_int8 || !m_.int8_kernels_exact || c.inputs[0].scale == 0 || end + 1 >= spec.layers.size() || readers[end] != 1) return -1;
+  if (!c.int8 || !c.out_int8 || !m_.int8_kernels || c.inputs[0].scale == 0 || end + 1 >= spec.layers.size() || readers[end] != 1) return -1;
   const std::string& formed = spec.layers[end].name;
   if (std::binary_search(plan.kept.begin(), plan.kept.end(), formed)) return -1;
   const Layer& D = spec.layers[end + 1];

@@ -12,7 +12,7 @@ namespace shrink::rt::detail {
 // sums can reach 2^24, below which floats hold integers exactly: the largest input magnitude (of
 // its input's grid) times each output channel's sum of |weights|.
 bool runs_on_floats(const Loaded& m, const Layer& L, int64_t out, const std::string& point) {
-  if (m.int8_kernels_exact || !m.int8_layers.count(L.name) || (L.type != LayerType::Conv2d && L.type != LayerType::Linear)) return false;
+  if (m.int8_kernels || !m.int8_layers.count(L.name) || (L.type != LayerType::Conv2d && L.type != LayerType::Linear)) return false;
   const ActivationScale* grid = m.point_scale(point);
   const Tensor& w = m.tensor(weight_key(L.name));
   const int64_t per = w.numel() / out;
@@ -63,7 +63,7 @@ Weighted begin_weighted(Builder& b, const OpContext& c) {
   Act x = c.int8 ? c.inputs[0] : b.as_float(c.inputs[0]);
   if (c.int8 && x.scale == 0) x = b.quantize(x, c.points[0], c.layer.name);
   Weighted w = weighted_on(b, c, x, b.desc(x.slot));
-  if (c.int8 && !b.model().int8_kernels_exact) {
+  if (c.int8 && !b.model().int8_kernels) {
     if (runs_on_floats(b.model(), c.layer, c.info.out_shape[0], c.points[0]))
       to_floats(b, c, w);
     else
