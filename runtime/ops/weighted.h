@@ -30,11 +30,11 @@ struct Weighted {
 };
 
 Weighted begin_weighted(Builder& b, const OpContext& c);
-// Whether int8 layer L (`out` channels, reading point `point`) runs on floats on this CPU.
-bool runs_on_floats(const Loaded& m, const Layer& L, int64_t out, const std::string& point);
 // The same for a layer whose input `x` (of descriptor `src`) is never formed: a depthwise conv
 // computed inside the 1x1 conv before it (ops/conv.cpp).
 Weighted weighted_on(Builder& b, const OpContext& c, const Act& x, const memory::desc& src);
+// Whether int8 layer L (`out` channels, reading point `point`) runs on floats on this CPU.
+bool runs_on_floats(const Loaded& m, const Layer& L, int64_t out, const std::string& point);
 // The layer's bias as its primitive takes it (in the int32 sum's units for an int8 layer).
 memory packed_bias(Builder& b, const OpContext& c, const Weighted& w);
 // Steps `pd` on to oneDNN's reference implementation when `w` asks for it (a layer whose int8
