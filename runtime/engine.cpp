@@ -25,6 +25,7 @@
 #include <utility>
 
 #include "runtime/loaded.h"
+#include "runtime/ops/weighted.h"
 
 namespace shrink::rt {
 namespace detail {
@@ -282,6 +283,7 @@ void Loaded::init(ModelFile f, const std::string& name, int n_threads, Int8Sums 
   try {
     read_metadata();
     check_tensors();
+    on_floats = layers_on_floats(*this);
   } catch (const nlohmann::json::exception& e) {  // a type the checks above missed: still the file's fault
     fail(std::string("metadata: ") + e.what());
   }

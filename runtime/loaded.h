@@ -34,6 +34,7 @@ struct Loaded {
   // int8 layers run oneDNN's int8 kernels: on a CPU with VNNI (where they sum exactly), or when
   // the caller asked for Int8Sums::fast; else on floats (ops/weighted.h).
   bool int8_kernels = false;
+  std::set<std::string> on_floats;  // without them: the int8 layers that run on floats (ops/weighted.h)
 
   // Compiled plans, most recently used first; the mutex guards only this list.
   mutable std::mutex cache_mutex;

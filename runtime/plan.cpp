@@ -150,8 +150,7 @@ OpContext Builder::unit(size_t i, const std::vector<int>& readers, const std::ve
     append_activation(c.post_ops, *c.activation, c.out_scale);
   }
   c.out_type = c.out_int8 ? (end_point->is_signed ? dt::s8 : dt::u8) : dt::f32;
-  c.integer_floats_out = c.out_int8 && runs_on_floats(m_, L, c.info.out_shape[0], L.inputs[0].empty() ? kInputPoint : L.inputs[0]) &&
-                         all_readers_on_floats(end_name);
+  c.integer_floats_out = c.out_int8 && m_.on_floats.count(L.name) && all_readers_on_floats(end_name);
   for (const std::string& in : L.inputs) {
     c.inputs.push_back(in.empty() ? input : acts[spec.index_of(in)]);
     c.points.push_back(in.empty() ? std::string(kInputPoint) : in);
@@ -165,12 +164,11 @@ OpContext Builder::unit(size_t i, const std::vector<int>& readers, const std::ve
 bool Builder::all_readers_on_floats(const std::string& name) const {
   if (std::binary_search(plan.kept.begin(), plan.kept.end(), name)) return false;
   int readers = 0;
-  for (size_t j = 0; j < m_.spec.layers.size(); ++j) {
-    const Layer& R = m_.spec.layers[j];
+  for (const Layer& R : m_.spec.layers) {
     for (const std::string& in : R.inputs) {
       if (in != name) continue;
       ++readers;
-      const bool on_floats = R.type == LayerType::MaxPool ? all_readers_on_floats(R.name) : runs_on_floats(m_, R, m_.info[j].out_shape[0], name);
+      const bool on_floats = R.type == LayerType::MaxPool ? all_readers_on_floats(R.name) : m_.on_floats.count(R.name) > 0;
       if (!on_floats) return false;
     }
   }

@@ -82,7 +82,7 @@ std::optional<Act> build_conv_with_depthwise(Builder& b, const OpContext& c, con
 Act build_conv(Builder& b, const OpContext& c) {
   const Layer& L = c.layer;
   Weighted w = begin_weighted(b, c);
-  const memory::desc w_user = user_weights(c, w.weight_type), w_any(w_user.dims(), w.packed_type, tag::any);
+  const memory::desc w_user = user_weights(c, w.weight_type), w_any(w_user.dims(), w.packed_type(), tag::any);
   const memory::desc nhwc_dst = w.dst;
   const bool blocked = first_layer_form(b, L, c, w, w_any);
   auto pd = conv_pd(b, L, w, w_any);

@@ -2,27 +2,34 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <set>
 
 #include "runtime/loaded.h"
 #include "runtime/ops/ops.h"
 
 namespace shrink::rt::detail {
 
-// Without exact int8 kernels, an int8 conv or linear runs on floats when no partial sum of its int32
-// sums can reach 2^24, below which floats hold integers exactly: the largest input magnitude (of
-// its input's grid) times each output channel's sum of |weights|.
-bool runs_on_floats(const Loaded& m, const Layer& L, int64_t out, const std::string& point) {
-  if (m.int8_kernels || !m.int8_layers.count(L.name) || (L.type != LayerType::Conv2d && L.type != LayerType::Linear)) return false;
-  const ActivationScale* grid = m.point_scale(point);
-  const Tensor& w = m.tensor(weight_key(L.name));
-  const int64_t per = w.numel() / out;
-  int64_t widest = 0;
-  for (int64_t k = 0; k < out; ++k) {
-    int64_t sum = 0;
-    for (int64_t i = 0; i < per; ++i) sum += std::abs(static_cast<int>(w.s8()[k * per + i]));
-    widest = std::max(widest, sum);
+// Without oneDNN's int8 kernels, an int8 conv or linear runs on floats when no partial sum of its
+// int32 sums can reach 2^24, below which floats hold integers exactly: the largest magnitude of its
+// input's grid times each output channel's sum of |weights|.
+std::set<std::string> layers_on_floats(const Loaded& m) {
+  std::set<std::string> on_floats;
+  if (m.int8_kernels) return on_floats;
+  for (size_t i = 0; i < m.spec.layers.size(); ++i) {
+    const Layer& L = m.spec.layers[i];
+    if (!m.int8_layers.count(L.name) || (L.type != LayerType::Conv2d && L.type != LayerType::Linear)) continue;
+    const ActivationScale* grid = m.point_scale(L.inputs[0].empty() ? kInputPoint : L.inputs[0]);
+    const Tensor& w = m.tensor(weight_key(L.name));
+    const int64_t out = m.info[i].out_shape[0], per = w.numel() / out;
+    int64_t widest = 0;
+    for (int64_t k = 0; k < out; ++k) {
+      int64_t sum = 0;
+      for (int64_t e = 0; e < per; ++e) sum += std::abs(static_cast<int>(w.s8()[k * per + e]));
+      widest = std::max(widest, sum);
+    }
+    if (widest * (grid && grid->is_signed ? 128 : 255) < (int64_t{1} << 24)) on_floats.insert(L.name);
   }
-  return widest * (grid && grid->is_signed ? 128 : 255) < (int64_t{1} << 24);
+  return on_floats;
 }
 
 namespace {
@@ -38,7 +45,6 @@ void to_floats(Builder& b, const OpContext& c, Weighted& w) {
   if (x.data_type() != dt::f32) w.x.slot = b.reorder(w.x.slot, memory::desc(x.dims(), dt::f32, Builder::plain(x)));
   w.src = b.desc(w.x.slot);
   w.dst = memory::desc(w.dst.dims(), dt::f32, Builder::plain(w.dst));
-  w.packed_type = dt::f32;
   w.on_floats = true;
   memory::dims per_channel(w.dst.dims().size(), 1);
   per_channel[1] = w.dst.dims()[1];
@@ -64,7 +70,7 @@ Weighted begin_weighted(Builder& b, const OpContext& c) {
   if (c.int8 && x.scale == 0) x = b.quantize(x, c.points[0], c.layer.name);
   Weighted w = weighted_on(b, c, x, b.desc(x.slot));
   if (c.int8 && !b.model().int8_kernels) {
-    if (runs_on_floats(b.model(), c.layer, c.info.out_shape[0], c.points[0]))
+    if (b.model().on_floats.count(c.layer.name))
       to_floats(b, c, w);
     else
       w.reference = true;
@@ -89,7 +95,7 @@ Weighted weighted_on(Builder& b, const OpContext& c, const Act& x, const memory:
     w.attr.set_output_scales(1 << 1, w.output_scales);
   }
   w.attr.set_post_ops(c.post_ops);
-  w.weight_type = w.packed_type = c.int8 ? dt::s8 : dt::f32;
+  w.weight_type = c.int8 ? dt::s8 : dt::f32;
   return w;
 }
 

@@ -10,6 +10,7 @@
 #include "runtime/model_file.h"
 #include "runtime/plan.h"
 
+#include <set>
 #include <string>
 #include <vector>
 
@@ -21,20 +22,20 @@ struct Weighted {
   const Tensor* weight = nullptr;  // the file's weights
   const float* weight_scales = nullptr;  // per output channel, int8 layers
   dt weight_type = dt::f32;        // the file's: s8 for int8 layers
-  dt packed_type = dt::f32;        // the primitive's: weight_type, or f32 on floats
   std::vector<float> output_scales;  // int8 layers: per output channel, s_in * s_w[c] (/ s_out onto an int8 output)
   dnnl::primitive_attr attr;       // user scratchpad, output scales (int8), the fused activation
   bool on_floats = false;          // an int8 layer run as a float primitive on the integer values
   memory channel_scales;           // on floats: output_scales, the operand of its first post-op (a multiply)
   bool reference = false;          // an int8 layer that must run oneDNN's reference kernel (see above)
+  dt packed_type() const { return on_floats ? dt::f32 : weight_type; }  // the weights as the primitive reads them
 };
 
 Weighted begin_weighted(Builder& b, const OpContext& c);
 // The same for a layer whose input `x` (of descriptor `src`) is never formed: a depthwise conv
 // computed inside the 1x1 conv before it (ops/conv.cpp).
 Weighted weighted_on(Builder& b, const OpContext& c, const Act& x, const memory::desc& src);
-// Whether int8 layer L (`out` channels, reading point `point`) runs on floats on this CPU.
-bool runs_on_floats(const Loaded& m, const Layer& L, int64_t out, const std::string& point);
+// The int8 convs and linears that run on floats (Loaded::on_floats, chosen once at load).
+std::set<std::string> layers_on_floats(const Loaded& m);
 // The layer's bias as its primitive takes it (in the int32 sum's units for an int8 layer).
 memory packed_bias(Builder& b, const OpContext& c, const Weighted& w);
 // Steps `pd` on to oneDNN's reference implementation when `w` asks for it (a layer whose int8
