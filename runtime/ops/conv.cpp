@@ -64,7 +64,12 @@ std::optional<Act> build_conv_with_depthwise(Builder& b, const OpContext& c, con
   if (dc.activation) append_activation(ops, *dc.activation, dc.out_scale);
   w.attr.set_post_ops(ops);
   const memory::desc w_any(user_weights(c, dt::s8).dims(), dt::s8, tag::any);
-  auto pd = conv_pd(b, L, w, w_any);
+  dnnl::convolution_forward::primitive_desc pd;
+  try {
+    pd = conv_pd(b, L, w, w_any);
+  } catch (const dnnl::error&) {  // no kernel for the pair on this CPU (oneDNN's lists differ by ISA)
+    return std::nullopt;
+  }
   if (std::string(pd.impl_info_str()).rfind("ref", 0) == 0 || pd.dst_desc() != dw.dst) return std::nullopt;
   const Loaded& m = b.model();
   const memory weights = m.constant(weight_key(L.name), *w.weight, user_weights(c, dt::s8), pd.weights_desc());
