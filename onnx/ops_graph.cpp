@@ -6,6 +6,7 @@
 
 #include "common/error.h"
 #include "onnx/importer.h"
+#include "spec/arguments.h"
 
 namespace shrink::onnx_import {
 
@@ -158,7 +159,12 @@ void Importer::concat(const onnx::NodeProto& n) {
   int64_t axis = attr_int(n, "axis", 1);
   if (axis < 0) axis += static_cast<int64_t>(rank) + 1;
   if (axis != 1) unsupported(n, "only a concat along channels (axis 1) is supported");
-  if (layers.size() < 2 || layers.size() > 16) unsupported(n, "a concat of 2 to 16 tensors is supported");
+  const int most = spec_text::kMaxMergeInputs;
+  if (layers.size() > static_cast<size_t>(most)) unsupported(n, fmt::format("a concat of at most {} tensors is supported", most));
+  if (layers.size() == 1) {  // torch.cat([x]) (a DenseNet's first layer): x itself
+    set_output(n, input(n, 0));
+    return;
+  }
   add_layer(n, layer_of(LayerType::Concat), layers);
 }
 

@@ -13,8 +13,8 @@ enum : unsigned {
   kQuiet = 1u << 3,       // the printer leaves it out while it has its default (rarely used arguments)
 };
 
-// Most inputs a merging layer (add, mul, concat) names.
-inline constexpr int kMaxMergeInputs = 16;
+// Most inputs a concat names (a DenseNet-201 block joins 49).
+inline constexpr int kMaxMergeInputs = 256;
 
 // A Visitor has:
 //   integer(key, int64_t& field, int64_t fallback, unsigned how, const char* missing)

@@ -48,8 +48,8 @@ bool is_identifier(const std::string& s) {
   return std::all_of(s.begin(), s.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; });
 }
 
-// The keys of a merging layer's inputs: a, b, c, ...
-std::string input_key(int k) { return std::string(1, static_cast<char>('a' + k)); }
+// The keys of a merging layer's inputs: a, b, c, ..., z, then in27, in28, ...
+std::string input_key(int k) { return k < 26 ? std::string(1, static_cast<char>('a' + k)) : "in" + std::to_string(k + 1); }
 
 // The keys a kind accepts, and which may be given without key= (in order).
 struct KeyCollector {

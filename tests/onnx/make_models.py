@@ -225,6 +225,24 @@ class ConcatNet(nn.Module):
         return self.head(torch.relu(self.conv(torch.cat([self.a(x), self.b(x), x], 1))))
 
 
+class DenseNet(nn.Module):
+    """A DenseNet block as torchvision writes it: each layer (batchnorm, relu, conv) reads the concat
+    of every earlier output, the first a concat of one tensor; the last concat joins 29."""
+    def __init__(self, layers=28, growth=2):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        c = [4 + growth * k for k in range(layers + 1)]
+        self.layers = nn.ModuleList(seq(nn.BatchNorm2d(c[k]), nn.ReLU(), nn.Conv2d(c[k], growth, 3, padding=1, bias=False))
+                                    for k in range(layers))
+        self.head = seq(nn.BatchNorm2d(c[-1]), nn.ReLU(), *gap_head(c[-1]))
+
+    def forward(self, x):
+        features = [self.stem(x)]
+        for layer in self.layers:
+            features.append(layer(torch.cat(features, 1)))
+        return self.head(torch.cat(features, 1))
+
+
 def dropout_identity():
     return seq(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Dropout(0.3), *gap_head(8))
 
@@ -633,6 +651,7 @@ NETS = [
     Net("reshape_const", lambda: ReshapeNet("const"), (3, 12, 12)),
     Net("residual_add", residual_add, S16),
     Net("concat", ConcatNet, S16),
+    Net("densenet", DenseNet, (3, 12, 12)),
     Net("dropout_identity", dropout_identity, S16, post=insert_identity),
     Net("resnet18", small_stem_resnet18, (3, 32, 32)),
     Net("mobilenet_v2", mobilenet_v2, (3, 32, 32)),
