@@ -40,11 +40,12 @@ Splits open_splits(const DataConfig& c) {
   if (!fs::exists(c.path)) throw UserError(fmt::format("data.path = {}: no such file or folder", c.path));
   if (c.source == "hdf5") return {open_hdf5(c.path, c.train_split, c.shape, c.in_memory), open_hdf5(c.path, c.test_split, c.shape, c.in_memory), {}, false};
   if (c.source == "idx") {
+    bool train_images = false, test_images = false;
     auto train = read_idx(find_file(c.path, {"train-images-idx3-ubyte", "train-images-idx3-ubyte.gz", "train-images.idx3-ubyte"}),
-                          find_file(c.path, {"train-labels-idx1-ubyte", "train-labels-idx1-ubyte.gz", "train-labels.idx1-ubyte"}));
+                          find_file(c.path, {"train-labels-idx1-ubyte", "train-labels-idx1-ubyte.gz", "train-labels.idx1-ubyte"}), &train_images);
     auto test = read_idx(find_file(c.path, {"t10k-images-idx3-ubyte", "t10k-images-idx3-ubyte.gz", "t10k-images.idx3-ubyte"}),
-                         find_file(c.path, {"t10k-labels-idx1-ubyte", "t10k-labels-idx1-ubyte.gz", "t10k-labels.idx1-ubyte"}));
-    return {train, test, {}, true};
+                         find_file(c.path, {"t10k-labels-idx1-ubyte", "t10k-labels-idx1-ubyte.gz", "t10k-labels.idx1-ubyte"}), &test_images);
+    return {train, test, {}, train_images && test_images};
   }
   if (c.source == "cifar10") {
     std::vector<std::string> train_files;
@@ -94,13 +95,16 @@ std::shared_ptr<Source> random_subset(const std::shared_ptr<Source>& source, int
   return std::make_shared<SubsetSource>(source, indices, fmt::format("{} ({} of its {} examples)", source->describe(), n, source->size()));
 }
 
+// IDX (train-images-idx3-ubyte, t10k-labels.idx1-ubyte.gz, ...) and CIFAR-10 (data_batch_1.bin) files by name.
+bool idx_or_cifar_name(const std::string& name) { return name.find("-ubyte") != std::string::npos || fs::path(name).extension() == ".bin"; }
+
 // Subfolders and no IDX or CIFAR-10 files: CLASS/* or train/CLASS/* trees.
 bool looks_like_image_folder(const std::string& path) {
   bool folders = false;
   std::error_code ec;  // an unreadable folder: describe_data's own listing names it
   for (const auto& entry : fs::directory_iterator(path, ec)) {
     std::string name = entry.path().filename().string();
-    if (name.find("idx") != std::string::npos || name.find(".bin") != std::string::npos) return false;
+    if (idx_or_cifar_name(name)) return false;
     folders = folders || (entry.is_directory() && name.rfind('.', 0) != 0);
   }
   return folders;
@@ -126,9 +130,10 @@ Data open_data(const DataConfig& c) {
   bool compute = c.normalize == "dataset";
   std::vector<double> sum, sq;
   int64_t count = 0;
+  for (const auto* split : {&train, &test})
+    if ((*split)->size() == 0) throw UserError(fmt::format("{}: no {} examples", (*split)->describe(), split == &train ? "training" : "test"));
   check_and_measure(*train, classes, compute ? &sum : nullptr, compute ? &sq : nullptr, &count);
   check_and_measure(*test, classes, nullptr, nullptr, &count);
-  if (train->size() == 0 || test->size() == 0) throw UserError("the dataset has an empty train or test split");
   if (compute) {
     for (size_t ch = 0; ch < sum.size(); ++ch) {
       double mean = sum[ch] / count, var = sq[ch] / count - mean * mean;
@@ -172,7 +177,7 @@ std::string describe_data(const std::string& path) {
     std::string out;
     for (const auto& entry : fs::directory_iterator(path)) {
       std::string name = entry.path().filename().string();
-      if (name.find("idx") != std::string::npos || name.find(".bin") != std::string::npos) out += describe_data(entry.path().string());
+      if (idx_or_cifar_name(name)) out += describe_data(entry.path().string());
     }
     if (out.empty()) throw UserError(fmt::format("{}: no IDX or CIFAR-10 files in this folder", path));
     return out;
@@ -186,10 +191,7 @@ std::string describe_data(const std::string& path) {
   }
   auto t = read_idx_tensor(path);
   std::string out = fmt::format("{} (IDX): {} {}", path, shape_string(t.sizes().vec()), c10::toString(t.scalar_type()));
-  if (t.dim() == 1 && !t.is_floating_point()) {
-    auto counts = torch::bincount(t.to(torch::kInt64).clamp_min(0));
-    out += fmt::format(", class counts {}", fmt::join(std::vector<int64_t>(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + counts.numel()), " "));
-  }
+  if (t.dim() == 1 && !t.is_floating_point()) out += fmt::format(", class counts {}", fmt::join(label_counts(t, path), " "));
   return out + "\n";
 }
 

@@ -35,13 +35,36 @@ bool has_image_extension(const fs::path& p) {
   return ext == ".png" || ext == ".jpg" || ext == ".jpeg";
 }
 
-std::vector<fs::path> sorted_entries(const fs::path& dir, bool folders) {
+// The class folders under `dir`, sorted.
+std::vector<fs::path> sorted_folders(const fs::path& dir) {
   std::vector<fs::path> out;
-  for (const auto& e : fs::directory_iterator(dir)) {
-    if (hidden(e.path())) continue;
-    if (folders ? e.is_directory() : (e.is_regular_file() && has_image_extension(e.path()))) out.push_back(e.path());
-  }
+  for (const auto& e : fs::directory_iterator(dir))
+    if (!hidden(e.path()) && e.is_directory()) out.push_back(e.path());
   std::sort(out.begin(), out.end());
+  return out;
+}
+
+// A class folder's images, its subfolders' too (following links), in torchvision ImageFolder's
+// order (sorted(os.walk(...)): by folder path as a string, then by name), so both read the same
+// examples in the same order. A link to nothing with an image's name is an error naming it.
+std::vector<fs::path> images_in(const fs::path& dir) {
+  constexpr int kDeepest = 32;  // deeper is a link loop, which os.walk would follow forever
+  std::vector<fs::path> out;
+  for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::follow_directory_symlink); it != fs::end(it); ++it) {
+    const fs::path& p = it->path();
+    if (hidden(p)) {
+      it.disable_recursion_pending();
+      continue;
+    }
+    if (it.depth() >= kDeepest) throw UserError(fmt::format("{}: folders nested over {} deep (a link loop?)", p.string(), kDeepest));
+    if (!has_image_extension(p)) continue;
+    if (it->is_symlink() && !fs::exists(p)) throw UserError(fmt::format("{}: a link to a file that does not exist", p.string()));
+    if (it->is_regular_file()) out.push_back(p);
+  }
+  std::sort(out.begin(), out.end(), [](const fs::path& a, const fs::path& b) {
+    const std::string da = a.parent_path().string(), db = b.parent_path().string();
+    return da != db ? da < db : a.filename().string() < b.filename().string();
+  });
   return out;
 }
 
@@ -59,11 +82,11 @@ struct Listing {
 // CLASS/* under `dir`, labelled by position in `classes` (a class folder `classes` lacks is an error).
 std::vector<Example> list_split(const fs::path& dir, const std::vector<std::string>& classes) {
   std::vector<Example> out;
-  for (const auto& folder : sorted_entries(dir, true)) {
+  for (const auto& folder : sorted_folders(dir)) {
     auto it = std::find(classes.begin(), classes.end(), folder.filename().string());
     if (it == classes.end())
       throw UserError(fmt::format("{}: a class the training images do not have", folder.string()));
-    auto files = sorted_entries(folder, false);
+    auto files = images_in(folder);
     if (files.empty()) throw UserError(fmt::format("{}: an empty class folder (no .png, .jpg or .jpeg files)", folder.string()));
     for (auto& f : files) out.push_back({f, it - classes.begin()});
   }
@@ -72,7 +95,7 @@ std::vector<Example> list_split(const fs::path& dir, const std::vector<std::stri
 
 std::vector<std::string> class_names_in(const fs::path& dir) {
   std::vector<std::string> out;
-  for (const auto& folder : sorted_entries(dir, true)) out.push_back(folder.filename().string());
+  for (const auto& folder : sorted_folders(dir)) out.push_back(folder.filename().string());
   if (out.size() < 2) throw UserError(fmt::format("{}: needs at least two class folders, found {}", dir.string(), out.size()));
   return out;
 }
@@ -209,32 +232,44 @@ auto naming_filesystem_errors(Fn fn) {
   }
 }
 
+// Decodes the listing's images into the cache file. Written under a name of this process, then
+// renamed: two runs decoding the same folder at once each write their own file, and either one
+// ends as the cache.
+void write_cache(const FolderOptions& o, const Listing& l, const std::vector<int64_t>& shape, const fs::path& cache) {
+  std::error_code ec;
+  fs::create_directories(cache.parent_path(), ec);
+  if (ec) throw UserError(fmt::format("data.cache = {}: cannot create the folder ({})", cache.parent_path().string(), ec.message()));
+  const bool given = !o.shape.empty();
+  const fs::path first = l.train.front().file;
+  const std::string part = fmt::format("{}.part-{}", cache.string(), getpid());
+  write_hdf5(part, {{"train/data", decode_all(l.train, shape, given, first)},
+                    {"train/target", labels_of(l.train)},
+                    {"test/data", decode_all(l.test, shape, given, first)},
+                    {"test/target", labels_of(l.test)}});
+  fs::rename(part, cache);
+}
+
 FolderData open_folder(const FolderOptions& o) {
   if (!fs::is_directory(o.root)) throw UserError(fmt::format("data.path = {}: not a folder", o.root));
   Listing l = list_folder(o);
   const std::vector<int64_t> shape = target_shape(o, l);
   fs::path dir = o.cache_dir.empty() ? default_cache_dir() : o.cache_dir;
   fs::path cache = dir / fmt::format("images-{:016x}.h5", cache_key(o, l));
-  if (!fs::exists(cache)) {
-    std::error_code ec;
-    fs::create_directories(dir, ec);
-    if (ec) throw UserError(fmt::format("data.cache = {}: cannot create the folder ({})", dir.string(), ec.message()));
-    bool given = !o.shape.empty();
-    const fs::path first = l.train.front().file;
-    // Written under a name of this process, then renamed: two runs decoding the same folder at
-    // once each write their own file, and either one ends as the cache.
-    const std::string part = fmt::format("{}.part-{}", cache.string(), getpid());
-    write_hdf5(part, {{"train/data", decode_all(l.train, shape, given, first)},
-                      {"train/target", labels_of(l.train)},
-                      {"test/data", decode_all(l.test, shape, given, first)},
-                      {"test/target", labels_of(l.test)}});
-    fs::rename(part, cache);
-  }
+  if (!fs::exists(cache)) write_cache(o, l, shape, cache);
   FolderData d;
   d.class_names = l.classes;
   auto described = [&](const char* split) { return fmt::format("image folder {}: {} split (decoded into {})", l.layout, split, cache.string()); };
-  d.train = open_hdf5(cache.string(), "train", {}, o.in_memory, described("train"));
-  d.test = open_hdf5(cache.string(), "test", {}, o.in_memory, described("test"));
+  auto open = [&] {
+    d.train = open_hdf5(cache.string(), "train", {}, o.in_memory, described("train"));
+    d.test = open_hdf5(cache.string(), "test", {}, o.in_memory, described("test"));
+  };
+  try {
+    open();
+  } catch (const UserError&) {  // a cache file that no longer reads (a disk error, a copy cut short): made again
+    fs::remove(cache);
+    write_cache(o, l, shape, cache);
+    open();
+  }
   return d;
 }
 

@@ -27,7 +27,9 @@ void write_hdf5_tensor(const std::string& path, const std::string& name, const t
 torch::Tensor read_hdf5_tensor(const std::string& path, const std::string& name);
 
 // IDX (MNIST family), gzip'd or raw: images [N,H,W] or [N,H,W,C]... as [N,1,H,W]; labels [N].
-std::shared_ptr<MemorySource> read_idx(const std::string& images_path, const std::string& labels_path);
+// `eight_bit`, if given, says whether the images were uint8 (scaled to [0,1]: images as shrink-run
+// reads PNG and JPEG files) rather than values of another type, taken as they are.
+std::shared_ptr<MemorySource> read_idx(const std::string& images_path, const std::string& labels_path, bool* eight_bit = nullptr);
 // One IDX file as a tensor of its own dtype (exposed for tests and `data info`).
 torch::Tensor read_idx_tensor(const std::string& path);
 

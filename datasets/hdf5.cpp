@@ -311,15 +311,19 @@ std::string describe_hdf5(const std::string& path) {
       Handle d(H5Dopen2(f.id, ("/" + g + "/data").c_str(), H5P_DEFAULT), H5Dclose);
       dtype = type_name(d.id);
     }
+    if (source.size() == 0) {
+      out += fmt::format("/{}: data {} [0, {}]: no examples\n", g, dtype, fmt::join(source.shape(), ", "));
+      continue;
+    }
     torch::Tensor x, y;
     source.read_range(0, source.size(), x, y);
-    int64_t classes = y.numel() ? y.max().item<int64_t>() + 1 : 0;
-    auto counts = torch::bincount(y.clamp_min(0), {}, classes);
+    const std::vector<int64_t> counts = label_counts(y, fmt::format("{} /{}", path, g));
+    const int64_t classes = static_cast<int64_t>(counts.size());
     out += fmt::format("/{}: data {} [{}, {}], target int [{}], labels {}..{}, value range [{:.4g}, {:.4g}], finite: {}\n", g, dtype,
-                       source.size(), fmt::join(source.shape(), ", "), source.size(), y.numel() ? y.min().item<int64_t>() : 0,
-                       classes - 1, x.min().item<float>(), x.max().item<float>(), torch::isfinite(x).all().item<bool>() ? "yes" : "NO");
+                       source.size(), fmt::join(source.shape(), ", "), source.size(), y.min().item<int64_t>(), classes - 1,
+                       x.min().item<float>(), x.max().item<float>(), torch::isfinite(x).all().item<bool>() ? "yes" : "NO");
     std::vector<std::string> parts;
-    for (int64_t c = 0; c < classes; ++c) parts.push_back(fmt::format("{}:{}", c, counts[c].item<int64_t>()));
+    for (int64_t c = 0; c < classes; ++c) parts.push_back(fmt::format("{}:{}", c, counts[c]));
     out += fmt::format("  class counts {}\n", fmt::join(parts, " "));
   }
   return out;

@@ -50,16 +50,25 @@ torch::Tensor read_idx_tensor(const std::string& path) {
     default: throw UserError(fmt::format("{}: unknown IDX data type 0x{:02x}", path, head[2]));
   }
   std::vector<int64_t> dims(head[3]);
-  uint64_t total = elem;
   for (auto& d : dims) {
     unsigned char b[4];
     if (!file.read(b, 4)) throw UserError(fmt::format("{}: truncated IDX header", path));
     d = (int64_t(b[0]) << 24) | (b[1] << 16) | (b[2] << 8) | b[3];
-    total *= static_cast<uint64_t>(d);
-    if (total > (uint64_t(1) << 36)) throw UserError(fmt::format("{}: IDX dimensions {} are absurdly large", path, shape_string(dims)));
   }
+  uint64_t total = elem;
+  for (int64_t d : dims) {  // checked before multiplying: four 32-bit dimensions overflow 64 bits
+    if (d != 0 && total > (uint64_t(1) << 36) / static_cast<uint64_t>(d))
+      throw UserError(fmt::format("{}: IDX dimensions {} are absurdly large", path, shape_string(dims)));
+    total *= static_cast<uint64_t>(d);
+  }
+  // What the file can hold, known before allocating what its header claims: the bytes after the
+  // header, or deflate's largest expansion (1032x) of a gzip'd file's size.
+  const uint64_t file_bytes = std::filesystem::file_size(path), header = 4 + 4 * dims.size();
+  const uint64_t most = gzdirect(file.f) ? file_bytes - std::min(file_bytes, header) : 1032 * file_bytes;
+  const auto truncated = [&] { return UserError(fmt::format("{}: truncated: expected {} bytes of data for shape {}", path, total, shape_string(dims))); };
+  if (total > most) throw truncated();
   auto t = torch::empty(dims, type);
-  if (!file.read(t.data_ptr(), total)) throw UserError(fmt::format("{}: truncated: expected {} bytes of data for shape {}", path, total, shape_string(dims)));
+  if (!file.read(t.data_ptr(), total)) throw truncated();
   if (elem > 1) {  // big-endian on disk
     auto bytes = t.view(torch::kUInt8).view({-1, static_cast<int64_t>(elem)});
     bytes.copy_(bytes.flip(1));
@@ -67,8 +76,9 @@ torch::Tensor read_idx_tensor(const std::string& path) {
   return t;
 }
 
-std::shared_ptr<MemorySource> read_idx(const std::string& images_path, const std::string& labels_path) {
+std::shared_ptr<MemorySource> read_idx(const std::string& images_path, const std::string& labels_path, bool* eight_bit) {
   auto images = read_idx_tensor(images_path);
+  if (eight_bit) *eight_bit = images.scalar_type() == torch::kUInt8;
   auto labels = read_idx_tensor(labels_path);
   if (images.dim() < 2) throw UserError(fmt::format("{}: expected images [N,H,W], got {}", images_path, shape_string(images.sizes().vec())));
   if (labels.dim() != 1 || labels.size(0) != images.size(0))

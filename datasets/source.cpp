@@ -40,17 +40,25 @@ void SubsetSource::read(const std::vector<int64_t>& indices, torch::Tensor& x, t
   base_->read(mapped, x, y);
 }
 
+namespace {
+
+void check_labels(const torch::Tensor& y, int64_t classes, const std::string& what, int64_t first_index) {
+  auto out_of_range = (y < 0) | (y >= classes);
+  if (out_of_range.any().item<bool>()) {
+    int64_t bad = out_of_range.nonzero()[0][0].item<int64_t>();
+    throw UserError(fmt::format("{}: example {} has label {}, outside [0, {})", what, first_index + bad, y[bad].item<int64_t>(), classes));
+  }
+}
+
+}  // namespace
+
 void validate_examples(const torch::Tensor& x, const torch::Tensor& y, int64_t classes, const std::string& what, int64_t first_index) {
   auto finite = torch::isfinite(x).flatten(1).all(1);
   if (!finite.all().item<bool>()) {
     int64_t bad = (~finite).nonzero()[0][0].item<int64_t>();
     throw UserError(fmt::format("{}: example {} has a NaN or infinite input value", what, first_index + bad));
   }
-  auto out_of_range = (y < 0) | (y >= classes);
-  if (out_of_range.any().item<bool>()) {
-    int64_t bad = out_of_range.nonzero()[0][0].item<int64_t>();
-    throw UserError(fmt::format("{}: example {} has label {}, outside [0, {})", what, first_index + bad, y[bad].item<int64_t>(), classes));
-  }
+  check_labels(y, classes, what, first_index);
 }
 
 std::vector<int64_t> class_counts(const Source& source, int64_t classes) {
@@ -59,9 +67,18 @@ std::vector<int64_t> class_counts(const Source& source, int64_t classes) {
   for (int64_t start = 0; start < source.size(); start += chunk) {
     torch::Tensor x, y;
     source.read_range(start, std::min(chunk, source.size() - start), x, y);
-    counts += torch::bincount(y.clamp(0, classes - 1), {}, classes);
+    check_labels(y, classes, source.describe(), start);
+    counts += torch::bincount(y, {}, classes);
   }
   return {counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + classes};
+}
+
+std::vector<int64_t> label_counts(const torch::Tensor& y, const std::string& what) {
+  if (y.numel() == 0) return {};
+  const torch::Tensor labels = y.to(torch::kInt64);
+  check_labels(labels, int64_t{1} << 20, what, 0);
+  const auto counts = torch::bincount(labels);
+  return {counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + counts.numel()};
 }
 
 }  // namespace shrink

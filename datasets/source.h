@@ -59,7 +59,10 @@ class SubsetSource : public Source {
 // Checks a batch of examples: finite inputs, labels in [0, classes). Throws UserError naming
 // `what` and the first bad example (offset by `first_index`).
 void validate_examples(const torch::Tensor& x, const torch::Tensor& y, int64_t classes, const std::string& what, int64_t first_index);
-// Per-class counts of a source's labels.
+// Per-class counts of a source's labels, checked as validate_examples checks them.
 std::vector<int64_t> class_counts(const Source& source, int64_t classes);
+// Per-label counts of labels whose number of classes no file states (IDX, HDF5): as many as the
+// largest label says; a negative label, or one of 2^20 or more, is a UserError naming `what`.
+std::vector<int64_t> label_counts(const torch::Tensor& y, const std::string& what);
 
 }  // namespace shrink

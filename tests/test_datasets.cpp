@@ -87,6 +87,12 @@ CATCH_TEST_CASE("bad HDF5 data gives clear errors", "[data][hdf5]") {
   CATCH_CHECK(open_error(c).find("does not fit data.shape = 1x5x5") != std::string::npos);
   write_small(dir / "label.h5", torch::rand({20, 16}), torch::full({20}, 1).index_put_({5}, 3));
   CATCH_CHECK(open_error(hdf5_config(dir / "label.h5")).find("example 5 has label 3, outside [0, 3)") != std::string::npos);
+  write_small(dir / "negative.h5", torch::rand({20, 16}), torch::full({20}, 1).index_put_({7}, -2));
+  CATCH_CHECK_THROWS_WITH(describe_data(dir / "negative.h5"), Catch::Contains("example 7 has label -2"));
+  write_hdf5(dir / "empty.h5", "train", torch::rand({0, 16}), torch::zeros({0}));
+  write_hdf5(dir / "empty.h5", "test", torch::rand({4, 16}), torch::zeros({4}), true);
+  CATCH_CHECK_THAT(describe_data(dir / "empty.h5"), Catch::Contains("/train: data float32 [0, 16]: no examples"));
+  CATCH_CHECK_THAT(open_error(hdf5_config(dir / "empty.h5")), Catch::Contains("no training examples"));
   auto nan = torch::rand({20, 16});
   nan[11][4] = std::nanf("");
   write_small(dir / "nan.h5", nan);
@@ -130,6 +136,20 @@ CATCH_TEST_CASE("IDX files, raw and gzip'd, and truncated ones", "[data][idx]") 
   CATCH_CHECK_THROWS_WITH(read_idx_tensor(dir / "bad-idx"), Catch::Contains("bad magic"));
   shrink::test::write_idx(dir / "t10k-labels-idx1-ubyte.gz", labels.narrow(0, 0, 3));  // 4 images, 3 labels
   CATCH_CHECK(open_error(c).find("expected 4 labels") != std::string::npos);
+  // A header claiming more than the file holds is refused before allocating it (here 32 GiB), one
+  // whose dimensions overflow 64 bits too.
+  shrink::test::write_text(dir / "claims-idx", std::string("\0\0\x08\x03\0\x00\x80\0\0\0\x04\0\0\0\x04\0", 16) + std::string(100, 'x'));
+  CATCH_CHECK_THROWS_WITH(read_idx_tensor(dir / "claims-idx"), Catch::Contains("truncated: expected 34359738368 bytes"));
+  shrink::test::write_text(dir / "overflow-idx", std::string("\0\0\x0E\x03\0\x01\0\0\0\x01\0\0\x20\0\0\0", 16));
+  CATCH_CHECK_THROWS_WITH(read_idx_tensor(dir / "overflow-idx"), Catch::Contains("absurdly large"));
+  // data info counts labels as training checks them: a negative one is an error, not class 0.
+  shrink::test::write_idx(dir / "neg-labels-idx1-ubyte", torch::tensor({1, -1, 0}, torch::kInt32));
+  CATCH_CHECK_THROWS_WITH(describe_data(dir / "neg-labels-idx1-ubyte"), Catch::Contains("example 1 has label -1"));
+  // Images that are not 8-bit are values taken as they are: a model trained on them does not take PNG files.
+  shrink::test::write_idx(dir / "train-images-idx3-ubyte.gz", images.to(torch::kInt32));
+  shrink::test::write_idx(dir / "t10k-images-idx3-ubyte", images.narrow(0, 0, 4).to(torch::kInt32));
+  shrink::test::write_idx(dir / "t10k-labels-idx1-ubyte.gz", labels.narrow(0, 0, 4));
+  CATCH_CHECK_FALSE(open_data(c).images);
 }
 
 CATCH_TEST_CASE("CIFAR-10 binary batches", "[data][cifar]") {
@@ -155,6 +175,9 @@ CATCH_TEST_CASE("CIFAR-10 binary batches", "[data][cifar]") {
   d.test->read_range(0, 4, x, y);
   CATCH_CHECK(y[3].item<int64_t>() == 3);
   CATCH_CHECK(x[1][0][0][2].item<float>() == Approx(3.0 / 255));
+  CATCH_CHECK(d.images);
+  shrink::test::write_text(dir / "label11.bin", "\x0b" + std::string(3072, 'x'));  // a record of label 11
+  CATCH_CHECK_THROWS_WITH(describe_data(dir / "label11.bin"), Catch::Contains("example 0 has label 11, outside [0, 10)"));
   shrink::test::write_text(dir / "test_batch.bin", std::string(3072, 'x'));  // not whole records
   CATCH_CHECK(open_error(c).find("not a whole number of CIFAR-10 records") != std::string::npos);
 }
@@ -309,6 +332,40 @@ CATCH_TEST_CASE("image folder errors name the file or folder", "[data][folder][e
     std::ofstream(root + "/train/bag/broken.png") << "\x89PNG\r\n\x1a\n truncated";
   }
   CATCH_CHECK_THAT(open_error(c), Catch::Contains("train/bag/broken.png"));
+  std::filesystem::remove(root + "/train/bag/broken.png");
+  std::filesystem::create_symlink(root + "/nothing.png", root + "/train/bag/gone.png");
+  CATCH_CHECK_THAT(open_error(c), Catch::Contains("train/bag/gone.png: a link to a file that does not exist"));
+}
+
+CATCH_TEST_CASE("an image folder's class folders are read with their subfolders, in torchvision ImageFolder's order", "[data][folder]") {
+  TempDir dir;
+  const std::string root = dir / "images";
+  make_image_folder(root, {1, 8, 8});
+  auto c = folder_config(dir, root, {1, 8, 8});
+  const int64_t before = open_data(c).train->size();
+  // Images of one value each, 100 + k, in subfolders of "bag" (and one in a hidden folder, skipped).
+  const std::vector<std::string> files = {"bag/a-b/0.png", "bag/a/z.png", "bag/a/y/0.png", "bag/.hidden/0.png"};
+  std::string script = "from PIL import Image\nimport os\n";
+  for (size_t k = 0; k < files.size(); ++k) {
+    const std::string path = root + "/train/" + files[k];
+    std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+    script += fmt::format("Image.new('L', (8, 8), {}).save('{}')\n", 100 + k, path);
+  }
+  shrink::test::write_text(dir / "write.py", script);
+  CATCH_REQUIRE(test::run_cmd("/usr/bin/python3 " + dir / "write.py").code == 0);
+  c.cache = dir / "cache2";
+  Data d = open_data(c);
+  CATCH_REQUIRE(d.train->size() == before + 3);
+  torch::Tensor x, y;
+  d.train->read_range(0, d.train->size(), x, y);
+  std::vector<int64_t> order;  // the new images' places, by their pixel values
+  for (int64_t i = 0; i < x.size(0); ++i) {
+    const int64_t v = std::lround(x[i][0][0][0].item<float>() * 255);
+    if (v >= 100 && v < 104 && (x[i] == x[i][0][0][0]).all().item<bool>()) order.push_back(v - 100);
+  }
+  // torchvision's order, sorted(os.walk(...)): by folder path as a string (bag/a, bag/a-b, bag/a/y:
+  // '-' sorts before '/'), then by name.
+  CATCH_CHECK(order == std::vector<int64_t>{1, 0, 2});
 }
 
 CATCH_TEST_CASE("data.train_subset trains on a seeded random choice of the training examples, the test split whole", "[data]") {
