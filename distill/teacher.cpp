@@ -35,7 +35,7 @@ class NativeTeacher : public Teacher {
     Augment norm = normalization_of(trained.meta);
     mean = norm.mean;
     std = norm.std;
-    class_names = trained.meta.value("class_names", std::vector<std::string>{});
+    class_names = class_names_of(trained.meta);
   }
   torch::Tensor forward(const torch::Tensor& x, const std::vector<std::string>& taps, std::map<std::string, torch::Tensor>* tapped) override {
     torch::NoGradGuard no_grad;

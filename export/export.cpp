@@ -58,7 +58,7 @@ nlohmann::json export_model(const std::string& checkpoint, const std::string& ou
   FoldedModel folded = fold_batchnorm(model);
   const ModelSpec& spec = folded.model->spec();
   // The names given, else those the checkpoint carries (an imported model's).
-  const auto class_names = o.class_names.empty() ? meta.value("class_names", std::vector<std::string>{}) : o.class_names;
+  const auto class_names = o.class_names.empty() ? class_names_of(meta) : o.class_names;
   if (!class_names.empty() && static_cast<int64_t>(class_names.size()) != spec.classes)
     throw UserError(fmt::format("--class-names: {} names for {} classes", class_names.size(), spec.classes));
 

@@ -15,6 +15,7 @@
 #include "common/error.h"
 #include "common/file_io.h"
 #include "common/peak_memory.h"
+#include "common/shape.h"
 #include "distill/distill.h"
 #include "jobs/jobs.h"
 #include "prune/prune.h"
@@ -36,6 +37,8 @@ struct Candidate {
   std::string path, kind;
   std::function<torch::Tensor(const torch::Tensor&)> logits;
   nlohmann::json info;  // params, nonzero_params, macs, file_bytes, run_dir
+  std::vector<std::string> class_names;  // what the model calls its outputs, when it says
+  std::vector<int64_t> input;             // the examples it takes (C,H,W), when it says
 };
 
 bool is_shrink_file(const std::string& path) {
@@ -69,6 +72,8 @@ Candidate open_candidate(const std::string& path) {
     const ModelSpec& spec = described.spec;
     c.info["macs"] = total_cost(spec).macs;
     c.info["precision"] = meta.precision;
+    c.class_names = meta.class_names;
+    c.input = model->input_shape();
     const std::string& source = meta.provenance.checkpoint;
     c.info["run_dir"] = source.empty() ? "" : run_dir_of(source);
     int64_t params = 0, nonzero = 0;
@@ -113,6 +118,8 @@ Candidate open_candidate(const std::string& path) {
     c.info["nonzero_params"] = nonzero;
     c.info["macs"] = total_cost(model->spec()).macs;
     c.info["run_dir"] = run_dir_of(path);
+    c.class_names = class_names_of(meta);
+    c.input = meta.at("input").get<std::vector<int64_t>>();
     return c;
   }
   c.kind = "torchscript";
@@ -124,9 +131,13 @@ Candidate open_candidate(const std::string& path) {
   }
   module.eval();
   auto shared = std::make_shared<torch::jit::Module>(module);
-  c.logits = [shared](const torch::Tensor& x) {
+  c.logits = [shared, path](const torch::Tensor& x) {
     torch::NoGradGuard no_grad;
-    return shared->forward({x}).toTensor();
+    try {
+      return shared->forward({x}).toTensor();
+    } catch (const c10::Error& e) {  // a TorchScript file does not say what it takes
+      throw UserError(fmt::format("compare: {} fails on examples of {}: {}", path, shape_string(x.sizes().vec()), e.what_without_backtrace()));
+    }
   };
   int64_t params = 0, nonzero = 0;
   for (const auto& p : module.parameters()) params += p.numel(), nonzero += (p != 0).sum().item<int64_t>();
@@ -220,6 +231,9 @@ nlohmann::json compare_models(const CompareOptions& o) {
   for (size_t m = 0; m < paths.size(); ++m) {
     reset_peak_rss();
     Candidate c = open_candidate(paths[m]);
+    check_class_names(data.class_names, c.class_names, c.path);
+    if (!c.input.empty() && c.input != data.shape)
+      throw UserError(fmt::format("compare: {} takes examples of {}; the data's are {}", c.path, shape_string(c.input), shape_string(data.shape)));
     std::vector<torch::Tensor> parts;
     for (int64_t s = 0; s < x.size(0); s += 256) parts.push_back(c.logits(x.narrow(0, s, std::min<int64_t>(256, x.size(0) - s))));
     auto logits = torch::cat(parts);

@@ -26,11 +26,7 @@ DataConfig data_of(const CheckpointRun& run, const nlohmann::json& meta) {
 
 Data checkpoint_data(const CheckpointRun& run, const nlohmann::json& meta) {
   Data data = open_data(data_of(run, meta));
-  auto input = meta.at("input").get<std::vector<int64_t>>();
-  auto classes = meta.at("classes").get<int64_t>();
-  if (data.shape != input || data.classes != classes)
-    throw UserError(fmt::format("the data has examples of {} and {} classes; the model expects {} and {}", shape_string(data.shape), data.classes,
-                                shape_string(input), classes));
+  check_data_fits(data, meta, run.checkpoint);
   return data;
 }
 

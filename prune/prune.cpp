@@ -222,9 +222,10 @@ nlohmann::json run_prune_job(const JobConfig& job_in, const PruneConfig& c, cons
   LoadedModel start = load_float(c.checkpoint, "prune.checkpoint");
   const nlohmann::json start_meta = start.meta;
   SpecNet current = start.model;
+  Data data = open_data(base.data);
+  check_data_fits(data, start_meta, "prune.checkpoint " + c.checkpoint);
   RunDir run_dir = RunDir::open_stages(base.out, base.resolved_ini, options);
   RunLog& log = run_dir.log();
-  Data data = open_data(base.data);
   double before = accuracy_of(current, data, start_meta);
   log.line(fmt::format("pruning {} ({}): test accuracy {:.2f}% before", c.checkpoint, size_summary(current).dump(), 100 * before));
 
@@ -342,6 +343,7 @@ std::string sensitivity_table(const std::string& checkpoint, const DataConfig& d
   const nlohmann::json& meta = loaded.meta;
   SpecNet model = loaded.model;
   Data data = open_data(data_config);
+  check_data_fits(data, meta, checkpoint);
   double base = accuracy_of(model, data, meta);
   std::string out = fmt::format("test accuracy of {} unpruned: {:.2f}%\n{:<12}", checkpoint, 100 * base, "layer");
   for (double s : sparsities) out += fmt::format(" {:>8}", fmt::format("{:.0f}%", 100 * s));

@@ -105,9 +105,10 @@ nlohmann::json run_quantize_job(const JobConfig& job_in, const QuantizeConfig& q
   nlohmann::json meta = start_model.meta;
   SpecNet fp32 = float_start(start_model, q.checkpoint);
   q.settings.float_layers = match_layers(fp32->spec(), q.float_layers, "quantize.float_layers");
+  Data data = open_data(base.data);
+  check_data_fits(data, meta, "quantize.checkpoint " + q.checkpoint);
   RunDir run_dir = RunDir::open_stages(base.out, base.resolved_ini, options);
   RunLog& log = run_dir.log();
-  Data data = open_data(base.data);
   Augment norm = normalization_of(meta);
   double fp32_accuracy = evaluate(fp32, data.test, norm, base.train.eval_batch_size).accuracy;
   double sparsity = weight_sparsity(fp32).sparsity();

@@ -102,6 +102,13 @@ CATCH_TEST_CASE("a loss that becomes NaN stops the run and keeps the last good c
   CATCH_CHECK_THROWS_WITH(run_train_job(job, resume), Catch::Contains("training diverged") && Catch::Contains("last.pt is kept"));
   CATCH_CHECK(shrink::test::read_text(dir / "run/checkpoints/last.pt") == before);
   CATCH_CHECK(read_checkpoint_meta(dir / "run/checkpoints/last.pt")["epoch"] == 1);
+  // Weights broken by an epoch's last step (here its only one) stop the run too, not saved as done.
+  auto one_step = synthetic_job(dir / "one", "mlp_300_100");
+  one_step.data.synthetic_train = one_step.train.batch_size;
+  one_step.optim.lr = 1e38;  // weights of 1e38 and more: outputs overflow to inf and NaN
+  one_step.optim.schedule = "constant";
+  CATCH_CHECK_THROWS_WITH(run_train_job(one_step, quiet()), Catch::Contains("after epoch 1 the test loss is") && Catch::Contains("no checkpoint was written"));
+  CATCH_CHECK_FALSE(std::filesystem::exists(dir / "one/checkpoints/last.pt"));
 }
 
 CATCH_TEST_CASE("damaged checkpoints are user errors", "[trainer][checkpoint]") {
@@ -115,6 +122,12 @@ CATCH_TEST_CASE("damaged checkpoints are user errors", "[trainer][checkpoint]") 
   shrink::test::write_text(dir / "junk.pt", "junk");
   CATCH_CHECK_THROWS_WITH(load_checkpoint(dir / "junk.pt"), Catch::Contains("not a readable shrink checkpoint"));
   CATCH_CHECK_THROWS_WITH(load_checkpoint(dir / "none.pt"), Catch::Contains("no such file"));
+  // One bit flipped in the weights: LibTorch would load it as other weights; the checksum says so.
+  std::string flipped = whole;
+  flipped[flipped.size() / 2] ^= 0x10;
+  shrink::test::write_text(dir / "flipped.pt", flipped);
+  CATCH_CHECK_THROWS_WITH(load_checkpoint(dir / "flipped.pt"), Catch::Contains("corrupt") && Catch::Contains("does not match its checksum"));
+  CATCH_CHECK_NOTHROW(read_checkpoint_meta(dir / "flipped.pt"));  // the metadata alone is still readable
 }
 
 CATCH_TEST_CASE("step hooks act in the order given and checkpoint their states by name", "[trainer][hooks]") {

@@ -6,15 +6,22 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "common/shape.h"
 #include "common/file_io.h"
+#include "datasets/data.h"
+#include "train/zip_check.h"
 
 namespace shrink {
 namespace {
 
 constexpr int kCheckpointVersion = 1;
 
-torch::serialize::InputArchive open_archive(const std::string& path) {
+// `whole`: the whole file is read (weights, optimizer state), so each entry's checksum is checked
+// first; the metadata alone is read without.
+torch::serialize::InputArchive open_archive(const std::string& path, bool whole = true) {
   if (!std::filesystem::is_regular_file(path)) throw UserError(fmt::format("checkpoint {}: no such file", path));
+  if (whole)
+    if (const std::string damage = zip_damage(path); !damage.empty()) throw UserError(fmt::format("checkpoint {}: corrupt: {}", path, damage));
   torch::serialize::InputArchive archive;
   try {
     archive.load_from(path);
@@ -76,7 +83,7 @@ nlohmann::json meta_of(torch::serialize::InputArchive& archive, const std::strin
 }  // namespace
 
 nlohmann::json read_checkpoint_meta(const std::string& path) {
-  auto archive = open_archive(path);
+  auto archive = open_archive(path, false);
   return meta_of(archive, path);
 }
 
@@ -197,6 +204,8 @@ void load_optimizer_state(const std::string& path, torch::optim::Optimizer& opti
   }
 }
 
+std::vector<std::string> class_names_of(const nlohmann::json& meta) { return meta.value("class_names", std::vector<std::string>{}); }
+
 void check_class_names(const std::vector<std::string>& data_names, const std::vector<std::string>& model_names, const std::string& model) {
   if (data_names.empty() || model_names.empty()) return;
   for (size_t k = 0; k < std::max(data_names.size(), model_names.size()); ++k) {
@@ -205,6 +214,15 @@ void check_class_names(const std::vector<std::string>& data_names, const std::ve
       throw UserError(fmt::format("{} calls class {} {}, the data {}: its classes are not the data's, in the same order", model, k, name(model_names),
                                   name(data_names)));
   }
+}
+
+void check_data_fits(const Data& data, const nlohmann::json& meta, const std::string& model) {
+  const auto input = meta.at("input").get<std::vector<int64_t>>();
+  const auto classes = meta.at("classes").get<int64_t>();
+  if (data.shape != input || data.classes != classes)
+    throw UserError(fmt::format("{} takes examples of {} in {} classes; the data has examples of {} in {} classes", model, shape_string(input), classes,
+                                shape_string(data.shape), data.classes));
+  check_class_names(data.class_names, class_names_of(meta), model);
 }
 
 }  // namespace shrink

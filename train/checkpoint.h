@@ -16,6 +16,8 @@
 
 namespace shrink {
 
+struct Data;
+
 // Metadata fields: "spec" (canonical text), "input", "classes", "mean", "std", "config" (INI),
 // "epoch" (epochs completed), "best_metric", "test_accuracy", plus whatever a stage adds.
 // Named state saved beside the model: an objective's adapters ("objective"), pruning masks ("masks").
@@ -58,9 +60,15 @@ ModelSpec spec_from_meta(const nlohmann::json& meta);
 // The input normalization a checkpoint's model was trained with (empty mean: none).
 Augment normalization_of(const nlohmann::json& meta);
 
+// A checkpoint's class names (its metadata's "class_names"; empty when it has none).
+std::vector<std::string> class_names_of(const nlohmann::json& meta);
+
 // The data's class names against a model's (either empty: nothing to compare). Other names, or
-// the same in another order, would train against labels that mean other classes: a UserError
-// naming the first label where they differ.
+// the same in another order, would train or score against labels that mean other classes: a
+// UserError naming the first label where they differ.
 void check_class_names(const std::vector<std::string>& data_names, const std::vector<std::string>& model_names, const std::string& model);
+// The data a checkpoint's model is scored or trained on: examples of its input shape, its number
+// of classes and, where both name them, its classes in its order; else a UserError naming `model`.
+void check_data_fits(const Data& data, const nlohmann::json& meta, const std::string& model);
 
 }  // namespace shrink

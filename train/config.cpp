@@ -79,7 +79,7 @@ namespace {
 
 // The checkpoint a job starts from: model.init (student.init), or what prune and quantize take.
 std::pair<std::string, std::string> start_checkpoint(const Config& c, const std::string& section) {
-  for (const std::string key : {section + ".init", std::string("prune.checkpoint"), std::string("quantize.checkpoint")})
+  for (const std::string& key : {section + ".init", std::string("prune.checkpoint"), std::string("quantize.checkpoint")})
     if (c.has(key) && !c.get<std::string>(key).empty()) return {key, c.get<std::string>(key)};
   return {};
 }

@@ -74,6 +74,11 @@ class Trainer {
   void train_epoch(int64_t epoch);
   // `objective_metrics`: the objective's fields of the epoch's record (computed on every worker).
   void finish_epoch(int64_t epoch, double seconds, int64_t samples, const nlohmann::json& objective_metrics);
+  // Training that broke the weights in epoch `epoch` (0-based): what happened, and what is kept.
+  UserError diverged(const std::string& what, int64_t epoch) const {
+    return UserError(fmt::format("training diverged: {}; {} (try a lower optim.lr or set train.grad_clip)", what,
+                                 epoch > 0 ? checkpoints_ + "/last.pt is kept as the last good checkpoint" : std::string("no checkpoint was written")));
+  }
   nlohmann::json checkpoint_meta(int64_t epochs_done) const;
   CheckpointExtras extras() const;
   nlohmann::json summary() const;
@@ -133,7 +138,7 @@ void Trainer::prepare() {
   if (!job_.init.empty() && !options_.resume) load_weights_into(job_.init, *model_);
   class_names_ = data_.class_names;
   if (!job_.init.empty()) {  // an imported or earlier model's names go on, and must be the data's
-    auto names = read_checkpoint_meta(job_.init).value("class_names", std::vector<std::string>{});
+    auto names = class_names_of(read_checkpoint_meta(job_.init));
     check_class_names(data_.class_names, names, "model.init " + job_.init);
     if (class_names_.empty() && static_cast<int64_t>(names.size()) == spec_.classes) class_names_ = names;
   }
@@ -238,9 +243,7 @@ void Trainer::train_epoch(int64_t epoch) {
     }
     double loss_value = loss.item<double>();
     if (!std::isfinite(loss_value))
-      throw UserError(fmt::format("training diverged: the loss became {} at epoch {}, step {}; {} is kept as the last good checkpoint "
-                                  "(try a lower optim.lr or set train.grad_clip)",
-                                  loss_value, epoch + 1, step + 1, epoch > 0 ? checkpoints_ + "/last.pt" : std::string("no checkpoint")));
+      throw diverged(fmt::format("the loss became {} at epoch {}, step {}", loss_value, epoch + 1, step + 1), epoch);
     const int64_t n = batch.y.size(0);
     if (batch.global_size != n) loss = loss * (static_cast<double>(n) / batch.global_size);  // this worker's share of the batch's mean
     loss.backward();
@@ -269,6 +272,8 @@ void Trainer::finish_epoch(int64_t epoch, double seconds, int64_t samples, const
   train_samples_ += samples;
   if (!leader_) return;  // rank 0 evaluates and writes; the others go on to the next epoch
   last_test_ = evaluate(model_, data_.test, normalization_, job_.train.eval_batch_size);
+  if (!std::isfinite(last_test_.loss))  // the epoch's last steps broke the weights: not saved as an epoch done
+    throw diverged(fmt::format("after epoch {} the test loss is {}", epoch + 1, last_test_.loss), epoch);
   EvalResult val;
   if (data_.val) val = evaluate(model_, data_.val, normalization_, job_.train.eval_batch_size);
   double metric = data_.val ? val.accuracy : last_test_.accuracy;
