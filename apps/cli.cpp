@@ -71,10 +71,14 @@ Args parse_command_line(const CommandLine& c, const std::vector<std::string>& wo
     const Flag* flag = nullptr;
     for (const Flag& f : c.flags)
       if (f.name == name) flag = &f;
+    // A value is the next word unless that is an option: `--data.cache --out x` is a missing value,
+    // not a cache folder named --out.
+    const bool value_follows = i + 1 < words.size() && words[i + 1].rfind("--", 0) != 0;
     if (!flag) {
-      if (c.takes_keys && name.find('.') != std::string::npos) {
-        a.keys.push_back(w);  // checked by Config against the job's keys
-        if (!has_value && i + 1 < words.size() && words[i + 1].rfind("--", 0) != 0) a.keys.push_back(words[++i]);
+      if (c.takes_keys && name.find('.') != std::string::npos) {  // checked by Config against the job's keys
+        if (!has_value && !value_follows) throw UserError("--" + name + " needs a value (--" + name + " VALUE or --" + name + "=VALUE)");
+        a.keys.push_back(w);
+        if (!has_value) a.keys.push_back(words[++i]);
         continue;
       }
       throw UserError((c.name.empty() ? c.program : c.name) + ": unknown option --" + name + " (see --help)");
@@ -82,7 +86,7 @@ Args parse_command_line(const CommandLine& c, const std::vector<std::string>& wo
     if (flag->value.empty()) {
       if (has_value) throw UserError("--" + name + " takes no value");
     } else if (!has_value) {
-      if (i + 1 >= words.size()) throw UserError("--" + name + " needs a value (" + flag->value + ": " + flag->rule.describe() + ")");
+      if (!value_follows) throw UserError("--" + name + " needs a value (" + flag->value + ": " + flag->rule.describe() + ")");
       value = words[++i];
     }
     if (a.values.count(name) && !flag->repeats) throw UserError("--" + name + " is given twice");

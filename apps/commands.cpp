@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
 #include <sstream>
@@ -14,6 +15,7 @@
 #include "jobs/pipeline.h"
 #include "jobs/tools.h"
 #include "parallel/launch.h"
+#include "train/run_dir.h"
 
 namespace shrink {
 namespace {
@@ -48,6 +50,8 @@ std::string run_job(const JobKind& kind, const Args& a) {
   RunOptions options;
   options.resume = a.has("resume");
   options.overwrite = a.has("overwrite");
+  if (options.resume && options.overwrite) throw UserError(fmt::format("{}: --resume continues the run and --overwrite deletes it: give one", kind.name));
+  if (options.overwrite && !options.resume) RunDir::check_overwrite(config.get<std::string>("job.out"));
   kind.run(config, options);
   return "";  // the job printed its progress and result as it ran (and kept them in log.txt)
 }
@@ -57,6 +61,9 @@ std::string run_job(const JobKind& kind, const Args& a) {
 int run_launch(const Args& a) {
   const std::vector<std::string> job = a.all("job");
   if (job.empty()) throw UserError("launch: give the job after --, e.g. shrink launch --nproc_per_node 2 -- train --config FILE");
+  const std::vector<std::string> parallel = {"train", "distill", "prune", "quantize", "pipeline"};
+  if (std::find(parallel.begin(), parallel.end(), job[0]) == parallel.end())
+    throw UserError(fmt::format("launch: '{}' does not run data parallel; the job after -- is one of train, distill, prune, quantize, pipeline", job[0]));
   LaunchOptions o;
   o.nproc_per_node = static_cast<int>(a.integer("nproc_per_node", o.nproc_per_node));
   o.nnodes = static_cast<int>(a.integer("nnodes", o.nnodes));
@@ -166,7 +173,7 @@ std::vector<Command> make_commands() {
                 {checkpoint, data, threads, {"sparsities", "LIST", Rule::numbers(0, 1, false), "sparsities to try, e.g. 0.25,0.5,0.75,0.9"}}, true},
                add_all_job_options, run_sensitivity});
   c.push_back({{"shrink", "export", "", "write the model file the runtime (shrink-run) loads, or an ONNX file",
-                {checkpoint, {"out", "M.shrink", kPath, "the model file to write (M.onnx: ONNX)"},
+                {checkpoint, {"out", "M.shrink", kPath, "the model file to write (M.onnx: ONNX)", false, true},
                  {"format", "F", Rule::choice({"shrink", "onnx", "auto"}), "file format (auto: from --out's extension)"},
                  {"opset", "N", Rule::integer(11, 17), "ONNX opset (default 13; int8 needs 13 or later)"},
                  {"no-normalization", "", Rule::flag(), "ONNX: leave the input normalization out of the graph (it stays in the metadata)"},

@@ -38,19 +38,28 @@ uint32_t be32(const std::string& b, size_t at) {
 
 bool is_idx(const std::string& b) { return b.size() >= 4 && b[0] == 0 && b[1] == 0 && b[3] >= 1 && b[3] <= 4; }
 
-// An IDX file's values as doubles, with its element count per item.
-std::vector<double> read_idx(const std::string& path, const std::string& b, int64_t* items) {
-  int dims = b[3];
+// An IDX file: its dimensions and its values as doubles (uint8 scaled to [0,1], as training reads it).
+struct Idx {
+  std::vector<int64_t> dims;
+  std::vector<double> values;
+};
+
+Idx read_idx(const std::string& path, const std::string& b) {
+  const int rank = b[3];
   uint8_t type = uint8_t(b[2]);
   size_t elem = type == 0x08 || type == 0x09 ? 1 : type == 0x0B ? 2 : type == 0x0C || type == 0x0D ? 4 : type == 0x0E ? 8 : 0;
   if (!elem) throw UsageError(path + ": unknown IDX type");
-  if (b.size() < 4 + 4 * size_t(dims)) throw UsageError(path + ": truncated IDX header");
+  if (b.size() < 4 + 4 * size_t(rank)) throw UsageError(path + ": truncated IDX header");
+  Idx idx;
   uint64_t n = 1;
-  for (int d = 0; d < dims; ++d) n *= be32(b, 4 + 4 * d);
-  *items = be32(b, 4);
-  size_t at = 4 + 4 * dims;
+  for (int d = 0; d < rank; ++d) {
+    idx.dims.push_back(be32(b, 4 + 4 * d));
+    if (__builtin_mul_overflow(n, uint64_t(idx.dims.back()), &n) || n > b.size()) throw UsageError(path + ": truncated or padded IDX data");
+  }
+  size_t at = 4 + 4 * rank;
   if (b.size() != at + n * elem) throw UsageError(path + ": truncated or padded IDX data");
-  std::vector<double> out(n);
+  std::vector<double>& out = idx.values;
+  out.resize(n);
   for (uint64_t k = 0; k < n; ++k) {
     const char* p = b.data() + at + k * elem;
     uint64_t raw = 0;
@@ -64,16 +73,45 @@ std::vector<double> read_idx(const std::string& path, const std::string& b, int6
       default: { double d; std::memcpy(&d, &raw, 8); out[k] = d; }
     }
   }
-  return out;
+  return idx;
+}
+
+std::vector<int64_t> without_leading_ones(std::vector<int64_t> shape) {
+  while (shape.size() > 1 && shape[0] == 1) shape.erase(shape.begin());
+  return shape;
+}
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string s;
+  for (int64_t d : shape) s += (s.empty() ? "" : ",") + std::to_string(d);
+  return s;
+}
+
+// IDX examples in the model's C,H,W order, read as training reads IDX files: N,F as 1,1,F; N,H,W
+// as 1,H,W; N,H,W,C as C,H,W (transposed). Their shape must be the model's input shape.
+std::vector<float> idx_examples(const std::string& path, const Idx& idx, const std::vector<int64_t>& input) {
+  const std::vector<int64_t> d(idx.dims.begin() + 1, idx.dims.end());
+  const std::vector<int64_t> item = d.size() == 1 ? std::vector<int64_t>{1, 1, d[0]} : d.size() == 2 ? std::vector<int64_t>{1, d[0], d[1]}
+                                    : d.size() == 3 ? std::vector<int64_t>{d[2], d[0], d[1]} : std::vector<int64_t>{};
+  if (item.empty() || without_leading_ones(item) != without_leading_ones(input))
+    throw UsageError(path + ": IDX examples of shape " + shape_text(item) + " (as C,H,W), but the model's input is " + shape_text(input));
+  std::vector<float> x(idx.values.size());
+  if (item[0] == 1) {
+    std::copy(idx.values.begin(), idx.values.end(), x.begin());
+    return x;
+  }
+  const int64_t C = item[0], HW = item[1] * item[2], per = C * HW;
+  for (int64_t i = 0; i < idx.dims[0]; ++i)
+    for (int64_t p = 0; p < HW; ++p)
+      for (int64_t c = 0; c < C; ++c) x[i * per + c * HW + p] = static_cast<float>(idx.values[i * per + p * C + c]);
+  return x;
 }
 
 // Raw float32 or IDX examples from a file's bytes.
-std::vector<float> read_inputs(const std::string& path, const std::string& b, int64_t per_example) {
+std::vector<float> read_inputs(const std::string& path, const std::string& b, const std::vector<int64_t>& input, int64_t per_example) {
   std::vector<float> x;
   if (is_idx(b)) {
-    int64_t items = 0;
-    auto v = read_idx(path, b, &items);
-    x.assign(v.begin(), v.end());
+    x = idx_examples(path, read_idx(path, b), input);
   } else {
     if (b.size() % (4 * per_example)) throw UsageError(path + ": " + std::to_string(b.size()) + " bytes is not a whole number of float32 examples of " + std::to_string(per_example) + " values");
     x.resize(b.size() / 4);
@@ -131,7 +169,7 @@ std::vector<float> read_all_inputs(const std::vector<std::string>& paths, const 
   if (*images) return read_images(files, m);
   std::vector<float> x;
   for (const auto& f : files) {
-    auto part = read_inputs(f.path, f.bytes, per_example);
+    auto part = read_inputs(f.path, f.bytes, m.input_shape(), per_example);
     x.insert(x.end(), part.begin(), part.end());
   }
   return x;
@@ -156,8 +194,11 @@ std::vector<int64_t> read_labels(const std::string& path) {
   std::string b = slurp(path);
   std::vector<int64_t> y;
   if (is_idx(b)) {
-    int64_t items = 0;
-    for (double v : read_idx(path, b, &items)) y.push_back(b[2] == 0x08 ? int64_t(std::lround(v * 255)) : int64_t(v));
+    for (double v : read_idx(path, b).values) {
+      const double label = b[2] == 0x08 ? std::round(v * 255) : v;  // uint8 labels were scaled as images are
+      if (label != std::round(label) || std::abs(label) > 1e15) throw UsageError(path + ": labels must be integers (found " + std::to_string(v) + ")");
+      y.push_back(static_cast<int64_t>(std::llround(label)));
+    }
   } else {
     if (b.size() % 4) throw UsageError(path + ": raw labels must be int32");
     y.resize(b.size() / 4);
@@ -295,6 +336,10 @@ int main(int argc, char** argv) {
     std::cerr << "error: " << e.what() << std::endl;
     return 2;
   } catch (const std::exception& e) {
+    if (const std::string oom = shrink::out_of_memory_message(e); !oom.empty()) {
+      std::cerr << "error: " << oom << std::endl;
+      return 2;
+    }
     std::cerr << "internal error (a bug; please report): " << e.what() << std::endl;
     return 1;
   }

@@ -66,6 +66,7 @@ Config Config::load(const Keys& keys, const std::string& file, const std::vector
     std::stringstream buffer;
     buffer << in.rdbuf();
     text = buffer.str();
+    if (text.rfind("\xEF\xBB\xBF", 0) == 0) text.erase(0, 3);  // a UTF-8 byte-order mark, as some editors write
   }
   return layered(keys, text, file, args);
 }
@@ -85,6 +86,9 @@ Config Config::layered(const Keys& keys, const std::string& text, const std::str
     po::store(parsed, c.vm_);
   } catch (const po::unknown_option& e) {
     throw UserError(fmt::format("command line: unknown key '{}' (see --help for the keys)", option_name(e)));
+  } catch (const po::invalid_option_value& e) {  // Boost's message says the value is invalid, not what is valid
+    const auto rule = keys.rules().find(option_name(e));
+    throw UserError(fmt::format("command line: {}{}", e.what(), rule == keys.rules().end() ? "" : " (expected " + rule->second.describe() + ")"));
   } catch (const po::error& e) {
     throw UserError(fmt::format("command line: {}", e.what()));
   }

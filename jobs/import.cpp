@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 
 #include "common/error.h"
@@ -15,10 +16,11 @@ namespace {
 
 std::vector<std::string> read_class_names(const std::string& path) {
   std::ifstream f(path);
-  if (!f) throw UserError(fmt::format("--class-names {}: cannot open", path));
+  if (!std::filesystem::is_regular_file(path) || !f) throw UserError(fmt::format("--class-names {}: cannot open (not a file?)", path));
   std::vector<std::string> names;
   for (std::string line; std::getline(f, line);)
     if (!line.empty()) names.push_back(line);
+  if (names.empty()) throw UserError(fmt::format("--class-names {}: no names in it (one a line)", path));
   return names;
 }
 

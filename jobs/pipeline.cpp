@@ -95,6 +95,8 @@ CommandLineKeys split_command_line_keys(const std::vector<std::string>& words) {
     if (eq != std::string::npos) value = name.substr(eq + 1), name = name.substr(0, eq);
     else if (i + 1 < words.size() && words[i + 1].rfind("--", 0) != 0) value = words[++i];  // --STAGE:key VALUE
     else throw UserError(fmt::format("command line: --{} needs a value (--STAGE:section.key=value)", name));
+    for (const StageKey& earlier : out.stages)
+      if (earlier.word == "--" + name) throw UserError(fmt::format("command line: --{} is given twice", name));
     out.stages.push_back({name.substr(0, colon), name.substr(colon + 1), value, "--" + name});
   }
   return out;

@@ -188,7 +188,7 @@ void Importer::finish_output() {
 
 ImportedModel import_onnx(const std::string& path, const std::vector<int64_t>& input) {
   std::ifstream f(path, std::ios::binary);
-  if (!f) throw UserError(fmt::format("{}: cannot open", path));
+  if (!std::filesystem::is_regular_file(path) || !f) throw UserError(fmt::format("{}: cannot open (not a file?)", path));
   std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   onnx::ModelProto model;
   if (bytes.empty() || !model.ParseFromString(bytes) || !model.has_graph())

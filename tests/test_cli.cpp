@@ -37,6 +37,15 @@ CATCH_TEST_CASE("user errors exit 2 with one line naming the problem", "[cli]") 
       {"data info " + dir / "none.h5", "no such file"},
       {"model info 'conv(16) bogus'", "unknown layer type 'bogus'"},
       {"frobnicate", "unknown command"},
+      // A key or flag missing its value does not take the next option as it.
+      {"train --config " + dir / "job.ini --data.cache --out " + dir / "run", "--data.cache needs a value"},
+      {"train --config " + dir / "job.ini --out --overwrite", "--out needs a value"},
+      {"train --config " + dir / "job.ini --train.epochs=abc", "(expected an integer"},
+      {"train --config " + dir / "job.ini --resume --overwrite --out " + dir / "run", "give one"},
+      {"export --checkpoint " + dir / "none.pt", "--out M.shrink is required"},
+      {"launch -- eval --checkpoint " + dir / "none.pt", "'eval' does not run data parallel"},
+      // Sizes the machine cannot hold are the user's to change, not a bug.
+      {"train --config " + dir / "job.ini --data.shape=3,100000,100000 --out " + dir / "huge", "out of memory"},
   };
   for (const auto& c : cases) {
     auto r = run_cli(c.args);
@@ -46,6 +55,29 @@ CATCH_TEST_CASE("user errors exit 2 with one line naming the problem", "[cli]") 
     CATCH_CHECK(r.out.rfind("error: ", 0) == 0);
     CATCH_CHECK(r.out.find(c.expect) != std::string::npos);
   }
+}
+
+CATCH_TEST_CASE("overwrite deletes only a run: not the current folder, nor one holding other files", "[cli]") {
+  TempDir dir;
+  shrink::test::write_text(dir / "job.ini", "[data]\nsource = synthetic\nsynthetic_train = 200\nsynthetic_test = 100\n[model]\nspec = mlp_300_100\n"
+                                            "[train]\nepochs = 1\nthreads = 1\n");
+  std::filesystem::create_directories(dir / "notes");
+  shrink::test::write_text(dir / "notes/thesis.txt", "years of work");
+  auto other = run_cli("train --config " + dir / "job.ini --out " + dir / "notes --overwrite");
+  CATCH_CHECK(other.code == 2);
+  CATCH_CHECK(other.out.find("holds files but no run") != std::string::npos);
+  auto here = shrink::test::run_cmd("cd " + dir / "notes && " + SHRINK_BIN + " train --config " + dir / "job.ini --out . --overwrite");
+  CATCH_CHECK(here.code == 2);
+  CATCH_CHECK(here.out.find("the current folder or one above it") != std::string::npos);
+  CATCH_CHECK(shrink::test::read_text(dir / "notes/thesis.txt") == "years of work");
+  // A run is replaced; a prune into a folder holding a run is refused before anything in it changes.
+  CATCH_REQUIRE(run_cli("train --config " + dir / "job.ini --out " + dir / "run").code == 0);
+  CATCH_CHECK(run_cli("train --config " + dir / "job.ini --out " + dir / "run --overwrite").code == 0);
+  const std::string config = shrink::test::read_text(dir / "run/config.ini");
+  auto prune = run_cli("prune --config " + dir / "job.ini --prune.checkpoint=" + dir / "run/checkpoints/last.pt --out " + dir / "run");
+  CATCH_CHECK(prune.code == 2);
+  CATCH_CHECK(prune.out.find("already holds a run") != std::string::npos);
+  CATCH_CHECK(shrink::test::read_text(dir / "run/config.ini") == config);
 }
 
 CATCH_TEST_CASE("train, eval, data info and model info work end to end", "[cli]") {
@@ -170,6 +202,20 @@ CATCH_TEST_CASE("an image folder: data info, train, export, and shrink-run names
   auto other = run_cli("train --config " + dir / "job.ini --data.path=" + dir / "renamed --model.init=" + dir / "run/checkpoints/last.pt --out " + dir / "run2");
   CATCH_CHECK(other.code == 2);
   CATCH_CHECK(other.out.find("calls class 1 'bag', the data 'bags'") != std::string::npos);
+  // Nor is it scored, pruned or quantized on it (a score against other labels would look like a
+  // bad model), and nothing is written.
+  const std::string last = dir / "run/checkpoints/last.pt", renamed = " --data.path=" + dir / "renamed";
+  for (const std::string& args : {"eval --checkpoint " + last + renamed, "prune sensitivity --checkpoint " + last + renamed,
+                                  "compare --teacher " + last + " --student " + dir / "m.shrink" + renamed,
+                                  "prune --config " + dir / "job.ini --prune.checkpoint=" + last + renamed + " --out " + dir / "pruned",
+                                  "quantize --config " + dir / "job.ini --quantize.checkpoint=" + last + renamed + " --out " + dir / "int8"}) {
+    auto r = run_cli(args);
+    CATCH_INFO(args << " -> " << r.out);
+    CATCH_CHECK(r.code == 2);
+    CATCH_CHECK(r.out.find("calls class 1 'bag', the data 'bags'") != std::string::npos);
+  }
+  CATCH_CHECK_FALSE(std::filesystem::exists(dir / "pruned"));
+  CATCH_CHECK_FALSE(std::filesystem::exists(dir / "int8"));
   shrink::test::write_text(dir / "broken.png", "\x89PNG\r\n\x1a\n and no more");
   auto broken = run(dir / "m.shrink --input " + dir / "broken.png");
   CATCH_CHECK(broken.code == 2);

@@ -51,6 +51,9 @@ CATCH_TEST_CASE("INI values, defaults and command-line overrides", "[config]") {
   CATCH_CHECK(again.resolved_ini == j.resolved_ini);
   CATCH_CHECK(again.train.epochs == 7);
   CATCH_CHECK(j.resolved_ini.find("[optim]\n") != std::string::npos);
+  // A UTF-8 byte-order mark, as some Windows editors write, is not part of the first line.
+  shrink::test::write_text(dir / "bom.ini", "\xEF\xBB\xBF[train]\nepochs = 4\n");
+  CATCH_CHECK(read_job_config(Config::load(keys, dir / "bom.ini", {})).train.epochs == 4);
 }
 
 CATCH_TEST_CASE("config errors name the key, file and line", "[config]") {

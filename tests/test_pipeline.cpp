@@ -254,10 +254,13 @@ CATCH_TEST_CASE("run directory: --resume and --overwrite mean the same for every
   CATCH_CHECK_FALSE(std::filesystem::exists(run + "/checkpoints/epoch-3.pt"));
   CATCH_CHECK(shrink::test::read_text(run + "/log.txt").empty());
   CATCH_CHECK(shrink::test::read_text(run + "/config.ini") == "[train]\nepochs = 2\n");
-  // A job of several training runs opens its folder as it is (each part guards itself).
+  // A job of several training runs refuses a folder holding a run, before its config.ini changes;
+  // --resume opens it as it is (each part resumes or starts by what it finds).
   std::filesystem::create_directories(run + "/round-1");
   write_text(run + "/round-1/summary.json", "{}");
-  RunDir::open_stages(run, "", fresh);
+  CATCH_CHECK_THROWS_WITH(RunDir::open_stages(run, "changed", fresh), Catch::Contains("already holds a run"));
+  CATCH_CHECK(shrink::test::read_text(run + "/config.ini") == "[train]\nepochs = 2\n");
+  RunDir::open_stages(run, "[train]\nepochs = 2\n", resume);
   CATCH_CHECK(RunDir::finished(run + "/round-1"));
   RunDir::open_stages(run, "", overwrite);
   CATCH_CHECK_FALSE(std::filesystem::exists(run + "/round-1"));

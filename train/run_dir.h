@@ -30,9 +30,14 @@ class RunDir {
   // A training run, whose progress is checkpoints/last.pt: refuses a folder that holds one unless
   // --resume or --overwrite is given, and --resume of a folder without one. Then opens it.
   static RunDir open_training(const std::string& path, const std::string& resolved_ini, const RunOptions& options);
-  // A job made of training runs that guard themselves (prune's rounds, quantization's QAT): opens
-  // the folder as it is; each part resumes or starts by what it finds.
+  // A job made of training runs (prune's rounds, quantization's QAT): refuses a folder that holds
+  // a run (config.ini) unless --resume or --overwrite is given; with --resume each part resumes or
+  // starts by what it finds.
   static RunDir open_stages(const std::string& path, const std::string& resolved_ini, const RunOptions& options);
+
+  // A user's --overwrite of `path` (it deletes the folder): refused for the current folder or one
+  // above it, and for a folder that holds files but no run (no config.ini).
+  static void check_overwrite(const std::string& path);
 
   // The paths of a run directory, also before (or without) opening it.
   static std::string checkpoint_of(const std::string& path, const std::string& name = "last.pt");

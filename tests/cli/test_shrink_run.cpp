@@ -43,6 +43,28 @@ void write_floats(const std::string& path, const std::vector<float>& v) {
   shrink::test::write_bytes(path, b);
 }
 
+std::string file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// An IDX file of float32 (type 0x0D) or uint8 (0x08) values, big-endian as the format has them.
+std::vector<uint8_t> idx_file(const std::vector<uint32_t>& dims, const std::vector<float>& values, uint8_t type = 0x0D) {
+  std::vector<uint8_t> b{0, 0, type, static_cast<uint8_t>(dims.size())};
+  for (uint32_t d : dims)
+    for (int s = 24; s >= 0; s -= 8) b.push_back(static_cast<uint8_t>(d >> s));
+  for (float v : values) {
+    if (type == 0x08) {
+      b.push_back(static_cast<uint8_t>(v));
+      continue;
+    }
+    uint32_t u;
+    std::memcpy(&u, &v, 4);
+    for (int s = 24; s >= 0; s -= 8) b.push_back(static_cast<uint8_t>(u >> s));
+  }
+  return b;
+}
+
 }  // namespace
 
 CATCH_TEST_CASE("shrink-run: every flag refuses its bad values with exit 2 and one line", "[cli][shrink-run]") {
@@ -81,6 +103,9 @@ CATCH_TEST_CASE("shrink-run: bad files and inputs give exit 2 and one line", "[c
   write_floats(dir / "nan.f32", nan);
   shrink::test::write_bytes(dir / "y.i32", {7, 0, 0, 0, 0, 0, 0, 0});
   shrink::test::write_bytes(dir / "a.png", {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'});  // an image by its first bytes
+  shrink::test::write_bytes(dir / "28.idx", idx_file({2, 28, 28}, std::vector<float>(2 * 28 * 28, 1), 0x08));  // 64 values an example, but 28x28
+  shrink::test::write_bytes(dir / "huge.idx", idx_file({65536, 65536, 65536, 8192}, {}));                    // a header whose sizes overflow
+  shrink::test::write_bytes(dir / "half.idx", idx_file({2}, {1.5f, 0}));
   struct Case {
     std::string args, expect;
   } cases[] = {
@@ -91,6 +116,9 @@ CATCH_TEST_CASE("shrink-run: bad files and inputs give exit 2 and one line", "[c
       {dir / "m.shrink --input " + dir / "nan.f32", "NaN"},
       {dir / "m.shrink --input " + dir / "x.f32 --labels " + dir / "y.i32", "label 7 is outside [0, 3)"},
       {dir / "m.shrink --input " + dir / "x.f32 --logits " + dir / "no/such/dir/l.f32", "cannot write"},
+      {dir / "m.shrink --input " + dir / "28.idx", "IDX examples of shape 1,28,28 (as C,H,W), but the model's input is 1,8,8"},
+      {dir / "m.shrink --input " + dir / "huge.idx", "truncated or padded IDX data"},
+      {dir / "m.shrink --input " + dir / "x.f32 --labels " + dir / "half.idx", "labels must be integers"},
       {dir / "m.shrink --input " + dir / "a.png", "not trained on images"},
       {dir / "m.shrink --input " + dir / "a.png " + dir / "x.f32", "images or raw examples, not both"},
       {dir / "m.shrink", "--input FILE... is required"},
@@ -126,12 +154,33 @@ CATCH_TEST_CASE("shrink-run: an int8 model gives the same logits, to the bit, wh
     auto r = run(dir / "m.shrink --input " + dir / "x.f32 --batch " + batch + " --logits " + out, isa.empty() ? "" : "DNNL_MAX_CPU_ISA=" + isa);
     CATCH_INFO(r.out);
     CATCH_REQUIRE(r.code == 0);
-    std::ifstream in(out, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(in), {});
+    return file_bytes(out);
   };
   for (const std::string batch : {"1", "32"}) {
     const auto native = logits("", batch);
     CATCH_CHECK(logits("AVX2", batch) == native);
     CATCH_CHECK(logits("AVX512_CORE", batch) == native);
   }
+}
+
+CATCH_TEST_CASE("shrink-run: IDX examples of H,W,C are read as training reads them (C,H,W)", "[cli][shrink-run]") {
+  RtTempDir dir;
+  shrink::test::write_bytes(dir / "m.shrink", shrink::test::make_model("conv(4) relu gap linear(classes)", {3, 4, 5}, 3));
+  const int64_t n = 2, C = 3, H = 4, W = 5;
+  auto chw = shrink::test::random_inputs(n, C * H * W, 1);
+  std::vector<float> hwc(chw.size());
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t p = 0; p < H * W; ++p) hwc[(i * H * W + p) * C + c] = chw[(i * C + c) * H * W + p];
+  write_floats(dir / "x.f32", chw);
+  shrink::test::write_bytes(dir / "x.idx", idx_file({2, 4, 5, 3}, hwc));
+  shrink::test::write_bytes(dir / "chw.idx", idx_file({2, 3, 4, 5}, chw));
+  auto raw = run(dir / "m.shrink --input " + dir / "x.f32 --logits " + dir / "raw.f32");
+  auto idx = run(dir / "m.shrink --input " + dir / "x.idx --logits " + dir / "idx.f32");
+  CATCH_REQUIRE(raw.code == 0);
+  CATCH_REQUIRE(idx.code == 0);
+  CATCH_CHECK(file_bytes(dir / "raw.f32") == file_bytes(dir / "idx.f32"));
+  auto wrong = run(dir / "m.shrink --input " + dir / "chw.idx");  // the same count, another shape: refused, not re-cut
+  CATCH_CHECK(wrong.code == 2);
+  CATCH_CHECK(wrong.out.find("IDX examples of shape 5,3,4") != std::string::npos);
 }
