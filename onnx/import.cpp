@@ -65,6 +65,8 @@ Importer::Importer(const onnx::ModelProto& model, const std::string& path, const
   std::vector<const onnx::ValueInfoProto*> inputs;
   for (const auto& in : g.input())
     if (!values_.count(in.name())) inputs.push_back(&in);  // older exporters list initializers as inputs too
+  if (inputs.empty() && g.input_size() > 0)
+    throw UserError(fmt::format("{}: the model's inputs are all initializers too (constants with a default); import reads models with one image or feature input", path));
   if (inputs.size() != 1) throw UserError(fmt::format("{}: the model has {} inputs; import reads models with one image or feature input", path, inputs.size()));
   Value in;
   in.shape = input_shape(*inputs[0], input, path);
@@ -81,7 +83,11 @@ ImportedModel Importer::run() {
     if (!n.domain().empty() && n.domain() != "ai.onnx") unsupported(n, fmt::format("operators of domain '{}' are not supported", n.domain()));
     auto h = handlers().find(n.op_type());
     if (h == handlers().end()) unsupported(n, "this operator is not supported");
-    (this->*(h->second))(n);
+    try {
+      (this->*(h->second))(n);
+    } catch (const BadAttribute& e) {
+      unsupported(n, e.what());
+    }
   }
   finish_output();
   return std::move(out_);
@@ -116,6 +122,13 @@ const Constant& Importer::constant_input(const onnx::NodeProto& n, int k) const 
 int Importer::uses(const std::string& tensor) const {
   auto it = uses_.find(tensor);
   return it == uses_.end() ? 0 : it->second;
+}
+
+int Importer::readers(const std::string& layer) const {
+  int total = 0, names = 0;
+  for (const auto& [name, v] : values_)
+    if (v.kind == Value::Kind::Layer && v.layer == layer) total += uses(name), ++names;
+  return total - (names - 1);
 }
 
 void Importer::only_first_output_used(const onnx::NodeProto& n) const {
@@ -181,7 +194,11 @@ void Importer::finish_output() {
   }
   spec_.layers = kept;
   spec_.classes = out.shape[0];
-  spec_ = parse_spec(spec_.to_string(), spec_.input, spec_.classes);  // the canonical form, checked once more
+  try {  // the canonical form, checked once more: a value ONNX allows may be outside shrink's ranges
+    spec_ = parse_spec(spec_.to_string(), spec_.input, spec_.classes);
+  } catch (const UserError& e) {
+    throw UserError(fmt::format("{}: {}", path_, e.what()));
+  }
 }
 
 }  // namespace onnx_import

@@ -7,6 +7,7 @@
 
 #include <limits>
 #include <map>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -84,6 +85,10 @@ class Importer {
   void set_tensor(const std::string& key, std::vector<int64_t> shape, std::vector<float> values);
   int index_of_layer(const std::string& name) const { return spec_.index_of(name); }
   int uses(const std::string& tensor) const;
+  // Nodes (and graph outputs) that read layer `layer`'s output under any of its names: an
+  // Identity, Dropout, Flatten or Reshape that changes nothing gives it another name, and its own
+  // read of the first is not a reader's.
+  int readers(const std::string& layer) const;
   void finish_output();
 
   const onnx::ModelProto& model_;
@@ -102,7 +107,11 @@ inline Layer layer_of(LayerType type) {
   return L;
 }
 
-// Attribute readers (ops.cpp).
+// Attribute readers (ops.cpp). An attribute of another type than ONNX gives it is a BadAttribute
+// (the importer names the file and node).
+struct BadAttribute : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
 int64_t attr_int(const onnx::NodeProto& n, const std::string& name, int64_t fallback);
 // A float attribute as the double its shortest text reads as (0.2f as 0.2), for readable specs.
 double attr_float(const onnx::NodeProto& n, const std::string& name, float fallback);

@@ -11,31 +11,37 @@ namespace shrink::onnx_import {
 
 namespace {
 
-const onnx::AttributeProto* find_attr(const onnx::NodeProto& n, const std::string& name) {
-  for (const auto& a : n.attribute())
-    if (a.name() == name) return &a;
+// The attribute `name` of `n`, which must have the type ONNX gives it (protobuf reads a field of
+// another type as 0: alpha = 2 stored as an INT would silently be 0).
+const onnx::AttributeProto* find_attr(const onnx::NodeProto& n, const std::string& name, onnx::AttributeProto::AttributeType type) {
+  for (const auto& a : n.attribute()) {
+    if (a.name() != name) continue;
+    if (a.type() != type)
+      throw BadAttribute(fmt::format("attribute '{}' is stored as {}, where ONNX has it {}", name, onnx::AttributeProto::AttributeType_Name(a.type()),
+                                     onnx::AttributeProto::AttributeType_Name(type)));
+    return &a;
+  }
   return nullptr;
 }
-
 
 }  // namespace
 
 int64_t attr_int(const onnx::NodeProto& n, const std::string& name, int64_t fallback) {
-  const auto* a = find_attr(n, name);
+  const auto* a = find_attr(n, name, onnx::AttributeProto::INT);
   return a ? a->i() : fallback;
 }
 double attr_float(const onnx::NodeProto& n, const std::string& name, float fallback) {
-  const auto* a = find_attr(n, name);
+  const auto* a = find_attr(n, name, onnx::AttributeProto::FLOAT);
   return as_double(a ? a->f() : fallback);
 }
 
 double as_double(float v) { return std::stod(fmt::format("{}", v)); }
 std::string attr_string(const onnx::NodeProto& n, const std::string& name, const std::string& fallback) {
-  const auto* a = find_attr(n, name);
+  const auto* a = find_attr(n, name, onnx::AttributeProto::STRING);
   return a ? a->s() : fallback;
 }
 std::vector<int64_t> attr_ints(const onnx::NodeProto& n, const std::string& name, std::vector<int64_t> fallback) {
-  const auto* a = find_attr(n, name);
+  const auto* a = find_attr(n, name, onnx::AttributeProto::INTS);
   return a ? std::vector<int64_t>(a->ints().begin(), a->ints().end()) : fallback;
 }
 
@@ -85,17 +91,23 @@ void Importer::conv(const onnx::NodeProto& n) {
   if (kernel.size() != 2 || kernel[0] != kernel[1]) unsupported(n, fmt::format("kernel {}: only square kernels are supported", fmt::join(kernel, "x")));
   if (strides.size() != 2 || strides[0] != strides[1]) unsupported(n, "only equal strides along height and width are supported");
   if (dilations.size() != 2 || dilations[0] != dilations[1]) unsupported(n, "only equal dilations along height and width are supported");
+  if (kernel[0] < 1 || strides[0] < 1 || dilations[0] < 1) unsupported(n, "kernel_shape, strides and dilations must be at least 1");
   Layer L = layer_of(LayerType::Conv2d);
   L.kernel = kernel[0], L.stride = strides[0], L.dilation = dilations[0];
   L.out = w.dims[0];
   const int64_t groups = attr_int(n, "group", 1), in_c = x.shape.empty() ? 0 : x.shape[0];
+  if (groups < 1 || in_c % groups != 0 || L.out % groups != 0)
+    unsupported(n, fmt::format("group {} must be at least 1 and divide its {} input and {} output channels", groups, in_c, L.out));
   if (groups > 1 && groups == in_c && L.out == in_c) L.depthwise = true;
   else L.groups = groups;
   std::vector<int64_t> pads = attr_ints(n, "pads", {0, 0, 0, 0});  // top, left, bottom, right
   const std::string auto_pad = attr_string(n, "auto_pad", "NOTSET");
+  if (auto_pad != "NOTSET" && !auto_pad.empty() && pads != std::vector<int64_t>{0, 0, 0, 0})
+    unsupported(n, fmt::format("auto_pad {} and pads together (ONNX allows one or the other)", auto_pad));
   if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
+    const int64_t padded[] = {x.pads.top + x.pads.bottom, x.pads.left + x.pads.right};  // a Pad before it (zero for a plain input)
     for (int d = 0; d < 2 && x.shape.size() == 3; ++d) {
-      int64_t size = x.shape[1 + d], out = (size + L.stride - 1) / L.stride;
+      int64_t size = x.shape[1 + d] + padded[d], out = (size + L.stride - 1) / L.stride;
       int64_t total = std::max<int64_t>(0, (out - 1) * L.stride + (L.kernel - 1) * L.dilation + 1 - size);
       pads[d] = auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
       pads[d + 2] = total - pads[d];
@@ -172,7 +184,6 @@ void Importer::add(const onnx::NodeProto& n) {
   const Value& x = a_is_layer ? a : b;
   const Value& c = a_is_layer ? b : a;
   const int producer = x.kind == Value::Kind::Layer && !x.layer.empty() ? index_of_layer(x.layer) : -1;
-  const std::string& x_name = n.input(a_is_layer ? 0 : 1);
   // One value per channel, shaped to broadcast along channels: [C] or [1,C] for features,
   // [C,1,1] or [1,C,1,1] for images ([C] would run along an image's width).
   std::vector<int64_t> dims = c.constant.dims;
@@ -180,7 +191,7 @@ void Importer::add(const onnx::NodeProto& n) {
   std::vector<int64_t> per_channel(x.shape.size(), 1);
   if (!per_channel.empty()) per_channel[0] = x.shape[0];
   if (c.kind != Value::Kind::Constant || producer < 0 || !has_weights(spec_.layers[producer].type) || spec_.layers[producer].bias ||
-      uses(x_name) != 1 || dims != per_channel || !c.constant.is_float)
+      readers(x.layer) != 1 || dims != per_channel || !c.constant.is_float)
     unsupported(n, "only an add of two computed tensors, or of a per-channel bias to the only output of a Conv, Gemm or MatMul without one, is supported");
   Layer& L = spec_.layers[producer];
   L.bias = true;
@@ -200,7 +211,7 @@ void Importer::mul(const onnx::NodeProto& n) {
     if (g < 0) continue;
     Layer& G = spec_.layers[g];
     if (G.type == LayerType::HardSigmoid && G.inputs[0] == other.layer && std::abs(G.alpha - 1.0 / 6) < 1e-6 && G.beta == 0.5 &&
-        uses(n.input(pair == &a ? 0 : 1)) == 1) {  // nothing else reads the hardsigmoid: it becomes the hardswish
+        readers(G.name) == 1) {  // nothing else reads the hardsigmoid: it becomes the hardswish
       G.type = LayerType::HardSwish;
       if (G.name == "hardsigmoid" + std::to_string(counters_["hardsigmoid"])) --counters_["hardsigmoid"];  // its number is free again
       G.name = "hardswish" + std::to_string(++counters_["hardswish"]);

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "common/error.h"
 #include "onnx/importer.h"
@@ -33,10 +34,12 @@ void Importer::pool(const onnx::NodeProto& n) {
   if (kernel.size() != 2 || kernel[0] != kernel[1]) unsupported(n, "only square 2-D kernels are supported");
   if (strides.size() != 2 || strides[0] != strides[1]) unsupported(n, "only equal strides along height and width are supported");
   if (dilations != std::vector<int64_t>{1, 1}) unsupported(n, "dilated pooling is not supported");
+  if (kernel[0] < 1 || strides[0] < 1) unsupported(n, "kernel_shape and strides must be at least 1");
   if (pads.size() != 4 || !std::all_of(pads.begin(), pads.end(), [&](int64_t p) { return p == pads[0]; }))
     unsupported(n, "only the same padding on all sides is supported");
   const std::string auto_pad = attr_string(n, "auto_pad", "NOTSET");
   if (auto_pad != "NOTSET" && auto_pad != "VALID" && !auto_pad.empty()) unsupported(n, fmt::format("auto_pad {} is not supported", auto_pad));
+  if (auto_pad == "VALID" && pads[0] != 0) unsupported(n, "auto_pad VALID and pads together (ONNX allows one or the other)");
   if (attr_int(n, "storage_order", 0) != 0) unsupported(n, "storage_order 1 is not supported");
   Layer L = layer_of(is_max ? LayerType::MaxPool : LayerType::AvgPool);
   L.kernel = kernel[0], L.stride = strides[0], L.padding = pads[0];
@@ -168,10 +171,31 @@ void Importer::concat(const onnx::NodeProto& n) {
   add_layer(n, layer_of(LayerType::Concat), layers);
 }
 
+// Cast of a constant to float (or double: shrink's constants are float) or to a 32- or 64-bit
+// integer (toward zero, as ONNX Runtime casts). Other types would change values in ways not
+// modelled here (float16 rounding, narrow integers' wrap-around): refused.
 void Importer::cast(const onnx::NodeProto& n) {
   const Value& x = input(n, 0);
   if (x.kind != Value::Kind::Constant) unsupported(n, "only a cast of a constant is supported");
-  set_output(n, x);
+  const int64_t to = attr_int(n, "to", 0);
+  Value v = x;
+  Constant& c = v.constant;
+  if (to == onnx::TensorProto::FLOAT || to == onnx::TensorProto::DOUBLE) {
+    if (!c.is_float && std::find(c.ints.begin(), c.ints.end(), kBatch) != c.ints.end()) unsupported(n, "a cast of the batch size to float is not supported");
+    if (!c.is_float) c.floats.assign(c.ints.begin(), c.ints.end()), c.ints.clear(), c.is_float = true;
+  } else if (to == onnx::TensorProto::INT32 || to == onnx::TensorProto::INT64) {
+    if (c.is_float) {
+      for (float f : c.floats)
+        if (!std::isfinite(f) || std::abs(f) > 2e9f) unsupported(n, fmt::format("{} does not fit a 32-bit integer", f));
+      for (float f : c.floats) c.ints.push_back(static_cast<int64_t>(std::trunc(f)));
+      c.floats.clear(), c.is_float = false;
+    }
+  } else {
+    const auto type = static_cast<onnx::TensorProto_DataType>(to);
+    unsupported(n, fmt::format("a cast to {} is not supported (float, double, int32 and int64 are)",
+                               onnx::TensorProto_DataType_IsValid(type) ? onnx::TensorProto_DataType_Name(type) : std::to_string(to)));
+  }
+  set_output(n, std::move(v));
 }
 
 void Importer::constant(const onnx::NodeProto& n) {

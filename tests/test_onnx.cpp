@@ -182,6 +182,31 @@ CATCH_TEST_CASE("ONNX import: an unsupported op is one line naming the node, its
   CATCH_CHECK(seen >= 6);
 }
 
+CATCH_TEST_CASE("ONNX import: hand-made graphs at the edges compute what ONNX Runtime computes, or are refused", "[onnx][errors]") {
+  TempDir dir;
+  auto made = test::run_cmd("/usr/bin/python3 " + std::string(SHRINK_SOURCE_DIR) + "/tests/onnx/make_edge_models.py " + dir / "edge");
+  CATCH_REQUIRE(made.code == 0);
+  const auto cases = nlohmann::json::parse(test::read_text(dir / "edge/cases.json"));
+  CATCH_REQUIRE(cases.size() >= 10);
+  for (const auto& c : cases) {
+    CATCH_INFO(c["name"].get<std::string>());
+    ImportRequest r;
+    r.onnx = dir / ("edge/" + c["file"].get<std::string>());
+    r.out = dir / "m.pt";
+    if (c["expect"] == "error") {
+      CATCH_CHECK_THROWS_WITH(import_model(r), Catch::Contains(c["message_contains"].get<std::string>()));
+      continue;
+    }
+    import_model(r);
+    export_model(r.out, dir / "m.shrink", {});
+    std::vector<int64_t> shape{4};
+    for (int64_t d : c["input_shape"]) shape.push_back(d);
+    torch::manual_seed(9);
+    auto x = torch::randn(shape);
+    CATCH_CHECK(relative_error(test::run_runtime(dir / "m.shrink", x), test::run_ort(r.onnx, x)) < 1e-5);
+  }
+}
+
 CATCH_TEST_CASE("ONNX import: damaged files, other opsets and bad options are clear errors", "[onnx][errors]") {
   TempDir dir;
   const std::string good = cases_dir() + "/conv_variants_op13_eval.onnx";

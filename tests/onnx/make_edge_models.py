@@ -1,0 +1,99 @@
+#!/usr/bin/python3
+"""Writes hand-made ONNX graphs at the edges of what the importer reads (tests/test_onnx.cpp,
+"ONNX import: hand-made graphs at the edges"): ones it must compute as ONNX Runtime does, and ones
+it must refuse. torch.onnx never writes these, so they are built node by node.
+
+usage: /usr/bin/python3 tests/onnx/make_edge_models.py OUTDIR
+Writes OUTDIR/NAME.onnx and OUTDIR/cases.json: [{name, file, expect: "ok" | "error", input_shape,
+message_contains}]. Deterministic (seeded weights).
+"""
+import json
+import os
+import sys
+
+import numpy as np
+from onnx import TensorProto, checker, helper, numpy_helper
+
+out = sys.argv[1]
+os.makedirs(out, exist_ok=True)
+rng = np.random.default_rng(5)
+cases = []
+
+
+def const(name, shape, scale=0.5):
+    return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+
+
+def save(name, shape, nodes, inits, expect, message="", check=True):
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N"] + shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "K"])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    if check:
+        checker.check_model(model)
+    path = os.path.join(out, name + ".onnx")
+    with open(path, "wb") as f:
+        f.write(model.SerializeToString())
+    cases.append({"name": name, "file": name + ".onnx", "expect": expect, "input_shape": shape, "message_contains": message})
+
+
+def head(x, channels):  # GlobalAveragePool, Flatten, Gemm to 5 classes
+    return ([helper.make_node("GlobalAveragePool", [x], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "hw", "hb"], ["y"], transB=1)],
+            [const("hw", [5, channels]), const("hb", [5])])
+
+
+# A Pad before a SAME conv of stride 2: SAME pads the padded size (9x8 here, not 8x8).
+for mode in ["SAME_UPPER", "SAME_LOWER"]:
+    nodes, inits = head("c", 4)
+    save(f"pad_then_{mode.lower()}_stride2", [3, 8, 8],
+         [helper.make_node("Pad", ["x", "pads"], ["p"]),
+          helper.make_node("Conv", ["p", "w", "b"], ["c"], kernel_shape=[3, 3], strides=[2, 2], auto_pad=mode)] + nodes,
+         [numpy_helper.from_array(np.array([0, 0, 1, 0, 0, 0, 0, 0], np.int64), "pads"), const("w", [4, 3, 3, 3]), const("b", [4])] + inits, "ok")
+
+# A HardSigmoid that x * HardSigmoid(x) reads through an Identity, and an Add reads as well: not a
+# hardswish (the HardSigmoid's output is still needed).
+save("hardsigmoid_read_twice", [6],
+     [helper.make_node("Gemm", ["x", "w"], ["g"], transB=1),
+      helper.make_node("HardSigmoid", ["g"], ["hs"], alpha=1 / 6, beta=0.5),
+      helper.make_node("Identity", ["hs"], ["hsi"]),
+      helper.make_node("Mul", ["g", "hsi"], ["hw"]),
+      helper.make_node("Add", ["hw", "hs"], ["y"])],
+     [const("w", [4, 6])], "ok")
+
+# Weights through Cast(int32) and back: truncated toward zero, as ONNX Runtime does.
+save("weights_cast_to_int", [6],
+     [helper.make_node("Cast", ["w"], ["wi"], to=TensorProto.INT32), helper.make_node("Cast", ["wi"], ["wf"], to=TensorProto.FLOAT),
+      helper.make_node("MatMul", ["x", "wf"], ["y"])],
+     [const("w", [6, 4], scale=3.0)], "ok")
+
+# A bias Add on a Gemm output that a Relu also reads (under another name, through an Identity):
+# folding the bias into the Gemm would give the Relu the bias too.
+save("bias_on_an_output_read_twice", [6],
+     [helper.make_node("Gemm", ["x", "w"], ["g"], transB=1), helper.make_node("Identity", ["g"], ["gi"]),
+      helper.make_node("Add", ["gi", "b"], ["gb"]), helper.make_node("Relu", ["g"], ["r"]), helper.make_node("Add", ["r", "gb"], ["y"])],
+     [const("w", [4, 6]), const("b", [4])], "error", "only an add of two computed tensors")
+
+# An attribute of the wrong type (protobuf would read the FLOAT field as 0).
+alpha = helper.make_attribute("alpha", 2)  # an INT where ONNX has a FLOAT
+gemm = helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)
+gemm.attribute.append(alpha)
+save("gemm_alpha_stored_as_int", [6], [gemm], [const("w", [4, 6])], "error", "attribute 'alpha' is stored as INT", check=False)
+
+# Values ONNX's checker lets through that would divide by zero.
+nodes, inits = head("c", 4)
+save("conv_group_0", [4, 8, 8], [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], group=0)] + nodes,
+     [const("w", [4, 4, 3, 3])] + inits, "error", "group 0 must be at least 1")
+nodes, inits = head("m", 3)
+save("maxpool_stride_0", [3, 8, 8], [helper.make_node("MaxPool", ["x"], ["m"], kernel_shape=[2, 2], strides=[0, 0])] + nodes, inits,
+     "error", "kernel_shape and strides must be at least 1")
+# auto_pad VALID with pads: ONNX allows one or the other.
+save("avgpool_valid_with_pads", [3, 8, 8],
+     [helper.make_node("AveragePool", ["x"], ["m"], kernel_shape=[3, 3], auto_pad="VALID", pads=[1, 1, 1, 1])] + nodes, inits,
+     "error", "auto_pad VALID and pads together")
+save("weights_cast_to_float16", [6],
+     [helper.make_node("Cast", ["w"], ["wh"], to=TensorProto.FLOAT16), helper.make_node("Cast", ["wh"], ["wf"], to=TensorProto.FLOAT),
+      helper.make_node("MatMul", ["x", "wf"], ["y"])],
+     [const("w", [6, 4])], "error", "a cast to FLOAT16 is not supported")
+
+with open(os.path.join(out, "cases.json"), "w") as f:
+    json.dump(cases, f, indent=1)
