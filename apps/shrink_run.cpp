@@ -16,6 +16,7 @@
 #include "common/error.h"
 #include "common/image.h"
 #include "common/peak_memory.h"
+#include "common/shape.h"
 #include "shrink/runtime.hpp"
 
 namespace {
@@ -81,12 +82,6 @@ std::vector<int64_t> without_leading_ones(std::vector<int64_t> shape) {
   return shape;
 }
 
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string s;
-  for (int64_t d : shape) s += (s.empty() ? "" : ",") + std::to_string(d);
-  return s;
-}
-
 // IDX examples in the model's C,H,W order, read as training reads IDX files: N,F as 1,1,F; N,H,W
 // as 1,H,W; N,H,W,C as C,H,W (transposed). Their shape must be the model's input shape.
 std::vector<float> idx_examples(const std::string& path, const Idx& idx, const std::vector<int64_t>& input) {
@@ -94,7 +89,7 @@ std::vector<float> idx_examples(const std::string& path, const Idx& idx, const s
   const std::vector<int64_t> item = d.size() == 1 ? std::vector<int64_t>{1, 1, d[0]} : d.size() == 2 ? std::vector<int64_t>{1, d[0], d[1]}
                                     : d.size() == 3 ? std::vector<int64_t>{d[2], d[0], d[1]} : std::vector<int64_t>{};
   if (item.empty() || without_leading_ones(item) != without_leading_ones(input))
-    throw UsageError(path + ": IDX examples of shape " + shape_text(item) + " (as C,H,W), but the model's input is " + shape_text(input));
+    throw UsageError(path + ": IDX examples of shape " + shrink::shape_string(item) + " (as C,H,W), but the model's input is " + shrink::shape_string(input));
   std::vector<float> x(idx.values.size());
   if (item[0] == 1) {
     std::copy(idx.values.begin(), idx.values.end(), x.begin());

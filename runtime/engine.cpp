@@ -31,8 +31,12 @@ namespace shrink::rt {
 namespace detail {
 namespace {
 
+constexpr int kMostThreads = 1024;                     // per call (OpenMP's own limits are not errors, but crashes)
 constexpr size_t kPlanCacheSize = 8;                    // compiled plans kept (a batch size, and the outputs kept; docs/format.md)
 constexpr uint64_t kMaxCallBytes = uint64_t(8) << 30;  // activations + scratchpad of one predict()
+// Weights packed into oneDNN's layouts. Padding can make them far larger than the file's: a
+// grouped conv of one input and two output channels per group is padded to 16 x 16 per group.
+constexpr uint64_t kMaxPackedBytes = uint64_t(8) << 30;
 
 // Aligned memory freed on scope exit (constants made at build time).
 struct Arena {
@@ -171,6 +175,10 @@ memory Loaded::constant(const std::string& key, const Tensor& t, const memory::d
     layouts.emplace_back(want, src);
     return src;
   }
+  packed_bytes += want.get_size();
+  if (packed_bytes > kMaxPackedBytes)
+    fail(fmt::format("its weights in oneDNN's layouts need over {} MiB (layer tensor {} padded to {} MiB), more than the runtime's limit of {} MiB",
+                     packed_bytes >> 20, key, want.get_size() >> 20, kMaxPackedBytes >> 20));
   memory dst(want, engine);
   dnnl::reorder::primitive_desc pd(engine, user, engine, want, user_scratchpad());
   Arena scratch(pd.scratchpad_desc().get_size());
@@ -279,6 +287,7 @@ void Loaded::init(ModelFile f, const std::string& name, int n_threads, Int8Sums 
   path = name;
   int8_kernels = detail::int8_kernels_exact() || sums == Int8Sums::fast;
   file = std::move(f);
+  if (n_threads < 0 || n_threads > kMostThreads) fail(fmt::format("threads = {}: give 0 (all cores) to {}", n_threads, kMostThreads));
   threads = n_threads > 0 ? n_threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   try {
     read_metadata();
@@ -294,6 +303,12 @@ void Loaded::init(ModelFile f, const std::string& name, int n_threads, Int8Sums 
 }  // namespace detail
 
 struct Model::Impl : detail::Loaded {};
+
+// A Model that holds no model (moved from) says so, where it would dereference nothing.
+Model::Impl& Model::impl() const {
+  if (!impl_) throw Error("this Model holds no model (it was moved from): load one");
+  return *impl_;
+}
 
 Model Model::load(const std::string& path, int threads, Int8Sums sums) {
   Model m;
@@ -315,19 +330,21 @@ std::vector<float> Model::predict(const float* input, int64_t batch) const { ret
 std::vector<Model::StepTime> Model::profile(const float* input, int64_t batch, int runs) const {
   if (batch < 1 || runs < 1) throw Error("profile: batch and runs must be at least 1");
   if (!input) throw Error("profile: input is null");
-  detail::ThreadScope scope(impl_->threads);
-  auto plan = impl_->plan_for(batch);
+  detail::ThreadScope scope(impl().threads);
+  auto plan = impl().plan_for(batch);
   std::vector<std::vector<double>> seconds(plan->steps.size(), std::vector<double>(runs, 0.0));  // [step][run]
   try {
-    impl_->execute(*plan, input, false);  // warm: first-touch of the activations, caches
+    impl().execute(*plan, input, false);  // warm: first-touch of the activations, caches
     std::vector<double> one(plan->steps.size());
     for (int r = 0; r < runs; ++r) {
       std::fill(one.begin(), one.end(), 0.0);
-      impl_->execute(*plan, input, false, &one);
+      impl().execute(*plan, input, false, &one);
       for (size_t k = 0; k < one.size(); ++k) seconds[k][r] = one[k];
     }
   } catch (const dnnl::error& e) {
-    throw Error(impl_->path + ": oneDNN failed profiling batch " + std::to_string(batch) + ": " + e.what());
+    throw Error(impl().path + ": oneDNN failed profiling batch " + std::to_string(batch) + ": " + e.what());
+  } catch (const std::bad_alloc&) {
+    throw Error(impl().path + ": out of memory profiling batch " + std::to_string(batch));
   }
   std::vector<StepTime> out;
   for (size_t k = 0; k < seconds.size(); ++k) {  // the median: a call interrupted by another process does not count
@@ -341,18 +358,19 @@ std::vector<float> Model::probabilities(const float* input, int64_t batch) const
 
 std::vector<std::string> Model::outputs() const {
   std::vector<std::string> names;
-  for (const auto& n : impl_->plan_for(1)->named) names.push_back(n.name);
+  const auto plan = impl().plan_for(1);  // held: another thread's call may push it out of the plan cache
+  for (const auto& n : plan->named) names.push_back(n.name);
   return names;
 }
 
 std::vector<int64_t> Model::output_shape(const std::string& name) const {
-  auto plan = impl_->plan_for(1);
+  auto plan = impl().plan_for(1);
   for (const auto& n : plan->named)
     if (n.name == name) {
       const auto d = plan->slots[n.act.slot].desc.dims();
       return std::vector<int64_t>(d.begin() + 1, d.end());
     }
-  throw Error(fmt::format("{}: the compiled model forms no output of a layer '{}' (folded or fused, or no such layer)", impl_->path, name));
+  throw Error(fmt::format("{}: the compiled model forms no output of a layer '{}' (folded or fused, or no such layer)", impl().path, name));
 }
 
 std::vector<float> Model::predict(const float* input, int64_t batch, const std::vector<std::string>& names,
@@ -372,32 +390,32 @@ std::vector<float> Model::run(const float* input, int64_t batch, bool softmax, c
                               std::vector<std::vector<float>>* kept_values) const {
   if (batch < 1) throw Error("predict: batch must be at least 1");
   if (!input) throw Error("predict: input is null");
-  detail::ThreadScope scope(impl_->threads);
-  auto plan = impl_->plan_for(batch, kept);
+  detail::ThreadScope scope(impl().threads);
+  auto plan = impl().plan_for(batch, kept);
   try {
-    return impl_->execute(*plan, input, softmax, nullptr, kept_values);
+    return impl().execute(*plan, input, softmax, nullptr, kept_values);
   } catch (const dnnl::error& e) {
-    throw Error(impl_->path + ": oneDNN failed running batch " + std::to_string(batch) + ": " + e.what());
+    throw Error(impl().path + ": oneDNN failed running batch " + std::to_string(batch) + ": " + e.what());
   } catch (const std::bad_alloc&) {
-    throw Error(impl_->path + ": out of memory running batch " + std::to_string(batch));
+    throw Error(impl().path + ": out of memory running batch " + std::to_string(batch));
   }
 }
 
-std::vector<int64_t> Model::input_shape() const { return impl_->spec.input; }
-int64_t Model::classes() const { return impl_->spec.classes; }
-std::string Model::precision() const { return impl_->meta.precision; }
-std::string Model::metadata_json() const { return impl_->file.meta.dump(); }
-std::vector<std::string> Model::class_names() const { return impl_->meta.class_names; }
+std::vector<int64_t> Model::input_shape() const { return impl().spec.input; }
+int64_t Model::classes() const { return impl().spec.classes; }
+std::string Model::precision() const { return impl().meta.precision; }
+std::string Model::metadata_json() const { return impl().file.meta.dump(); }
+std::vector<std::string> Model::class_names() const { return impl().meta.class_names; }
 Model::Preprocessing Model::preprocessing() const {
-  return {impl_->meta.image_input, impl_->meta.normalization.mean, impl_->meta.normalization.std};
+  return {impl().meta.image_input, impl().meta.normalization.mean, impl().meta.normalization.std};
 }
-uint64_t Model::file_bytes() const { return impl_->file.file_size; }
-int Model::threads() const { return impl_->threads; }
+uint64_t Model::file_bytes() const { return impl().file.file_size; }
+int Model::threads() const { return impl().threads; }
 
 int Model::threads_at(int64_t batch) const {
   if (batch < 1) throw Error("threads_at: batch must be at least 1");
-  detail::ThreadScope scope(impl_->threads);
-  return impl_->plan_for(batch)->threads;
+  detail::ThreadScope scope(impl().threads);
+  return impl().plan_for(batch)->threads;
 }
 
 }  // namespace shrink::rt

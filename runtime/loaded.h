@@ -42,6 +42,7 @@ struct Loaded {
   // One plan build at a time; it guards `packed` (tensor key -> the layouts made of it).
   mutable std::mutex build_mutex;
   mutable std::map<std::string, std::vector<std::pair<memory::desc, memory>>> packed;
+  mutable uint64_t packed_bytes = 0;  // of the layouts packed (not in place)
   mutable std::set<std::string> in_place;  // tensors some plan reads straight from the file
 
   [[noreturn]] void fail(const std::string& what) const { throw Error(path + ": " + what); }

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <unordered_map>
 
 #include "runtime/format.h"
 
@@ -116,8 +117,10 @@ Quantization read_quantization(const json& meta, const ModelSpec& spec) {
   if (acts == q->end() || !acts->is_object()) fail("metadata: quantization \"activations\" is missing or not an object");
   if (layers == q->end() || !layers->is_array()) fail("metadata: quantization \"int8_layers\" is missing or not a list");
   Quantization out;
+  std::unordered_map<std::string, int> index;  // spec.index_of per name would be quadratic in a deep model
+  for (size_t i = 0; i < spec.layers.size(); ++i) index[spec.layers[i].name] = static_cast<int>(i);
   for (const auto& [name, v] : acts->items()) {
-    if (name != kInputPoint && spec.index_of(name) < 0) fail("activation scale for " + name + ", which is not a layer of the model");
+    if (name != kInputPoint && !index.count(name)) fail("activation scale for " + name + ", which is not a layer of the model");
     if (!v.is_object() || !v.contains("scale") || !v.contains("signed") || !v.at("signed").is_boolean() || !v.at("scale").is_number())
       fail("activation scale of " + name + " must be {\"scale\": number, \"signed\": bool}");
     double s = v.at("scale").get<double>();
@@ -126,7 +129,8 @@ Quantization read_quantization(const json& meta, const ModelSpec& spec) {
   }
   for (const auto& name : *layers) {
     if (!name.is_string()) fail("metadata: quantization \"int8_layers\" has a non-string entry");
-    int at = spec.index_of(name.get<std::string>());
+    const auto found = index.find(name.get<std::string>());
+    const int at = found == index.end() ? -1 : found->second;
     if (at < 0) fail("int8 layer " + name.get<std::string>() + " is not a layer of the model");
     LayerType t = spec.layers[at].type;
     if (!runs_int8(t)) fail("int8 layer " + name.get<std::string>() + " is a " + layer_type_name(t) + " (only " + int8_kinds() + " run in int8)");

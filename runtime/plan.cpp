@@ -152,7 +152,7 @@ OpContext Builder::unit(size_t i, const std::vector<int>& readers, const std::ve
   c.out_type = c.out_int8 ? (end_point->is_signed ? dt::s8 : dt::u8) : dt::f32;
   c.integer_floats_out = c.out_int8 && m_.on_floats.count(L.name) && all_readers_on_floats(end_name);
   for (const std::string& in : L.inputs) {
-    c.inputs.push_back(in.empty() ? input : acts[spec.index_of(in)]);
+    c.inputs.push_back(in.empty() ? input : acts[index_.at(in)]);
     c.points.push_back(in.empty() ? std::string(kInputPoint) : in);
   }
   return c;
@@ -213,10 +213,11 @@ void Builder::build() {
   const bool int8 = m_.int8();
   Act input = input_unit(int8);
   const size_t count = spec.layers.size();
+  for (size_t i = 0; i < count; ++i) index_[spec.layers[i].name] = static_cast<int>(i);
   std::vector<int> readers(count, 0);
   for (const Layer& L : spec.layers)
     for (const auto& in : L.inputs)
-      if (!in.empty()) ++readers[spec.index_of(in)];
+      if (!in.empty()) ++readers[index_.at(in)];
   std::vector<Act> acts(count);
   std::vector<bool> fused(count, false);
   for (size_t i = 0; i < count; ++i) {
@@ -262,18 +263,26 @@ void Builder::name_output(const std::string& layer, const Act& act) {
 
 // Places buffers: largest first, each at the lowest offset free during its whole lifetime.
 void Builder::place() {
-  std::vector<int> order(buffers_.size());
+  const int n = static_cast<int>(buffers_.size());
+  std::vector<int> order(n);
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return buffers_[a].bytes > buffers_[b].bytes; });
-  plan.offsets.assign(buffers_.size(), 0);
-  std::vector<int> placed;
+  plan.offsets.assign(n, 0);
+  // live[t]: the buffers placed so far that are live at step t. Two buffers overlap in time when
+  // one is live at the step where the later of the two is made, so steps past the last buffer's
+  // making (kept outputs live "forever") need no entry; looking only there keeps a deep model's
+  // placement linear (comparing every pair took most of a 32,000-layer model's load).
+  int end = 0;
+  for (const auto& B : buffers_) end = std::max(end, B.first);
+  std::vector<std::vector<int>> live(end + 1);
+  std::vector<int> seen(n, -1);
   for (int b : order) {
     const auto& B = buffers_[b];
+    const int last = std::min(B.last, end);
     std::vector<std::pair<uint64_t, uint64_t>> busy;  // [offset, end) of buffers live at the same time
-    for (int p : placed) {
-      const auto& P = buffers_[p];
-      if (P.first <= B.last && B.first <= P.last) busy.emplace_back(plan.offsets[p], plan.offsets[p] + align_up(P.bytes));
-    }
+    for (int t = B.first; t <= last; ++t)
+      for (int p : live[t])
+        if (seen[p] != b) seen[p] = b, busy.emplace_back(plan.offsets[p], plan.offsets[p] + align_up(buffers_[p].bytes));
     std::sort(busy.begin(), busy.end());
     uint64_t at = 0;
     for (const auto& [from, to] : busy) {
@@ -282,7 +291,7 @@ void Builder::place() {
     }
     plan.offsets[b] = at;
     plan.arena_bytes = std::max(plan.arena_bytes, at + align_up(B.bytes));
-    placed.push_back(b);
+    for (int t = B.first; t <= last; ++t) live[t].push_back(b);
   }
 }
 

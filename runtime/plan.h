@@ -16,6 +16,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "runtime/format.h"
@@ -205,6 +206,7 @@ class Builder {
   const Loaded& m_;
   int64_t n_;
   std::vector<Buffer> buffers_;
+  std::unordered_map<std::string, int> index_;  // layer name -> its place in the spec
 };
 
 }  // namespace shrink::rt::detail

@@ -15,6 +15,8 @@ extern "C" {
 
 typedef struct shrink_model shrink_model;
 
+/* 0 and *out a model, or 1, *out NULL and shrink_last_error() saying why. The queries below
+   answer 0 (or NULL) for a NULL model. */
 SHRINK_C_API int shrink_model_load(const char* path, int threads, shrink_model** out);
 /* input: batch * input_size floats; output: batch * classes floats. */
 SHRINK_C_API int shrink_model_predict(shrink_model* model, const float* input, int64_t batch, float* output);

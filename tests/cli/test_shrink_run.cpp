@@ -116,7 +116,7 @@ CATCH_TEST_CASE("shrink-run: bad files and inputs give exit 2 and one line", "[c
       {dir / "m.shrink --input " + dir / "nan.f32", "NaN"},
       {dir / "m.shrink --input " + dir / "x.f32 --labels " + dir / "y.i32", "label 7 is outside [0, 3)"},
       {dir / "m.shrink --input " + dir / "x.f32 --logits " + dir / "no/such/dir/l.f32", "cannot write"},
-      {dir / "m.shrink --input " + dir / "28.idx", "IDX examples of shape 1,28,28 (as C,H,W), but the model's input is 1,8,8"},
+      {dir / "m.shrink --input " + dir / "28.idx", "IDX examples of shape 1x28x28 (as C,H,W), but the model's input is 1x8x8"},
       {dir / "m.shrink --input " + dir / "huge.idx", "truncated or padded IDX data"},
       {dir / "m.shrink --input " + dir / "x.f32 --labels " + dir / "half.idx", "labels must be integers"},
       {dir / "m.shrink --input " + dir / "a.png", "not trained on images"},
@@ -182,5 +182,5 @@ CATCH_TEST_CASE("shrink-run: IDX examples of H,W,C are read as training reads th
   CATCH_CHECK(file_bytes(dir / "raw.f32") == file_bytes(dir / "idx.f32"));
   auto wrong = run(dir / "m.shrink --input " + dir / "chw.idx");  // the same count, another shape: refused, not re-cut
   CATCH_CHECK(wrong.code == 2);
-  CATCH_CHECK(wrong.out.find("IDX examples of shape 5,3,4") != std::string::npos);
+  CATCH_CHECK(wrong.out.find("IDX examples of shape 5x3x4") != std::string::npos);
 }

@@ -373,4 +373,24 @@ CATCH_TEST_CASE("predict refuses bad arguments and batches over the memory limit
   CATCH_CHECK(m.predict(x.data(), 1).size() == 10);
   CATCH_CHECK_THROWS_WITH(rt::Model::from_memory(nullptr, 10), Catch::Contains("null data"));
   CATCH_CHECK_THROWS_WITH(rt::Model::from_memory(bytes.data(), 100), Catch::Contains("truncated"));
+  // More threads than OpenMP can start crashed in its first parallel call; negative ones meant all.
+  for (int threads : {-1, 1025, 100000})
+    CATCH_CHECK_THROWS_WITH(rt::Model::from_memory(bytes.data(), bytes.size(), threads), Catch::Contains("threads = " + std::to_string(threads)));
+  // A moved-from Model says so (no Model can be made but by load and from_memory).
+  static_assert(!std::is_default_constructible_v<rt::Model>);
+  rt::Model moved = std::move(m);
+  CATCH_CHECK_THROWS_WITH(m.predict(x.data(), 1), Catch::Contains("moved from"));
+  CATCH_CHECK_THROWS_WITH(m.classes(), Catch::Contains("moved from"));
+  CATCH_CHECK(moved.classes() == 10);
+}
+
+CATCH_TEST_CASE("weights that oneDNN's layouts pad past the runtime's limit are an Error before any is allocated", "[rt_validate]") {
+  // One input and two outputs per group: oneDNN pads each group's weights to 16 x 16 on AVX-512
+  // (8 x 8 on AVX2), 128 (32) times their size. 262,144 groups of 15x15 taps: 236 MB of weights
+  // (sparse: all zero) would need 60 GB (15 GB).
+  MakeOptions o;
+  o.sparsity = 1;
+  o.storage = "sparse";
+  auto bytes = make_model("conv(524288,k=15,p=7,g=262144) gap linear(classes)", {262144, 8, 8}, 2, o);
+  CATCH_CHECK_THROWS_WITH(rt::Model::from_memory(bytes.data(), bytes.size(), 1), Catch::Contains("more than the runtime's limit of 8192 MiB"));
 }

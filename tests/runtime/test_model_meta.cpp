@@ -157,4 +157,14 @@ CATCH_TEST_CASE("the C++ and C APIs expose the class names and the stored prepro
     CATCH_CHECK(std[2] == p.std[2]);
     shrink_model_free(c);
   }
+  // A failed load leaves no handle, and the queries answer 0 or NULL for none (they crashed).
+  shrink_model* c = reinterpret_cast<shrink_model*>(1);
+  CATCH_CHECK(shrink_model_load((dir / "none.shrink").c_str(), 1, &c) != 0);
+  CATCH_CHECK(c == nullptr);
+  CATCH_CHECK(std::string(shrink_last_error()).find("none.shrink") != std::string::npos);
+  CATCH_CHECK(shrink_model_input_size(nullptr) == 0);
+  CATCH_CHECK(shrink_model_classes(nullptr) == 0);
+  CATCH_CHECK(shrink_model_class_name(nullptr, 0) == nullptr);
+  CATCH_CHECK(shrink_model_image_input(nullptr) == 0);
+  CATCH_CHECK(shrink_model_normalization(nullptr, nullptr, nullptr, 3) == 0);
 }

@@ -49,7 +49,7 @@ class SHRINK_RT_API Model {
  public:
   // Loads and validates the whole model (metadata, spec, every tensor's dtype and shape, scales,
   // the size limits of docs/format.md) and compiles it for batch 1; any problem is an Error.
-  // threads: OpenMP threads per call (0: all cores).
+  // threads: OpenMP threads per call (0: all cores; at most 1024).
   static Model load(const std::string& path, int threads = 0, Int8Sums sums = Int8Sums::exact);
   // The same from a model file's bytes in memory (copied; `name` is used in messages).
   static Model from_memory(const void* data, size_t size, int threads = 0, const std::string& name = "<memory>", Int8Sums sums = Int8Sums::exact);
@@ -101,7 +101,9 @@ class SHRINK_RT_API Model {
  private:
   std::vector<float> run(const float* input, int64_t batch, bool softmax, const std::vector<std::string>& kept = {},
                          std::vector<std::vector<float>>* kept_values = nullptr) const;
+  Model() = default;  // only load() and from_memory() make one
   struct Impl;
+  Impl& impl() const;           // an Error for a moved-from Model
   std::shared_ptr<Impl> impl_;  // shared by copies; never changed after load but for the plan cache
 };
 
