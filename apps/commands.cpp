@@ -15,7 +15,6 @@
 #include "jobs/pipeline.h"
 #include "jobs/tools.h"
 #include "parallel/launch.h"
-#include "train/run_dir.h"
 
 namespace shrink {
 namespace {
@@ -51,7 +50,7 @@ std::string run_job(const JobKind& kind, const Args& a) {
   options.resume = a.has("resume");
   options.overwrite = a.has("overwrite");
   if (options.resume && options.overwrite) throw UserError(fmt::format("{}: --resume continues the run and --overwrite deletes it: give one", kind.name));
-  if (options.overwrite && !options.resume) RunDir::check_overwrite(config.get<std::string>("job.out"));
+  options.overwrite_by_user = options.overwrite;
   kind.run(config, options);
   return "";  // the job printed its progress and result as it ran (and kept them in log.txt)
 }
@@ -61,9 +60,12 @@ std::string run_job(const JobKind& kind, const Args& a) {
 int run_launch(const Args& a) {
   const std::vector<std::string> job = a.all("job");
   if (job.empty()) throw UserError("launch: give the job after --, e.g. shrink launch --nproc_per_node 2 -- train --config FILE");
-  const std::vector<std::string> parallel = {"train", "distill", "prune", "quantize", "pipeline"};
-  if (std::find(parallel.begin(), parallel.end(), job[0]) == parallel.end())
-    throw UserError(fmt::format("launch: '{}' does not run data parallel; the job after -- is one of train, distill, prune, quantize, pipeline", job[0]));
+  std::vector<std::string> parallel = {"pipeline"};  // and every job of the job table
+  for (const JobKind& kind : job_kinds()) parallel.push_back(kind.name);
+  const bool subcommand = job.size() > 1 && job[1].rfind("--", 0) != 0;  // prune report, prune sensitivity
+  if (std::find(parallel.begin(), parallel.end(), job[0]) == parallel.end() || subcommand)
+    throw UserError(fmt::format("launch: '{}' does not run data parallel; the job after -- is one of {}", fmt::join(job.begin(), job.begin() + (subcommand ? 2 : 1), " "),
+                                fmt::join(parallel, ", ")));
   LaunchOptions o;
   o.nproc_per_node = static_cast<int>(a.integer("nproc_per_node", o.nproc_per_node));
   o.nnodes = static_cast<int>(a.integer("nnodes", o.nnodes));

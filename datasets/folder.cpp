@@ -45,8 +45,9 @@ std::vector<fs::path> sorted_folders(const fs::path& dir) {
 }
 
 // A class folder's images, its subfolders' too (following links), in torchvision ImageFolder's
-// order (sorted(os.walk(...)): by folder path as a string, then by name), so both read the same
-// examples in the same order. A link to nothing with an image's name is an error naming it.
+// order (sorted(os.walk(...)): by folder path as a string, then by name). Unlike ImageFolder it
+// skips hidden files and folders and reads only .png, .jpg and .jpeg (docs/config.md). A link to
+// nothing with an image's name is an error naming it.
 std::vector<fs::path> images_in(const fs::path& dir) {
   constexpr int kDeepest = 32;  // deeper is a link loop, which os.walk would follow forever
   std::vector<fs::path> out;
@@ -100,11 +101,11 @@ std::vector<std::string> class_names_in(const fs::path& dir) {
   return out;
 }
 
-// A file's place in its class's test order: a hash of its name within the class folder (salted
-// by data.seed), so the split does not depend on where the folder lies, and adding an image
-// moves at most one other across it.
-uint64_t split_rank(const Example& e, uint64_t seed) {
-  const std::string name = e.file.filename().string();
+// A file's place in its class's test order: a hash of its path within the class folder (its
+// name, for a file directly in it; salted by data.seed), so the split does not depend on where
+// the folder lies, and adding an image moves at most one other across it.
+uint64_t split_rank(const Example& e, const fs::path& class_folder, uint64_t seed) {
+  const std::string name = e.file.lexically_relative(class_folder).string();
   return XXH3_64bits_withSeed(name.data(), name.size(), seed);
 }
 
@@ -128,19 +129,20 @@ Listing list_folder(const FolderOptions& o) {
   l.classes = class_names_in(root);
   const std::vector<Example> all = list_split(root, l.classes);
   for (int64_t c = 0; c < static_cast<int64_t>(l.classes.size()); ++c) {
-    std::vector<Example> members;
-    for (const auto& e : all)
-      if (e.label == c) members.push_back(e);
+    std::vector<size_t> members;  // places in `all`, in listing order
+    for (size_t k = 0; k < all.size(); ++k)
+      if (all[k].label == c) members.push_back(k);
     auto n_test = std::max<size_t>(1, static_cast<size_t>(o.test_share * members.size()));
     if (n_test >= members.size())
       throw UserError(fmt::format("{}: {} images, too few to hold out data.test_share = {} for test", (root / l.classes[c]).string(),
                                   members.size(), o.test_share));
-    std::stable_sort(members.begin(), members.end(), [&](const Example& a, const Example& b) { return split_rank(a, o.seed) < split_rank(b, o.seed); });
-    std::vector<Example> held(members.begin(), members.begin() + n_test), kept(members.begin() + n_test, members.end());
-    for (auto* part : {&held, &kept})  // back in file order
-      std::sort(part->begin(), part->end(), [](const Example& a, const Example& b) { return a.file < b.file; });
-    l.test.insert(l.test.end(), held.begin(), held.end());
-    l.train.insert(l.train.end(), kept.begin(), kept.end());
+    const fs::path folder = root / l.classes[c];
+    std::vector<size_t> order = members;
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return split_rank(all[a], folder, o.seed) < split_rank(all[b], folder, o.seed); });
+    std::vector<size_t> held(order.begin(), order.begin() + n_test), kept(order.begin() + n_test, order.end());
+    for (auto* part : {&held, &kept}) std::sort(part->begin(), part->end());  // back in listing order
+    for (size_t k : held) l.test.push_back(all[k]);
+    for (size_t k : kept) l.train.push_back(all[k]);
   }
   l.layout = fmt::format("{} ({:.0f}% of each class held out for test, seed {})", o.root, 100 * o.test_share, o.seed);
   return l;
@@ -255,7 +257,8 @@ FolderData open_folder(const FolderOptions& o) {
   const std::vector<int64_t> shape = target_shape(o, l);
   fs::path dir = o.cache_dir.empty() ? default_cache_dir() : o.cache_dir;
   fs::path cache = dir / fmt::format("images-{:016x}.h5", cache_key(o, l));
-  if (!fs::exists(cache)) write_cache(o, l, shape, cache);
+  const bool cached = fs::exists(cache);
+  if (!cached) write_cache(o, l, shape, cache);
   FolderData d;
   d.class_names = l.classes;
   auto described = [&](const char* split) { return fmt::format("image folder {}: {} split (decoded into {})", l.layout, split, cache.string()); };
@@ -265,7 +268,8 @@ FolderData open_folder(const FolderOptions& o) {
   };
   try {
     open();
-  } catch (const UserError&) {  // a cache file that no longer reads (a disk error, a copy cut short): made again
+  } catch (const UserError&) {  // an earlier run's cache that no longer reads (a disk error, a copy cut short): made again
+    if (!cached) throw;
     fs::remove(cache);
     write_cache(o, l, shape, cache);
     open();

@@ -135,14 +135,17 @@ std::string joined(const std::vector<std::string>& names) {
 
 // Runs a job in `dir` unless an earlier run finished it there (then reads its summary): a
 // search's rounds are folders of their own, so an interrupted search replays what it decided. A
-// folder left by a search that asked for something else there (another budget, say) is redone:
-// `search.json` keeps what the search asked of it (`asked`: the values it set).
+// folder left by a search that asked for something else there (another budget, say), or whose
+// question is not known, is redone: `DIR.asked.json`, beside the folder (a job starting afresh
+// empties its folder), keeps what the search asked of it (`asked`: the values it set).
 nlohmann::json run_or_read(const JobKind& kind, Config config, const std::string& dir, const nlohmann::json& asked, bool quiet) {
-  const std::string record = dir + "/search.json";
-  if (fs::exists(record) && nlohmann::json::parse(read_text_file(record), nullptr, false) != asked) fs::remove_all(dir);
+  const std::string record = dir + ".asked.json";
+  if (!fs::exists(record) || nlohmann::json::parse(read_text_file(record), nullptr, false) != asked) {
+    fs::remove_all(dir);
+    fs::create_directories(fs::path(dir).parent_path());
+    write_json_atomic(record, asked);
+  }
   if (RunDir::finished(dir)) return nlohmann::json::parse(read_text_file(dir + "/summary.json"));
-  fs::create_directories(dir);
-  write_json_atomic(record, asked);
   config.set("job.out", dir, "budget search: the round's folder");
   RunOptions options;
   options.quiet = quiet;

@@ -86,8 +86,8 @@ class Importer {
   int index_of_layer(const std::string& name) const { return spec_.index_of(name); }
   int uses(const std::string& tensor) const;
   // Nodes (and graph outputs) that read layer `layer`'s output under any of its names: an
-  // Identity, Dropout, Flatten or Reshape that changes nothing gives it another name, and its own
-  // read of the first is not a reader's.
+  // Identity, a Flatten or Reshape that changes nothing, a one-input Concat or a folded bias Add
+  // gives it another name, and its own read of the first is not a reader's.
   int readers(const std::string& layer) const;
   void finish_output();
 

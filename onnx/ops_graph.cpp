@@ -185,8 +185,9 @@ void Importer::cast(const onnx::NodeProto& n) {
     if (!c.is_float) c.floats.assign(c.ints.begin(), c.ints.end()), c.ints.clear(), c.is_float = true;
   } else if (to == onnx::TensorProto::INT32 || to == onnx::TensorProto::INT64) {
     if (c.is_float) {
+      const double most = to == onnx::TensorProto::INT32 ? 2147483647.0 : 9.2e18;
       for (float f : c.floats)
-        if (!std::isfinite(f) || std::abs(f) > 2e9f) unsupported(n, fmt::format("{} does not fit a 32-bit integer", f));
+        if (!std::isfinite(f) || std::abs(f) > most) unsupported(n, fmt::format("{} does not fit the cast's integer type", f));
       for (float f : c.floats) c.ints.push_back(static_cast<int64_t>(std::trunc(f)));
       c.floats.clear(), c.is_float = false;
     }

@@ -269,20 +269,24 @@ void Builder::place() {
   std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return buffers_[a].bytes > buffers_[b].bytes; });
   plan.offsets.assign(n, 0);
   // live[t]: the buffers placed so far that are live at step t. Two buffers overlap in time when
-  // one is live at the step where the later of the two is made, so steps past the last buffer's
-  // making (kept outputs live "forever") need no entry; looking only there keeps a deep model's
-  // placement linear (comparing every pair took most of a 32,000-layer model's load).
+  // one is live at the step where the later of the two is made, so looking at the steps a buffer
+  // lives keeps a deep model's placement near linear (comparing every pair took most of a
+  // 32,000-layer model's load). Kept outputs live to the end: they are listed apart, `forever`.
   int end = 0;
   for (const auto& B : buffers_) end = std::max(end, B.first);
   std::vector<std::vector<int>> live(end + 1);
-  std::vector<int> seen(n, -1);
+  std::vector<int> forever, seen(n, -1);
   for (int b : order) {
     const auto& B = buffers_[b];
     const int last = std::min(B.last, end);
     std::vector<std::pair<uint64_t, uint64_t>> busy;  // [offset, end) of buffers live at the same time
+    auto overlaps = [&](int p) {
+      if (seen[p] != b) seen[p] = b, busy.emplace_back(plan.offsets[p], plan.offsets[p] + align_up(buffers_[p].bytes));
+    };
     for (int t = B.first; t <= last; ++t)
-      for (int p : live[t])
-        if (seen[p] != b) seen[p] = b, busy.emplace_back(plan.offsets[p], plan.offsets[p] + align_up(buffers_[p].bytes));
+      for (int p : live[t]) overlaps(p);
+    for (int p : forever)
+      if (buffers_[p].first <= B.last) overlaps(p);
     std::sort(busy.begin(), busy.end());
     uint64_t at = 0;
     for (const auto& [from, to] : busy) {
@@ -291,7 +295,9 @@ void Builder::place() {
     }
     plan.offsets[b] = at;
     plan.arena_bytes = std::max(plan.arena_bytes, at + align_up(B.bytes));
-    for (int t = B.first; t <= last; ++t) live[t].push_back(b);
+    if (B.last >= end) forever.push_back(b);
+    else
+      for (int t = B.first; t <= last; ++t) live[t].push_back(b);
   }
 }
 

@@ -215,7 +215,7 @@ CATCH_TEST_CASE("budget: a rerun replays the rounds it finished and redoes a fol
   auto stamp = [&](int r) { return std::filesystem::last_write_time(dir / fmt::format("again/prune/search-{}/summary.json", r)); };
   const auto round1 = stamp(1), round2 = stamp(2);
   // Round 2's folder as if another search (another budget, say) had asked it for something else.
-  shrink::test::write_text(dir / "again/prune/search-2/search.json", "{\"from\": \"elsewhere\"}");
+  shrink::test::write_text(dir / "again/prune/search-2.asked.json", "{\"from\": \"elsewhere\"}");
   auto b = run_budget(dir, "again", keys);
   CATCH_CHECK(stamp(1) == round1);  // replayed, not run again
   CATCH_CHECK(stamp(2) != round2);  // redone

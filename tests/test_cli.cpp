@@ -45,7 +45,8 @@ CATCH_TEST_CASE("user errors exit 2 with one line naming the problem", "[cli]") 
       {"export --checkpoint " + dir / "none.pt", "--out M.shrink is required"},
       {"launch -- eval --checkpoint " + dir / "none.pt", "'eval' does not run data parallel"},
       // Sizes the machine cannot hold are the user's to change, not a bug.
-      {"train --config " + dir / "job.ini --data.shape=3,100000,100000 --out " + dir / "huge", "out of memory"},
+      {"train --config " + dir / "job.ini --data.shape=3,1000000,1000000 --out " + dir / "huge", "out of memory"},
+      {"launch -- prune sensitivity --checkpoint " + dir / "none.pt", "'prune sensitivity' does not run data parallel"},
   };
   for (const auto& c : cases) {
     auto r = run_cli(c.args);
@@ -69,6 +70,12 @@ CATCH_TEST_CASE("overwrite deletes only a run: not the current folder, nor one h
   auto here = shrink::test::run_cmd("cd " + dir / "notes && " + SHRINK_BIN + " train --config " + dir / "job.ini --out . --overwrite");
   CATCH_CHECK(here.code == 2);
   CATCH_CHECK(here.out.find("the current folder or one above it") != std::string::npos);
+  CATCH_CHECK(shrink::test::read_text(dir / "notes/thesis.txt") == "years of work");
+  shrink::test::write_text(dir / "notes/config.ini", "[mine]\n");  // a config.ini alone does not make a run
+  CATCH_CHECK(run_cli("train --config " + dir / "job.ini --out " + dir / "notes --overwrite").code == 2);
+  auto file = run_cli("train --config " + dir / "job.ini --out " + dir / "notes/thesis.txt --overwrite");
+  CATCH_CHECK(file.code == 2);
+  CATCH_CHECK(file.out.find("is a file, not a run folder") != std::string::npos);
   CATCH_CHECK(shrink::test::read_text(dir / "notes/thesis.txt") == "years of work");
   // A run is replaced; a prune into a folder holding a run is refused before anything in it changes.
   CATCH_REQUIRE(run_cli("train --config " + dir / "job.ini --out " + dir / "run").code == 0);

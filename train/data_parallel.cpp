@@ -29,6 +29,9 @@ void as_stage_worker(JobConfig& job, RunOptions& options) {
     job.out = fmt::format("{}.rank-{}", out, world.rank());
     options.worker_folder = true;
     options.quiet = true;
+    // The folder is this worker's own: one a run before left is emptied, not taken up as it is.
+    options.overwrite = !options.resume;
+    options.overwrite_by_user = false;
   }
   if (options.resume) folder_from_leader(leader_out, job.out);
 }

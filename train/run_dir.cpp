@@ -10,8 +10,29 @@
 namespace shrink {
 namespace fs = std::filesystem;
 
+namespace {
+
+// What --overwrite may delete: nothing, an empty folder, or a run folder (its config.ini and
+// log.txt, which every run writes first). Not the current folder or one above it, not a file, not
+// a folder of other things that --out named by mistake.
+void check_user_overwrite(const std::string& path) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return;
+  const fs::path target = fs::weakly_canonical(path, ec), here = fs::current_path(ec);
+  if (std::mismatch(target.begin(), target.end(), here.begin(), here.end()).first == target.end())
+    throw UserError(fmt::format("--overwrite: job.out = {} is the current folder or one above it; give the run a folder of its own", path));
+  if (!fs::is_directory(path, ec)) throw UserError(fmt::format("--overwrite: job.out = {} is a file, not a run folder; it is not deleted", path));
+  if (!fs::is_empty(path, ec) && !(fs::exists(path + "/config.ini", ec) && fs::exists(path + "/log.txt", ec)))
+    throw UserError(fmt::format("--overwrite: {} holds files but no run (no config.ini and log.txt), so it is not deleted; give the run a folder of its own", path));
+}
+
+}  // namespace
+
 RunDir::RunDir(const std::string& path, const std::string& resolved_ini, const RunOptions& options) : path_(path) {
-  if (options.overwrite && !options.resume) fs::remove_all(path_);
+  if (options.overwrite && !options.resume) {
+    if (options.overwrite_by_user) check_user_overwrite(path_);
+    fs::remove_all(path_);
+  }
   std::error_code ec;
   fs::create_directories(path_ + "/checkpoints", ec);
   if (ec) throw UserError(fmt::format("job.out = {}: cannot make the run folder there ({})", path, ec.message()));
@@ -34,18 +55,10 @@ RunDir RunDir::open_training(const std::string& path, const std::string& resolve
   return RunDir(path, resolved_ini, options);
 }
 
-void RunDir::check_overwrite(const std::string& path) {
-  std::error_code ec;
-  if (!fs::exists(path, ec)) return;
-  const fs::path target = fs::weakly_canonical(path), here = fs::current_path();
-  if (std::mismatch(target.begin(), target.end(), here.begin(), here.end()).first == target.end())
-    throw UserError(fmt::format("--overwrite: job.out = {} is the current folder or one above it; give the run a folder of its own", path));
-  if (fs::is_directory(path) && !fs::is_empty(path) && !fs::exists(path + "/config.ini"))
-    throw UserError(fmt::format("--overwrite: {} holds files but no run (no config.ini), so it is not deleted; give the run a folder of its own", path));
-}
-
 RunDir RunDir::open_stages(const std::string& path, const std::string& resolved_ini, const RunOptions& options) {
-  if (!options.resume && !options.overwrite && fs::exists(path + "/config.ini")) throw holds_a_run(path);  // before config.ini is replaced
+  // Before config.ini is replaced. (A data-parallel worker's own folder beside OUT is shrink's:
+  // rank 0 guards OUT.)
+  if (!options.resume && !options.overwrite && !options.worker_folder && fs::exists(path + "/config.ini")) throw holds_a_run(path);
   return RunDir(path, resolved_ini, options);
 }
 

@@ -14,6 +14,9 @@ namespace shrink {
 struct RunOptions {
   bool resume = false;            // continue from <out>/checkpoints/last.pt
   bool overwrite = false;         // start afresh even if <out> holds a run
+  // The user's --overwrite: <out> is deleted only if it is a run folder (or empty), never the
+  // current folder or one above it. (The pipeline's and budget search's own folders are theirs.)
+  bool overwrite_by_user = false;
   bool quiet = false;             // no console output (log.txt is still written)
   int64_t stop_after_epochs = -1; // tests: stop after this many epochs of this call, as if killed
   // The caller writes summary.json itself, with more in it (quantization): the file's presence
@@ -35,10 +38,6 @@ class RunDir {
   // starts by what it finds.
   static RunDir open_stages(const std::string& path, const std::string& resolved_ini, const RunOptions& options);
 
-  // A user's --overwrite of `path` (it deletes the folder): refused for the current folder or one
-  // above it, and for a folder that holds files but no run (no config.ini).
-  static void check_overwrite(const std::string& path);
-
   // The paths of a run directory, also before (or without) opening it.
   static std::string checkpoint_of(const std::string& path, const std::string& name = "last.pt");
   static bool holds_checkpoint(const std::string& path);  // checkpoints/last.pt: a run to resume
@@ -50,7 +49,8 @@ class RunDir {
   void write_summary(const nlohmann::json& summary) const;
 
  private:
-  // --overwrite (without --resume) deletes the folder and everything in it; then checkpoints/
+  // --overwrite (without --resume) deletes the folder and everything in it (a user's, only when
+  // it is a run: RunOptions::overwrite_by_user); then checkpoints/
   // is created, the resolved config written to config.ini and log.txt opened for appending.
   RunDir(const std::string& path, const std::string& resolved_ini, const RunOptions& options);
   std::string path_;

@@ -73,7 +73,7 @@ std::string zip_damage(const std::string& path) {
       if (local == 0xFFFFFFFF && f + 8 <= extra_len) local = le(&extra[f], 8);
     }
     at += 46 + name_len + extra_len + comment_len;
-    if (le(h + 10, 2) != 0) continue;  // compressed: LibTorch's inflate checks it
+    if (le(h + 10, 2) != 0) continue;  // compressed (a TorchScript module's code, never weights): not checked here
     char l[30];
     if (!r.read(local, l, 30) || le(l, 4) != 0x04034b50) return fmt::format("its entry {} is damaged", name);
     uint64_t data = local + 30 + le(l + 26, 2) + le(l + 28, 2);

@@ -66,6 +66,12 @@ save("weights_cast_to_int", [6],
       helper.make_node("MatMul", ["x", "wf"], ["y"])],
      [const("w", [6, 4], scale=3.0)], "ok")
 
+# A bias Add on a Gemm output read through an Identity, by nothing else: the Gemm's bias.
+save("bias_through_identity", [6],
+     [helper.make_node("Gemm", ["x", "w"], ["g"], transB=1), helper.make_node("Identity", ["g"], ["gi"]),
+      helper.make_node("Add", ["gi", "b"], ["y"])],
+     [const("w", [4, 6]), const("b", [4])], "ok")
+
 # A bias Add on a Gemm output that a Relu also reads (under another name, through an Identity):
 # folding the bias into the Gemm would give the Relu the bias too.
 save("bias_on_an_output_read_twice", [6],
