@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "common/shape.h"
 #include "distill/cache.h"
 #include "distill/losses.h"
 #include "distill/teacher.h"
@@ -231,6 +232,10 @@ class DistillObjective : public Objective {
 
   void check_teacher_fits(const Data& data, const Augment& normalization) {
     check_class_names(data.class_names, teacher_->class_names, "teacher " + teacher_->path());
+    // (A conv net ending in a global pool runs on other sizes in LibTorch, computing other features;
+    // on the runtime it would read past each example.)
+    if (const ModelSpec* spec = teacher_->spec(); spec && spec->input != data.shape)
+      throw UserError(fmt::format("teacher {} takes examples of {}; the data's are {}", teacher_->path(), shape_string(spec->input), shape_string(data.shape)));
     if (!teacher_->mean.empty() && (teacher_->mean != normalization.mean || teacher_->std != normalization.std))
       throw UserError(fmt::format("teacher {} was trained with another input normalization than data.normalize gives the student",
                                   teacher_->path()));

@@ -164,9 +164,13 @@ void check_budget_stages(const Config& c, const std::vector<Stage>& stages) {
 // The stages that run, in order, with their configs; every check that needs no work comes here.
 std::vector<Stage> plan_stages(const Config& c, const std::string& root, const std::vector<StageKey>& command_line) {
   std::vector<std::string> enabled = split(c.get<std::string>("pipeline.stages"), ',');
-  for (const auto& s : enabled)
-    if (std::find(kPipelineStages.begin(), kPipelineStages.end(), s) == kPipelineStages.end())
-      c.fail("pipeline.stages", fmt::format("unknown stage '{}' (stages: {})", s, joined(kPipelineStages)));
+  size_t previous = 0;
+  for (const auto& s : enabled) {
+    const size_t at = std::find(kPipelineStages.begin(), kPipelineStages.end(), s) - kPipelineStages.begin();
+    if (at == kPipelineStages.size()) c.fail("pipeline.stages", fmt::format("unknown stage '{}' (stages: {})", s, joined(kPipelineStages)));
+    if (at < previous) c.fail("pipeline.stages", fmt::format("'{}' after a later stage: the stages run in the order {}", s, joined(kPipelineStages)));
+    previous = at;
+  }
   const bool given_teacher = !c.get<std::string>("pipeline.teacher").empty();
   if (!given_teacher && std::find(enabled.begin(), enabled.end(), "teacher") == enabled.end())
     c.fail("pipeline.teacher", "with the teacher stage switched off, give a teacher checkpoint");
@@ -281,7 +285,7 @@ void add_pipeline_options(Keys& keys) {
   // clang-format off
   keys.add("pipeline.name", "default", Rule::text(false), "the pipeline's name: stages write to OUT/NAME/STAGE")
       .add("pipeline.out", "runs", Rule::text(false), "OUT")
-      .add("pipeline.stages", "teacher,distill,prune,quantize,export,compare", Rule::text(false), "stages to run, in this order")
+      .add("pipeline.stages", "teacher,distill,prune,quantize,export,compare", Rule::text(false), "the stages to run (in this order)")
       .add("pipeline.data", "", any, "data.path for every stage (empty: each stage config's own)")
       .add("pipeline.teacher", "", any, "a given teacher checkpoint (the teacher stage is then skipped)")
       .add("pipeline.threads", int64_t(0), Rule::integer(0, 1024), "train.threads for every stage (0: the stage configs' own)");
@@ -312,11 +316,23 @@ nlohmann::json run_pipeline(const PipelineRun& run) {
     c.fail("pipeline.budget", "the budget's search runs as one process: run this pipeline without shrink launch, or without a budget");
   fs::create_directories(root);
   RunLog log(root, run.quiet || worker);
-  // --force X redoes X and everything after it (later stages were built on it).
+  // --force X redoes X and everything after it (later stages were built on it): a stage that runs,
+  // and the results of later ones that do not are removed too, with a line saying so.
   size_t first_forced = kPipelineStages.size();
-  for (const auto& f : run.force)
+  for (const auto& f : run.force) {
+    if (std::none_of(stages.begin(), stages.end(), [&](const Stage& s) { return s.kind->name == f; }))
+      throw UserError(fmt::format("--force {}: the {} stage does not run (pipeline.stages, pipeline.teacher)", f, f));
     first_forced = std::min<size_t>(first_forced, std::find(kPipelineStages.begin(), kPipelineStages.end(), f) - kPipelineStages.begin());
-  for (size_t k = first_forced; k < kPipelineStages.size(); ++k) fs::remove_all(root + "/" + kPipelineStages[k]);
+  }
+  std::vector<std::string> removed;
+  for (size_t k = first_forced; k < kPipelineStages.size(); ++k) {
+    const std::string& name = kPipelineStages[k];
+    const bool runs = std::any_of(stages.begin(), stages.end(), [&](const Stage& s) { return s.kind->name == name; });
+    if (!runs && fs::exists(root + "/" + name)) removed.push_back(name);
+    fs::remove_all(root + "/" + name);
+  }
+  if (!removed.empty())
+    log.line(fmt::format("--force {}: the results of {} are removed too (they were made from what is redone)", kPipelineStages[first_forced], joined(removed)));
 
   Handoff handed;
   handed.teacher = handed.model = c.get<std::string>("pipeline.teacher").empty() ? RunDir::checkpoint_of(root + "/teacher") : c.get<std::string>("pipeline.teacher");

@@ -35,11 +35,12 @@ class PruneHook : public MaskingHook {
       : MaskingHook(std::move(initial)), targets_(gradual_targets ? *gradual_targets : PruneTargets{}), gradual_(gradual) {}
   void begin_step(SpecNet& model, double position) override {
     if (!gradual_) return;
-    int64_t index = static_cast<int64_t>(std::floor(position / gradual_->update_every));
-    if (index <= last_update_) return;
-    last_update_ = index;
-    targets_.sparsity = cubic_sparsity(index * gradual_->update_every, gradual_->start_epoch, gradual_->end_epoch,
-                                       gradual_->initial_sparsity, gradual_->sparsity);
+    // Every update_every epochs, and once more at end_epoch, whatever update_every is: the
+    // sparsity reaches prune.sparsity there (it stopped short of it when no update fell on it).
+    const double every = gradual_->update_every, t = std::min(std::floor(position / every) * every, gradual_->end_epoch);
+    if (position >= gradual_->end_epoch ? last_update_ >= gradual_->end_epoch : t <= last_update_) return;
+    last_update_ = position >= gradual_->end_epoch ? gradual_->end_epoch : t;
+    targets_.sparsity = cubic_sparsity(last_update_, gradual_->start_epoch, gradual_->end_epoch, gradual_->initial_sparsity, gradual_->sparsity);
     auto masks = magnitude_masks(model, targets_);
     broadcast_masks(masks);
     masks_.set_all(masks);
@@ -49,7 +50,7 @@ class PruneHook : public MaskingHook {
  private:
   PruneTargets targets_;
   const PruneConfig* gradual_;
-  int64_t last_update_ = -1;
+  double last_update_ = -1;  // the schedule's time of the last update (epochs)
 };
 
 // A checkpoint to prune, which must be a float one: pruning changes the weights that a quantized
@@ -220,6 +221,12 @@ nlohmann::json run_prune_job(const JobConfig& job_in, const PruneConfig& c, cons
   as_stage_worker(base, options);
   torch::set_num_threads(resolve_threads(base.train.threads));
   LoadedModel start = load_float(c.checkpoint, "prune.checkpoint");
+  if (c.schedule == "gradual") {  // a schedule training ends before would stop short of prune.sparsity
+    const double end = c.end_epoch < 0 ? 0.75 * base.train.epochs : c.end_epoch;
+    if (end >= base.train.epochs || c.start_epoch >= end)
+      throw UserError(fmt::format("prune.schedule = gradual: the sparsity rises from epoch {:g} (prune.start_epoch) to {:g} (prune.end_epoch), which "
+                                  "must come before training ends at epoch {} (train.epochs)", c.start_epoch, end, base.train.epochs));
+  }
   const nlohmann::json start_meta = start.meta;
   SpecNet current = start.model;
   Data data = open_data(base.data);

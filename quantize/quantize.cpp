@@ -95,6 +95,28 @@ QuantizeConfig read_quantize_config(const Config& c) {
   return q;
 }
 
+namespace {
+
+// quantize.float_layers' layers. A name given as it is must be one that runs in int8, or a
+// batchnorm with no conv or linear to fold into (kept float so that the rest quantizes): any other
+// (an activation, a batchnorm folded into its conv) was silently ignored.
+std::vector<std::string> float_layers_of(const ModelSpec& spec, const std::string& patterns) {
+  const std::vector<std::string> layers = match_layers(spec, patterns, "quantize.float_layers");
+  for (const std::string& name : layers) {
+    const Layer& L = spec.layer(name);
+    if (("," + patterns + ",").find("," + name + ",") == std::string::npos || runs_int8(L.type)) continue;  // a glob's, or an int8 layer
+    const int input = L.inputs[0].empty() ? -1 : spec.index_of(L.inputs[0]);
+    const bool folds = input >= 0 && has_weights(spec.layers[input].type);
+    if (L.type == LayerType::BatchNorm && !folds) continue;
+    throw UserError(folds ? fmt::format("quantize.float_layers: {} folds into {}: name {} to keep both in float", name, L.inputs[0], L.inputs[0])
+                          : fmt::format("quantize.float_layers: {} is a {}, which does not run in int8 ({} do): name the layer that computes its input",
+                                        name, layer_type_name(L.type), int8_kinds()));
+  }
+  return layers;
+}
+
+}  // namespace
+
 nlohmann::json run_quantize_job(const JobConfig& job_in, const QuantizeConfig& q_in, const RunOptions& options_in, Objective* fine_tune) {
   JobConfig base = job_in;
   RunOptions options = options_in;
@@ -104,7 +126,7 @@ nlohmann::json run_quantize_job(const JobConfig& job_in, const QuantizeConfig& q
   LoadedModel start_model = load_checkpoint(q.checkpoint);
   nlohmann::json meta = start_model.meta;
   SpecNet fp32 = float_start(start_model, q.checkpoint);
-  q.settings.float_layers = match_layers(fp32->spec(), q.float_layers, "quantize.float_layers");
+  q.settings.float_layers = float_layers_of(fp32->spec(), q.float_layers);
   Data data = open_data(base.data);
   check_data_fits(data, meta, "quantize.checkpoint " + q.checkpoint);
   RunDir run_dir = RunDir::open_stages(base.out, base.resolved_ini, options);
@@ -168,7 +190,7 @@ std::pair<SpecNet, nlohmann::json> calibrated_after_training(const std::string& 
   LoadedModel start = load_checkpoint(checkpoint);
   SpecNet fp32 = float_start(start, checkpoint);
   QuantSettings settings = q.settings;
-  settings.float_layers = match_layers(fp32->spec(), q.float_layers, "quantize.float_layers");
+  settings.float_layers = float_layers_of(fp32->spec(), q.float_layers);
   QuantNet qnet(fp32->spec(), settings);
   load_weights_into(checkpoint, *qnet);
   calibrate(*qnet, data, normalization_of(start.meta), q.calibration_batches, batch_size, seed);

@@ -14,16 +14,6 @@ using nlohmann::json;
 
 [[noreturn]] void fail(const std::string& what) { throw ModelMetaError(what); }
 
-// "conv, linear and add": the kinds with the kInt8 trait, for messages.
-std::string int8_kinds() {
-  std::vector<std::string> names;
-  for (const LayerTraits& t : kLayerTraits)
-    if (runs_int8(t.type)) names.push_back(t.op);
-  std::string out;
-  for (size_t i = 0; i < names.size(); ++i) out += (i == 0 ? "" : i + 1 == names.size() ? " and " : ", ") + names[i];
-  return out;
-}
-
 const json& field(const json& meta, const char* key) {
   auto it = meta.find(key);
   if (it == meta.end()) fail(std::string("metadata is incomplete: no \"") + key + "\"");

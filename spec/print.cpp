@@ -47,4 +47,13 @@ std::string ModelSpec::to_string() const {
   return out;
 }
 
+std::string int8_kinds() {
+  std::vector<std::string> names;
+  for (const LayerTraits& t : kLayerTraits)
+    if (runs_int8(t.type)) names.push_back(t.op);
+  std::string out;
+  for (size_t i = 0; i < names.size(); ++i) out += (i == 0 ? "" : i + 1 == names.size() ? " and " : ", ") + names[i];
+  return out;
+}
+
 }  // namespace shrink

@@ -76,5 +76,7 @@ struct ModelCost {
 };
 ModelCost total_cost(const ModelSpec& spec);
 inline std::string layer_type_name(LayerType t) { return traits(t).op; }
+// "conv, linear, add, mul and concat": the kinds that run in int8, for messages.
+std::string int8_kinds();
 
 }  // namespace shrink

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "tests/helpers.h"
+#include "train/run_dir.h"
 
 using shrink::test::run_cli;
 using shrink::test::TempDir;
@@ -85,6 +86,16 @@ CATCH_TEST_CASE("overwrite deletes only a run: not the current folder, nor one h
   CATCH_CHECK(prune.code == 2);
   CATCH_CHECK(prune.out.find("already holds a run") != std::string::npos);
   CATCH_CHECK(shrink::test::read_text(dir / "run/config.ini") == config);
+  // A folder a run is writing (here this process) is not written by another at the same time.
+  shrink::RunOptions resume;
+  resume.resume = resume.quiet = true;
+  {
+    auto writing = shrink::RunDir::open_training(dir / "run", config, resume);
+    auto second = run_cli("train --config " + dir / "job.ini --out " + dir / "run --resume");
+    CATCH_CHECK(second.code == 2);
+    CATCH_CHECK(second.out.find("in use by another shrink process") != std::string::npos);
+  }
+  CATCH_CHECK(run_cli("train --config " + dir / "job.ini --out " + dir / "run --resume --train.epochs=2").code == 0);
 }
 
 CATCH_TEST_CASE("train, eval, data info and model info work end to end", "[cli]") {

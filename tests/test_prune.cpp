@@ -333,6 +333,13 @@ CATCH_TEST_CASE("gradual pruning reaches its target and bad layer names are erro
   std::string start = shrink::test::train_synthetic(dir, "base", 1);
   auto gradual = prune(dir / "g", start, {"--prune.schedule=gradual", "--prune.sparsity=0.6", "--prune.end_epoch=1.5"}, quiet(), 2);
   CATCH_CHECK(gradual["sparsity"].get<double>() == Approx(0.6).margin(0.005));
+  // Updates every epoch fall on 0 and 1 only, not on end_epoch 1.5: the schedule updates there too
+  // (it ended at 57% of 60%).
+  auto coarse = prune(dir / "h", start, {"--prune.schedule=gradual", "--prune.sparsity=0.6", "--prune.end_epoch=1.5", "--prune.update_every=1"}, quiet(), 2);
+  CATCH_CHECK(coarse["sparsity"].get<double>() == Approx(0.6).margin(0.005));
+  CATCH_CHECK_THROWS_WITH(prune(dir / "i", start, {"--prune.schedule=gradual", "--prune.end_epoch=2"}, quiet(), 2),
+                          Catch::Contains("must come before training ends at epoch 2"));
+  CATCH_CHECK_FALSE(std::filesystem::exists(dir / "i"));
   CATCH_CHECK_THROWS_WITH(prune(dir / "a", start, {"--prune.exclude=nope*"}), Catch::Contains("prune.exclude: 'nope*' matches no layer"));
   CATCH_CHECK_THROWS_WITH(prune(dir / "b", start, {"--prune.layers=bn1"}), Catch::Contains("only conv and linear weights are pruned"));
   CATCH_CHECK_THROWS_WITH(prune(dir / "c", start, {"--prune.layers=re:conv[0-9"}), Catch::Contains("not a valid regular expression"));

@@ -176,6 +176,9 @@ CATCH_TEST_CASE("PTQ is deterministic and QAT checkpoints reload as the int8 sim
   auto lsq = quantize(dir / "l", base, {"--quantize.lsq=true"});
   CATCH_CHECK(load_checkpoint(dir / "l/checkpoints/last.pt").model->named_parameters().contains("aq_relu1.scale"));
   CATCH_CHECK_THROWS_WITH(quantize(dir / "e", base, {"--quantize.float_layers=nope"}), Catch::Contains("matches no layer"));
+  // A layer float-ness means nothing for was silently ignored.
+  CATCH_CHECK_THROWS_WITH(quantize(dir / "f", base, {"--quantize.float_layers=bn1"}), Catch::Contains("bn1 folds into conv1: name conv1"));
+  CATCH_CHECK_THROWS_WITH(quantize(dir / "g", base, {"--quantize.float_layers=relu1"}), Catch::Contains("relu1 is a relu, which does not run in int8"));
 }
 
 CATCH_TEST_CASE("a pruned model keeps its zeros through QAT", "[quantize][prune]") {

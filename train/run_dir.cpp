@@ -2,8 +2,14 @@
 
 #include <fmt/format.h>
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <filesystem>
+#include <map>
+#include <mutex>
 
 #include "common/error.h"
 
@@ -26,14 +32,40 @@ void check_user_overwrite(const std::string& path) {
     throw UserError(fmt::format("--overwrite: {} holds files but no run (no config.ini and log.txt), so it is not deleted; give the run a folder of its own", path));
 }
 
+// An exclusive flock on the folder itself, held while anything of this process uses it: two runs
+// writing one folder at once (two pipelines started together, a --resume of a run still going)
+// interleave their epochs and checkpoints. The kernel drops it when the process ends, killed too.
+std::shared_ptr<void> lock_folder(const std::string& path) {
+  static std::mutex mutex;
+  static std::map<std::string, std::weak_ptr<void>> held;  // canonical path -> this process's lock
+  const std::string key = fs::canonical(path).string();
+  std::lock_guard<std::mutex> guard(mutex);
+  if (auto lock = held[key].lock()) return lock;
+  const int fd = ::open(key.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) throw UserError(fmt::format("job.out = {}: cannot open the run folder", path));
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    ::close(fd);
+    throw UserError(fmt::format("{} is in use by another shrink process (a run writing there now): wait for it to end, or give --out another folder", path));
+  }
+  std::shared_ptr<void> lock(new int(fd), [](int* held_fd) {  // not null: a null shared_ptr tests false
+    ::close(*held_fd);
+    delete held_fd;
+  });
+  held[key] = lock;
+  return lock;
+}
+
 }  // namespace
 
 RunDir::RunDir(const std::string& path, const std::string& resolved_ini, const RunOptions& options) : path_(path) {
-  if (options.overwrite && !options.resume) {
-    if (options.overwrite_by_user) check_user_overwrite(path_);
-    fs::remove_all(path_);
-  }
+  const bool afresh = options.overwrite && !options.resume;
+  if (afresh && options.overwrite_by_user) check_user_overwrite(path_);
   std::error_code ec;
+  fs::create_directories(path_, ec);
+  if (ec) throw UserError(fmt::format("job.out = {}: cannot make the run folder there ({})", path, ec.message()));
+  lock_ = lock_folder(path_);  // before anything in it changes
+  if (afresh)  // its contents: the folder, which holds the lock, stays
+    for (const auto& entry : fs::directory_iterator(path_)) fs::remove_all(entry.path());
   fs::create_directories(path_ + "/checkpoints", ec);
   if (ec) throw UserError(fmt::format("job.out = {}: cannot make the run folder there ({})", path, ec.message()));
   log_ = std::make_unique<RunLog>(path_, options.quiet);
@@ -51,7 +83,8 @@ UserError holds_a_run(const std::string& path) {
 RunDir RunDir::open_training(const std::string& path, const std::string& resolved_ini, const RunOptions& options) {
   const bool holds = holds_checkpoint(path);
   if (!options.resume && !options.overwrite && holds) throw holds_a_run(path);
-  if (options.resume && !holds) throw UserError(fmt::format("--resume: {} has no checkpoint to resume from", path));
+  if (options.resume && !holds)
+    throw UserError(fmt::format("--resume: {} has no checkpoint to resume from (a run stopped before its first epoch ends: start it again with --overwrite)", path));
   return RunDir(path, resolved_ini, options);
 }
 

@@ -49,11 +49,13 @@ class RunDir {
   void write_summary(const nlohmann::json& summary) const;
 
  private:
-  // --overwrite (without --resume) deletes the folder and everything in it (a user's, only when
-  // it is a run: RunOptions::overwrite_by_user); then checkpoints/
-  // is created, the resolved config written to config.ini and log.txt opened for appending.
+  // Locks the folder (another process opening it fails while this one runs; within one process a
+  // job's parts share the lock); --overwrite (without --resume) deletes everything in it (a
+  // user's, only when it is a run: RunOptions::overwrite_by_user); then checkpoints/ is created,
+  // the resolved config written to config.ini and log.txt opened for appending.
   RunDir(const std::string& path, const std::string& resolved_ini, const RunOptions& options);
   std::string path_;
+  std::shared_ptr<void> lock_;
   std::unique_ptr<RunLog> log_;
 };
 
