@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "distill/teacher.h"
 #include "export/export.h"
 #include "jobs/budget.h"
 #include "jobs/compare.h"
@@ -205,11 +206,26 @@ JobResult run_job_stage(Stage& s, const Handoff& handed, bool resume, bool quiet
   return job.run(config, options);
 }
 
+// What export or compare was made from: the models the stages before handed it, by content. A
+// rerun whose stages hand it others (a budget search choosing another model) redoes it.
+std::string made_from(const Handoff& handed) {
+  std::string out = hash_file(handed.teacher) + "," + hash_file(handed.model);
+  for (const auto& m : handed.students) out += "," + hash_file(m);
+  return out;
+}
+
+bool made_from_others(const Stage& s, const Handoff& handed) {
+  if (s.kind->job) return false;  // a job stage's start is its config's (checked by the job)
+  const auto done = nlohmann::json::parse(read_text_file(s.dir + "/" + s.kind->done_file), nullptr, false);
+  return !done.is_object() || done.value("made_from", std::string()) != made_from(handed);
+}
+
 JobResult run_export_stage(const Stage& s, const Config& c, const Handoff& handed) {
   ExportOptions o;
   o.storage = c.get<std::string>("export.storage");
   fs::create_directories(s.dir);
   JobResult r{s.dir, s.dir + "/student.shrink", export_model(handed.model, s.dir + "/student.shrink", o)};
+  r.summary["made_from"] = made_from(handed);
   write_json_atomic(s.dir + "/summary.json", r.summary);
   return r;
 }
@@ -227,6 +243,7 @@ JobResult run_compare_stage(const Stage& s, const Config& c, const Handoff& hand
   const std::string budget = fs::path(s.dir).parent_path() / "pipeline.json";
   if (BudgetSettings::read(c).on() && fs::exists(budget)) r.summary["budget_search"] = nlohmann::json::parse(read_text_file(budget));  // the report draws its frontier
   if (c.get<bool>("compare.html")) write_file_atomic(s.dir + "/report.html", compare_html(r.summary));
+  r.summary["made_from"] = made_from(handed);
   write_json_atomic(s.dir + "/compare.json", r.summary);
   return r;
 }
@@ -358,10 +375,11 @@ nlohmann::json run_pipeline(const PipelineRun& run) {
       if (&s == last_searched) r.model = search->finish();
     } else if (worker && !s.kind->job) {
       continue;  // export, compare: rank 0's
-    } else if (const Action action = action_of(s); action == Action::skip) {
+    } else if (const Action action = action_of(s); action == Action::skip && !made_from_others(s, handed)) {
       log.line(fmt::format("stage {}: finished before, skipped (--force {} redoes it)", name, name));
       r = finished_stage(s);
     } else {
+      if (action == Action::skip) log.line(fmt::format("stage {}: finished before from other models than the stages before give it now: redone", name));
       log.line(fmt::format("stage {}: {} in {}", name, action == Action::resume ? "resuming" : "running", s.dir));
       // A worker runs prune's and quantization's stages in its stage folder (resuming from a copy
       // of rank 0's); its training runs write only rank-K.log there (and rank 0's model, below).

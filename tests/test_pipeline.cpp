@@ -163,6 +163,15 @@ CATCH_TEST_CASE("pipeline: skips finished stages, --force redoes, a killed run e
   run_pipeline(run);
   CATCH_CHECK(std::filesystem::last_write_time(dir / "run_a/distill/summary.json") == stamp);  // before the forced stage: kept
   CATCH_CHECK(count(shrink::test::read_text(dir / "run_a/log.txt"), "stage prune: running") == 2);
+  // An export made from another model than the stages hand it now (after a budget search that
+  // chose another, say) is made again, not skipped.
+  auto exported = nlohmann::json::parse(shrink::test::read_text(dir / "run_a/export/summary.json"));
+  CATCH_CHECK(exported.contains("made_from"));
+  exported["made_from"] = "another model";
+  shrink::test::write_text(dir / "run_a/export/summary.json", exported.dump());
+  run.force = {};
+  run_pipeline(run);
+  CATCH_CHECK(count(shrink::test::read_text(dir / "run_a/log.txt"), "stage export: finished before from other models") == 1);
 
   // The same pipeline, killed in the middle of the distillation stage, then run again.
   std::string config = write_pipeline(dir, "run_b");
