@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <vector>
 
 #include "common/error.h"
 
@@ -38,7 +39,9 @@ void check_user_overwrite(const std::string& path) {
 std::shared_ptr<void> lock_folder(const std::string& path) {
   static std::mutex mutex;
   static std::map<std::string, std::weak_ptr<void>> held;  // canonical path -> this process's lock
-  const std::string key = fs::canonical(path).string();
+  std::error_code ec;
+  const std::string key = fs::canonical(path, ec).string();
+  if (ec) throw UserError(fmt::format("job.out = {}: cannot open the run folder ({})", path, ec.message()));
   std::lock_guard<std::mutex> guard(mutex);
   if (auto lock = held[key].lock()) return lock;
   const int fd = ::open(key.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -64,8 +67,11 @@ RunDir::RunDir(const std::string& path, const std::string& resolved_ini, const R
   fs::create_directories(path_, ec);
   if (ec) throw UserError(fmt::format("job.out = {}: cannot make the run folder there ({})", path, ec.message()));
   lock_ = lock_folder(path_);  // before anything in it changes
-  if (afresh)  // its contents: the folder, which holds the lock, stays
-    for (const auto& entry : fs::directory_iterator(path_)) fs::remove_all(entry.path());
+  if (afresh) {  // its contents: the folder, which holds the lock, stays
+    std::vector<fs::path> entries;
+    for (const auto& entry : fs::directory_iterator(path_)) entries.push_back(entry.path());
+    for (const auto& entry : entries) fs::remove_all(entry);
+  }
   fs::create_directories(path_ + "/checkpoints", ec);
   if (ec) throw UserError(fmt::format("job.out = {}: cannot make the run folder there ({})", path, ec.message()));
   log_ = std::make_unique<RunLog>(path_, options.quiet);
