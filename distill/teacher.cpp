@@ -130,6 +130,10 @@ std::unique_ptr<Teacher> teacher_on_engine(std::unique_ptr<Teacher> libtorch, co
 std::unique_ptr<Teacher> Teacher::load(const std::string& path, const std::string& kind, bool channels_last) {
   if (path.empty()) throw UserError("teacher.path is empty: give a shrink checkpoint or a TorchScript file");
   if (!std::filesystem::is_regular_file(path)) throw UserError(fmt::format("teacher {}: no such file", path));
+  const std::string ext = std::filesystem::path(path).extension().string();
+  if (ext == ".shrink" || ext == ".onnx")
+    throw UserError(fmt::format("teacher {}: {}; give a shrink checkpoint (.pt) or a TorchScript file", path,
+                                ext == ".onnx" ? "an ONNX model: `shrink import` it into a checkpoint first" : "a runtime model file: give the checkpoint it was exported from"));
   std::unique_ptr<Teacher> t;
   if (kind == "shrink" || (kind == "auto" && is_shrink_checkpoint(path))) t = std::make_unique<NativeTeacher>(path, channels_last);
   else if (kind == "torchscript" || kind == "auto") t = std::make_unique<TorchScriptTeacher>(path);

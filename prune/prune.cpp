@@ -221,6 +221,9 @@ nlohmann::json run_prune_job(const JobConfig& job_in, const PruneConfig& c, cons
   as_stage_worker(base, options);
   torch::set_num_threads(resolve_threads(base.train.threads));
   LoadedModel start = load_float(c.checkpoint, "prune.checkpoint");
+  if (c.rewind != "none" && c.schedule == "iterative" && !fs::exists(rewind_path(c)))  // found now, not after the first round
+    throw UserError(fmt::format("prune.rewind = {}: {} does not exist (the original training keeps epoch K's weights with train.keep_epochs = K; "
+                                "or give prune.rewind_checkpoint)", c.rewind, rewind_path(c)));
   if (c.schedule == "gradual") {  // a schedule training ends before would stop short of prune.sparsity
     const double end = c.end_epoch < 0 ? 0.75 * base.train.epochs : c.end_epoch;
     if (end >= base.train.epochs || c.start_epoch >= end)

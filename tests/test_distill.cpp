@@ -172,6 +172,12 @@ CATCH_TEST_CASE("bad teachers and layer names are clear errors", "[distill][erro
   shrink::test::write_text(dir / "junk.pt", "not a model");
   CATCH_CHECK_THROWS_WITH(distill(dir / "a", dir / "junk.pt", {}), Catch::Contains("neither a shrink checkpoint nor a TorchScript file"));
   CATCH_CHECK_THROWS_WITH(distill(dir / "b", dir / "none.pt", {}), Catch::Contains("no such file"));
+  shrink::test::write_text(dir / "m.onnx", "an ONNX file");
+  CATCH_CHECK_THROWS_WITH(distill(dir / "b2", dir / "m.onnx", {}), Catch::Contains("`shrink import` it into a checkpoint first"));
+  // A teacher of another input size: LibTorch would run it (a global pool takes any size), the
+  // runtime engines would read past each example.
+  const std::string t12 = shrink::test::random_checkpoint(dir, "t12.pt", "conv(8) relu gap linear(classes)", {1, 12, 12}, 10);
+  CATCH_CHECK_THROWS_WITH(distill(dir / "b3", t12, {}), Catch::Contains("takes examples of 1x12x12; the data's are 1x16x16"));
   CATCH_CHECK_THROWS_WITH(distill(dir / "c", t, {"--data.classes=5", "--student.spec=conv(8) gap linear(classes)"}),
                           Catch::Contains("outputs 10 values per example but the data has 5 classes"));
   CATCH_CHECK_THROWS_WITH(distill(dir / "d", t, {"--distill.hints=nope:relu2", "--distill.hint_weight=1"}),

@@ -317,6 +317,9 @@ CATCH_TEST_CASE("one-shot pruning job: exact sparsity, masks in checkpoints, sur
 CATCH_TEST_CASE("iterative pruning rewinds to the saved initial weights", "[prune][rewind]") {
   TempDir dir;
   std::string start = shrink::test::train_synthetic(dir, "base", 1, {"--train.keep_epochs=0"});
+  CATCH_CHECK_THROWS_WITH(prune(dir / "q", start, {"--prune.schedule=iterative", "--prune.rounds=2", "--prune.rewind=epoch:7"}),
+                          Catch::Contains("epoch-7.pt does not exist") && Catch::Contains("train.keep_epochs"));
+  CATCH_CHECK_FALSE(std::filesystem::exists(dir / "q"));  // refused before anything is written
   auto summary = prune(dir / "p", start, {"--prune.schedule=iterative", "--prune.rounds=2", "--prune.sparsity=0.5", "--prune.rewind=init"});
   CATCH_CHECK(summary["rounds"].size() == 2);
   CATCH_CHECK(summary["sparsity"].get<double>() == Approx(0.5).margin(0.01));
