@@ -214,23 +214,25 @@ std::string made_from(const Handoff& handed) {
   return out;
 }
 
-bool made_from_others(const Stage& s, const Handoff& handed) {
-  if (s.kind->job) return false;  // a job stage's start is its config's (checked by the job)
+// What a finished export or compare recorded it was made from ("" for a job stage, whose start
+// is its config's and checked by the job).
+std::string recorded_made_from(const Stage& s) {
+  if (s.kind->job) return "";
   const auto done = nlohmann::json::parse(read_text_file(s.dir + "/" + s.kind->done_file), nullptr, false);
-  return !done.is_object() || done.value("made_from", std::string()) != made_from(handed);
+  return done.is_object() ? done.value("made_from", std::string()) : std::string();
 }
 
-JobResult run_export_stage(const Stage& s, const Config& c, const Handoff& handed) {
+JobResult run_export_stage(const Stage& s, const Config& c, const Handoff& handed, const std::string& from) {
   ExportOptions o;
   o.storage = c.get<std::string>("export.storage");
   fs::create_directories(s.dir);
   JobResult r{s.dir, s.dir + "/student.shrink", export_model(handed.model, s.dir + "/student.shrink", o)};
-  r.summary["made_from"] = made_from(handed);
+  r.summary["made_from"] = from;
   write_json_atomic(s.dir + "/summary.json", r.summary);
   return r;
 }
 
-JobResult run_compare_stage(const Stage& s, const Config& c, const Handoff& handed) {
+JobResult run_compare_stage(const Stage& s, const Config& c, const Handoff& handed, const std::string& from) {
   CompareOptions o;
   o.teacher = handed.teacher;
   o.students = handed.students;
@@ -243,7 +245,7 @@ JobResult run_compare_stage(const Stage& s, const Config& c, const Handoff& hand
   const std::string budget = fs::path(s.dir).parent_path() / "pipeline.json";
   if (BudgetSettings::read(c).on() && fs::exists(budget)) r.summary["budget_search"] = nlohmann::json::parse(read_text_file(budget));  // the report draws its frontier
   if (c.get<bool>("compare.html")) write_file_atomic(s.dir + "/report.html", compare_html(r.summary));
-  r.summary["made_from"] = made_from(handed);
+  r.summary["made_from"] = from;
   write_json_atomic(s.dir + "/compare.json", r.summary);
   return r;
 }
@@ -375,16 +377,20 @@ nlohmann::json run_pipeline(const PipelineRun& run) {
       if (&s == last_searched) r.model = search->finish();
     } else if (worker && !s.kind->job) {
       continue;  // export, compare: rank 0's
-    } else if (const Action action = action_of(s); action == Action::skip && !made_from_others(s, handed)) {
-      log.line(fmt::format("stage {}: finished before, skipped (--force {} redoes it)", name, name));
-      r = finished_stage(s);
     } else {
-      if (action == Action::skip) log.line(fmt::format("stage {}: finished before from other models than the stages before give it now: redone", name));
-      log.line(fmt::format("stage {}: {} in {}", name, action == Action::resume ? "resuming" : "running", s.dir));
-      // A worker runs prune's and quantization's stages in its stage folder (resuming from a copy
-      // of rank 0's); its training runs write only rank-K.log there (and rank 0's model, below).
-      r = s.kind->job ? run_job_stage(s, handed, action == Action::resume, run.quiet || worker, worker && prunes_or_quantizes(s))
-                      : name == "export" ? run_export_stage(s, c, handed) : run_compare_stage(s, c, handed);
+      const std::string from = s.kind->job ? "" : made_from(handed);  // hashed once: checked, then recorded
+      const Action action = action_of(s);
+      if (action == Action::skip && recorded_made_from(s) == from) {
+        log.line(fmt::format("stage {}: finished before, skipped (--force {} redoes it)", name, name));
+        r = finished_stage(s);
+      } else {
+        if (action == Action::skip) log.line(fmt::format("stage {}: finished before from other models than the stages before give it now: redone", name));
+        log.line(fmt::format("stage {}: {} in {}", name, action == Action::resume ? "resuming" : "running", s.dir));
+        // A worker runs prune's and quantization's stages in its stage folder (resuming from a copy
+        // of rank 0's); its training runs write only rank-K.log there (and rank 0's model, below).
+        r = s.kind->job ? run_job_stage(s, handed, action == Action::resume, run.quiet || worker, worker && prunes_or_quantizes(s))
+                        : name == "export" ? run_export_stage(s, c, handed, from) : run_compare_stage(s, c, handed, from);
+      }
     }
     if (s.kind->job && world.distributed()) r.model = file_from_leader(r.model, RunDir::checkpoint_of(s.dir));  // rank 0's model goes on
     hand_on(s, r, handed);

@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cctype>
+
 #include <limits>
 
 #include <filesystem>
@@ -102,9 +105,11 @@ namespace {
 // (an activation, a batchnorm folded into its conv) was silently ignored.
 std::vector<std::string> float_layers_of(const ModelSpec& spec, const std::string& patterns) {
   const std::vector<std::string> layers = match_layers(spec, patterns, "quantize.float_layers");
+  std::string listed = "," + patterns + ",";
+  listed.erase(std::remove_if(listed.begin(), listed.end(), [](unsigned char ch) { return std::isspace(ch); }), listed.end());
   for (const std::string& name : layers) {
     const Layer& L = spec.layer(name);
-    if (("," + patterns + ",").find("," + name + ",") == std::string::npos || runs_int8(L.type)) continue;  // a glob's, or an int8 layer
+    if (listed.find("," + name + ",") == std::string::npos || runs_int8(L.type)) continue;  // a glob's, or an int8 layer
     const int input = L.inputs[0].empty() ? -1 : spec.index_of(L.inputs[0]);
     const bool folds = input >= 0 && has_weights(spec.layers[input].type);
     if (L.type == LayerType::BatchNorm && !folds) continue;
