@@ -224,12 +224,12 @@ nlohmann::json run_prune_job(const JobConfig& job_in, const PruneConfig& c, cons
   if (c.rewind != "none" && c.schedule == "iterative" && !fs::exists(rewind_path(c)))  // found now, not after the first round
     throw UserError(fmt::format("prune.rewind = {}: {} does not exist (the original training keeps epoch K's weights with train.keep_epochs = K; "
                                 "or give prune.rewind_checkpoint)", c.rewind, rewind_path(c)));
-  if (c.schedule == "gradual") {  // a schedule training ends before would stop short of prune.sparsity
-    const double end = c.end_epoch < 0 ? 0.75 * base.train.epochs : c.end_epoch;
-    if (end >= base.train.epochs || c.start_epoch >= end)
-      throw UserError(fmt::format("prune.schedule = gradual: the sparsity rises from epoch {:g} (prune.start_epoch) to {:g} (prune.end_epoch), which "
-                                  "must come before training ends at epoch {} (train.epochs)", c.start_epoch, end, base.train.epochs));
-  }
+  const bool structured = c.method == "structured", gradual = c.schedule == "gradual";
+  PruneConfig g = c;
+  if (gradual && g.end_epoch < 0) g.end_epoch = 0.75 * base.train.epochs;
+  if (gradual && (g.end_epoch >= base.train.epochs || g.start_epoch >= g.end_epoch))  // it would stop short of prune.sparsity
+    throw UserError(fmt::format("prune.schedule = gradual: the sparsity rises from epoch {:g} (prune.start_epoch) to {:g} (prune.end_epoch), which "
+                                "must come before training ends at epoch {} (train.epochs)", g.start_epoch, g.end_epoch, base.train.epochs));
   const nlohmann::json start_meta = start.meta;
   SpecNet current = start.model;
   Data data = open_data(base.data);
@@ -239,10 +239,7 @@ nlohmann::json run_prune_job(const JobConfig& job_in, const PruneConfig& c, cons
   double before = accuracy_of(current, data, start_meta);
   log.line(fmt::format("pruning {} ({}): test accuracy {:.2f}% before", c.checkpoint, size_summary(current).dump(), 100 * before));
 
-  const bool structured = c.method == "structured", gradual = c.schedule == "gradual";
   const int64_t rounds = c.schedule == "iterative" && !structured ? c.rounds : 1;
-  PruneConfig g = c;
-  if (gradual && g.end_epoch < 0) g.end_epoch = 0.75 * base.train.epochs;
   nlohmann::json history = nlohmann::json::array();
   nlohmann::json last;
   for (int64_t r = 1; r <= rounds; ++r) {
