@@ -142,7 +142,7 @@ std::vector<double> numbers_of(const Args& a, const std::string& flag) {
 
 std::string run_import(const Args& a) {
   ImportRequest r;
-  r.onnx = a.positional[0];
+  r.file = a.positional[0];
   r.out = *a.get("out");
   if (auto input = a.get("input")) r.input = parse_shape(*input);
   r.classes = a.integer("classes", 0);
@@ -209,7 +209,7 @@ std::vector<Command> make_commands() {
                add_pipeline_options, run_pipeline_command});
   c.push_back({{"shrink", "data info", "PATH", "shapes, dtypes and class counts of a dataset", {}, false}, nullptr,
                [](const Args& a) { return data_info(a.positional[0]); }});
-  c.push_back({{"shrink", "import", "MODEL.onnx", "an ONNX model (fp32, opsets 11-17) as a shrink checkpoint",
+  c.push_back({{"shrink", "import", "MODEL.onnx|M.shrink", "an ONNX model (fp32, opsets 11-17), or an fp32 .shrink file, as a shrink checkpoint",
                 {{"out", "C.pt", kPath, "the checkpoint to write", false, true},
                  {"input", "C,H,W", Rule::shape(false), "per-sample input shape, when the file leaves it open"},
                  {"classes", "N", Rule::integer(2, 1 << 20), "a fresh N-class classifier in place of the model's (transfer learning)"},

@@ -49,10 +49,11 @@ class DistillObjective : public Objective {
   std::string stage() const override { return "distill"; }
 
   void prepare(const Data& data, const Augment& normalization, SpecNet& student, RunLog& log) override {
-    teacher_ = Teacher::load(c_.teacher_path, c_.teacher_kind, c_.channels_last);
+    teacher_ = Teacher::load(c_.teacher_path, c_.teacher_kind, c_.channels_last, c_.cache_dir);
     check_teacher_fits(data, normalization);
     build_feature_losses(student->spec());
-    if (c_.teacher_engine != "libtorch") move_teacher_to_engine(data, normalization, log);
+    // (an int8 .shrink teacher is on the runtime from the start: the engine checks it)
+    if (c_.teacher_engine != "libtorch" || teacher_->engine() != "libtorch") move_teacher_to_engine(data, normalization, log);
     teacher_test_ = teacher_accuracy(data, normalization);
     log.line(fmt::format("teacher {} ({}): test accuracy {:.2f}%", teacher_->path(), teacher_->kind(), 100 * teacher_test_));
     if (teacher_->int8_simulated())
@@ -319,7 +320,7 @@ void add_teacher_options(Keys& keys) {
   DistillConfig d;
   const double inf = std::numeric_limits<double>::infinity();
   // clang-format off
-  keys.add("teacher.path", "", Rule::text(true), "the teacher: a shrink checkpoint or a TorchScript file (torch.jit.save)")
+  keys.add("teacher.path", "", Rule::text(true), "the teacher: a shrink checkpoint, a .shrink model file (fp32: on any engine; int8: on the runtime, as it is) or a TorchScript file (torch.jit.save)")
       .add("teacher.kind", d.teacher_kind, Rule::choice({"auto", "shrink", "torchscript"}), "what teacher.path is (auto: by its content)")
       .add("teacher.engine", d.teacher_engine, Rule::choice({"libtorch", "runtime-fp32", "runtime-int8", "auto"}),
            "where the frozen teacher's forward runs: LibTorch, or shrink's runtime in fp32 or in int8 (calibrated on training batches); "
@@ -345,7 +346,7 @@ void add_teacher_options(Keys& keys) {
 DistillConfig read_distill_config(const Config& c, const JobConfig& job) {
   DistillConfig d;
   d.teacher_path = c.get<std::string>("teacher.path");
-  if (d.teacher_path.empty()) c.fail("teacher.path", "give the teacher: a shrink checkpoint or a TorchScript file");
+  if (d.teacher_path.empty()) c.fail("teacher.path", "give the teacher: a shrink checkpoint, a .shrink model file or a TorchScript file");
   d.teacher_kind = c.get<std::string>("teacher.kind");
   d.teacher_engine = c.get<std::string>("teacher.engine");
   d.force_int8_teacher = c.get<bool>("teacher.force_int8");

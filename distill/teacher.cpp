@@ -118,27 +118,40 @@ TeacherEngine& registered_engine() {
   static TeacherEngine engine;
   return engine;
 }
+ModelFileTeacher& registered_model_file_reader() {
+  static ModelFileTeacher reader;
+  return reader;
+}
 }  // namespace
 
 void register_teacher_engine(TeacherEngine engine) { registered_engine() = std::move(engine); }
+void register_model_file_teacher(ModelFileTeacher reader) { registered_model_file_reader() = std::move(reader); }
+
+void Teacher::given_as(const std::string& file) {
+  path_ = file;
+  hash_ = hash_file(file);
+}
 
 std::unique_ptr<Teacher> teacher_on_engine(std::unique_ptr<Teacher> libtorch, const TeacherEngineRequest& request) {
   if (!registered_engine()) throw std::logic_error("teacher.engine = " + request.engine + ": no engine registered (jobs/ registers it)");
   return registered_engine()(std::move(libtorch), request);
 }
 
-std::unique_ptr<Teacher> Teacher::load(const std::string& path, const std::string& kind, bool channels_last) {
-  if (path.empty()) throw UserError("teacher.path is empty: give a shrink checkpoint or a TorchScript file");
+std::unique_ptr<Teacher> Teacher::load(const std::string& path, const std::string& kind, bool channels_last, const std::string& cache_dir) {
+  if (path.empty()) throw UserError("teacher.path is empty: give a shrink checkpoint, a .shrink model file or a TorchScript file");
   if (!std::filesystem::is_regular_file(path)) throw UserError(fmt::format("teacher {}: no such file", path));
   const std::string ext = std::filesystem::path(path).extension().string();
-  if (ext == ".shrink" || ext == ".onnx")
-    throw UserError(fmt::format("teacher {}: {}; give a shrink checkpoint (.pt) or a TorchScript file", path,
-                                ext == ".onnx" ? "an ONNX model: `shrink import` it into a checkpoint first" : "a runtime model file: give the checkpoint it was exported from"));
+  if (ext == ".onnx")
+    throw UserError(fmt::format("teacher {}: an ONNX model: `shrink import` it into a checkpoint first", path));
+  if (ext == ".shrink") {
+    if (!registered_model_file_reader() || cache_dir.empty()) throw std::logic_error("Teacher::load: a .shrink teacher needs jobs/' reader and a cache folder");
+    return registered_model_file_reader()(path, cache_dir, channels_last);
+  }
   std::unique_ptr<Teacher> t;
   if (kind == "shrink" || (kind == "auto" && is_shrink_checkpoint(path))) t = std::make_unique<NativeTeacher>(path, channels_last);
   else if (kind == "torchscript" || kind == "auto") t = std::make_unique<TorchScriptTeacher>(path);
   else throw UserError(fmt::format("teacher.kind = {}: expected auto, shrink or torchscript", kind));
-  t->path_ = path;
+  t->path_ = t->checkpoint_ = path;
   t->hash_ = hash_file(path);
   return t;
 }

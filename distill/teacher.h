@@ -25,7 +25,9 @@ class Teacher {
  public:
   virtual ~Teacher() = default;
   // kind: "auto" (a shrink checkpoint if it is one, else TorchScript), "shrink" or "torchscript".
-  static std::unique_ptr<Teacher> load(const std::string& path, const std::string& kind, bool channels_last);
+  // A .shrink model file is read by what jobs/ registers (register_model_file_teacher), which
+  // keeps what it makes of the file in cache_dir.
+  static std::unique_ptr<Teacher> load(const std::string& path, const std::string& kind, bool channels_last, const std::string& cache_dir = "");
   // Logits for x; with taps, also the outputs of those teacher layers (native teachers only).
   virtual torch::Tensor forward(const torch::Tensor& x, const std::vector<std::string>& taps = {},
                                 std::map<std::string, torch::Tensor>* tapped = nullptr) = 0;
@@ -36,14 +38,18 @@ class Teacher {
   virtual nlohmann::json engine_report() const { return nlohmann::json::object(); }  // what choosing the engine measured
   // OpenMP threads of each forward call, for engines that set their own (LibTorch's follow the caller's).
   virtual void set_threads(int threads) {}
-  const std::string& path() const { return path_; }
+  const std::string& path() const { return path_; }       // the file given as teacher
   const std::string& file_hash() const { return hash_; }  // xxh3-64 of the file, hex
+  // The shrink checkpoint holding its weights: path(), or what a .shrink file given as teacher became.
+  const std::string& checkpoint() const { return checkpoint_; }
+  // Given as `file` (a .shrink file), taught from checkpoint(): path() and file_hash() become the file's.
+  void given_as(const std::string& file);
   // The input normalization the teacher was trained with (empty: none or unknown), and its class names.
   std::vector<float> mean, std;
   std::vector<std::string> class_names;
 
  protected:
-  std::string path_, hash_;
+  std::string path_, hash_, checkpoint_;
 };
 
 // xxh3-64 of a file's bytes, as 16 hex digits.
@@ -66,5 +72,11 @@ struct TeacherEngineRequest {
 using TeacherEngine = std::function<std::unique_ptr<Teacher>(std::unique_ptr<Teacher> libtorch, const TeacherEngineRequest& request)>;
 void register_teacher_engine(TeacherEngine engine);
 std::unique_ptr<Teacher> teacher_on_engine(std::unique_ptr<Teacher> libtorch, const TeacherEngineRequest& request);
+
+// A .shrink model file given as teacher, read by the runtime (above distill/, so jobs/ registers
+// the reader, jobs/runtime_teacher.cpp): an fp32 file becomes a shrink checkpoint in cache_dir and
+// teaches on any engine; an int8 file runs on the runtime as it is (engine() is not "libtorch").
+using ModelFileTeacher = std::function<std::unique_ptr<Teacher>(const std::string& path, const std::string& cache_dir, bool channels_last)>;
+void register_model_file_teacher(ModelFileTeacher reader);
 
 }  // namespace shrink

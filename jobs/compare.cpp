@@ -17,6 +17,7 @@
 #include "common/peak_memory.h"
 #include "common/shape.h"
 #include "distill/distill.h"
+#include "jobs/import.h"
 #include "jobs/jobs.h"
 #include "prune/prune.h"
 #include "quantize/qnet.h"
@@ -41,13 +42,6 @@ struct Candidate {
   std::vector<int64_t> input;             // the examples it takes (C,H,W), when it says
 };
 
-bool is_shrink_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  char magic[8] = {};
-  in.read(magic, 8);
-  return std::string(magic, 8) == "SHRINKMF";
-}
-
 std::string run_dir_of(const std::string& checkpoint) {
   fs::path p = fs::path(checkpoint).parent_path();
   if (p.filename() == "checkpoints") p = p.parent_path();
@@ -59,7 +53,7 @@ Candidate open_candidate(const std::string& path) {
   Candidate c;
   c.path = path;
   c.info["file_bytes"] = fs::file_size(path);
-  if (is_shrink_file(path)) {
+  if (is_shrink_model_file(path)) {
     c.kind = "shrink-model";
     auto model = std::make_shared<rt::Model>(rt::Model::load(path, 0));
     c.logits = [model](const torch::Tensor& x) {

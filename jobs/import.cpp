@@ -9,6 +9,9 @@
 
 #include "common/error.h"
 #include "onnx/import.h"
+#include "runtime/format.h"
+#include "runtime/model_file.h"
+#include "runtime/model_meta.h"
 #include "train/checkpoint.h"
 
 namespace shrink {
@@ -34,10 +37,62 @@ ModelSpec with_new_head(ModelSpec spec, int64_t classes) {
   return parse_spec(spec.to_string(), spec.input, classes);
 }
 
+// An fp32 .shrink file as import_onnx would give it: the spec the file runs (batchnorm folded) and
+// its weights. An int8 file has lost its float weights (and its int8 semantics are not a float
+// model's), so it is refused.
+ImportedModel read_model_file(const std::string& path, const std::vector<int64_t>& input, bool* image_input) {
+  rt::ModelFile file;
+  ModelMeta meta;
+  DescribedModel described;
+  try {
+    file = rt::read_model_file(path);
+    meta = ModelMeta::from_json(file.meta, &described);
+  } catch (const ModelMetaError& e) {
+    throw UserError(fmt::format("{}: {}", path, e.what()));
+  } catch (const rt::Error& e) {
+    throw UserError(e.what());  // names the file
+  }
+  if (meta.precision != "fp32")
+    throw UserError(fmt::format("{}: an {} model file holds no float weights to import: import an fp32 export, or use the checkpoint it "
+                                "was exported from", path, meta.precision));
+  if (!input.empty() && input != meta.input)
+    throw UserError(fmt::format("--input {}: {} takes examples of shape {}", shape_string(input), path, shape_string(meta.input)));
+  ImportedModel m;
+  m.spec = described.spec;
+  m.producer = "shrink model file, format " + std::to_string(file.major) + "." + std::to_string(file.minor);
+  for (const auto& [name, t] : file.tensors) {
+    if (t.dtype != format::DType::F32) throw UserError(fmt::format("{}: tensor {} is not float32 in an fp32 model file", path, name));
+    m.tensors[name] = {t.dims, std::vector<float>(t.f32(), t.f32() + t.numel())};
+  }
+  // A batchnorm no conv or linear could take is stored as its scale and shift (weight, bias): with
+  // mean 0 and variance 1 - eps, a batchnorm computes exactly that.
+  for (const Layer& L : m.spec.layers) {
+    if (L.type != LayerType::BatchNorm || !m.tensors.count(weight_key(L.name))) continue;
+    const std::vector<int64_t> channels = m.tensors[weight_key(L.name)].shape;
+    const size_t n = static_cast<size_t>(channels.at(0));
+    m.tensors[L.name + ".running_mean"] = {channels, std::vector<float>(n, 0.0f)};
+    m.tensors[L.name + ".running_var"] = {channels, std::vector<float>(n, static_cast<float>(1 - L.eps))};
+  }
+  m.mean = meta.normalization.mean;
+  m.std = meta.normalization.std;
+  m.class_names = meta.class_names;
+  *image_input = meta.image_input;
+  return m;
+}
+
 }  // namespace
 
+bool is_shrink_model_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  char magic[sizeof format::kMagic] = {};
+  in.read(magic, sizeof magic);
+  return in && std::equal(magic, magic + sizeof magic, format::kMagic);
+}
+
 std::string import_model(const ImportRequest& r) {
-  ImportedModel imported = import_onnx(r.onnx, r.input);
+  bool image_input = r.image_input;
+  const bool model_file = is_shrink_model_file(r.file);
+  ImportedModel imported = model_file ? read_model_file(r.file, r.input, &image_input) : import_onnx(r.file, r.input);
   ModelSpec spec = imported.spec;
   const int64_t own_classes = spec.classes;
   const bool new_head = r.classes > 0 && r.classes != own_classes;
@@ -49,8 +104,8 @@ std::string import_model(const ImportRequest& r) {
   if (r.mean.size() != r.std.size()) throw UserError("--mean and --std must be given together");
   std::vector<double> mean = r.mean, stdev = r.std;
   const bool graph_normalizes = !imported.mean.empty() || !imported.std.empty();
-  if (graph_normalizes) {  // (x - mean) / std as the graph's first nodes (a model shrink exported)
-    if (!r.mean.empty()) throw UserError(fmt::format("{}: the graph normalizes its input itself; drop --mean/--std", r.onnx));
+  if (graph_normalizes) {  // (x - mean) / std as the graph's first nodes (a model shrink exported), or in the model file's metadata
+    if (!r.mean.empty()) throw UserError(fmt::format("{}: the {} normalizes its input itself; drop --mean/--std", r.file, model_file ? "model" : "graph"));
     mean.assign(channels, 0.0);
     stdev.assign(channels, 1.0);
     if (!imported.mean.empty()) mean.assign(imported.mean.begin(), imported.mean.end());
@@ -77,24 +132,31 @@ std::string import_model(const ImportRequest& r) {
     if (!dst) throw std::logic_error("import: no tensor " + key + " in the model built from the spec");
     auto src = torch::from_blob(const_cast<float*>(t.values.data()), t.shape, torch::kFloat32);
     if (src.sizes() != dst->sizes())
-      throw UserError(fmt::format("{}: tensor {} has shape {} but the layer needs {}", r.onnx, key, shape_string(t.shape), shape_string(dst->sizes().vec())));
+      throw UserError(fmt::format("{}: tensor {} has shape {} but the layer needs {}", r.file, key, shape_string(t.shape), shape_string(dst->sizes().vec())));
     dst->copy_(src);
   }
+  for (const auto& p : params)  // a weight left at its random initialization would be a silent wrong answer
+    if (!imported.tensors.count(p.key()) && !(new_head && p.key().rfind(head + ".", 0) == 0))
+      throw UserError(fmt::format("{}: no values for {} in it", r.file, p.key()));
   nlohmann::json meta = {{"spec", spec.to_string()}, {"input", spec.input}, {"classes", spec.classes}, {"epoch", 0},
-                         {"mean", mean},             {"std", stdev},       {"class_names", class_names},   {"image_input", r.image_input},
-                         {"imported", {{"file", r.onnx}, {"opset", imported.opset}, {"producer", imported.producer}, {"new_head", new_head}}}};
+                         {"mean", mean},             {"std", stdev},       {"class_names", class_names},   {"image_input", image_input},
+                         {"imported", {{"file", r.file}, {"producer", imported.producer}, {"new_head", new_head}}}};
+  if (!model_file) meta["imported"]["opset"] = imported.opset;
   model->eval();
   save_checkpoint(r.out, model, nullptr, meta);
   auto cost = total_cost(spec);
-  std::string out = fmt::format("imported {} (opset {}, {}): {} layers, {} params, {} MACs, input {}, {} classes\n", r.onnx, imported.opset,
-                                imported.producer, spec.layers.size(), cost.params, cost.macs, shape_string(spec.input), spec.classes);
+  const std::string source = model_file ? imported.producer : fmt::format("opset {}, {}", imported.opset, imported.producer);
+  std::string out = fmt::format("imported {} ({}): {} layers, {} params, {} MACs, input {}, {} classes\n", r.file, source, spec.layers.size(),
+                                cost.params, cost.macs, shape_string(spec.input), spec.classes);
   if (new_head) out += fmt::format("replaced the {}-class classifier {} with a fresh {}-class one (train it: transfer learning)\n", own_classes, head, spec.classes);
   if (graph_normalizes)
-    out += fmt::format("normalization from the graph: mean {} std {}\n", fmt::join(mean, ","), fmt::join(stdev, ","));
+    out += fmt::format("normalization from the {}: mean {} std {}\n", model_file ? "file" : "graph", fmt::join(mean, ","), fmt::join(stdev, ","));
   else if (r.mean.empty())
     out += "no --mean/--std given: the model is taken to read its inputs unnormalized\n";
   const auto has = [&](LayerType t) { return std::any_of(spec.layers.begin(), spec.layers.end(), [&](const Layer& L) { return L.type == t; }); };
-  if (has(LayerType::Conv2d) && !has(LayerType::BatchNorm))
+  if (model_file && has(LayerType::Conv2d))
+    out += "batchnorm is folded into the convs in a model file: fine-tuning without it needs a low learning rate\n";
+  else if (has(LayerType::Conv2d) && !has(LayerType::BatchNorm))
     out += "no batchnorm: an eval-mode export folds it into the convs, and fine-tuning without it needs a low learning rate; "
            "export with training=TrainingMode.TRAINING and do_constant_folding=False to keep it\n";
   return out + fmt::format("wrote {}\nspec: {}\n", r.out, spec.to_string());

@@ -1,5 +1,7 @@
 // `shrink import`: an ONNX model as a shrink checkpoint (onnx/import.h reads the graph), with the
-// normalization and class names ONNX does not carry; from then on an ordinary model.
+// normalization and class names ONNX does not carry; from then on an ordinary model. An fp32
+// .shrink file (what `shrink export` wrote) imports the same way: its batchnorm-folded spec and
+// weights, with the normalization, class names and image_input it records.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -8,7 +10,7 @@
 namespace shrink {
 
 struct ImportRequest {
-  std::string onnx, out;                 // the ONNX file; the checkpoint to write
+  std::string file, out;                 // the ONNX or .shrink file; the checkpoint to write
   std::vector<int64_t> input;            // C,H,W when the file leaves it open (or to check it)
   int64_t classes = 0;                   // > 0 and different from the model's: a fresh classifier of this width
   std::vector<double> mean, std;         // per-channel input normalization the model was trained with
@@ -19,5 +21,8 @@ struct ImportRequest {
 
 // Writes the checkpoint; returns what it did (layers, params, a replaced head) for the user.
 std::string import_model(const ImportRequest& request);
+
+// Whether `path` is a .shrink model file (by its magic bytes, whatever its name).
+bool is_shrink_model_file(const std::string& path);
 
 }  // namespace shrink

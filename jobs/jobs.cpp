@@ -15,8 +15,8 @@
 namespace shrink {
 namespace {
 
-// The runtime engines of teacher.engine, for every job that distils (distill/teacher.h).
-[[maybe_unused]] const bool runtime_teacher_registered = (register_teacher_engine(runtime_teacher), true);
+// The runtime engines of teacher.engine, and .shrink files as teachers, for every job that distils (distill/teacher.h).
+[[maybe_unused]] const bool runtime_teacher_registered = (register_teacher_engine(runtime_teacher), register_model_file_teacher(model_file_teacher), true);
 
 JobResult result_of(const JobConfig& job, nlohmann::json summary) { return {job.out, RunDir::checkpoint_of(job.out), std::move(summary)}; }
 

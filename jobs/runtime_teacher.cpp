@@ -8,7 +8,9 @@
 #include "common/error.h"
 #include "distill/cache.h"
 #include "export/export.h"
+#include "jobs/import.h"
 #include "quantize/quantize.h"
+#include "runtime/model_meta.h"
 #include "shrink/runtime.hpp"
 #include "train/fold.h"
 #include "train/run_log.h"
@@ -21,18 +23,31 @@ constexpr int64_t kAgreementExamples = 10000;  // training examples it is measur
 
 class RuntimeTeacher : public Teacher {
  public:
+  // `file`, exported from the teacher `libtorch` (which measure_against_libtorch compares it with).
   RuntimeTeacher(std::unique_ptr<Teacher> libtorch, const std::string& engine, const std::string& file, int threads)
       : libtorch_(std::move(libtorch)), engine_(engine), file_(file), model_(load(file, threads, engine)) {
     mean = libtorch_->mean;
     std = libtorch_->std;
     class_names = libtorch_->class_names;
-    if (!mean.empty()) mean_ = torch::tensor(mean), std_ = torch::tensor(std);
     path_ = libtorch_->path();
+    checkpoint_ = libtorch_->checkpoint();
     if (const ModelSpec* spec = libtorch_->spec()) folded_ = folded_batchnorms(*spec);
-    for (const auto& name : model_.outputs()) output_shapes_[name] = model_.output_shape(name);  // read per batch, never changed
     // Teacher-output caches are keyed by this: another engine or calibration gives other logits.
     hash_ = fmt::format("{}-{}-{}", libtorch_->file_hash(), engine, hash_file(file));
-    report_["file"] = file;
+    prepare();
+  }
+  // An int8 .shrink file given as teacher: it runs as it is, whatever the runtime engine; there
+  // is no LibTorch teacher behind it.
+  RuntimeTeacher(const std::string& file, rt::Model model) : engine_("runtime"), file_(file), model_(std::move(model)) {
+    DescribedModel described;
+    const ModelMeta meta = ModelMeta::from_json(nlohmann::json::parse(model_.metadata_json()), &described);  // valid: the model loaded
+    file_spec_ = described.spec;
+    mean = meta.normalization.mean;
+    std = meta.normalization.std;
+    class_names = meta.class_names;
+    given_as(file);
+    hash_ += "-runtime";
+    prepare();
   }
 
   torch::Tensor forward(const torch::Tensor& x, const std::vector<std::string>& taps, std::map<std::string, torch::Tensor>* tapped) override {
@@ -73,10 +88,11 @@ class RuntimeTeacher : public Teacher {
   }
   std::vector<std::string> outputs() const { return model_.outputs(); }
   std::unique_ptr<Teacher> back_to_libtorch() { return std::move(libtorch_); }
-  const ModelSpec* spec() const override { return libtorch_->spec(); }
-  std::string kind() const override { return libtorch_->kind(); }
-  bool int8_simulated() const override { return libtorch_->int8_simulated(); }
-  std::string engine() const override { return engine_ + (model_.precision() == "int8" && engine_ == "runtime-fp32" ? " (int8 file)" : ""); }
+  bool model_file_alone() const { return !libtorch_; }
+  const ModelSpec* spec() const override { return libtorch_ ? libtorch_->spec() : &file_spec_; }
+  std::string kind() const override { return libtorch_ ? libtorch_->kind() : "shrink-model-int8"; }
+  bool int8_simulated() const override { return libtorch_ && libtorch_->int8_simulated(); }
+  std::string engine() const override { return engine_ + (model_.precision() == "int8" && engine_ != "runtime-int8" ? " (int8 file)" : ""); }
   nlohmann::json engine_report() const override { return report_; }
   void set_threads(int threads) override {
     if (threads != model_.threads()) model_ = load(file_, threads, engine_);  // loading compiles for batch 1: milliseconds
@@ -107,6 +123,11 @@ class RuntimeTeacher : public Teacher {
   // A file the runtime cannot run (damaged in the cache, or a layer it cannot compile) is one line.
   // An int8 teacher takes oneDNN's int8 kernels even without VNNI, where their sums are not exact
   // but fast: measure_against_libtorch measures what that costs (the 99.5% agreement rule).
+  void prepare() {
+    if (!mean.empty()) mean_ = torch::tensor(mean), std_ = torch::tensor(std);
+    for (const auto& name : model_.outputs()) output_shapes_[name] = model_.output_shape(name);  // read per batch, never changed
+    report_["file"] = file_;
+  }
   static rt::Model load(const std::string& file, int threads, const std::string& engine) {
     try {
       return rt::Model::load(file, threads, rt::Int8Sums::fast);
@@ -116,7 +137,8 @@ class RuntimeTeacher : public Teacher {
     }
   }
 
-  std::unique_ptr<Teacher> libtorch_;
+  std::unique_ptr<Teacher> libtorch_;  // null for an int8 .shrink file given as teacher
+  ModelSpec file_spec_;                 // that file's spec (batchnorm folded)
   std::string engine_, file_;
   torch::Tensor mean_, std_;  // the normalization as tensors, made once (forward runs per batch)
   std::map<std::string, std::string> folded_;  // folded batchnorm -> the conv that gives its output
@@ -138,12 +160,12 @@ void export_once(const std::string& checkpoint, const std::string& file, const s
 // The fp32 teacher calibrated after training as `shrink quantize --quantize.mode=ptq` does (16
 // batches, min-max observers), saved once per teacher and training data.
 std::string int8_checkpoint(const Teacher& libtorch, const TeacherEngineRequest& r, const std::string& stem) {
-  if (libtorch.int8_simulated()) return libtorch.path();  // already quantized: its own scales
+  if (libtorch.int8_simulated()) return libtorch.checkpoint();  // already quantized: its own scales
   QuantizeConfig q;
   const std::string file = fmt::format("{}-int8-data-{}-b{}x{}.pt", stem, hash_examples(*r.data.train, r.normalization), q.calibration_batches, r.batch_size);
   if (!std::filesystem::exists(file)) {
     r.log.line(fmt::format("teacher.engine = runtime-int8: calibrating the teacher on {} training batches of {}", q.calibration_batches, r.batch_size));
-    save_ptq_checkpoint(libtorch.path(), q, r.data, r.batch_size, 0, file);
+    save_ptq_checkpoint(libtorch.checkpoint(), q, r.data, r.batch_size, 0, file);
   }
   return file;
 }
@@ -163,16 +185,55 @@ std::unique_ptr<Teacher> on_runtime_fp32(std::unique_ptr<Teacher> libtorch, cons
   // A quantized teacher teaches what it computes, so its file is int8 on either engine.
   const std::string precision = libtorch->int8_simulated() ? "int8" : "fp32";
   const std::string file = fmt::format("{}-{}.shrink", stem, precision);
-  export_once(libtorch->path(), file, precision);
+  export_once(libtorch->checkpoint(), file, precision);
   auto teacher = std::make_unique<RuntimeTeacher>(std::move(libtorch), "runtime-fp32", file, r.threads);
   if (stays_on_libtorch(*teacher, r)) return teacher->back_to_libtorch();
   r.log.line(fmt::format("teacher.engine = {}: the teacher runs on shrink's runtime ({} file {})", r.engine, precision, file));
   return teacher;
 }
 
+// An int8 .shrink file given as teacher is on the runtime already: any runtime engine runs it as it
+// is (nothing to calibrate, no fp32 teacher to check it against), and feature losses must find
+// their layers in it (there is no LibTorch teacher to fall back to).
+std::unique_ptr<Teacher> keep_model_file(std::unique_ptr<Teacher> teacher, RuntimeTeacher& file, const TeacherEngineRequest& r) {
+  if (r.engine == "libtorch")
+    throw UserError(fmt::format("teacher {}: an int8 model file runs on shrink's runtime only (its float weights are not in it): set "
+                                "teacher.engine = runtime-int8, or give the checkpoint it was exported from", file.path()));
+  if (const auto missing = file.unformed(r.taps); !missing.empty())
+    throw UserError(fmt::format("teacher {}: hints and attention read {}, which this int8 model file does not form (it forms {}); give the "
+                                "checkpoint it was exported from", file.path(), fmt::join(missing, ", "), fmt::join(file.outputs(), ", ")));
+  file.set_threads(r.threads);
+  r.log.line(fmt::format("teacher.engine = {}: the teacher is an int8 model file: it runs on shrink's runtime as it is (nothing to calibrate, no fp32 "
+                         "teacher to measure it against)", r.engine));
+  return teacher;
+}
+
 }  // namespace
 
+std::unique_ptr<Teacher> model_file_teacher(const std::string& path, const std::string& cache_dir, bool channels_last) {
+  rt::Model model = [&] {
+    try {
+      return rt::Model::load(path, 1, rt::Int8Sums::fast);
+    } catch (const rt::Error& e) {
+      throw UserError(fmt::format("teacher {}", e.what()));
+    }
+  }();
+  if (model.precision() == "int8") return std::make_unique<RuntimeTeacher>(path, std::move(model));
+  std::filesystem::create_directories(cache_dir);
+  const std::string checkpoint = fmt::format("{}/teacher-{}-imported.pt", cache_dir, hash_file(path));
+  if (!std::filesystem::exists(checkpoint)) {
+    ImportRequest request;
+    request.file = path;
+    request.out = checkpoint;
+    import_model(request);
+  }
+  auto teacher = Teacher::load(checkpoint, "shrink", channels_last);
+  teacher->given_as(path);
+  return teacher;
+}
+
 std::unique_ptr<Teacher> runtime_teacher(std::unique_ptr<Teacher> libtorch, const TeacherEngineRequest& r) {
+  if (auto* file = dynamic_cast<RuntimeTeacher*>(libtorch.get()); file && file->model_file_alone()) return keep_model_file(std::move(libtorch), *file, r);
   std::filesystem::create_directories(r.cache_dir);
   const std::string stem = fmt::format("{}/teacher-{}", r.cache_dir, libtorch->file_hash());
   if (r.engine == "runtime-fp32") return on_runtime_fp32(std::move(libtorch), r, stem);

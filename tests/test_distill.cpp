@@ -11,7 +11,9 @@
 #include "distill/losses.h"
 #include "distill/teacher.h"
 #include "distill/thread_split.h"
+#include "export/export.h"
 #include "jobs/runtime_teacher.h"
+#include "shrink/runtime.hpp"
 #include "train/run_log.h"
 #include "train/checkpoint.h"
 
@@ -174,6 +176,8 @@ CATCH_TEST_CASE("bad teachers and layer names are clear errors", "[distill][erro
   CATCH_CHECK_THROWS_WITH(distill(dir / "b", dir / "none.pt", {}), Catch::Contains("no such file"));
   shrink::test::write_text(dir / "m.onnx", "an ONNX file");
   CATCH_CHECK_THROWS_WITH(distill(dir / "b2", dir / "m.onnx", {}), Catch::Contains("`shrink import` it into a checkpoint first"));
+  shrink::test::write_text(dir / "m.shrink", "not a model file");
+  CATCH_CHECK_THROWS_WITH(distill(dir / "b2s", dir / "m.shrink", {}), Catch::StartsWith("teacher ") && Catch::Contains("m.shrink"));
   // A teacher of another input size: LibTorch would run it (a global pool takes any size), the
   // runtime engines would read past each example.
   const std::string t12 = shrink::test::random_checkpoint(dir, "t12.pt", "conv(8) relu gap linear(classes)", {1, 12, 12}, 10);
@@ -453,4 +457,69 @@ CATCH_TEST_CASE("teacher.ahead = auto does not time a quantization-aware student
   CATCH_INFO(r.out);
   CATCH_CHECK(r.code == 0);
   CATCH_CHECK(r.out.find("a quantization-aware student is not timed") != std::string::npos);
+}
+
+CATCH_TEST_CASE("a .shrink file as teacher: fp32 teaches as its checkpoint on every engine, int8 runs on the runtime as it is", "[distill][engine]") {
+  TempDir dir;
+  const std::string t = train_teacher(dir, "t", 0, kFixedNormalization);
+  export_model(t, dir / "t.shrink", {});
+  ExportOptions int8;
+  int8.precision = "int8";
+  export_model(shrink::test::quantize_synthetic(dir, "q", t), dir / "q.shrink", int8);
+  auto x = torch::randn({64, 1, 16, 16});
+  const auto want = Teacher::load(t, "auto", false)->forward(x);
+  auto near = [](const torch::Tensor& got, const torch::Tensor& expect) {
+    return (got - expect).abs().max().item<double>() <= 1e-4 * expect.abs().max().item<double>();
+  };
+  // fp32: imported once into the cache folder, then a teacher like the checkpoint it came from;
+  // path and hash are the file's (the summary names it, caches are keyed by it).
+  auto file = Teacher::load(dir / "t.shrink", "auto", false, dir / "cache");
+  CATCH_CHECK(file->kind() == "shrink");
+  CATCH_CHECK(file->path() == dir / "t.shrink");
+  CATCH_CHECK(file->file_hash() == hash_file(dir / "t.shrink"));
+  CATCH_CHECK(std::filesystem::exists(file->checkpoint()));
+  CATCH_CHECK(file->mean == std::vector<float>{0.3f});
+  CATCH_CHECK(file->std == std::vector<float>{2.0f});
+  CATCH_CHECK(near(file->forward(x), want));
+  Data data = synthetic_data();
+  Augment norm = normalization_of(load_checkpoint(t).meta);
+  RunLog log(dir / "log", true);
+  auto fp32 = runtime_teacher(Teacher::load(dir / "t.shrink", "auto", false, dir / "cache"), {"runtime-fp32", data, norm, dir / "cache", false, 128, 1, log});
+  CATCH_CHECK(fp32->engine() == "runtime-fp32");
+  CATCH_CHECK(near(fp32->forward(x), want));
+  auto calibrated = runtime_teacher(Teacher::load(dir / "t.shrink", "auto", false, dir / "cache"), {"runtime-int8", data, norm, dir / "cache", true, 128, 1, log});
+  CATCH_CHECK(calibrated->engine() == "runtime-int8");
+  CATCH_CHECK(calibrated->engine_report().contains("agreement_with_libtorch"));
+  CATCH_CHECK(top1_agreement(calibrated->forward(x), want) >= 0.9);
+
+  // int8: on the runtime from the start, computing what the file computes.
+  auto q = Teacher::load(dir / "q.shrink", "auto", false, dir / "cache");
+  CATCH_CHECK(q->engine() == "runtime (int8 file)");
+  CATCH_CHECK(q->kind() == "shrink-model-int8");
+  CATCH_REQUIRE(q->spec() != nullptr);
+  CATCH_CHECK(q->spec()->input == std::vector<int64_t>{1, 16, 16});
+  CATCH_CHECK(q->mean == std::vector<float>{0.3f});
+  torch::Tensor raw = (x * 2 + 0.3).contiguous();  // what the teacher hands the runtime (which normalizes it)
+  std::vector<float> expect = rt::Model::load(dir / "q.shrink", 1, rt::Int8Sums::fast).predict(raw.data_ptr<float>(), 64);
+  CATCH_CHECK(torch::equal(q->forward(x), torch::from_blob(expect.data(), {64, 10})));
+  CATCH_CHECK(top1_agreement(q->forward(x), want) >= 0.9);
+  CATCH_CHECK_THROWS_WITH(runtime_teacher(std::move(q), {"libtorch", data, norm, dir / "cache", false, 128, 1, log}),
+                          Catch::Contains("an int8 model file runs on shrink's runtime only"));
+  TeacherEngineRequest tapped{"runtime-int8", data, norm, dir / "cache", false, 128, 1, log, {"conv1"}};  // its relu is fused: not formed
+  CATCH_CHECK_THROWS_WITH(runtime_teacher(Teacher::load(dir / "q.shrink", "auto", false, dir / "cache"), tapped),
+                          Catch::Contains("which this int8 model file does not form"));
+
+  // Whole runs: the fp32 file distils as its checkpoint does; the int8 file on a runtime engine only.
+  auto args = kFixedNormalization;
+  args.push_back("--distill.cache_dir=" + dir / "cache");
+  const auto from_checkpoint = distill(dir / "d1", t, args), from_file = distill(dir / "d2", dir / "t.shrink", args);
+  CATCH_CHECK(from_file["teacher"] == dir / "t.shrink");
+  CATCH_CHECK(from_file["test_accuracy"].get<double>() == Approx(from_checkpoint["test_accuracy"].get<double>()).margin(0.01));
+  args.push_back("--teacher.engine=runtime-int8");
+  const auto from_int8 = distill(dir / "d3", dir / "q.shrink", args);
+  CATCH_CHECK(from_int8["teacher_engine"] == "runtime (int8 file)");
+  CATCH_CHECK(shrink::test::read_text(dir / "d3/log.txt").find("the teacher is an int8 model file: it runs on shrink's runtime as it is") !=
+              std::string::npos);
+  args.back() = "--teacher.engine=libtorch";
+  CATCH_CHECK_THROWS_WITH(distill(dir / "d4", dir / "q.shrink", args), Catch::Contains("set teacher.engine = runtime-int8"));
 }

@@ -58,7 +58,7 @@ Imported import_case(const TempDir& dir, const nlohmann::json& c) {
   Imported m;
   m.checkpoint = dir / (c["name"].get<std::string>() + ".pt");
   ImportRequest r;
-  r.onnx = cases_dir() + "/" + c["file"].get<std::string>();
+  r.file = cases_dir() + "/" + c["file"].get<std::string>();
   r.out = m.checkpoint;
   import_model(r);
   std::vector<int64_t> shape{c["batch"].get<int64_t>()};
@@ -191,7 +191,7 @@ CATCH_TEST_CASE("ONNX import: hand-made graphs at the edges compute what ONNX Ru
   for (const auto& c : cases) {
     CATCH_INFO(c["name"].get<std::string>());
     ImportRequest r;
-    r.onnx = dir / ("edge/" + c["file"].get<std::string>());
+    r.file = dir / ("edge/" + c["file"].get<std::string>());
     r.out = dir / "m.pt";
     if (c["expect"] == "error") {
       CATCH_CHECK_THROWS_WITH(import_model(r), Catch::Contains(c["message_contains"].get<std::string>()));
@@ -203,7 +203,7 @@ CATCH_TEST_CASE("ONNX import: hand-made graphs at the edges compute what ONNX Ru
     for (int64_t d : c["input_shape"]) shape.push_back(d);
     torch::manual_seed(9);
     auto x = torch::randn(shape);
-    CATCH_CHECK(relative_error(test::run_runtime(dir / "m.shrink", x), test::run_ort(r.onnx, x)) < 1e-5);
+    CATCH_CHECK(relative_error(test::run_runtime(dir / "m.shrink", x), test::run_ort(r.file, x)) < 1e-5);
   }
 }
 
@@ -218,7 +218,7 @@ CATCH_TEST_CASE("ONNX import: damaged files, other opsets and bad options are cl
   CATCH_CHECK_THROWS_WITH(import_onnx(dir / "none.onnx"), Catch::Contains("cannot open"));
   CATCH_CHECK_THROWS_WITH(import_onnx(good, {3, 20, 20}), Catch::Contains("--input 3x20x20 but the file's input"));
   ImportRequest r;
-  r.onnx = good;
+  r.file = good;
   r.out = dir / "m.pt";
   r.mean = {0.5};
   r.std = {0.25};
@@ -250,7 +250,7 @@ CATCH_TEST_CASE("shrink import: a fresh classifier, normalization and class name
   CATCH_CHECK(loaded.meta["class_names"].get<std::vector<std::string>>() == std::vector<std::string>{"a", "b", "c"});
   // Everything but the classifier is the file's.
   ImportRequest same;
-  same.onnx = onnx;
+  same.file = onnx;
   same.out = dir / "same.pt";
   import_model(same);
   auto own = load_checkpoint(dir / "same.pt").model->named_parameters();

@@ -71,7 +71,7 @@ CATCH_TEST_CASE("ONNX export: fp32 files of every layer kind pass onnx.checker, 
       CATCH_CHECK(relative_error(test::run_ort(dir / (name + ".onnx"), x), expect) < 1e-4);
       // Read back: the same model, normalization and class names, so the same logits exactly.
       ImportRequest r;
-      r.onnx = dir / (name + ".onnx");
+      r.file = dir / (name + ".onnx");
       r.out = dir / (name + ".re.pt");
       import_model(r);
       auto meta = read_checkpoint_meta(r.out);
@@ -83,6 +83,18 @@ CATCH_TEST_CASE("ONNX export: fp32 files of every layer kind pass onnx.checker, 
       r.classes = 3;
       import_model(r);
       CATCH_CHECK(read_checkpoint_meta(r.out)["class_names"].empty());
+      if (opset != 13) continue;
+      // The .shrink file imports too (its batchnorm folded): exported again, it computes the same exactly.
+      ImportRequest from_file;
+      from_file.file = dir / (name + ".shrink");
+      from_file.out = dir / (name + ".file.pt");
+      CATCH_CHECK(import_model(from_file).find("shrink model file") != std::string::npos);
+      auto file_meta = read_checkpoint_meta(from_file.out);
+      CATCH_CHECK(file_meta["mean"].get<std::vector<float>>() == mean);
+      CATCH_CHECK(file_meta["std"].get<std::vector<float>>() == stdev);
+      CATCH_CHECK(file_meta["class_names"].size() == 7);
+      export_model(from_file.out, dir / (name + ".file.shrink"), {});
+      CATCH_CHECK(torch::equal(test::run_runtime(dir / (name + ".file.shrink"), x), expect));
     }
   }
   CATCH_CHECK(test::check_onnx_files(files) == "ok " + std::to_string(files.size()) + "\n");
@@ -94,6 +106,29 @@ CATCH_TEST_CASE("ONNX export: fp32 files of every layer kind pass onnx.checker, 
   export_model(ckpt, dir / "n.shrink", {});
   auto x = torch::rand({8, 1, 16, 16});
   CATCH_CHECK(relative_error(test::run_ort(dir / "n.onnx", (x - 0.5) / 0.25), test::run_runtime(dir / "n.shrink", x)) < 1e-4);
+}
+
+CATCH_TEST_CASE("import of .shrink files: an int8 file, a damaged one and a wrong --input are one clear line each", "[onnx][import]") {
+  TempDir dir;
+  auto ckpt = test::random_checkpoint(dir, "s.pt", "usps_student", {1, 16, 16}, 10, {{"image_input", true}});
+  export_model(ckpt, dir / "s.shrink", {});
+  ImportRequest r;
+  r.file = dir / "s.shrink";
+  r.out = dir / "s.re.pt";
+  import_model(r);
+  CATCH_CHECK(read_checkpoint_meta(r.out)["image_input"] == true);  // the file's, with no --image-input
+  r.input = {1, 12, 12};
+  CATCH_CHECK_THROWS_WITH(import_model(r), Catch::Contains("--input 1x12x12") && Catch::Contains("takes examples of shape 1x16x16"));
+  r.input.clear();
+  ExportOptions int8;
+  int8.precision = "int8";
+  export_model(test::quantize_synthetic(dir, "q", ckpt), dir / "q.shrink", int8);
+  r.file = dir / "q.shrink";
+  CATCH_CHECK_THROWS_WITH(import_model(r), Catch::Contains("an int8 model file holds no float weights to import"));
+  std::filesystem::copy_file(dir / "s.shrink", dir / "cut.shrink");
+  std::filesystem::resize_file(dir / "cut.shrink", 1000);
+  r.file = dir / "cut.shrink";
+  CATCH_CHECK_THROWS_WITH(import_model(r), Catch::Contains("cut.shrink") && Catch::Contains("truncated"));
 }
 
 CATCH_TEST_CASE("ONNX export: int8 QDQ files: the simulation, shrink-run and ONNX Runtime agree, every conv and linear an integer kernel",
