@@ -192,6 +192,25 @@ class GraphWriter {
     return name;
   }
 
+  // A pool without ceil mode: the windows a ceil-mode pool adds are padding at the end instead.
+  // ONNX's shape inference (onnx 1.12, which ONNX Runtime 1.30 runs while loading) keeps a last
+  // window that starts in the padding, which torch, ONNX Runtime's kernels and shrink drop: the
+  // file would declare one shape and compute another. Padded explicitly, every reader counts the
+  // same windows, and they hold the same values: a max ignores padding, and an average past the
+  // padding excludes it (the spec refuses include_pad=1 there).
+  onnx::NodeProto& pool(const char* op, const Layer& L, const LayerInfo& info, const std::string& x, const std::string& out) {
+    const Pads p = L.pads();
+    auto end_pad = [&](int64_t size, int64_t windows, int64_t start_pad, int64_t pad) {
+      return std::max(pad, (windows - 1) * L.stride + L.kernel - size - start_pad);
+    };
+    auto& n = node(op, {x}, out);
+    attr(n, "kernel_shape", std::vector<int64_t>{L.kernel, L.kernel});
+    attr(n, "strides", std::vector<int64_t>{L.stride, L.stride});
+    attr(n, "pads", std::vector<int64_t>{p.top, p.left, end_pad(info.in_shape[1], info.out_shape[1], p.top, p.bottom),
+                                         end_pad(info.in_shape[2], info.out_shape[2], p.left, p.right)});
+    return n;
+  }
+
   // The nodes of layer L reading `in`, ending in a tensor named `out`.
   std::string layer(const Layer& L, const std::vector<Value>& in, const std::string& out) {
     const std::string& x = in[0].tensor;
@@ -242,10 +261,9 @@ class GraphWriter {
         return node("Mul", {x, L.name + ".gate"}, out).output(0);
       case LayerType::Sigmoid: return node("Sigmoid", {x}, out).output(0);
       case LayerType::HardSigmoid: return hardsigmoid(x, static_cast<float>(L.alpha), static_cast<float>(L.beta), out);
-      case LayerType::MaxPool: attr(window(node("MaxPool", {x}, out)), "ceil_mode", int64_t{L.ceil}); return out;
+      case LayerType::MaxPool: return pool("MaxPool", L, info, x, out).output(0);
       case LayerType::AvgPool: {
-        auto& n = window(node("AveragePool", {x}, out));
-        attr(n, "ceil_mode", int64_t{L.ceil});
+        auto& n = pool("AveragePool", L, info, x, out);
         attr(n, "count_include_pad", int64_t{L.include_pad});
         return out;
       }

@@ -57,6 +57,7 @@ class Importer {
   void clip(const onnx::NodeProto& n);
   void hardsigmoid(const onnx::NodeProto& n);
   void pool(const onnx::NodeProto& n);
+  void ceil_from_end_pads(const onnx::NodeProto& n, Layer& L, const std::vector<int64_t>& in, const std::vector<int64_t>& pads);
   void global_pool(const onnx::NodeProto& n);
   void reduce_mean(const onnx::NodeProto& n);
   void flatten(const onnx::NodeProto& n);

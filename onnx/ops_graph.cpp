@@ -22,8 +22,26 @@ Value constant_value(Constant c) {
 
 }  // namespace
 
-// MaxPool and AveragePool: square kernels, one padding on all sides, ceil mode; an AveragePool
-// after a zero Pad counts the padding (torch exports count_include_pad so).
+// Pads larger at the end than at the start (shrink's export of a ceil-mode pool, TensorFlow's SAME
+// padding): a ceil-mode pool with the start's padding, when it counts the same windows. They then
+// hold the same values when the padding adds nothing: a max, or an average that leaves it out.
+void Importer::ceil_from_end_pads(const onnx::NodeProto& n, Layer& L, const std::vector<int64_t>& in, const std::vector<int64_t>& pads) {
+  if (L.ceil) unsupported(n, "ceil_mode with more padding at the end than at the start is not supported");
+  if (L.type == LayerType::AvgPool && L.include_pad) unsupported(n, "count_include_pad with more padding at the end than at the start is not supported");
+  if (in.size() != 3) unsupported(n, "its input is not an image");
+  for (int d = 0; d < 2; ++d) {
+    const int64_t size = in[1 + d], start = pads[0], end = pads[2 + d];
+    const int64_t windows = (size + start + end - L.kernel) / L.stride + 1;
+    int64_t ceil_windows = (size + 2 * start - L.kernel + L.stride - 1) / L.stride + 1;  // spec/shapes.cpp's rule
+    if ((ceil_windows - 1) * L.stride >= size + start) --ceil_windows;
+    if (windows != ceil_windows)
+      unsupported(n, fmt::format("pads {} with no ceil-mode pool of the same windows is not supported", fmt::join(pads, ",")));
+  }
+  L.ceil = true;
+}
+
+// MaxPool and AveragePool: square kernels, one padding on all sides (or more at the ends: ceil
+// mode), ceil mode; an AveragePool after a zero Pad counts the padding (torch exports count_include_pad so).
 void Importer::pool(const onnx::NodeProto& n) {
   const Value& x = input(n, 0);
   if (x.kind == Value::Kind::Constant) unsupported(n, "its input is a constant");
@@ -35,8 +53,8 @@ void Importer::pool(const onnx::NodeProto& n) {
   if (strides.size() != 2 || strides[0] != strides[1]) unsupported(n, "only equal strides along height and width are supported");
   if (dilations != std::vector<int64_t>{1, 1}) unsupported(n, "dilated pooling is not supported");
   if (kernel[0] < 1 || strides[0] < 1) unsupported(n, "kernel_shape and strides must be at least 1");
-  if (pads.size() != 4 || !std::all_of(pads.begin(), pads.end(), [&](int64_t p) { return p == pads[0]; }))
-    unsupported(n, "only the same padding on all sides is supported");
+  if (pads.size() != 4 || pads[0] != pads[1] || pads[2] < pads[0] || pads[3] < pads[0])
+    unsupported(n, "only the same padding on all sides (or more at the ends, as ceil mode) is supported");
   const std::string auto_pad = attr_string(n, "auto_pad", "NOTSET");
   if (auto_pad != "NOTSET" && auto_pad != "VALID" && !auto_pad.empty()) unsupported(n, fmt::format("auto_pad {} is not supported", auto_pad));
   if (auto_pad == "VALID" && pads[0] != 0) unsupported(n, "auto_pad VALID and pads together (ONNX allows one or the other)");
@@ -45,6 +63,7 @@ void Importer::pool(const onnx::NodeProto& n) {
   L.kernel = kernel[0], L.stride = strides[0], L.padding = pads[0];
   L.ceil = attr_int(n, "ceil_mode", 0) != 0;
   if (!is_max) L.include_pad = attr_int(n, "count_include_pad", 0) != 0;
+  if (pads[2] != pads[0] || pads[3] != pads[0]) ceil_from_end_pads(n, L, x.shape, pads);
   if (x.kind == Value::Kind::Padded) {
     const Pads& p = x.pads;
     if (is_max || L.padding != 0 || p.top != p.bottom || p.left != p.right || p.top != p.left)

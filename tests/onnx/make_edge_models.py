@@ -101,5 +101,20 @@ save("weights_cast_to_float16", [6],
       helper.make_node("MatMul", ["x", "wf"], ["y"])],
      [const("w", [6, 4])], "error", "a cast to FLOAT16 is not supported")
 
+# Pads larger at the end (TensorFlow's SAME, shrink's export of ceil mode): a ceil-mode pool when it
+# counts the same windows (a max, an average that leaves the padding out); otherwise refused.
+nodes, inits = head("m", 3)
+save("maxpool_same_upper_pads", [3, 7, 9],
+     [helper.make_node("MaxPool", ["x"], ["m"], kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 1, 1])] + nodes, inits, "ok")
+save("avgpool_end_pads_without_the_padding", [3, 8, 8],
+     [helper.make_node("AveragePool", ["x"], ["m"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 2, 2], count_include_pad=0)] + nodes,
+     inits, "ok")
+save("avgpool_end_pads_counting_the_padding", [3, 7, 7],
+     [helper.make_node("AveragePool", ["x"], ["m"], kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 1, 1], count_include_pad=1)] + nodes,
+     inits, "error", "count_include_pad with more padding at the end")
+save("maxpool_end_pads_of_no_ceil_pool", [3, 8, 8],  # stride 1: no ceil-mode pool reaches into the end padding
+     [helper.make_node("MaxPool", ["x"], ["m"], kernel_shape=[2, 2], strides=[1, 1], pads=[0, 0, 1, 1])] + nodes, inits,
+     "error", "with no ceil-mode pool of the same windows")
+
 with open(os.path.join(out, "cases.json"), "w") as f:
     json.dump(cases, f, indent=1)
