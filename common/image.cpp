@@ -116,7 +116,10 @@ bool png_start(PngReader& reader, int& passes) {
   if (setjmp(png_jmpbuf(reader.png))) return false;
   png_set_read_fn(reader.png, &reader.source, png_read_from_memory);
   png_read_info(reader.png, reader.info);
-  png_set_expand(reader.png);       // palette -> RGB; gray of 1, 2, 4 bits -> 8 (0..255, as Pillow)
+  if (png_get_color_type(reader.png, reader.info) == PNG_COLOR_TYPE_PALETTE)
+    png_set_packing(reader.png);    // palette: one index a byte, looked up by colours_of
+  else
+    png_set_expand(reader.png);     // gray of 1, 2, 4 bits -> 8 (0..255, as Pillow)
   png_set_strip_16(reader.png);     // 16 bits -> the high byte, as Pillow's ";16B" unpackers
   png_set_strip_alpha(reader.png);  // Pillow's convert("L"/"RGB") drops alpha, blends nothing
   passes = png_set_interlace_handling(reader.png);
@@ -133,6 +136,22 @@ bool png_read_pixels(PngReader& reader, int passes, Image& image) {
   return true;
 }
 
+// The RGB image a palette image's indices name. An index past the palette makes the file invalid:
+// libpng would paint it black and Pillow gray, and neither is the image.
+Image colours_of(const std::string& path, const PngReader& reader, const Image& indices) {
+  png_colorp palette = nullptr;
+  int colours = 0;
+  png_get_PLTE(reader.png, reader.info, &palette, &colours);  // libpng refuses a palette image without one
+  Image rgb = blank_image(indices.width, indices.height, 3);
+  for (size_t k = 0; k < indices.pixels.size(); ++k) {
+    const int i = indices.pixels[k];
+    if (i >= colours)
+      throw UserError(path + ": invalid PNG: a pixel indexes colour " + std::to_string(i) + " of a palette of " + std::to_string(colours));
+    rgb.pixels[3 * k] = palette[i].red, rgb.pixels[3 * k + 1] = palette[i].green, rgb.pixels[3 * k + 2] = palette[i].blue;
+  }
+  return rgb;
+}
+
 Image decode_png(const std::string& path, const std::vector<uint8_t>& bytes) {
   PngReader reader(bytes);
   int passes = 1;
@@ -147,6 +166,7 @@ Image decode_png(const std::string& path, const std::vector<uint8_t>& bytes) {
     throw std::logic_error(path + ": libpng's transforms did not give 8-bit gray or RGB rows");
   Image image = blank_image(width, height, channels);
   if (!png_read_pixels(reader, passes, image)) throw fail();
+  if (png_get_color_type(reader.png, reader.info) == PNG_COLOR_TYPE_PALETTE) return colours_of(path, reader, image);
   return image;  // trailing chunks are not read: Pillow does not need IEND either
 }
 

@@ -48,6 +48,15 @@ def write_png_by_hand(path, pixels, bit_depth, color_type, interlaced=False):
         f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
+def write_palette_index_past_end(path):
+    """An invalid PNG: a two-colour palette, and pixels that index colours 2 to 5 too."""
+    raw = b"".join(b"\0" + bytes([(x + y) % 6 for x in range(5)]) for y in range(4))
+    header = struct.pack(">IIBBBBB", 5, 4, 8, 3, 0, 0, 0)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"PLTE", bytes([10, 20, 30, 200, 100, 50])) +
+                chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
 def palette_image(height, width, colors):
     image = Image.fromarray(rng.integers(0, colors, (height, width), dtype=np.uint8), "P")
     image.putpalette(rng.integers(0, 256, 3 * colors).tolist())
@@ -79,8 +88,10 @@ def write_images(folder):
     save("UPPER.JPG", Image.fromarray(noisy(13, 17, 3), "RGB"), quality=90)
     save("png_named.jpg", Image.fromarray(noisy(13, 17, 1)[..., 0], "L"), format="PNG")  # content decides
     Image.fromarray(noisy(9, 11, 3), "RGB").convert("CMYK").save(os.path.join(folder, "cmyk.jpg"))  # refused
+    write_palette_index_past_end(os.path.join(folder, "palette_past_end.png"))  # refused
     gray = ("gray", "bilevel", "gray_trns", "gray_alpha", "gray16", "png_named")
-    return {name: 1 if name.split(".")[0] in gray else 3 for name in sorted(os.listdir(folder)) if name != "cmyk.jpg"}
+    refused = ("cmyk.jpg", "palette_past_end.png")
+    return {name: 1 if name.split(".")[0] in gray else 3 for name in sorted(os.listdir(folder)) if name not in refused}
 
 
 def reference(path):

@@ -146,7 +146,8 @@ CATCH_TEST_CASE("a truncated, corrupt, unsupported or non-image file gives one l
   // name -> the words the message must hold
   std::vector<std::pair<std::string, std::string>> refused = {
       {dir / "x.png", "not a PNG or JPEG"}, {dir / "empty.png", "empty"}, {dir / "missing.png", "cannot open"},
-      {dir.path.string(), "folder"}, {images.image("cmyk.jpg"), "unsupported JPEG: CMYK"}};
+      {dir.path.string(), "folder"}, {images.image("cmyk.jpg"), "unsupported JPEG: CMYK"},
+      {images.image("palette_past_end.png"), "invalid PNG: a pixel indexes colour 2 of a palette of 2"}};
   for (const char* name : {"rgb.png", "interlaced.png", "rgb.jpg", "progressive.jpg", "gray.jpg"}) {
     const size_t size = read_bytes(images.image(name)).size();
     const std::string kind = std::string(name).find(".png") != std::string::npos ? "PNG" : "JPEG";
