@@ -158,12 +158,13 @@ Batch Loader::make_batch(int64_t b) const {
   const int64_t batch_start = b * options_.batch_size, global = std::min(options_.batch_size, source_->size() - batch_start);
   // This worker's rows of the batch (all of it on one worker). A batch with fewer examples than
   // workers (a short last batch) goes whole to each, counted once per worker, so that each takes a
-  // 1/shards share of its loss and none runs an empty step.
+  // 1/shards share of its loss and none runs an empty step; the first alone counts it in the metrics.
   const bool whole = global < options_.shards;
   const int64_t first = whole ? 0 : global * options_.shard / options_.shards, start = batch_start + first,
                 count = whole ? global : global * (options_.shard + 1) / options_.shards - first;
   Batch batch;
   batch.global_size = whole ? global * options_.shards : global;
+  batch.counted = !whole || options_.shard == 0;
   if (options_.shuffle) {
     std::vector<int64_t> idx(order_.begin() + start, order_.begin() + start + count);
     source_->read(idx, batch.x, batch.y);

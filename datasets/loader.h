@@ -38,6 +38,7 @@ struct Batch {
   torch::Tensor soft_targets;  // a frozen teacher's logits, when LoaderOptions::ahead computed them
   std::map<std::string, torch::Tensor> teacher_features;  // and its layers' outputs the feature losses read
   int64_t global_size = 0;     // examples in the whole batch, over every shard (data parallel)
+  bool counted = true;         // in the epoch's train loss and accuracy: a short last batch every worker runs whole counts on one
 };
 
 struct LoaderOptions {

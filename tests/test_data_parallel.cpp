@@ -98,6 +98,8 @@ CATCH_TEST_CASE("2 workers train as 1 process with the same global batch (SyncBa
     auto r = run_cli(launch2("train --config " + dir / "job.ini" + tail + dir / "tail2-" + sync));
     CATCH_INFO(r.out);
     CATCH_CHECK(r.code == 0);
+    // The train loss and accuracy count that example once, not once per worker.
+    CATCH_CHECK(shrink::read_checkpoint_meta(dir / ("tail2-" + std::string(sync) + "/checkpoints/last.pt"))["train_samples"] == 2 * 586);
   }
   CATCH_REQUIRE(run_cli("train --config " + dir / "job.ini --data.synthetic_train=586 --train.epochs=2 --out " + dir / "tail1").code == 0);
   CATCH_CHECK(max_difference(dir / "tail1/checkpoints/last.pt", dir / "tail2-true/checkpoints/last.pt") <= 1e-2);

@@ -252,11 +252,13 @@ void Trainer::train_epoch(int64_t epoch) {
     if (job_.train.grad_clip > 0) torch::nn::utils::clip_grad_norm_(model_->parameters(), job_.train.grad_clip);
     optimizer_->step();
     for (StepHook* hook : hooks_) hook->after_step(model_);
-    loss_sum += loss_value * n;
-    correct += (logits.argmax(1) == batch.y).sum().item<int64_t>();
-    seen += n;
+    if (batch.counted) {
+      loss_sum += loss_value * n;
+      correct += (logits.argmax(1) == batch.y).sum().item<int64_t>();
+      seen += n;
+    }
     ++step;
-    progress.update(step, loss_sum / seen, static_cast<double>(correct) / seen, seen / seconds_since(t0));
+    progress.update(step, loss_sum / std::max<int64_t>(seen, 1), static_cast<double>(correct) / std::max<int64_t>(seen, 1), seen / seconds_since(t0));
   }
   progress.finish();
   double correct_all = static_cast<double>(correct), seen_all = static_cast<double>(seen);
