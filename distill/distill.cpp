@@ -320,7 +320,7 @@ void add_teacher_options(Keys& keys) {
   DistillConfig d;
   const double inf = std::numeric_limits<double>::infinity();
   // clang-format off
-  keys.add("teacher.path", "", Rule::text(true), "the teacher: a shrink checkpoint, a .shrink model file (fp32: on any engine; int8: on the runtime, as it is) or a TorchScript file (torch.jit.save)")
+  keys.add("teacher.path", "", Rule::text(true), "the teacher: a shrink checkpoint, a model file (.onnx, or .shrink: fp32 on any engine, int8 on the runtime as it is) or a TorchScript file (torch.jit.save)")
       .add("teacher.kind", d.teacher_kind, Rule::choice({"auto", "shrink", "torchscript"}), "what teacher.path is (auto: by its content)")
       .add("teacher.engine", d.teacher_engine, Rule::choice({"libtorch", "runtime-fp32", "runtime-int8", "auto"}),
            "where the frozen teacher's forward runs: LibTorch, or shrink's runtime in fp32 or in int8 (calibrated on training batches); "
@@ -346,7 +346,7 @@ void add_teacher_options(Keys& keys) {
 DistillConfig read_distill_config(const Config& c, const JobConfig& job) {
   DistillConfig d;
   d.teacher_path = c.get<std::string>("teacher.path");
-  if (d.teacher_path.empty()) c.fail("teacher.path", "give the teacher: a shrink checkpoint, a .shrink model file or a TorchScript file");
+  if (d.teacher_path.empty()) c.fail("teacher.path", "give the teacher: a shrink checkpoint, a .shrink or ONNX model file, or a TorchScript file");
   d.teacher_kind = c.get<std::string>("teacher.kind");
   d.teacher_engine = c.get<std::string>("teacher.engine");
   d.force_int8_teacher = c.get<bool>("teacher.force_int8");

@@ -138,13 +138,11 @@ std::unique_ptr<Teacher> teacher_on_engine(std::unique_ptr<Teacher> libtorch, co
 }
 
 std::unique_ptr<Teacher> Teacher::load(const std::string& path, const std::string& kind, bool channels_last, const std::string& cache_dir) {
-  if (path.empty()) throw UserError("teacher.path is empty: give a shrink checkpoint, a .shrink model file or a TorchScript file");
+  if (path.empty()) throw UserError("teacher.path is empty: give a shrink checkpoint, a .shrink or ONNX model file, or a TorchScript file");
   if (!std::filesystem::is_regular_file(path)) throw UserError(fmt::format("teacher {}: no such file", path));
   const std::string ext = std::filesystem::path(path).extension().string();
-  if (ext == ".onnx")
-    throw UserError(fmt::format("teacher {}: an ONNX model: `shrink import` it into a checkpoint first", path));
-  if (ext == ".shrink") {
-    if (!registered_model_file_reader() || cache_dir.empty()) throw std::logic_error("Teacher::load: a .shrink teacher needs jobs/' reader and a cache folder");
+  if (ext == ".shrink" || ext == ".onnx") {
+    if (!registered_model_file_reader() || cache_dir.empty()) throw std::logic_error("Teacher::load: a model file as teacher needs jobs/' reader and a cache folder");
     return registered_model_file_reader()(path, cache_dir, channels_last);
   }
   std::unique_ptr<Teacher> t;

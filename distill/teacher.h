@@ -25,8 +25,8 @@ class Teacher {
  public:
   virtual ~Teacher() = default;
   // kind: "auto" (a shrink checkpoint if it is one, else TorchScript), "shrink" or "torchscript".
-  // A .shrink model file is read by what jobs/ registers (register_model_file_teacher), which
-  // keeps what it makes of the file in cache_dir.
+  // A .shrink or .onnx model file is read by what jobs/ registers (register_model_file_teacher),
+  // which keeps what it makes of the file in cache_dir.
   static std::unique_ptr<Teacher> load(const std::string& path, const std::string& kind, bool channels_last, const std::string& cache_dir = "");
   // Logits for x; with taps, also the outputs of those teacher layers (native teachers only).
   virtual torch::Tensor forward(const torch::Tensor& x, const std::vector<std::string>& taps = {},
@@ -42,7 +42,7 @@ class Teacher {
   const std::string& file_hash() const { return hash_; }  // xxh3-64 of the file, hex
   // The shrink checkpoint holding its weights: path(), or what a .shrink file given as teacher became.
   const std::string& checkpoint() const { return checkpoint_; }
-  // Given as `file` (a .shrink file), taught from checkpoint(): path() and file_hash() become the file's.
+  // Given as `file` (a model file), taught from checkpoint(): path() and file_hash() become the file's.
   void given_as(const std::string& file);
   // The input normalization the teacher was trained with (empty: none or unknown), and its class names.
   std::vector<float> mean, std;
@@ -73,9 +73,10 @@ using TeacherEngine = std::function<std::unique_ptr<Teacher>(std::unique_ptr<Tea
 void register_teacher_engine(TeacherEngine engine);
 std::unique_ptr<Teacher> teacher_on_engine(std::unique_ptr<Teacher> libtorch, const TeacherEngineRequest& request);
 
-// A .shrink model file given as teacher, read by the runtime (above distill/, so jobs/ registers
-// the reader, jobs/runtime_teacher.cpp): an fp32 file becomes a shrink checkpoint in cache_dir and
-// teaches on any engine; an int8 file runs on the runtime as it is (engine() is not "libtorch").
+// A model file given as teacher, read above distill/ (jobs/ registers the reader,
+// jobs/runtime_teacher.cpp): an ONNX or fp32 .shrink file is imported into a shrink checkpoint in
+// cache_dir and teaches on any engine; an int8 .shrink file runs on the runtime as it is (engine()
+// is not "libtorch").
 using ModelFileTeacher = std::function<std::unique_ptr<Teacher>(const std::string& path, const std::string& cache_dir, bool channels_last)>;
 void register_model_file_teacher(ModelFileTeacher reader);
 

@@ -211,21 +211,27 @@ std::unique_ptr<Teacher> keep_model_file(std::unique_ptr<Teacher> teacher, Runti
 }  // namespace
 
 std::unique_ptr<Teacher> model_file_teacher(const std::string& path, const std::string& cache_dir, bool channels_last) {
-  rt::Model model = [&] {
-    try {
-      return rt::Model::load(path, 1, rt::Int8Sums::fast);
-    } catch (const rt::Error& e) {
-      throw UserError(fmt::format("teacher {}", e.what()));
-    }
-  }();
-  if (model.precision() == "int8") return std::make_unique<RuntimeTeacher>(path, std::move(model));
+  if (is_shrink_model_file(path) || std::filesystem::path(path).extension() == ".shrink") {  // (a damaged one: the runtime's message)
+    rt::Model model = [&] {
+      try {
+        return rt::Model::load(path, 1, rt::Int8Sums::fast);
+      } catch (const rt::Error& e) {
+        throw UserError(fmt::format("teacher {}", e.what()));
+      }
+    }();
+    if (model.precision() == "int8") return std::make_unique<RuntimeTeacher>(path, std::move(model));
+  }
   std::filesystem::create_directories(cache_dir);
   const std::string checkpoint = fmt::format("{}/teacher-{}-imported.pt", cache_dir, hash_file(path));
   if (!std::filesystem::exists(checkpoint)) {
     ImportRequest request;
     request.file = path;
     request.out = checkpoint;
-    import_model(request);
+    try {
+      import_model(request);
+    } catch (const UserError& e) {
+      throw UserError(fmt::format("teacher {}", e.what()));  // the message starts with the file's name
+    }
   }
   auto teacher = Teacher::load(checkpoint, "shrink", channels_last);
   teacher->given_as(path);

@@ -175,7 +175,7 @@ CATCH_TEST_CASE("bad teachers and layer names are clear errors", "[distill][erro
   CATCH_CHECK_THROWS_WITH(distill(dir / "a", dir / "junk.pt", {}), Catch::Contains("neither a shrink checkpoint nor a TorchScript file"));
   CATCH_CHECK_THROWS_WITH(distill(dir / "b", dir / "none.pt", {}), Catch::Contains("no such file"));
   shrink::test::write_text(dir / "m.onnx", "an ONNX file");
-  CATCH_CHECK_THROWS_WITH(distill(dir / "b2", dir / "m.onnx", {}), Catch::Contains("`shrink import` it into a checkpoint first"));
+  CATCH_CHECK_THROWS_WITH(distill(dir / "b2", dir / "m.onnx", {}), Catch::StartsWith("teacher ") && Catch::Contains("m.onnx"));
   shrink::test::write_text(dir / "m.shrink", "not a model file");
   CATCH_CHECK_THROWS_WITH(distill(dir / "b2s", dir / "m.shrink", {}), Catch::StartsWith("teacher ") && Catch::Contains("m.shrink"));
   // A teacher of another input size: LibTorch would run it (a global pool takes any size), the
@@ -459,7 +459,7 @@ CATCH_TEST_CASE("teacher.ahead = auto does not time a quantization-aware student
   CATCH_CHECK(r.out.find("a quantization-aware student is not timed") != std::string::npos);
 }
 
-CATCH_TEST_CASE("a .shrink file as teacher: fp32 teaches as its checkpoint on every engine, int8 runs on the runtime as it is", "[distill][engine]") {
+CATCH_TEST_CASE("a .shrink or ONNX file as teacher: fp32 teaches as its checkpoint on every engine, int8 runs on the runtime as it is", "[distill][engine]") {
   TempDir dir;
   const std::string t = train_teacher(dir, "t", 0, kFixedNormalization);
   export_model(t, dir / "t.shrink", {});
@@ -491,6 +491,13 @@ CATCH_TEST_CASE("a .shrink file as teacher: fp32 teaches as its checkpoint on ev
   CATCH_CHECK(calibrated->engine() == "runtime-int8");
   CATCH_CHECK(calibrated->engine_report().contains("agreement_with_libtorch"));
   CATCH_CHECK(top1_agreement(calibrated->forward(x), want) >= 0.9);
+
+  // An ONNX file (here shrink's own export, which carries the normalization): imported the same way.
+  export_model(t, dir / "t.onnx", {});
+  auto onnx = Teacher::load(dir / "t.onnx", "auto", false, dir / "cache");
+  CATCH_CHECK(onnx->path() == dir / "t.onnx");
+  CATCH_CHECK(onnx->mean == std::vector<float>{0.3f});
+  CATCH_CHECK(near(onnx->forward(x), want));
 
   // int8: on the runtime from the start, computing what the file computes.
   auto q = Teacher::load(dir / "q.shrink", "auto", false, dir / "cache");
