@@ -20,6 +20,7 @@
 
 #include "tests/helpers.h"
 #include "tests/pipeline_helpers.h"
+#include "common/file_io.h"
 #include "jobs/compare.h"
 #include "quantize/quantize.h"
 #include "shrink/runtime.hpp"
@@ -598,4 +599,45 @@ CATCH_TEST_CASE("faults: a teacher-output cache that does not fit fails with one
   CATCH_CHECK(files_in(dir / "cache").size() == 1);
   fs::remove_all(dir / "student");
   CATCH_CHECK(run_limited(distill, 0).code == 0);
+}
+
+CATCH_TEST_CASE("faults: processes writing one file at once (workers filling a shared cache) each leave it whole", "[faults]") {
+  TempDir dir;
+  const std::string path = dir / "shared.bin";
+  // Two processes, each rewriting the file with its own bytes, many times over; a third reads it.
+  std::vector<pid_t> writers;
+  for (char fill : {'a', 'b'}) {
+    const pid_t pid = fork();
+    CATCH_REQUIRE(pid >= 0);
+    if (pid == 0) {
+      const std::string content(1 << 20, fill);
+      int code = 0;
+      for (int k = 0; k < 40 && code == 0; ++k) {
+        try {
+          write_file_atomic(path, content);
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "writer %c: %s\n", fill, e.what());
+          code = 1;
+        }
+      }
+      _exit(code);
+    }
+    writers.push_back(pid);
+  }
+  int whole = 0;
+  for (int k = 0; k < 200; ++k) {
+    const std::string read = read_text(path);
+    if (read.empty()) continue;  // not written yet
+    CATCH_REQUIRE(read.size() == (1u << 20));
+    CATCH_REQUIRE(read.find_first_not_of(read[0]) == std::string::npos);  // one writer's bytes, never a mix
+    ++whole;
+  }
+  for (pid_t pid : writers) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CATCH_CHECK(WIFEXITED(status));
+    CATCH_CHECK(WEXITSTATUS(status) == 0);  // no writer failed (a rename of a file the other had renamed away)
+  }
+  CATCH_CHECK(whole > 0);
+  CATCH_CHECK_FALSE(fs::exists(path + ".tmp"));
 }
