@@ -13,6 +13,7 @@
 #include "export/export.h"
 #include "jobs/budget.h"
 #include "jobs/compare.h"
+#include "jobs/import.h"
 #include "jobs/jobs.h"
 #include "parallel/world.h"
 #include "train/data_parallel.h"
@@ -174,7 +175,7 @@ std::vector<Stage> plan_stages(const Config& c, const std::string& root, const s
   }
   const bool given_teacher = !c.get<std::string>("pipeline.teacher").empty();
   if (!given_teacher && std::find(enabled.begin(), enabled.end(), "teacher") == enabled.end())
-    c.fail("pipeline.teacher", "with the teacher stage switched off, give a teacher checkpoint");
+    c.fail("pipeline.teacher", "with the teacher stage switched off, give a teacher (a checkpoint, or an ONNX or .shrink file)");
   std::vector<Stage> stages;
   for (const StageKind& kind : kStageKinds) {
     if (std::find(enabled.begin(), enabled.end(), kind.name) == enabled.end() || (kind.teaches && given_teacher)) continue;
@@ -287,6 +288,27 @@ void log_final_student(RunLog& log, const nlohmann::json& result, const std::str
                        last["file_bytes"].get<double>() / 1024, teacher_weights / last["file_bytes"].get<double>(), root + "/compare/report.html"));
 }
 
+// pipeline.teacher: a checkpoint, or a model file (ONNX, or an fp32 .shrink file) imported once
+// into the pipeline's folder as `shrink import` would, so every stage gets a checkpoint. The
+// import is named by the file's hash: another file is imported anew.
+std::string teacher_checkpoint(const std::string& given, const std::string& root, RunLog& log) {
+  const std::string ext = fs::path(given).extension().string();
+  if (ext != ".onnx" && ext != ".shrink") return given;
+  if (!fs::is_regular_file(given)) throw UserError(fmt::format("pipeline.teacher {}: no such file", given));
+  const std::string checkpoint = fmt::format("{}/teacher-imported-{}.pt", root, hash_file(given));
+  if (fs::exists(checkpoint)) return checkpoint;
+  ImportRequest request;
+  request.file = given;
+  request.out = checkpoint;
+  try {
+    import_model(request);
+  } catch (const UserError& e) {
+    throw UserError(fmt::format("pipeline.teacher {}", e.what()));  // the message starts with the file's name
+  }
+  log.line(fmt::format("pipeline.teacher: {} imported into {}", given, checkpoint));
+  return checkpoint;
+}
+
 }  // namespace
 
 const std::vector<std::string> kPipelineStages = stage_names(false);
@@ -306,7 +328,7 @@ void add_pipeline_options(Keys& keys) {
       .add("pipeline.out", "runs", Rule::text(false), "OUT")
       .add("pipeline.stages", "teacher,distill,prune,quantize,export,compare", Rule::text(false), "the stages to run (in this order)")
       .add("pipeline.data", "", any, "data.path for every stage (empty: each stage config's own)")
-      .add("pipeline.teacher", "", any, "a given teacher checkpoint (the teacher stage is then skipped)")
+      .add("pipeline.teacher", "", any, "a given teacher: a checkpoint, or an ONNX or fp32 .shrink file imported into OUT/NAME (the teacher stage is then skipped)")
       .add("pipeline.threads", int64_t(0), Rule::integer(0, 1024), "train.threads for every stage (0: the stage configs' own)");
   for (const std::string& s : stage_names(true))
     keys.add(s + ".config", "", any, "the stage's job config")
@@ -354,7 +376,8 @@ nlohmann::json run_pipeline(const PipelineRun& run) {
     log.line(fmt::format("--force {}: the results of {} are removed too (they were made from what is redone)", kPipelineStages[first_forced], joined(removed)));
 
   Handoff handed;
-  handed.teacher = handed.model = c.get<std::string>("pipeline.teacher").empty() ? RunDir::checkpoint_of(root + "/teacher") : c.get<std::string>("pipeline.teacher");
+  handed.teacher = handed.model = c.get<std::string>("pipeline.teacher").empty() ? RunDir::checkpoint_of(root + "/teacher")
+                                                                                 : teacher_checkpoint(c.get<std::string>("pipeline.teacher"), root, log);
   nlohmann::json result = nlohmann::json::object();
   std::optional<BudgetSearch> search;
   const Stage* last_searched = nullptr;

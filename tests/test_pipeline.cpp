@@ -212,6 +212,17 @@ CATCH_TEST_CASE("pipeline: --STAGE:key=value reaches that stage's job, and a bad
   CATCH_CHECK(resolved.find("out = " + dir / "keys/teacher\n") != std::string::npos);  // the pipeline's wiring
   CATCH_CHECK(count(shrink::test::read_text(dir / "keys/teacher/metrics.jsonl"), "\n") == 1);
   CATCH_CHECK_FALSE(std::filesystem::exists(dir / "keys/distill"));
+  // That teacher as a model file (pipeline.teacher): imported once into the pipeline's folder.
+  CATCH_REQUIRE(shrink::test::run_cli("export --checkpoint " + dir / "keys/teacher/checkpoints/last.pt --out " + dir / "t.onnx").code == 0);
+  const std::string from_file = write_pipeline(dir, "from_file");
+  auto f = shrink::test::run_cli("pipeline --config " + from_file + " --pipeline.teacher=" + dir / "t.onnx" + " --pipeline.stages=distill --distill:train.epochs=1");
+  CATCH_INFO(f.out);
+  CATCH_CHECK(f.code == 0);
+  CATCH_CHECK(shrink::test::read_text(dir / "from_file/log.txt").find("pipeline.teacher: " + dir / "t.onnx imported into") != std::string::npos);
+  CATCH_CHECK(shrink::test::read_text(dir / "from_file/distill/config.ini").find("from_file/teacher-imported-") != std::string::npos);
+  auto missing = shrink::test::run_cli("pipeline --config " + from_file + " --pipeline.teacher=" + dir / "none.shrink" + " --pipeline.stages=distill");
+  CATCH_CHECK(missing.code == 2);
+  CATCH_CHECK(missing.out.find("pipeline.teacher " + dir / "none.shrink: no such file") != std::string::npos);
 
   const std::string bad_config = write_pipeline(dir, "bad");
   const struct {
