@@ -82,6 +82,19 @@ ImportedModel read_model_file(const std::string& path, const std::vector<int64_t
 
 }  // namespace
 
+bool import_once(const std::string& file, const std::string& checkpoint, const std::string& who) {
+  if (std::filesystem::exists(checkpoint)) return false;
+  ImportRequest request;
+  request.file = file;
+  request.out = checkpoint;
+  try {
+    import_model(request);
+  } catch (const UserError& e) {
+    throw UserError(who + " " + e.what());  // the message starts with the file's name
+  }
+  return true;
+}
+
 bool is_shrink_model_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   char magic[sizeof format::kMagic] = {};

@@ -22,6 +22,11 @@ struct ImportRequest {
 // Writes the checkpoint; returns what it did (layers, params, a replaced head) for the user.
 std::string import_model(const ImportRequest& request);
 
+// `file` imported with the defaults into `checkpoint`, unless that exists (an earlier run's; name
+// it by the file's hash). A problem is a UserError starting with `who` ("teacher FILE: ...").
+// Returns whether it imported now.
+bool import_once(const std::string& file, const std::string& checkpoint, const std::string& who);
+
 // Whether `path` is a .shrink model file (by its magic bytes, whatever its name).
 bool is_shrink_model_file(const std::string& path);
 

@@ -296,16 +296,7 @@ std::string teacher_checkpoint(const std::string& given, const std::string& root
   if (ext != ".onnx" && ext != ".shrink") return given;
   if (!fs::is_regular_file(given)) throw UserError(fmt::format("pipeline.teacher {}: no such file", given));
   const std::string checkpoint = fmt::format("{}/teacher-imported-{}.pt", root, hash_file(given));
-  if (fs::exists(checkpoint)) return checkpoint;
-  ImportRequest request;
-  request.file = given;
-  request.out = checkpoint;
-  try {
-    import_model(request);
-  } catch (const UserError& e) {
-    throw UserError(fmt::format("pipeline.teacher {}", e.what()));  // the message starts with the file's name
-  }
-  log.line(fmt::format("pipeline.teacher: {} imported into {}", given, checkpoint));
+  if (import_once(given, checkpoint, "pipeline.teacher")) log.line(fmt::format("pipeline.teacher: {} imported into {}", given, checkpoint));
   return checkpoint;
 }
 

@@ -223,16 +223,7 @@ std::unique_ptr<Teacher> model_file_teacher(const std::string& path, const std::
   }
   std::filesystem::create_directories(cache_dir);
   const std::string checkpoint = fmt::format("{}/teacher-{}-imported.pt", cache_dir, hash_file(path));
-  if (!std::filesystem::exists(checkpoint)) {
-    ImportRequest request;
-    request.file = path;
-    request.out = checkpoint;
-    try {
-      import_model(request);
-    } catch (const UserError& e) {
-      throw UserError(fmt::format("teacher {}", e.what()));  // the message starts with the file's name
-    }
-  }
+  import_once(path, checkpoint, "teacher");
   auto teacher = Teacher::load(checkpoint, "shrink", channels_last);
   teacher->given_as(path);
   return teacher;
