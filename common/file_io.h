@@ -2,7 +2,7 @@
 // model-file writer; no torch. A whole file is written to PATH.tmp, flushed to disk (fsync),
 // renamed over PATH and the rename made durable (fsync of the folder): a kill or a power cut
 // leaves either the previous file or the new one, never half of one. Processes writing one PATH
-// at once (data-parallel workers filling a shared cache) take turns on PATH.tmp under a lock. A write that fails (no
+// at once (data-parallel workers filling a shared cache) take turns, under a lock on PATH.lock. A write that fails (no
 // space, a file-size limit, an I/O error) removes the temporary file, keeps the previous PATH
 // and throws a UserError naming PATH and the reason.
 #pragma once
@@ -62,54 +62,58 @@ inline int sync_folder(const std::string& folder) {
   return err;
 }
 
-inline int close_with(int fd, int err) {
-  ::close(fd);
-  errno = err;
-  return -1;
-}
-
-// Opens `tmp` for writing, emptied, holding an exclusive lock on it until it is closed: a second
-// writer of the same file waits instead of truncating the first's bytes. A lock won after the
-// holder renamed the file away is on the file it became: open again. Where the file system has no
-// locks, none. -1 with errno on failure.
-inline int open_locked(const std::string& tmp) {
-  for (;;) {
-    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+// An exclusive lock on the file `lock` (created when missing), held until the returned fd is
+// closed; -1 where the file system has no locks or the lock file keeps changing. A lock won after
+// the holder unlinked the file is on a file no one else will lock: open it again.
+inline int lock_file(const std::string& lock) {
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    const int fd = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) return -1;
-    int lock_err = 0;
-    while (::flock(fd, LOCK_EX) != 0)
-      if (errno != EINTR) {
-        lock_err = errno;
-        break;
-      }
-    if (lock_err != 0 && lock_err != ENOLCK && lock_err != EOPNOTSUPP) return close_with(fd, lock_err);
+    int locked;
+    do locked = ::flock(fd, LOCK_EX);
+    while (locked != 0 && errno == EINTR);
     struct stat held, named;
-    if (::fstat(fd, &held) == 0 && ::stat(tmp.c_str(), &named) == 0 && held.st_ino == named.st_ino && held.st_dev == named.st_dev)
-      return ::ftruncate(fd, 0) == 0 ? fd : close_with(fd, errno);
+    if (locked != 0) {
+      ::close(fd);
+      return -1;
+    }
+    if (::fstat(fd, &held) == 0 && ::stat(lock.c_str(), &named) == 0 && held.st_ino == named.st_ino && held.st_dev == named.st_dev) return fd;
     ::close(fd);
   }
+  return -1;
 }
 
 }  // namespace file_io
 
 // Replaces `path` with `content` atomically and durably (see above).
 inline void write_file_atomic(const std::string& path, const void* content, size_t size) {
-  const std::string tmp = path + ".tmp";
+  const std::string tmp = path + ".tmp", lock = path + ".lock";
   struct stat st;
   const bool existed = ::stat(path.c_str(), &st) == 0;
-  const int fd = file_io::open_locked(tmp);
-  if (fd < 0) throw UserError("cannot write " + path + ": cannot create " + tmp + ": " + file_io::describe_errno(errno));
+  // Writers of one path take turns on PATH.lock (never renamed, so no reader of PATH meets the
+  // lock); the holder unlinks it when done.
+  const int lock_fd = file_io::lock_file(lock);
+  auto unlock = [&] {
+    if (lock_fd >= 0) ::unlink(lock.c_str()), ::close(lock_fd);
+  };
   auto fail = [&](int err) {
     ::unlink(tmp.c_str());
-    ::close(fd);
+    unlock();
     throw UserError("cannot write " + path + ": " + file_io::describe_errno(err) +
                     (existed ? "; the previous " + path.substr(path.find_last_of('/') + 1) + " is kept" : ""));
   };
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    const int err = errno;
+    unlock();
+    throw UserError("cannot write " + path + ": cannot create " + tmp + ": " + file_io::describe_errno(err));
+  }
   int err = file_io::write_all(fd, static_cast<const char*>(content), size);
   if (!err && ::fsync(fd) != 0) err = errno;
+  if (::close(fd) != 0 && !err) err = errno;
   if (err) fail(err);
   if (::rename(tmp.c_str(), path.c_str()) != 0) fail(errno);
-  ::close(fd);  // after the rename: the lock keeps another writer off the file until it is PATH (synced: nothing left to fail)
+  unlock();
   if (int e = file_io::sync_folder(file_io::folder_of(path))) throw UserError("cannot write " + path + ": " + file_io::describe_errno(e));
 }
 

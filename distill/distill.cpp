@@ -176,7 +176,7 @@ class DistillObjective : public Objective {
       loss = loss + c_.attention_weight * a;
       attention_value += a.item<double>();
     }
-    const int64_t n = batch.y.size(0);
+    const int64_t n = batch.counted ? batch.y.size(0) : 0;  // a short last batch every worker runs whole counts once
     sums_.soft += soft.item<double>() * n;
     sums_.hint += hint_value * n;
     sums_.attention += attention_value * n;

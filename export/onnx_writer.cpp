@@ -199,15 +199,12 @@ class GraphWriter {
   // same windows, and they hold the same values: a max ignores padding, and an average past the
   // padding excludes it (the spec refuses include_pad=1 there).
   onnx::NodeProto& pool(const char* op, const Layer& L, const LayerInfo& info, const std::string& x, const std::string& out) {
-    const Pads p = L.pads();
-    auto end_pad = [&](int64_t size, int64_t windows, int64_t start_pad, int64_t pad) {
-      return std::max(pad, (windows - 1) * L.stride + L.kernel - size - start_pad);
-    };
+    const int64_t p = L.padding;  // a pool pads all four sides alike
+    auto end_pad = [&](int d) { return std::max(p, (info.out_shape[d] - 1) * L.stride + L.kernel - info.in_shape[d] - p); };
     auto& n = node(op, {x}, out);
     attr(n, "kernel_shape", std::vector<int64_t>{L.kernel, L.kernel});
     attr(n, "strides", std::vector<int64_t>{L.stride, L.stride});
-    attr(n, "pads", std::vector<int64_t>{p.top, p.left, end_pad(info.in_shape[1], info.out_shape[1], p.top, p.bottom),
-                                         end_pad(info.in_shape[2], info.out_shape[2], p.left, p.right)});
+    attr(n, "pads", std::vector<int64_t>{p, p, end_pad(1), end_pad(2)});
     return n;
   }
 

@@ -76,7 +76,7 @@ ImportedModel read_model_file(const std::string& path, const std::vector<int64_t
   m.mean = meta.normalization.mean;
   m.std = meta.normalization.std;
   m.class_names = meta.class_names;
-  *image_input = meta.image_input;
+  *image_input = *image_input || meta.image_input;  // --image-input, or the file's own
   return m;
 }
 

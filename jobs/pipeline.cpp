@@ -348,6 +348,9 @@ nlohmann::json run_pipeline(const PipelineRun& run) {
     c.fail("pipeline.budget", "the budget's search runs as one process: run this pipeline without shrink launch, or without a budget");
   fs::create_directories(root);
   RunLog log(root, run.quiet || worker);
+  // A teacher given as a model file is imported before anything is removed (it may be refused).
+  const std::string teacher = c.get<std::string>("pipeline.teacher").empty() ? RunDir::checkpoint_of(root + "/teacher")
+                                                                            : teacher_checkpoint(c.get<std::string>("pipeline.teacher"), root, log);
   // --force X redoes X and everything after it (later stages were built on it): a stage that runs,
   // and the results of later ones that do not are removed too, with a line saying so.
   size_t first_forced = kPipelineStages.size();
@@ -367,8 +370,7 @@ nlohmann::json run_pipeline(const PipelineRun& run) {
     log.line(fmt::format("--force {}: the results of {} are removed too (they were made from what is redone)", kPipelineStages[first_forced], joined(removed)));
 
   Handoff handed;
-  handed.teacher = handed.model = c.get<std::string>("pipeline.teacher").empty() ? RunDir::checkpoint_of(root + "/teacher")
-                                                                                 : teacher_checkpoint(c.get<std::string>("pipeline.teacher"), root, log);
+  handed.teacher = handed.model = teacher;
   nlohmann::json result = nlohmann::json::object();
   std::optional<BudgetSearch> search;
   const Stage* last_searched = nullptr;

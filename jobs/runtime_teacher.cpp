@@ -10,6 +10,7 @@
 #include "export/export.h"
 #include "jobs/import.h"
 #include "quantize/quantize.h"
+#include "runtime/model_file.h"
 #include "runtime/model_meta.h"
 #include "shrink/runtime.hpp"
 #include "train/fold.h"
@@ -212,14 +213,14 @@ std::unique_ptr<Teacher> keep_model_file(std::unique_ptr<Teacher> teacher, Runti
 
 std::unique_ptr<Teacher> model_file_teacher(const std::string& path, const std::string& cache_dir, bool channels_last) {
   if (is_shrink_model_file(path) || std::filesystem::path(path).extension() == ".shrink") {  // (a damaged one: the runtime's message)
-    rt::Model model = [&] {
-      try {
-        return rt::Model::load(path, 1, rt::Int8Sums::fast);
-      } catch (const rt::Error& e) {
-        throw UserError(fmt::format("teacher {}", e.what()));
-      }
-    }();
-    if (model.precision() == "int8") return std::make_unique<RuntimeTeacher>(path, std::move(model));
+    try {
+      if (ModelMeta::from_json(rt::read_model_file(path).meta).precision == "int8")
+        return std::make_unique<RuntimeTeacher>(path, rt::Model::load(path, 1, rt::Int8Sums::fast));
+    } catch (const ModelMetaError& e) {
+      throw UserError(fmt::format("teacher {}: {}", path, e.what()));
+    } catch (const rt::Error& e) {
+      throw UserError(fmt::format("teacher {}", e.what()));  // names the file
+    }
   }
   std::filesystem::create_directories(cache_dir);
   const std::string checkpoint = fmt::format("{}/teacher-{}-imported.pt", cache_dir, hash_file(path));

@@ -57,7 +57,8 @@ void Importer::pool(const onnx::NodeProto& n) {
     unsupported(n, "only the same padding on all sides (or more at the ends, as ceil mode) is supported");
   const std::string auto_pad = attr_string(n, "auto_pad", "NOTSET");
   if (auto_pad != "NOTSET" && auto_pad != "VALID" && !auto_pad.empty()) unsupported(n, fmt::format("auto_pad {} is not supported", auto_pad));
-  if (auto_pad == "VALID" && pads[0] != 0) unsupported(n, "auto_pad VALID and pads together (ONNX allows one or the other)");
+  const bool padded = std::any_of(pads.begin(), pads.end(), [](int64_t p) { return p != 0; });
+  if (auto_pad == "VALID" && padded) unsupported(n, "auto_pad VALID and pads together (ONNX allows one or the other)");
   if (attr_int(n, "storage_order", 0) != 0) unsupported(n, "storage_order 1 is not supported");
   Layer L = layer_of(is_max ? LayerType::MaxPool : LayerType::AvgPool);
   L.kernel = kernel[0], L.stride = strides[0], L.padding = pads[0];
@@ -66,7 +67,7 @@ void Importer::pool(const onnx::NodeProto& n) {
   if (pads[2] != pads[0] || pads[3] != pads[0]) ceil_from_end_pads(n, L, x.shape, pads);
   if (x.kind == Value::Kind::Padded) {
     const Pads& p = x.pads;
-    if (is_max || L.padding != 0 || p.top != p.bottom || p.left != p.right || p.top != p.left)
+    if (is_max || padded || p.top != p.bottom || p.left != p.right || p.top != p.left)
       unsupported(n, "only an AveragePool without pads of its own may follow a Pad, and only the same padding on all sides");
     L.padding = p.top, L.include_pad = true;
   }

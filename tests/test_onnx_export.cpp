@@ -120,6 +120,13 @@ CATCH_TEST_CASE("import of .shrink files: an int8 file, a damaged one and a wron
   r.out = dir / "s.re.pt";
   import_model(r);
   CATCH_CHECK(read_checkpoint_meta(r.out)["image_input"] == true);  // the file's, with no --image-input
+  export_model(test::random_checkpoint(dir, "f.pt", "usps_student", {1, 16, 16}, 10), dir / "f.shrink", {});
+  ImportRequest flagged;
+  flagged.file = dir / "f.shrink";
+  flagged.out = dir / "f.re.pt";
+  flagged.image_input = true;
+  import_model(flagged);
+  CATCH_CHECK(read_checkpoint_meta(flagged.out)["image_input"] == true);  // --image-input on a file without it
   r.input = {1, 12, 12};
   CATCH_CHECK_THROWS_WITH(import_model(r), Catch::Contains("--input 1x12x12") && Catch::Contains("takes examples of shape 1x16x16"));
   r.input.clear();

@@ -220,9 +220,11 @@ CATCH_TEST_CASE("pipeline: --STAGE:key=value reaches that stage's job, and a bad
   CATCH_CHECK(f.code == 0);
   CATCH_CHECK(shrink::test::read_text(dir / "from_file/log.txt").find("pipeline.teacher: " + dir / "t.onnx imported into") != std::string::npos);
   CATCH_CHECK(shrink::test::read_text(dir / "from_file/distill/config.ini").find("from_file/teacher-imported-") != std::string::npos);
-  auto missing = shrink::test::run_cli("pipeline --config " + from_file + " --pipeline.teacher=" + dir / "none.shrink" + " --pipeline.stages=distill");
+  // A teacher file refused is refused before --force removes anything.
+  auto missing = shrink::test::run_cli("pipeline --config " + from_file + " --pipeline.teacher=" + dir / "none.shrink" + " --pipeline.stages=distill --force distill");
   CATCH_CHECK(missing.code == 2);
   CATCH_CHECK(missing.out.find("pipeline.teacher " + dir / "none.shrink: no such file") != std::string::npos);
+  CATCH_CHECK(std::filesystem::exists(dir / "from_file/distill/summary.json"));
 
   const std::string bad_config = write_pipeline(dir, "bad");
   const struct {

@@ -96,6 +96,14 @@ save("maxpool_stride_0", [3, 8, 8], [helper.make_node("MaxPool", ["x"], ["m"], k
 save("avgpool_valid_with_pads", [3, 8, 8],
      [helper.make_node("AveragePool", ["x"], ["m"], kernel_shape=[3, 3], auto_pad="VALID", pads=[1, 1, 1, 1])] + nodes, inits,
      "error", "auto_pad VALID and pads together")
+save("avgpool_valid_with_end_pads", [3, 8, 8],
+     [helper.make_node("AveragePool", ["x"], ["m"], kernel_shape=[2, 2], strides=[2, 2], auto_pad="VALID", pads=[0, 0, 1, 1])] + nodes, inits,
+     "error", "auto_pad VALID and pads together")
+# A Pad, then an AveragePool with end pads of its own: not one padding to count.
+save("pad_then_avgpool_with_end_pads", [3, 6, 6],
+     [helper.make_node("Pad", ["x", "pads"], ["p"]),
+      helper.make_node("AveragePool", ["p"], ["m"], kernel_shape=[4, 4], strides=[4, 4], pads=[0, 0, 2, 2], count_include_pad=0)] + nodes,
+     [numpy_helper.from_array(np.array([0, 0, 2, 2, 0, 0, 2, 2], np.int64), "pads")] + inits, "error", "may follow a Pad")
 save("weights_cast_to_float16", [6],
      [helper.make_node("Cast", ["w"], ["wh"], to=TensorProto.FLOAT16), helper.make_node("Cast", ["wh"], ["wf"], to=TensorProto.FLOAT),
       helper.make_node("MatMul", ["x", "wf"], ["y"])],
