@@ -162,11 +162,14 @@ QuantNetImpl::QuantNetImpl(ModelSpec spec_in, QuantSettings settings) : SpecNetI
     if (fuses_activation(L.type) && next && only_clamps(next->type) && !stays_float(next->name)) end = consumers[end][0];
     unit_of_end[end] = static_cast<int>(i);
   }
+  std::vector<std::string> unfolded;  // named all at once: a DenseNet has dozens
   for (size_t i = 0; i < n; ++i)
-    if (sp.layers[i].type == LayerType::BatchNorm && folded_into_[i] < 0 && !stays_float(sp.layers[i].name))
-      throw UserError(fmt::format("layer {}: a batchnorm that does not directly follow a conv or linear cannot be quantized; "
-                                  "keep it float with quantize.float_layers = {}",
-                                  sp.layers[i].name, sp.layers[i].name));
+    if (sp.layers[i].type == LayerType::BatchNorm && folded_into_[i] < 0 && !stays_float(sp.layers[i].name)) unfolded.push_back(sp.layers[i].name);
+  if (!unfolded.empty())
+    throw UserError(fmt::format("{} {}: a batchnorm that does not directly follow a conv or linear cannot be quantized; "
+                                "keep {} float with quantize.float_layers = {}",
+                                unfolded.size() == 1 ? "layer" : "layers", fmt::join(unfolded, ", "), unfolded.size() == 1 ? "it" : "them",
+                                fmt::join(unfolded, ",")));
 
   std::vector<bool> nonnegative(n, false);
   auto add_point = [&](const std::string& name, bool is_signed) {

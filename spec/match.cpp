@@ -35,7 +35,8 @@ std::vector<std::string> match_layers(const ModelSpec& spec, const std::string& 
       any = true;
       if (std::find(out.begin(), out.end(), L.name) == out.end()) out.push_back(L.name);
     }
-    if (!any) throw UserError(fmt::format("{}: '{}' matches no layer of the model", what, p));
+    if (!any)
+      throw UserError(fmt::format("{}: '{}' matches no layer of the model{}", what, p, is_regex ? " (a re: pattern must match the whole name, e.g. re:bn.*)" : ""));
   }
   return out;
 }

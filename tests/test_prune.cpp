@@ -351,6 +351,8 @@ CATCH_TEST_CASE("gradual pruning reaches its target and bad layer names are erro
   CATCH_CHECK_THROWS_WITH(prune(dir / "f", start, {"--prune.score=lamp", "--prune.scope=layer"}), Catch::Contains("prune.score = lamp: lamp ranks weights across layers"));
   CATCH_CHECK(match_layers(parse_spec("usps_student", {1, 16, 16}, 10), "re:conv[12],linear*", "x") ==
               std::vector<std::string>{"conv1", "conv2", "linear1"});
+  CATCH_CHECK_THROWS_WITH(match_layers(parse_spec("usps_student", {1, 16, 16}, 10), "re:^conv", "x"),
+                          Catch::Contains("'re:^conv' matches no layer of the model (a re: pattern must match the whole name"));
 }
 
 CATCH_TEST_CASE("a quantized checkpoint is refused: prune the float one, then quantize", "[prune][quantized]") {

@@ -125,6 +125,9 @@ CATCH_TEST_CASE("quantized simulation: folded batchnorm phases, scales, float ov
   QuantSettings keep;
   keep.float_layers = {"bn1"};
   CATCH_CHECK_NOTHROW(QuantNet(lone, keep));
+  // Every such batchnorm is named at once, in a value that can be pasted.
+  auto two = parse_spec("conv(4) relu bn relu bn gap linear(classes)", {1, 4, 4}, 2);
+  CATCH_CHECK_THROWS_WITH(QuantNet(two, QuantSettings{}), Catch::Contains("layers bn1, bn2:") && Catch::Contains("quantize.float_layers = bn1,bn2"));
   // A conv kept in float keeps the batchnorm it would fold into in float with it.
   auto folded = parse_spec("conv(4) bn relu conv(4) bn relu gap linear(classes)", {1, 4, 4}, 2);
   QuantSettings first_float;
