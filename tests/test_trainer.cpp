@@ -183,3 +183,11 @@ CATCH_TEST_CASE("train.precision: bf16 autocast in the forward, fp32 weights, re
   CATCH_CHECK(chosen["precision_cpu_flags"] == expected.cpu_flags);
   CATCH_CHECK(shrink::test::read_text(dir / "auto/log.txt").find("precision " + expected.name + " (train.precision = auto") != std::string::npos);
 }
+
+CATCH_TEST_CASE("a start checkpoint trained on another image size is said in the log", "[trainer]") {
+  TempDir dir;
+  const std::string init = shrink::test::random_checkpoint(dir, "small.pt", "conv(8) relu gap linear(classes)", {1, 12, 12}, 10);
+  shrink::test::train_synthetic(dir, "run", 1, {"--model.spec=conv(8) relu gap linear(classes)", "--model.init=" + init});
+  CATCH_CHECK(shrink::test::read_text(dir / "run/log.txt").find("model.init " + init + " was trained on examples of 1x12x12; these are 1x16x16") !=
+              std::string::npos);
+}

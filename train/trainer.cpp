@@ -138,8 +138,14 @@ void Trainer::prepare() {
   if (!job_.init.empty() && !options_.resume) load_weights_into(job_.init, *model_);
   class_names_ = data_.class_names;
   if (!job_.init.empty()) {  // an imported or earlier model's names go on, and must be the data's
-    auto names = class_names_of(read_checkpoint_meta(job_.init));
+    const nlohmann::json init_meta = read_checkpoint_meta(job_.init);
+    auto names = class_names_of(init_meta);
     check_class_names(data_.class_names, names, "model.init " + job_.init);
+    // A net ending in a global pool takes another image size (fine-tuning at a new resolution): legal, but said.
+    const std::vector<int64_t> trained_on = init_meta.value("input", std::vector<int64_t>{});
+    if (!trained_on.empty() && trained_on != data_.shape)
+      log_->line(fmt::format("model.init {} was trained on examples of {}; these are {}: its layers see them at another size", job_.init,
+                             shape_string(trained_on), shape_string(data_.shape)));
     if (class_names_.empty() && static_cast<int64_t>(names.size()) == spec_.classes) class_names_ = names;
   }
   normalization_.mean = data_.mean;
