@@ -393,3 +393,19 @@ CATCH_TEST_CASE("data.train_subset trains on a seeded random choice of the train
   open_data(c).train->read_range(0, 60, x2, y2);
   CATCH_CHECK(torch::equal(x, x2));
 }
+
+CATCH_TEST_CASE("sharded batches: each worker's rows, and a short last batch every worker runs whole counted on one", "[data][parallel]") {
+  auto source = make_synthetic({{1, 4, 4}, 10, 21, 5, 0}, false);  // batches of 10: 10, 10, 1
+  for (int shard = 0; shard < 2; ++shard) {
+    LoaderOptions lo;
+    lo.batch_size = 10, lo.shuffle = false, lo.prefetch = 0, lo.shard = shard, lo.shards = 2;
+    Loader loader(source, lo);
+    loader.start_epoch(0);
+    std::vector<int64_t> sizes, globals;
+    std::vector<bool> counted;
+    for (Batch b; loader.next(b);) sizes.push_back(b.y.size(0)), globals.push_back(b.global_size), counted.push_back(b.counted);
+    CATCH_CHECK(sizes == std::vector<int64_t>{5, 5, 1});
+    CATCH_CHECK(globals == std::vector<int64_t>{10, 10, 2});  // the last: 1 example run by both, half its loss each
+    CATCH_CHECK(counted == std::vector<bool>{true, true, shard == 0});
+  }
+}
