@@ -53,7 +53,7 @@ Candidate open_candidate(const std::string& path) {
   Candidate c;
   c.path = path;
   c.info["file_bytes"] = fs::file_size(path);
-  if (is_shrink_model_file(path)) {
+  if (format::is_model_file(path)) {
     c.kind = "shrink-model";
     auto model = std::make_shared<rt::Model>(rt::Model::load(path, 0));
     c.logits = [model](const torch::Tensor& x) {

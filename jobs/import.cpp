@@ -95,16 +95,9 @@ bool import_once(const std::string& file, const std::string& checkpoint, const s
   return true;
 }
 
-bool is_shrink_model_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  char magic[sizeof format::kMagic] = {};
-  in.read(magic, sizeof magic);
-  return in && std::equal(magic, magic + sizeof magic, format::kMagic);
-}
-
 std::string import_model(const ImportRequest& r) {
   bool image_input = r.image_input;
-  const bool model_file = is_shrink_model_file(r.file);
+  const bool model_file = format::is_model_file(r.file);
   ImportedModel imported = model_file ? read_model_file(r.file, r.input, &image_input) : import_onnx(r.file, r.input);
   ModelSpec spec = imported.spec;
   const int64_t own_classes = spec.classes;

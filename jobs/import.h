@@ -27,7 +27,5 @@ std::string import_model(const ImportRequest& request);
 // Returns whether it imported now.
 bool import_once(const std::string& file, const std::string& checkpoint, const std::string& who);
 
-// Whether `path` is a .shrink model file (by its magic bytes, whatever its name).
-bool is_shrink_model_file(const std::string& path);
 
 }  // namespace shrink

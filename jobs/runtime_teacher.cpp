@@ -212,7 +212,7 @@ std::unique_ptr<Teacher> keep_model_file(std::unique_ptr<Teacher> teacher, Runti
 }  // namespace
 
 std::unique_ptr<Teacher> model_file_teacher(const std::string& path, const std::string& cache_dir, bool channels_last) {
-  if (is_shrink_model_file(path) || std::filesystem::path(path).extension() == ".shrink") {  // (a damaged one: the runtime's message)
+  if (format::is_model_file(path) || std::filesystem::path(path).extension() == ".shrink") {  // (a damaged one: the runtime's message)
     try {
       if (ModelMeta::from_json(rt::read_model_file(path).meta).precision == "int8")
         return std::make_unique<RuntimeTeacher>(path, rt::Model::load(path, 1, rt::Int8Sums::fast));

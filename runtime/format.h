@@ -1,8 +1,10 @@
 // The .shrink model file (docs/format.md): constants and byte-level helpers shared by the
 // exporter (writer) and the runtime (reader). Little-endian, whatever the host.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <fstream>
 #include <string>
 
 namespace shrink::format {
@@ -54,5 +56,13 @@ inline uint64_t get_u64(const uint8_t* p) {
   return v;
 }
 inline uint64_t align_up(uint64_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
+
+// Whether `path` starts like a .shrink model file (its magic bytes, whatever its name).
+inline bool is_model_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  char magic[sizeof kMagic] = {};
+  in.read(magic, sizeof magic);
+  return in && std::equal(magic, magic + sizeof magic, kMagic);
+}
 
 }  // namespace shrink::format
