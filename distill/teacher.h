@@ -42,8 +42,8 @@ class Teacher {
   const std::string& file_hash() const { return hash_; }  // xxh3-64 of the file, hex
   // The shrink checkpoint holding its weights: path(), or what a .shrink file given as teacher became.
   const std::string& checkpoint() const { return checkpoint_; }
-  // Given as `file` (a model file), taught from checkpoint(): path() and file_hash() become the file's.
-  void given_as(const std::string& file);
+  // Given as `file` (a model file, of hash_file `hash`), taught from checkpoint(): path() and file_hash() become the file's.
+  void given_as(const std::string& file, const std::string& hash);
   // The input normalization the teacher was trained with (empty: none or unknown), and its class names.
   std::vector<float> mean, std;
   std::vector<std::string> class_names;

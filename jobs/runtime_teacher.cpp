@@ -39,15 +39,12 @@ class RuntimeTeacher : public Teacher {
   }
   // An int8 .shrink file given as teacher: it runs as it is, whatever the runtime engine; there
   // is no LibTorch teacher behind it.
-  RuntimeTeacher(const std::string& file, rt::Model model) : engine_("runtime"), file_(file), model_(std::move(model)) {
-    DescribedModel described;
-    const ModelMeta meta = ModelMeta::from_json(nlohmann::json::parse(model_.metadata_json()), &described);  // valid: the model loaded
-    file_spec_ = described.spec;
+  RuntimeTeacher(const std::string& file, const ModelMeta& meta, const ModelSpec& spec, rt::Model model)
+      : file_spec_(spec), engine_("runtime"), file_(file), model_(std::move(model)) {
     mean = meta.normalization.mean;
     std = meta.normalization.std;
     class_names = meta.class_names;
-    given_as(file);
-    hash_ += "-runtime";
+    given_as(file, hash_file(file) + "-runtime");
     prepare();
   }
 
@@ -121,14 +118,15 @@ class RuntimeTeacher : public Teacher {
   }
 
  private:
-  // A file the runtime cannot run (damaged in the cache, or a layer it cannot compile) is one line.
-  // An int8 teacher takes oneDNN's int8 kernels even without VNNI, where their sums are not exact
-  // but fast: measure_against_libtorch measures what that costs (the 99.5% agreement rule).
+  // What both constructors finish with.
   void prepare() {
     if (!mean.empty()) mean_ = torch::tensor(mean), std_ = torch::tensor(std);
     for (const auto& name : model_.outputs()) output_shapes_[name] = model_.output_shape(name);  // read per batch, never changed
     report_["file"] = file_;
   }
+  // A file the runtime cannot run (damaged in the cache, or a layer it cannot compile) is one line.
+  // An int8 teacher takes oneDNN's int8 kernels even without VNNI, where their sums are not exact
+  // but fast: measure_against_libtorch measures what that costs (the 99.5% agreement rule).
   static rt::Model load(const std::string& file, int threads, const std::string& engine) {
     try {
       return rt::Model::load(file, threads, rt::Int8Sums::fast);
@@ -214,8 +212,9 @@ std::unique_ptr<Teacher> keep_model_file(std::unique_ptr<Teacher> teacher, Runti
 std::unique_ptr<Teacher> model_file_teacher(const std::string& path, const std::string& cache_dir, bool channels_last) {
   if (format::is_model_file(path) || std::filesystem::path(path).extension() == ".shrink") {  // (a damaged one: the runtime's message)
     try {
-      if (ModelMeta::from_json(rt::read_model_file(path).meta).precision == "int8")
-        return std::make_unique<RuntimeTeacher>(path, rt::Model::load(path, 1, rt::Int8Sums::fast));
+      DescribedModel described;
+      const ModelMeta meta = ModelMeta::from_json(rt::read_model_file(path).meta, &described);
+      if (meta.precision == "int8") return std::make_unique<RuntimeTeacher>(path, meta, described.spec, rt::Model::load(path, 1, rt::Int8Sums::fast));
     } catch (const ModelMetaError& e) {
       throw UserError(fmt::format("teacher {}: {}", path, e.what()));
     } catch (const rt::Error& e) {
@@ -223,10 +222,11 @@ std::unique_ptr<Teacher> model_file_teacher(const std::string& path, const std::
     }
   }
   std::filesystem::create_directories(cache_dir);
-  const std::string checkpoint = fmt::format("{}/teacher-{}-imported.pt", cache_dir, hash_file(path));
+  const std::string hash = hash_file(path);
+  const std::string checkpoint = fmt::format("{}/teacher-{}-imported.pt", cache_dir, hash);
   import_once(path, checkpoint, "teacher");
   auto teacher = Teacher::load(checkpoint, "shrink", channels_last);
-  teacher->given_as(path);
+  teacher->given_as(path, hash);
   return teacher;
 }
 

@@ -29,15 +29,12 @@ void Importer::ceil_from_end_pads(const onnx::NodeProto& n, Layer& L, const std:
   if (L.ceil) unsupported(n, "ceil_mode with more padding at the end than at the start is not supported");
   if (L.type == LayerType::AvgPool && L.include_pad) unsupported(n, "count_include_pad with more padding at the end than at the start is not supported");
   if (in.size() != 3) unsupported(n, "its input is not an image");
+  L.ceil = true;  // L.padding is the start's
   for (int d = 0; d < 2; ++d) {
-    const int64_t size = in[1 + d], start = pads[0], end = pads[2 + d];
-    const int64_t windows = (size + start + end - L.kernel) / L.stride + 1;
-    int64_t ceil_windows = (size + 2 * start - L.kernel + L.stride - 1) / L.stride + 1;  // spec/shapes.cpp's rule
-    if ((ceil_windows - 1) * L.stride >= size + start) --ceil_windows;
-    if (windows != ceil_windows)
+    const int64_t size = in[1 + d], windows = (size + pads[0] + pads[2 + d] - L.kernel) / L.stride + 1;  // ONNX's count, ceil_mode 0
+    if (windows != pool_windows(L, size))
       unsupported(n, fmt::format("pads {} with no ceil-mode pool of the same windows is not supported", fmt::join(pads, ",")));
   }
-  L.ceil = true;
 }
 
 // MaxPool and AveragePool: square kernels, one padding on all sides (or more at the ends: ceil

@@ -15,6 +15,13 @@ ModelCost total_cost(const ModelSpec& spec) {
   return c;
 }
 
+int64_t pool_windows(const Layer& L, int64_t size) {
+  const int64_t room = size + 2 * L.padding - L.kernel;
+  int64_t n = (L.ceil ? room + L.stride - 1 : room) / L.stride + 1;
+  if (L.ceil && (n - 1) * L.stride >= size + L.padding) --n;
+  return n;
+}
+
 std::vector<LayerInfo> analyze(const ModelSpec& spec) {
   if (spec.input.size() != 3 && spec.input.size() != 1)
     throw UserError(fmt::format("model input shape {} must be C,H,W or a feature count", shape_string(spec.input)));
@@ -77,12 +84,8 @@ std::vector<LayerInfo> analyze(const ModelSpec& spec) {
         if (L.padding * 2 > L.kernel) fail("padding must be at most half the kernel");
         product({2, L.padding, s[1], s[2], L.kernel});
         if (s[1] + 2 * L.padding < L.kernel || s[2] + 2 * L.padding < L.kernel) fail("kernel is larger than the padded input");
-        // torch's rule: ceil rounds the count of windows up, but the last window must start
-        // inside the image or its left padding.
         auto windows = [&](int64_t size) {
-          int64_t room = size + 2 * L.padding - L.kernel;
-          int64_t n = (L.ceil ? room + L.stride - 1 : room) / L.stride + 1;
-          if (L.ceil && (n - 1) * L.stride >= size + L.padding) --n;
+          const int64_t n = pool_windows(L, size);
           // torch divides by the window clipped to the padded image, oneDNN by the whole kernel:
           // they differ only for a window that passes the padding.
           if (L.type == LayerType::AvgPool && L.include_pad && (n - 1) * L.stride + L.kernel > size + 2 * L.padding)

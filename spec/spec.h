@@ -71,6 +71,9 @@ std::vector<std::string> preset_names();
 std::string preset_text(const std::string& name);
 // Shapes, params and MACs per layer, in spec order. Throws UserError on shapes that do not fit.
 std::vector<LayerInfo> analyze(const ModelSpec& spec);
+// How many windows a max or average pool `L` takes along a side of `size` (torch's rule: ceil mode
+// rounds the count up, but the last window must start inside the image or its first padding).
+int64_t pool_windows(const Layer& L, int64_t size);
 struct ModelCost {
   int64_t params = 0, macs = 0;
 };
