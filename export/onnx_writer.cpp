@@ -280,8 +280,25 @@ class GraphWriter {
         attr(node("Concat", inputs, out), "axis", int64_t{1});
         return out;
       }
+      case LayerType::Shuffle: return shuffle(L, info, in[0], out);
+      case LayerType::Slice:
+        return node("Slice", {x, int64s(L.name + ".starts", {L.start}), int64s(L.name + ".ends", {L.end}), int64s(L.name + ".axes", {1})}, out).output(0);
     }
     throw std::logic_error("unknown layer kind");
+  }
+  std::string int64s(const std::string& name, const std::vector<int64_t>& values) {
+    return initializer(name, onnx::TensorProto::INT64, {static_cast<int64_t>(values.size())}, values);
+  }
+  // A channel shuffle as torch exports one: Reshape to N, g, C/g, H, W, swap the two channel axes,
+  // Reshape back (0: the batch, copied). Each step stays on the input's grid, so ONNX Runtime can
+  // move int8 values through all three.
+  std::string shuffle(const Layer& L, const LayerInfo& info, const Value& x, const std::string& out) {
+    const int64_t c = info.in_shape[0], h = info.in_shape[1], w = info.in_shape[2];
+    const std::string grouped = L.name + ".grouped", swapped = L.name + ".swapped";
+    node("Reshape", {x.tensor, int64s(L.name + ".grouped_shape", {0, L.groups, c / L.groups, h, w})}, grouped);
+    auto& t = node("Transpose", {on_grid_as(x, grouped, grouped).tensor}, swapped);
+    attr(t, "perm", std::vector<int64_t>{0, 2, 1, 3, 4});
+    return node("Reshape", {on_grid_as(x, swapped, swapped).tensor, int64s(L.name + ".shape", {0, c, h, w})}, out).output(0);
   }
   std::string hardsigmoid(const std::string& x, float alpha, float beta, const std::string& out) {
     auto& n = node("HardSigmoid", {x}, out);
@@ -313,7 +330,9 @@ class GraphWriter {
       case LayerType::AvgPool:
       case LayerType::GlobalAvgPool:
       case LayerType::Flatten:
-      case LayerType::Dropout: return on_grid_as(in[0], tensor, L.name);
+      case LayerType::Dropout:
+      case LayerType::Shuffle:
+      case LayerType::Slice: return on_grid_as(in[0], tensor, L.name);
       case LayerType::Conv2d:
       case LayerType::Linear:
       case LayerType::BatchNorm:

@@ -70,6 +70,8 @@ Importer::Importer(const onnx::ModelProto& model, const std::string& path, const
   if (inputs.size() != 1) throw UserError(fmt::format("{}: the model has {} inputs; import reads models with one image or feature input", path, inputs.size()));
   Value in;
   in.shape = input_shape(*inputs[0], input, path);
+  if (const auto& t = inputs[0]->type().tensor_type(); t.has_shape() && t.shape().dim_size() > 0 && t.shape().dim(0).has_dim_value())
+    file_batch_ = t.shape().dim(0).dim_value();
   values_[inputs[0]->name()] = in;
   spec_.input = in.shape;
   if (g.output_size() != 1) throw UserError(fmt::format("{}: the model has {} outputs; import reads models with one output (the logits)", path, g.output_size()));
@@ -109,6 +111,8 @@ const Value& Importer::input(const onnx::NodeProto& n, int k) const {
 const Value& Importer::layer_input(const onnx::NodeProto& n, int k) const {
   const Value& v = input(n, k);
   if (v.kind == Value::Kind::Padded) unsupported(n, "reads the output of a Pad; only a zero Pad right before a Conv or AveragePool is supported");
+  if (v.kind == Value::Kind::Grouped)
+    unsupported(n, "reads a channel shuffle's intermediate tensor; only Reshape to [batch, g, C/g, H, W], Transpose(perm 0,2,1,3,4), Reshape back is supported");
   if (v.kind != Value::Kind::Layer) unsupported(n, fmt::format("input '{}' is a constant where a computed tensor was expected", n.input(k)));
   return v;
 }
@@ -141,7 +145,7 @@ void Importer::set_output(const onnx::NodeProto& n, Value v) {
   values_[n.output(0)] = std::move(v);
 }
 
-std::string Importer::add_layer(const onnx::NodeProto& n, Layer L, const std::vector<std::string>& inputs) {
+std::string Importer::add_layer(const onnx::NodeProto& n, Layer L, const std::vector<std::string>& inputs, int output) {
   std::string op = L.depthwise ? "dwconv" : layer_type_name(L.type);
   L.name = op + std::to_string(++counters_[op]);
   L.inputs = inputs;
@@ -155,7 +159,8 @@ std::string Importer::add_layer(const onnx::NodeProto& n, Layer L, const std::ve
   Value v;
   v.layer = L.name;
   v.shape = info.out_shape;
-  set_output(n, std::move(v));
+  if (output == 0) set_output(n, std::move(v));
+  else values_[n.output(output)] = std::move(v);
   return L.name;
 }
 

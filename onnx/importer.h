@@ -1,7 +1,8 @@
 // The importer's inner workings (onnx/import.cpp walks the graph, onnx/ops.cpp reads each op):
 // every tensor of the graph is a Value, either a layer's output, a constant (initializers,
-// Constant nodes, and the small integer vectors of shape arithmetic), or a layer's output with a
-// zero Pad still to apply (taken by the Conv or AveragePool that reads it).
+// Constant nodes, and the small integer vectors of shape arithmetic), a layer's output with a
+// zero Pad still to apply (taken by the Conv or AveragePool that reads it), or a layer's output
+// in the middle of a channel shuffle (viewed as N, g, C/g, H, W; then with the two group axes swapped).
 #pragma once
 #include <onnx/onnx_pb.h>
 
@@ -30,11 +31,13 @@ struct Constant {
 Constant decode_tensor(const onnx::TensorProto& t, const std::string& what);
 
 struct Value {
-  enum class Kind { Layer, Constant, Padded } kind = Kind::Layer;
-  std::string layer;            // Layer, Padded: the spec layer whose output it is ("" = the model input)
-  std::vector<int64_t> shape;   // Layer, Padded: per sample
+  enum class Kind { Layer, Constant, Padded, Grouped } kind = Kind::Layer;
+  std::string layer;            // Layer, Padded, Grouped: the spec layer whose output it is ("" = the model input)
+  std::vector<int64_t> shape;   // Layer, Padded, Grouped: per sample, as the layer gives it (C,H,W)
   Constant constant;            // Constant
   Pads pads{0, 0, 0, 0};        // Padded
+  int64_t groups = 0;           // Grouped: viewed as N, groups, C/groups, H, W ...
+  bool swapped = false;         // ... and then as N, C/groups, groups, H, W
 };
 
 class Importer {
@@ -72,6 +75,16 @@ class Importer {
   void dropout(const onnx::NodeProto& n);
   void pad(const onnx::NodeProto& n);
   void normalization(const onnx::NodeProto& n);  // Sub, Div
+  // ops_channels.cpp: channel shuffles, slices and splits, and the arithmetic of shape vectors.
+  void arithmetic(const onnx::NodeProto& n);     // Add, Sub, Mul, Div: of constants here, else the readers above
+  void group(const onnx::NodeProto& n, const Value& x, const std::vector<int64_t>& target);
+  void ungroup(const onnx::NodeProto& n, const Value& x);
+  void transpose(const onnx::NodeProto& n);
+  void slice(const onnx::NodeProto& n);
+  void split(const onnx::NodeProto& n);
+  // Whether the first entry of a Reshape target `t` is the batch: from Shape, 0 (copied), the
+  // file's own fixed batch size, or -1 when every other entry is given.
+  bool batch_entry(const std::vector<int64_t>& t) const;
 
   // import.cpp: values, layers, errors.
   [[noreturn]] void unsupported(const onnx::NodeProto& n, const std::string& what) const;
@@ -82,7 +95,7 @@ class Importer {
   void set_output(const onnx::NodeProto& n, Value v);
   void only_first_output_used(const onnx::NodeProto& n) const;
   // Appends `L` reading `inputs` (layer names), checks its shapes and sets the node's output.
-  std::string add_layer(const onnx::NodeProto& n, Layer L, const std::vector<std::string>& inputs);
+  std::string add_layer(const onnx::NodeProto& n, Layer L, const std::vector<std::string>& inputs, int output = 0);
   void set_tensor(const std::string& key, std::vector<int64_t> shape, std::vector<float> values);
   int index_of_layer(const std::string& name) const { return spec_.index_of(name); }
   int uses(const std::string& tensor) const;
@@ -95,6 +108,7 @@ class Importer {
   const onnx::ModelProto& model_;
   std::string path_;
   int64_t opset_ = 0;
+  int64_t file_batch_ = 0;  // the input's batch size when the file fixes one (torch's export without dynamic axes)
   std::map<std::string, Value> values_;
   std::map<std::string, int> uses_;      // readers of each tensor name (graph outputs count)
   std::map<std::string, int> counters_;  // layer names: op + running count

@@ -50,8 +50,8 @@ const std::map<std::string, Importer::Handler>& Importer::handlers() {
       {"Conv", &Importer::conv},
       {"Gemm", &Importer::gemm},
       {"MatMul", &Importer::matmul},
-      {"Add", &Importer::add},
-      {"Mul", &Importer::mul},
+      {"Add", &Importer::arithmetic},
+      {"Mul", &Importer::arithmetic},
       {"BatchNormalization", &Importer::batchnorm},
       {"Relu", &Importer::activation},
       {"Sigmoid", &Importer::activation},
@@ -73,9 +73,12 @@ const std::map<std::string, Importer::Handler>& Importer::handlers() {
       {"Constant", &Importer::constant},
       {"Identity", &Importer::identity},
       {"Dropout", &Importer::dropout},
+      {"Transpose", &Importer::transpose},
+      {"Slice", &Importer::slice},
+      {"Split", &Importer::split},
       {"Pad", &Importer::pad},
-      {"Sub", &Importer::normalization},
-      {"Div", &Importer::normalization},
+      {"Sub", &Importer::arithmetic},
+      {"Div", &Importer::arithmetic},
   };
   return table;
 }

@@ -98,18 +98,20 @@ void Importer::flatten(const onnx::NodeProto& n) {
   else add_layer(n, layer_of(LayerType::Flatten), {x.layer});
 }
 
-// A Reshape to [batch, features]: the target's first entry is the batch (from Shape, 0 or -1),
-// its second all features (their count or -1).
+// A Reshape to [batch, features]: the target's first entry is the batch (batch_entry), its
+// second all features (their count or -1). Or a step of a channel shuffle (ops_channels.cpp).
 void Importer::reshape(const onnx::NodeProto& n) {
+  if (input(n, 0).kind == Value::Kind::Grouped) return ungroup(n, input(n, 0));
   const Value& x = layer_input(n, 0);
   const Constant& target = constant_input(n, 1);
   int64_t features = 1;
   for (int64_t d : x.shape) features *= d;
   const auto& t = target.ints;
+  if (target.is_float) unsupported(n, "its shape must be integers");
   if (attr_int(n, "allowzero", 0) != 0 && std::count(t.begin(), t.end(), 0)) unsupported(n, "allowzero with a 0 in the shape is not supported");
-  const bool flattens = !target.is_float && t.size() == 2 &&
-                        ((t[0] == kBatch || t[0] == 0) ? (t[1] == -1 || t[1] == features) : (t[0] == -1 && t[1] == features));
-  if (!flattens) unsupported(n, "only a reshape that flattens each sample ([batch, -1]) is supported");
+  if (t.size() == 5) return group(n, x, t);
+  const bool flattens = t.size() == 2 && batch_entry(t) && (t[1] == -1 || t[1] == features);
+  if (!flattens) unsupported(n, "only a reshape that flattens each sample ([batch, -1]), or a channel shuffle's, is supported");
   if (x.shape.size() == 1) values_[n.output(0)] = x;
   else add_layer(n, layer_of(LayerType::Flatten), {x.layer});
 }

@@ -80,7 +80,9 @@ bool keeps_zero(LayerType t) {
     case LayerType::Dropout:
     case LayerType::Add:
     case LayerType::Mul:
-    case LayerType::Concat: return true;
+    case LayerType::Concat:
+    case LayerType::Shuffle:
+    case LayerType::Slice: return true;
   }
   return true;
 }
@@ -117,6 +119,10 @@ Spaces trace_spaces(const ModelSpec& spec) {
         for (size_t k = 0; k < L.inputs.size(); ++k) sp.parts[out].push_back({space_in(L, k), channels_in(L, k)});
         if (info[i].out_shape.size() != 3) locked_raw.push_back(out);  // features: blocks may differ per part
         block = 1;
+        break;
+      case Channels::Reorder:  // channel c of its output is not channel c of its input: both kept whole
+        out = sp.make();
+        locked_raw.insert(locked_raw.end(), {in, out});
         break;
       case Channels::Flatten: block = info[i].in_shape.size() == 3 ? info[i].in_shape[1] * info[i].in_shape[2] : block; break;
       case Channels::Follow:

@@ -74,7 +74,9 @@ OnGrid on_grid(LayerType t) {
     case LayerType::ReLU6:
     case LayerType::MaxPool:
     case LayerType::Flatten:
-    case LayerType::Dropout: return OnGrid::Keeps;
+    case LayerType::Dropout:
+    case LayerType::Shuffle:
+    case LayerType::Slice: return OnGrid::Keeps;
     case LayerType::AvgPool:
     case LayerType::GlobalAvgPool: return OnGrid::Rerounds;
   }

@@ -60,6 +60,11 @@ void visit_arguments(Layer& L, Visitor& v) {
     case LayerType::Add:
     case LayerType::Mul: v.inputs(L, 2); return;
     case LayerType::Concat: v.inputs(L, kMaxMergeInputs); return;
+    case LayerType::Shuffle: v.integer("g", L.groups, 0, kPositional | kBare | kRequired, "shuffle needs its number of groups, e.g. shuffle(2)"); return;
+    case LayerType::Slice:
+      v.integer("start", L.start, 0, kPositional | kBare | kRequired, "slice needs its first and end channel, e.g. slice(0, 16)");
+      v.integer("end", L.end, 0, kPositional | kBare | kRequired, "slice needs its first and end channel, e.g. slice(0, 16)");
+      return;
     case LayerType::ReLU:
     case LayerType::ReLU6:
     case LayerType::HardSwish:

@@ -17,6 +17,7 @@ enum class Channels {
   Tie,      // all inputs and the output share channels (add)
   Flatten,  // output features c*H*W .. (c+1)*H*W-1 come from input channel c
   Concat,   // the output's channels are its inputs' channels, one input after the other
+  Reorder,  // the output's channels are some of its input's, in an order of their own (shuffle, slice): kept whole
 };
 
 // Trait flags.
@@ -50,7 +51,9 @@ enum : unsigned {
   X(Dropout, "dropout", 0, Follow, NoParams)                                   \
   X(Add, "add", kFusesActivation | kInt8 | kMerges, Tie, NoParams)            \
   X(Mul, "mul", kInt8 | kMerges, Tie, NoParams)                                \
-  X(Concat, "concat", kInt8 | kMerges, Concat, NoParams)
+  X(Concat, "concat", kInt8 | kMerges, Concat, NoParams)                      \
+  X(Shuffle, "shuffle", 0, Reorder, NoParams)                                  \
+  X(Slice, "slice", 0, Reorder, NoParams)
 
 // `case LayerType::K:` for every kind without parameters, for the switches whose concern only
 // kinds with parameters have (torch modules, cutting or masking parameters): such a switch lists

@@ -128,6 +128,17 @@ std::vector<LayerInfo> analyze(const ModelSpec& spec) {
         }
         break;
       }
+      case LayerType::Shuffle:
+        need_image();
+        if (L.groups < 1 || s[0] % L.groups) fail(fmt::format("shuffle groups={} must divide its {} channels", L.groups, s[0]));
+        I.out_shape = s;
+        break;
+      case LayerType::Slice:
+        if (L.start < 0 || L.end <= L.start || L.end > s[0])
+          fail(fmt::format("slice({}, {}) must keep channels 0 <= start < end <= {}", L.start, L.end, s[0]));
+        I.out_shape = s;
+        I.out_shape[0] = L.end - L.start;
+        break;
       case LayerType::ReLU:
       case LayerType::ReLU6:
       case LayerType::HardSwish:

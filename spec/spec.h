@@ -35,6 +35,7 @@ struct Layer {
   double dropout = 0.5;
   double eps = 1e-5;                // batchnorm: added to the variance
   double alpha = 1.0 / 6, beta = 0.5;  // hardsigmoid: clip(alpha * x + beta, 0, 1), torch's by default
+  int64_t start = 0, end = 0;       // slice: channels start .. end-1 of its input
 
   Pads pads() const {
     auto side = [&](int64_t p) { return p < 0 ? padding : p; };

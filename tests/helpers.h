@@ -29,6 +29,12 @@ void write_idx(const std::string& path, const torch::Tensor& t);
 void write_text(const std::string& path, const std::string& text);
 std::string read_text(const std::string& path);
 
+// A ShuffleNetV2 unit: the channels split in two halves (slice), one passes, the other goes through
+// pointwise, depthwise and pointwise convs; joined (concat) and shuffled; then a strided conv.
+inline constexpr const char* kShuffleUnit =
+    "conv(16) bn x=relu l=slice(0,8) slice(8,16,from=x) conv(8,k=1) bn relu dwconv bn conv(8,k=1) bn b=relu concat(l,b) shuffle(2) "
+    "conv(16,s=2) bn relu gap linear(classes)";
+
 // Run options for jobs in tests: nothing printed.
 inline RunOptions quiet() {
   RunOptions o;

@@ -88,7 +88,9 @@ std::vector<nlohmann::json> ok_cases(const std::function<bool(const std::string&
   return out;
 }
 
-bool is_torchvision(const std::string& name) { return name.rfind("resnet18", 0) == 0 || name.rfind("mobilenet", 0) == 0; }
+bool is_torchvision(const std::string& name) {
+  return name.rfind("resnet18", 0) == 0 || name.rfind("mobilenet", 0) == 0 || name.rfind("shufflenet", 0) == 0;
+}
 
 }  // namespace
 
@@ -111,9 +113,9 @@ CATCH_TEST_CASE("ONNX import: small networks of every supported op match PyTorch
   CATCH_CHECK(opsets == std::set<std::string>{"11eval", "11preserve", "13eval", "13preserve", "17eval", "17preserve"});
 }
 
-CATCH_TEST_CASE("ONNX import: torchvision resnet18, mobilenet_v2 and mobilenet_v3_small match PyTorch", "[onnx][parity]") {
+CATCH_TEST_CASE("ONNX import: torchvision resnet18, mobilenet_v2, mobilenet_v3_small and shufflenet_v2 match PyTorch", "[onnx][parity]") {
   auto selected = ok_cases(is_torchvision);
-  CATCH_REQUIRE(selected.size() == 18);
+  CATCH_REQUIRE(selected.size() == 25);  // shufflenet_v2 also exported with a fixed batch
   for (const auto& c : selected) check_fp32(c);
 }
 

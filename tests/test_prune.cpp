@@ -265,6 +265,23 @@ CATCH_TEST_CASE("filter removal through squeeze-excite: the mul ties the excited
   CATCH_CHECK(info[s.index_of("mul1")].out_shape == std::vector<int64_t>{4, 8, 8});
 }
 
+CATCH_TEST_CASE("filter removal through slices and a channel shuffle: the channels they move are kept whole", "[prune][surgery]") {
+  torch::manual_seed(6);
+  SpecNet net(parse_spec(test::kShuffleUnit, {3, 10, 10}, 4));
+  randomize_batchnorm(net);
+  FilterPruning o;
+  o.ratio = 0.5;
+  auto plan = plan_filter_pruning(net, o);
+  CATCH_CHECK(!plan.keep.count("conv1"));  // sliced
+  CATCH_CHECK(!plan.keep.count("conv3"));  // joined to a slice, then shuffled
+  CATCH_CHECK(plan.keep.at("conv2").size() == 4);  // inside the branch: its own space, through the depthwise conv
+  CATCH_CHECK(plan.keep.at("conv4").size() == 8);
+  SpecNet smaller = removed_matches_masked(net, plan, torch::randn({5, 3, 10, 10}));
+  const ModelSpec& s = smaller->spec();
+  CATCH_CHECK(channels_in(s, "conv3") == 4);
+  CATCH_CHECK(analyze(s)[s.index_of("shuffle1")].out_shape == std::vector<int64_t>{16, 10, 10});
+}
+
 CATCH_TEST_CASE("filter removal on the mobilenet_v2(width=0.5) preset computes what the masked original does", "[prune][surgery]") {
   torch::manual_seed(5);
   SpecNet net(parse_spec("mobilenet_v2(width=0.5)", {3, 32, 32}, 10));

@@ -49,6 +49,8 @@ CATCH_TEST_CASE("runtime fp32 matches LibTorch on every op", "[runtime][parity]"
       {"a=conv(4) ra=relu b=conv(6,from=input) bn rb=relu6 cat=concat(ra,rb,input) c=conv(8,k=1) s=sigmoid mul(c,s) avgpool(2,ceil=1,include_pad=0) linear(classes)", {3, 9, 9}},
       // batchnorm that cannot be folded (after an activation, a pool, on features)
       {"conv(8) relu bn maxpool(2) bn conv(8) bn relu gap linear(16) relu bn linear(classes)", {3, 8, 8}},
+      // a ShuffleNetV2 unit: half the channels pass, half go through a branch, then a channel shuffle
+      {test::kShuffleUnit, {3, 10, 10}},
   };
   int k = 0;
   for (const auto& c : cases) {
@@ -128,7 +130,8 @@ CATCH_TEST_CASE("runtime int8 computes the documented scheme the simulation runs
                            // squeeze-excite, concat of an int8 and a hardswish branch, dilation, ceil mode, hardsigmoid alone
                            "conv(16) bn x=relu gap(keep=1) conv(8,k=1,bias=1) relu conv(16,k=1,bias=1) hs=hardsigmoid m=mul(x,hs) "
                            "a=conv(8) bn ra=relu b=conv(8,from=m) bn h=hardswish cat=concat(ra,h) conv(16,d=2) bn relu "
-                           "maxpool(3,s=2,p=1,ceil=1) hardsigmoid gap linear(classes)"}) {
+                           "maxpool(3,s=2,p=1,ceil=1) hardsigmoid gap linear(classes)",
+                           test::kShuffleUnit}) {
     CATCH_INFO(text);
     TempDir dir;
     torch::manual_seed(5);

@@ -168,7 +168,8 @@ CATCH_TEST_CASE("new arguments and kinds round-trip, and specs without them prin
                            "maxpool(3,2,p=1,ceil=1) avgpool(3,2,ceil=1,include_pad=0) gap linear(classes)";
   const std::string merges = "x=conv(8) relu gap(keep=1) conv(8,1) hs=hardsigmoid m=mul(x,hs) c=concat(m,x) concat(x,c,m) conv(4,1) concat(x) "
                              "conv(8,1) mul(x) gap linear(classes)";
-  for (const std::string& text : {args, merges}) {
+  const std::string moves = "x=conv(8) l=slice(0,2) r=slice(2,8,from=x) concat(r,l) shuffle(2) gap linear(classes)";
+  for (const std::string& text : {args, merges, moves}) {
     auto s1 = parse_spec(text, input, 10);
     auto s2 = parse_spec(s1.to_string(), input, 10);
     CATCH_CHECK(s1.to_string() == s2.to_string());
@@ -192,6 +193,14 @@ CATCH_TEST_CASE("new arguments and kinds round-trip, and specs without them prin
               "conv3=conv(4,k=1,s=1,p=0,g=1,bias=1) concat3=concat(conv3,x) conv4=conv(8,k=1,s=1,p=0,g=1,bias=1) mul2=mul(conv4,x) "
               "gap2=gap linear1=linear(10,bias=1)");  // explicit names count too: c=concat is the first concat
   CATCH_CHECK(analyze(parse_spec(merges, input, 10))[7].out_shape == std::vector<int64_t>{32, 16, 16});  // 8 + 16 + 8
+  CATCH_CHECK(parse_spec(moves, input, 10).to_string() ==
+              "x=conv(8,k=3,s=1,p=1,g=1,bias=1) l=slice(0,2) r=slice(2,8,from=x) concat1=concat(r,l) shuffle1=shuffle(2) gap1=gap linear1=linear(10,bias=1)");
+  CATCH_CHECK(analyze(parse_spec(moves, input, 10))[1].out_shape == std::vector<int64_t>{2, 16, 16});
+  CATCH_CHECK(error_of("conv(6) shuffle(4) gap linear(classes)").find("shuffle groups=4 must divide its 6 channels") != std::string::npos);
+  CATCH_CHECK(error_of("conv(6) slice(4,7) gap linear(classes)").find("slice(4, 7) must keep channels 0 <= start < end <= 6") != std::string::npos);
+  CATCH_CHECK(error_of("conv(6) slice(3,3) gap linear(classes)").find("must keep channels") != std::string::npos);
+  CATCH_CHECK(error_of("conv(6) slice(2) gap linear(classes)").find("slice needs its first and end channel") != std::string::npos);
+  CATCH_CHECK(error_of("conv(6) shuffle gap linear(classes)").find("shuffle needs its number of groups") != std::string::npos);
   // Without the new arguments the canonical text is what it was before they existed.
   CATCH_CHECK(parse_spec("usps_student", input, 10).to_string() ==
               "conv1=conv(16,k=3,s=1,p=1,g=1,bias=0) bn1=bn relu1=relu maxpool1=maxpool(k=2,s=2,p=0) "

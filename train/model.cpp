@@ -148,6 +148,13 @@ torch::Tensor SpecNetImpl::layer_forward(size_t i, torch::Tensor& in, const std:
       all.insert(all.end(), rest.begin(), rest.end());
       return torch::cat(all, 1);
     }
+    case LayerType::Shuffle: {  // channel c of group g moves to c * groups + g (ShuffleNet's channel shuffle)
+      auto sizes = in.sizes().vec();
+      sizes[1] /= L.groups;
+      sizes.insert(sizes.begin() + 1, L.groups);
+      return in.reshape(sizes).transpose(1, 2).flatten(1, 2);
+    }
+    case LayerType::Slice: return in.narrow(1, L.start, L.end - L.start);
   }
   return in;
 }

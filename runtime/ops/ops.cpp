@@ -22,6 +22,8 @@ RuntimeOp op_for(LayerType type) {
     case LayerType::Add: return {build_add};
     case LayerType::Mul: return {build_mul};
     case LayerType::Concat: return {build_concat};
+    case LayerType::Shuffle: return {build_shuffle};
+    case LayerType::Slice: return {build_slice};
   }
   throw std::logic_error("op_for: a LayerType outside the list");
 }

@@ -32,6 +32,8 @@ Act build_activation(Builder& b, const OpContext& c);  // ops/activation.cpp: an
 Act build_flatten(Builder& b, const OpContext& c);     // ops/flatten.cpp
 Act build_dropout(Builder& b, const OpContext& c);     // ops/dropout.cpp: the identity at inference
 Act build_batchnorm(Builder& b, const OpContext& c);   // ops/batchnorm.cpp: one export could not fold
+Act build_shuffle(Builder& b, const OpContext& c);     // ops/reorder_channels.cpp: channel shuffle
+Act build_slice(Builder& b, const OpContext& c);       // ops/reorder_channels.cpp: some channels
 
 // ops/activation.cpp
 void append_relu(dnnl::post_ops& ops, const Layer& L, float scale);

@@ -124,5 +124,46 @@ save("maxpool_end_pads_of_no_ceil_pool", [3, 8, 8],  # stride 1: no ceil-mode po
      [helper.make_node("MaxPool", ["x"], ["m"], kernel_shape=[2, 2], strides=[1, 1], pads=[0, 0, 1, 1])] + nodes, inits,
      "error", "with no ceil-mode pool of the same windows")
 
+# Channel slices and splits as other exporters write them: negative bounds, an end past the channels,
+# axes given negatively, a whole-range slice of the spatial axes too; Split by sizes and in equal
+# parts. Refused: steps, spatial slices, an empty slice, sizes that do not add up.
+def i64(name, values):
+    return numpy_helper.from_array(np.array(values, np.int64), name)
+
+
+nodes, inits = head("cat", 6)
+save("slice_and_split_channels", [6, 5, 5],
+     [helper.make_node("Slice", ["x", "s0", "e0", "a0"], ["t0"]),         # channels -4 .. end: 2..5
+      helper.make_node("Slice", ["x", "s1", "e1", "a1", "st1"], ["t1"]),  # channels 0..1 and all rows (axis -2)
+      helper.make_node("Split", ["x", "sizes"], ["p0", "p1"], axis=1),
+      helper.make_node("Split", ["p1"], ["q0", "q1"], axis=-3),
+      helper.make_node("Concat", ["t1", "q1", "p0", "t0"], ["c0"], axis=1),  # 2 + 2 + 2 + 4 channels
+      helper.make_node("Conv", ["c0", "w"], ["cat"], kernel_shape=[1, 1])] + nodes,
+     [i64("s0", [-4]), i64("e0", [2**63 - 1]), i64("a0", [1]), i64("s1", [0, 0]), i64("e1", [2, 99]), i64("a1", [1, -2]), i64("st1", [1, 1]),
+      i64("sizes", [2, 4]), const("w", [6, 10, 1, 1])] + inits, "ok")
+for name, starts, ends, axes, steps, message in [("slice_step_2", [0], [6], [1], [2], "only steps of 1"),
+                                                 ("slice_rows", [1], [4], [2], [1], "only a slice of channels"),
+                                                 ("slice_empty", [4], [2], [1], [1], "keeps no channels")]:
+    nodes, inits = head("t", 6)
+    save(name, [6, 5, 5], [helper.make_node("Slice", ["x", "s", "e", "a", "st"], ["t"])] + nodes,
+         [i64("s", starts), i64("e", ends), i64("a", axes), i64("st", steps)] + inits, "error", message)
+nodes, inits = head("p0", 2)
+save("split_sizes_not_adding_up", [6, 5, 5], [helper.make_node("Split", ["x", "sizes"], ["p0", "p1"], axis=1)] + nodes,
+     [i64("sizes", [2, 3])] + inits, "error", "must be positive, one per output, and add up to the 6 channels", check=False)
+# A channel shuffle of 3 groups with the batch copied (0) and the channels given as -1; a Reshape to
+# 5 dimensions that is no shuffle's, and a shuffle's view read by something else, are refused.
+nodes, inits = head("sh", 6)
+save("shuffle_3_groups", [6, 4, 4],
+     [helper.make_node("Reshape", ["x", "grp"], ["r"]), helper.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 1, 3, 4]),
+      helper.make_node("Reshape", ["t", "back"], ["sh"])] + nodes, [i64("grp", [0, 3, 2, 4, 4]), i64("back", [0, -1, 4, 4])] + inits, "ok")
+save("reshape_5d_not_a_shuffle", [6, 4, 4],
+     [helper.make_node("Reshape", ["x", "grp"], ["r"]), helper.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 1, 3, 4]),
+      helper.make_node("Reshape", ["t", "back"], ["sh"])] + nodes, [i64("grp", [0, 3, 2, 2, 8]), i64("back", [0, -1, 4, 4])] + inits,
+     "error", "is not a channel shuffle's")
+save("shuffle_view_read_by_relu", [6, 4, 4],
+     [helper.make_node("Reshape", ["x", "grp"], ["r"]), helper.make_node("Relu", ["r"], ["rr"]),
+      helper.make_node("Transpose", ["rr"], ["t"], perm=[0, 2, 1, 3, 4]), helper.make_node("Reshape", ["t", "back"], ["sh"])] + nodes,
+     [i64("grp", [0, 3, 2, 4, 4]), i64("back", [0, -1, 4, 4])] + inits, "error", "reads a channel shuffle's intermediate tensor")
+
 with open(os.path.join(out, "cases.json"), "w") as f:
     json.dump(cases, f, indent=1)

@@ -267,6 +267,34 @@ def mobilenet_v3_small():
     return m
 
 
+def shufflenet_v2():
+    import torchvision
+    m = torchvision.models.shufflenet_v2_x0_5(weights=None, num_classes=K)
+    nn.init.normal_(m.fc.weight, 0.0, 0.5)
+    return m
+
+
+class ChannelSplit(nn.Module):
+    """Channels split three ways torch writes them: torch.split (Split), a slice with constant
+    bounds (Slice), chunk (Split, or Slice with computed bounds); then a channel shuffle of 4
+    groups written with permute."""
+    def __init__(self):
+        super().__init__()
+        self.stem = seq(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+        self.a = seq(nn.Conv2d(3, 4, 1), nn.ReLU())
+        self.b = seq(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU())
+        self.head = seq(*gap_head(16))
+
+    def forward(self, x):
+        x = self.stem(x)
+        a, b = torch.split(x, [3, 5], dim=1)
+        c, d = b[:, 1:].chunk(2, dim=1)
+        y = torch.cat([self.a(a), self.b(torch.cat([c, d], 1)), x[:, 2:6], c, d], 1)   # 4 + 4 + 4 + 2 + 2
+        n, ch, h, w = y.shape
+        y = y.reshape(n, 4, ch // 4, h, w).permute(0, 2, 1, 3, 4).reshape(n, ch, h, w)
+        return self.head(y)
+
+
 # error networks: each holds exactly one thing the importer does not support
 
 def err_leaky_relu():
@@ -563,6 +591,15 @@ def _slice(i, a):
     return [torch.from_numpy(np.ascontiguousarray(x[tuple(index)]))]
 
 
+def _split(i, a):
+    x = i[0]
+    axis = int(a.get("axis", 0))
+    sizes = a.get("split") or (None if len(i) < 2 or i[1] is None else [int(v) for v in i[1]])
+    if sizes is None:
+        raise RuntimeError("Split without sizes")   # the interpreter is told them: torch writes them
+    return list(torch.split(x, [int(v) for v in sizes], axis))
+
+
 def _constant_of_shape(i, a):
     value = numpy_helper.to_array(a["value"]) if "value" in a else np.zeros(1, np.float32)
     return [torch.from_numpy(np.full([int(v) for v in i[0]], value.reshape(-1)[0], value.dtype))]
@@ -588,7 +625,7 @@ OPS = {
     "Flatten": _flatten, "Reshape": _reshape, "Shape": lambda i, a: [torch.tensor(i[0].shape, dtype=torch.int64)],
     "Gather": _gather, "Unsqueeze": _unsqueeze, "Squeeze": _squeeze,
     "Concat": lambda i, a: [torch.cat([t for t in i if t is not None], int(a["axis"]))],
-    "Constant": _constant, "Pad": _pad, "Slice": _slice,
+    "Constant": _constant, "Pad": _pad, "Slice": _slice, "Split": _split,
     "ConstantOfShape": _constant_of_shape, "Cast": _cast,
     "Transpose": lambda i, a: [i[0].permute(*[int(v) for v in a["perm"]])],
 }
@@ -614,8 +651,9 @@ def interpret(model, x):
 
 class Net:
     def __init__(self, name, build, shape, modes=("eval", "preserve"), opsets=OPSETS, post=None,
-                 error_op=None, error_pick=None):
+                 error_op=None, error_pick=None, static_batch=False):
         self.name, self.build, self.shape = name, build, list(shape)
+        self.static_batch = static_batch   # exported without dynamic axes: the file's batch is fixed
         self.modes, self.opsets, self.post = modes, opsets, post
         self.error_op, self.error_pick = error_op, error_pick
         if error_op:
@@ -656,6 +694,9 @@ NETS = [
     Net("resnet18", small_stem_resnet18, (3, 32, 32)),
     Net("mobilenet_v2", mobilenet_v2, (3, 32, 32)),
     Net("mobilenet_v3_small", mobilenet_v3_small, (3, 32, 32)),
+    Net("shufflenet_v2", shufflenet_v2, (3, 32, 32)),
+    Net("shufflenet_v2_static_batch", shufflenet_v2, (3, 32, 32), modes=("eval",), opsets=(13,), static_batch=True),
+    Net("channel_split", ChannelSplit, S16),
     Net("error_leaky_relu", err_leaky_relu, S16, error_op="LeakyRelu"),
     Net("error_resize", ErrUpsample, S16, error_op="Resize"),
     Net("error_conv_3x1", err_conv_3x1, S16, error_op="Conv", error_pick=non_square_conv),
@@ -700,11 +741,11 @@ def bn_modules(model):
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
-def export(model, x, opset, mode):
+def export(model, x, opset, mode, static_batch=False):
     """Returns the exported ModelProto; leaves the model's state and mode as they were (eval)."""
     f = io.BytesIO()
     kw = dict(opset_version=opset, input_names=["input"], output_names=["logits"],
-              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+              dynamic_axes=None if static_batch else {"input": {0: "batch"}, "logits": {0: "batch"}})
     if mode == "eval":
         model.eval()
         torch.onnx.export(model, x, f, training=torch.onnx.TrainingMode.EVAL, do_constant_folding=True, **kw)
@@ -764,7 +805,7 @@ def make_net(net, out, wanted, selfcheck):
             if name not in wanted:
                 continue
             t0 = time.time()
-            proto = export(model, x, opset, mode)
+            proto = export(model, x, opset, mode, net.static_batch)
             for k, v in model.state_dict().items():
                 if not torch.equal(v, state[k]):
                     raise RuntimeError(f"{name}: export changed {k}")

@@ -62,7 +62,9 @@ bool unsigned_output(LayerType type, bool input_unsigned) {
     case LayerType::AvgPool:
     case LayerType::GlobalAvgPool:
     case LayerType::Flatten:
-    case LayerType::Dropout: return input_unsigned;
+    case LayerType::Dropout:
+    case LayerType::Shuffle:
+    case LayerType::Slice: return input_unsigned;
     case LayerType::Conv2d:
     case LayerType::Linear:
     case LayerType::BatchNorm:
