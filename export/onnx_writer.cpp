@@ -214,7 +214,7 @@ class GraphWriter {
     const LayerInfo& info = info_[spec_.index_of(L.name)];
     const Pads p = L.pads();
     auto window = [&](onnx::NodeProto& n) -> onnx::NodeProto& {
-      attr(n, "kernel_shape", std::vector<int64_t>{L.kernel, L.kernel});
+      attr(n, "kernel_shape", std::vector<int64_t>{L.kernel, L.kernel_width()});
       attr(n, "strides", std::vector<int64_t>{L.stride, L.stride});
       attr(n, "pads", std::vector<int64_t>{p.top, p.left, p.bottom, p.right});
       return n;

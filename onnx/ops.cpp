@@ -83,7 +83,7 @@ const std::map<std::string, Importer::Handler>& Importer::handlers() {
   return table;
 }
 
-// Conv: square kernels, equal strides and dilations, any groups and padding (a Pad before it too).
+// Conv: any kernel height and width, equal strides and dilations, any groups and padding (a Pad before it too).
 void Importer::conv(const onnx::NodeProto& n) {
   const Value& x = input(n, 0);
   if (x.kind == Value::Kind::Constant) unsupported(n, "its input is a constant");
@@ -91,12 +91,13 @@ void Importer::conv(const onnx::NodeProto& n) {
   if (w.dims.size() != 4 || !w.is_float) unsupported(n, "only 2-D convolutions (a 4-D float weight) are supported");
   const std::vector<int64_t> kernel = attr_ints(n, "kernel_shape", {w.dims[2], w.dims[3]});
   const auto strides = attr_ints(n, "strides", {1, 1}), dilations = attr_ints(n, "dilations", {1, 1});
-  if (kernel.size() != 2 || kernel[0] != kernel[1]) unsupported(n, fmt::format("kernel {}: only square kernels are supported", fmt::join(kernel, "x")));
+  if (kernel.size() != 2) unsupported(n, fmt::format("kernel {}: only 2-D kernels are supported", fmt::join(kernel, "x")));
   if (strides.size() != 2 || strides[0] != strides[1]) unsupported(n, "only equal strides along height and width are supported");
   if (dilations.size() != 2 || dilations[0] != dilations[1]) unsupported(n, "only equal dilations along height and width are supported");
-  if (kernel[0] < 1 || strides[0] < 1 || dilations[0] < 1) unsupported(n, "kernel_shape, strides and dilations must be at least 1");
+  if (kernel[0] < 1 || kernel[1] < 1 || strides[0] < 1 || dilations[0] < 1) unsupported(n, "kernel_shape, strides and dilations must be at least 1");
+  if (kernel != std::vector<int64_t>{w.dims[2], w.dims[3]}) unsupported(n, fmt::format("kernel_shape {} differs from its weight's {}x{}", fmt::join(kernel, "x"), w.dims[2], w.dims[3]));
   Layer L = layer_of(LayerType::Conv2d);
-  L.kernel = kernel[0], L.stride = strides[0], L.dilation = dilations[0];
+  L.kernel = kernel[0], L.kernel_w = kernel[1], L.stride = strides[0], L.dilation = dilations[0];
   L.out = w.dims[0];
   const int64_t groups = attr_int(n, "group", 1), in_c = x.shape.empty() ? 0 : x.shape[0];
   if (groups < 1 || in_c % groups != 0 || L.out % groups != 0)
@@ -111,7 +112,7 @@ void Importer::conv(const onnx::NodeProto& n) {
     const int64_t padded[] = {x.pads.top + x.pads.bottom, x.pads.left + x.pads.right};  // a Pad before it (zero for a plain input)
     for (int d = 0; d < 2 && x.shape.size() == 3; ++d) {
       int64_t size = x.shape[1 + d] + padded[d], out = (size + L.stride - 1) / L.stride;
-      int64_t total = std::max<int64_t>(0, (out - 1) * L.stride + (L.kernel - 1) * L.dilation + 1 - size);
+      int64_t total = std::max<int64_t>(0, (out - 1) * L.stride + (kernel[d] - 1) * L.dilation + 1 - size);
       pads[d] = auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
       pads[d + 2] = total - pads[d];
     }

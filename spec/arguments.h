@@ -28,6 +28,7 @@ void visit_arguments(Layer& L, Visitor& v) {
     case LayerType::Conv2d:
       if (!L.depthwise) v.integer("out", L.out, 0, kPositional | kBare | kRequired, "conv needs its number of output channels, e.g. conv(16)");
       v.integer("k", L.kernel, 3, kPositional, nullptr);
+      v.integer("kw", L.kernel_w, -1, kQuiet, nullptr);
       v.integer("s", L.stride, 1, 0, nullptr);
       v.integer("d", L.dilation, 1, kQuiet, nullptr);
       v.integer("p", L.padding, L.dilation * (L.kernel / 2), 0, nullptr);

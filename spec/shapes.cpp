@@ -56,15 +56,17 @@ std::vector<LayerInfo> analyze(const ModelSpec& spec) {
         int64_t groups = L.depthwise ? in_c : L.groups;
         if (in_c % groups || out_c % groups) fail(fmt::format("groups={} must divide {} input and {} output channels", groups, in_c, out_c));
         const Pads P = L.pads();
-        int64_t span = product({L.dilation, L.kernel}) - L.dilation + 1;  // the dilated kernel's extent
-        product({4, std::max({P.top, P.left, P.bottom, P.right}), s[1], s[2], span});  // every sum below fits
+        const int64_t kh = L.kernel, kw = L.kernel_width();
+        // the dilated kernel's extent along height and width
+        int64_t span_h = product({L.dilation, kh}) - L.dilation + 1, span_w = product({L.dilation, kw}) - L.dilation + 1;
+        product({4, std::max({P.top, P.left, P.bottom, P.right}), s[1], s[2], std::max(span_h, span_w)});  // every sum below fits
         int64_t h = s[1] + P.top + P.bottom, w = s[2] + P.left + P.right;
-        if (h < span || w < span) fail("kernel is larger than the padded input");
-        int64_t oh = (h - span) / L.stride + 1, ow = (w - span) / L.stride + 1;
+        if (h < span_h || w < span_w) fail("kernel is larger than the padded input");
+        int64_t oh = (h - span_h) / L.stride + 1, ow = (w - span_w) / L.stride + 1;
         I.out_shape = {out_c, oh, ow};
-        I.weight_shape = {out_c, in_c / groups, L.kernel, L.kernel};
-        I.params = product({out_c, in_c / groups, L.kernel, L.kernel}) + (L.bias ? out_c : 0);
-        I.macs = product({oh, ow, out_c, in_c / groups, L.kernel, L.kernel});
+        I.weight_shape = {out_c, in_c / groups, kh, kw};
+        I.params = product({out_c, in_c / groups, kh, kw}) + (L.bias ? out_c : 0);
+        I.macs = product({oh, ow, out_c, in_c / groups, kh, kw});
         break;
       }
       case LayerType::Linear:

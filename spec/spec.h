@@ -25,6 +25,7 @@ struct Layer {
   std::vector<std::string> inputs;  // names of the layers it reads; "" is the model input
   int64_t out = 0;                  // conv output channels, linear output features
   int64_t kernel = 1, stride = 1, padding = 0, groups = 1, dilation = 1;
+  int64_t kernel_w = -1;            // conv: the kernel's width when it differs from its height `kernel` (Inception's 1x7); -1: square
   // A conv's padding on one side when it differs from `padding` (ONNX's asymmetric pads); -1: `padding`.
   int64_t pad_top = -1, pad_left = -1, pad_bottom = -1, pad_right = -1;
   bool depthwise = false;           // conv with groups = in channels = out channels
@@ -37,6 +38,7 @@ struct Layer {
   double alpha = 1.0 / 6, beta = 0.5;  // hardsigmoid: clip(alpha * x + beta, 0, 1), torch's by default
   int64_t start = 0, end = 0;       // slice: channels start .. end-1 of its input
 
+  int64_t kernel_width() const { return kernel_w < 0 ? kernel : kernel_w; }
   Pads pads() const {
     auto side = [&](int64_t p) { return p < 0 ? padding : p; };
     return {side(pad_top), side(pad_left), side(pad_bottom), side(pad_right)};

@@ -35,6 +35,12 @@ inline constexpr const char* kShuffleUnit =
     "conv(16) bn x=relu l=slice(0,8) slice(8,16,from=x) conv(8,k=1) bn relu dwconv bn conv(8,k=1) bn b=relu concat(l,b) shuffle(2) "
     "conv(16,s=2) bn relu gap linear(classes)";
 
+// Kernels of another height than width (Inception v3's 1x7 and 7x1, padded along one axis), a
+// strided 3x1, a depthwise 1x5.
+inline constexpr const char* kNonSquareKernels =
+    "conv(8,k=1,kw=7,p=0,pl=3,pr=3) bn relu conv(8,k=7,kw=1,p=3,pl=0,pr=0) bn relu conv(16,k=3,kw=1,s=2,pl=0,pr=0) bn relu "
+    "dwconv(k=1,kw=5,p=0,pl=2,pr=2) bn relu gap linear(classes)";
+
 // Run options for jobs in tests: nothing printed.
 inline RunOptions quiet() {
   RunOptions o;

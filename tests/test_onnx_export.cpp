@@ -42,6 +42,7 @@ const std::vector<Net> kNets = {
     // inference did not: ONNX Runtime refused the file), then one that ceil mode adds
     {"conv(8) relu maxpool(2,s=2,p=1,ceil=1) conv(8) relu maxpool(2,s=2,ceil=1) flatten linear(classes)", {2, 9, 9}},
     {test::kShuffleUnit, {3, 10, 10}},  // slice, concat and channel shuffle
+    {test::kNonSquareKernels, {2, 11, 9}},
 };
 
 double relative_error(const torch::Tensor& got, const torch::Tensor& expect) {

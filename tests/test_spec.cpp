@@ -201,6 +201,15 @@ CATCH_TEST_CASE("new arguments and kinds round-trip, and specs without them prin
   CATCH_CHECK(error_of("conv(6) slice(3,3) gap linear(classes)").find("must keep channels") != std::string::npos);
   CATCH_CHECK(error_of("conv(6) slice(2) gap linear(classes)").find("slice needs its first and end channel") != std::string::npos);
   CATCH_CHECK(error_of("conv(6) shuffle gap linear(classes)").find("shuffle needs its number of groups") != std::string::npos);
+  // A kernel of another width: its shapes, weight, MACs; a width equal to the height is not stated.
+  auto wide = parse_spec("conv(4,k=1,kw=5,p=0,pl=2,pr=1) gap linear(classes)", input, 10);
+  CATCH_CHECK(wide.to_string().find("conv1=conv(4,k=1,kw=5,s=1,p=0,g=1,bias=1,pl=2,pr=1)") == 0);
+  CATCH_CHECK(analyze(wide)[0].out_shape == std::vector<int64_t>{4, 16, 15});
+  CATCH_CHECK(analyze(wide)[0].weight_shape == std::vector<int64_t>{4, 1, 1, 5});
+  CATCH_CHECK(analyze(wide)[0].macs == 4 * 16 * 15 * 5);
+  CATCH_CHECK(parse_spec("conv(4,k=3,kw=3) gap linear(classes)", input, 10).to_string().find("kw=") == std::string::npos);
+  CATCH_CHECK(error_of("conv(4,kw=0) gap linear(classes)").find("sizes must be at least 1") != std::string::npos);
+  CATCH_CHECK(error_of("conv(4,k=1,kw=19,p=0) gap linear(classes)").find("kernel is larger than the padded input") != std::string::npos);
   // Without the new arguments the canonical text is what it was before they existed.
   CATCH_CHECK(parse_spec("usps_student", input, 10).to_string() ==
               "conv1=conv(16,k=3,s=1,p=1,g=1,bias=0) bn1=bn relu1=relu maxpool1=maxpool(k=2,s=2,p=0) "

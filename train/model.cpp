@@ -21,7 +21,7 @@ SpecNetImpl::SpecNetImpl(ModelSpec spec) : spec_(std::move(spec)) {
       case LayerType::Conv2d: {
         int64_t out = L.depthwise ? s[0] : L.out, groups = L.depthwise ? s[0] : L.groups;
         // Holds the parameters; the forward is conv2d_of (padding may be asymmetric).
-        m = nn::AnyModule(register_module(L.name, nn::Conv2d(nn::Conv2dOptions(s[0], out, L.kernel)
+        m = nn::AnyModule(register_module(L.name, nn::Conv2d(nn::Conv2dOptions(s[0], out, {L.kernel, L.kernel_width()})
                                                                  .stride(L.stride)
                                                                  .padding(L.padding)
                                                                  .dilation(L.dilation)

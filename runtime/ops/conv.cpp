@@ -41,8 +41,10 @@ bool first_layer_form(Builder& b, const Layer& L, const OpContext& c, Weighted& 
 
 memory::desc user_weights(const OpContext& c, dt type) {
   const Layer& L = c.layer;
-  const int64_t in_c = c.info.in_shape[0], out_c = c.info.out_shape[0], groups = L.depthwise ? in_c : L.groups, k = L.kernel;
-  return groups == 1 ? memory::desc({out_c, in_c, k, k}, type, tag::oihw) : memory::desc({groups, out_c / groups, in_c / groups, k, k}, type, tag::goihw);
+  const int64_t in_c = c.info.in_shape[0], out_c = c.info.out_shape[0], groups = L.depthwise ? in_c : L.groups, kh = L.kernel,
+                kw = L.kernel_width();
+  return groups == 1 ? memory::desc({out_c, in_c, kh, kw}, type, tag::oihw)
+                     : memory::desc({groups, out_c / groups, in_c / groups, kh, kw}, type, tag::goihw);
 }
 
 }  // namespace

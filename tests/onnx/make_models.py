@@ -76,6 +76,18 @@ def conv_variants():
         *gap_head(8))
 
 
+def conv_non_square():
+    """Kernels of another height than width, as Inception v3's factorized convs: 1x7 and 7x1
+    (their padding along one axis only), 3x1 strided, a dilated 1x3, a depthwise 1x5."""
+    return seq(
+        nn.Conv2d(3, 8, (1, 7), padding=(0, 3)), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 8, (7, 1), padding=(3, 0), bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 16, (3, 1), stride=2, padding=(1, 0)), nn.ReLU(),
+        nn.Conv2d(16, 16, (1, 3), padding=(0, 2), dilation=2), nn.ReLU(),
+        nn.Conv2d(16, 16, (1, 5), padding=(0, 2), groups=16), nn.ReLU(),
+        *gap_head(16))
+
+
 def conv_asymmetric_pads():
     # ZeroPad2d takes (left, right, top, bottom); the Pad nodes are merged into the convs after
     # export, giving Conv pads [top, left, bottom, right] = [0,0,1,1], [1,0,2,1] and [2,3,1,1].
@@ -313,9 +325,9 @@ class ErrUpsample(nn.Module):
         return self.head(torch.relu(self.conv2(x)))
 
 
-def err_conv_3x1():
+def err_conv_stride_2x1():
     return seq(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
-               nn.Conv2d(8, 8, (3, 1), padding=(1, 0)), nn.ReLU(), *gap_head(8))
+               nn.Conv2d(8, 8, 3, stride=(2, 1), padding=1), nn.ReLU(), *gap_head(8))
 
 
 def err_softmax():
@@ -663,14 +675,15 @@ class Net:
         return [f"{self.name}_op{o}_{m}" for o in self.opsets for m in self.modes]
 
 
-def non_square_conv(node):
-    k = [a for a in node.attribute if a.name == "kernel_shape"]
-    return bool(k) and len(set(k[0].ints)) > 1
+def unequal_strides(node):
+    s = [a for a in node.attribute if a.name == "strides"]
+    return bool(s) and len(set(s[0].ints)) > 1
 
 
 S16 = (3, 16, 16)
 NETS = [
     Net("conv_variants", conv_variants, S16),
+    Net("conv_non_square", conv_non_square, S16),
     Net("conv_asymmetric_pads", conv_asymmetric_pads, S16, modes=("eval",), post=merge_pads_into_convs),
     Net("gemm", gemm, (3, 8, 8)),
     Net("matmul_add", MatMulAdd, (3, 8, 8)),
@@ -699,7 +712,7 @@ NETS = [
     Net("channel_split", ChannelSplit, S16),
     Net("error_leaky_relu", err_leaky_relu, S16, error_op="LeakyRelu"),
     Net("error_resize", ErrUpsample, S16, error_op="Resize"),
-    Net("error_conv_3x1", err_conv_3x1, S16, error_op="Conv", error_pick=non_square_conv),
+    Net("error_conv_stride_2x1", err_conv_stride_2x1, S16, error_op="Conv", error_pick=unequal_strides),
     Net("error_softmax", err_softmax, S16, error_op="Softmax"),
     Net("error_sub", ErrSub, S16, error_op="Sub"),
     Net("error_transpose", ErrTranspose, S16, error_op="Transpose"),
