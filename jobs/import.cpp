@@ -154,6 +154,9 @@ std::string import_model(const ImportRequest& r) {
   const std::string source = model_file ? imported.producer : fmt::format("opset {}, {}", imported.opset, imported.producer);
   std::string out = fmt::format("imported {} ({}): {} layers, {} params, {} MACs, input {}, {} classes\n", r.file, source, spec.layers.size(),
                                 cost.params, cost.macs, shape_string(spec.input), spec.classes);
+  if (!imported.output_softmax.empty())
+    out += fmt::format("the model's final {} is left out: the checkpoint gives logits (shrink-run's probabilities, and the top class, are the same)\n",
+                       imported.output_softmax);
   if (new_head) out += fmt::format("replaced the {}-class classifier {} with a fresh {}-class one (train it: transfer learning)\n", own_classes, head, spec.classes);
   if (graph_normalizes)
     out += fmt::format("normalization from the {}: mean {} std {}\n", model_file ? "file" : "graph", fmt::join(mean, ","), fmt::join(stdev, ","));

@@ -27,6 +27,8 @@ struct ImportedModel {
   // model exported by shrink has it), one value per input channel; empty when it has none.
   std::vector<float> mean, std;
   std::vector<std::string> class_names;  // from the metadata of a model shrink exported
+  // "Softmax" or "LogSoftmax" when the graph ended in one, left out: the model gives logits.
+  std::string output_softmax;
 };
 
 // `input`: the per-sample shape C,H,W (or F) when the file leaves it open (or to check it).

@@ -82,6 +82,7 @@ class Importer {
   void transpose(const onnx::NodeProto& n);
   void slice(const onnx::NodeProto& n);
   void split(const onnx::NodeProto& n);
+  void output_softmax(const onnx::NodeProto& n);  // Softmax, LogSoftmax
   // Whether the first entry of a Reshape target `t` is the batch: from Shape, 0 (copied), the
   // file's own fixed batch size, or -1 when every other entry is given.
   bool batch_entry(const std::vector<int64_t>& t) const;

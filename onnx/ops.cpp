@@ -76,6 +76,8 @@ const std::map<std::string, Importer::Handler>& Importer::handlers() {
       {"Transpose", &Importer::transpose},
       {"Slice", &Importer::slice},
       {"Split", &Importer::split},
+      {"Softmax", &Importer::output_softmax},
+      {"LogSoftmax", &Importer::output_softmax},
       {"Pad", &Importer::pad},
       {"Sub", &Importer::arithmetic},
       {"Div", &Importer::arithmetic},

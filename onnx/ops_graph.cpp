@@ -234,6 +234,18 @@ void Importer::constant(const onnx::NodeProto& n) {
 
 void Importer::identity(const onnx::NodeProto& n) { set_output(n, input(n, 0)); }
 
+// A Softmax (or LogSoftmax) over the classes that is the graph's output, read by nothing else:
+// left out, so the model gives logits (what training, distillation and int8 calibration need;
+// the runtime and the exports turn logits into probabilities themselves). The class ranking stays.
+void Importer::output_softmax(const onnx::NodeProto& n) {
+  const Value& x = layer_input(n, 0);
+  const int64_t axis = attr_int(n, "axis", opset_ < 13 ? 1 : -1);
+  if (n.output(0) != model_.graph().output(0).name() || uses(n.output(0)) != 1 || x.shape.size() != 1 || (axis != 1 && axis != -1))
+    unsupported(n, "a softmax is read only as the model's last node, over the classes of [batch, classes] (it is then left out: shrink works on logits)");
+  out_.output_softmax = n.op_type();
+  set_output(n, x);
+}
+
 // Dropout is kept (it trains again); inference treats it as the identity.
 void Importer::dropout(const onnx::NodeProto& n) {
   const Value& x = layer_input(n, 0);

@@ -209,6 +209,16 @@ CATCH_TEST_CASE("ONNX import: hand-made graphs at the edges compute what ONNX Ru
   }
 }
 
+CATCH_TEST_CASE("ONNX import: a final softmax is left out and said so; the checkpoint gives the logits", "[onnx][cli]") {
+  TempDir dir;
+  for (const char* op : {"softmax", "log_softmax"}) {
+    auto cli = test::run_cli("import " + cases_dir() + "/" + op + "_output_op13_eval.onnx --out " + dir / "m.pt");
+    CATCH_CHECK(cli.code == 0);
+    CATCH_CHECK_THAT(cli.out, Catch::Contains(std::string("the model's final ") + (op == std::string("softmax") ? "Softmax" : "LogSoftmax") +
+                                              " is left out: the checkpoint gives logits"));
+  }
+}
+
 CATCH_TEST_CASE("ONNX import: damaged files, other opsets and bad options are clear errors", "[onnx][errors]") {
   TempDir dir;
   const std::string good = cases_dir() + "/conv_variants_op13_eval.onnx";

@@ -330,8 +330,16 @@ def err_conv_stride_2x1():
                nn.Conv2d(8, 8, 3, stride=(2, 1), padding=1), nn.ReLU(), *gap_head(8))
 
 
-def err_softmax():
+def softmax_output():
     return seq(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), *gap_head(8), nn.Softmax(dim=1))
+
+
+def log_softmax_output():
+    return seq(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), *gap_head(8), nn.LogSoftmax(dim=1))
+
+
+def err_softmax_inside():
+    return seq(nn.Conv2d(3, 8, 3, padding=1), nn.Softmax(dim=1), *gap_head(8))
 
 
 class ErrSub(nn.Module):  # a Sub between layers (one on the input is read as its normalization)
@@ -640,6 +648,8 @@ OPS = {
     "Constant": _constant, "Pad": _pad, "Slice": _slice, "Split": _split,
     "ConstantOfShape": _constant_of_shape, "Cast": _cast,
     "Transpose": lambda i, a: [i[0].permute(*[int(v) for v in a["perm"]])],
+    "Softmax": lambda i, a: [torch.softmax(i[0], int(a.get("axis", -1)))],
+    "LogSoftmax": lambda i, a: [torch.log_softmax(i[0], int(a.get("axis", -1)))],
 }
 
 
@@ -663,9 +673,11 @@ def interpret(model, x):
 
 class Net:
     def __init__(self, name, build, shape, modes=("eval", "preserve"), opsets=OPSETS, post=None,
-                 error_op=None, error_pick=None, static_batch=False):
+                 error_op=None, error_pick=None, static_batch=False, logits_before_last=False):
         self.name, self.build, self.shape = name, build, list(shape)
         self.static_batch = static_batch   # exported without dynamic axes: the file's batch is fixed
+        # the reference is the output before the last module (a final softmax the importer leaves out)
+        self.logits_before_last = logits_before_last
         self.modes, self.opsets, self.post = modes, opsets, post
         self.error_op, self.error_pick = error_op, error_pick
         if error_op:
@@ -713,7 +725,9 @@ NETS = [
     Net("error_leaky_relu", err_leaky_relu, S16, error_op="LeakyRelu"),
     Net("error_resize", ErrUpsample, S16, error_op="Resize"),
     Net("error_conv_stride_2x1", err_conv_stride_2x1, S16, error_op="Conv", error_pick=unequal_strides),
-    Net("error_softmax", err_softmax, S16, error_op="Softmax"),
+    Net("softmax_output", softmax_output, S16, modes=("eval",), logits_before_last=True),
+    Net("log_softmax_output", log_softmax_output, S16, modes=("eval",), logits_before_last=True),
+    Net("error_softmax_inside", err_softmax_inside, S16, error_op="Softmax"),
     Net("error_sub", ErrSub, S16, error_op="Sub"),
     Net("error_transpose", ErrTranspose, S16, error_op="Transpose"),
 ]
@@ -805,7 +819,8 @@ def make_net(net, out, wanted, selfcheck):
     model.eval()
     x = sample_input(net.shape, BATCH, gen)
     with torch.no_grad():
-        ref = model(x)
+        computed = model(x)   # what the ONNX graph computes
+        ref = model[:-1](x) if net.logits_before_last else computed
     assert list(ref.shape) == [BATCH, K], ref.shape
     assert torch.isfinite(ref).all()
     state = copy.deepcopy(model.state_dict())
@@ -847,8 +862,8 @@ def make_net(net, out, wanted, selfcheck):
                 if selfcheck:
                     with torch.no_grad():
                         got = interpret(proto, x)
-                    err = float((got - ref).abs().max())
-                    tol = 1e-4 * max(1.0, float(ref.abs().max()))
+                    err = float((got - computed).abs().max())
+                    tol = 1e-4 * max(1.0, float(computed.abs().max()))
                     if not err <= tol:
                         raise RuntimeError(f"{name}: ONNX graph gives max error {err} > {tol}")
                 if not io_written:
