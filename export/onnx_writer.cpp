@@ -257,6 +257,9 @@ class GraphWriter {
         hardsigmoid(x, 1.f / 6, 0.5f, L.name + ".gate");  // below opset 14: x * hardsigmoid(x), as torch exports it
         return node("Mul", {x, L.name + ".gate"}, out).output(0);
       case LayerType::Sigmoid: return node("Sigmoid", {x}, out).output(0);
+      case LayerType::LeakyReLU:
+        attr(node("LeakyRelu", {x}, out), "alpha", static_cast<float>(L.alpha));
+        return out;
       case LayerType::HardSigmoid: return hardsigmoid(x, static_cast<float>(L.alpha), static_cast<float>(L.beta), out);
       case LayerType::MaxPool: return pool("MaxPool", L, info, x, out).output(0);
       case LayerType::AvgPool: {
@@ -337,6 +340,7 @@ class GraphWriter {
       case LayerType::Linear:
       case LayerType::BatchNorm:
       case LayerType::HardSwish:
+      case LayerType::LeakyReLU:
       case LayerType::Sigmoid:
       case LayerType::HardSigmoid:
       case LayerType::Add:

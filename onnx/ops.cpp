@@ -56,6 +56,7 @@ const std::map<std::string, Importer::Handler>& Importer::handlers() {
       {"Relu", &Importer::activation},
       {"Sigmoid", &Importer::activation},
       {"HardSwish", &Importer::activation},
+      {"LeakyRelu", &Importer::activation},
       {"Clip", &Importer::clip},
       {"HardSigmoid", &Importer::hardsigmoid},
       {"MaxPool", &Importer::pool},
@@ -245,8 +246,10 @@ void Importer::batchnorm(const onnx::NodeProto& n) {
 }
 
 void Importer::activation(const onnx::NodeProto& n) {
-  const LayerType type = n.op_type() == "Relu" ? LayerType::ReLU : n.op_type() == "Sigmoid" ? LayerType::Sigmoid : LayerType::HardSwish;
-  add_layer(n, layer_of(type), {layer_input(n, 0).layer});
+  const std::string& op = n.op_type();
+  Layer L = layer_of(op == "Relu" ? LayerType::ReLU : op == "Sigmoid" ? LayerType::Sigmoid : op == "LeakyRelu" ? LayerType::LeakyReLU : LayerType::HardSwish);
+  if (L.type == LayerType::LeakyReLU) L.alpha = attr_float(n, "alpha", 0.01f);  // ONNX's default, as torch's
+  add_layer(n, L, {layer_input(n, 0).layer});
 }
 
 // Clip to [0, 6] is ReLU6, to [0, inf) ReLU; bounds from Constant inputs (attributes before opset 11).

@@ -73,6 +73,7 @@ bool keeps_zero(LayerType t) {
     case LayerType::ReLU:
     case LayerType::ReLU6:
     case LayerType::HardSwish:
+    case LayerType::LeakyReLU:
     case LayerType::MaxPool:
     case LayerType::AvgPool:
     case LayerType::GlobalAvgPool:

@@ -68,6 +68,7 @@ OnGrid on_grid(LayerType t) {
     case LayerType::Mul:
     case LayerType::Concat:     // its inputs go onto its own grid (one scale for all of them)
     case LayerType::HardSwish:  // not scale-invariant: x * relu6(x + 3) / 6
+    case LayerType::LeakyReLU:  // its slope takes values off the grid (one activation scheme for all but the clamps)
     case LayerType::Sigmoid:
     case LayerType::HardSigmoid: return OnGrid::Leaves;
     case LayerType::ReLU:

@@ -144,6 +144,7 @@ std::vector<LayerInfo> analyze(const ModelSpec& spec) {
       case LayerType::ReLU:
       case LayerType::ReLU6:
       case LayerType::HardSwish:
+      case LayerType::LeakyReLU:
       case LayerType::Sigmoid:
       case LayerType::HardSigmoid:
       case LayerType::Dropout: I.out_shape = s; break;

@@ -52,6 +52,7 @@ CATCH_TEST_CASE("runtime fp32 matches LibTorch on every op", "[runtime][parity]"
       // a ShuffleNetV2 unit: half the channels pass, half go through a branch, then a channel shuffle
       {test::kShuffleUnit, {3, 10, 10}},
       {test::kNonSquareKernels, {3, 11, 9}},
+      {"conv(8) bn leaky_relu maxpool(2) l=leaky_relu(0.2) conv(8) bn add(l) leaky_relu(0.3) avgpool(2) leaky_relu linear(classes)", {3, 12, 12}},
   };
   int k = 0;
   for (const auto& c : cases) {
@@ -132,7 +133,8 @@ CATCH_TEST_CASE("runtime int8 computes the documented scheme the simulation runs
                            "conv(16) bn x=relu gap(keep=1) conv(8,k=1,bias=1) relu conv(16,k=1,bias=1) hs=hardsigmoid m=mul(x,hs) "
                            "a=conv(8) bn ra=relu b=conv(8,from=m) bn h=hardswish cat=concat(ra,h) conv(16,d=2) bn relu "
                            "maxpool(3,s=2,p=1,ceil=1) hardsigmoid gap linear(classes)",
-                           test::kShuffleUnit, test::kNonSquareKernels}) {
+                           test::kShuffleUnit, test::kNonSquareKernels,
+                           "conv(16) bn leaky_relu maxpool(2) conv(16) bn l=leaky_relu(0.2) conv(16) bn add(l) leaky_relu avgpool(2) leaky_relu gap linear(classes)"}) {
     CATCH_INFO(text);
     TempDir dir;
     torch::manual_seed(5);

@@ -130,6 +130,7 @@ torch::Tensor SpecNetImpl::layer_forward(size_t i, torch::Tensor& in, const std:
     case LayerType::ReLU: return inplace ? torch::relu_(in) : torch::relu(in);
     case LayerType::ReLU6: return inplace ? torch::hardtanh_(in, 0, 6) : torch::hardtanh(in, 0, 6);
     case LayerType::HardSwish: return inplace ? torch::hardswish_(in) : torch::hardswish(in);
+    case LayerType::LeakyReLU: return inplace ? torch::leaky_relu_(in, L.alpha) : torch::leaky_relu(in, L.alpha);
     case LayerType::Sigmoid: return inplace ? torch::sigmoid_(in) : torch::sigmoid(in);
     case LayerType::HardSigmoid: return torch::clamp(in * L.alpha + L.beta, 0, 1);  // ONNX's form, any alpha and beta
     case LayerType::MaxPool: return torch::max_pool2d(in, L.kernel, L.stride, L.padding, 1, L.ceil);

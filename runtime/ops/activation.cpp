@@ -1,4 +1,4 @@
-// The activations: relu, relu6, hardswish, sigmoid, hardsigmoid. Most run fused as their
+// The activations: relu, relu6, leaky_relu, hardswish, sigmoid, hardsigmoid. Most run fused as their
 // producer's post-ops (plan.cpp decides); one whose producer cannot take it (a pool, a second
 // reader) runs alone. On an int8 grid of scale s, values are q = x / s. ReLU is the same there;
 // ReLU6 clips at 6 / s; the others are not scale-invariant, so they run as a chain: to x (times
@@ -29,6 +29,11 @@ void append_on_grid(dnnl::post_ops& ops, float scale, dnnl::algorithm function) 
 
 void append_hardswish(dnnl::post_ops& ops, const Layer&, float scale) {
   append_on_grid(ops, scale, dnnl::algorithm::eltwise_hardswish);  // oneDNN 2.x: x * relu6(x + 3) / 6
+}
+
+// x for x > 0, else alpha * x: scale-invariant, so the same on a grid.
+void append_leaky_relu(dnnl::post_ops& ops, const Layer& L, float) {
+  ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, static_cast<float>(L.alpha), 0.f);
 }
 
 void append_sigmoid(dnnl::post_ops& ops, const Layer&, float scale) { append_on_grid(ops, scale, dnnl::algorithm::eltwise_logistic); }

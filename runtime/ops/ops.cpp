@@ -12,6 +12,7 @@ RuntimeOp op_for(LayerType type) {
     case LayerType::ReLU: return {build_activation, append_relu};
     case LayerType::ReLU6: return {build_activation, append_relu6};
     case LayerType::HardSwish: return {build_activation, append_hardswish};
+    case LayerType::LeakyReLU: return {build_activation, append_leaky_relu};
     case LayerType::Sigmoid: return {build_activation, append_sigmoid};
     case LayerType::HardSigmoid: return {build_activation, append_hardsigmoid};
     case LayerType::MaxPool:

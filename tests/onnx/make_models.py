@@ -309,8 +309,13 @@ class ChannelSplit(nn.Module):
 
 # error networks: each holds exactly one thing the importer does not support
 
-def err_leaky_relu():
-    return seq(nn.Conv2d(3, 8, 3, padding=1), nn.LeakyReLU(0.1), *gap_head(8))
+def leaky_relu():
+    return seq(nn.Conv2d(3, 8, 3, padding=1), nn.LeakyReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8),
+               nn.LeakyReLU(0.2), *gap_head(8))
+
+
+def err_elu():
+    return seq(nn.Conv2d(3, 8, 3, padding=1), nn.ELU(), *gap_head(8))
 
 
 class ErrUpsample(nn.Module):
@@ -635,7 +640,7 @@ OPS = {
     "Gemm": _gemm, "MatMul": lambda i, a: [i[0] @ i[1]],
     "Add": lambda i, a: [i[0] + i[1]], "Sub": lambda i, a: [i[0] - i[1]],
     "Mul": lambda i, a: [i[0] * i[1]], "Div": lambda i, a: [i[0] / i[1]],
-    "Relu": lambda i, a: [torch.relu(i[0])], "Sigmoid": lambda i, a: [torch.sigmoid(i[0])],
+    "Relu": lambda i, a: [torch.relu(i[0])], "LeakyRelu": lambda i, a: [F.leaky_relu(i[0], float(a.get("alpha", 0.01)))], "Sigmoid": lambda i, a: [torch.sigmoid(i[0])],
     "Clip": _clip,
     "HardSigmoid": lambda i, a: [torch.clamp(float(a.get("alpha", 0.2)) * i[0] + float(a.get("beta", 0.5)), 0, 1)],
     "HardSwish": lambda i, a: [i[0] * torch.clamp(i[0] / 6 + 0.5, 0, 1)],
@@ -722,7 +727,8 @@ NETS = [
     Net("shufflenet_v2", shufflenet_v2, (3, 32, 32)),
     Net("shufflenet_v2_static_batch", shufflenet_v2, (3, 32, 32), modes=("eval",), opsets=(13,), static_batch=True),
     Net("channel_split", ChannelSplit, S16),
-    Net("error_leaky_relu", err_leaky_relu, S16, error_op="LeakyRelu"),
+    Net("leaky_relu", leaky_relu, S16),
+    Net("error_elu", err_elu, S16, error_op="Elu"),
     Net("error_resize", ErrUpsample, S16, error_op="Resize"),
     Net("error_conv_stride_2x1", err_conv_stride_2x1, S16, error_op="Conv", error_pick=unequal_strides),
     Net("softmax_output", softmax_output, S16, modes=("eval",), logits_before_last=True),

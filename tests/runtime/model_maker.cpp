@@ -71,6 +71,7 @@ bool unsigned_output(LayerType type, bool input_unsigned) {
     case LayerType::ReLU:
     case LayerType::ReLU6:
     case LayerType::HardSwish:
+    case LayerType::LeakyReLU:
     case LayerType::Sigmoid:
     case LayerType::HardSigmoid:
     case LayerType::Add:
