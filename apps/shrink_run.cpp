@@ -102,11 +102,71 @@ std::vector<float> idx_examples(const std::string& path, const Idx& idx, const s
   return x;
 }
 
-// Raw float32 or IDX examples from a file's bytes.
+bool is_npy(const std::string& b) { return b.size() >= 10 && b.compare(0, 6, "\x93NUMPY") == 0; }
+
+// The value of `key` in a .npy header (a Python dict literal): up to the next comma outside
+// parentheses, or the closing brace.
+std::string npy_field(const std::string& path, const std::string& header, const std::string& key) {
+  size_t at = header.find("'" + key + "':");
+  if (at == std::string::npos) throw UsageError(path + ": NumPy header without '" + key + "'");
+  at += key.size() + 3;
+  size_t end = at;
+  for (int depth = 0; end < header.size() && (depth > 0 || (header[end] != ',' && header[end] != '}')); ++end)
+    depth += header[end] == '(' ? 1 : header[end] == ')' ? -1 : 0;
+  std::string v = header.substr(at, end - at);
+  v.erase(0, v.find_first_not_of(" "));
+  v.erase(v.find_last_not_of(" ") + 1);
+  return v;
+}
+
+// A NumPy .npy array (np.save) of float32, float64 or uint8 (scaled to [0,1], as IDX's), in C
+// order, shaped N followed by the model's input shape (torch's N,C,H,W), or the input shape alone
+// (one example). The shape is checked, so another image size is refused, not re-cut.
+std::vector<float> npy_examples(const std::string& path, const std::string& b, const std::vector<int64_t>& input) {
+  const int major = uint8_t(b[6]);
+  if (major < 1 || major > 3 || (major > 1 && b.size() < 12)) throw UsageError(path + ": unknown NumPy format version " + std::to_string(major));
+  const size_t header_len = major == 1 ? uint8_t(b[8]) | uint8_t(b[9]) << 8 : uint32_t(uint8_t(b[8])) | uint32_t(uint8_t(b[9])) << 8 | uint32_t(uint8_t(b[10])) << 16 | uint32_t(uint8_t(b[11])) << 24;
+  const size_t start = major == 1 ? 10 : 12;
+  if (b.size() < start + header_len) throw UsageError(path + ": truncated NumPy header");
+  const std::string header = b.substr(start, header_len);
+  const std::string descr = npy_field(path, header, "descr"), shape_text = npy_field(path, header, "shape");
+  if (npy_field(path, header, "fortran_order") != "False") throw UsageError(path + ": a Fortran-order NumPy array; save it in C order (np.ascontiguousarray)");
+  const size_t elem = descr == "'<f4'" ? 4 : descr == "'<f8'" ? 8 : descr == "'|u1'" ? 1 : 0;
+  if (!elem) throw UsageError(path + ": NumPy dtype " + descr + "; shrink-run reads float32, float64 or uint8 arrays");
+  std::vector<int64_t> dims;
+  uint64_t n = 1;
+  for (size_t at = shape_text.find_first_of("0123456789"); at != std::string::npos; at = shape_text.find_first_of("0123456789", at)) {
+    size_t used = 0;
+    dims.push_back(std::stoll(shape_text.substr(at), &used));
+    at += used;
+    if (__builtin_mul_overflow(n, uint64_t(dims.back()), &n) || n > b.size()) throw UsageError(path + ": truncated or padded NumPy data");
+  }
+  if (b.size() != start + header_len + n * elem) throw UsageError(path + ": truncated or padded NumPy data");
+  const bool one = dims == input, many = dims.size() == input.size() + 1 && std::equal(input.begin(), input.end(), dims.begin() + 1);
+  if (!one && !many)
+    throw UsageError(path + ": a NumPy array of shape " + shrink::shape_string(dims) + ", but the model reads N," + shrink::shape_string(input) +
+                     " (N,C,H,W for images)");
+  std::vector<float> x(n);
+  const char* p = b.data() + start + header_len;
+  for (uint64_t k = 0; k < n; ++k) {
+    if (elem == 1) x[k] = uint8_t(p[k]) / 255.0f;
+    else if (elem == 4) std::memcpy(&x[k], p + 4 * k, 4);
+    else {
+      double d;
+      std::memcpy(&d, p + 8 * k, 8);
+      x[k] = static_cast<float>(d);
+    }
+  }
+  return x;
+}
+
+// Raw float32, IDX or NumPy examples from a file's bytes.
 std::vector<float> read_inputs(const std::string& path, const std::string& b, const std::vector<int64_t>& input, int64_t per_example) {
   std::vector<float> x;
   if (is_idx(b)) {
     x = idx_examples(path, read_idx(path, b), input);
+  } else if (is_npy(b)) {
+    x = npy_examples(path, b, input);
   } else {
     if (b.size() % (4 * per_example)) throw UsageError(path + ": " + std::to_string(b.size()) + " bytes is not a whole number of float32 examples of " + std::to_string(per_example) + " values");
     x.resize(b.size() / 4);

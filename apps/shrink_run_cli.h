@@ -8,8 +8,9 @@ inline const CommandLine& shrink_run_command_line() {
   static const CommandLine line{
       "shrink-run", "", "MODEL",
       "runs a .shrink model with the runtime alone (no LibTorch): prints the predicted classes, or the accuracy with --labels.\n"
-      "Inputs: PNG or JPEG images (for a model trained on images: prints each one's top classes), raw float32 (N x input size,\n"
-      "C,H,W order) or IDX files (uint8 scaled to [0,1], or float32); labels: IDX or raw int32.",
+      "Inputs: PNG or JPEG images (for a model trained on images: prints each one's top classes), NumPy .npy arrays (N,C,H,W\n"
+      "as torch orders them; float32, float64, or uint8 scaled to [0,1]), IDX files (uint8 scaled to [0,1], or float32) or raw\n"
+      "float32 (N x input size, C,H,W order: the one form whose shape is not checked); labels: IDX or raw int32.",
       {{"input", "FILE...", Rule::text(false), "the examples: one or more files", false, true, true},
        {"top", "K", Rule::integer(1, 1 << 20), "images: how many of the most likely classes to print (default 3)"},
        {"labels", "FILE", Rule::text(false), "their labels: print the accuracy"},

@@ -184,3 +184,70 @@ CATCH_TEST_CASE("shrink-run: IDX examples of H,W,C are read as training reads th
   CATCH_CHECK(wrong.code == 2);
   CATCH_CHECK(wrong.out.find("IDX examples of shape 5x3x4") != std::string::npos);
 }
+
+namespace {
+
+// A NumPy .npy file (format 1.0) of `descr` values with `shape`.
+std::vector<uint8_t> npy_file(const std::string& descr, const std::string& shape, const std::vector<uint8_t>& data, bool fortran = false) {
+  std::string header = "{'descr': '" + descr + "', 'fortran_order': " + (fortran ? "True" : "False") + ", 'shape': " + shape + ", }";
+  header.resize(((10 + header.size() + 1 + 63) / 64) * 64 - 10 - 1, ' ');
+  header += '\n';
+  std::vector<uint8_t> b{0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, uint8_t(header.size() & 255), uint8_t(header.size() >> 8)};
+  b.insert(b.end(), header.begin(), header.end());
+  b.insert(b.end(), data.begin(), data.end());
+  return b;
+}
+
+template <class T>
+std::vector<uint8_t> bytes_of(const std::vector<T>& v) {
+  std::vector<uint8_t> b(v.size() * sizeof(T));
+  std::memcpy(b.data(), v.data(), b.size());
+  return b;
+}
+
+}  // namespace
+
+CATCH_TEST_CASE("shrink-run: NumPy arrays (float32, float64, uint8) are read with their shape checked", "[cli][shrink-run]") {
+  RtTempDir dir;
+  shrink::test::write_bytes(dir / "m.shrink", shrink::test::make_model("conv(4) relu gap linear(classes)", {3, 4, 5}, 3));
+  auto x = shrink::test::random_inputs(2, 60, 1);
+  std::vector<double> x64(x.begin(), x.end());
+  std::vector<uint8_t> x8(120);
+  for (size_t k = 0; k < x8.size(); ++k) x8[k] = uint8_t(k * 7);
+  std::vector<float> x8_scaled(x8.begin(), x8.end());
+  for (float& v : x8_scaled) v /= 255.0f;
+  write_floats(dir / "x.f32", x);
+  write_floats(dir / "x8.f32", x8_scaled);
+  shrink::test::write_bytes(dir / "x.npy", npy_file("<f4", "(2, 3, 4, 5)", bytes_of(x)));
+  shrink::test::write_bytes(dir / "x64.npy", npy_file("<f8", "(2, 3, 4, 5)", bytes_of(x64)));
+  shrink::test::write_bytes(dir / "one.npy", npy_file("<f4", "(3, 4, 5)", bytes_of(std::vector<float>(x.begin(), x.begin() + 60))));
+  shrink::test::write_bytes(dir / "x8.npy", npy_file("|u1", "(2, 3, 4, 5)", x8));
+  auto logits = [&](const std::string& file) {
+    auto r = run(dir / "m.shrink --input " + dir / file + " --logits " + dir / (file + ".out"));
+    CATCH_INFO(file << ": " << r.out);
+    CATCH_REQUIRE(r.code == 0);
+    return file_bytes(dir / (file + ".out"));
+  };
+  const auto raw = logits("x.f32");
+  CATCH_CHECK(logits("x.npy") == raw);
+  CATCH_CHECK(logits("x64.npy") == raw);  // float32 values held as float64
+  CATCH_CHECK(logits("one.npy") == raw.substr(0, raw.size() / 2));
+  CATCH_CHECK(logits("x8.npy") == logits("x8.f32"));
+  // Another shape of the same size, a type, an order and a length it does not read: refused.
+  shrink::test::write_bytes(dir / "hwc.npy", npy_file("<f4", "(2, 4, 5, 3)", bytes_of(x)));
+  shrink::test::write_bytes(dir / "i32.npy", npy_file("<i4", "(2, 3, 4, 5)", bytes_of(x)));
+  shrink::test::write_bytes(dir / "f.npy", npy_file("<f4", "(2, 3, 4, 5)", bytes_of(x), true));
+  const auto x_bytes = bytes_of(x);
+  shrink::test::write_bytes(dir / "cut.npy", npy_file("<f4", "(2, 3, 4, 5)", std::vector<uint8_t>(x_bytes.begin(), x_bytes.begin() + 100)));
+  for (const auto& [file, expect] : std::vector<std::pair<std::string, std::string>>{
+           {"hwc.npy", "a NumPy array of shape 2x4x5x3, but the model reads N,3x4x5"},
+           {"i32.npy", "NumPy dtype '<i4'"},
+           {"f.npy", "Fortran-order"},
+           {"cut.npy", "truncated or padded NumPy data"}}) {
+    auto r = run(dir / "m.shrink --input " + dir / file);
+    CATCH_INFO(file << ": " << r.out);
+    CATCH_CHECK(r.code == 2);
+    CATCH_CHECK(lines(r.out) == 1);
+    CATCH_CHECK(r.out.find(expect) != std::string::npos);
+  }
+}
