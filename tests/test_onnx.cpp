@@ -209,7 +209,7 @@ CATCH_TEST_CASE("ONNX import: hand-made graphs at the edges compute what ONNX Ru
   }
 }
 
-CATCH_TEST_CASE("ONNX import: a final softmax is left out and said so; the checkpoint gives the logits", "[onnx][cli]") {
+CATCH_TEST_CASE("ONNX import: a final softmax is left out and said so, and the checkpoint gives the logits", "[onnx][cli]") {
   TempDir dir;
   for (const char* op : {"softmax", "log_softmax"}) {
     auto cli = test::run_cli("import " + cases_dir() + "/" + op + "_output_op13_eval.onnx --out " + dir / "m.pt");
