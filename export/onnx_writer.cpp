@@ -267,10 +267,12 @@ class GraphWriter {
         attr(n, "count_include_pad", int64_t{L.include_pad});
         return out;
       }
-      case LayerType::GlobalAvgPool: {
-        if (L.keep_dims) return node("GlobalAveragePool", {x}, out).output(0);
+      case LayerType::GlobalAvgPool:
+      case LayerType::GlobalMaxPool: {
+        const char* op = L.type == LayerType::GlobalAvgPool ? "GlobalAveragePool" : "GlobalMaxPool";
+        if (L.keep_dims) return node(op, {x}, out).output(0);
         // Onto the grid before flattening, so ONNX Runtime fuses the quantized pool.
-        Value pooled = on_grid_as(in[0], node("GlobalAveragePool", {x}, L.name + ".pooled").output(0), L.name + ".pooled");
+        Value pooled = on_grid_as(in[0], node(op, {x}, L.name + ".pooled").output(0), L.name + ".pooled");
         return flatten(pooled.tensor, out);
       }
       case LayerType::Flatten: return flatten(x, out);
@@ -332,6 +334,7 @@ class GraphWriter {
       case LayerType::MaxPool:
       case LayerType::AvgPool:
       case LayerType::GlobalAvgPool:
+      case LayerType::GlobalMaxPool:
       case LayerType::Flatten:
       case LayerType::Dropout:
       case LayerType::Shuffle:

@@ -62,7 +62,7 @@ class Importer {
   void pool(const onnx::NodeProto& n);
   void ceil_from_end_pads(const onnx::NodeProto& n, Layer& L, const std::vector<int64_t>& in, const std::vector<int64_t>& pads);
   void global_pool(const onnx::NodeProto& n);
-  void reduce_mean(const onnx::NodeProto& n);
+  void reduce(const onnx::NodeProto& n);  // ReduceMean, ReduceMax
   void flatten(const onnx::NodeProto& n);
   void reshape(const onnx::NodeProto& n);
   void shape(const onnx::NodeProto& n);

@@ -72,21 +72,23 @@ void Importer::pool(const onnx::NodeProto& n) {
 }
 
 void Importer::global_pool(const onnx::NodeProto& n) {
-  Layer L = layer_of(LayerType::GlobalAvgPool);
+  Layer L = layer_of(n.op_type() == "GlobalMaxPool" ? LayerType::GlobalMaxPool : LayerType::GlobalAvgPool);
   L.keep_dims = true;  // ONNX's output is N,C,1,1
   add_layer(n, L, {layer_input(n, 0).layer});
 }
 
-// ReduceMean over height and width is a global average pool.
-void Importer::reduce_mean(const onnx::NodeProto& n) {
+// ReduceMean (ReduceMax) over height and width is a global average (max) pool.
+void Importer::reduce(const onnx::NodeProto& n) {
+  const bool max = n.op_type() == "ReduceMax";
   const Value& x = layer_input(n, 0);
   std::vector<int64_t> axes = attr_ints(n, "axes");
   if (has_input(n, 1)) axes = constant_input(n, 1).ints;  // opset 18 moves them to an input
   for (auto& a : axes)
     if (a < 0) a += 4;
   std::sort(axes.begin(), axes.end());
-  if (x.shape.size() != 3 || axes != std::vector<int64_t>{2, 3}) unsupported(n, "only a mean over height and width (axes 2, 3) of an image is supported");
-  Layer L = layer_of(LayerType::GlobalAvgPool);
+  if (x.shape.size() != 3 || axes != std::vector<int64_t>{2, 3})
+    unsupported(n, fmt::format("only a {} over height and width (axes 2, 3) of an image is supported", max ? "max" : "mean"));
+  Layer L = layer_of(max ? LayerType::GlobalMaxPool : LayerType::GlobalAvgPool);
   L.keep_dims = attr_int(n, "keepdims", 1) != 0;
   add_layer(n, L, {x.layer});
 }

@@ -77,6 +77,7 @@ bool keeps_zero(LayerType t) {
     case LayerType::MaxPool:
     case LayerType::AvgPool:
     case LayerType::GlobalAvgPool:
+    case LayerType::GlobalMaxPool:
     case LayerType::Flatten:
     case LayerType::Dropout:
     case LayerType::Add:

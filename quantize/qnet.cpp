@@ -74,6 +74,7 @@ OnGrid on_grid(LayerType t) {
     case LayerType::ReLU:
     case LayerType::ReLU6:
     case LayerType::MaxPool:
+    case LayerType::GlobalMaxPool:
     case LayerType::Flatten:
     case LayerType::Dropout:
     case LayerType::Shuffle:

@@ -159,7 +159,7 @@ OpContext Builder::unit(size_t i, const std::vector<int>& readers, const std::ve
 }
 
 // Whether layer `name`'s output has readers and all run on floats (and the call does not keep it).
-// A max pool, shuffle or slice passes integer-valued floats on unchanged (oneDNN's float max, a
+// A max pool (global too), shuffle or slice passes integer-valued floats on unchanged (oneDNN's float max, a
 // copy), so it counts as one when its own readers do.
 bool Builder::all_readers_on_floats(const std::string& name) const {
   if (std::binary_search(plan.kept.begin(), plan.kept.end(), name)) return false;
@@ -168,7 +168,7 @@ bool Builder::all_readers_on_floats(const std::string& name) const {
     for (const std::string& in : R.inputs) {
       if (in != name) continue;
       ++readers;
-      const bool passes_on = R.type == LayerType::MaxPool || R.type == LayerType::Shuffle || R.type == LayerType::Slice;
+      const bool passes_on = R.type == LayerType::MaxPool || R.type == LayerType::GlobalMaxPool || R.type == LayerType::Shuffle || R.type == LayerType::Slice;
       const bool on_floats = passes_on ? all_readers_on_floats(R.name) : m_.on_floats.count(R.name) > 0;
       if (!on_floats) return false;
     }

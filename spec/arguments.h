@@ -51,7 +51,8 @@ void visit_arguments(Layer& L, Visitor& v) {
       v.flag("ceil", L.ceil, false, kQuiet);
       if (L.type == LayerType::AvgPool) v.flag("include_pad", L.include_pad, true, kQuiet);
       return;
-    case LayerType::GlobalAvgPool: v.flag("keep", L.keep_dims, false, kQuiet); return;
+    case LayerType::GlobalAvgPool:
+    case LayerType::GlobalMaxPool: v.flag("keep", L.keep_dims, false, kQuiet); return;
     case LayerType::Dropout: v.real("p", L.dropout, 0.5, 0, 1, kPositional); return;
     case LayerType::BatchNorm: v.real("eps", L.eps, 1e-5, 1e-12, 1, kQuiet); return;
     case LayerType::LeakyReLU: v.real("alpha", L.alpha, 0.01, 0, 1e6, kPositional); return;

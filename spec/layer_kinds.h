@@ -48,6 +48,7 @@ enum : unsigned {
   X(MaxPool, "maxpool", 0, Follow, NoParams)                                   \
   X(AvgPool, "avgpool", 0, Follow, NoParams)                                   \
   X(GlobalAvgPool, "gap", 0, Follow, NoParams)                                 \
+  X(GlobalMaxPool, "gmp", 0, Follow, NoParams)                                 \
   X(Flatten, "flatten", 0, Flatten, NoParams)                                  \
   X(Dropout, "dropout", 0, Follow, NoParams)                                   \
   X(Add, "add", kFusesActivation | kInt8 | kMerges, Tie, NoParams)            \

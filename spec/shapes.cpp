@@ -99,6 +99,7 @@ std::vector<LayerInfo> analyze(const ModelSpec& spec) {
         break;
       }
       case LayerType::GlobalAvgPool:
+      case LayerType::GlobalMaxPool:
         need_image();
         I.out_shape = L.keep_dims ? std::vector<int64_t>{s[0], 1, 1} : std::vector<int64_t>{s[0]};
         break;

@@ -53,6 +53,8 @@ CATCH_TEST_CASE("runtime fp32 matches LibTorch on every op", "[runtime][parity]"
       {test::kShuffleUnit, {3, 10, 10}},
       {test::kNonSquareKernels, {3, 11, 9}},
       {"conv(8) bn leaky_relu maxpool(2) l=leaky_relu(0.2) conv(8) bn add(l) leaky_relu(0.3) avgpool(2) leaky_relu linear(classes)", {3, 12, 12}},
+      // fastai's head: global max and average pools joined, batchnorm on the features
+      {"conv(8) bn x=relu m=gmp(keep=1) a=gap(keep=1,from=x) concat(m,a) flatten bn linear(8) relu gmp(from=x) linear(classes)", {3, 9, 9}},
   };
   int k = 0;
   for (const auto& c : cases) {
@@ -134,7 +136,8 @@ CATCH_TEST_CASE("runtime int8 computes the documented scheme the simulation runs
                            "a=conv(8) bn ra=relu b=conv(8,from=m) bn h=hardswish cat=concat(ra,h) conv(16,d=2) bn relu "
                            "maxpool(3,s=2,p=1,ceil=1) hardsigmoid gap linear(classes)",
                            test::kShuffleUnit, test::kNonSquareKernels,
-                           "conv(16) bn leaky_relu maxpool(2) conv(16) bn l=leaky_relu(0.2) conv(16) bn add(l) leaky_relu avgpool(2) leaky_relu gap linear(classes)"}) {
+                           "conv(16) bn leaky_relu maxpool(2) conv(16) bn l=leaky_relu(0.2) conv(16) bn add(l) leaky_relu avgpool(2) leaky_relu gap linear(classes)",
+                           "conv(16) bn x=relu m=gmp(keep=1) a=gap(keep=1,from=x) concat(m,a) conv(8,k=1) bn relu gmp linear(classes)"}) {
     CATCH_INFO(text);
     TempDir dir;
     torch::manual_seed(5);

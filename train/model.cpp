@@ -140,6 +140,10 @@ torch::Tensor SpecNetImpl::layer_forward(size_t i, torch::Tensor& in, const std:
       auto pooled = torch::adaptive_avg_pool2d(in, {1, 1});
       return L.keep_dims ? pooled : pooled.flatten(1);
     }
+    case LayerType::GlobalMaxPool: {
+      auto pooled = torch::adaptive_max_pool2d(in, {1, 1});
+      return L.keep_dims ? std::get<0>(pooled) : std::get<0>(pooled).flatten(1);
+    }
     case LayerType::Flatten: return in.flatten(1);
     case LayerType::Dropout: return torch::dropout(in, L.dropout, is_training());
     case LayerType::Add: return in + rest.at(0);

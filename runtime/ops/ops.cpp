@@ -17,7 +17,8 @@ RuntimeOp op_for(LayerType type) {
     case LayerType::HardSigmoid: return {build_activation, append_hardsigmoid};
     case LayerType::MaxPool:
     case LayerType::AvgPool:
-    case LayerType::GlobalAvgPool: return {build_pool};
+    case LayerType::GlobalAvgPool:
+    case LayerType::GlobalMaxPool: return {build_pool};
     case LayerType::Flatten: return {build_flatten};
     case LayerType::Dropout: return {build_dropout};
     case LayerType::Add: return {build_add};

@@ -76,7 +76,7 @@ Act build_pool(Builder& b, const OpContext& c) {
   memory::desc sd = b.desc(src.slot);
   const auto& is = c.info.in_shape;
   const auto& out_shape = c.info.out_shape;
-  bool global = L.type == LayerType::GlobalAvgPool;
+  const bool global = L.type == LayerType::GlobalAvgPool || L.type == LayerType::GlobalMaxPool;
   int64_t kh = global ? is[1] : L.kernel, kw = global ? is[2] : L.kernel, s = global ? 1 : L.stride, p = global ? 0 : L.padding;
   int64_t oh = global ? 1 : out_shape[1], ow = global ? 1 : out_shape[2];
   memory::desc dst_md({n, is[0], oh, ow}, sd.data_type(), tag::nhwc);
@@ -87,7 +87,7 @@ Act build_pool(Builder& b, const OpContext& c) {
     b.add(kernel(src.slot, pooled.slot, n, is[1], is[2], is[0], oh, ow, kh, s, p, b.plan.threads), "max pool", {{DNNL_ARG_SRC, src.slot, {}}, {DNNL_ARG_DST, pooled.slot, {}}});
     return pooled;
   }
-  auto alg = L.type == LayerType::MaxPool ? dnnl::algorithm::pooling_max
+  auto alg = L.type == LayerType::MaxPool || L.type == LayerType::GlobalMaxPool ? dnnl::algorithm::pooling_max
              : global || L.include_pad     ? dnnl::algorithm::pooling_avg_include_padding
                                            : dnnl::algorithm::pooling_avg_exclude_padding;
   dnnl::pooling_forward::desc d(dnnl::prop_kind::forward_inference, alg, sd, dst_md, {s, s}, {kh, kw}, {p, p},

@@ -150,6 +150,10 @@ for name, starts, ends, axes, steps, message in [("slice_step_2", [0], [6], [1],
 nodes, inits = head("p0", 2)
 save("split_sizes_not_adding_up", [6, 5, 5], [helper.make_node("Split", ["x", "sizes"], ["p0", "p1"], axis=1)] + nodes,
      [i64("sizes", [2, 3])] + inits, "error", "must be positive, one per output, and add up to the 6 channels", check=False)
+# GlobalMaxPool (torch writes a MaxPool of the whole image instead), kept 4-D and flattened by Gemm's reader.
+save("global_max_pool", [6, 5, 4],
+     [helper.make_node("GlobalMaxPool", ["x"], ["gm"]), helper.make_node("Flatten", ["gm"], ["f"]),
+      helper.make_node("Gemm", ["f", "hw", "hb"], ["y"], transB=1)], [const("hw", [5, 6]), const("hb", [5])], "ok")
 # A channel shuffle of 3 groups with the batch copied (0) and the channels given as -1; a Reshape to
 # 5 dimensions that is no shuffle's, and a shuffle's view read by something else, are refused.
 nodes, inits = head("sh", 6)

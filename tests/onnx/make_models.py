@@ -170,6 +170,21 @@ def avgpool():
                *gap_head(8))
 
 
+class ConcatPoolHead(nn.Module):
+    """fastai's head: the global max and average pools joined (AdaptiveConcatPool2d), then
+    batchnorm, dropout and linear layers on the features; and a max over height and width."""
+    def __init__(self):
+        super().__init__()
+        self.body = seq(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.max, self.avg = nn.AdaptiveMaxPool2d(1), nn.AdaptiveAvgPool2d(1)
+        self.head = seq(nn.Flatten(), nn.BatchNorm1d(24), nn.Dropout(0.25), nn.Linear(24, 16), nn.ReLU(),
+                        nn.BatchNorm1d(16), nn.Dropout(0.5), nn.Linear(16, K))
+
+    def forward(self, x):
+        x = self.body(x)
+        return self.head(torch.cat([self.max(x), self.avg(x), x.amax((2, 3), keepdim=True)], 1))
+
+
 class GapMean(nn.Module):
     def __init__(self, keepdim):
         super().__init__()
@@ -646,6 +661,8 @@ OPS = {
     "HardSwish": lambda i, a: [i[0] * torch.clamp(i[0] / 6 + 0.5, 0, 1)],
     "GlobalAveragePool": lambda i, a: [i[0].mean((2, 3), keepdim=True)],
     "ReduceMean": _reduce_mean,
+    "ReduceMax": lambda i, a: [i[0].amax(_axes(i, a) or list(range(i[0].dim())), keepdim=bool(a.get("keepdims", 1)))],
+    "GlobalMaxPool": lambda i, a: [i[0].amax((2, 3), keepdim=True)],
     "Identity": lambda i, a: [i[0]], "Dropout": lambda i, a: [i[0], torch.ones_like(i[0], dtype=torch.bool)],
     "Flatten": _flatten, "Reshape": _reshape, "Shape": lambda i, a: [torch.tensor(i[0].shape, dtype=torch.int64)],
     "Gather": _gather, "Unsqueeze": _unsqueeze, "Squeeze": _squeeze,
@@ -713,6 +730,7 @@ NETS = [
     Net("maxpool", maxpool, S16),
     Net("avgpool", avgpool, (3, 17, 17)),
     Net("gap_reduce_mean", lambda: GapMean(False), S16),
+    Net("concat_pool_head", ConcatPoolHead, S16),
     Net("gap_reduce_mean_keepdim", lambda: GapMean(True), S16),
     Net("reshape_view", lambda: ReshapeNet("view"), (3, 12, 12)),
     Net("reshape_flatten", lambda: ReshapeNet("flatten"), (3, 12, 12)),

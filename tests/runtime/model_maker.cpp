@@ -61,6 +61,7 @@ bool unsigned_output(LayerType type, bool input_unsigned) {
     case LayerType::MaxPool:
     case LayerType::AvgPool:
     case LayerType::GlobalAvgPool:
+    case LayerType::GlobalMaxPool:
     case LayerType::Flatten:
     case LayerType::Dropout:
     case LayerType::Shuffle:
