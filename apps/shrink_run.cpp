@@ -137,7 +137,11 @@ std::vector<float> npy_examples(const std::string& path, const std::string& b, c
   uint64_t n = 1;
   for (size_t at = shape_text.find_first_of("0123456789"); at != std::string::npos; at = shape_text.find_first_of("0123456789", at)) {
     size_t used = 0;
-    dims.push_back(std::stoll(shape_text.substr(at), &used));
+    try {
+      dims.push_back(std::stoll(shape_text.substr(at), &used));
+    } catch (const std::out_of_range&) {
+      throw UsageError(path + ": a NumPy shape entry out of range");
+    }
     at += used;
     if (__builtin_mul_overflow(n, uint64_t(dims.back()), &n) || n > b.size()) throw UsageError(path + ": truncated or padded NumPy data");
   }

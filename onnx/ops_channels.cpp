@@ -17,8 +17,9 @@ namespace {
 std::vector<int64_t> filled(std::vector<int64_t> t, int64_t count) {
   if (std::count(t.begin(), t.end(), -1) != 1) return t;
   int64_t known = 1;
-  for (int64_t d : t) known *= d == -1 ? 1 : d;
-  if (known > 0 && count % known == 0) *std::find(t.begin(), t.end(), int64_t(-1)) = count / known;
+  for (int64_t d : t)
+    if (d != -1 && (d < 1 || __builtin_mul_overflow(known, d, &known))) return t;
+  if (count % known == 0) *std::find(t.begin(), t.end(), int64_t(-1)) = count / known;
   return t;
 }
 
@@ -46,6 +47,7 @@ void Importer::arithmetic(const onnx::NodeProto& n) {
   }
   const Constant &x = a.constant, &y = b.constant;
   if (x.is_float != y.is_float) unsupported(n, "its constants must have one type");
+  if (x.numel() == 0 || y.numel() == 0) unsupported(n, "arithmetic on an empty constant is not supported");
   if (x.numel() != y.numel() && x.numel() != 1 && y.numel() != 1) unsupported(n, "only constants of equal size, or one value with many, are supported");
   const char op = n.op_type() == "Add" ? '+' : n.op_type() == "Sub" ? '-' : n.op_type() == "Mul" ? '*' : '/';
   Constant c;
@@ -65,7 +67,7 @@ void Importer::arithmetic(const onnx::NodeProto& n) {
     int64_t r = 0;
     const bool overflow = op == '+' ? __builtin_add_overflow(p, q, &r) : op == '-' ? __builtin_sub_overflow(p, q, &r)
                           : op == '*' ? __builtin_mul_overflow(p, q, &r) : (r = p / q, false);
-    if (overflow) unsupported(n, "an integer overflow");
+    if (overflow || r == kBatch) unsupported(n, "an integer overflow");
     c.ints.push_back(r);
   }
   Value v;
@@ -79,7 +81,7 @@ void Importer::group(const onnx::NodeProto& n, const Value& x, const std::vector
   const std::vector<int64_t>& s = x.shape;
   if (s.size() != 3 || !batch_entry(target)) unsupported(n, "a reshape to 5 dimensions is supported only as a channel shuffle's, of an image to [batch, g, C/g, H, W]");
   const auto t = filled({target.begin() + 1, target.end()}, s[0] * s[1] * s[2]);
-  if (t[0] < 1 || t[1] < 1 || t[0] * t[1] != s[0] || t[2] != s[1] || t[3] != s[2])
+  if (t[0] < 1 || s[0] % t[0] != 0 || t[1] != s[0] / t[0] || t[2] != s[1] || t[3] != s[2])
     unsupported(n, fmt::format("a reshape of {} to [batch, {}] is not a channel shuffle's [batch, g, C/g, H, W]", shape_string(s), fmt::join(target.begin() + 1, target.end(), ", ")));
   Value v = x;
   v.kind = Value::Kind::Grouped;

@@ -42,6 +42,7 @@ void Importer::ceil_from_end_pads(const onnx::NodeProto& n, Layer& L, const std:
 void Importer::pool(const onnx::NodeProto& n) {
   const Value& x = input(n, 0);
   if (x.kind == Value::Kind::Constant) unsupported(n, "its input is a constant");
+  if (x.kind == Value::Kind::Grouped) layer_input(n, 0);  // refused there: a channel shuffle's intermediate view
   only_first_output_used(n);  // MaxPool's indices
   const bool is_max = n.op_type() == "MaxPool";
   const auto kernel = attr_ints(n, "kernel_shape"), strides = attr_ints(n, "strides", {1, 1}), pads = attr_ints(n, "pads", {0, 0, 0, 0});

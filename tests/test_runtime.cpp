@@ -51,6 +51,9 @@ CATCH_TEST_CASE("runtime fp32 matches LibTorch on every op", "[runtime][parity]"
       {"conv(8) relu bn maxpool(2) bn conv(8) bn relu gap linear(16) relu bn linear(classes)", {3, 8, 8}},
       // a ShuffleNetV2 unit: half the channels pass, half go through a branch, then a channel shuffle
       {test::kShuffleUnit, {3, 10, 10}},
+      // a relu on a slice (a view of its input in LibTorch) must not overwrite what others read: a
+      // conv's output, the model input
+      {"c=conv(8) slice(0,4) r=relu cat=concat(c,r) slice(2,6,from=input) s=relu i=conv(4,k=1,from=input) concat(cat,s,i) gap linear(classes)", {6, 8, 8}},
       {test::kNonSquareKernels, {3, 11, 9}},
       {"conv(8) bn leaky_relu maxpool(2) l=leaky_relu(0.2) conv(8) bn add(l) leaky_relu(0.3) avgpool(2) leaky_relu linear(classes)", {3, 12, 12}},
       // fastai's head: global max and average pools joined, batchnorm on the features

@@ -43,9 +43,20 @@ SpecNetImpl::SpecNetImpl(ModelSpec spec) : spec_(std::move(spec)) {
     }
     modules_.push_back(std::move(m));
   }
+  auto may_be_a_view = [](LayerType t) {  // outputs that can share their input's memory
+    return t == LayerType::Flatten || t == LayerType::Dropout || t == LayerType::Slice || t == LayerType::Shuffle;
+  };
   for (size_t i = 0; i < spec_.layers.size(); ++i) {
-    int src = input_index_[i][0];
-    inplace_ok_.push_back(src >= 0 && readers[src] == 1);
+    std::vector<int> sources;
+    for (int src = input_index_[i][0];; src = input_index_[src][0]) {
+      if (src < 0 || readers[src] != 1) {
+        sources.clear();
+        break;
+      }
+      sources.push_back(src);
+      if (!may_be_a_view(spec_.layers[src].type)) break;
+    }
+    inplace_sources_.push_back(sources);
   }
 }
 
@@ -77,7 +88,10 @@ torch::Tensor SpecNetImpl::run(torch::Tensor x, const std::vector<int>* taps, st
     const Layer& L = spec_.layers[i];
     torch::Tensor& in = input(i, 0);
     // A tapped tensor must not be overwritten by a later in-place ReLU.
-    bool inplace = inplace_ok_[i] && (!taps || std::find(taps->begin(), taps->end(), input_index_[i][0]) == taps->end());
+    const auto& sources = inplace_sources_[i];
+    const bool inplace = !sources.empty() && (!taps || std::none_of(sources.begin(), sources.end(), [&](int s) {
+                                                return std::find(taps->begin(), taps->end(), s) != taps->end();
+                                              }));
     std::vector<torch::Tensor> rest;
     for (size_t k = 1; k < L.inputs.size(); ++k) rest.push_back(input(i, k));
     outs[i] = layer_forward(i, in, rest, inplace);

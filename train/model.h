@@ -42,7 +42,10 @@ class SpecNetImpl : public torch::nn::Module {
   ModelSpec spec_;
   std::vector<torch::nn::AnyModule> modules_;   // per layer; empty for functional layers
   std::vector<std::vector<int>> input_index_;   // per layer: indices of its inputs, -1 = model input
-  std::vector<bool> inplace_ok_;                // ReLU may overwrite its input (no one else reads it)
+  // Per layer: the layers whose output its input is, or is a view of (through flatten, dropout,
+  // slice, shuffle); empty when one of them has another reader or it is the model input. An
+  // activation may overwrite its input only then, and when none of them is tapped.
+  std::vector<std::vector<int>> inplace_sources_;
   BatchNormFn training_batchnorm_;
 };
 TORCH_MODULE(SpecNet);

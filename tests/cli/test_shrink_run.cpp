@@ -239,11 +239,13 @@ CATCH_TEST_CASE("shrink-run: NumPy arrays (float32, float64, uint8) are read wit
   shrink::test::write_bytes(dir / "f.npy", npy_file("<f4", "(2, 3, 4, 5)", bytes_of(x), true));
   const auto x_bytes = bytes_of(x);
   shrink::test::write_bytes(dir / "cut.npy", npy_file("<f4", "(2, 3, 4, 5)", std::vector<uint8_t>(x_bytes.begin(), x_bytes.begin() + 100)));
+  shrink::test::write_bytes(dir / "big.npy", npy_file("<f4", "(99999999999999999999, 3)", x_bytes));
   for (const auto& [file, expect] : std::vector<std::pair<std::string, std::string>>{
            {"hwc.npy", "a NumPy array of shape 2x4x5x3, but the model reads N,3x4x5"},
            {"i32.npy", "NumPy dtype '<i4'"},
            {"f.npy", "Fortran-order"},
-           {"cut.npy", "truncated or padded NumPy data"}}) {
+           {"cut.npy", "truncated or padded NumPy data"},
+           {"big.npy", "a NumPy shape entry out of range"}}) {
     auto r = run(dir / "m.shrink --input " + dir / file);
     CATCH_INFO(file << ": " << r.out);
     CATCH_CHECK(r.code == 2);

@@ -168,6 +168,15 @@ save("shuffle_view_read_by_relu", [6, 4, 4],
      [helper.make_node("Reshape", ["x", "grp"], ["r"]), helper.make_node("Relu", ["r"], ["rr"]),
       helper.make_node("Transpose", ["rr"], ["t"], perm=[0, 2, 1, 3, 4]), helper.make_node("Reshape", ["t", "back"], ["sh"])] + nodes,
      [i64("grp", [0, 3, 2, 4, 4]), i64("back", [0, -1, 4, 4])] + inits, "error", "reads a channel shuffle's intermediate tensor")
+nodes, inits = head("c", 6)
+save("conv_reads_shuffle_view", [6, 4, 4],
+     [helper.make_node("Reshape", ["x", "grp"], ["r"]), helper.make_node("Conv", ["r", "w"], ["c"], kernel_shape=[1, 1])] + nodes,
+     [i64("grp", [0, 3, 2, 4, 4]), const("w", [6, 6, 1, 1])] + inits, "error", "reads a channel shuffle's intermediate tensor", check=False)
+# Shape arithmetic on an empty vector (Shape with start = end).
+nodes, inits = head("x", 6)
+save("arithmetic_on_empty_shape", [6, 4, 4],
+     [helper.make_node("Shape", ["x"], ["s"], start=1, end=1), helper.make_node("Add", ["s", "one"], ["t"]),
+      helper.make_node("Reshape", ["x", "t"], ["unused"])] + nodes, [i64("one", [1])] + inits, "error", "arithmetic on an empty constant", check=False)
 
 with open(os.path.join(out, "cases.json"), "w") as f:
     json.dump(cases, f, indent=1)
