@@ -27,5 +27,4 @@ std::string import_model(const ImportRequest& request);
 // Returns whether it imported now.
 bool import_once(const std::string& file, const std::string& checkpoint, const std::string& who);
 
-
 }  // namespace shrink

@@ -117,6 +117,11 @@ const Value& Importer::layer_input(const onnx::NodeProto& n, int k) const {
   return v;
 }
 
+const Value& Importer::padded_input(const onnx::NodeProto& n, int k) const {
+  const Value& v = input(n, k);
+  return v.kind == Value::Kind::Padded ? v : layer_input(n, k);
+}
+
 const Constant& Importer::constant_input(const onnx::NodeProto& n, int k) const {
   const Value& v = input(n, k);
   if (v.kind != Value::Kind::Constant) unsupported(n, fmt::format("input '{}' must be a constant (an initializer or a Constant node)", n.input(k)));

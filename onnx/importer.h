@@ -92,6 +92,7 @@ class Importer {
   const Value& input(const onnx::NodeProto& n, int k) const;        // any kind; an error when absent
   bool has_input(const onnx::NodeProto& n, int k) const;            // given and not ""
   const Value& layer_input(const onnx::NodeProto& n, int k) const;  // a layer's output (a Pad must have been taken)
+  const Value& padded_input(const onnx::NodeProto& n, int k) const; // a layer's output, or one with a Pad still to take (Conv, pools)
   const Constant& constant_input(const onnx::NodeProto& n, int k) const;
   void set_output(const onnx::NodeProto& n, Value v);
   void only_first_output_used(const onnx::NodeProto& n) const;

@@ -90,9 +90,7 @@ const std::map<std::string, Importer::Handler>& Importer::handlers() {
 
 // Conv: any kernel height and width, equal strides and dilations, any groups and padding (a Pad before it too).
 void Importer::conv(const onnx::NodeProto& n) {
-  const Value& x = input(n, 0);
-  if (x.kind == Value::Kind::Constant) unsupported(n, "its input is a constant");
-  if (x.kind == Value::Kind::Grouped) layer_input(n, 0);  // refused there: a channel shuffle's intermediate view
+  const Value& x = padded_input(n, 0);
   const Constant& w = constant_input(n, 1);
   if (w.dims.size() != 4 || !w.is_float) unsupported(n, "only 2-D convolutions (a 4-D float weight) are supported");
   const std::vector<int64_t> kernel = attr_ints(n, "kernel_shape", {w.dims[2], w.dims[3]});

@@ -40,9 +40,7 @@ void Importer::ceil_from_end_pads(const onnx::NodeProto& n, Layer& L, const std:
 // MaxPool and AveragePool: square kernels, one padding on all sides (or more at the ends: ceil
 // mode), ceil mode; an AveragePool after a zero Pad counts the padding (torch exports count_include_pad so).
 void Importer::pool(const onnx::NodeProto& n) {
-  const Value& x = input(n, 0);
-  if (x.kind == Value::Kind::Constant) unsupported(n, "its input is a constant");
-  if (x.kind == Value::Kind::Grouped) layer_input(n, 0);  // refused there: a channel shuffle's intermediate view
+  const Value& x = padded_input(n, 0);
   only_first_output_used(n);  // MaxPool's indices
   const bool is_max = n.op_type() == "MaxPool";
   const auto kernel = attr_ints(n, "kernel_shape"), strides = attr_ints(n, "strides", {1, 1}), pads = attr_ints(n, "pads", {0, 0, 0, 0});
