@@ -260,6 +260,10 @@ class GraphWriter {
       case LayerType::LeakyReLU:
         attr(node("LeakyRelu", {x}, out), "alpha", static_cast<float>(L.alpha));
         return out;
+      case LayerType::Tanh: return node("Tanh", {x}, out).output(0);
+      case LayerType::Elu:
+        attr(node("Elu", {x}, out), "alpha", static_cast<float>(L.alpha));
+        return out;
       case LayerType::HardSigmoid: return hardsigmoid(x, static_cast<float>(L.alpha), static_cast<float>(L.beta), out);
       case LayerType::MaxPool: return pool("MaxPool", L, info, x, out).output(0);
       case LayerType::AvgPool: {
@@ -344,6 +348,8 @@ class GraphWriter {
       case LayerType::BatchNorm:
       case LayerType::HardSwish:
       case LayerType::LeakyReLU:
+      case LayerType::Tanh:
+      case LayerType::Elu:
       case LayerType::Sigmoid:
       case LayerType::HardSigmoid:
       case LayerType::Add:

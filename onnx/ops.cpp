@@ -57,6 +57,8 @@ const std::map<std::string, Importer::Handler>& Importer::handlers() {
       {"Sigmoid", &Importer::activation},
       {"HardSwish", &Importer::activation},
       {"LeakyRelu", &Importer::activation},
+      {"Tanh", &Importer::activation},
+      {"Elu", &Importer::activation},
       {"Clip", &Importer::clip},
       {"HardSigmoid", &Importer::hardsigmoid},
       {"MaxPool", &Importer::pool},
@@ -248,8 +250,12 @@ void Importer::batchnorm(const onnx::NodeProto& n) {
 
 void Importer::activation(const onnx::NodeProto& n) {
   const std::string& op = n.op_type();
-  Layer L = layer_of(op == "Relu" ? LayerType::ReLU : op == "Sigmoid" ? LayerType::Sigmoid : op == "LeakyRelu" ? LayerType::LeakyReLU : LayerType::HardSwish);
-  if (L.type == LayerType::LeakyReLU) L.alpha = attr_float(n, "alpha", 0.01f);  // ONNX's default, as torch's
+  static const std::map<std::string, LayerType> kinds = {{"Relu", LayerType::ReLU},           {"Sigmoid", LayerType::Sigmoid},
+                                                         {"HardSwish", LayerType::HardSwish}, {"LeakyRelu", LayerType::LeakyReLU},
+                                                         {"Tanh", LayerType::Tanh},           {"Elu", LayerType::Elu}};
+  Layer L = layer_of(kinds.at(op));
+  if (L.type == LayerType::LeakyReLU) L.alpha = attr_float(n, "alpha", 0.01f);  // ONNX's defaults, as torch's
+  if (L.type == LayerType::Elu) L.alpha = attr_float(n, "alpha", 1.f);
   add_layer(n, L, {layer_input(n, 0).layer});
 }
 

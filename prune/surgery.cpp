@@ -74,6 +74,8 @@ bool keeps_zero(LayerType t) {
     case LayerType::ReLU6:
     case LayerType::HardSwish:
     case LayerType::LeakyReLU:
+    case LayerType::Tanh:
+    case LayerType::Elu:
     case LayerType::MaxPool:
     case LayerType::AvgPool:
     case LayerType::GlobalAvgPool:

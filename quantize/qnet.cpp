@@ -69,6 +69,8 @@ OnGrid on_grid(LayerType t) {
     case LayerType::Concat:     // its inputs go onto its own grid (one scale for all of them)
     case LayerType::HardSwish:  // not scale-invariant: x * relu6(x + 3) / 6
     case LayerType::LeakyReLU:  // its slope takes values off the grid (one activation scheme for all but the clamps)
+    case LayerType::Tanh:
+    case LayerType::Elu:
     case LayerType::Sigmoid:
     case LayerType::HardSigmoid: return OnGrid::Leaves;
     case LayerType::ReLU:

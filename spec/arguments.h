@@ -56,6 +56,7 @@ void visit_arguments(Layer& L, Visitor& v) {
     case LayerType::Dropout: v.real("p", L.dropout, 0.5, 0, 1, kPositional); return;
     case LayerType::BatchNorm: v.real("eps", L.eps, 1e-5, 1e-12, 1, kQuiet); return;
     case LayerType::LeakyReLU: v.real("alpha", L.alpha, 0.01, 0, 1e6, kPositional); return;
+    case LayerType::Elu: v.real("alpha", L.alpha, 1.0, 0, 1e6, kPositional); return;
     case LayerType::HardSigmoid:
       v.real("alpha", L.alpha, 1.0 / 6, 1e-6, 1e6, 0);
       v.real("beta", L.beta, 0.5, -1e6, 1e6, 0);
@@ -72,6 +73,7 @@ void visit_arguments(Layer& L, Visitor& v) {
     case LayerType::ReLU6:
     case LayerType::HardSwish:
     case LayerType::Sigmoid:
+    case LayerType::Tanh:
     case LayerType::Flatten: return;  // no arguments
   }
 }

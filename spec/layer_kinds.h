@@ -43,6 +43,8 @@ enum : unsigned {
   X(ReLU6, "relu6", kActivation | kNonNegative | kClamp, Follow, NoParams)     \
   X(HardSwish, "hardswish", kActivation, Follow, NoParams)                     \
   X(LeakyReLU, "leaky_relu", kActivation, Follow, NoParams)                    \
+  X(Tanh, "tanh", kActivation, Follow, NoParams)                               \
+  X(Elu, "elu", kActivation, Follow, NoParams)                                 \
   X(Sigmoid, "sigmoid", kActivation | kNonNegative, Follow, NoParams)          \
   X(HardSigmoid, "hardsigmoid", kActivation | kNonNegative, Follow, NoParams)  \
   X(MaxPool, "maxpool", 0, Follow, NoParams)                                   \

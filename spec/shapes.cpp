@@ -146,6 +146,8 @@ std::vector<LayerInfo> analyze(const ModelSpec& spec) {
       case LayerType::ReLU6:
       case LayerType::HardSwish:
       case LayerType::LeakyReLU:
+      case LayerType::Tanh:
+      case LayerType::Elu:
       case LayerType::Sigmoid:
       case LayerType::HardSigmoid:
       case LayerType::Dropout: I.out_shape = s; break;

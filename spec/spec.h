@@ -35,7 +35,7 @@ struct Layer {
   bool keep_dims = false;           // gap, gmp: the output is C,1,1 instead of C
   double dropout = 0.5;
   double eps = 1e-5;                // batchnorm: added to the variance
-  double alpha = 1.0 / 6, beta = 0.5;  // hardsigmoid: clip(alpha * x + beta, 0, 1), torch's by default; leaky_relu: the negative slope
+  double alpha = 1.0 / 6, beta = 0.5;  // hardsigmoid: clip(alpha * x + beta, 0, 1), torch's by default; leaky_relu: the negative slope; elu: alpha * (exp(x) - 1) for x <= 0
   int64_t start = 0, end = 0;       // slice: channels start .. end-1 of its input
 
   int64_t kernel_width() const { return kernel_w < 0 ? kernel : kernel_w; }

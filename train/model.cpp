@@ -2,6 +2,38 @@
 
 namespace shrink {
 
+namespace {
+// Whether LibTorch may return a view of the layer's input (sharing its memory), so that an
+// in-place activation after it would write into its input. Every kind is listed (-Werror=switch).
+bool may_be_a_view(LayerType t) {
+  switch (t) {
+    case LayerType::Flatten:
+    case LayerType::Dropout:  // identity in eval mode
+    case LayerType::Slice:
+    case LayerType::Shuffle: return true;  // a trivial shuffle (one group)
+    case LayerType::Conv2d:
+    case LayerType::Linear:
+    case LayerType::BatchNorm:
+    case LayerType::ReLU:
+    case LayerType::ReLU6:
+    case LayerType::HardSwish:
+    case LayerType::LeakyReLU:
+    case LayerType::Tanh:
+    case LayerType::Elu:
+    case LayerType::Sigmoid:
+    case LayerType::HardSigmoid:
+    case LayerType::MaxPool:
+    case LayerType::AvgPool:
+    case LayerType::GlobalAvgPool:
+    case LayerType::GlobalMaxPool:
+    case LayerType::Add:
+    case LayerType::Mul:
+    case LayerType::Concat: return false;
+  }
+  return false;
+}
+}  // namespace
+
 SpecNetImpl::SpecNetImpl(ModelSpec spec) : spec_(std::move(spec)) {
   namespace nn = torch::nn;
   std::vector<LayerInfo> info = analyze(spec_);
@@ -43,9 +75,6 @@ SpecNetImpl::SpecNetImpl(ModelSpec spec) : spec_(std::move(spec)) {
     }
     modules_.push_back(std::move(m));
   }
-  auto may_be_a_view = [](LayerType t) {  // outputs that can share their input's memory
-    return t == LayerType::Flatten || t == LayerType::Dropout || t == LayerType::Slice || t == LayerType::Shuffle;
-  };
   for (size_t i = 0; i < spec_.layers.size(); ++i) {
     std::vector<int> sources;
     for (int src = input_index_[i][0];; src = input_index_[src][0]) {
@@ -145,6 +174,8 @@ torch::Tensor SpecNetImpl::layer_forward(size_t i, torch::Tensor& in, const std:
     case LayerType::ReLU6: return inplace ? torch::hardtanh_(in, 0, 6) : torch::hardtanh(in, 0, 6);
     case LayerType::HardSwish: return inplace ? torch::hardswish_(in) : torch::hardswish(in);
     case LayerType::LeakyReLU: return inplace ? torch::leaky_relu_(in, L.alpha) : torch::leaky_relu(in, L.alpha);
+    case LayerType::Tanh: return inplace ? torch::tanh_(in) : torch::tanh(in);
+    case LayerType::Elu: return inplace ? torch::elu_(in, L.alpha) : torch::elu(in, L.alpha);
     case LayerType::Sigmoid: return inplace ? torch::sigmoid_(in) : torch::sigmoid(in);
     case LayerType::HardSigmoid: return torch::clamp(in * L.alpha + L.beta, 0, 1);  // ONNX's form, any alpha and beta
     case LayerType::MaxPool: return torch::max_pool2d(in, L.kernel, L.stride, L.padding, 1, L.ceil);

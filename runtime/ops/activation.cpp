@@ -1,4 +1,4 @@
-// The activations: relu, relu6, leaky_relu, hardswish, sigmoid, hardsigmoid. Most run fused as their
+// The activations: relu, relu6, leaky_relu, hardswish, sigmoid, tanh, elu, hardsigmoid. Most run fused as their
 // producer's post-ops (plan.cpp decides); one whose producer cannot take it (a pool, a second
 // reader) runs alone. On an int8 grid of scale s, values are q = x / s. ReLU is the same there;
 // ReLU6 clips at 6 / s; the others are not scale-invariant, so they run as a chain: to x (times
@@ -20,9 +20,9 @@ void append_relu6(dnnl::post_ops& ops, const Layer&, float scale) {
 namespace {
 
 // A function that is not scale-invariant, on values of an int8 grid of `scale` (0: float).
-void append_on_grid(dnnl::post_ops& ops, float scale, dnnl::algorithm function) {
+void append_on_grid(dnnl::post_ops& ops, float scale, dnnl::algorithm function, float alpha = 0.f) {
   if (scale > 0) ops.append_eltwise(1.f, dnnl::algorithm::eltwise_linear, scale, 0.f);
-  ops.append_eltwise(scale > 0 ? 1.0f / scale : 1.f, function, 0.f, 0.f);
+  ops.append_eltwise(scale > 0 ? 1.0f / scale : 1.f, function, alpha, 0.f);
 }
 
 }  // namespace
@@ -37,6 +37,10 @@ void append_leaky_relu(dnnl::post_ops& ops, const Layer& L, float) {
 }
 
 void append_sigmoid(dnnl::post_ops& ops, const Layer&, float scale) { append_on_grid(ops, scale, dnnl::algorithm::eltwise_logistic); }
+void append_tanh(dnnl::post_ops& ops, const Layer&, float scale) { append_on_grid(ops, scale, dnnl::algorithm::eltwise_tanh); }
+void append_elu(dnnl::post_ops& ops, const Layer& L, float scale) {
+  append_on_grid(ops, scale, dnnl::algorithm::eltwise_elu, static_cast<float>(L.alpha));
+}
 
 // clip(alpha * x + beta, 0, 1): oneDNN 2.6 has no hardsigmoid, so a linear and a clip.
 void append_hardsigmoid(dnnl::post_ops& ops, const Layer& L, float scale) {

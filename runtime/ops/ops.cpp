@@ -13,6 +13,8 @@ RuntimeOp op_for(LayerType type) {
     case LayerType::ReLU6: return {build_activation, append_relu6};
     case LayerType::HardSwish: return {build_activation, append_hardswish};
     case LayerType::LeakyReLU: return {build_activation, append_leaky_relu};
+    case LayerType::Tanh: return {build_activation, append_tanh};
+    case LayerType::Elu: return {build_activation, append_elu};
     case LayerType::Sigmoid: return {build_activation, append_sigmoid};
     case LayerType::HardSigmoid: return {build_activation, append_hardsigmoid};
     case LayerType::MaxPool:

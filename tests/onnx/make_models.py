@@ -329,8 +329,13 @@ def leaky_relu():
                nn.LeakyReLU(0.2), *gap_head(8))
 
 
-def err_elu():
-    return seq(nn.Conv2d(3, 8, 3, padding=1), nn.ELU(), *gap_head(8))
+def tanh_elu():
+    return seq(nn.Conv2d(3, 8, 3, padding=1), nn.Tanh(), nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8),
+               nn.ELU(0.5), nn.Conv2d(8, 8, 1), nn.ELU(), *gap_head(8))
+
+
+def err_softplus():
+    return seq(nn.Conv2d(3, 8, 3, padding=1), nn.Softplus(), *gap_head(8))
 
 
 class ErrUpsample(nn.Module):
@@ -656,6 +661,7 @@ OPS = {
     "Add": lambda i, a: [i[0] + i[1]], "Sub": lambda i, a: [i[0] - i[1]],
     "Mul": lambda i, a: [i[0] * i[1]], "Div": lambda i, a: [i[0] / i[1]],
     "Relu": lambda i, a: [torch.relu(i[0])], "LeakyRelu": lambda i, a: [F.leaky_relu(i[0], float(a.get("alpha", 0.01)))], "Sigmoid": lambda i, a: [torch.sigmoid(i[0])],
+    "Tanh": lambda i, a: [torch.tanh(i[0])], "Elu": lambda i, a: [F.elu(i[0], float(a.get("alpha", 1.0)))],
     "Clip": _clip,
     "HardSigmoid": lambda i, a: [torch.clamp(float(a.get("alpha", 0.2)) * i[0] + float(a.get("beta", 0.5)), 0, 1)],
     "HardSwish": lambda i, a: [i[0] * torch.clamp(i[0] / 6 + 0.5, 0, 1)],
@@ -746,7 +752,8 @@ NETS = [
     Net("shufflenet_v2_static_batch", shufflenet_v2, (3, 32, 32), modes=("eval",), opsets=(13,), static_batch=True),
     Net("channel_split", ChannelSplit, S16),
     Net("leaky_relu", leaky_relu, S16),
-    Net("error_elu", err_elu, S16, error_op="Elu"),
+    Net("tanh_elu", tanh_elu, S16),
+    Net("error_softplus", err_softplus, S16, error_op="Softplus"),
     Net("error_resize", ErrUpsample, S16, error_op="Resize"),
     Net("error_conv_stride_2x1", err_conv_stride_2x1, S16, error_op="Conv", error_pick=unequal_strides),
     Net("softmax_output", softmax_output, S16, modes=("eval",), logits_before_last=True),

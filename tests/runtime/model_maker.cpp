@@ -73,6 +73,8 @@ bool unsigned_output(LayerType type, bool input_unsigned) {
     case LayerType::ReLU6:
     case LayerType::HardSwish:
     case LayerType::LeakyReLU:
+    case LayerType::Tanh:
+    case LayerType::Elu:
     case LayerType::Sigmoid:
     case LayerType::HardSigmoid:
     case LayerType::Add:
