@@ -199,12 +199,12 @@ class GraphWriter {
   // same windows, and they hold the same values: a max ignores padding, and an average past the
   // padding excludes it (the spec refuses include_pad=1 there).
   onnx::NodeProto& pool(const char* op, const Layer& L, const LayerInfo& info, const std::string& x, const std::string& out) {
-    const int64_t p = L.padding;  // a pool pads all four sides alike
-    auto end_pad = [&](int d) { return std::max(p, (info.out_shape[d] - 1) * L.stride + L.kernel - info.in_shape[d] - p); };
+    const int64_t p[] = {L.padding, L.pads().left};  // a pool pads top and bottom alike, left and right alike
+    auto end_pad = [&](int d) { return std::max(p[d], (info.out_shape[1 + d] - 1) * L.stride_along(d) + L.kernel_along(d) - info.in_shape[1 + d] - p[d]); };
     auto& n = node(op, {x}, out);
-    attr(n, "kernel_shape", std::vector<int64_t>{L.kernel, L.kernel});
-    attr(n, "strides", std::vector<int64_t>{L.stride, L.stride});
-    attr(n, "pads", std::vector<int64_t>{p, p, end_pad(1), end_pad(2)});
+    attr(n, "kernel_shape", std::vector<int64_t>{L.kernel, L.kernel_width()});
+    attr(n, "strides", std::vector<int64_t>{L.stride, L.stride_width()});
+    attr(n, "pads", std::vector<int64_t>{p[0], p[1], end_pad(0), end_pad(1)});
     return n;
   }
 
@@ -215,7 +215,7 @@ class GraphWriter {
     const Pads p = L.pads();
     auto window = [&](onnx::NodeProto& n) -> onnx::NodeProto& {
       attr(n, "kernel_shape", std::vector<int64_t>{L.kernel, L.kernel_width()});
-      attr(n, "strides", std::vector<int64_t>{L.stride, L.stride});
+      attr(n, "strides", std::vector<int64_t>{L.stride, L.stride_width()});
       attr(n, "pads", std::vector<int64_t>{p.top, p.left, p.bottom, p.right});
       return n;
     };

@@ -98,12 +98,12 @@ void Importer::conv(const onnx::NodeProto& n) {
   const std::vector<int64_t> kernel = attr_ints(n, "kernel_shape", {w.dims[2], w.dims[3]});
   const auto strides = attr_ints(n, "strides", {1, 1}), dilations = attr_ints(n, "dilations", {1, 1});
   if (kernel.size() != 2) unsupported(n, fmt::format("kernel {}: only 2-D kernels are supported", fmt::join(kernel, "x")));
-  if (strides.size() != 2 || strides[0] != strides[1]) unsupported(n, "only equal strides along height and width are supported");
+  if (strides.size() != 2) unsupported(n, "only 2-D strides are supported");
   if (dilations.size() != 2 || dilations[0] != dilations[1]) unsupported(n, "only equal dilations along height and width are supported");
-  if (kernel[0] < 1 || kernel[1] < 1 || strides[0] < 1 || dilations[0] < 1) unsupported(n, "kernel_shape, strides and dilations must be at least 1");
+  if (kernel[0] < 1 || kernel[1] < 1 || strides[0] < 1 || strides[1] < 1 || dilations[0] < 1) unsupported(n, "kernel_shape, strides and dilations must be at least 1");
   if (kernel != std::vector<int64_t>{w.dims[2], w.dims[3]}) unsupported(n, fmt::format("kernel_shape {} differs from its weight's {}x{}", fmt::join(kernel, "x"), w.dims[2], w.dims[3]));
   Layer L = layer_of(LayerType::Conv2d);
-  L.kernel = kernel[0], L.kernel_w = kernel[1], L.stride = strides[0], L.dilation = dilations[0];
+  L.kernel = kernel[0], L.kernel_w = kernel[1], L.stride = strides[0], L.stride_w = strides[1], L.dilation = dilations[0];
   L.out = w.dims[0];
   const int64_t groups = attr_int(n, "group", 1), in_c = x.shape.empty() ? 0 : x.shape[0];
   if (groups < 1 || in_c % groups != 0 || L.out % groups != 0)
@@ -117,8 +117,8 @@ void Importer::conv(const onnx::NodeProto& n) {
   if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
     const int64_t padded[] = {x.pads.top + x.pads.bottom, x.pads.left + x.pads.right};  // a Pad before it (zero for a plain input)
     for (int d = 0; d < 2 && x.shape.size() == 3; ++d) {
-      int64_t size = x.shape[1 + d] + padded[d], out = (size + L.stride - 1) / L.stride;
-      int64_t total = std::max<int64_t>(0, (out - 1) * L.stride + (kernel[d] - 1) * L.dilation + 1 - size);
+      int64_t size = x.shape[1 + d] + padded[d], out = (size + strides[d] - 1) / strides[d];
+      int64_t total = std::max<int64_t>(0, (out - 1) * strides[d] + (kernel[d] - 1) * L.dilation + 1 - size);
       pads[d] = auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
       pads[d + 2] = total - pads[d];
     }

@@ -31,41 +31,41 @@ void Importer::ceil_from_end_pads(const onnx::NodeProto& n, Layer& L, const std:
   if (in.size() != 3) unsupported(n, "its input is not an image");
   L.ceil = true;  // L.padding is the start's
   for (int d = 0; d < 2; ++d) {
-    const int64_t size = in[1 + d], windows = (size + pads[0] + pads[2 + d] - L.kernel) / L.stride + 1;  // ONNX's count, ceil_mode 0
-    if (windows != pool_windows(L, size))
+    const int64_t size = in[1 + d], windows = (size + pads[d] + pads[2 + d] - L.kernel_along(d)) / L.stride_along(d) + 1;  // ONNX's count, ceil_mode 0
+    if (windows != pool_windows(L, size, d))
       unsupported(n, fmt::format("pads {} with no ceil-mode pool of the same windows is not supported", fmt::join(pads, ",")));
   }
 }
 
-// MaxPool and AveragePool: square kernels, one padding on all sides (or more at the ends: ceil
-// mode), ceil mode; an AveragePool after a zero Pad counts the padding (torch exports count_include_pad so).
+// MaxPool and AveragePool: 2-D kernels, the same padding at both ends of each axis (or more at the
+// ends: ceil mode), ceil mode; an AveragePool after a zero Pad counts the padding (torch exports
+// count_include_pad so).
 void Importer::pool(const onnx::NodeProto& n) {
   const Value& x = padded_input(n, 0);
   only_first_output_used(n);  // MaxPool's indices
   const bool is_max = n.op_type() == "MaxPool";
   const auto kernel = attr_ints(n, "kernel_shape"), strides = attr_ints(n, "strides", {1, 1}), pads = attr_ints(n, "pads", {0, 0, 0, 0});
   const auto dilations = attr_ints(n, "dilations", {1, 1});
-  if (kernel.size() != 2 || kernel[0] != kernel[1]) unsupported(n, "only square 2-D kernels are supported");
-  if (strides.size() != 2 || strides[0] != strides[1]) unsupported(n, "only equal strides along height and width are supported");
+  if (kernel.size() != 2 || strides.size() != 2) unsupported(n, "only 2-D kernels and strides are supported");
   if (dilations != std::vector<int64_t>{1, 1}) unsupported(n, "dilated pooling is not supported");
-  if (kernel[0] < 1 || strides[0] < 1) unsupported(n, "kernel_shape and strides must be at least 1");
-  if (pads.size() != 4 || pads[0] != pads[1] || pads[2] < pads[0] || pads[3] < pads[0])
-    unsupported(n, "only the same padding on all sides (or more at the ends, as ceil mode) is supported");
+  if (kernel[0] < 1 || kernel[1] < 1 || strides[0] < 1 || strides[1] < 1) unsupported(n, "kernel_shape and strides must be at least 1");
+  if (pads.size() != 4 || pads[0] < 0 || pads[1] < 0 || pads[2] < pads[0] || pads[3] < pads[1])
+    unsupported(n, "only the same padding at both ends of an axis (or more at the end, as ceil mode) is supported");
   const std::string auto_pad = attr_string(n, "auto_pad", "NOTSET");
   if (auto_pad != "NOTSET" && auto_pad != "VALID" && !auto_pad.empty()) unsupported(n, fmt::format("auto_pad {} is not supported", auto_pad));
   const bool padded = std::any_of(pads.begin(), pads.end(), [](int64_t p) { return p != 0; });
   if (auto_pad == "VALID" && padded) unsupported(n, "auto_pad VALID and pads together (ONNX allows one or the other)");
   if (attr_int(n, "storage_order", 0) != 0) unsupported(n, "storage_order 1 is not supported");
   Layer L = layer_of(is_max ? LayerType::MaxPool : LayerType::AvgPool);
-  L.kernel = kernel[0], L.stride = strides[0], L.padding = pads[0];
+  L.kernel = kernel[0], L.kernel_w = kernel[1], L.stride = strides[0], L.stride_w = strides[1], L.padding = pads[0], L.padding_w = pads[1];
   L.ceil = attr_int(n, "ceil_mode", 0) != 0;
   if (!is_max) L.include_pad = attr_int(n, "count_include_pad", 0) != 0;
-  if (pads[2] != pads[0] || pads[3] != pads[0]) ceil_from_end_pads(n, L, x.shape, pads);
+  if (pads[2] != pads[0] || pads[3] != pads[1]) ceil_from_end_pads(n, L, x.shape, pads);
   if (x.kind == Value::Kind::Padded) {
     const Pads& p = x.pads;
-    if (is_max || padded || p.top != p.bottom || p.left != p.right || p.top != p.left)
-      unsupported(n, "only an AveragePool without pads of its own may follow a Pad, and only the same padding on all sides");
-    L.padding = p.top, L.include_pad = true;
+    if (is_max || padded || p.top != p.bottom || p.left != p.right)
+      unsupported(n, "only an AveragePool without pads of its own may follow a Pad, and only the same padding at both ends of an axis");
+    L.padding = p.top, L.padding_w = p.left, L.include_pad = true;
   }
   add_layer(n, L, {x.layer});
 }

@@ -212,13 +212,13 @@ int Builder::depthwise_reader(const OpContext& c, size_t end, const std::vector<
   const ModelSpec& spec = m_.spec;
   const Layer& L = c.layer;
   const Pads P = L.pads();
-  if (L.type != LayerType::Conv2d || L.kernel != 1 || L.kernel_width() != 1 || L.stride != 1 || L.groups != 1 || L.depthwise || P.top || P.left || P.bottom || P.right) return -1;
+  if (L.type != LayerType::Conv2d || L.kernel != 1 || L.kernel_width() != 1 || L.stride != 1 || L.stride_width() != 1 || L.groups != 1 || L.depthwise || P.top || P.left || P.bottom || P.right) return -1;
   if (!c.int8 || !c.out_int8 || !m_.int8_kernels || c.inputs[0].scale == 0 || end + 1 >= spec.layers.size() || readers[end] != 1) return -1;
   const std::string& formed = spec.layers[end].name;
   if (std::binary_search(plan.kept.begin(), plan.kept.end(), formed)) return -1;
   const Layer& D = spec.layers[end + 1];
   const Pads DP = D.pads();
-  const bool fusable = D.type == LayerType::Conv2d && D.depthwise && D.inputs[0] == formed && D.kernel == 3 && D.kernel_width() == 3 && (D.stride == 1 || D.stride == 2) &&
+  const bool fusable = D.type == LayerType::Conv2d && D.depthwise && D.inputs[0] == formed && D.kernel == 3 && D.kernel_width() == 3 && (D.stride == 1 || D.stride == 2) && D.stride_width() == D.stride &&
                        D.dilation == 1 && DP.top == 1 && DP.left == 1 && DP.bottom == 1 && DP.right == 1 && m_.int8_layers.count(D.name);
   return fusable ? static_cast<int>(end + 1) : -1;
 }

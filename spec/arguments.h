@@ -30,6 +30,7 @@ void visit_arguments(Layer& L, Visitor& v) {
       v.integer("k", L.kernel, 3, kPositional, nullptr);
       v.integer("kw", L.kernel_w, -1, kQuiet, nullptr);
       v.integer("s", L.stride, 1, 0, nullptr);
+      v.integer("sw", L.stride_w, -1, kQuiet, nullptr);
       v.integer("d", L.dilation, 1, kQuiet, nullptr);
       v.integer("p", L.padding, L.dilation * (L.kernel / 2), 0, nullptr);
       if (!L.depthwise) v.integer("g", L.groups, 1, 0, nullptr);
@@ -48,6 +49,9 @@ void visit_arguments(Layer& L, Visitor& v) {
       v.integer("k", L.kernel, 2, kPositional, nullptr);
       v.integer("s", L.stride, L.kernel, kPositional, nullptr);
       v.integer("p", L.padding, 0, 0, nullptr);
+      v.integer("kw", L.kernel_w, -1, kQuiet, nullptr);
+      v.integer("sw", L.stride_w, -1, kQuiet, nullptr);
+      v.integer("pw", L.padding_w, -1, kQuiet, nullptr);
       v.flag("ceil", L.ceil, false, kQuiet);
       if (L.type == LayerType::AvgPool) v.flag("include_pad", L.include_pad, true, kQuiet);
       return;

@@ -205,7 +205,9 @@ ParsedLayer parse_token(const Token& t, int64_t classes) {
   for (int64_t* side : {&L.pad_top, &L.pad_left, &L.pad_bottom, &L.pad_right})
     if (*side == L.padding) *side = -1;  // one canonical form: a side that equals p is not stated
   if (L.kernel_w == L.kernel) L.kernel_w = -1;  // nor a width that equals the height
-  if (L.kernel < 1 || L.kernel_width() < 1 || L.stride < 1 || L.dilation < 1 || (L.type == LayerType::Conv2d && (L.groups < 1 || (!L.depthwise && L.out < 1))) ||
+  if (L.stride_w == L.stride) L.stride_w = -1;
+  if (L.padding_w == L.padding) L.padding_w = -1;
+  if (L.kernel < 1 || L.kernel_width() < 1 || L.stride < 1 || L.stride_width() < 1 || L.dilation < 1 || (L.type == LayerType::Conv2d && (L.groups < 1 || (!L.depthwise && L.out < 1))) ||
       (L.type == LayerType::Linear && L.out < 1))
     token_error(t, "sizes must be at least 1");
   if (args.count("from")) {

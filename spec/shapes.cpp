@@ -15,10 +15,11 @@ ModelCost total_cost(const ModelSpec& spec) {
   return c;
 }
 
-int64_t pool_windows(const Layer& L, int64_t size) {
-  const int64_t room = size + 2 * L.padding - L.kernel;
-  int64_t n = (L.ceil ? room + L.stride - 1 : room) / L.stride + 1;
-  if (L.ceil && (n - 1) * L.stride >= size + L.padding) --n;
+int64_t pool_windows(const Layer& L, int64_t size, int d) {
+  const int64_t k = L.kernel_along(d), s = L.stride_along(d), p = d == 0 ? L.padding : L.pads().left;
+  const int64_t room = size + 2 * p - k;
+  int64_t n = (L.ceil ? room + s - 1 : room) / s + 1;
+  if (L.ceil && (n - 1) * s >= size + p) --n;
   return n;
 }
 
@@ -62,7 +63,7 @@ std::vector<LayerInfo> analyze(const ModelSpec& spec) {
         product({4, std::max({P.top, P.left, P.bottom, P.right}), s[1], s[2], std::max(span_h, span_w)});  // every sum below fits
         int64_t h = s[1] + P.top + P.bottom, w = s[2] + P.left + P.right;
         if (h < span_h || w < span_w) fail("kernel is larger than the padded input");
-        int64_t oh = (h - span_h) / L.stride + 1, ow = (w - span_w) / L.stride + 1;
+        int64_t oh = (h - span_h) / L.stride + 1, ow = (w - span_w) / L.stride_width() + 1;
         I.out_shape = {out_c, oh, ow};
         I.weight_shape = {out_c, in_c / groups, kh, kw};
         I.params = product({out_c, in_c / groups, kh, kw}) + (L.bias ? out_c : 0);
@@ -83,19 +84,21 @@ std::vector<LayerInfo> analyze(const ModelSpec& spec) {
       case LayerType::MaxPool:
       case LayerType::AvgPool: {
         need_image();
-        if (L.padding * 2 > L.kernel) fail("padding must be at most half the kernel");
-        product({2, L.padding, s[1], s[2], L.kernel});
-        if (s[1] + 2 * L.padding < L.kernel || s[2] + 2 * L.padding < L.kernel) fail("kernel is larger than the padded input");
-        auto windows = [&](int64_t size) {
-          const int64_t n = pool_windows(L, size);
+        auto windows = [&](int d) {
+          const int64_t size = s[1 + d], k = L.kernel_along(d), pad = d == 0 ? L.padding : L.pads().left;
+          const char* axis = d == 0 ? "height" : "width";
+          if (pad < 0 || pad * 2 > k) fail(fmt::format("padding {} along the {} must be at most half the kernel's {} {}", pad, axis, axis, k));
+          product({2, pad, size, k});
+          if (size + 2 * pad < k) fail("kernel is larger than the padded input");
+          const int64_t n = pool_windows(L, size, d);
           // torch divides by the window clipped to the padded image, oneDNN by the whole kernel:
           // they differ only for a window that passes the padding.
-          if (L.type == LayerType::AvgPool && L.include_pad && (n - 1) * L.stride + L.kernel > size + 2 * L.padding)
+          if (L.type == LayerType::AvgPool && L.include_pad && (n - 1) * L.stride_along(d) + k > size + 2 * pad)
             fail("avgpool with ceil=1 and include_pad=1 has a window past the padding, which runtimes average differently; "
                  "use include_pad=0 or ceil=0");
           return n;
         };
-        I.out_shape = {s[0], windows(s[1]), windows(s[2])};
+        I.out_shape = {s[0], windows(0), windows(1)};
         break;
       }
       case LayerType::GlobalAvgPool:

@@ -25,9 +25,12 @@ struct Layer {
   std::vector<std::string> inputs;  // names of the layers it reads; "" is the model input
   int64_t out = 0;                  // conv output channels, linear output features
   int64_t kernel = 1, stride = 1, padding = 0, groups = 1, dilation = 1;
-  int64_t kernel_w = -1;            // conv: the kernel's width when it differs from its height `kernel` (Inception's 1x7); -1: square
+  // Conv and pools: the kernel's width and the stride along the width when they differ from
+  // `kernel` and `stride` (Inception's 1x7, a spectrogram's 2x1 pooling); -1: the same.
+  int64_t kernel_w = -1, stride_w = -1;
   // A conv's padding on one side when it differs from `padding` (ONNX's asymmetric pads); -1: `padding`.
   int64_t pad_top = -1, pad_left = -1, pad_bottom = -1, pad_right = -1;
+  int64_t padding_w = -1;           // pools: the padding left and right when it differs from `padding` (top and bottom)
   bool depthwise = false;           // conv with groups = in channels = out channels
   bool bias = true;
   bool ceil = false;                // pools: the output size rounds up (torch's ceil_mode)
@@ -39,9 +42,14 @@ struct Layer {
   int64_t start = 0, end = 0;       // slice: channels start .. end-1 of its input
 
   int64_t kernel_width() const { return kernel_w < 0 ? kernel : kernel_w; }
+  int64_t stride_width() const { return stride_w < 0 ? stride : stride_w; }
+  // Along dimension d of an image: 0 height, 1 width.
+  int64_t kernel_along(int d) const { return d == 0 ? kernel : kernel_width(); }
+  int64_t stride_along(int d) const { return d == 0 ? stride : stride_width(); }
   Pads pads() const {
-    auto side = [&](int64_t p) { return p < 0 ? padding : p; };
-    return {side(pad_top), side(pad_left), side(pad_bottom), side(pad_right)};
+    const int64_t across = padding_w < 0 ? padding : padding_w;  // a pool's left and right
+    auto side = [&](int64_t p, int64_t fallback) { return p < 0 ? fallback : p; };
+    return {side(pad_top, padding), side(pad_left, across), side(pad_bottom, padding), side(pad_right, across)};
   }
 };
 
@@ -76,7 +84,7 @@ std::string preset_text(const std::string& name);
 std::vector<LayerInfo> analyze(const ModelSpec& spec);
 // How many windows a max or average pool `L` takes along a side of `size` (torch's rule: ceil mode
 // rounds the count up, but the last window must start inside the image or its first padding).
-int64_t pool_windows(const Layer& L, int64_t size);
+int64_t pool_windows(const Layer& L, int64_t size, int d);
 struct ModelCost {
   int64_t params = 0, macs = 0;
 };

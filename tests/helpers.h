@@ -40,6 +40,12 @@ inline constexpr const char* kShuffleUnit =
 inline constexpr const char* kNonSquareKernels =
     "conv(8,k=1,kw=7,p=0,pl=3,pr=3) bn relu conv(8,k=7,kw=1,p=3,pl=0,pr=0) bn relu conv(16,k=3,kw=1,s=2,pl=0,pr=0) bn relu "
     "dwconv(k=1,kw=5,p=0,pl=2,pr=2) bn relu gap linear(classes)";
+// Strides and pool windows of another width than height, as spectrogram models use: a 2x1 stride,
+// 2x1 and 1x3 pools, padding per axis, ceil mode. (The average counts its padding and divides by
+// 3: no rounding ties, where ONNX Runtime's int8 average rounds differently.)
+inline constexpr const char* kUnequalStridesAndPools =
+    "conv(8,s=2,sw=1) bn relu maxpool(k=2,kw=1,sw=1) conv(8,k=3,kw=5,sw=2,pl=2,pr=2) bn relu avgpool(k=1,kw=3,s=1,sw=2,pw=1) "
+    "maxpool(k=3,kw=2,s=2,sw=1,p=1,pw=0,ceil=1) conv(8,k=1) relu gap linear(classes)";
 
 // Run options for jobs in tests: nothing printed.
 inline RunOptions quiet() {

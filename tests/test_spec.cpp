@@ -210,13 +210,24 @@ CATCH_TEST_CASE("new arguments and kinds round-trip, and specs without them prin
   CATCH_CHECK(parse_spec("conv(4,k=3,kw=3) gap linear(classes)", input, 10).to_string().find("kw=") == std::string::npos);
   CATCH_CHECK(error_of("conv(4,kw=0) gap linear(classes)").find("sizes must be at least 1") != std::string::npos);
   CATCH_CHECK(error_of("conv(4,k=1,kw=19,p=0) gap linear(classes)").find("kernel is larger than the padded input") != std::string::npos);
+  // Strides, pool windows and pool padding of another width than height.
+  auto strided = parse_spec("conv(4,s=2,sw=1) maxpool(k=2,kw=1,sw=1) avgpool(k=1,kw=3,s=1,sw=2,pw=1) gap linear(classes)", input, 10);
+  CATCH_CHECK(strided.to_string().find("conv1=conv(4,k=3,s=2,sw=1,p=1,g=1,bias=1) maxpool1=maxpool(k=2,s=2,p=0,kw=1,sw=1) "
+                                       "avgpool1=avgpool(k=1,s=1,p=0,kw=3,sw=2,pw=1)") == 0);
+  CATCH_CHECK(analyze(strided)[0].out_shape == std::vector<int64_t>{4, 8, 16});
+  CATCH_CHECK(analyze(strided)[1].out_shape == std::vector<int64_t>{4, 4, 16});
+  CATCH_CHECK(analyze(strided)[2].out_shape == std::vector<int64_t>{4, 4, 8});
+  CATCH_CHECK(parse_spec("maxpool(k=2,kw=2,s=2,sw=2,p=1,pw=1) gap linear(classes)", input, 10).to_string().find("w=") == std::string::npos);
+  CATCH_CHECK(error_of("conv(4,sw=0) gap linear(classes)").find("sizes must be at least 1") != std::string::npos);
+  CATCH_CHECK(error_of("maxpool(k=3,kw=1,p=1) gap linear(classes)").find("padding 1 along the width must be at most half the kernel's width 1") != std::string::npos);
+  CATCH_CHECK(error_of("maxpool(k=3,pw=-1) gap linear(classes)").find("pw=-1 is out of range") != std::string::npos);
   // Without the new arguments the canonical text is what it was before they existed.
   CATCH_CHECK(parse_spec("usps_student", input, 10).to_string() ==
               "conv1=conv(16,k=3,s=1,p=1,g=1,bias=0) bn1=bn relu1=relu maxpool1=maxpool(k=2,s=2,p=0) "
               "conv2=conv(32,k=3,s=1,p=1,g=1,bias=0) bn2=bn relu2=relu maxpool2=maxpool(k=2,s=2,p=0) "
               "conv3=conv(64,k=3,s=1,p=1,g=1,bias=0) bn3=bn relu3=relu gap1=gap linear1=linear(10,bias=1)");
   std::string teacher = parse_spec("usps_teacher", input, 10).to_string();
-  for (const char* quiet : {",d=", ",pt=", ",pl=", ",pb=", ",pr=", "ceil", "include_pad", "keep", "eps"}) {
+  for (const char* quiet : {",d=", ",pt=", ",pl=", ",pb=", ",pr=", "kw=", "sw=", "pw=", "ceil", "include_pad", "keep", "eps"}) {
     CATCH_CAPTURE(quiet);
     CATCH_CHECK(teacher.find(quiet) == std::string::npos);
   }

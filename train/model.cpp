@@ -133,11 +133,13 @@ torch::Tensor SpecNetImpl::run(torch::Tensor x, const std::vector<int>* taps, st
 torch::Tensor conv2d_of(const Layer& L, const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
   const int64_t groups = L.depthwise ? x.size(1) : L.groups;
   const Pads P = L.pads();
-  const std::array<int64_t, 2> stride{L.stride, L.stride}, dilation{L.dilation, L.dilation};
+  const std::array<int64_t, 2> stride{L.stride, L.stride_width()}, dilation{L.dilation, L.dilation};
   if (P.symmetric()) return torch::conv2d(x, w, b, stride, std::array<int64_t, 2>{P.top, P.left}, dilation, groups);
   auto padded = torch::constant_pad_nd(x, {P.left, P.right, P.top, P.bottom});
   return torch::conv2d(padded, w, b, stride, std::array<int64_t, 2>{0, 0}, dilation, groups);
 }
+
+PoolWindow pool_window(const Layer& L) { return {{L.kernel, L.kernel_width()}, {L.stride, L.stride_width()}, {L.padding, L.pads().left}}; }
 
 namespace {
 
@@ -178,8 +180,14 @@ torch::Tensor SpecNetImpl::layer_forward(size_t i, torch::Tensor& in, const std:
     case LayerType::Elu: return inplace ? torch::elu_(in, L.alpha) : torch::elu(in, L.alpha);
     case LayerType::Sigmoid: return inplace ? torch::sigmoid_(in) : torch::sigmoid(in);
     case LayerType::HardSigmoid: return torch::clamp(in * L.alpha + L.beta, 0, 1);  // ONNX's form, any alpha and beta
-    case LayerType::MaxPool: return torch::max_pool2d(in, L.kernel, L.stride, L.padding, 1, L.ceil);
-    case LayerType::AvgPool: return torch::avg_pool2d(in, L.kernel, L.stride, L.padding, L.ceil, L.include_pad);
+    case LayerType::MaxPool: {
+      const PoolWindow W = pool_window(L);
+      return torch::max_pool2d(in, W.kernel, W.stride, W.padding, 1, L.ceil);
+    }
+    case LayerType::AvgPool: {
+      const PoolWindow W = pool_window(L);
+      return torch::avg_pool2d(in, W.kernel, W.stride, W.padding, L.ceil, L.include_pad);
+    }
     // adaptive_avg_pool2d, not mean(): its backward keeps the channels-last layout, mean's expands.
     case LayerType::GlobalAvgPool: {
       auto pooled = torch::adaptive_avg_pool2d(in, {1, 1});

@@ -13,7 +13,7 @@ dnnl::convolution_forward::primitive_desc conv_pd(Builder& b, const Layer& L, co
   const Pads P = L.pads();
   const int64_t gaps = L.dilation - 1;  // oneDNN counts the zeros between taps; 0: not dilated
   dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, w.src, weights,
-                                    L.bias ? w.bias : memory::desc(), w.dst, {L.stride, L.stride}, {gaps, gaps}, {P.top, P.left},
+                                    L.bias ? w.bias : memory::desc(), w.dst, {L.stride, L.stride_width()}, {gaps, gaps}, {P.top, P.left},
                                     {P.bottom, P.right});
   dnnl::convolution_forward::primitive_desc pd(d, w.attr, b.engine());
   to_reference(pd, w);

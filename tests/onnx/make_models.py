@@ -350,9 +350,19 @@ class ErrUpsample(nn.Module):
         return self.head(torch.relu(self.conv2(x)))
 
 
-def err_conv_stride_2x1():
+def strides_and_pools_non_square():
+    """A spectrogram-style net: convs of strides 2x1 and 1x2, pools of 2x1 and 1x3 windows, their
+    own strides and paddings per axis, a ceil-mode one."""
+    return seq(
+        nn.Conv2d(3, 8, 3, stride=(2, 1), padding=1), nn.ReLU(),
+        nn.MaxPool2d((2, 1)), nn.Conv2d(8, 8, (3, 5), stride=(1, 2), padding=(1, 2)), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.AvgPool2d((1, 3), stride=(1, 2), padding=(0, 1), count_include_pad=False),
+        nn.MaxPool2d((3, 2), stride=(2, 1), padding=(1, 0), ceil_mode=True), *gap_head(8))
+
+
+def err_conv_dilation_2x1():
     return seq(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
-               nn.Conv2d(8, 8, 3, stride=(2, 1), padding=1), nn.ReLU(), *gap_head(8))
+               nn.Conv2d(8, 8, 3, dilation=(2, 1), padding=(2, 1)), nn.ReLU(), *gap_head(8))
 
 
 def softmax_output():
@@ -715,8 +725,8 @@ class Net:
         return [f"{self.name}_op{o}_{m}" for o in self.opsets for m in self.modes]
 
 
-def unequal_strides(node):
-    s = [a for a in node.attribute if a.name == "strides"]
+def unequal_dilations(node):
+    s = [a for a in node.attribute if a.name == "dilations"]
     return bool(s) and len(set(s[0].ints)) > 1
 
 
@@ -755,7 +765,8 @@ NETS = [
     Net("tanh_elu", tanh_elu, S16),
     Net("error_softplus", err_softplus, S16, error_op="Softplus"),
     Net("error_resize", ErrUpsample, S16, error_op="Resize"),
-    Net("error_conv_stride_2x1", err_conv_stride_2x1, S16, error_op="Conv", error_pick=unequal_strides),
+    Net("strides_and_pools_non_square", strides_and_pools_non_square, (3, 24, 20)),
+    Net("error_conv_dilation_2x1", err_conv_dilation_2x1, S16, error_op="Conv", error_pick=unequal_dilations),
     Net("softmax_output", softmax_output, S16, modes=("eval",), logits_before_last=True),
     Net("log_softmax_output", log_softmax_output, S16, modes=("eval",), logits_before_last=True),
     Net("error_softmax_inside", err_softmax_inside, S16, error_op="Softmax"),

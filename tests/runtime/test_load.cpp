@@ -104,7 +104,9 @@ CATCH_TEST_CASE("a one-thread forward's int8 max pools (shrink's own kernel) equ
   // (pools straight after the convs).
   int seed = 10;
   for (const char* spec : {"conv(16) relu maxpool(k=3,s=2,p=1) conv(16) relu maxpool(k=2,s=2,ceil=1) gap linear(classes)",
-                           "conv(16) maxpool(k=3,s=2,p=1) relu conv(16) maxpool(k=2,s=2,ceil=1) relu gap linear(classes)"}) {
+                           "conv(16) maxpool(k=3,s=2,p=1) relu conv(16) maxpool(k=2,s=2,ceil=1) relu gap linear(classes)",
+                           // windows of another width than height, strides and padding per axis
+                           "conv(16) relu maxpool(k=3,kw=1,s=2,sw=1,p=1,pw=0) conv(16) relu maxpool(k=1,kw=3,s=1,sw=2,pw=1,ceil=1) gap linear(classes)"}) {
     CATCH_INFO(spec);
     ++seed;
     auto bytes = make_model(spec, {3, 9, 9}, 10, {true, 0, true, "dense", static_cast<uint64_t>(seed)});
