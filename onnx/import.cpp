@@ -42,8 +42,10 @@ std::vector<int64_t> input_shape(const onnx::ValueInfoProto& in, const std::vect
 Importer::Importer(const onnx::ModelProto& model, const std::string& path, const std::vector<int64_t>& input) : model_(model), path_(path) {
   for (const auto& o : model.opset_import())
     if (o.domain().empty() || o.domain() == "ai.onnx") opset_ = o.version();
-  if (opset_ < 11 || opset_ > 17)
-    throw UserError(fmt::format("{}: opset {} is not supported (import reads opsets 11 to 17; re-export the model with one of them)", path, opset_));
+  // Opsets 18 to 23 changed, for the ops read here, where some arguments live (Reduce* axes and
+  // Pad axes as inputs, Split's num_outputs, AveragePool's dilations) and added tensor types.
+  if (opset_ < 11 || opset_ > 23)
+    throw UserError(fmt::format("{}: opset {} is not supported (import reads opsets 11 to 23; re-export the model with one of them)", path, opset_));
   out_.opset = opset_;
   out_.producer = (model.producer_name() + " " + model.producer_version());
   for (const auto& prop : model.metadata_props())  // a model shrink exported names its classes
@@ -59,7 +61,7 @@ Importer::Importer(const onnx::ModelProto& model, const std::string& path, const
   for (const auto& t : g.initializer()) {
     Value v;
     v.kind = Value::Kind::Constant;
-    v.constant = decode_tensor(t, fmt::format("{}: initializer '{}'", path, t.name()));
+    v.constant = decode_tensor(t, fmt::format("{}: initializer '{}'", path, t.name()), path);
     values_[t.name()] = std::move(v);
   }
   std::vector<const onnx::ValueInfoProto*> inputs;
@@ -82,7 +84,14 @@ Importer::Importer(const onnx::ModelProto& model, const std::string& path, const
 
 ImportedModel Importer::run() {
   for (const auto& n : model_.graph().node()) {
-    if (!n.domain().empty() && n.domain() != "ai.onnx") unsupported(n, fmt::format("operators of domain '{}' are not supported", n.domain()));
+    if (!n.domain().empty() && n.domain() != "ai.onnx") {
+      const auto& fs = model_.functions();
+      if (std::any_of(fs.begin(), fs.end(), [&](const auto& f) { return f.name() == n.op_type() && f.domain() == n.domain(); }))
+        unsupported(n, fmt::format("calls the model's own function {}::{} (torch.onnx.export(dynamo=True) leaves functions without its optimize "
+                                   "step); import reads standard operators: export with optimize=True",
+                                   n.domain(), n.op_type()));
+      unsupported(n, fmt::format("operators of domain '{}' are not supported", n.domain()));
+    }
     auto h = handlers().find(n.op_type());
     if (h == handlers().end()) unsupported(n, "this operator is not supported");
     try {

@@ -1,4 +1,4 @@
-// Reading a model trained elsewhere: an fp32 ONNX file (opsets 11 to 17) as a ModelSpec and its
+// Reading a model trained elsewhere: an fp32 ONNX file (opsets 11 to 23) as a ModelSpec and its
 // weights. Torch-free: the protobuf classes of Debian's libonnx-dev. Every node becomes a layer
 // kind of spec/layer_kinds.h, or a UserError naming the node, its op type, what is unsupported and
 // the ops that are (docs/onnx.md lists them and the graph patterns recognised).

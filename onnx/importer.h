@@ -27,8 +27,9 @@ struct Constant {
   int64_t numel() const { return is_float ? static_cast<int64_t>(floats.size()) : static_cast<int64_t>(ints.size()); }
 };
 
-// onnx/tensors.cpp. `what` names the tensor in errors.
-Constant decode_tensor(const onnx::TensorProto& t, const std::string& what);
+// onnx/tensors.cpp. `what` names the tensor in errors; data in an external file is read from
+// there, its location relative to the model file `model_path` (as ONNX saves it).
+Constant decode_tensor(const onnx::TensorProto& t, const std::string& what, const std::string& model_path);
 
 struct Value {
   enum class Kind { Layer, Constant, Padded, Grouped } kind = Kind::Layer;
@@ -74,6 +75,8 @@ class Importer {
   void identity(const onnx::NodeProto& n);
   void dropout(const onnx::NodeProto& n);
   void pad(const onnx::NodeProto& n);
+  void transpose_constant(const onnx::NodeProto& n, const Constant& c);
+  std::vector<int64_t> pads_of_all_axes(const onnx::NodeProto& n, const std::vector<int64_t>& pads, const std::vector<int64_t>& axes, int64_t rank);
   void normalization(const onnx::NodeProto& n);  // Sub, Div
   // ops_channels.cpp: channel shuffles, slices and splits, and the arithmetic of shape vectors.
   void arithmetic(const onnx::NodeProto& n);     // Add, Sub, Mul, Div: of constants here, else the readers above

@@ -92,10 +92,40 @@ void Importer::group(const onnx::NodeProto& n, const Value& x, const std::vector
 // Transpose: only a channel shuffle's swap of its two group axes.
 void Importer::transpose(const onnx::NodeProto& n) {
   const Value& x = input(n, 0);
+  if (x.kind == Value::Kind::Constant) return transpose_constant(n, x.constant);
   if (x.kind != Value::Kind::Grouped || x.swapped || attr_ints(n, "perm") != std::vector<int64_t>{0, 2, 1, 3, 4})
     unsupported(n, "only a channel shuffle's transpose is supported: Reshape to [batch, g, C/g, H, W], Transpose(perm 0,2,1,3,4), Reshape back");
   Value v = x;
   v.swapped = true;
+  set_output(n, std::move(v));
+}
+
+// A Transpose of a constant (a Linear's weight as some exporters write it: Transpose, MatMul): the
+// constant with its axes permuted (default: reversed, as ONNX says).
+void Importer::transpose_constant(const onnx::NodeProto& n, const Constant& c) {
+  const int64_t rank = static_cast<int64_t>(c.dims.size());
+  std::vector<int64_t> perm = attr_ints(n, "perm");
+  if (perm.empty())
+    for (int64_t a = rank - 1; a >= 0; --a) perm.push_back(a);
+  std::vector<int64_t> sorted = perm;
+  std::sort(sorted.begin(), sorted.end());
+  for (int64_t a = 0; a < rank; ++a)
+    if (static_cast<int64_t>(sorted.size()) != rank || sorted[a] != a) unsupported(n, fmt::format("perm {} is not a permutation of {} axes", fmt::join(perm, ","), rank));
+  Constant t = c;
+  std::vector<int64_t> in_strides(rank, 1);
+  for (int64_t a = rank - 2; a >= 0; --a) in_strides[a] = in_strides[a + 1] * c.dims[a + 1];
+  for (int64_t a = 0; a < rank; ++a) t.dims[a] = c.dims[perm[a]];
+  std::vector<int64_t> index(rank, 0);  // the output element's index, counted up in row-major order
+  for (int64_t out = 0; out < c.numel(); ++out) {
+    int64_t from = 0;
+    for (int64_t a = 0; a < rank; ++a) from += index[a] * in_strides[perm[a]];
+    if (c.is_float) t.floats[out] = c.floats[from];
+    else t.ints[out] = c.ints[from];
+    for (int64_t a = rank - 1; a >= 0 && ++index[a] == t.dims[a]; --a) index[a] = 0;
+  }
+  Value v;
+  v.kind = Value::Kind::Constant;
+  v.constant = std::move(t);
   set_output(n, std::move(v));
 }
 
@@ -148,7 +178,10 @@ void Importer::split(const onnx::NodeProto& n) {
   if (axis < 0) axis += rank;
   if (axis != 1) unsupported(n, "only a split of channels (axis 1) is supported");
   std::vector<int64_t> sizes = has_input(n, 1) ? constant_input(n, 1).ints : attr_ints(n, "split");
-  if (sizes.empty()) {
+  if (sizes.empty() && attr_int(n, "num_outputs", 0) > 0) {  // opset 18: parts of ceil(C / parts), the last one smaller
+    const int64_t part = (channels + parts - 1) / parts;
+    for (int64_t left = channels; left > 0; left -= part) sizes.push_back(std::min(part, left));
+  } else if (sizes.empty()) {
     if (parts < 1 || channels % parts) unsupported(n, fmt::format("{} channels do not split into {} equal parts", channels, parts));
     sizes.assign(parts, channels / parts);
   }

@@ -223,7 +223,7 @@ void Importer::constant(const onnx::NodeProto& n) {
   Constant c;
   for (const auto& a : n.attribute()) {
     std::string what = fmt::format("{}: node '{}' (Constant)", path_, n.name());
-    if (a.name() == "value") c = decode_tensor(a.t(), what);
+    if (a.name() == "value") c = decode_tensor(a.t(), what, path_);
     else if (a.name() == "value_float") c.floats = {a.f()};
     else if (a.name() == "value_floats") c.floats.assign(a.floats().begin(), a.floats().end()), c.dims = {c.numel()};
     else if (a.name() == "value_int") c.is_float = false, c.ints = {a.i()};
@@ -262,6 +262,21 @@ void Importer::dropout(const onnx::NodeProto& n) {
 }
 
 // A zero Pad of height and width, which the Conv or AveragePool reading it takes as padding.
+// Pad-18's pads for the given axes only ([begins..., ends...] of those axes) as pads of all `rank`.
+std::vector<int64_t> Importer::pads_of_all_axes(const onnx::NodeProto& n, const std::vector<int64_t>& pads, const std::vector<int64_t>& axes, int64_t rank) {
+  const size_t k = axes.size();
+  if (pads.size() != 2 * k) unsupported(n, fmt::format("{} pads for {} axes (two per axis)", pads.size(), k));
+  std::vector<int64_t> all(2 * rank, 0);
+  std::vector<bool> seen(rank, false);
+  for (size_t i = 0; i < k; ++i) {
+    const int64_t a = axes[i] < 0 ? axes[i] + rank : axes[i];
+    if (a < 0 || a >= rank || seen[a]) unsupported(n, fmt::format("axes {} must be distinct axes of a rank-{} tensor", fmt::join(axes, ","), rank));
+    seen[a] = true;
+    all[a] = pads[i], all[a + rank] = pads[i + k];
+  }
+  return all;
+}
+
 void Importer::pad(const onnx::NodeProto& n) {
   const Value& x = layer_input(n, 0);
   if (attr_string(n, "mode", "constant") != "constant") unsupported(n, "only constant (zero) padding is supported");
@@ -269,8 +284,8 @@ void Importer::pad(const onnx::NodeProto& n) {
     const Constant& v = constant_input(n, 2);
     if (v.numel() != 1 || (v.is_float ? v.floats[0] != 0 : v.ints[0] != 0)) unsupported(n, "only zero padding is supported");
   }
-  if (has_input(n, 3)) unsupported(n, "padding chosen axes (the axes input) is not supported");
-  const std::vector<int64_t> p = has_input(n, 1) ? constant_input(n, 1).ints : attr_ints(n, "pads");
+  std::vector<int64_t> p = has_input(n, 1) ? constant_input(n, 1).ints : attr_ints(n, "pads");
+  if (has_input(n, 3)) p = pads_of_all_axes(n, p, constant_input(n, 3).ints, static_cast<int64_t>(x.shape.size()) + 1);
   // [N, C, H, W] begins, then ends.
   if (x.shape.size() != 3 || p.size() != 8 || p[0] || p[1] || p[4] || p[5] || std::any_of(p.begin(), p.end(), [](int64_t v) { return v < 0; }))
     unsupported(n, "only padding the height and width of an image, by non-negative amounts, is supported");

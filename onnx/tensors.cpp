@@ -1,7 +1,10 @@
 // ONNX tensors (initializers, Constant values) as floats or integers.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 
 #include "common/error.h"
 #include "onnx/importer.h"
@@ -27,11 +30,52 @@ void read_values(const onnx::TensorProto& t, int64_t numel, const Field& field, 
   for (int64_t i = 0; i < numel; ++i) out[i] = static_cast<Out>(field.Get(static_cast<int>(i)));
 }
 
+// The tensor with its external data (ONNX's external_data: location, offset, length) read into
+// raw_data. The location must name a file beside the model or below its folder, as onnx.checker
+// requires.
+onnx::TensorProto with_external_data(const onnx::TensorProto& t, const std::string& what, const std::string& model_path) {
+  std::string location;
+  int64_t offset = 0, length = -1;
+  for (const auto& entry : t.external_data()) {
+    auto number = [&] {
+      try {
+        size_t used = 0;
+        const int64_t v = std::stoll(entry.value(), &used);
+        if (used == entry.value().size() && v >= 0) return v;
+      } catch (const std::exception&) {
+      }
+      throw UserError(fmt::format("{}: external data {} '{}' is not a byte count", what, entry.key(), entry.value()));
+    };
+    if (entry.key() == "location") location = entry.value();
+    else if (entry.key() == "offset") offset = number();
+    else if (entry.key() == "length") length = number();
+  }
+  const std::filesystem::path relative(location);
+  if (location.empty() || relative.is_absolute() || std::any_of(relative.begin(), relative.end(), [](const auto& part) { return part == ".."; }))
+    throw UserError(fmt::format("{}: external data location '{}' must name a file in the model's folder", what, location));
+  const std::filesystem::path file = std::filesystem::path(model_path).parent_path() / relative;
+  std::ifstream in(file, std::ios::binary);
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(file, ec);
+  if (!in || ec) throw UserError(fmt::format("{}: cannot open its external data file {}", what, file.string()));
+  if (length < 0) length = static_cast<int64_t>(size) - offset;
+  if (offset > static_cast<int64_t>(size) || length < 0 || length > static_cast<int64_t>(size) - offset)
+    throw UserError(fmt::format("{}: external data at offset {}, {} bytes, lies past the end of {} ({} bytes: truncated?)", what, offset,
+                                length, file.string(), size));
+  onnx::TensorProto copy = t;
+  copy.clear_external_data();
+  copy.set_data_location(onnx::TensorProto_DataLocation_DEFAULT);
+  std::string bytes(static_cast<size_t>(length), '\0');
+  in.seekg(offset);
+  if (!in.read(bytes.data(), length)) throw UserError(fmt::format("{}: cannot read its external data from {}", what, file.string()));
+  copy.set_raw_data(std::move(bytes));
+  return copy;
+}
+
 }  // namespace
 
-Constant decode_tensor(const onnx::TensorProto& t, const std::string& what) {
-  if (t.data_location() == onnx::TensorProto_DataLocation_EXTERNAL)
-    throw UserError(fmt::format("{}: its data is in an external file, which import does not read (save the model with its data inside)", what));
+Constant decode_tensor(const onnx::TensorProto& t, const std::string& what, const std::string& model_path) {
+  if (t.data_location() == onnx::TensorProto_DataLocation_EXTERNAL) return decode_tensor(with_external_data(t, what, model_path), what, model_path);
   Constant c;
   int64_t numel = 1;
   for (int64_t d : t.dims()) {

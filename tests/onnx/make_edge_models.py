@@ -12,6 +12,7 @@ import os
 import sys
 
 import numpy as np
+import onnx
 from onnx import TensorProto, checker, helper, numpy_helper
 
 out = sys.argv[1]
@@ -24,15 +25,22 @@ def const(name, shape, scale=0.5):
     return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
 
 
-def save(name, shape, nodes, inits, expect, message="", check=True):
+def save(name, shape, nodes, inits, expect, message="", check=True, opset=13, external=False, functions=()):
+    """external: the data of initializers over 64 bytes in NAME.onnx.data beside the file (as
+    torch's dynamo exporter saves by default; ONNX Runtime's shape inference reads small integer
+    tensors only from inside the file). onnx 1.12's checker knows opsets up to 17 only."""
     graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N"] + shape)],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "K"])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    if check:
+    imports = [helper.make_opsetid("", opset)] + [helper.make_opsetid(f.domain, 1) for f in functions]
+    model = helper.make_model(graph, opset_imports=imports, functions=list(functions))
+    if check and opset <= 17:
         checker.check_model(model)
     path = os.path.join(out, name + ".onnx")
-    with open(path, "wb") as f:
-        f.write(model.SerializeToString())
+    if external:
+        onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True, location=name + ".onnx.data", size_threshold=64)
+    else:
+        with open(path, "wb") as f:
+            f.write(model.SerializeToString())
     cases.append({"name": name, "file": name + ".onnx", "expect": expect, "input_shape": shape, "message_contains": message})
 
 
@@ -177,6 +185,49 @@ nodes, inits = head("x", 6)
 save("arithmetic_on_empty_shape", [6, 4, 4],
      [helper.make_node("Shape", ["x"], ["s"], start=1, end=1), helper.make_node("Add", ["s", "one"], ["t"]),
       helper.make_node("Reshape", ["x", "t"], ["unused"])] + nodes, [i64("one", [1])] + inits, "error", "arithmetic on an empty constant", check=False)
+
+# Opsets 18 to 23, as torch's dynamo exporter writes them: Pad and ReduceMean with their axes as
+# inputs (negative), Split into num_outputs parts (the last one smaller), Clip bounds as inputs,
+# Shape with start and end, a Linear as a Transpose of its weight and MatMul, AveragePool's
+# dilations; weights in an external data file.
+nodes, inits = head("cat", 5)
+save("opset18_axes_inputs_and_split", [5, 6, 6],
+     [helper.make_node("Pad", ["x", "pads", "", "pad_axes"], ["p"]),
+      helper.make_node("Conv", ["p", "w"], ["c"], kernel_shape=[3, 3]), helper.make_node("Relu", ["c"], ["r"]),
+      helper.make_node("Split", ["r"], ["s0", "s1"], axis=1, num_outputs=2),
+      helper.make_node("Concat", ["s1", "s0"], ["cat"], axis=1)] + nodes,
+     [i64("pads", [1, 1, 1, 1]), i64("pad_axes", [-2, -1]), const("w", [5, 5, 3, 3])] + inits, "ok", opset=18)
+dynamo_style = [
+    helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+    helper.make_node("BatchNormalization", ["c", "scale", "shift", "mean", "var"], ["bn"], training_mode=0),
+    helper.make_node("Clip", ["bn", "lo", "hi"], ["r6"]),
+    helper.make_node("MaxPool", ["r6"], ["mp"], kernel_shape=[2, 2], strides=[2, 2]),
+    helper.make_node("AveragePool", ["mp"], ["ap"], kernel_shape=[2, 2], strides=[2, 2], dilations=[1, 1]),
+    helper.make_node("ReduceMean", ["ap", "mean_axes"], ["gm"], keepdims=1),
+    helper.make_node("Shape", ["gm"], ["n"], start=0, end=1), helper.make_node("Concat", ["n", "minus1"], ["target"], axis=0),
+    helper.make_node("Reshape", ["gm", "target"], ["f"]),
+    helper.make_node("Transpose", ["lw"], ["lwt"], perm=[1, 0]), helper.make_node("MatMul", ["f", "lwt"], ["mm"]),
+    helper.make_node("Add", ["mm", "lb"], ["y"])]
+dynamo_inits = [const("w", [6, 3, 3, 3]), const("b", [6]), const("scale", [6]), const("shift", [6]), const("mean", [6]),
+                numpy_helper.from_array(rng.uniform(0.5, 2, 6).astype(np.float32), "var"),
+                numpy_helper.from_array(np.array(0, np.float32), "lo"), numpy_helper.from_array(np.array(6, np.float32), "hi"),
+                i64("mean_axes", [-1, -2]), i64("minus1", [-1]), const("lw", [5, 6]), const("lb", [5])]
+for opset in (20, 22, 23):
+    save(f"opset{opset}_dynamo_style", [3, 8, 8], dynamo_style, dynamo_inits, "ok", opset=opset)
+save("opset23_external_data", [3, 8, 8], dynamo_style, dynamo_inits, "ok", opset=23, external=True)
+save("opset24", [3, 8, 8], dynamo_style, dynamo_inits, "error", "opset 24 is not supported", opset=24)
+# A call of a function the model defines (the dynamo exporter without its optimize step).
+relu_function = helper.make_function("pkg.custom", "MyRelu", ["a"], ["b"], [helper.make_node("Relu", ["a"], ["b"])],
+                                     [helper.make_opsetid("", 18)])
+nodes, inits = head("r", 3)
+save("local_function", [3, 4, 4], [helper.make_node("MyRelu", ["x"], ["r"], domain="pkg.custom")] + nodes, inits, "error",
+     "calls the model's own function pkg.custom::MyRelu", opset=18, functions=[relu_function])
+# External data that is gone, or shorter than the tensors it holds.
+for name, damage in [("external_data_missing", lambda data: os.remove(data)),
+                     ("external_data_truncated", lambda data: os.truncate(data, os.path.getsize(data) // 2))]:
+    save(name, [3, 8, 8], dynamo_style, dynamo_inits, "error", "cannot open its external data file" if "missing" in name else "truncated?",
+         opset=18, external=True)
+    damage(os.path.join(out, name + ".onnx.data"))
 
 with open(os.path.join(out, "cases.json"), "w") as f:
     json.dump(cases, f, indent=1)
