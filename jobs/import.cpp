@@ -157,6 +157,8 @@ std::string import_model(const ImportRequest& r) {
   if (!imported.output_softmax.empty())
     out += fmt::format("the model's final {} is left out: the checkpoint gives logits (shrink-run's probabilities, and the top class, are the same)\n",
                        imported.output_softmax);
+  if (imported.input_channels_last)
+    out += "the file reads N,H,W,C (channels last) and transposes it first: the checkpoint, shrink-run and the exports read N,C,H,W\n";
   if (new_head) out += fmt::format("replaced the {}-class classifier {} with a fresh {}-class one (train it: transfer learning)\n", own_classes, head, spec.classes);
   if (graph_normalizes)
     out += fmt::format("normalization from the {}: mean {} std {}\n", model_file ? "file" : "graph", fmt::join(mean, ","), fmt::join(stdev, ","));

@@ -17,8 +17,33 @@ namespace onnx_import {
 
 namespace {
 
-// The per-sample shape of the graph's input, from the file, `given`, or both (they must agree).
-std::vector<int64_t> input_shape(const onnx::ValueInfoProto& in, const std::vector<int64_t>& given, const std::string& path) {
+// Whether the graph reads its input channels last (N,H,W,C, as tf2onnx writes Keras models): the
+// input reaches a Transpose(0,3,1,2), read once at each step, through any Add, Sub, Mul or Div by a
+// constant (Keras' Rescaling) before it.
+bool reads_channels_last(const onnx::GraphProto& g, std::string tensor) {
+  std::set<std::string> constants;
+  for (const auto& t : g.initializer()) constants.insert(t.name());
+  for (const auto& n : g.node())
+    if (n.op_type() == "Constant") constants.insert(n.output().begin(), n.output().end());
+  for (int step = 0; step < 8; ++step) {
+    const onnx::NodeProto* reader = nullptr;
+    int count = 0;
+    for (const auto& n : g.node())
+      for (const auto& name : n.input())
+        if (name == tensor) reader = &n, ++count;
+    if (count != 1) return false;
+    const std::string& op = reader->op_type();
+    if (op == "Transpose") return attr_ints(*reader, "perm") == std::vector<int64_t>{0, 3, 1, 2};
+    const bool scales = op == "Add" || op == "Sub" || op == "Mul" || op == "Div";
+    if (!scales || reader->input_size() != 2 || !constants.count(reader->input(reader->input(0) == tensor ? 1 : 0))) return false;
+    tensor = reader->output(0);
+  }
+  return false;
+}
+
+// The per-sample shape of the graph's input (C,H,W: a channels-last file's H,W,C reordered), from
+// the file, `given`, or both (they must agree).
+std::vector<int64_t> input_shape(const onnx::ValueInfoProto& in, const std::vector<int64_t>& given, bool channels_last, const std::string& path) {
   const auto& type = in.type().tensor_type();
   if (type.elem_type() != onnx::TensorProto_DataType_FLOAT)
     throw UserError(fmt::format("{}: input '{}' is not float32 (import reads fp32 models)", path, in.name()));
@@ -32,6 +57,7 @@ std::vector<int64_t> input_shape(const onnx::ValueInfoProto& in, const std::vect
     }
   if (!known && given.empty())
     throw UserError(fmt::format("{}: input '{}' has no fixed per-sample shape: give it with --input C,H,W", path, in.name()));
+  if (known && channels_last) shape = {shape[2], shape[0], shape[1]};
   if (!given.empty() && known && given != shape)
     throw UserError(fmt::format("{}: --input {} but the file's input '{}' is {}", path, shape_string(given), in.name(), shape_string(shape)));
   return given.empty() ? shape : given;
@@ -47,7 +73,7 @@ Importer::Importer(const onnx::ModelProto& model, const std::string& path, const
   if (opset_ < 11 || opset_ > 23)
     throw UserError(fmt::format("{}: opset {} is not supported (import reads opsets 11 to 23; re-export the model with one of them)", path, opset_));
   out_.opset = opset_;
-  out_.producer = (model.producer_name() + " " + model.producer_version());
+  out_.producer = model.producer_name().empty() ? "unknown producer" : model.producer_name() + " " + model.producer_version();
   for (const auto& prop : model.metadata_props())  // a model shrink exported names its classes
     if (prop.key() == "shrink.class_names") {
       auto names = nlohmann::json::parse(prop.value(), nullptr, false);
@@ -71,7 +97,10 @@ Importer::Importer(const onnx::ModelProto& model, const std::string& path, const
     throw UserError(fmt::format("{}: the model's inputs are all initializers too (constants with a default); import reads models with one image or feature input", path));
   if (inputs.size() != 1) throw UserError(fmt::format("{}: the model has {} inputs; import reads models with one image or feature input", path, inputs.size()));
   Value in;
-  in.shape = input_shape(*inputs[0], input, path);
+  const auto& file_input = inputs[0]->type().tensor_type();
+  out_.input_channels_last = file_input.has_shape() && file_input.shape().dim_size() == 4 && reads_channels_last(g, inputs[0]->name());
+  if (out_.input_channels_last) in.kind = Value::Kind::ChannelsLast;
+  in.shape = input_shape(*inputs[0], input, out_.input_channels_last, path);
   if (const auto& t = inputs[0]->type().tensor_type(); t.has_shape() && t.shape().dim_size() > 0 && t.shape().dim(0).has_dim_value())
     file_batch_ = t.shape().dim(0).dim_value();
   values_[inputs[0]->name()] = in;
@@ -122,6 +151,9 @@ const Value& Importer::layer_input(const onnx::NodeProto& n, int k) const {
   if (v.kind == Value::Kind::Padded) unsupported(n, "reads the output of a Pad; only a zero Pad right before a Conv or AveragePool is supported");
   if (v.kind == Value::Kind::Grouped)
     unsupported(n, "reads a channel shuffle's intermediate tensor; only Reshape to [batch, g, C/g, H, W], Transpose(perm 0,2,1,3,4), Reshape back is supported");
+  if (v.kind == Value::Kind::ChannelsLast || v.kind == Value::Kind::FlatChannelsLast)
+    unsupported(n, "reads a channels-last (N,H,W,C) tensor; only a Transpose back to N,C,H,W, a Flatten or Reshape of it into a Gemm or MatMul, "
+                   "a ReduceMean or ReduceMax over H,W, or the input's normalization may read one");
   if (v.kind != Value::Kind::Layer) unsupported(n, fmt::format("input '{}' is a constant where a computed tensor was expected", n.input(k)));
   return v;
 }

@@ -29,6 +29,9 @@ struct ImportedModel {
   std::vector<std::string> class_names;  // from the metadata of a model shrink exported
   // "Softmax" or "LogSoftmax" when the graph ended in one, left out: the model gives logits.
   std::string output_softmax;
+  // The file's input is N,H,W,C (TensorFlow's layout, as tf2onnx writes Keras models) and the
+  // graph transposes it first: the spec reads N,C,H,W, and the transposes are left out.
+  bool input_channels_last = false;
 };
 
 // `input`: the per-sample shape C,H,W (or F) when the file leaves it open (or to check it).

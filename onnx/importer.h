@@ -32,13 +32,16 @@ struct Constant {
 Constant decode_tensor(const onnx::TensorProto& t, const std::string& what, const std::string& model_path);
 
 struct Value {
-  enum class Kind { Layer, Constant, Padded, Grouped } kind = Kind::Layer;
-  std::string layer;            // Layer, Padded, Grouped: the spec layer whose output it is ("" = the model input)
-  std::vector<int64_t> shape;   // Layer, Padded, Grouped: per sample, as the layer gives it (C,H,W)
+  // ChannelsLast: the layer's C,H,W output viewed as H,W,C (a Transpose(0,2,3,1) of it, or the
+  // model input as a channels-last file gives it); FlatChannelsLast: that view flattened.
+  enum class Kind { Layer, Constant, Padded, Grouped, ChannelsLast, FlatChannelsLast } kind = Kind::Layer;
+  std::string layer;            // all but Constant: the spec layer whose output it is ("" = the model input)
+  std::vector<int64_t> shape;   // all but Constant: per sample, as the layer gives it (C,H,W)
   Constant constant;            // Constant
   Pads pads{0, 0, 0, 0};        // Padded
   int64_t groups = 0;           // Grouped: viewed as N, groups, C/groups, H, W ...
   bool swapped = false;         // ... and then as N, C/groups, groups, H, W
+  std::vector<int64_t> image;   // FlatChannelsLast: the C,H,W image whose H,W,C order it flattens
 };
 
 class Importer {
@@ -76,8 +79,12 @@ class Importer {
   void dropout(const onnx::NodeProto& n);
   void pad(const onnx::NodeProto& n);
   void transpose_constant(const onnx::NodeProto& n, const Constant& c);
+  void flatten_value(const onnx::NodeProto& n, const Value& x);
+  const Value& linear_input(const onnx::NodeProto& n) const;
+  std::vector<float> linear_weight(const Value& a, std::vector<float> w, int64_t out) const;
   std::vector<int64_t> pads_of_all_axes(const onnx::NodeProto& n, const std::vector<int64_t>& pads, const std::vector<int64_t>& axes, int64_t rank);
-  void normalization(const onnx::NodeProto& n);  // Sub, Div
+  void normalization(const onnx::NodeProto& n);  // Add, Sub, Mul, Div of a constant on the input
+  std::vector<float> per_input_channel(const onnx::NodeProto& n, const Value& x, const Constant& c) const;
   // ops_channels.cpp: channel shuffles, slices and splits, and the arithmetic of shape vectors.
   void arithmetic(const onnx::NodeProto& n);     // Add, Sub, Mul, Div: of constants here, else the readers above
   void group(const onnx::NodeProto& n, const Value& x, const std::vector<int64_t>& target);
@@ -113,6 +120,7 @@ class Importer {
   const onnx::ModelProto& model_;
   std::string path_;
   int64_t opset_ = 0;
+  std::vector<float> norm_scale_, norm_offset_;  // the input's normalization so far: x * scale + offset, per channel
   int64_t file_batch_ = 0;  // the input's batch size when the file fixes one (torch's export without dynamic axes)
   std::map<std::string, Value> values_;
   std::map<std::string, int> uses_;      // readers of each tensor name (graph outputs count)

@@ -138,7 +138,7 @@ void Importer::conv(const onnx::NodeProto& n) {
 
 // Gemm: y = alpha * A B' + beta * C with B a constant: a linear layer of weight alpha * B.
 void Importer::gemm(const onnx::NodeProto& n) {
-  const Value& a = layer_input(n, 0);
+  const Value& a = linear_input(n);
   const Constant& b = constant_input(n, 1);
   if (attr_int(n, "transA", 0) != 0) unsupported(n, "transA = 1 is not supported");
   if (b.dims.size() != 2 || !b.is_float) unsupported(n, "B must be a 2-D float constant");
@@ -153,7 +153,7 @@ void Importer::gemm(const onnx::NodeProto& n) {
   L.out = out;
   L.bias = has_input(n, 2);
   std::string name = add_layer(n, L, {a.layer});
-  set_tensor(name + ".weight", {out, in}, std::move(w));
+  set_tensor(name + ".weight", {out, in}, linear_weight(a, std::move(w), out));
   if (!L.bias) return;
   const Constant& c = constant_input(n, 2);
   if ((c.numel() != out && c.numel() != 1) || !c.is_float) unsupported(n, fmt::format("C must be {} floats or one", out));
@@ -164,7 +164,7 @@ void Importer::gemm(const onnx::NodeProto& n) {
 
 // MatMul of a flattened input by a constant [in, out]: a linear layer without bias (an Add may give it one).
 void Importer::matmul(const onnx::NodeProto& n) {
-  const Value& a = layer_input(n, 0);
+  const Value& a = linear_input(n);
   const Value& bv = input(n, 1);
   if (bv.kind != Value::Kind::Constant) unsupported(n, "only a product by a constant matrix is supported");
   const Constant& b = bv.constant;
@@ -178,7 +178,7 @@ void Importer::matmul(const onnx::NodeProto& n) {
   L.out = out;
   L.bias = false;
   std::string name = add_layer(n, L, {a.layer});
-  set_tensor(name + ".weight", {out, in}, std::move(w));
+  set_tensor(name + ".weight", {out, in}, linear_weight(a, std::move(w), out));
 }
 
 // Add of two computed tensors: a residual add. Of a computed tensor and a constant: the bias of

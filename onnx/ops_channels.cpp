@@ -41,9 +41,12 @@ void Importer::arithmetic(const onnx::NodeProto& n) {
   const Value& a = input(n, 0);
   const Value& b = input(n, 1);
   if (a.kind != Value::Kind::Constant || b.kind != Value::Kind::Constant) {
+    const Value& other = a.kind == Value::Kind::Constant ? b : a;
+    const bool on_input = other.layer.empty() && (other.kind == Value::Kind::Layer || other.kind == Value::Kind::ChannelsLast);
+    if (on_input && (a.kind == Value::Kind::Constant || b.kind == Value::Kind::Constant)) return normalization(n);
     if (n.op_type() == "Add") return add(n);
     if (n.op_type() == "Mul") return mul(n);
-    return normalization(n);
+    return normalization(n);  // refused there: a Sub or Div between layers
   }
   const Constant &x = a.constant, &y = b.constant;
   if (x.is_float != y.is_float) unsupported(n, "its constants must have one type");
@@ -93,11 +96,52 @@ void Importer::group(const onnx::NodeProto& n, const Value& x, const std::vector
 void Importer::transpose(const onnx::NodeProto& n) {
   const Value& x = input(n, 0);
   if (x.kind == Value::Kind::Constant) return transpose_constant(n, x.constant);
-  if (x.kind != Value::Kind::Grouped || x.swapped || attr_ints(n, "perm") != std::vector<int64_t>{0, 2, 1, 3, 4})
-    unsupported(n, "only a channel shuffle's transpose is supported: Reshape to [batch, g, C/g, H, W], Transpose(perm 0,2,1,3,4), Reshape back");
+  const std::vector<int64_t> perm = attr_ints(n, "perm");
   Value v = x;
-  v.swapped = true;
+  if (x.kind == Value::Kind::ChannelsLast && perm == std::vector<int64_t>{0, 3, 1, 2}) {
+    v.kind = Value::Kind::Layer;  // back to channels first: the layer's own output
+  } else if (x.kind == Value::Kind::Layer && x.shape.size() == 3 && perm == std::vector<int64_t>{0, 2, 3, 1}) {
+    v.kind = Value::Kind::ChannelsLast;
+  } else if (x.kind == Value::Kind::Grouped && !x.swapped && perm == std::vector<int64_t>{0, 2, 1, 3, 4}) {
+    v.swapped = true;
+  } else {
+    unsupported(n, "only a channel shuffle's transpose (Reshape to [batch, g, C/g, H, W], Transpose(perm 0,2,1,3,4), Reshape back) and one "
+                   "between channels first and last (perm 0,2,3,1 and back with 0,3,1,2) are supported");
+  }
   set_output(n, std::move(v));
+}
+
+// Flatten (or a flattening Reshape) of `x`: a flatten layer, or nothing when it is flat already. Of
+// a channels-last view, the features come in H,W,C order: FlatChannelsLast tells the Gemm or
+// MatMul that reads them (linear_weight reorders its columns).
+void Importer::flatten_value(const onnx::NodeProto& n, const Value& x) {
+  if (x.shape.size() == 1) {
+    values_[n.output(0)] = x;
+    return;
+  }
+  add_layer(n, layer_of(LayerType::Flatten), {x.layer});
+  if (x.kind != Value::Kind::ChannelsLast) return;
+  Value& flat = values_[n.output(0)];
+  flat.kind = Value::Kind::FlatChannelsLast;
+  flat.image = x.shape;
+}
+
+// The input of a Gemm or MatMul: a flat layer output (or a channels-last one flattened).
+const Value& Importer::linear_input(const onnx::NodeProto& n) const {
+  const Value& a = input(n, 0);
+  return a.kind == Value::Kind::FlatChannelsLast ? a : layer_input(n, 0);
+}
+
+// A linear layer's weight [out, in] for input `a`: columns of features flattened in H,W,C order
+// (a FlatChannelsLast input) moved to the C,H,W order the layer's flatten gives.
+std::vector<float> Importer::linear_weight(const Value& a, std::vector<float> w, int64_t out) const {
+  if (a.kind != Value::Kind::FlatChannelsLast) return w;
+  const int64_t C = a.image[0], H = a.image[1], W = a.image[2], in = C * H * W;
+  std::vector<float> chw(w.size());
+  for (int64_t o = 0; o < out; ++o)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t p = 0; p < H * W; ++p) chw[o * in + c * H * W + p] = w[o * in + p * C + c];
+  return chw;
 }
 
 // A Transpose of a constant (a Linear's weight as some exporters write it: Transpose, MatMul): the

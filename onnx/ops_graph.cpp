@@ -79,42 +79,43 @@ void Importer::global_pool(const onnx::NodeProto& n) {
 // ReduceMean (ReduceMax) over height and width is a global average (max) pool.
 void Importer::reduce(const onnx::NodeProto& n) {
   const bool max = n.op_type() == "ReduceMax";
-  const Value& x = layer_input(n, 0);
+  const bool last = input(n, 0).kind == Value::Kind::ChannelsLast;  // N,H,W,C: height and width are axes 1, 2
+  const Value& x = last ? input(n, 0) : layer_input(n, 0);
   std::vector<int64_t> axes = attr_ints(n, "axes");
   if (has_input(n, 1)) axes = constant_input(n, 1).ints;  // opset 18 moves them to an input
   for (auto& a : axes)
     if (a < 0) a += 4;
   std::sort(axes.begin(), axes.end());
-  if (x.shape.size() != 3 || axes != std::vector<int64_t>{2, 3})
-    unsupported(n, fmt::format("only a {} over height and width (axes 2, 3) of an image is supported", max ? "max" : "mean"));
+  if (x.shape.size() != 3 || axes != (last ? std::vector<int64_t>{1, 2} : std::vector<int64_t>{2, 3}))
+    unsupported(n, fmt::format("only a {} over height and width (axes {}) of an image is supported", max ? "max" : "mean", last ? "1, 2 of N,H,W,C" : "2, 3"));
   Layer L = layer_of(max ? LayerType::GlobalMaxPool : LayerType::GlobalAvgPool);
   L.keep_dims = attr_int(n, "keepdims", 1) != 0;
   add_layer(n, L, {x.layer});
+  if (last && L.keep_dims) values_[n.output(0)].kind = Value::Kind::ChannelsLast;  // N,1,1,C
 }
 
 void Importer::flatten(const onnx::NodeProto& n) {
-  const Value& x = layer_input(n, 0);
+  const Value& x = input(n, 0).kind == Value::Kind::ChannelsLast ? input(n, 0) : layer_input(n, 0);
   if (attr_int(n, "axis", 1) != 1) unsupported(n, "only axis 1 (keeping the batch axis) is supported");
-  if (x.shape.size() == 1) values_[n.output(0)] = x;  // already flat
-  else add_layer(n, layer_of(LayerType::Flatten), {x.layer});
+  flatten_value(n, x);
 }
 
 // A Reshape to [batch, features]: the target's first entry is the batch (batch_entry), its
 // second all features (their count or -1). Or a step of a channel shuffle (ops_channels.cpp).
 void Importer::reshape(const onnx::NodeProto& n) {
-  if (input(n, 0).kind == Value::Kind::Grouped) return ungroup(n, input(n, 0));
-  const Value& x = layer_input(n, 0);
+  const Value& in = input(n, 0);
+  if (in.kind == Value::Kind::Grouped) return ungroup(n, in);
+  const Value& x = in.kind == Value::Kind::ChannelsLast ? in : layer_input(n, 0);
   const Constant& target = constant_input(n, 1);
   int64_t features = 1;
   for (int64_t d : x.shape) features *= d;
   const auto& t = target.ints;
   if (target.is_float) unsupported(n, "its shape must be integers");
   if (attr_int(n, "allowzero", 0) != 0 && std::count(t.begin(), t.end(), 0)) unsupported(n, "allowzero with a 0 in the shape is not supported");
-  if (t.size() == 5) return group(n, x, t);
+  if (t.size() == 5 && x.kind == Value::Kind::Layer) return group(n, x, t);
   const bool flattens = t.size() == 2 && batch_entry(t) && (t[1] == -1 || t[1] == features);
   if (!flattens) unsupported(n, "only a reshape that flattens each sample ([batch, -1]), or a channel shuffle's, is supported");
-  if (x.shape.size() == 1) values_[n.output(0)] = x;
-  else add_layer(n, layer_of(LayerType::Flatten), {x.layer});
+  flatten_value(n, x);
 }
 
 // Shape of a computed tensor: [batch, its per-sample shape...] (start and end of opset 15 too).
@@ -295,26 +296,48 @@ void Importer::pad(const onnx::NodeProto& n) {
   set_output(n, std::move(v));
 }
 
-// (x - mean) / std on the model input, before any layer: the normalization a model exported by
-// shrink (or by hand) applies first. It becomes the checkpoint's normalization, not layers.
+// The input's normalization: Sub, Div, Mul and Add of constants on the model input before any
+// layer ((x - mean) / std as a model shrink exported has it, x * scale + offset as Keras' Rescaling),
+// in any order, before or after a channels-last input's Transpose. It becomes the checkpoint's
+// normalization, not layers: x * s + o = (x - mean) / std with std = 1 / s and mean = -o / s.
 void Importer::normalization(const onnx::NodeProto& n) {
-  const Value& x = layer_input(n, 0);
-  const Constant& c = constant_input(n, 1);
-  const bool sub = n.op_type() == "Sub", image = spec_.input.size() == 3;
-  std::vector<float>& stored = sub ? out_.mean : out_.std;
-  if (!x.layer.empty() || !spec_.layers.empty() || !stored.empty() || (sub && !out_.std.empty()) || uses(n.input(0)) != 1)
-    unsupported(n, "Sub and Div are read only as the input's normalization, (input - mean) / std, before any other node and the only reader of the input");
-  // One value for all, or one per channel broadcast over C,H,W ([1,C,1,1]), or per feature ([1,F]).
-  std::vector<int64_t> dims(c.dims.begin(), c.dims.end());
-  while (dims.size() > (image ? 3u : 1u) && dims.front() == 1) dims.erase(dims.begin());
-  const std::vector<int64_t> per_channel = image ? std::vector<int64_t>{spec_.input[0], 1, 1} : spec_.input;
-  if (!c.is_float || (c.numel() != 1 && dims != per_channel))
-    unsupported(n, fmt::format("its constant must be one value, or one per input {} shaped [1,{}{}]", image ? "channel" : "feature", spec_.input[0],
-                               image ? ",1,1" : ""));
-  const int64_t count = image ? spec_.input[0] : c.numel();
-  for (int64_t k = 0; k < count; ++k) stored.push_back(c.floats[c.numel() == 1 ? 0 : k]);
-  if (!sub && std::any_of(stored.begin(), stored.end(), [](float v) { return !(v > 0); })) unsupported(n, "a normalization's std must be positive");
+  const std::string& op = n.op_type();
+  const int at = input(n, 0).kind == Value::Kind::Constant ? 1 : 0;  // the input's side
+  const Value& x = input(n, at);
+  const Constant& c = constant_input(n, 1 - at);
+  if (!x.layer.empty() || !spec_.layers.empty() || uses(n.input(at)) != 1 || (at == 1 && (op == "Sub" || op == "Div")))
+    unsupported(n, "Add, Sub, Mul and Div of a constant are read only as the input's normalization ((input - mean) / std, or input * scale + "
+                   "offset), before any other node and the only reader of the input");
+  const std::vector<float> v = per_input_channel(n, x, c);
+  if (norm_scale_.empty()) norm_scale_.assign(v.size(), 1.f), norm_offset_.assign(v.size(), 0.f);
+  out_.mean.clear(), out_.std.clear();
+  for (size_t k = 0; k < v.size(); ++k) {
+    float &s = norm_scale_[k], &o = norm_offset_[k];
+    if (op == "Sub" || op == "Add") {
+      o += op == "Add" ? v[k] : -v[k];
+    } else {
+      const float f = op == "Mul" ? v[k] : 1.f / v[k];
+      s *= f, o *= f;
+    }
+    if (!(s > 0) || !std::isfinite(s) || !std::isfinite(o)) unsupported(n, "the input's normalization must scale it by a positive, finite factor");
+    out_.std.push_back(1.f / s), out_.mean.push_back(-o / s);
+  }
   set_output(n, x);
+}
+
+// A normalization constant as one value per input channel (or feature): one value for all, or one
+// per channel broadcast over C,H,W ([1,C,1,1]; [1,1,1,C] over a channels-last input), or per
+// feature ([1,F]).
+std::vector<float> Importer::per_input_channel(const onnx::NodeProto& n, const Value& x, const Constant& c) const {
+  const bool image = spec_.input.size() == 3, last = x.kind == Value::Kind::ChannelsLast;
+  const int64_t count = spec_.input[0];
+  std::vector<int64_t> dims(c.dims.begin(), c.dims.end());
+  while (!dims.empty() && dims.front() == 1) dims.erase(dims.begin());
+  const std::vector<int64_t> expect = image && !last ? std::vector<int64_t>{count, 1, 1} : std::vector<int64_t>{count};
+  if (!c.is_float || (c.numel() != 1 && dims != expect))
+    unsupported(n, fmt::format("its constant must be one value, or one per input {} shaped [1,{}]", image ? "channel" : "feature",
+                               !image ? std::to_string(count) : last ? fmt::format("1,1,{}", count) : fmt::format("{},1,1", count)));
+  return c.numel() == 1 ? std::vector<float>(static_cast<size_t>(count), c.floats[0]) : c.floats;
 }
 
 }  // namespace shrink::onnx_import

@@ -25,11 +25,13 @@ def const(name, shape, scale=0.5):
     return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
 
 
-def save(name, shape, nodes, inits, expect, message="", check=True, opset=13, external=False, functions=()):
+def save(name, shape, nodes, inits, expect, message="", check=True, opset=13, external=False, functions=(), channels_last=False):
     """external: the data of initializers over 64 bytes in NAME.onnx.data beside the file (as
     torch's dynamo exporter saves by default; ONNX Runtime's shape inference reads small integer
-    tensors only from inside the file). onnx 1.12's checker knows opsets up to 17 only."""
-    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N"] + shape)],
+    tensors only from inside the file). onnx 1.12's checker knows opsets up to 17 only.
+    channels_last: the file's input is N,H,W,C for `shape` C,H,W (tf2onnx's Keras models)."""
+    file_shape = [shape[1], shape[2], shape[0]] if channels_last else shape
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N"] + file_shape)],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "K"])], inits)
     imports = [helper.make_opsetid("", opset)] + [helper.make_opsetid(f.domain, 1) for f in functions]
     model = helper.make_model(graph, opset_imports=imports, functions=list(functions))
@@ -41,7 +43,8 @@ def save(name, shape, nodes, inits, expect, message="", check=True, opset=13, ex
     else:
         with open(path, "wb") as f:
             f.write(model.SerializeToString())
-    cases.append({"name": name, "file": name + ".onnx", "expect": expect, "input_shape": shape, "message_contains": message})
+    cases.append({"name": name, "file": name + ".onnx", "expect": expect, "input_shape": shape, "message_contains": message,
+                  "channels_last": channels_last})
 
 
 def head(x, channels):  # GlobalAveragePool, Flatten, Gemm to 5 classes
@@ -228,6 +231,38 @@ for name, damage in [("external_data_missing", lambda data: os.remove(data)),
     save(name, [3, 8, 8], dynamo_style, dynamo_inits, "error", "cannot open its external data file" if "missing" in name else "truncated?",
          opset=18, external=True)
     damage(os.path.join(out, name + ".onnx.data"))
+
+# Keras models as tf2onnx writes them: an N,H,W,C input, normalized there (a per-channel Sub and
+# Div, Rescaling's Mul and Add), transposed to N,C,H,W for the convs, transposed back before the
+# Flatten (features in H,W,C order) or reduced over axes 1, 2; the Dense layers as MatMul + Add.
+def f32(name, values):
+    return numpy_helper.from_array(np.array(values, np.float32), name)
+
+
+keras_start = [helper.make_node("Sub", ["x", "mean"], ["xs"]), helper.make_node("Div", ["xs", "std"], ["xd"]),
+               helper.make_node("Mul", ["scale", "xd"], ["xm"]), helper.make_node("Add", ["xm", "offset"], ["xa"]),
+               helper.make_node("Transpose", ["xa"], ["xt"], perm=[0, 3, 1, 2]),
+               helper.make_node("Conv", ["xt", "w1", "b1"], ["c1"], kernel_shape=[3, 3], auto_pad="SAME_UPPER"),
+               helper.make_node("Relu", ["c1"], ["r1"]), helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+               helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+               helper.make_node("Relu", ["c2"], ["r2"]), helper.make_node("Transpose", ["r2"], ["nhwc"], perm=[0, 2, 3, 1])]
+keras_inits = [f32("mean", [0.1, -0.2, 0.3]), f32("std", [0.5, 2.0, 1.5]), f32("scale", [0.8]), f32("offset", [-0.1]),
+               const("w1", [6, 3, 3, 3]), const("b1", [6]), const("w2", [4, 6, 3, 3]), const("b2", [4])]
+save("keras_channels_last_flatten", [3, 8, 6],
+     keras_start + [helper.make_node("Reshape", ["nhwc", "flat"], ["f"]), helper.make_node("MatMul", ["f", "d1"], ["m1"]),
+                    helper.make_node("Add", ["m1", "e1"], ["a1"]), helper.make_node("Relu", ["a1"], ["h"]),
+                    helper.make_node("MatMul", ["h", "d2"], ["m2"]), helper.make_node("Add", ["m2", "e2"], ["y"])],
+     keras_inits + [i64("flat", [-1, 4 * 4 * 3]), const("d1", [48, 10]), const("e1", [10]), const("d2", [10, 5]), const("e2", [5])],
+     "ok", channels_last=True)
+save("keras_channels_last_reduce", [3, 8, 6],
+     keras_start + [helper.make_node("ReduceMean", ["nhwc"], ["g"], axes=[1, 2], keepdims=1), helper.make_node("Flatten", ["g"], ["f"]),
+                    helper.make_node("MatMul", ["f", "d"], ["m"]), helper.make_node("Add", ["m", "e"], ["y"])],
+     keras_inits + [const("d", [4, 5]), const("e", [5])], "ok", channels_last=True)
+# A layer reading the channels-last view itself (an N,H,W,C tensor shrink's layers never hold).
+save("keras_relu_on_channels_last", [3, 8, 6],
+     keras_start + [helper.make_node("Relu", ["nhwc"], ["rr"]), helper.make_node("Flatten", ["rr"], ["f"]),
+                    helper.make_node("MatMul", ["f", "d"], ["y"])],
+     keras_inits + [const("d", [48, 5])], "error", "reads a channels-last (N,H,W,C) tensor", channels_last=True)
 
 with open(os.path.join(out, "cases.json"), "w") as f:
     json.dump(cases, f, indent=1)
