@@ -151,6 +151,7 @@ std::string run_import(const Args& a) {
   r.class_names = a.get("class-names").value_or("");
   r.seed = a.integer("seed", 0);
   r.image_input = a.has("image-input");
+  r.input_scale = a.real("input-scale", 1.0);
   return import_model(r);
 }
 
@@ -209,7 +210,7 @@ std::vector<Command> make_commands() {
                add_pipeline_options, run_pipeline_command});
   c.push_back({{"shrink", "data info", "PATH", "shapes, dtypes and class counts of a dataset", {}, false}, nullptr,
                [](const Args& a) { return data_info(a.positional[0]); }});
-  c.push_back({{"shrink", "import", "MODEL.onnx|M.shrink", "an ONNX model (fp32, opsets 11-17), or an fp32 .shrink file, as a shrink checkpoint",
+  c.push_back({{"shrink", "import", "MODEL.onnx|M.shrink", "an ONNX model (fp32, opsets 11-23), or an fp32 .shrink file, as a shrink checkpoint",
                 {{"out", "C.pt", kPath, "the checkpoint to write", false, true},
                  {"input", "C,H,W", Rule::shape(false), "per-sample input shape, when the file leaves it open"},
                  {"classes", "N", Rule::integer(2, 1 << 20), "a fresh N-class classifier in place of the model's (transfer learning)"},
@@ -217,6 +218,7 @@ std::vector<Command> make_commands() {
                  {"std", "s,...", Rule::numbers(1e-9, 1e9, false), "per-channel input standard deviation"},
                  {"class-names", "FILE", kPath, "class names, one per line"},
                  {"image-input", "", Rule::flag(), "the model reads 8-bit images scaled to [0,1] (1 or 3 channels): shrink-run then takes PNG/JPEG"},
+                 {"input-scale", "S", Rule::real(0, 1e6, true), "the file reads shrink's inputs times S (255: pixel values 0..255, where shrink's images are 0..1)"},
                  {"seed", "N", Rule::integer(0, 1 << 30), "initialization of a fresh classifier"}},
                 false},
                nullptr, run_import});

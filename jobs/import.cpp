@@ -119,6 +119,11 @@ std::string import_model(const ImportRequest& r) {
     if (mean.size() == 1 && stdev.size() > 1) mean.assign(stdev.size(), mean[0]);  // per-feature on one side only
     if (stdev.size() == 1 && mean.size() > 1) stdev.assign(mean.size(), stdev[0]);
   }
+  if (r.input_scale != 1.0) {  // (S x - m) / s = (x - m / S) / (s / S)
+    if (mean.empty()) mean.assign(channels, 0.0), stdev.assign(channels, 1.0);
+    for (double& v : mean) v /= r.input_scale;
+    for (double& v : stdev) v /= r.input_scale;
+  }
   // The file's own names (a model shrink exported) name its own classes, not a fresh head's.
   std::vector<std::string> class_names = !r.class_names.empty() ? read_class_names(r.class_names) : new_head ? std::vector<std::string>{} : imported.class_names;
   if (!class_names.empty() && static_cast<int64_t>(class_names.size()) != spec.classes)
@@ -160,9 +165,16 @@ std::string import_model(const ImportRequest& r) {
   if (imported.input_channels_last)
     out += "the file reads N,H,W,C (channels last) and transposes it first: the checkpoint, shrink-run and the exports read N,C,H,W\n";
   if (new_head) out += fmt::format("replaced the {}-class classifier {} with a fresh {}-class one (train it: transfer learning)\n", own_classes, head, spec.classes);
-  if (graph_normalizes)
-    out += fmt::format("normalization from the {}: mean {} std {}\n", model_file ? "file" : "graph", fmt::join(mean, ","), fmt::join(stdev, ","));
-  else if (r.mean.empty())
+  const std::string scaled = r.input_scale != 1.0 ? fmt::format(", for inputs {} times smaller than the file's", r.input_scale) : "";
+  if (graph_normalizes) {
+    out += fmt::format("normalization from the {}{}: mean {} std {}\n", model_file ? "file" : "graph", scaled, fmt::join(mean, ","), fmt::join(stdev, ","));
+    if (r.input_scale == 1.0 && std::all_of(stdev.begin(), stdev.end(), [](double s) { return s >= 64; }))
+      out += fmt::format("the graph divides its input by about {:.4g}: a model trained on pixel values 0..255? shrink's images (and shrink-run's) "
+                         "are 0..1: import it with --input-scale 255 if so\n",
+                         stdev[0]);
+  } else if (r.input_scale != 1.0) {
+    out += fmt::format("normalization{}: mean {} std {}\n", scaled, fmt::join(mean, ","), fmt::join(stdev, ","));
+  } else if (r.mean.empty())
     out += "no --mean/--std given: the model is taken to read its inputs unnormalized\n";
   const auto has = [&](LayerType t) { return std::any_of(spec.layers.begin(), spec.layers.end(), [&](const Layer& L) { return L.type == t; }); };
   if (model_file && has(LayerType::Conv2d))

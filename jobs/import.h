@@ -17,6 +17,9 @@ struct ImportRequest {
   std::string class_names;               // a file with one class name per line
   int64_t seed = 0;                      // initialization of a fresh classifier
   bool image_input = false;              // trained on 8-bit images scaled to [0,1] (docs/format.md, image_input)
+  // The file's input is shrink's times this (255: a model trained on pixel values 0..255, where
+  // shrink's image loaders and shrink-run give 0..1): the normalization is rescaled to match.
+  double input_scale = 1.0;
 };
 
 // Writes the checkpoint; returns what it did (layers, params, a replaced head) for the user.

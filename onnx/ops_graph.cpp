@@ -320,7 +320,7 @@ void Importer::normalization(const onnx::NodeProto& n) {
       s *= f, o *= f;
     }
     if (!(s > 0) || !std::isfinite(s) || !std::isfinite(o)) unsupported(n, "the input's normalization must scale it by a positive, finite factor");
-    out_.std.push_back(1.f / s), out_.mean.push_back(-o / s);
+    out_.std.push_back(1.f / s), out_.mean.push_back(o == 0 ? 0.f : -o / s);
   }
   set_output(n, x);
 }

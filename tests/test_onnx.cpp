@@ -195,17 +195,20 @@ CATCH_TEST_CASE("ONNX import: hand-made graphs at the edges compute what ONNX Ru
     ImportRequest r;
     r.file = dir / ("edge/" + c["file"].get<std::string>());
     r.out = dir / "m.pt";
+    r.input_scale = c["input_scale"].get<double>();
     if (c["expect"] == "error") {
       CATCH_CHECK_THROWS_WITH(import_model(r), Catch::Contains(c["message_contains"].get<std::string>()));
       continue;
     }
     import_model(r);
+    if (r.input_scale != 1.0)  // imported without it, the user hears why the model would see the wrong range
+      CATCH_CHECK_THAT(test::run_cli("import " + r.file + " --out " + dir / "plain.pt").out, Catch::Contains("import it with --input-scale 255 if so"));
     export_model(r.out, dir / "m.shrink", {});
     std::vector<int64_t> shape{4};
     for (int64_t d : c["input_shape"]) shape.push_back(d);
     torch::manual_seed(9);
     auto x = torch::randn(shape);
-    auto file_x = c["channels_last"].get<bool>() ? x.permute({0, 2, 3, 1}).contiguous() : x;  // the file reads N,H,W,C
+    auto file_x = (c["channels_last"].get<bool>() ? x.permute({0, 2, 3, 1}).contiguous() : x) * r.input_scale;  // the file reads N,H,W,C
     CATCH_CHECK(relative_error(test::run_runtime(dir / "m.shrink", x), test::run_ort(r.file, file_x)) < 1e-5);
   }
 }

@@ -25,11 +25,13 @@ def const(name, shape, scale=0.5):
     return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
 
 
-def save(name, shape, nodes, inits, expect, message="", check=True, opset=13, external=False, functions=(), channels_last=False):
+def save(name, shape, nodes, inits, expect, message="", check=True, opset=13, external=False, functions=(), channels_last=False,
+         input_scale=1.0):
     """external: the data of initializers over 64 bytes in NAME.onnx.data beside the file (as
     torch's dynamo exporter saves by default; ONNX Runtime's shape inference reads small integer
     tensors only from inside the file). onnx 1.12's checker knows opsets up to 17 only.
-    channels_last: the file's input is N,H,W,C for `shape` C,H,W (tf2onnx's Keras models)."""
+    channels_last: the file's input is N,H,W,C for `shape` C,H,W (tf2onnx's Keras models).
+    input_scale: imported with --input-scale (the file reads pixel values 0..255, say)."""
     file_shape = [shape[1], shape[2], shape[0]] if channels_last else shape
     graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N"] + file_shape)],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "K"])], inits)
@@ -44,7 +46,7 @@ def save(name, shape, nodes, inits, expect, message="", check=True, opset=13, ex
         with open(path, "wb") as f:
             f.write(model.SerializeToString())
     cases.append({"name": name, "file": name + ".onnx", "expect": expect, "input_shape": shape, "message_contains": message,
-                  "channels_last": channels_last})
+                  "channels_last": channels_last, "input_scale": input_scale})
 
 
 def head(x, channels):  # GlobalAveragePool, Flatten, Gemm to 5 classes
@@ -258,6 +260,13 @@ save("keras_channels_last_reduce", [3, 8, 6],
      keras_start + [helper.make_node("ReduceMean", ["nhwc"], ["g"], axes=[1, 2], keepdims=1), helper.make_node("Flatten", ["g"], ["f"]),
                     helper.make_node("MatMul", ["f", "d"], ["m"]), helper.make_node("Add", ["m", "e"], ["y"])],
      keras_inits + [const("d", [4, 5]), const("e", [5])], "ok", channels_last=True)
+# Keras' Rescaling(1/255) in the graph: a model of pixel values 0..255, imported with --input-scale 255
+# for shrink's 0..1 inputs.
+nodes, inits = head("c", 4)
+save("keras_rescaling_0_255", [3, 6, 6],
+     [helper.make_node("Mul", ["x", "s"], ["xm"]), helper.make_node("Transpose", ["xm"], ["xt"], perm=[0, 3, 1, 2]),
+      helper.make_node("Conv", ["xt", "w"], ["c"], kernel_shape=[3, 3])] + nodes, [f32("s", 1 / 255), const("w", [4, 3, 3, 3])] + inits,
+     "ok", channels_last=True, input_scale=255.0)
 # A layer reading the channels-last view itself (an N,H,W,C tensor shrink's layers never hold).
 save("keras_relu_on_channels_last", [3, 8, 6],
      keras_start + [helper.make_node("Relu", ["nhwc"], ["rr"]), helper.make_node("Flatten", ["rr"], ["f"]),
