@@ -280,6 +280,7 @@ class GraphWriter {
         return flatten(pooled.tensor, out);
       }
       case LayerType::Flatten: return flatten(x, out);
+      case LayerType::Unflatten: return node("Reshape", {x, int64s(L.name + ".shape", {0, info.out_shape[0], 1, 1})}, out).output(0);
       case LayerType::Dropout: return node("Identity", {x}, out).output(0);
       case LayerType::Add: return node("Add", {x, in[1].tensor}, out).output(0);
       case LayerType::Mul: return node("Mul", {x, in[1].tensor}, out).output(0);
@@ -340,6 +341,7 @@ class GraphWriter {
       case LayerType::GlobalAvgPool:
       case LayerType::GlobalMaxPool:
       case LayerType::Flatten:
+      case LayerType::Unflatten:
       case LayerType::Dropout:
       case LayerType::Shuffle:
       case LayerType::Slice: return on_grid_as(in[0], tensor, L.name);

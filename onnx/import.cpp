@@ -31,7 +31,7 @@ bool reads_channels_last(const onnx::GraphProto& g, std::string tensor) {
     for (const auto& n : g.node())
       for (const auto& name : n.input())
         if (name == tensor) reader = &n, ++count;
-    if (count != 1) return false;
+    if (count != 1 || reader->output_size() < 1) return false;
     const std::string& op = reader->op_type();
     if (op == "Transpose") return attr_ints(*reader, "perm") == std::vector<int64_t>{0, 3, 1, 2};
     const bool scales = op == "Add" || op == "Sub" || op == "Mul" || op == "Div";
@@ -151,6 +151,7 @@ const Value& Importer::layer_input(const onnx::NodeProto& n, int k) const {
   if (v.kind == Value::Kind::Padded) unsupported(n, "reads the output of a Pad; only a zero Pad right before a Conv or AveragePool is supported");
   if (v.kind == Value::Kind::Grouped)
     unsupported(n, "reads a channel shuffle's intermediate tensor; only Reshape to [batch, g, C/g, H, W], Transpose(perm 0,2,1,3,4), Reshape back is supported");
+  if (v.kind == Value::Kind::Expanded) unsupported(n, "reads an Expand's output; only a Mul (broadcasting a C,1,1 tensor over C,H,W) may read one");
   if (v.kind == Value::Kind::ChannelsLast || v.kind == Value::Kind::FlatChannelsLast)
     unsupported(n, "reads a channels-last (N,H,W,C) tensor; only a Transpose back to N,C,H,W, a Flatten or Reshape of it into a Gemm or MatMul, "
                    "a ReduceMean or ReduceMax over H,W, or the input's normalization may read one");

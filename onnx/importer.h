@@ -34,14 +34,15 @@ Constant decode_tensor(const onnx::TensorProto& t, const std::string& what, cons
 struct Value {
   // ChannelsLast: the layer's C,H,W output viewed as H,W,C (a Transpose(0,2,3,1) of it, or the
   // model input as a channels-last file gives it); FlatChannelsLast: that view flattened.
-  enum class Kind { Layer, Constant, Padded, Grouped, ChannelsLast, FlatChannelsLast } kind = Kind::Layer;
+  // Expanded: a C,1,1 layer output broadcast to C,H,W (Expand; only a Mul reads it).
+  enum class Kind { Layer, Constant, Padded, Grouped, ChannelsLast, FlatChannelsLast, Expanded } kind = Kind::Layer;
   std::string layer;            // all but Constant: the spec layer whose output it is ("" = the model input)
   std::vector<int64_t> shape;   // all but Constant: per sample, as the layer gives it (C,H,W)
   Constant constant;            // Constant
   Pads pads{0, 0, 0, 0};        // Padded
   int64_t groups = 0;           // Grouped: viewed as N, groups, C/groups, H, W ...
   bool swapped = false;         // ... and then as N, C/groups, groups, H, W
-  std::vector<int64_t> image;   // FlatChannelsLast: the C,H,W image whose H,W,C order it flattens
+  std::vector<int64_t> image;   // FlatChannelsLast: the C,H,W image whose H,W,C order it flattens; Expanded: the C,H,W it fills
 };
 
 class Importer {
@@ -79,6 +80,8 @@ class Importer {
   void dropout(const onnx::NodeProto& n);
   void pad(const onnx::NodeProto& n);
   void transpose_constant(const onnx::NodeProto& n, const Constant& c);
+  void expand(const onnx::NodeProto& n);
+  void squeeze_layer(const onnx::NodeProto& n, const Value& x);
   void flatten_value(const onnx::NodeProto& n, const Value& x);
   const Value& linear_input(const onnx::NodeProto& n) const;
   std::vector<float> linear_weight(const Value& a, std::vector<float> w, int64_t out) const;

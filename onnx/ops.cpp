@@ -72,6 +72,7 @@ const std::map<std::string, Importer::Handler>& Importer::handlers() {
       {"Shape", &Importer::shape},
       {"Gather", &Importer::gather},
       {"Unsqueeze", &Importer::squeeze},
+      {"Expand", &Importer::expand},
       {"Squeeze", &Importer::squeeze},
       {"Concat", &Importer::concat},
       {"Cast", &Importer::cast},
@@ -145,6 +146,7 @@ void Importer::gemm(const onnx::NodeProto& n) {
   if (a.shape.size() != 1) unsupported(n, fmt::format("input of shape {} per sample; a flattened input is expected", shape_string(a.shape)));
   const bool trans_b = attr_int(n, "transB", 0) != 0;
   const int64_t in = trans_b ? b.dims[1] : b.dims[0], out = trans_b ? b.dims[0] : b.dims[1];
+  if (in != a.shape[0]) unsupported(n, fmt::format("B of shape {} for {} input features", shape_string(b.dims), a.shape[0]));
   const float alpha = static_cast<float>(attr_float(n, "alpha", 1.f)), beta = static_cast<float>(attr_float(n, "beta", 1.f));
   std::vector<float> w(static_cast<size_t>(in * out));
   for (int64_t o = 0; o < out; ++o)
@@ -212,8 +214,13 @@ void Importer::add(const onnx::NodeProto& n) {
 // Mul of two computed tensors (SiLU, squeeze-excite). x * hardsigmoid(x) with torch's constants
 // is hardswish (how torch exports it before opset 14): one layer.
 void Importer::mul(const onnx::NodeProto& n) {
-  const Value& a = layer_input(n, 0);
-  const Value& b = layer_input(n, 1);
+  // An Expanded operand is its C,1,1 tensor, which the mul broadcasts over the other's C,H,W.
+  auto operand = [&](int k) -> const Value& { return input(n, k).kind == Value::Kind::Expanded ? input(n, k) : layer_input(n, k); };
+  const Value& a = operand(0);
+  const Value& b = operand(1);
+  for (const auto* pair : {&a, &b})
+    if (pair->kind == Value::Kind::Expanded && (pair == &a ? b : a).shape != pair->image)
+      unsupported(n, fmt::format("an Expand to {} times a tensor of shape {}", shape_string(pair->image), shape_string((pair == &a ? b : a).shape)));
   for (const auto* pair : {&a, &b}) {
     const Value& gate = *pair;
     const Value& other = pair == &a ? b : a;

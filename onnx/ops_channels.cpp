@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <numeric>
+#include <stdexcept>
 
 #include "common/error.h"
 #include "onnx/importer.h"
@@ -137,6 +138,7 @@ const Value& Importer::linear_input(const onnx::NodeProto& n) const {
 std::vector<float> Importer::linear_weight(const Value& a, std::vector<float> w, int64_t out) const {
   if (a.kind != Value::Kind::FlatChannelsLast) return w;
   const int64_t C = a.image[0], H = a.image[1], W = a.image[2], in = C * H * W;
+  if (static_cast<int64_t>(w.size()) != out * in) throw std::logic_error("linear_weight: a weight of another size than its input's features");
   std::vector<float> chw(w.size());
   for (int64_t o = 0; o < out; ++o)
     for (int64_t c = 0; c < C; ++c)
@@ -223,6 +225,7 @@ void Importer::split(const onnx::NodeProto& n) {
   if (axis != 1) unsupported(n, "only a split of channels (axis 1) is supported");
   std::vector<int64_t> sizes = has_input(n, 1) ? constant_input(n, 1).ints : attr_ints(n, "split");
   if (sizes.empty() && attr_int(n, "num_outputs", 0) > 0) {  // opset 18: parts of ceil(C / parts), the last one smaller
+    if (attr_int(n, "num_outputs", 0) != parts) unsupported(n, fmt::format("num_outputs {} but {} outputs", attr_int(n, "num_outputs", 0), parts));
     const int64_t part = (channels + parts - 1) / parts;
     for (int64_t left = channels; left > 0; left -= part) sizes.push_back(std::min(part, left));
   } else if (sizes.empty()) {

@@ -113,8 +113,14 @@ void Importer::reshape(const onnx::NodeProto& n) {
   if (target.is_float) unsupported(n, "its shape must be integers");
   if (attr_int(n, "allowzero", 0) != 0 && std::count(t.begin(), t.end(), 0)) unsupported(n, "allowzero with a 0 in the shape is not supported");
   if (t.size() == 5 && x.kind == Value::Kind::Layer) return group(n, x, t);
+  if (t.size() == 4 && x.kind == Value::Kind::Layer && x.shape.size() == 1 && batch_entry(t) &&
+      (t[1] == features || t[1] == -1) && t[2] == 1 && t[3] == 1) {
+    add_layer(n, layer_of(LayerType::Unflatten), {x.layer});  // features to F,1,1: a squeeze-excite's gate from linear layers
+    return;
+  }
   const bool flattens = t.size() == 2 && batch_entry(t) && (t[1] == -1 || t[1] == features);
-  if (!flattens) unsupported(n, "only a reshape that flattens each sample ([batch, -1]), or a channel shuffle's, is supported");
+  if (!flattens)
+    unsupported(n, "only a reshape that flattens each sample ([batch, -1]), one of features to [batch, F, 1, 1], or a channel shuffle's, is supported");
   flatten_value(n, x);
 }
 
@@ -152,11 +158,48 @@ void Importer::gather(const onnx::NodeProto& n) {
 // Unsqueeze and Squeeze of shape arithmetic's small vectors: the values stay, as a vector.
 void Importer::squeeze(const onnx::NodeProto& n) {
   const Value& x = input(n, 0);
+  if (x.kind == Value::Kind::Layer) return squeeze_layer(n, x);
   if (x.kind != Value::Kind::Constant || x.constant.numel() > 8)
     unsupported(n, "only shape arithmetic (a small constant vector) is supported");
   Constant c = x.constant;
   c.dims = {c.numel()};
   set_output(n, constant_value(std::move(c)));
+}
+
+// Unsqueeze of features at axes 2, 3 is an unflatten (F to F,1,1: a squeeze-excite's gate from
+// linear layers); Squeeze of a C,1,1 image at axes 2, 3 a flatten.
+void Importer::squeeze_layer(const onnx::NodeProto& n, const Value& x) {
+  const bool unsqueeze = n.op_type() == "Unsqueeze";
+  std::vector<int64_t> axes = has_input(n, 1) ? constant_input(n, 1).ints : attr_ints(n, "axes");  // an input from opset 13
+  const int64_t rank = static_cast<int64_t>(x.shape.size()) + 1 + (unsqueeze ? static_cast<int64_t>(axes.size()) : 0);
+  for (auto& a : axes)
+    if (a < 0) a += rank;
+  std::sort(axes.begin(), axes.end());
+  if (axes != std::vector<int64_t>{2, 3})
+    unsupported(n, "of a computed tensor, only an Unsqueeze of features or a Squeeze of a C,1,1 image at axes 2, 3 is supported");
+  if (unsqueeze && x.shape.size() == 1) {
+    add_layer(n, layer_of(LayerType::Unflatten), {x.layer});
+  } else if (!unsqueeze && x.shape.size() == 3 && x.shape[1] == 1 && x.shape[2] == 1) {
+    flatten_value(n, x);
+  } else {
+    unsupported(n, fmt::format("{} of a tensor of shape {} per sample at axes 2, 3", n.op_type(), shape_string(x.shape)));
+  }
+}
+
+// Expand of a C,1,1 layer output to [batch, C, H, W] (torch's expand_as in a squeeze-excite): an
+// Expanded value, which a Mul reads as the C,1,1 tensor it broadcasts anyway.
+void Importer::expand(const onnx::NodeProto& n) {
+  const Value& x = layer_input(n, 0);
+  const Constant& target = constant_input(n, 1);
+  const auto& t = target.ints;
+  if (target.is_float || x.shape.size() != 3 || x.shape[1] != 1 || x.shape[2] != 1 || t.size() != 4 || !batch_entry(t) || (t[1] != x.shape[0] && t[1] != 1) ||
+      t[2] < 1 || t[3] < 1)
+    unsupported(n, fmt::format("only an Expand of a C,1,1 tensor to [batch, C, H, W] is supported (here {} to {})", shape_string(x.shape),
+                               fmt::join(t, ",")));
+  Value v = x;
+  v.kind = Value::Kind::Expanded;
+  v.image = {x.shape[0], t[2], t[3]};
+  set_output(n, std::move(v));
 }
 
 // Concat of computed tensors along channels is a concat layer; of constants, shape arithmetic.
@@ -231,6 +274,7 @@ void Importer::constant(const onnx::NodeProto& n) {
     else if (a.name() == "value_ints") c.is_float = false, c.ints.assign(a.ints().begin(), a.ints().end()), c.dims = {c.numel()};
     else unsupported(n, fmt::format("a constant given as '{}' is not supported", a.name()));
   }
+  if (n.attribute_size() != 1) unsupported(n, "a Constant holds exactly one value attribute");
   set_output(n, constant_value(std::move(c)));
 }
 
@@ -305,7 +349,7 @@ void Importer::normalization(const onnx::NodeProto& n) {
   const int at = input(n, 0).kind == Value::Kind::Constant ? 1 : 0;  // the input's side
   const Value& x = input(n, at);
   const Constant& c = constant_input(n, 1 - at);
-  if (!x.layer.empty() || !spec_.layers.empty() || uses(n.input(at)) != 1 || (at == 1 && (op == "Sub" || op == "Div")))
+  if ((x.kind != Value::Kind::Layer && x.kind != Value::Kind::ChannelsLast) || !x.layer.empty() || !spec_.layers.empty() || uses(n.input(at)) != 1 || (at == 1 && (op == "Sub" || op == "Div")))
     unsupported(n, "Add, Sub, Mul and Div of a constant are read only as the input's normalization ((input - mean) / std, or input * scale + "
                    "offset), before any other node and the only reader of the input");
   const std::vector<float> v = per_input_channel(n, x, c);

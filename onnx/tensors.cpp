@@ -53,9 +53,12 @@ onnx::TensorProto with_external_data(const onnx::TensorProto& t, const std::stri
   const std::filesystem::path relative(location);
   if (location.empty() || relative.is_absolute() || std::any_of(relative.begin(), relative.end(), [](const auto& part) { return part == ".."; }))
     throw UserError(fmt::format("{}: external data location '{}' must name a file in the model's folder", what, location));
-  const std::filesystem::path file = std::filesystem::path(model_path).parent_path() / relative;
-  std::ifstream in(file, std::ios::binary);
+  const std::filesystem::path folder = std::filesystem::path(model_path).parent_path(), file = folder / relative;
   std::error_code ec;
+  const std::string inside = std::filesystem::weakly_canonical(folder.empty() ? "." : folder, ec).string() + "/";
+  if (std::filesystem::weakly_canonical(file, ec).string().rfind(inside, 0) != 0)
+    throw UserError(fmt::format("{}: external data location '{}' must name a file in the model's folder (a link leads out of it)", what, location));
+  std::ifstream in(file, std::ios::binary);
   const auto size = std::filesystem::file_size(file, ec);
   if (!in || ec) throw UserError(fmt::format("{}: cannot open its external data file {}", what, file.string()));
   if (length < 0) length = static_cast<int64_t>(size) - offset;

@@ -81,6 +81,7 @@ bool keeps_zero(LayerType t) {
     case LayerType::GlobalAvgPool:
     case LayerType::GlobalMaxPool:
     case LayerType::Flatten:
+    case LayerType::Unflatten:
     case LayerType::Dropout:
     case LayerType::Add:
     case LayerType::Mul:

@@ -78,6 +78,7 @@ OnGrid on_grid(LayerType t) {
     case LayerType::MaxPool:
     case LayerType::GlobalMaxPool:
     case LayerType::Flatten:
+    case LayerType::Unflatten:
     case LayerType::Dropout:
     case LayerType::Shuffle:
     case LayerType::Slice: return OnGrid::Keeps;

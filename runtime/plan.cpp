@@ -64,6 +64,7 @@ bool passes_floats_on(LayerType t) {
     case LayerType::AvgPool:
     case LayerType::GlobalAvgPool:
     case LayerType::Flatten:
+    case LayerType::Unflatten:
     case LayerType::Dropout:
     case LayerType::Add:
     case LayerType::Mul:

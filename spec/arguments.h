@@ -78,7 +78,8 @@ void visit_arguments(Layer& L, Visitor& v) {
     case LayerType::HardSwish:
     case LayerType::Sigmoid:
     case LayerType::Tanh:
-    case LayerType::Flatten: return;  // no arguments
+    case LayerType::Flatten:
+    case LayerType::Unflatten: return;  // no arguments
   }
 }
 

@@ -52,6 +52,7 @@ enum : unsigned {
   X(GlobalAvgPool, "gap", 0, Follow, NoParams)                                 \
   X(GlobalMaxPool, "gmp", 0, Follow, NoParams)                                 \
   X(Flatten, "flatten", 0, Flatten, NoParams)                                  \
+  X(Unflatten, "unflatten", 0, Follow, NoParams)                               \
   X(Dropout, "dropout", 0, Follow, NoParams)                                   \
   X(Add, "add", kFusesActivation | kInt8 | kMerges, Tie, NoParams)            \
   X(Mul, "mul", kInt8 | kMerges, Tie, NoParams)                                \

@@ -107,6 +107,10 @@ std::vector<LayerInfo> analyze(const ModelSpec& spec) {
         I.out_shape = L.keep_dims ? std::vector<int64_t>{s[0], 1, 1} : std::vector<int64_t>{s[0]};
         break;
       case LayerType::Flatten: I.out_shape = {numel}; break;
+      case LayerType::Unflatten:
+        if (s.size() != 1) fail("unflatten needs features (a flat input), e.g. after linear");
+        I.out_shape = {s[0], 1, 1};
+        break;
       case LayerType::Add: {
         const auto& other = shapes.at(L.inputs[1]);
         if (other != s) fail(fmt::format("add of {} and {} ({}): shapes differ", L.inputs[0], L.inputs[1], shape_string(other)));

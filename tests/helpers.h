@@ -47,6 +47,9 @@ inline constexpr const char* kUnequalStridesAndPools =
     "conv(8,s=2,sw=1) bn relu maxpool(k=2,kw=1,sw=1) conv(8,k=3,kw=5,sw=2,pl=2,pr=2) bn relu avgpool(k=1,kw=3,s=1,sw=2,pw=1) "
     "maxpool(k=3,kw=2,s=2,sw=1,p=1,pw=0,ceil=1) conv(8,k=1) relu gap linear(classes)";
 
+// SENet's squeeze-excite: linear layers on the pooled features, the gate unflattened to C,1,1.
+inline constexpr const char* kSqueezeExciteLinear = "conv(8) bn x=relu gap linear(4) relu linear(8) sigmoid unflatten mul(x) gap linear(classes)";
+
 // Run options for jobs in tests: nothing printed.
 inline RunOptions quiet() {
   RunOptions o;

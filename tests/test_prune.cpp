@@ -265,6 +265,19 @@ CATCH_TEST_CASE("filter removal through squeeze-excite: the mul ties the excited
   CATCH_CHECK(info[s.index_of("mul1")].out_shape == std::vector<int64_t>{4, 8, 8});
 }
 
+CATCH_TEST_CASE("filter removal around a squeeze-excite of linear layers: the gate's linear features lock the excited channels", "[prune][surgery]") {
+  torch::manual_seed(7);
+  SpecNet net(parse_spec("conv(8) bn x=relu gap linear(4) relu linear(8) sigmoid unflatten mul(x) conv(8) bn relu gap linear(classes)", {3, 8, 8}, 4));
+  randomize_batchnorm(net);
+  FilterPruning o;
+  o.ratio = 0.5;
+  auto plan = plan_filter_pruning(net, o);
+  CATCH_CHECK(!plan.keep.count("conv1"));  // tied through the mul and the unflatten to linear2's features, which stay
+  CATCH_CHECK(plan.keep.at("conv2").size() == 4);
+  SpecNet smaller = removed_matches_masked(net, plan, torch::randn({5, 3, 8, 8}));
+  CATCH_CHECK(analyze(smaller->spec())[smaller->spec().index_of("unflatten1")].out_shape == std::vector<int64_t>{8, 1, 1});
+}
+
 CATCH_TEST_CASE("filter removal through slices and a channel shuffle: the channels they move are kept whole", "[prune][surgery]") {
   torch::manual_seed(6);
   SpecNet net(parse_spec(test::kShuffleUnit, {3, 10, 10}, 4));

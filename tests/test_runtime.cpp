@@ -56,6 +56,7 @@ CATCH_TEST_CASE("runtime fp32 matches LibTorch on every op", "[runtime][parity]"
       {"c=conv(8) slice(0,4) r=relu cat=concat(c,r) slice(2,6,from=input) s=relu i=conv(4,k=1,from=input) concat(cat,s,i) gap linear(classes)", {6, 8, 8}},
       {test::kNonSquareKernels, {3, 11, 9}},
       {test::kUnequalStridesAndPools, {3, 14, 12}},
+      {test::kSqueezeExciteLinear, {3, 8, 8}},
       {"conv(8) bn leaky_relu maxpool(2) l=leaky_relu(0.2) conv(8) bn add(l) leaky_relu(0.3) avgpool(2) leaky_relu linear(classes)", {3, 12, 12}},
       {"conv(8) bn tanh maxpool(2) t=tanh conv(8) bn elu add(t) elu(0.5) avgpool(2) tanh linear(16) elu linear(classes)", {3, 12, 12}},
       // fastai's head: global max and average pools joined, batchnorm on the features
@@ -140,7 +141,7 @@ CATCH_TEST_CASE("runtime int8 computes the documented scheme the simulation runs
                            "conv(16) bn x=relu gap(keep=1) conv(8,k=1,bias=1) relu conv(16,k=1,bias=1) hs=hardsigmoid m=mul(x,hs) "
                            "a=conv(8) bn ra=relu b=conv(8,from=m) bn h=hardswish cat=concat(ra,h) conv(16,d=2) bn relu "
                            "maxpool(3,s=2,p=1,ceil=1) hardsigmoid gap linear(classes)",
-                           test::kShuffleUnit, test::kNonSquareKernels, test::kUnequalStridesAndPools,
+                           test::kShuffleUnit, test::kNonSquareKernels, test::kUnequalStridesAndPools, test::kSqueezeExciteLinear,
                            "conv(16) bn leaky_relu maxpool(2) conv(16) bn l=leaky_relu(0.2) conv(16) bn add(l) leaky_relu avgpool(2) leaky_relu gap linear(classes)",
                            "conv(16) bn tanh maxpool(2) conv(16) bn e=elu conv(16) bn add(e) elu(0.5) avgpool(2) tanh gap linear(classes)",
                            "conv(16) bn x=relu m=gmp(keep=1) a=gap(keep=1,from=x) concat(m,a) conv(8,k=1) bn relu gmp linear(classes)"}) {

@@ -169,7 +169,10 @@ CATCH_TEST_CASE("new arguments and kinds round-trip, and specs without them prin
   const std::string merges = "x=conv(8) relu gap(keep=1) conv(8,1) hs=hardsigmoid m=mul(x,hs) c=concat(m,x) concat(x,c,m) conv(4,1) concat(x) "
                              "conv(8,1) mul(x) gap linear(classes)";
   const std::string moves = "x=conv(8) l=slice(0,2) r=slice(2,8,from=x) concat(r,l) shuffle(2) gap linear(classes)";
-  for (const std::string& text : {args, merges, moves}) {
+  const std::string gate = "x=conv(8) gap linear(8) sigmoid unflatten mul(x) gap linear(classes)";
+  CATCH_CHECK(analyze(parse_spec(gate, input, 10))[4].out_shape == std::vector<int64_t>{8, 1, 1});
+  CATCH_CHECK(error_of("conv(8) unflatten gap linear(classes)").find("unflatten needs features") != std::string::npos);
+  for (const std::string& text : {args, merges, moves, gate}) {
     auto s1 = parse_spec(text, input, 10);
     auto s2 = parse_spec(s1.to_string(), input, 10);
     CATCH_CHECK(s1.to_string() == s2.to_string());

@@ -8,6 +8,7 @@ namespace {
 bool may_be_a_view(LayerType t) {
   switch (t) {
     case LayerType::Flatten:
+    case LayerType::Unflatten:
     case LayerType::Dropout:  // identity in eval mode
     case LayerType::Slice:
     case LayerType::Shuffle: return true;  // a trivial shuffle (one group)
@@ -198,6 +199,7 @@ torch::Tensor SpecNetImpl::layer_forward(size_t i, torch::Tensor& in, const std:
       return L.keep_dims ? std::get<0>(pooled) : std::get<0>(pooled).flatten(1);
     }
     case LayerType::Flatten: return in.flatten(1);
+    case LayerType::Unflatten: return in.view({in.size(0), in.size(1), 1, 1});
     case LayerType::Dropout: return torch::dropout(in, L.dropout, is_training());
     case LayerType::Add: return in + rest.at(0);
     case LayerType::Mul: return in * rest.at(0);  // broadcasts C,1,1 over C,H,W

@@ -22,6 +22,7 @@ RuntimeOp op_for(LayerType type) {
     case LayerType::GlobalAvgPool:
     case LayerType::GlobalMaxPool: return {build_pool};
     case LayerType::Flatten: return {build_flatten};
+    case LayerType::Unflatten: return {build_unflatten};
     case LayerType::Dropout: return {build_dropout};
     case LayerType::Add: return {build_add};
     case LayerType::Mul: return {build_mul};

@@ -273,5 +273,43 @@ save("keras_relu_on_channels_last", [3, 8, 6],
                     helper.make_node("MatMul", ["f", "d"], ["y"])],
      keras_inits + [const("d", [48, 5])], "error", "reads a channels-last (N,H,W,C) tensor", channels_last=True)
 
+# A squeeze-excite gate of Gemm layers brought back to C,1,1 by one Unsqueeze at axes 2, 3 (and
+# pooled by a Squeeze of a C,1,1 image), expanded to the image and multiplied.
+save("gate_unsqueeze_expand", [4, 5, 5],
+     [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+      helper.make_node("GlobalAveragePool", ["r"], ["g"]), helper.make_node("Squeeze", ["g", "hw_axes"], ["s"]),
+      helper.make_node("Gemm", ["s", "f1"], ["h"], transB=1), helper.make_node("Sigmoid", ["h"], ["sg"]),
+      helper.make_node("Unsqueeze", ["sg", "hw_axes"], ["u"]), helper.make_node("Shape", ["r"], ["rs"]),
+      helper.make_node("Expand", ["u", "rs"], ["e"]), helper.make_node("Mul", ["r", "e"], ["m"]),
+      helper.make_node("GlobalAveragePool", ["m"], ["g2"]), helper.make_node("Flatten", ["g2"], ["f"]),
+      helper.make_node("Gemm", ["f", "hw", "hb"], ["y"], transB=1)],
+     [const("w", [6, 4, 3, 3]), i64("hw_axes", [2, 3]), const("f1", [6, 6]), const("hw", [5, 6]), const("hb", [5])], "ok")
+nodes, inits = head("c", 6)
+save("expand_read_by_conv", [6, 5, 5],
+     [helper.make_node("GlobalAveragePool", ["x"], ["gx"]), helper.make_node("Shape", ["x"], ["xs"]), helper.make_node("Expand", ["gx", "xs"], ["e"]),
+      helper.make_node("Conv", ["e", "w"], ["c"], kernel_shape=[1, 1])] + nodes, [const("w", [6, 6, 1, 1])] + inits,
+     "error", "reads an Expand's output")
+# Refused, never read past their data: a Gemm whose weight does not fit a channels-last flatten,
+# Split's num_outputs unlike its outputs, a Constant of two values, a Pad before a normalization.
+save("keras_gemm_of_wrong_width", [3, 8, 6],
+     keras_start + [helper.make_node("Flatten", ["nhwc"], ["f"]), helper.make_node("Gemm", ["f", "d"], ["y"], transB=1)],
+     keras_inits + [const("d", [5, 10])], "error", "B of shape 5x10 for 48 input features", channels_last=True)
+nodes, inits = head("s0", 3)
+save("split_num_outputs_unlike_outputs", [6, 4, 4], [helper.make_node("Split", ["x"], ["s0", "s1"], axis=1, num_outputs=3)] + nodes, inits,
+     "error", "num_outputs 3 but 2 outputs", opset=18)
+save("constant_of_two_values", [6],
+     [helper.make_node("Constant", [], ["w"], value=numpy_helper.from_array(np.ones((6, 4), np.float32)), value_float=1.0),
+      helper.make_node("MatMul", ["x", "w"], ["y"])], [], "error", "exactly one value attribute", check=False)
+nodes, inits = head("c", 4)
+save("pad_before_normalization", [3, 6, 6],
+     [helper.make_node("Pad", ["x", "pads"], ["p"]), helper.make_node("Sub", ["p", "m"], ["n"]),
+      helper.make_node("Conv", ["n", "w"], ["c"], kernel_shape=[3, 3])] + nodes,
+     [i64("pads", [0, 0, 1, 1, 0, 0, 1, 1]), f32("m", [0.5]), const("w", [4, 3, 3, 3])] + inits, "error", "read only as the input's normalization")
+# External data behind a link that leads out of the model's folder.
+save("external_data_link_out", [3, 8, 8], dynamo_style, dynamo_inits, "error", "a link leads out of it", opset=18, external=True)
+outside = os.path.join(os.path.dirname(os.path.abspath(out)), "outside.data")
+os.replace(os.path.join(out, "external_data_link_out.onnx.data"), outside)
+os.symlink(outside, os.path.join(out, "external_data_link_out.onnx.data"))
+
 with open(os.path.join(out, "cases.json"), "w") as f:
     json.dump(cases, f, indent=1)

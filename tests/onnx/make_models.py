@@ -151,6 +151,23 @@ class SqueezeExcite(nn.Module):
         return self.head(s * x)
 
 
+class SqueezeExciteLinear(nn.Module):
+    """The squeeze-excite of SENet's reference code: linear layers on the pooled features, the
+    gate viewed back as N,C,1,1 and expanded to the input's shape."""
+    def __init__(self):
+        super().__init__()
+        self.stem = seq(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.fc = seq(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 8), nn.Sigmoid())
+        self.head = seq(*gap_head(8))
+
+    def forward(self, x):
+        x = self.stem(x)
+        b, c, _, _ = x.size()
+        y = F.adaptive_avg_pool2d(x, 1).view(b, c)
+        y = self.fc(y).view(b, c, 1, 1)
+        return self.head(x * y.expand_as(x))
+
+
 def maxpool():
     return seq(nn.Conv2d(3, 8, 3, padding=1),                       # 16x16
                nn.MaxPool2d(3, 2, 1), nn.ReLU(),                    # 8x8
@@ -681,7 +698,7 @@ OPS = {
     "GlobalMaxPool": lambda i, a: [i[0].amax((2, 3), keepdim=True)],
     "Identity": lambda i, a: [i[0]], "Dropout": lambda i, a: [i[0], torch.ones_like(i[0], dtype=torch.bool)],
     "Flatten": _flatten, "Reshape": _reshape, "Shape": lambda i, a: [torch.tensor(i[0].shape, dtype=torch.int64)],
-    "Gather": _gather, "Unsqueeze": _unsqueeze, "Squeeze": _squeeze,
+    "Gather": _gather, "Unsqueeze": _unsqueeze, "Squeeze": _squeeze, "Expand": lambda i, a: [i[0].expand(*[int(v) for v in i[1]])],
     "Concat": lambda i, a: [torch.cat([t for t in i if t is not None], int(a["axis"]))],
     "Constant": _constant, "Pad": _pad, "Slice": _slice, "Split": _split,
     "ConstantOfShape": _constant_of_shape, "Cast": _cast,
@@ -743,6 +760,7 @@ NETS = [
     Net("sigmoid_silu", sigmoid_silu, S16),
     Net("squeeze_excite", lambda: SqueezeExcite(False), S16),
     Net("squeeze_excite_mean", lambda: SqueezeExcite(True), S16),
+    Net("squeeze_excite_linear", SqueezeExciteLinear, S16),
     Net("maxpool", maxpool, S16),
     Net("avgpool", avgpool, (3, 17, 17)),
     Net("gap_reduce_mean", lambda: GapMean(False), S16),

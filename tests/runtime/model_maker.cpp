@@ -63,6 +63,7 @@ bool unsigned_output(LayerType type, bool input_unsigned) {
     case LayerType::GlobalAvgPool:
     case LayerType::GlobalMaxPool:
     case LayerType::Flatten:
+    case LayerType::Unflatten:
     case LayerType::Dropout:
     case LayerType::Shuffle:
     case LayerType::Slice: return input_unsigned;
