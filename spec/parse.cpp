@@ -202,6 +202,8 @@ ParsedLayer parse_token(const Token& t, int64_t classes) {
   ArgumentReader reader{t, args, classes, false};
   spec_text::visit_arguments(L, reader);
   p.bias_given = reader.bias_given;
+  const bool pool = L.type == LayerType::MaxPool || L.type == LayerType::AvgPool;
+  if (pool && !args.count("s") && !args.count("sw")) L.stride_w = L.kernel_w;  // as torch: the stride is the kernel along each axis
   for (int64_t* side : {&L.pad_top, &L.pad_left, &L.pad_bottom, &L.pad_right})
     if (*side == L.padding) *side = -1;  // one canonical form: a side that equals p is not stated
   if (L.kernel_w == L.kernel) L.kernel_w = -1;  // nor a width that equals the height

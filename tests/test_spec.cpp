@@ -221,6 +221,15 @@ CATCH_TEST_CASE("new arguments and kinds round-trip, and specs without them prin
   CATCH_CHECK(analyze(strided)[1].out_shape == std::vector<int64_t>{4, 4, 16});
   CATCH_CHECK(analyze(strided)[2].out_shape == std::vector<int64_t>{4, 4, 8});
   CATCH_CHECK(parse_spec("maxpool(k=2,kw=2,s=2,sw=2,p=1,pw=1) gap linear(classes)", input, 10).to_string().find("w=") == std::string::npos);
+  // A pool's stride is its kernel along each axis unless given (torch's MaxPool2d((2, 1)) is 2x1),
+  // and the printed form states it.
+  for (const char* text : {"maxpool(2,kw=1) gap linear(classes)", "maxpool(k=2,s=2,kw=1) gap linear(classes)", "maxpool(2,2,kw=1,sw=3) gap linear(classes)"}) {
+    auto pooled = parse_spec(text, input, 10);
+    CATCH_CAPTURE(text);
+    CATCH_CHECK(parse_spec(pooled.to_string(), input, 10).to_string() == pooled.to_string());
+  }
+  CATCH_CHECK(analyze(parse_spec("maxpool(2,kw=1) gap linear(classes)", input, 10))[0].out_shape == std::vector<int64_t>{1, 8, 16});
+  CATCH_CHECK(analyze(parse_spec("maxpool(k=2,s=2,kw=1) gap linear(classes)", input, 10))[0].out_shape == std::vector<int64_t>{1, 8, 8});
   CATCH_CHECK(error_of("conv(4,sw=0) gap linear(classes)").find("sizes must be at least 1") != std::string::npos);
   CATCH_CHECK(error_of("maxpool(k=3,kw=1,p=1) gap linear(classes)").find("padding 1 along the width must be at most half the kernel's width 1") != std::string::npos);
   CATCH_CHECK(error_of("maxpool(k=3,pw=-1) gap linear(classes)").find("pw=-1 is out of range") != std::string::npos);
