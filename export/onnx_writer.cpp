@@ -264,6 +264,12 @@ class GraphWriter {
       case LayerType::Elu:
         attr(node("Elu", {x}, out), "alpha", static_cast<float>(L.alpha));
         return out;
+      case LayerType::Softplus: return node("Softplus", {x}, out).output(0);
+      case LayerType::Mish: {  // opset 18 has Mish; below it x * tanh(softplus(x)), as torch writes it
+        node("Softplus", {x}, L.name + ".softplus");
+        node("Tanh", {L.name + ".softplus"}, L.name + ".tanh");
+        return node("Mul", {x, L.name + ".tanh"}, out).output(0);
+      }
       case LayerType::HardSigmoid: return hardsigmoid(x, static_cast<float>(L.alpha), static_cast<float>(L.beta), out);
       case LayerType::MaxPool: return pool("MaxPool", L, info, x, out).output(0);
       case LayerType::AvgPool: {
@@ -352,6 +358,8 @@ class GraphWriter {
       case LayerType::LeakyReLU:
       case LayerType::Tanh:
       case LayerType::Elu:
+      case LayerType::Softplus:
+      case LayerType::Mish:
       case LayerType::Sigmoid:
       case LayerType::HardSigmoid:
       case LayerType::Add:

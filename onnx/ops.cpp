@@ -59,6 +59,8 @@ const std::map<std::string, Importer::Handler>& Importer::handlers() {
       {"LeakyRelu", &Importer::activation},
       {"Tanh", &Importer::activation},
       {"Elu", &Importer::activation},
+      {"Softplus", &Importer::activation},
+      {"Mish", &Importer::activation},
       {"Clip", &Importer::clip},
       {"HardSigmoid", &Importer::hardsigmoid},
       {"MaxPool", &Importer::pool},
@@ -237,6 +239,18 @@ void Importer::mul(const onnx::NodeProto& n) {
       values_[n.output(0)] = v;
       return;
     }
+    // x * tanh(softplus(x)), torch's Mish below opset 18: the tanh becomes the mish, reading x;
+    // the softplus, read by nothing then, is dropped with the dead layers at the end.
+    const int s = G.type == LayerType::Tanh && readers(G.name) == 1 ? index_of_layer(G.inputs[0]) : -1;
+    if (s >= 0 && spec_.layers[s].type == LayerType::Softplus && spec_.layers[s].inputs[0] == other.layer && readers(spec_.layers[s].name) == 1) {
+      G.type = LayerType::Mish;
+      G.inputs = {other.layer};
+      G.name = "mish" + std::to_string(++counters_["mish"]);
+      Value v = gate;
+      v.layer = G.name;
+      values_[n.output(0)] = v;
+      return;
+    }
   }
   add_layer(n, layer_of(LayerType::Mul), {a.layer, b.layer});
 }
@@ -259,7 +273,8 @@ void Importer::activation(const onnx::NodeProto& n) {
   const std::string& op = n.op_type();
   static const std::map<std::string, LayerType> kinds = {{"Relu", LayerType::ReLU},           {"Sigmoid", LayerType::Sigmoid},
                                                          {"HardSwish", LayerType::HardSwish}, {"LeakyRelu", LayerType::LeakyReLU},
-                                                         {"Tanh", LayerType::Tanh},           {"Elu", LayerType::Elu}};
+                                                         {"Tanh", LayerType::Tanh},           {"Elu", LayerType::Elu},
+                                                         {"Softplus", LayerType::Softplus},   {"Mish", LayerType::Mish}};
   Layer L = layer_of(kinds.at(op));
   if (L.type == LayerType::LeakyReLU) L.alpha = attr_float(n, "alpha", 0.01f);  // ONNX's defaults, as torch's
   if (L.type == LayerType::Elu) L.alpha = attr_float(n, "alpha", 1.f);

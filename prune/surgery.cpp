@@ -67,6 +67,7 @@ bool keeps_zero(LayerType t) {
   switch (t) {
     case LayerType::Sigmoid:
     case LayerType::HardSigmoid: return false;  // f(0) = 0.5
+    case LayerType::Softplus: return false;     // f(0) = log 2
     case LayerType::Conv2d:
     case LayerType::Linear:
     case LayerType::BatchNorm:  // its rows are masked too
@@ -76,6 +77,7 @@ bool keeps_zero(LayerType t) {
     case LayerType::LeakyReLU:
     case LayerType::Tanh:
     case LayerType::Elu:
+    case LayerType::Mish:
     case LayerType::MaxPool:
     case LayerType::AvgPool:
     case LayerType::GlobalAvgPool:

@@ -71,6 +71,8 @@ OnGrid on_grid(LayerType t) {
     case LayerType::LeakyReLU:  // its slope takes values off the grid (one activation scheme for all but the clamps)
     case LayerType::Tanh:
     case LayerType::Elu:
+    case LayerType::Softplus:
+    case LayerType::Mish:
     case LayerType::Sigmoid:
     case LayerType::HardSigmoid: return OnGrid::Leaves;
     case LayerType::ReLU:

@@ -59,6 +59,8 @@ bool passes_floats_on(LayerType t) {
     case LayerType::LeakyReLU:
     case LayerType::Tanh:
     case LayerType::Elu:
+    case LayerType::Softplus:
+    case LayerType::Mish:
     case LayerType::Sigmoid:
     case LayerType::HardSigmoid:
     case LayerType::AvgPool:

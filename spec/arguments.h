@@ -78,6 +78,8 @@ void visit_arguments(Layer& L, Visitor& v) {
     case LayerType::HardSwish:
     case LayerType::Sigmoid:
     case LayerType::Tanh:
+    case LayerType::Softplus:
+    case LayerType::Mish:
     case LayerType::Flatten:
     case LayerType::Unflatten: return;  // no arguments
   }

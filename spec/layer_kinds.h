@@ -45,6 +45,8 @@ enum : unsigned {
   X(LeakyReLU, "leaky_relu", kActivation, Follow, NoParams)                    \
   X(Tanh, "tanh", kActivation, Follow, NoParams)                               \
   X(Elu, "elu", kActivation, Follow, NoParams)                                 \
+  X(Softplus, "softplus", kActivation | kNonNegative, Follow, NoParams)        \
+  X(Mish, "mish", kActivation, Follow, NoParams)                               \
   X(Sigmoid, "sigmoid", kActivation | kNonNegative, Follow, NoParams)          \
   X(HardSigmoid, "hardsigmoid", kActivation | kNonNegative, Follow, NoParams)  \
   X(MaxPool, "maxpool", 0, Follow, NoParams)                                   \

@@ -155,6 +155,8 @@ std::vector<LayerInfo> analyze(const ModelSpec& spec) {
       case LayerType::LeakyReLU:
       case LayerType::Tanh:
       case LayerType::Elu:
+      case LayerType::Softplus:
+      case LayerType::Mish:
       case LayerType::Sigmoid:
       case LayerType::HardSigmoid:
       case LayerType::Dropout: I.out_shape = s; break;

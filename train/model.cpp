@@ -21,6 +21,8 @@ bool may_be_a_view(LayerType t) {
     case LayerType::LeakyReLU:
     case LayerType::Tanh:
     case LayerType::Elu:
+    case LayerType::Softplus:
+    case LayerType::Mish:
     case LayerType::Sigmoid:
     case LayerType::HardSigmoid:
     case LayerType::MaxPool:
@@ -179,6 +181,8 @@ torch::Tensor SpecNetImpl::layer_forward(size_t i, torch::Tensor& in, const std:
     case LayerType::LeakyReLU: return inplace ? torch::leaky_relu_(in, L.alpha) : torch::leaky_relu(in, L.alpha);
     case LayerType::Tanh: return inplace ? torch::tanh_(in) : torch::tanh(in);
     case LayerType::Elu: return inplace ? torch::elu_(in, L.alpha) : torch::elu(in, L.alpha);
+    case LayerType::Softplus: return torch::softplus(in);
+    case LayerType::Mish: return torch::mish(in);
     case LayerType::Sigmoid: return inplace ? torch::sigmoid_(in) : torch::sigmoid(in);
     case LayerType::HardSigmoid: return torch::clamp(in * L.alpha + L.beta, 0, 1);  // ONNX's form, any alpha and beta
     case LayerType::MaxPool: {

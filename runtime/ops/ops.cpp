@@ -15,6 +15,8 @@ RuntimeOp op_for(LayerType type) {
     case LayerType::LeakyReLU: return {build_activation, append_leaky_relu};
     case LayerType::Tanh: return {build_activation, append_tanh};
     case LayerType::Elu: return {build_activation, append_elu};
+    case LayerType::Softplus: return {build_activation, append_softplus};
+    case LayerType::Mish: return {build_activation, append_mish};
     case LayerType::Sigmoid: return {build_activation, append_sigmoid};
     case LayerType::HardSigmoid: return {build_activation, append_hardsigmoid};
     case LayerType::MaxPool:

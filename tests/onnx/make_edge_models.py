@@ -217,6 +217,9 @@ dynamo_inits = [const("w", [6, 3, 3, 3]), const("b", [6]), const("scale", [6]), 
                 numpy_helper.from_array(rng.uniform(0.5, 2, 6).astype(np.float32), "var"),
                 numpy_helper.from_array(np.array(0, np.float32), "lo"), numpy_helper.from_array(np.array(6, np.float32), "hi"),
                 i64("mean_axes", [-1, -2]), i64("minus1", [-1]), const("lw", [5, 6]), const("lb", [5])]
+nodes, inits = head("m", 6)
+save("opset18_mish", [3, 5, 5], [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3]), helper.make_node("Mish", ["c"], ["m"])] + nodes,
+     [const("w", [6, 3, 3, 3], scale=1.5)] + inits, "ok", opset=18)
 for opset in (20, 22, 23):
     save(f"opset{opset}_dynamo_style", [3, 8, 8], dynamo_style, dynamo_inits, "ok", opset=opset)
 save("opset23_external_data", [3, 8, 8], dynamo_style, dynamo_inits, "ok", opset=23, external=True)

@@ -76,6 +76,8 @@ bool unsigned_output(LayerType type, bool input_unsigned) {
     case LayerType::LeakyReLU:
     case LayerType::Tanh:
     case LayerType::Elu:
+    case LayerType::Softplus:
+    case LayerType::Mish:
     case LayerType::Sigmoid:
     case LayerType::HardSigmoid:
     case LayerType::Add:
