@@ -93,7 +93,8 @@ void Importer::group(const onnx::NodeProto& n, const Value& x, const std::vector
   set_output(n, std::move(v));
 }
 
-// Transpose: only a channel shuffle's swap of its two group axes.
+// Transpose: a channel shuffle's swap of its two group axes, a switch between channels first and
+// last (tf2onnx's Keras models), or of a constant.
 void Importer::transpose(const onnx::NodeProto& n) {
   const Value& x = input(n, 0);
   if (x.kind == Value::Kind::Constant) return transpose_constant(n, x.constant);
