@@ -180,8 +180,8 @@ std::string import_model(const ImportRequest& r) {
   if (model_file && has(LayerType::Conv2d))
     out += "batchnorm is folded into the convs in a model file: fine-tuning without it needs a low learning rate\n";
   else if (has(LayerType::Conv2d) && !has(LayerType::BatchNorm))
-    out += "no batchnorm: an eval-mode export folds it into the convs, and fine-tuning without it needs a low learning rate; "
-           "export with training=TrainingMode.TRAINING and do_constant_folding=False to keep it\n";
+    out += std::string("no batchnorm: an eval-mode export folds it into the convs, and fine-tuning without it needs a low learning rate") +
+           (imported.producer.rfind("pytorch", 0) == 0 ? "; export with training=TrainingMode.TRAINING and do_constant_folding=False to keep it\n" : "\n");
   return out + fmt::format("wrote {}\nspec: {}\n", r.out, spec.to_string());
 }
 

@@ -73,7 +73,9 @@ Importer::Importer(const onnx::ModelProto& model, const std::string& path, const
   if (opset_ < 11 || opset_ > 23)
     throw UserError(fmt::format("{}: opset {} is not supported (import reads opsets 11 to 23; re-export the model with one of them)", path, opset_));
   out_.opset = opset_;
-  out_.producer = model.producer_name().empty() ? "unknown producer" : model.producer_name() + " " + model.producer_version();
+  out_.producer = model.producer_name().empty()      ? "unknown producer"
+                  : model.producer_version().empty() ? model.producer_name()
+                                                     : model.producer_name() + " " + model.producer_version();
   for (const auto& prop : model.metadata_props())  // a model shrink exported names its classes
     if (prop.key() == "shrink.class_names") {
       auto names = nlohmann::json::parse(prop.value(), nullptr, false);
