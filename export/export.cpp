@@ -68,6 +68,7 @@ nlohmann::json export_model(const std::string& checkpoint, const std::string& ou
   torch::NoGradGuard no_grad;
   nlohmann::json scales = qnet ? qnet->scales() : nlohmann::json();
   for (const Layer& L : spec.layers) {
+    if (L.type == LayerType::PReLU) tensors.push_back(f32_tensor(weight_key(L.name), params[L.name + ".weight"]));  // its slopes
     if (L.type == LayerType::BatchNorm) {  // not after a conv or linear: a scale and a shift per channel
       auto [scale, shift] = batchnorm_scale_shift(*folded.model, L.name);
       tensors.push_back(f32_tensor(weight_key(L.name), scale));

@@ -9,11 +9,10 @@
 
 #include "common/error.h"
 #include "common/file_io.h"
+#include "export/onnx_graph.h"
 
 namespace shrink {
 namespace {
-
-using DataType = onnx::TensorProto::DataType;
 
 // A layer's output in the graph: its tensor's name, and for int8 graphs the grid it lies on
 // (the output of a DequantizeLinear), if any.
@@ -22,10 +21,10 @@ struct Value {
   std::optional<ActivationScale> grid;
 };
 
-class GraphWriter {
+class GraphWriter : OnnxGraph {
  public:
   GraphWriter(const ModelMeta& meta, const std::vector<ExportTensor>& tensors, const OnnxExportOptions& options, onnx::GraphProto& graph)
-      : meta_(meta), options_(options), g_(graph), spec_(parse_spec(meta.spec, meta.input, meta.classes)), info_(analyze(spec_)) {
+      : OnnxGraph(graph), meta_(meta), options_(options), spec_(parse_spec(meta.spec, meta.input, meta.classes)), info_(analyze(spec_)) {
     for (const ExportTensor& t : tensors) tensors_[t.name] = &t;
   }
 
@@ -54,57 +53,6 @@ class GraphWriter {
     auto it = tensors_.find(name);
     if (it == tensors_.end()) throw UserError(fmt::format("the model has no tensor {}", name));
     return *it->second;
-  }
-
-  void add_io(onnx::ValueInfoProto& v, const std::string& name, const std::vector<int64_t>& per_sample) {
-    v.set_name(name);
-    auto* t = v.mutable_type()->mutable_tensor_type();
-    t->set_elem_type(onnx::TensorProto::FLOAT);
-    t->mutable_shape()->add_dim()->set_dim_param("batch");
-    for (int64_t d : per_sample) t->mutable_shape()->add_dim()->set_dim_value(d);
-  }
-
-  void initializer(const std::string& name, DataType type, const std::vector<int64_t>& dims, const void* data, size_t bytes) {
-    onnx::TensorProto* t = g_.add_initializer();
-    t->set_name(name);
-    t->set_data_type(type);
-    for (int64_t d : dims) t->add_dims(d);
-    t->set_raw_data(data, bytes);
-  }
-  template <class T>
-  std::string initializer(const std::string& name, DataType type, const std::vector<int64_t>& dims, const std::vector<T>& values) {
-    initializer(name, type, dims, values.data(), values.size() * sizeof(T));
-    return name;
-  }
-  std::string floats(const std::string& name, const std::vector<int64_t>& dims, const std::vector<float>& values) {
-    return initializer(name, onnx::TensorProto::FLOAT, dims, values);
-  }
-
-  onnx::NodeProto& node(const std::string& op, const std::vector<std::string>& inputs, const std::string& output) {
-    onnx::NodeProto* n = g_.add_node();
-    n->set_op_type(op);
-    n->set_name(output);
-    for (const auto& in : inputs) n->add_input(in);
-    n->add_output(output);
-    return *n;
-  }
-  static void attr(onnx::NodeProto& n, const std::string& name, int64_t v) {
-    auto* a = n.add_attribute();
-    a->set_name(name);
-    a->set_type(onnx::AttributeProto::INT);
-    a->set_i(v);
-  }
-  static void attr(onnx::NodeProto& n, const std::string& name, float v) {
-    auto* a = n.add_attribute();
-    a->set_name(name);
-    a->set_type(onnx::AttributeProto::FLOAT);
-    a->set_f(v);
-  }
-  static void attr(onnx::NodeProto& n, const std::string& name, const std::vector<int64_t>& v) {
-    auto* a = n.add_attribute();
-    a->set_name(name);
-    a->set_type(onnx::AttributeProto::INTS);
-    for (int64_t x : v) a->add_ints(x);
   }
 
   // x onto `grid` and back: QuantizeLinear then DequantizeLinear, the pair ONNX Runtime's QDQ
@@ -249,6 +197,12 @@ class GraphWriter {
         attr(n, "epsilon", 1e-9f);
         return out;
       }
+      case LayerType::PReLU: {  // the slopes shaped to broadcast along channels: [C,1,1] on an image, [C] on features
+        std::vector<float> slope = f32_values(weight_key(L.name));
+        std::vector<int64_t> dims{static_cast<int64_t>(slope.size())};
+        if (info.in_shape.size() == 3 && L.per_channel) dims.insert(dims.end(), {1, 1});
+        return node("PRelu", {x, floats(L.name + ".slope", dims, slope)}, out).output(0);
+      }
       case LayerType::ReLU: return node("Relu", {x}, out).output(0);
       case LayerType::ReLU6:
         return node("Clip", {x, floats(L.name + ".min", {}, {0.f}), floats(L.name + ".max", {}, {6.f})}, out).output(0);
@@ -301,9 +255,6 @@ class GraphWriter {
         return node("Slice", {x, int64s(L.name + ".starts", {L.start}), int64s(L.name + ".ends", {L.end}), int64s(L.name + ".axes", {1})}, out).output(0);
     }
     throw std::logic_error("unknown layer kind");
-  }
-  std::string int64s(const std::string& name, const std::vector<int64_t>& values) {
-    return initializer(name, onnx::TensorProto::INT64, {static_cast<int64_t>(values.size())}, values);
   }
   // A channel shuffle as torch exports one: Reshape to N, g, C/g, H, W, swap the two channel axes,
   // Reshape back (0: the batch, copied). Each step stays on the input's grid, so ONNX Runtime can
@@ -360,6 +311,7 @@ class GraphWriter {
       case LayerType::Elu:
       case LayerType::Softplus:
       case LayerType::Mish:
+      case LayerType::PReLU:
       case LayerType::Sigmoid:
       case LayerType::HardSigmoid:
       case LayerType::Add:
@@ -371,7 +323,6 @@ class GraphWriter {
 
   const ModelMeta& meta_;
   const OnnxExportOptions& options_;
-  onnx::GraphProto& g_;
   ModelSpec spec_;
   std::vector<LayerInfo> info_;
   std::map<std::string, const ExportTensor*> tensors_;

@@ -61,6 +61,7 @@ const std::map<std::string, Importer::Handler>& Importer::handlers() {
       {"Elu", &Importer::activation},
       {"Softplus", &Importer::activation},
       {"Mish", &Importer::activation},
+      {"PRelu", &Importer::prelu},
       {"Clip", &Importer::clip},
       {"HardSigmoid", &Importer::hardsigmoid},
       {"MaxPool", &Importer::pool},
@@ -279,6 +280,23 @@ void Importer::activation(const onnx::NodeProto& n) {
   if (L.type == LayerType::LeakyReLU) L.alpha = attr_float(n, "alpha", 0.01f);  // ONNX's defaults, as torch's
   if (L.type == LayerType::Elu) L.alpha = attr_float(n, "alpha", 1.f);
   add_layer(n, L, {layer_input(n, 0).layer});
+}
+
+// PRelu with a constant slope: one value for all, or one per channel shaped to broadcast along
+// channels ([C,1,1] or [1,C,1,1] on an image, [C] or [1,C] on features).
+void Importer::prelu(const onnx::NodeProto& n) {
+  const Value& x = layer_input(n, 0);
+  const Constant& slope = constant_input(n, 1);
+  std::vector<int64_t> dims = slope.dims;
+  while (!dims.empty() && dims.front() == 1 && dims.size() > x.shape.size()) dims.erase(dims.begin());
+  std::vector<int64_t> per_channel(x.shape.size(), 1);
+  if (!per_channel.empty()) per_channel[0] = x.shape[0];
+  Layer L = layer_of(LayerType::PReLU);
+  L.per_channel = slope.numel() != 1;
+  if (!slope.is_float || (L.per_channel && dims != per_channel))
+    unsupported(n, fmt::format("its slope must be one float, or one per channel shaped [{}]", fmt::join(per_channel, ",")));
+  const std::string name = add_layer(n, L, {x.layer});
+  set_tensor(name + ".weight", {slope.numel()}, slope.floats);
 }
 
 // Clip to [0, 6] is ReLU6, to [0, inf) ReLU; bounds from Constant inputs (attributes before opset 11).

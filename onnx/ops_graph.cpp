@@ -159,10 +159,29 @@ void Importer::gather(const onnx::NodeProto& n) {
 void Importer::squeeze(const onnx::NodeProto& n) {
   const Value& x = input(n, 0);
   if (x.kind == Value::Kind::Layer) return squeeze_layer(n, x);
-  if (x.kind != Value::Kind::Constant || x.constant.numel() > 8)
-    unsupported(n, "only shape arithmetic (a small constant vector) is supported");
+  if (x.kind != Value::Kind::Constant) unsupported(n, "only of a constant or of a computed tensor at axes 2, 3 is supported");
+  // Of a constant: the same values with axes of size 1 put in (Unsqueeze) or taken out (Squeeze),
+  // e.g. a per-channel PRelu slope shaped [C,1,1].
   Constant c = x.constant;
-  c.dims = {c.numel()};
+  const bool unsqueeze = n.op_type() == "Unsqueeze";
+  std::vector<int64_t> axes = has_input(n, 1) ? constant_input(n, 1).ints : attr_ints(n, "axes");  // an input from opset 13
+  const int64_t rank = static_cast<int64_t>(c.dims.size()) + (unsqueeze ? static_cast<int64_t>(axes.size()) : 0);
+  for (auto& a : axes)
+    if (a < 0) a += rank;
+  std::sort(axes.begin(), axes.end());
+  if (std::adjacent_find(axes.begin(), axes.end()) != axes.end() || std::any_of(axes.begin(), axes.end(), [&](int64_t a) { return a < 0 || a >= rank; }))
+    unsupported(n, fmt::format("axes {} out of range for a rank-{} result", fmt::join(axes, ","), rank));
+  if (unsqueeze) {
+    for (int64_t a : axes) c.dims.insert(c.dims.begin() + a, 1);
+  } else {
+    std::vector<int64_t> kept;
+    for (int64_t d = 0; d < static_cast<int64_t>(c.dims.size()); ++d) {
+      const bool named = axes.empty() ? c.dims[d] == 1 : std::binary_search(axes.begin(), axes.end(), d);
+      if (named && c.dims[d] != 1) unsupported(n, fmt::format("axis {} has size {}, not 1", d, c.dims[d]));
+      if (!named) kept.push_back(c.dims[d]);
+    }
+    c.dims = kept;
+  }
   set_output(n, constant_value(std::move(c)));
 }
 

@@ -78,6 +78,7 @@ bool keeps_zero(LayerType t) {
     case LayerType::Tanh:
     case LayerType::Elu:
     case LayerType::Mish:
+    case LayerType::PReLU:
     case LayerType::MaxPool:
     case LayerType::AvgPool:
     case LayerType::GlobalAvgPool:
@@ -179,6 +180,7 @@ torch::Tensor cut_to_kept(const Layer& L, bool is_weight, torch::Tensor t, const
       if (is_weight && !L.depthwise && keep_in) t = select(t, 1, *keep_in, 1);
       return t;
     case LayerType::BatchNorm: return keep_out ? select(t, 0, *keep_out, 1) : t;
+    case LayerType::PReLU: return keep_out && L.per_channel ? select(t, 0, *keep_out, 1) : t;  // one slope for all: nothing to cut
     case LayerType::Linear: return is_weight && keep_in ? select(t, 1, *keep_in, in_block) : t;  // its outputs are locked
     SHRINK_CASES_WITHOUT_PARAMETERS return t;  // no parameters
   }
@@ -191,6 +193,7 @@ bool rows_are_channels(LayerType t) {
     case LayerType::Conv2d:
     case LayerType::BatchNorm: return true;
     case LayerType::Linear: return false;  // its output features are never pruned
+    case LayerType::PReLU: return false;   // a zero channel stays zero through it: its slope needs no mask
     SHRINK_CASES_WITHOUT_PARAMETERS return false;
   }
   return false;

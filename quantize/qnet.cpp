@@ -73,6 +73,7 @@ OnGrid on_grid(LayerType t) {
     case LayerType::Elu:
     case LayerType::Softplus:
     case LayerType::Mish:
+    case LayerType::PReLU:
     case LayerType::Sigmoid:
     case LayerType::HardSigmoid: return OnGrid::Leaves;
     case LayerType::ReLU:
@@ -96,6 +97,7 @@ torch::Tensor weighted_forward(const Layer& L, const torch::Tensor& x, const tor
     case LayerType::Conv2d: return conv2d_of(L, x, w, b);
     case LayerType::Linear: return torch::linear(x.dim() > 2 ? x.flatten(1) : x, w, b);
     case LayerType::BatchNorm:
+    case LayerType::PReLU:
     SHRINK_CASES_WITHOUT_PARAMETERS break;
   }
   throw std::logic_error(fmt::format("layer {}: {} has no weights to quantize", L.name, layer_type_name(L.type)));

@@ -61,6 +61,7 @@ bool passes_floats_on(LayerType t) {
     case LayerType::Elu:
     case LayerType::Softplus:
     case LayerType::Mish:
+    case LayerType::PReLU:
     case LayerType::Sigmoid:
     case LayerType::HardSigmoid:
     case LayerType::AvgPool:

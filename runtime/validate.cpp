@@ -39,6 +39,7 @@ void Loaded::check_tensors() const {
   for (size_t i = 0; i < spec.layers.size(); ++i) {
     const Layer& L = spec.layers[i];
     int64_t out = info[i].out_shape[0];
+    if (L.type == LayerType::PReLU) need(weight_key(L.name), format::DType::F32, {L.per_channel ? out : 1});
     if (L.type == LayerType::BatchNorm) {  // one export could not fold: a scale and a shift per channel
       need(weight_key(L.name), format::DType::F32, {out});
       need(bias_key(L.name), format::DType::F32, {out});

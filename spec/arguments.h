@@ -61,6 +61,7 @@ void visit_arguments(Layer& L, Visitor& v) {
     case LayerType::BatchNorm: v.real("eps", L.eps, 1e-5, 1e-12, 1, kQuiet); return;
     case LayerType::LeakyReLU: v.real("alpha", L.alpha, 0.01, 0, 1e6, kPositional); return;
     case LayerType::Elu: v.real("alpha", L.alpha, 1.0, 0, 1e6, kPositional); return;
+    case LayerType::PReLU: v.flag("per_channel", L.per_channel, false, kQuiet); return;
     case LayerType::HardSigmoid:
       v.real("alpha", L.alpha, 1.0 / 6, 1e-6, 1e6, 0);
       v.real("beta", L.beta, 0.5, -1e6, 1e6, 0);

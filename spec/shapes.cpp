@@ -107,6 +107,11 @@ std::vector<LayerInfo> analyze(const ModelSpec& spec) {
         I.out_shape = L.keep_dims ? std::vector<int64_t>{s[0], 1, 1} : std::vector<int64_t>{s[0]};
         break;
       case LayerType::Flatten: I.out_shape = {numel}; break;
+      case LayerType::PReLU:
+        I.out_shape = s;
+        I.weight_shape = {L.per_channel ? s[0] : 1};
+        I.params = I.weight_shape[0];
+        break;
       case LayerType::Unflatten:
         if (s.size() != 1) fail("unflatten needs features (a flat input), e.g. after linear");
         I.out_shape = {s[0], 1, 1};

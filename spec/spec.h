@@ -36,6 +36,7 @@ struct Layer {
   bool ceil = false;                // pools: the output size rounds up (torch's ceil_mode)
   bool include_pad = true;          // avgpool: padding counts in the average (torch's count_include_pad)
   bool keep_dims = false;           // gap, gmp: the output is C,1,1 instead of C
+  bool per_channel = false;         // prelu: one slope per channel (else one for all, torch's default)
   double dropout = 0.5;
   double eps = 1e-5;                // batchnorm: added to the variance
   double alpha = 1.0 / 6, beta = 0.5;  // hardsigmoid: clip(alpha * x + beta, 0, 1), torch's by default; leaky_relu: the negative slope; elu: alpha * (exp(x) - 1) for x <= 0

@@ -278,6 +278,20 @@ CATCH_TEST_CASE("filter removal around a squeeze-excite of linear layers: the ga
   CATCH_CHECK(analyze(smaller->spec())[smaller->spec().index_of("unflatten1")].out_shape == std::vector<int64_t>{8, 1, 1});
 }
 
+CATCH_TEST_CASE("filter removal through prelu: per-channel slopes are cut with their channels, one shared slope stays", "[prune][surgery]") {
+  torch::manual_seed(8);
+  SpecNet net(parse_spec("conv(8) bn prelu(per_channel=1) conv(8) bn prelu conv(8) bn relu gap linear(classes)", {3, 8, 8}, 4));
+  randomize_batchnorm(net);
+  FilterPruning o;
+  o.ratio = 0.5;
+  auto plan = plan_filter_pruning(net, o);
+  CATCH_CHECK(plan.keep.at("conv1").size() == 4);
+  SpecNet smaller = removed_matches_masked(net, plan, torch::randn({5, 3, 8, 8}));
+  auto params = smaller->named_parameters();
+  CATCH_CHECK(params["prelu1.weight"].size(0) == 4);
+  CATCH_CHECK(params["prelu2.weight"].size(0) == 1);
+}
+
 CATCH_TEST_CASE("filter removal through slices and a channel shuffle: the channels they move are kept whole", "[prune][surgery]") {
   torch::manual_seed(6);
   SpecNet net(parse_spec(test::kShuffleUnit, {3, 10, 10}, 4));

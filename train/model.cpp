@@ -23,6 +23,7 @@ bool may_be_a_view(LayerType t) {
     case LayerType::Elu:
     case LayerType::Softplus:
     case LayerType::Mish:
+    case LayerType::PReLU:
     case LayerType::Sigmoid:
     case LayerType::HardSigmoid:
     case LayerType::MaxPool:
@@ -70,6 +71,9 @@ SpecNetImpl::SpecNetImpl(ModelSpec spec) : spec_(std::move(spec)) {
         m = nn::AnyModule(register_module(L.name, nn::Linear(nn::LinearOptions(in, L.out).bias(L.bias))));
         break;
       }
+      case LayerType::PReLU:
+        m = nn::AnyModule(register_module(L.name, nn::PReLU(nn::PReLUOptions().num_parameters(L.per_channel ? s[0] : 1))));
+        break;
       case LayerType::BatchNorm:
         if (s.size() == 3) m = nn::AnyModule(register_module(L.name, nn::BatchNorm2d(nn::BatchNormOptions(s[0]).eps(L.eps))));
         else m = nn::AnyModule(register_module(L.name, nn::BatchNorm1d(nn::BatchNormOptions(s[0]).eps(L.eps))));
@@ -183,6 +187,7 @@ torch::Tensor SpecNetImpl::layer_forward(size_t i, torch::Tensor& in, const std:
     case LayerType::Elu: return inplace ? torch::elu_(in, L.alpha) : torch::elu(in, L.alpha);
     case LayerType::Softplus: return torch::softplus(in);
     case LayerType::Mish: return torch::mish(in);
+    case LayerType::PReLU: return modules_[i].forward(in);
     case LayerType::Sigmoid: return inplace ? torch::sigmoid_(in) : torch::sigmoid(in);
     case LayerType::HardSigmoid: return torch::clamp(in * L.alpha + L.beta, 0, 1);  // ONNX's form, any alpha and beta
     case LayerType::MaxPool: {

@@ -1,4 +1,4 @@
-// batchnorm that export could not fold into a conv or linear (one after an activation or an add):
+// The per-channel float ops with parameters of their own: batchnorm that export could not fold into a conv or linear (one after an activation or an add):
 // y = x * scale[c] + shift[c], export's weight and bias for it, in float (oneDNN's batch
 // normalization with mean 0, variance 1 and no epsilon). In an int8 model it reads the
 // dequantized input; the builder puts its output onto its point's grid when one follows.
@@ -29,6 +29,25 @@ Act build_batchnorm(Builder& b, const OpContext& c) {
   b.add(dnnl::batch_normalization_forward(pd), pd.scratchpad_desc(),
         {{DNNL_ARG_SRC, x.slot, {}}, {DNNL_ARG_MEAN, -1, mean}, {DNNL_ARG_VARIANCE, -1, variance}, {DNNL_ARG_SCALE_SHIFT, -1, packed},
          {DNNL_ARG_DST, result.slot, {}}});
+  return result;
+}
+
+// prelu: x for x > 0, else slope[c] * x (one slope for all channels, or one each), in float
+// (oneDNN's prelu, the slopes broadcast over the batch and the image).
+Act build_prelu(Builder& b, const OpContext& c) {
+  const Layer& L = c.layer;
+  const Act x = b.as_float(c.inputs[0]);
+  const memory::desc& sd = b.desc(x.slot);
+  const Tensor& slope = b.model().tensor(weight_key(L.name));
+  const int64_t count = L.per_channel ? c.info.out_shape[0] : 1;
+  memory::dims dims(sd.dims().size(), 1);
+  dims[1] = count;
+  const memory::desc wd(dims, dt::f32, dims.size() == 4 ? tag::nchw : tag::nc);
+  memory slopes = b.model().derived(L.name + "/slopes", wd, [&](float* v) { std::copy(slope.f32(), slope.f32() + count, v); });
+  dnnl::prelu_forward::desc d(dnnl::prop_kind::forward_inference, sd, wd);
+  dnnl::prelu_forward::primitive_desc pd(d, user_scratchpad(), b.engine());
+  Act result{b.slot(sd), 0};
+  b.add(dnnl::prelu_forward(pd), pd.scratchpad_desc(), {{DNNL_ARG_SRC, x.slot, {}}, {DNNL_ARG_WEIGHTS, -1, slopes}, {DNNL_ARG_DST, result.slot, {}}});
   return result;
 }
 

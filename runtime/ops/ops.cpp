@@ -9,6 +9,7 @@ RuntimeOp op_for(LayerType type) {
     case LayerType::Conv2d: return {build_conv};
     case LayerType::Linear: return {build_linear};
     case LayerType::BatchNorm: return {build_batchnorm};
+    case LayerType::PReLU: return {build_prelu};
     case LayerType::ReLU: return {build_activation, append_relu};
     case LayerType::ReLU6: return {build_activation, append_relu6};
     case LayerType::HardSwish: return {build_activation, append_hardswish};

@@ -31,6 +31,7 @@ Act build_pool(Builder& b, const OpContext& c);        // ops/pool.cpp: max, avg
 Act build_activation(Builder& b, const OpContext& c);  // ops/activation.cpp: an activation not fused
 Act build_flatten(Builder& b, const OpContext& c);     // ops/flatten.cpp
 Act build_unflatten(Builder& b, const OpContext& c);   // ops/flatten.cpp
+Act build_prelu(Builder& b, const OpContext& c);       // ops/batchnorm.cpp
 Act build_dropout(Builder& b, const OpContext& c);     // ops/dropout.cpp: the identity at inference
 Act build_batchnorm(Builder& b, const OpContext& c);   // ops/batchnorm.cpp: one export could not fold
 Act build_shuffle(Builder& b, const OpContext& c);     // ops/reorder_channels.cpp: channel shuffle

@@ -356,8 +356,13 @@ def mish_softplus():  # torch writes Mish as x * tanh(softplus(x)) below opset 1
                nn.Softplus(), nn.Conv2d(8, 8, 1), nn.Mish(), *gap_head(8))
 
 
-def err_prelu():
-    return seq(nn.Conv2d(3, 8, 3, padding=1), nn.PReLU(), *gap_head(8))
+def prelu():  # one slope for all (torch's default) and one per channel, on an image and on features
+    return seq(nn.Conv2d(3, 8, 3, padding=1), nn.PReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.PReLU(8),
+               nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 6), nn.PReLU(6), nn.Linear(6, 5))
+
+
+def err_log_sigmoid():  # torch writes Sigmoid, Log
+    return seq(nn.Conv2d(3, 8, 3, padding=1), nn.LogSigmoid(), *gap_head(8))
 
 
 class ErrUpsample(nn.Module):
@@ -693,7 +698,8 @@ OPS = {
     "Add": lambda i, a: [i[0] + i[1]], "Sub": lambda i, a: [i[0] - i[1]],
     "Mul": lambda i, a: [i[0] * i[1]], "Div": lambda i, a: [i[0] / i[1]],
     "Relu": lambda i, a: [torch.relu(i[0])], "LeakyRelu": lambda i, a: [F.leaky_relu(i[0], float(a.get("alpha", 0.01)))], "Sigmoid": lambda i, a: [torch.sigmoid(i[0])],
-    "Tanh": lambda i, a: [torch.tanh(i[0])], "Softplus": lambda i, a: [F.softplus(i[0])], "Elu": lambda i, a: [F.elu(i[0], float(a.get("alpha", 1.0)))],
+    "Tanh": lambda i, a: [torch.tanh(i[0])], "Softplus": lambda i, a: [F.softplus(i[0])],
+    "PRelu": lambda i, a: [torch.where(i[0] >= 0, i[0], i[0] * i[1])], "Elu": lambda i, a: [F.elu(i[0], float(a.get("alpha", 1.0)))],
     "Clip": _clip,
     "HardSigmoid": lambda i, a: [torch.clamp(float(a.get("alpha", 0.2)) * i[0] + float(a.get("beta", 0.5)), 0, 1)],
     "HardSwish": lambda i, a: [i[0] * torch.clamp(i[0] / 6 + 0.5, 0, 1)],
@@ -787,7 +793,8 @@ NETS = [
     Net("leaky_relu", leaky_relu, S16),
     Net("tanh_elu", tanh_elu, S16),
     Net("mish_softplus", mish_softplus, S16),
-    Net("error_prelu", err_prelu, S16, error_op="PRelu"),
+    Net("prelu", prelu, S16),
+    Net("error_log_sigmoid", err_log_sigmoid, S16, error_op="Log"),
     Net("error_resize", ErrUpsample, S16, error_op="Resize"),
     Net("strides_and_pools_non_square", strides_and_pools_non_square, (3, 24, 20)),
     Net("error_conv_dilation_2x1", err_conv_dilation_2x1, S16, error_op="Conv", error_pick=unequal_dilations),

@@ -78,6 +78,7 @@ bool unsigned_output(LayerType type, bool input_unsigned) {
     case LayerType::Elu:
     case LayerType::Softplus:
     case LayerType::Mish:
+    case LayerType::PReLU:
     case LayerType::Sigmoid:
     case LayerType::HardSigmoid:
     case LayerType::Add:
@@ -108,6 +109,11 @@ ModelParts model_parts(const std::string& text, const std::vector<int64_t>& inpu
     if (o.int8 && i + 1 < spec.layers.size() && (o.point_before_clamp || !clamp_next)) quantization.activations[L.name] = {0.05, !is_unsigned[i]};
     if (o.int8 && runs_int8(L.type) && !has_weights(L.type)) quantization.int8_layers.push_back(L.name);  // add, mul, concat
     int64_t out = info[i].out_shape[0];
+    if (L.type == LayerType::PReLU) {  // slopes of both signs
+      std::vector<float> slope(static_cast<size_t>(info[i].weight_shape[0]));
+      for (float& s : slope) s = 0.5f * unit(rng);
+      parts.tensors.push_back(f32_tensor(weight_key(L.name), info[i].weight_shape, slope));
+    }
     if (L.type == LayerType::BatchNorm) {  // one that could not be folded: a scale and a shift per channel
       std::vector<float> scale(out), shift(out);
       for (int64_t c = 0; c < out; ++c) scale[c] = 1 + 0.5f * unit(rng), shift[c] = 0.1f * unit(rng);
