@@ -82,6 +82,7 @@ class Importer {
   void transpose_constant(const onnx::NodeProto& n, const Constant& c);
   void expand(const onnx::NodeProto& n);
   void prelu(const onnx::NodeProto& n);
+  void min_max(const onnx::NodeProto& n);
   void squeeze_layer(const onnx::NodeProto& n, const Value& x);
   void flatten_value(const onnx::NodeProto& n, const Value& x);
   const Value& linear_input(const onnx::NodeProto& n) const;

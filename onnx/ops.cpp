@@ -61,6 +61,8 @@ const std::map<std::string, Importer::Handler>& Importer::handlers() {
       {"Elu", &Importer::activation},
       {"Softplus", &Importer::activation},
       {"Mish", &Importer::activation},
+      {"Max", &Importer::min_max},
+      {"Min", &Importer::min_max},
       {"PRelu", &Importer::prelu},
       {"Clip", &Importer::clip},
       {"HardSigmoid", &Importer::hardsigmoid},
@@ -313,6 +315,32 @@ void Importer::clip(const onnx::NodeProto& n) {
   if (lo == 0 && hi == 6) add_layer(n, layer_of(LayerType::ReLU6), {x.layer});
   else if (lo == 0 && hi == inf) add_layer(n, layer_of(LayerType::ReLU), {x.layer});
   else unsupported(n, fmt::format("clip to [{}, {}]; only [0, 6] (ReLU6) and [0, inf) (ReLU) are supported", lo, hi));
+}
+
+// Max and Min of a computed tensor and one constant: Max(x, 0) is a relu, and Min(r, 6) of a relu
+// r that nothing else reads makes it a relu6 (ReLU6 as Relu and Min, as some exporters write it).
+void Importer::min_max(const onnx::NodeProto& n) {
+  if (n.input_size() != 2) unsupported(n, "only of a computed tensor and one constant is supported");
+  const int at = input(n, 0).kind == Value::Kind::Constant ? 1 : 0;  // the computed side
+  const Value& x = layer_input(n, at);
+  const Constant& c = constant_input(n, 1 - at);
+  const float v = c.numel() == 1 ? (c.is_float ? c.floats[0] : static_cast<float>(c.ints[0])) : std::numeric_limits<float>::quiet_NaN();
+  if (n.op_type() == "Max" && v == 0) {
+    add_layer(n, layer_of(LayerType::ReLU), {x.layer});
+    return;
+  }
+  const int r = x.layer.empty() ? -1 : index_of_layer(x.layer);
+  if (n.op_type() == "Min" && v == 6 && r >= 0 && spec_.layers[r].type == LayerType::ReLU && readers(x.layer) == 1) {
+    Layer& R = spec_.layers[r];
+    R.type = LayerType::ReLU6;
+    if (R.name == "relu" + std::to_string(counters_["relu"])) --counters_["relu"];  // its number is free again
+    R.name = "relu6" + std::to_string(++counters_["relu6"]);
+    Value out = x;
+    out.layer = R.name;
+    set_output(n, std::move(out));
+    return;
+  }
+  unsupported(n, "only Max(x, 0) (a relu) and Min(relu(x), 6) (a relu6) are supported");
 }
 
 void Importer::hardsigmoid(const onnx::NodeProto& n) {

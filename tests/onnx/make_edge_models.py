@@ -25,6 +25,10 @@ def const(name, shape, scale=0.5):
     return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
 
 
+def f32(name, values):
+    return numpy_helper.from_array(np.array(values, np.float32), name)
+
+
 def save(name, shape, nodes, inits, expect, message="", check=True, opset=13, external=False, functions=(), channels_last=False,
          input_scale=1.0):
     """external: the data of initializers over 64 bytes in NAME.onnx.data beside the file (as
@@ -220,6 +224,15 @@ dynamo_inits = [const("w", [6, 3, 3, 3]), const("b", [6]), const("scale", [6]), 
 nodes, inits = head("m", 6)
 save("opset18_mish", [3, 5, 5], [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3]), helper.make_node("Mish", ["c"], ["m"])] + nodes,
      [const("w", [6, 3, 3, 3], scale=1.5)] + inits, "ok", opset=18)
+# ReLU6 as Relu then Min(6), ReLU as Max(x, 0); a Min of anything else is refused.
+nodes, inits = head("m", 6)
+save("relu6_as_relu_min_max", [3, 5, 5],
+     [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3]), helper.make_node("Max", ["c", "zero"], ["r0"]),
+      helper.make_node("Conv", ["r0", "w2"], ["c2"], kernel_shape=[1, 1]), helper.make_node("Relu", ["c2"], ["r"]),
+      helper.make_node("Min", ["r", "six"], ["m"])] + nodes,
+     [const("w", [6, 3, 3, 3], scale=2.0), const("w2", [6, 6, 1, 1], scale=3.0), f32("zero", 0.0), f32("six", 6.0)] + inits, "ok", opset=18)
+save("min_of_a_conv", [3, 5, 5], [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3]), helper.make_node("Min", ["c", "six"], ["m"])] + nodes,
+     [const("w", [6, 3, 3, 3]), f32("six", 6.0)] + inits, "error", "only Max(x, 0) (a relu) and Min(relu(x), 6) (a relu6) are supported", opset=18)
 for opset in (20, 22, 23):
     save(f"opset{opset}_dynamo_style", [3, 8, 8], dynamo_style, dynamo_inits, "ok", opset=opset)
 save("opset23_external_data", [3, 8, 8], dynamo_style, dynamo_inits, "ok", opset=23, external=True)
@@ -240,10 +253,6 @@ for name, damage in [("external_data_missing", lambda data: os.remove(data)),
 # Keras models as tf2onnx writes them: an N,H,W,C input, normalized there (a per-channel Sub and
 # Div, Rescaling's Mul and Add), transposed to N,C,H,W for the convs, transposed back before the
 # Flatten (features in H,W,C order) or reduced over axes 1, 2; the Dense layers as MatMul + Add.
-def f32(name, values):
-    return numpy_helper.from_array(np.array(values, np.float32), name)
-
-
 keras_start = [helper.make_node("Sub", ["x", "mean"], ["xs"]), helper.make_node("Div", ["xs", "std"], ["xd"]),
                helper.make_node("Mul", ["scale", "xd"], ["xm"]), helper.make_node("Add", ["xm", "offset"], ["xa"]),
                helper.make_node("Transpose", ["xa"], ["xt"], perm=[0, 3, 1, 2]),
