@@ -147,12 +147,12 @@ class GraphWriter : OnnxGraph {
   // same windows, and they hold the same values: a max ignores padding, and an average past the
   // padding excludes it (the spec refuses include_pad=1 there).
   onnx::NodeProto& pool(const char* op, const Layer& L, const LayerInfo& info, const std::string& x, const std::string& out) {
-    const int64_t p[] = {L.padding, L.pads().left};  // a pool pads top and bottom alike, left and right alike
-    auto end_pad = [&](int d) { return std::max(p[d], (info.out_shape[1 + d] - 1) * L.stride_along(d) + L.kernel_along(d) - info.in_shape[1 + d] - p[d]); };
+    const Layer::Window w = L.window();  // a pool pads top and bottom alike, left and right alike
+    auto end_pad = [&](int d) { return std::max(w.padding[d], (info.out_shape[1 + d] - 1) * w.stride[d] + w.kernel[d] - info.in_shape[1 + d] - w.padding[d]); };
     auto& n = node(op, {x}, out);
-    attr(n, "kernel_shape", std::vector<int64_t>{L.kernel, L.kernel_width()});
-    attr(n, "strides", std::vector<int64_t>{L.stride, L.stride_width()});
-    attr(n, "pads", std::vector<int64_t>{p[0], p[1], end_pad(0), end_pad(1)});
+    attr(n, "kernel_shape", std::vector<int64_t>(w.kernel.begin(), w.kernel.end()));
+    attr(n, "strides", std::vector<int64_t>(w.stride.begin(), w.stride.end()));
+    attr(n, "pads", std::vector<int64_t>{w.padding[0], w.padding[1], end_pad(0), end_pad(1)});
     return n;
   }
 

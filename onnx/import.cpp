@@ -213,6 +213,21 @@ std::string Importer::add_layer(const onnx::NodeProto& n, Layer L, const std::ve
   return L.name;
 }
 
+// Layer i, read by nothing else, made a layer of kind `type` reading `input` (a pattern the node ends:
+// hardsigmoid times its input is a hardswish), named afresh; the node's output is it.
+void Importer::retype(const onnx::NodeProto& n, int i, LayerType type, const std::string& input) {
+  Layer& L = spec_.layers[i];
+  const std::string old_op = layer_type_name(L.type), op = layer_type_name(type);
+  if (L.name == old_op + std::to_string(counters_[old_op])) --counters_[old_op];  // its number is free again
+  L.type = type;
+  L.inputs = {input};
+  L.name = op + std::to_string(++counters_[op]);
+  Value v;
+  v.layer = L.name;
+  v.shape = analyze(spec_)[i].out_shape;  // its input's: these kinds keep the shape
+  values_[n.output(0)] = std::move(v);
+}
+
 void Importer::set_tensor(const std::string& key, std::vector<int64_t> shape, std::vector<float> values) {
   out_.tensors[key] = ImportedTensor{std::move(shape), std::move(values)};
 }

@@ -84,6 +84,8 @@ class Importer {
   void prelu(const onnx::NodeProto& n);
   void min_max(const onnx::NodeProto& n);
   void squeeze_layer(const onnx::NodeProto& n, const Value& x);
+  std::vector<int64_t> axes_of(const onnx::NodeProto& n, int64_t rank) const;
+  int64_t axes_count(const onnx::NodeProto& n) const;
   void flatten_value(const onnx::NodeProto& n, const Value& x);
   const Value& linear_input(const onnx::NodeProto& n) const;
   std::vector<float> linear_weight(const Value& a, std::vector<float> w, int64_t out) const;
@@ -114,6 +116,7 @@ class Importer {
   // Appends `L` reading `inputs` (layer names), checks its shapes and sets the node's output.
   std::string add_layer(const onnx::NodeProto& n, Layer L, const std::vector<std::string>& inputs, int output = 0);
   void set_tensor(const std::string& key, std::vector<int64_t> shape, std::vector<float> values);
+  void retype(const onnx::NodeProto& n, int i, LayerType type, const std::string& input);
   int index_of_layer(const std::string& name) const { return spec_.index_of(name); }
   int uses(const std::string& tensor) const;
   // Nodes (and graph outputs) that read layer `layer`'s output under any of its names: an

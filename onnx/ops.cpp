@@ -234,26 +234,13 @@ void Importer::mul(const onnx::NodeProto& n) {
     Layer& G = spec_.layers[g];
     if (G.type == LayerType::HardSigmoid && G.inputs[0] == other.layer && std::abs(G.alpha - 1.0 / 6) < 1e-6 && G.beta == 0.5 &&
         readers(G.name) == 1) {  // nothing else reads the hardsigmoid: it becomes the hardswish
-      G.type = LayerType::HardSwish;
-      if (G.name == "hardsigmoid" + std::to_string(counters_["hardsigmoid"])) --counters_["hardsigmoid"];  // its number is free again
-      G.name = "hardswish" + std::to_string(++counters_["hardswish"]);
-      Value v = gate;
-      v.layer = G.name;
-      values_[n.output(0)] = v;
-      return;
+      return retype(n, g, LayerType::HardSwish, G.inputs[0]);
     }
     // x * tanh(softplus(x)), torch's Mish below opset 18: the tanh becomes the mish, reading x;
     // the softplus, read by nothing then, is dropped with the dead layers at the end.
     const int s = G.type == LayerType::Tanh && readers(G.name) == 1 ? index_of_layer(G.inputs[0]) : -1;
-    if (s >= 0 && spec_.layers[s].type == LayerType::Softplus && spec_.layers[s].inputs[0] == other.layer && readers(spec_.layers[s].name) == 1) {
-      G.type = LayerType::Mish;
-      G.inputs = {other.layer};
-      G.name = "mish" + std::to_string(++counters_["mish"]);
-      Value v = gate;
-      v.layer = G.name;
-      values_[n.output(0)] = v;
-      return;
-    }
+    if (s >= 0 && spec_.layers[s].type == LayerType::Softplus && spec_.layers[s].inputs[0] == other.layer && readers(spec_.layers[s].name) == 1)
+      return retype(n, g, LayerType::Mish, other.layer);
   }
   add_layer(n, layer_of(LayerType::Mul), {a.layer, b.layer});
 }
@@ -330,16 +317,8 @@ void Importer::min_max(const onnx::NodeProto& n) {
     return;
   }
   const int r = x.layer.empty() ? -1 : index_of_layer(x.layer);
-  if (n.op_type() == "Min" && v == 6 && r >= 0 && spec_.layers[r].type == LayerType::ReLU && readers(x.layer) == 1) {
-    Layer& R = spec_.layers[r];
-    R.type = LayerType::ReLU6;
-    if (R.name == "relu" + std::to_string(counters_["relu"])) --counters_["relu"];  // its number is free again
-    R.name = "relu6" + std::to_string(++counters_["relu6"]);
-    Value out = x;
-    out.layer = R.name;
-    set_output(n, std::move(out));
-    return;
-  }
+  if (n.op_type() == "Min" && v == 6 && r >= 0 && spec_.layers[r].type == LayerType::ReLU && readers(x.layer) == 1)
+    return retype(n, r, LayerType::ReLU6, spec_.layers[r].inputs[0]);
   unsupported(n, "only Max(x, 0) (a relu) and Min(relu(x), 6) (a relu6) are supported");
 }
 

@@ -31,7 +31,7 @@ void Importer::ceil_from_end_pads(const onnx::NodeProto& n, Layer& L, const std:
   if (in.size() != 3) unsupported(n, "its input is not an image");
   L.ceil = true;  // L.padding is the start's
   for (int d = 0; d < 2; ++d) {
-    const int64_t size = in[1 + d], windows = (size + pads[d] + pads[2 + d] - L.kernel_along(d)) / L.stride_along(d) + 1;  // ONNX's count, ceil_mode 0
+    const int64_t size = in[1 + d], windows = (size + pads[d] + pads[2 + d] - L.window().kernel[d]) / L.window().stride[d] + 1;  // ONNX's count, ceil_mode 0
     if (windows != pool_windows(L, size, d))
       unsupported(n, fmt::format("pads {} with no ceil-mode pool of the same windows is not supported", fmt::join(pads, ",")));
   }
@@ -77,15 +77,25 @@ void Importer::global_pool(const onnx::NodeProto& n) {
 }
 
 // ReduceMean (ReduceMax) over height and width is a global average (max) pool.
+// A node's `axes` (an attribute, an input from opset 13 for Squeeze and Unsqueeze and from 18 for
+// the Reduce ops) of a result of `rank` axes, negative ones counted from the end, sorted.
+std::vector<int64_t> Importer::axes_of(const onnx::NodeProto& n, int64_t rank) const {
+  std::vector<int64_t> axes = has_input(n, 1) ? constant_input(n, 1).ints : attr_ints(n, "axes");
+  for (auto& a : axes)
+    if (a < 0) a += rank;
+  std::sort(axes.begin(), axes.end());
+  return axes;
+}
+
+int64_t Importer::axes_count(const onnx::NodeProto& n) const {
+  return static_cast<int64_t>(has_input(n, 1) ? constant_input(n, 1).ints.size() : attr_ints(n, "axes").size());
+}
+
 void Importer::reduce(const onnx::NodeProto& n) {
   const bool max = n.op_type() == "ReduceMax";
   const bool last = input(n, 0).kind == Value::Kind::ChannelsLast;  // N,H,W,C: height and width are axes 1, 2
   const Value& x = last ? input(n, 0) : layer_input(n, 0);
-  std::vector<int64_t> axes = attr_ints(n, "axes");
-  if (has_input(n, 1)) axes = constant_input(n, 1).ints;  // opset 18 moves them to an input
-  for (auto& a : axes)
-    if (a < 0) a += 4;
-  std::sort(axes.begin(), axes.end());
+  const std::vector<int64_t> axes = axes_of(n, 4);
   if (x.shape.size() != 3 || axes != (last ? std::vector<int64_t>{1, 2} : std::vector<int64_t>{2, 3}))
     unsupported(n, fmt::format("only a {} over height and width (axes {}) of an image is supported", max ? "max" : "mean", last ? "1, 2 of N,H,W,C" : "2, 3"));
   Layer L = layer_of(max ? LayerType::GlobalMaxPool : LayerType::GlobalAvgPool);
@@ -164,11 +174,8 @@ void Importer::squeeze(const onnx::NodeProto& n) {
   // e.g. a per-channel PRelu slope shaped [C,1,1].
   Constant c = x.constant;
   const bool unsqueeze = n.op_type() == "Unsqueeze";
-  std::vector<int64_t> axes = has_input(n, 1) ? constant_input(n, 1).ints : attr_ints(n, "axes");  // an input from opset 13
-  const int64_t rank = static_cast<int64_t>(c.dims.size()) + (unsqueeze ? static_cast<int64_t>(axes.size()) : 0);
-  for (auto& a : axes)
-    if (a < 0) a += rank;
-  std::sort(axes.begin(), axes.end());
+  const int64_t rank = static_cast<int64_t>(c.dims.size()) + (unsqueeze ? axes_count(n) : 0);
+  const std::vector<int64_t> axes = axes_of(n, rank);
   if (std::adjacent_find(axes.begin(), axes.end()) != axes.end() || std::any_of(axes.begin(), axes.end(), [&](int64_t a) { return a < 0 || a >= rank; }))
     unsupported(n, fmt::format("axes {} out of range for a rank-{} result", fmt::join(axes, ","), rank));
   if (unsqueeze) {
@@ -189,12 +196,8 @@ void Importer::squeeze(const onnx::NodeProto& n) {
 // linear layers); Squeeze of a C,1,1 image at axes 2, 3 a flatten.
 void Importer::squeeze_layer(const onnx::NodeProto& n, const Value& x) {
   const bool unsqueeze = n.op_type() == "Unsqueeze";
-  std::vector<int64_t> axes = has_input(n, 1) ? constant_input(n, 1).ints : attr_ints(n, "axes");  // an input from opset 13
-  const int64_t rank = static_cast<int64_t>(x.shape.size()) + 1 + (unsqueeze ? static_cast<int64_t>(axes.size()) : 0);
-  for (auto& a : axes)
-    if (a < 0) a += rank;
-  std::sort(axes.begin(), axes.end());
-  if (axes != std::vector<int64_t>{2, 3})
+  const int64_t rank = static_cast<int64_t>(x.shape.size()) + 1 + (unsqueeze ? axes_count(n) : 0);
+  if (axes_of(n, rank) != std::vector<int64_t>{2, 3})
     unsupported(n, "of a computed tensor, only an Unsqueeze of features or a Squeeze of a C,1,1 image at axes 2, 3 is supported");
   if (unsqueeze && x.shape.size() == 1) {
     add_layer(n, layer_of(LayerType::Unflatten), {x.layer});

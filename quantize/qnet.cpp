@@ -115,7 +115,7 @@ torch::Tensor int8_average_values(const Layer& L, const torch::Tensor& x, const 
     sum = q.sum({2, 3});
     count = torch::full({}, static_cast<float>(q.size(2) * q.size(3)));
   } else {
-    const PoolWindow W = pool_window(L);
+    const Layer::Window W = L.window();
     sum = torch::avg_pool2d(q, W.kernel, W.stride, W.padding, L.ceil, true, 1);  // divisor 1: the window's sum
     count = L.include_pad ? torch::full({}, static_cast<float>(W.kernel[0] * W.kernel[1]))
                           : torch::avg_pool2d(torch::ones_like(q.narrow(1, 0, 1)), W.kernel, W.stride, W.padding, L.ceil, true, 1);

@@ -40,41 +40,6 @@ const char* primitive_name(dnnl::primitive::kind k) {
     default: return "primitive";
   }
 }
-
-// Whether the runtime passes a layer's integer-valued float input on unchanged (oneDNN's float
-// max, a copy), so that it reads floats exactly when its own readers do. Every kind is listed: a
-// new kind must say (-Werror=switch).
-bool passes_floats_on(LayerType t) {
-  switch (t) {
-    case LayerType::MaxPool:
-    case LayerType::GlobalMaxPool:
-    case LayerType::Shuffle:
-    case LayerType::Slice: return true;
-    case LayerType::Conv2d:
-    case LayerType::Linear:
-    case LayerType::BatchNorm:
-    case LayerType::ReLU:
-    case LayerType::ReLU6:
-    case LayerType::HardSwish:
-    case LayerType::LeakyReLU:
-    case LayerType::Tanh:
-    case LayerType::Elu:
-    case LayerType::Softplus:
-    case LayerType::Mish:
-    case LayerType::PReLU:
-    case LayerType::Sigmoid:
-    case LayerType::HardSigmoid:
-    case LayerType::AvgPool:
-    case LayerType::GlobalAvgPool:
-    case LayerType::Flatten:
-    case LayerType::Unflatten:
-    case LayerType::Dropout:
-    case LayerType::Add:
-    case LayerType::Mul:
-    case LayerType::Concat: return false;
-  }
-  return false;
-}
 }  // namespace
 
 Step Builder::make(dnnl::primitive prim, const memory::desc& scratchpad, std::vector<Arg> args, const std::string& kind) {
@@ -194,7 +159,8 @@ OpContext Builder::unit(size_t i, const std::vector<int>& readers, const std::ve
 }
 
 // Whether layer `name`'s output has readers and all run on floats (and the call does not keep it).
-// A reader that passes floats on (passes_floats_on) counts as one when its own readers do.
+// A reader that moves values (a max pool, shuffle or slice: oneDNN's float max, a copy) passes
+// integer-valued floats on unchanged, so it counts as one when its own readers do.
 bool Builder::all_readers_on_floats(const std::string& name) const {
   if (std::binary_search(plan.kept.begin(), plan.kept.end(), name)) return false;
   int readers = 0;
@@ -202,7 +168,7 @@ bool Builder::all_readers_on_floats(const std::string& name) const {
     for (const std::string& in : R.inputs) {
       if (in != name) continue;
       ++readers;
-      const bool on_floats = passes_floats_on(R.type) ? all_readers_on_floats(R.name) : m_.on_floats.count(R.name) > 0;
+      const bool on_floats = moves_values(R.type) ? all_readers_on_floats(R.name) : m_.on_floats.count(R.name) > 0;
       if (!on_floats) return false;
     }
   }

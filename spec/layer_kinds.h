@@ -31,6 +31,10 @@ enum : unsigned {
   kClamp = 1u << 6,       // an activation that only clamps (relu, relu6): an int8 unit's requantization
                           // applies it, so it fuses into int8 units too (ONNX Runtime drops it before a
                           // QuantizeLinear the same way); others run after an int8 unit's own output point
+  kMovesValues = 1u << 7, // outputs some of its input's values unchanged (a max, a copy): the runtime passes
+                          // integer-valued floats on through it (runtime/plan.cpp)
+  kView = 1u << 8,        // LibTorch may return a view of its input: an in-place activation after it would
+                          // write into its input (train/model.cpp)
 };
 
 //  X(enum name,  op in spec text, traits,                             channels, parameters)
@@ -50,18 +54,18 @@ enum : unsigned {
   X(PReLU, "prelu", 0, Follow, Params)                                         \
   X(Sigmoid, "sigmoid", kActivation | kNonNegative, Follow, NoParams)          \
   X(HardSigmoid, "hardsigmoid", kActivation | kNonNegative, Follow, NoParams)  \
-  X(MaxPool, "maxpool", 0, Follow, NoParams)                                   \
+  X(MaxPool, "maxpool", kMovesValues, Follow, NoParams)                        \
   X(AvgPool, "avgpool", 0, Follow, NoParams)                                   \
   X(GlobalAvgPool, "gap", 0, Follow, NoParams)                                 \
-  X(GlobalMaxPool, "gmp", 0, Follow, NoParams)                                 \
-  X(Flatten, "flatten", 0, Flatten, NoParams)                                  \
-  X(Unflatten, "unflatten", 0, Follow, NoParams)                               \
-  X(Dropout, "dropout", 0, Follow, NoParams)                                   \
+  X(GlobalMaxPool, "gmp", kMovesValues, Follow, NoParams)                      \
+  X(Flatten, "flatten", kView, Flatten, NoParams)                              \
+  X(Unflatten, "unflatten", kView, Follow, NoParams)                           \
+  X(Dropout, "dropout", kView, Follow, NoParams)                               \
   X(Add, "add", kFusesActivation | kInt8 | kMerges, Tie, NoParams)            \
   X(Mul, "mul", kInt8 | kMerges, Tie, NoParams)                                \
   X(Concat, "concat", kInt8 | kMerges, Concat, NoParams)                      \
-  X(Shuffle, "shuffle", 0, Reorder, NoParams)                                  \
-  X(Slice, "slice", 0, Reorder, NoParams)
+  X(Shuffle, "shuffle", kMovesValues | kView, Reorder, NoParams)               \
+  X(Slice, "slice", kMovesValues | kView, Reorder, NoParams)
 
 // `case LayerType::K:` for every kind without parameters, for the switches whose concern only
 // kinds with parameters have (torch modules, cutting or masking parameters): such a switch lists
@@ -109,5 +113,7 @@ constexpr bool runs_int8(LayerType t) { return traits(t).flags & kInt8; }
 constexpr bool never_negative(LayerType t) { return traits(t).flags & kNonNegative; }
 constexpr bool merges_inputs(LayerType t) { return traits(t).flags & kMerges; }
 constexpr bool only_clamps(LayerType t) { return traits(t).flags & kClamp; }
+constexpr bool moves_values(LayerType t) { return traits(t).flags & kMovesValues; }
+constexpr bool may_be_a_view(LayerType t) { return traits(t).flags & kView; }
 
 }  // namespace shrink

@@ -16,7 +16,8 @@ ModelCost total_cost(const ModelSpec& spec) {
 }
 
 int64_t pool_windows(const Layer& L, int64_t size, int d) {
-  const int64_t k = L.kernel_along(d), s = L.stride_along(d), p = d == 0 ? L.padding : L.pads().left;
+  const Layer::Window win = L.window();
+  const int64_t k = win.kernel[d], s = win.stride[d], p = win.padding[d];
   const int64_t room = size + 2 * p - k;
   int64_t n = (L.ceil ? room + s - 1 : room) / s + 1;
   if (L.ceil && (n - 1) * s >= size + p) --n;
@@ -85,7 +86,7 @@ std::vector<LayerInfo> analyze(const ModelSpec& spec) {
       case LayerType::AvgPool: {
         need_image();
         auto windows = [&](int d) {
-          const int64_t size = s[1 + d], k = L.kernel_along(d), pad = d == 0 ? L.padding : L.pads().left;
+          const int64_t size = s[1 + d], k = L.window().kernel[d], pad = L.window().padding[d];
           const char* axis = d == 0 ? "height" : "width";
           if (pad < 0 || pad * 2 > k) fail(fmt::format("padding {} along the {} must be at most half the kernel's {} {}", pad, axis, axis, k));
           product({2, pad, size, k});
@@ -93,7 +94,7 @@ std::vector<LayerInfo> analyze(const ModelSpec& spec) {
           const int64_t n = pool_windows(L, size, d);
           // torch divides by the window clipped to the padded image, oneDNN by the whole kernel:
           // they differ only for a window that passes the padding.
-          if (L.type == LayerType::AvgPool && L.include_pad && (n - 1) * L.stride_along(d) + k > size + 2 * pad)
+          if (L.type == LayerType::AvgPool && L.include_pad && (n - 1) * L.window().stride[d] + k > size + 2 * pad)
             fail("avgpool with ceil=1 and include_pad=1 has a window past the padding, which runtimes average differently; "
                  "use include_pad=0 or ceil=0");
           return n;

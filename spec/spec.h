@@ -4,6 +4,7 @@
 // Each token is [name=]op[(args)]; a layer reads the previous layer's output unless it says
 // from=NAME; add(NAME) adds the previous output and NAME's.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -44,9 +45,11 @@ struct Layer {
 
   int64_t kernel_width() const { return kernel_w < 0 ? kernel : kernel_w; }
   int64_t stride_width() const { return stride_w < 0 ? stride : stride_w; }
-  // Along dimension d of an image: 0 height, 1 width.
-  int64_t kernel_along(int d) const { return d == 0 ? kernel : kernel_width(); }
-  int64_t stride_along(int d) const { return d == 0 ? stride : stride_width(); }
+  // A pool's window along height [0] and width [1] (its padding is the same at both ends of an axis).
+  struct Window {
+    std::array<int64_t, 2> kernel, stride, padding;
+  };
+  Window window() const { return {{kernel, kernel_width()}, {stride, stride_width()}, {padding, padding_w < 0 ? padding : padding_w}}; }
   Pads pads() const {
     const int64_t across = padding_w < 0 ? padding : padding_w;  // a pool's left and right
     auto side = [&](int64_t p, int64_t fallback) { return p < 0 ? fallback : p; };

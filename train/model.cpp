@@ -2,42 +2,6 @@
 
 namespace shrink {
 
-namespace {
-// Whether LibTorch may return a view of the layer's input (sharing its memory), so that an
-// in-place activation after it would write into its input. Every kind is listed (-Werror=switch).
-bool may_be_a_view(LayerType t) {
-  switch (t) {
-    case LayerType::Flatten:
-    case LayerType::Unflatten:
-    case LayerType::Dropout:  // identity in eval mode
-    case LayerType::Slice:
-    case LayerType::Shuffle: return true;  // a trivial shuffle (one group)
-    case LayerType::Conv2d:
-    case LayerType::Linear:
-    case LayerType::BatchNorm:
-    case LayerType::ReLU:
-    case LayerType::ReLU6:
-    case LayerType::HardSwish:
-    case LayerType::LeakyReLU:
-    case LayerType::Tanh:
-    case LayerType::Elu:
-    case LayerType::Softplus:
-    case LayerType::Mish:
-    case LayerType::PReLU:
-    case LayerType::Sigmoid:
-    case LayerType::HardSigmoid:
-    case LayerType::MaxPool:
-    case LayerType::AvgPool:
-    case LayerType::GlobalAvgPool:
-    case LayerType::GlobalMaxPool:
-    case LayerType::Add:
-    case LayerType::Mul:
-    case LayerType::Concat: return false;
-  }
-  return false;
-}
-}  // namespace
-
 SpecNetImpl::SpecNetImpl(ModelSpec spec) : spec_(std::move(spec)) {
   namespace nn = torch::nn;
   std::vector<LayerInfo> info = analyze(spec_);
@@ -146,7 +110,6 @@ torch::Tensor conv2d_of(const Layer& L, const torch::Tensor& x, const torch::Ten
   return torch::conv2d(padded, w, b, stride, std::array<int64_t, 2>{0, 0}, dilation, groups);
 }
 
-PoolWindow pool_window(const Layer& L) { return {{L.kernel, L.kernel_width()}, {L.stride, L.stride_width()}, {L.padding, L.pads().left}}; }
 
 namespace {
 
@@ -191,11 +154,11 @@ torch::Tensor SpecNetImpl::layer_forward(size_t i, torch::Tensor& in, const std:
     case LayerType::Sigmoid: return inplace ? torch::sigmoid_(in) : torch::sigmoid(in);
     case LayerType::HardSigmoid: return torch::clamp(in * L.alpha + L.beta, 0, 1);  // ONNX's form, any alpha and beta
     case LayerType::MaxPool: {
-      const PoolWindow W = pool_window(L);
+      const Layer::Window W = L.window();
       return torch::max_pool2d(in, W.kernel, W.stride, W.padding, 1, L.ceil);
     }
     case LayerType::AvgPool: {
-      const PoolWindow W = pool_window(L);
+      const Layer::Window W = L.window();
       return torch::avg_pool2d(in, W.kernel, W.stride, W.padding, L.ceil, L.include_pad);
     }
     // adaptive_avg_pool2d, not mean(): its backward keeps the channels-last layout, mean's expands.

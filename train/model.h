@@ -4,7 +4,6 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
-#include <array>
 #include <functional>
 #include <map>
 #include <string>
@@ -54,10 +53,5 @@ TORCH_MODULE(SpecNet);
 // A conv layer's convolution with weight `w` and bias `b` (undefined: none): its stride,
 // dilation, groups and padding, asymmetric padding included.
 torch::Tensor conv2d_of(const Layer& L, const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b);
-// A pool's window as torch's pooling functions take it: {height, width} each.
-struct PoolWindow {
-  std::array<int64_t, 2> kernel, stride, padding;
-};
-PoolWindow pool_window(const Layer& L);
 
 }  // namespace shrink

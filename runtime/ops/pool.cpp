@@ -39,22 +39,17 @@ void copy_into(T* __restrict out, const T* __restrict in, int64_t c) {
 // oneDNN's int8 pooling primitive's fixed cost dominated the profile of small models (1.5 us of
 // the USPS student's 9), and at batch 256 its kernel took 3x its float pooling's time on 16
 // channels (it works in 64-channel vectors). Output rows are spread over the plan's threads.
-// A pool's window along height and width.
-struct Window {
-  int64_t kh, kw, sh, sw, ph, pw;
-};
-
 template <typename T>
-Kernel max_pool_kernel(int src, int dst, int64_t n, int64_t h, int64_t w, int64_t c, int64_t oh, int64_t ow, Window win, int threads) {
+Kernel max_pool_kernel(int src, int dst, int64_t n, int64_t h, int64_t w, int64_t c, int64_t oh, int64_t ow, Layer::Window win, int threads) {
   return [=](const std::vector<memory>& slots) {
     const T* in = static_cast<const T*>(slots[src].get_data_handle());
     T* out_base = static_cast<T*>(slots[dst].get_data_handle());
     auto pool_row = [&](int64_t row) {
       const int64_t b = row / oh, y = row % oh;
-      const int64_t y0 = std::max<int64_t>(y * win.sh - win.ph, 0), y1 = std::min(y * win.sh - win.ph + win.kh, h);
+      const int64_t top = y * win.stride[0] - win.padding[0], y0 = std::max<int64_t>(top, 0), y1 = std::min(top + win.kernel[0], h);
       T* out = out_base + row * ow * c;
       for (int64_t x = 0; x < ow; ++x, out += c) {
-        const int64_t x0 = std::max<int64_t>(x * win.sw - win.pw, 0), x1 = std::min(x * win.sw - win.pw + win.kw, w);
+        const int64_t left = x * win.stride[1] - win.padding[1], x0 = std::max<int64_t>(left, 0), x1 = std::min(left + win.kernel[1], w);
         const T* first = in + ((b * h + y0) * w + x0) * c;  // every window holds one input pixel at least
         copy_into(out, first, c);
         for (int64_t iy = y0; iy < y1; ++iy)
@@ -81,7 +76,7 @@ Act build_pool(Builder& b, const OpContext& c) {
   const auto& is = c.info.in_shape;
   const auto& out_shape = c.info.out_shape;
   const bool global = L.type == LayerType::GlobalAvgPool || L.type == LayerType::GlobalMaxPool;
-  const Window win = global ? Window{is[1], is[2], 1, 1, 0, 0} : Window{L.kernel, L.kernel_width(), L.stride, L.stride_width(), L.padding, L.pads().left};
+  const Layer::Window win = global ? Layer::Window{{is[1], is[2]}, {1, 1}, {0, 0}} : L.window();
   int64_t oh = global ? 1 : out_shape[1], ow = global ? 1 : out_shape[2];
   memory::desc dst_md({n, is[0], oh, ow}, sd.data_type(), tag::nhwc);
   const bool int8 = sd.data_type() == dt::u8 || sd.data_type() == dt::s8;
@@ -94,8 +89,9 @@ Act build_pool(Builder& b, const OpContext& c) {
   auto alg = L.type == LayerType::MaxPool || L.type == LayerType::GlobalMaxPool ? dnnl::algorithm::pooling_max
              : global || L.include_pad     ? dnnl::algorithm::pooling_avg_include_padding
                                            : dnnl::algorithm::pooling_avg_exclude_padding;
-  dnnl::pooling_forward::desc d(dnnl::prop_kind::forward_inference, alg, sd, dst_md, {win.sh, win.sw}, {win.kh, win.kw}, {win.ph, win.pw},
-                                {(oh - 1) * win.sh + win.kh - is[1] - win.ph, (ow - 1) * win.sw + win.kw - is[2] - win.pw});
+  const auto& [k, s, p] = win;
+  dnnl::pooling_forward::desc d(dnnl::prop_kind::forward_inference, alg, sd, dst_md, {s[0], s[1]}, {k[0], k[1]}, {p[0], p[1]},
+                                {(oh - 1) * s[0] + k[0] - is[1] - p[0], (ow - 1) * s[1] + k[1] - is[2] - p[1]});
   dnnl::pooling_forward::primitive_desc pd(d, user_scratchpad(), b.engine());
   Act pooled{b.slot(dst_md), src.scale};
   b.add(dnnl::pooling_forward(pd), pd.scratchpad_desc(), {{DNNL_ARG_SRC, src.slot, {}}, {DNNL_ARG_DST, pooled.slot, {}}});
