@@ -65,6 +65,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--style", choices=["idiomatic", "batched"], default="idiomatic")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: CPU autocast around the forward and loss")
     ap.add_argument("--teacher", help="distill from this (randomly initialized) teacher model: T=4, alpha=0.9")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -94,15 +95,16 @@ def main():
                        for i in range(0, len(y), 128))
         for xb, yb in batches:
             opt.zero_grad()
-            out = model(xb)
-            if teacher is None:
-                loss = F.cross_entropy(out, yb)
-            else:
-                with torch.no_grad():
-                    t = teacher(xb)
-                T, alpha = 4.0, 0.9
-                kd = F.kl_div(F.log_softmax(out / T, 1), F.log_softmax(t / T, 1), reduction="batchmean", log_target=True) * T * T
-                loss = alpha * kd + (1 - alpha) * F.cross_entropy(out, yb)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.precision == "bf16"):
+                out = model(xb)
+                if teacher is None:
+                    loss = F.cross_entropy(out, yb)
+                else:
+                    with torch.no_grad():
+                        t = teacher(xb)
+                    T, alpha = 4.0, 0.9
+                    kd = F.kl_div(F.log_softmax(out / T, 1), F.log_softmax(t / T, 1), reduction="batchmean", log_target=True) * T * T
+                    loss = alpha * kd + (1 - alpha) * F.cross_entropy(out, yb)
             loss.backward()
             opt.step()
             sched.step()

@@ -35,15 +35,23 @@ struct Value {
   // ChannelsLast: the layer's C,H,W output viewed as H,W,C (a Transpose(0,2,3,1) of it, or the
   // model input as a channels-last file gives it); FlatChannelsLast: that view flattened.
   // Expanded: a C,1,1 layer output broadcast to C,H,W (Expand; only a Mul reads it).
-  enum class Kind { Layer, Constant, Padded, Grouped, ChannelsLast, FlatChannelsLast, Expanded } kind = Kind::Layer;
+  // Above: whether a layer's output exceeds the scalar `constant` (Greater; only a Where reads it).
+  enum class Kind { Layer, Constant, Padded, Grouped, ChannelsLast, FlatChannelsLast, Expanded, Above } kind = Kind::Layer;
   std::string layer;            // all but Constant: the spec layer whose output it is ("" = the model input)
   std::vector<int64_t> shape;   // all but Constant: per sample, as the layer gives it (C,H,W)
-  Constant constant;            // Constant
+  Constant constant;            // Constant; Above: the threshold
   Pads pads{0, 0, 0, 0};        // Padded
   int64_t groups = 0;           // Grouped: viewed as N, groups, C/groups, H, W ...
   bool swapped = false;         // ... and then as N, C/groups, groups, H, W
   std::vector<int64_t> image;   // FlatChannelsLast: the C,H,W image whose H,W,C order it flattens; Expanded: the C,H,W it fills
 };
+
+inline Value constant_value(Constant c) {
+  Value v;
+  v.kind = Value::Kind::Constant;
+  v.constant = std::move(c);
+  return v;
+}
 
 class Importer {
  public:
@@ -74,14 +82,13 @@ class Importer {
   void gather(const onnx::NodeProto& n);
   void squeeze(const onnx::NodeProto& n);
   void concat(const onnx::NodeProto& n);
-  void cast(const onnx::NodeProto& n);
-  void constant(const onnx::NodeProto& n);
   void identity(const onnx::NodeProto& n);
   void dropout(const onnx::NodeProto& n);
   void pad(const onnx::NodeProto& n);
-  void transpose_constant(const onnx::NodeProto& n, const Constant& c);
   void expand(const onnx::NodeProto& n);
   void prelu(const onnx::NodeProto& n);
+  void greater(const onnx::NodeProto& n);
+  void where(const onnx::NodeProto& n);
   void min_max(const onnx::NodeProto& n);
   void squeeze_layer(const onnx::NodeProto& n, const Value& x);
   std::vector<int64_t> axes_of(const onnx::NodeProto& n, int64_t rank) const;
@@ -92,6 +99,13 @@ class Importer {
   std::vector<int64_t> pads_of_all_axes(const onnx::NodeProto& n, const std::vector<int64_t>& pads, const std::vector<int64_t>& axes, int64_t rank);
   void normalization(const onnx::NodeProto& n);  // Add, Sub, Mul, Div of a constant on the input
   std::vector<float> per_input_channel(const onnx::NodeProto& n, const Value& x, const Constant& c) const;
+  // ops_constants.cpp: ops on constants, computed here.
+  void constant(const onnx::NodeProto& n);
+  void cast(const onnx::NodeProto& n);
+  void constant_of_shape(const onnx::NodeProto& n);
+  void transpose_constant(const onnx::NodeProto& n, const Constant& c);
+  void reshape_constant(const onnx::NodeProto& n, const Constant& c);
+  void slice_constant(const onnx::NodeProto& n, const Constant& c);
   // ops_channels.cpp: channel shuffles, slices and splits, and the arithmetic of shape vectors.
   void arithmetic(const onnx::NodeProto& n);     // Add, Sub, Mul, Div: of constants here, else the readers above
   void group(const onnx::NodeProto& n, const Value& x, const std::vector<int64_t>& target);

@@ -64,6 +64,8 @@ const std::map<std::string, Importer::Handler>& Importer::handlers() {
       {"Max", &Importer::min_max},
       {"Min", &Importer::min_max},
       {"PRelu", &Importer::prelu},
+      {"Greater", &Importer::greater},
+      {"Where", &Importer::where},
       {"Clip", &Importer::clip},
       {"HardSigmoid", &Importer::hardsigmoid},
       {"MaxPool", &Importer::pool},
@@ -82,6 +84,7 @@ const std::map<std::string, Importer::Handler>& Importer::handlers() {
       {"Concat", &Importer::concat},
       {"Cast", &Importer::cast},
       {"Constant", &Importer::constant},
+      {"ConstantOfShape", &Importer::constant_of_shape},
       {"Identity", &Importer::identity},
       {"Dropout", &Importer::dropout},
       {"Transpose", &Importer::transpose},
@@ -286,6 +289,27 @@ void Importer::prelu(const onnx::NodeProto& n) {
     unsupported(n, fmt::format("its slope must be one float, or one per channel shaped [{}]", fmt::join(per_channel, ",")));
   const std::string name = add_layer(n, L, {x.layer});
   set_tensor(name + ".weight", {slope.numel()}, slope.floats);
+}
+
+// torch's softplus threshold as its newer exporter writes it: Where(x > T, x, Softplus(x)). Above
+// T = 15 the two branches agree within float rounding (softplus(x) - x < e^-15), so it is the softplus.
+void Importer::greater(const onnx::NodeProto& n) {
+  Value v = layer_input(n, 0);
+  const Constant& t = constant_input(n, 1);
+  if (t.numel() != 1) unsupported(n, "only a comparison with a scalar (torch's softplus threshold) is supported");
+  v.kind = Value::Kind::Above;
+  v.constant = t;
+  set_output(n, std::move(v));
+}
+
+void Importer::where(const onnx::NodeProto& n) {
+  const Value &above = input(n, 0), &x = layer_input(n, 1), &softplus = layer_input(n, 2);
+  const int i = index_of_layer(softplus.layer);
+  const float threshold = above.kind != Value::Kind::Above ? 0.f : above.constant.is_float ? above.constant.floats[0] : static_cast<float>(above.constant.ints[0]);
+  if (above.kind != Value::Kind::Above || above.layer != x.layer || i < 0 || spec_.layers[i].type != LayerType::Softplus ||
+      spec_.layers[i].inputs != std::vector<std::string>{x.layer} || !(threshold >= 15))
+    unsupported(n, "only torch's softplus threshold, Where(x > T, x, Softplus(x)) with T at least 15, is supported");
+  set_output(n, softplus);
 }
 
 // Clip to [0, 6] is ReLU6, to [0, inf) ReLU; bounds from Constant inputs (attributes before opset 11).

@@ -147,35 +147,6 @@ std::vector<float> Importer::linear_weight(const Value& a, std::vector<float> w,
   return chw;
 }
 
-// A Transpose of a constant (a Linear's weight as some exporters write it: Transpose, MatMul): the
-// constant with its axes permuted (default: reversed, as ONNX says).
-void Importer::transpose_constant(const onnx::NodeProto& n, const Constant& c) {
-  const int64_t rank = static_cast<int64_t>(c.dims.size());
-  std::vector<int64_t> perm = attr_ints(n, "perm");
-  if (perm.empty())
-    for (int64_t a = rank - 1; a >= 0; --a) perm.push_back(a);
-  std::vector<int64_t> sorted = perm;
-  std::sort(sorted.begin(), sorted.end());
-  for (int64_t a = 0; a < rank; ++a)
-    if (static_cast<int64_t>(sorted.size()) != rank || sorted[a] != a) unsupported(n, fmt::format("perm {} is not a permutation of {} axes", fmt::join(perm, ","), rank));
-  Constant t = c;
-  std::vector<int64_t> in_strides(rank, 1);
-  for (int64_t a = rank - 2; a >= 0; --a) in_strides[a] = in_strides[a + 1] * c.dims[a + 1];
-  for (int64_t a = 0; a < rank; ++a) t.dims[a] = c.dims[perm[a]];
-  std::vector<int64_t> index(rank, 0);  // the output element's index, counted up in row-major order
-  for (int64_t out = 0; out < c.numel(); ++out) {
-    int64_t from = 0;
-    for (int64_t a = 0; a < rank; ++a) from += index[a] * in_strides[perm[a]];
-    if (c.is_float) t.floats[out] = c.floats[from];
-    else t.ints[out] = c.ints[from];
-    for (int64_t a = rank - 1; a >= 0 && ++index[a] == t.dims[a]; --a) index[a] = 0;
-  }
-  Value v;
-  v.kind = Value::Kind::Constant;
-  v.constant = std::move(t);
-  set_output(n, std::move(v));
-}
-
 // Reshape of the swapped view back to [batch, C, H, W]: the channel shuffle is one layer.
 void Importer::ungroup(const onnx::NodeProto& n, const Value& x) {
   const std::vector<int64_t>& s = x.shape;
@@ -188,8 +159,10 @@ void Importer::ungroup(const onnx::NodeProto& n, const Value& x) {
   add_layer(n, L, {x.layer});
 }
 
-// Slice of channels (axis 1, step 1; other axes whole): a slice layer, or nothing when it keeps all.
+// Slice of channels (axis 1, step 1; other axes whole): a slice layer, or nothing when it keeps all
+// (a slice of a constant: ops_constants.cpp).
 void Importer::slice(const onnx::NodeProto& n) {
+  if (input(n, 0).kind == Value::Kind::Constant) return slice_constant(n, input(n, 0).constant);
   const Value& x = layer_input(n, 0);
   const Constant &starts = constant_input(n, 1), &ends = constant_input(n, 2);
   const int64_t rank = static_cast<int64_t>(x.shape.size()) + 1;

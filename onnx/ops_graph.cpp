@@ -11,17 +11,6 @@
 
 namespace shrink::onnx_import {
 
-namespace {
-
-Value constant_value(Constant c) {
-  Value v;
-  v.kind = Value::Kind::Constant;
-  v.constant = std::move(c);
-  return v;
-}
-
-}  // namespace
-
 // Pads larger at the end than at the start (shrink's export of a ceil-mode pool, TensorFlow's SAME
 // padding): a ceil-mode pool with the start's padding, when it counts the same windows. They then
 // hold the same values when the padding adds nothing: a max, or an average that leaves it out.
@@ -115,6 +104,7 @@ void Importer::flatten(const onnx::NodeProto& n) {
 void Importer::reshape(const onnx::NodeProto& n) {
   const Value& in = input(n, 0);
   if (in.kind == Value::Kind::Grouped) return ungroup(n, in);
+  if (in.kind == Value::Kind::Constant) return reshape_constant(n, in.constant);
   const Value& x = in.kind == Value::Kind::ChannelsLast ? in : layer_input(n, 0);
   const Constant& target = constant_input(n, 1);
   int64_t features = 1;
@@ -255,49 +245,6 @@ void Importer::concat(const onnx::NodeProto& n) {
     return;
   }
   add_layer(n, layer_of(LayerType::Concat), layers);
-}
-
-// Cast of a constant to float (or double: shrink's constants are float) or to a 32- or 64-bit
-// integer (toward zero, as ONNX Runtime casts). Other types would change values in ways not
-// modelled here (float16 rounding, narrow integers' wrap-around): refused.
-void Importer::cast(const onnx::NodeProto& n) {
-  const Value& x = input(n, 0);
-  if (x.kind != Value::Kind::Constant) unsupported(n, "only a cast of a constant is supported");
-  const int64_t to = attr_int(n, "to", 0);
-  Value v = x;
-  Constant& c = v.constant;
-  if (to == onnx::TensorProto::FLOAT || to == onnx::TensorProto::DOUBLE) {
-    if (!c.is_float && std::find(c.ints.begin(), c.ints.end(), kBatch) != c.ints.end()) unsupported(n, "a cast of the batch size to float is not supported");
-    if (!c.is_float) c.floats.assign(c.ints.begin(), c.ints.end()), c.ints.clear(), c.is_float = true;
-  } else if (to == onnx::TensorProto::INT32 || to == onnx::TensorProto::INT64) {
-    if (c.is_float) {
-      const double most = to == onnx::TensorProto::INT32 ? 2147483647.0 : 9.2e18;
-      for (float f : c.floats)
-        if (!std::isfinite(f) || std::abs(f) > most) unsupported(n, fmt::format("{} does not fit the cast's integer type", f));
-      for (float f : c.floats) c.ints.push_back(static_cast<int64_t>(std::trunc(f)));
-      c.floats.clear(), c.is_float = false;
-    }
-  } else {
-    const auto type = static_cast<onnx::TensorProto_DataType>(to);
-    unsupported(n, fmt::format("a cast to {} is not supported (float, double, int32 and int64 are)",
-                               onnx::TensorProto_DataType_IsValid(type) ? onnx::TensorProto_DataType_Name(type) : std::to_string(to)));
-  }
-  set_output(n, std::move(v));
-}
-
-void Importer::constant(const onnx::NodeProto& n) {
-  Constant c;
-  for (const auto& a : n.attribute()) {
-    std::string what = fmt::format("{}: node '{}' (Constant)", path_, n.name());
-    if (a.name() == "value") c = decode_tensor(a.t(), what, path_);
-    else if (a.name() == "value_float") c.floats = {a.f()};
-    else if (a.name() == "value_floats") c.floats.assign(a.floats().begin(), a.floats().end()), c.dims = {c.numel()};
-    else if (a.name() == "value_int") c.is_float = false, c.ints = {a.i()};
-    else if (a.name() == "value_ints") c.is_float = false, c.ints.assign(a.ints().begin(), a.ints().end()), c.dims = {c.numel()};
-    else unsupported(n, fmt::format("a constant given as '{}' is not supported", a.name()));
-  }
-  if (n.attribute_size() != 1) unsupported(n, "a Constant holds exactly one value attribute");
-  set_output(n, constant_value(std::move(c)));
 }
 
 void Importer::identity(const onnx::NodeProto& n) { set_output(n, input(n, 0)); }

@@ -317,6 +317,33 @@ save("pad_before_normalization", [3, 6, 6],
      [helper.make_node("Pad", ["x", "pads"], ["p"]), helper.make_node("Sub", ["p", "m"], ["n"]),
       helper.make_node("Conv", ["n", "w"], ["c"], kernel_shape=[3, 3])] + nodes,
      [i64("pads", [0, 0, 1, 1, 0, 0, 1, 1]), f32("m", [0.5]), const("w", [4, 3, 3, 3])] + inits, "error", "read only as the input's normalization")
+# What torch 2.11's exporters wrote that the importer first refused (seen on a machine with torch
+# 2.11): the legacy exporter's F.pad at opset 18, its pad vector computed in the graph from constants
+# (ConstantOfShape, Concat, Reshape to pairs, Slice with step -1, Transpose, Reshape, Cast); the
+# dynamo exporter's softplus with torch's threshold, Where(x > 20, x, Softplus(x)). Refused: a
+# threshold low enough to change values, a comparison of anything else.
+nodes, inits = head("c", 4)
+save("torch2_legacy_pad_vector", [3, 6, 6],
+     [helper.make_node("ConstantOfShape", ["four"], ["zeros"], value=numpy_helper.from_array(np.zeros(1, np.int64))),
+      helper.make_node("Concat", ["lrtb", "zeros"], ["cat"], axis=0), helper.make_node("Reshape", ["cat", "pairs"], ["pp"]),
+      helper.make_node("Slice", ["pp", "s", "e", "a", "st"], ["rev"]), helper.make_node("Transpose", ["rev"], ["tr"], perm=[1, 0]),
+      helper.make_node("Reshape", ["tr", "flat"], ["pv"]), helper.make_node("Cast", ["pv"], ["pads"], to=TensorProto.INT64),
+      helper.make_node("Pad", ["x", "pads", "zero"], ["p"], mode="constant"),
+      helper.make_node("Conv", ["p", "w"], ["c"], kernel_shape=[3, 3])] + nodes,
+     [i64("four", [4]), i64("lrtb", [1, 2, 0, 1]), i64("pairs", [-1, 2]), i64("s", [-1]), i64("e", [-(2**63 - 1)]), i64("a", [0]), i64("st", [-1]),
+      i64("flat", [-1]), f32("zero", 0.0), const("w", [4, 3, 3, 3])] + inits, "ok", opset=17)
+for name, threshold, message in [("torch2_softplus_threshold", 20.0, ""),
+                                 ("softplus_threshold_too_low", 1.0, "T at least 15")]:
+    nodes, inits = head("sw", 4)
+    save(name, [3, 6, 6],
+         [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3]), helper.make_node("Softplus", ["c"], ["sp"]),
+          helper.make_node("Greater", ["c", "t"], ["gt"]), helper.make_node("Where", ["gt", "c", "sp"], ["sw"])] + nodes,
+         [const("w", [4, 3, 3, 3], 3.0), f32("t", threshold)] + inits, "error" if message else "ok", message)
+nodes, inits = head("c", 4)
+save("greater_of_a_tensor", [3, 6, 6],
+     [helper.make_node("Greater", ["x", "t"], ["gt"]), helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3])] + nodes,
+     [const("t", [1, 3, 1, 1]), const("w", [4, 3, 3, 3])] + inits, "error", "only a comparison with a scalar")
+
 # External data behind a link that leads out of the model's folder.
 save("external_data_link_out", [3, 8, 8], dynamo_style, dynamo_inits, "error", "a link leads out of it", opset=18, external=True)
 outside = os.path.join(os.path.dirname(os.path.abspath(out)), "outside.data")
