@@ -224,6 +224,14 @@ class GraphWriter : OnnxGraph {
         node("Tanh", {L.name + ".softplus"}, L.name + ".tanh");
         return node("Mul", {x, L.name + ".tanh"}, out).output(0);
       }
+      case LayerType::Gelu: {  // opset 20 has Gelu; below it x * (1 + erf(x / sqrt 2)) * 0.5, as torch writes it
+        if (options_.opset >= 20) return node("Gelu", {x}, out).output(0);
+        node("Div", {x, floats(L.name + ".sqrt2", {}, {static_cast<float>(std::sqrt(2.0))})}, L.name + ".scaled");
+        node("Erf", {L.name + ".scaled"}, L.name + ".erf");
+        node("Add", {L.name + ".erf", floats(L.name + ".one", {}, {1.f})}, L.name + ".erf1");
+        node("Mul", {x, L.name + ".erf1"}, L.name + ".twice");
+        return node("Mul", {L.name + ".twice", floats(L.name + ".half", {}, {0.5f})}, out).output(0);
+      }
       case LayerType::HardSigmoid: return hardsigmoid(x, static_cast<float>(L.alpha), static_cast<float>(L.beta), out);
       case LayerType::MaxPool: return pool("MaxPool", L, info, x, out).output(0);
       case LayerType::AvgPool: {
@@ -311,6 +319,7 @@ class GraphWriter : OnnxGraph {
       case LayerType::Elu:
       case LayerType::Softplus:
       case LayerType::Mish:
+      case LayerType::Gelu:
       case LayerType::PReLU:
       case LayerType::Sigmoid:
       case LayerType::HardSigmoid:

@@ -36,13 +36,15 @@ struct Value {
   // model input as a channels-last file gives it); FlatChannelsLast: that view flattened.
   // Expanded: a C,1,1 layer output broadcast to C,H,W (Expand; only a Mul reads it).
   // Above: whether a layer's output exceeds the scalar `constant` (Greater; only a Where reads it).
-  enum class Kind { Layer, Constant, Padded, Grouped, ChannelsLast, FlatChannelsLast, Expanded, Above } kind = Kind::Layer;
+  // GeluPart: a step of torch's GELU below opset 20 on the layer's output (gelu_step).
+  enum class Kind { Layer, Constant, Padded, Grouped, ChannelsLast, FlatChannelsLast, Expanded, Above, GeluPart } kind = Kind::Layer;
   std::string layer;            // all but Constant: the spec layer whose output it is ("" = the model input)
   std::vector<int64_t> shape;   // all but Constant: per sample, as the layer gives it (C,H,W)
   Constant constant;            // Constant; Above: the threshold
   Pads pads{0, 0, 0, 0};        // Padded
   int64_t groups = 0;           // Grouped: viewed as N, groups, C/groups, H, W ...
   bool swapped = false;         // ... and then as N, C/groups, groups, H, W
+  int gelu_steps = 0;           // GeluPart: how many of its steps are taken
   std::vector<int64_t> image;   // FlatChannelsLast: the C,H,W image whose H,W,C order it flattens; Expanded: the C,H,W it fills
 };
 
@@ -88,6 +90,8 @@ class Importer {
   void expand(const onnx::NodeProto& n);
   void prelu(const onnx::NodeProto& n);
   void greater(const onnx::NodeProto& n);
+  void erf(const onnx::NodeProto& n);
+  bool gelu_step(const onnx::NodeProto& n);
   void where(const onnx::NodeProto& n);
   void min_max(const onnx::NodeProto& n);
   void squeeze_layer(const onnx::NodeProto& n, const Value& x);

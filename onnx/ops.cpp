@@ -65,6 +65,8 @@ const std::map<std::string, Importer::Handler>& Importer::handlers() {
       {"Min", &Importer::min_max},
       {"PRelu", &Importer::prelu},
       {"Greater", &Importer::greater},
+      {"Erf", &Importer::erf},
+      {"Gelu", &Importer::activation},
       {"Where", &Importer::where},
       {"Clip", &Importer::clip},
       {"HardSigmoid", &Importer::hardsigmoid},
@@ -194,6 +196,7 @@ void Importer::matmul(const onnx::NodeProto& n) {
 // Add of two computed tensors: a residual add. Of a computed tensor and a constant: the bias of
 // the conv or linear (without one) that computed it, when nothing else reads that output.
 void Importer::add(const onnx::NodeProto& n) {
+  if (gelu_step(n)) return;
   const Value& a = input(n, 0);
   const Value& b = input(n, 1);
   if (a.kind == Value::Kind::Layer && b.kind == Value::Kind::Layer) {
@@ -222,6 +225,7 @@ void Importer::add(const onnx::NodeProto& n) {
 // Mul of two computed tensors (SiLU, squeeze-excite). x * hardsigmoid(x) with torch's constants
 // is hardswish (how torch exports it before opset 14): one layer.
 void Importer::mul(const onnx::NodeProto& n) {
+  if (gelu_step(n)) return;
   // An Expanded operand is its C,1,1 tensor, which the mul broadcasts over the other's C,H,W.
   auto operand = [&](int k) -> const Value& { return input(n, k).kind == Value::Kind::Expanded ? input(n, k) : layer_input(n, k); };
   const Value& a = operand(0);
@@ -267,10 +271,13 @@ void Importer::activation(const onnx::NodeProto& n) {
   static const std::map<std::string, LayerType> kinds = {{"Relu", LayerType::ReLU},           {"Sigmoid", LayerType::Sigmoid},
                                                          {"HardSwish", LayerType::HardSwish}, {"LeakyRelu", LayerType::LeakyReLU},
                                                          {"Tanh", LayerType::Tanh},           {"Elu", LayerType::Elu},
-                                                         {"Softplus", LayerType::Softplus},   {"Mish", LayerType::Mish}};
+                                                         {"Softplus", LayerType::Softplus},   {"Mish", LayerType::Mish},
+                                                         {"Gelu", LayerType::Gelu}};
   Layer L = layer_of(kinds.at(op));
   if (L.type == LayerType::LeakyReLU) L.alpha = attr_float(n, "alpha", 0.01f);  // ONNX's defaults, as torch's
   if (L.type == LayerType::Elu) L.alpha = attr_float(n, "alpha", 1.f);
+  if (L.type == LayerType::Gelu && attr_string(n, "approximate", "none") != "none")
+    unsupported(n, fmt::format("approximate '{}': only the exact GELU (approximate 'none', torch's default) is supported", attr_string(n, "approximate", "")));
   add_layer(n, L, {layer_input(n, 0).layer});
 }
 
@@ -310,6 +317,40 @@ void Importer::where(const onnx::NodeProto& n) {
       spec_.layers[i].inputs != std::vector<std::string>{x.layer} || !(threshold >= 15))
     unsupported(n, "only torch's softplus threshold, Where(x > T, x, Softplus(x)) with T at least 15, is supported");
   set_output(n, softplus);
+}
+
+// torch's GELU below opset 20, x * 0.5 * (1 + erf(x / sqrt 2)) written as Div(x, sqrt 2), Erf, Add 1,
+// Mul by x, Mul by 0.5: each step's output is a GeluPart, read by the next step alone (any other
+// reader refuses it), and the last one is the gelu layer. False when `n` starts no step and
+// continues none.
+bool Importer::gelu_step(const onnx::NodeProto& n) {
+  const std::string& op = n.op_type();
+  auto is_scalar = [&](int k, double want) {
+    if (k >= n.input_size() || input(n, k).kind != Value::Kind::Constant) return false;
+    const Constant& c = input(n, k).constant;
+    return c.numel() == 1 && c.is_float && std::abs(c.floats[0] - want) <= 1e-6 * want;
+  };
+  const int part = input(n, 0).kind == Value::Kind::GeluPart ? 0 : n.input_size() > 1 && input(n, 1).kind == Value::Kind::GeluPart ? 1 : -1;
+  if (part < 0) {
+    if (op != "Div" || input(n, 0).kind != Value::Kind::Layer || !is_scalar(1, std::sqrt(2.0))) return false;
+    Value v = input(n, 0);
+    v.kind = Value::Kind::GeluPart, v.gelu_steps = 1;
+    set_output(n, std::move(v));
+    return true;
+  }
+  Value v = input(n, part);
+  const int other = 1 - part, step = v.gelu_steps++;
+  const bool next = (op == "Erf" && step == 1) || (op == "Add" && step == 2 && is_scalar(other, 1.0)) ||
+                    (op == "Mul" && step == 3 && input(n, other).kind == Value::Kind::Layer && input(n, other).layer == v.layer) ||
+                    (op == "Mul" && step == 4 && is_scalar(other, 0.5));
+  if (!next) unsupported(n, "reads part of a GELU other than as torch writes it, x * (1 + erf(x / sqrt 2)) * 0.5");
+  if (v.gelu_steps < 5) set_output(n, std::move(v));
+  else add_layer(n, layer_of(LayerType::Gelu), {v.layer});
+  return true;
+}
+
+void Importer::erf(const onnx::NodeProto& n) {
+  if (!gelu_step(n)) unsupported(n, "only as part of a GELU, x * (1 + erf(x / sqrt 2)) * 0.5 as torch writes it, is supported");
 }
 
 // Clip to [0, 6] is ReLU6, to [0, inf) ReLU; bounds from Constant inputs (attributes before opset 11).

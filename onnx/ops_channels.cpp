@@ -47,6 +47,7 @@ void Importer::arithmetic(const onnx::NodeProto& n) {
     if (on_input && (a.kind == Value::Kind::Constant || b.kind == Value::Kind::Constant)) return normalization(n);
     if (n.op_type() == "Add") return add(n);
     if (n.op_type() == "Mul") return mul(n);
+    if (gelu_step(n)) return;  // a Div by sqrt 2 that starts a GELU
     return normalization(n);  // refused there: a Sub or Div between layers
   }
   const Constant &x = a.constant, &y = b.constant;

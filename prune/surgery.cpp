@@ -78,6 +78,7 @@ bool keeps_zero(LayerType t) {
     case LayerType::Tanh:
     case LayerType::Elu:
     case LayerType::Mish:
+    case LayerType::Gelu:
     case LayerType::PReLU:
     case LayerType::MaxPool:
     case LayerType::AvgPool:

@@ -73,6 +73,7 @@ OnGrid on_grid(LayerType t) {
     case LayerType::Elu:
     case LayerType::Softplus:
     case LayerType::Mish:
+    case LayerType::Gelu:
     case LayerType::PReLU:
     case LayerType::Sigmoid:
     case LayerType::HardSigmoid: return OnGrid::Leaves;

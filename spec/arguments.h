@@ -81,6 +81,7 @@ void visit_arguments(Layer& L, Visitor& v) {
     case LayerType::Tanh:
     case LayerType::Softplus:
     case LayerType::Mish:
+    case LayerType::Gelu:
     case LayerType::Flatten:
     case LayerType::Unflatten: return;  // no arguments
   }

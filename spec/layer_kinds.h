@@ -51,6 +51,7 @@ enum : unsigned {
   X(Elu, "elu", kActivation, Follow, NoParams)                                 \
   X(Softplus, "softplus", kActivation | kNonNegative, Follow, NoParams)        \
   X(Mish, "mish", kActivation, Follow, NoParams)                               \
+  X(Gelu, "gelu", kActivation, Follow, NoParams)                               \
   X(PReLU, "prelu", 0, Follow, Params)                                         \
   X(Sigmoid, "sigmoid", kActivation | kNonNegative, Follow, NoParams)          \
   X(HardSigmoid, "hardsigmoid", kActivation | kNonNegative, Follow, NoParams)  \

@@ -163,6 +163,7 @@ std::vector<LayerInfo> analyze(const ModelSpec& spec) {
       case LayerType::Elu:
       case LayerType::Softplus:
       case LayerType::Mish:
+      case LayerType::Gelu:
       case LayerType::Sigmoid:
       case LayerType::HardSigmoid:
       case LayerType::Dropout: I.out_shape = s; break;

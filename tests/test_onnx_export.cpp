@@ -49,6 +49,7 @@ const std::vector<Net> kNets = {
     {"conv(8) bn tanh maxpool(2) e=elu(0.5) conv(8) bn add(e) elu tanh gap linear(classes)", {1, 12, 12}},
     {"conv(8) bn mish maxpool(2) s=softplus conv(8) bn add(s) mish gap linear(classes)", {1, 12, 12}},
     {"conv(8) bn prelu maxpool(2) p=prelu(per_channel=1) conv(8) bn add(p) gap linear(8) prelu(per_channel=1) linear(classes)", {1, 12, 12}},
+    {"conv(8) bn gelu maxpool(2) g=gelu conv(8) bn add(g) gelu gap linear(8) gelu linear(classes)", {1, 12, 12}},
     {"conv(8) bn x=relu m=gmp(keep=1) a=gap(keep=1,from=x) concat(m,a) conv(8,k=1) bn relu gmp linear(classes)", {2, 9, 9}},  // global max pools
 };
 

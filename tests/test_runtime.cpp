@@ -61,6 +61,7 @@ CATCH_TEST_CASE("runtime fp32 matches LibTorch on every op", "[runtime][parity]"
       {"conv(8) bn tanh maxpool(2) t=tanh conv(8) bn elu add(t) elu(0.5) avgpool(2) tanh linear(16) elu linear(classes)", {3, 12, 12}},
       {"conv(8) bn mish maxpool(2) m=mish conv(8) bn softplus add(m) mish linear(16) softplus linear(classes)", {3, 12, 12}},
       {"conv(8) bn prelu maxpool(2) p=prelu(per_channel=1) conv(8) bn add(p) prelu(per_channel=1) gap linear(16) prelu(per_channel=1) linear(classes)", {3, 12, 12}},
+      {"conv(8) bn gelu maxpool(2) g=gelu conv(8) bn gelu add(g) avgpool(2) gelu linear(16) gelu linear(classes)", {3, 12, 12}},
       // fastai's head: global max and average pools joined, batchnorm on the features
       {"conv(8) bn x=relu m=gmp(keep=1) a=gap(keep=1,from=x) concat(m,a) flatten bn linear(8) relu gmp(from=x) linear(classes)", {3, 9, 9}},
   };
@@ -148,6 +149,7 @@ CATCH_TEST_CASE("runtime int8 computes the documented scheme the simulation runs
                            "conv(16) bn tanh maxpool(2) conv(16) bn e=elu conv(16) bn add(e) elu(0.5) avgpool(2) tanh gap linear(classes)",
                            "conv(16) bn mish maxpool(2) conv(16) bn s=softplus conv(16) bn add(s) mish gap linear(classes)",
                            "conv(16) bn prelu maxpool(2) conv(16) bn p=prelu(per_channel=1) conv(16) bn add(p) prelu gap linear(classes)",
+                           "conv(16) bn gelu maxpool(2) conv(16) bn g=gelu conv(16) bn add(g) gelu gap linear(16) gelu linear(classes)",
                            "conv(16) bn x=relu m=gmp(keep=1) a=gap(keep=1,from=x) concat(m,a) conv(8,k=1) bn relu gmp linear(classes)"}) {
     CATCH_INFO(text);
     TempDir dir;

@@ -165,7 +165,7 @@ CATCH_TEST_CASE("a preset's bad arguments are errors naming them", "[spec][prese
 CATCH_TEST_CASE("new arguments and kinds round-trip, and specs without them print as before", "[spec]") {
   const std::vector<int64_t> input{1, 16, 16};
   const std::string args = "conv(8,d=2) bn(eps=0.001) relu conv(8,p=1,pt=0,pl=2,pb=1) hardsigmoid(alpha=0.2,beta=0.4) "
-                           "maxpool(3,2,p=1,ceil=1) avgpool(3,2,ceil=1,include_pad=0) leaky_relu(0.2) tanh elu(0.5) softplus mish prelu prelu(per_channel=1) gap linear(classes)";
+                           "maxpool(3,2,p=1,ceil=1) avgpool(3,2,ceil=1,include_pad=0) leaky_relu(0.2) tanh elu(0.5) softplus mish gelu prelu prelu(per_channel=1) gap linear(classes)";
   const std::string merges = "x=conv(8) relu gap(keep=1) conv(8,1) hs=hardsigmoid m=mul(x,hs) c=concat(m,x) concat(x,c,m) conv(4,1) concat(x) "
                              "conv(8,1) mul(x) gap linear(classes)";
   const std::string moves = "x=conv(8) l=slice(0,2) r=slice(2,8,from=x) concat(r,l) shuffle(2) gap linear(classes)";

@@ -150,6 +150,7 @@ torch::Tensor SpecNetImpl::layer_forward(size_t i, torch::Tensor& in, const std:
     case LayerType::Elu: return inplace ? torch::elu_(in, L.alpha) : torch::elu(in, L.alpha);
     case LayerType::Softplus: return torch::softplus(in);
     case LayerType::Mish: return torch::mish(in);
+    case LayerType::Gelu: return torch::gelu(in);
     case LayerType::PReLU: return modules_[i].forward(in);
     case LayerType::Sigmoid: return inplace ? torch::sigmoid_(in) : torch::sigmoid(in);
     case LayerType::HardSigmoid: return torch::clamp(in * L.alpha + L.beta, 0, 1);  // ONNX's form, any alpha and beta

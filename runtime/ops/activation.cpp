@@ -1,4 +1,4 @@
-// The activations: relu, relu6, leaky_relu, hardswish, sigmoid, tanh, elu, softplus, mish, hardsigmoid. Most run fused as their
+// The activations: relu, relu6, leaky_relu, hardswish, sigmoid, tanh, elu, softplus, mish, gelu, hardsigmoid. Most run fused as their
 // producer's post-ops (plan.cpp decides); one whose producer cannot take it (a pool, a second
 // reader) runs alone. On an int8 grid of scale s, values are q = x / s. ReLU is the same there;
 // ReLU6 clips at 6 / s; the others are not scale-invariant, so they run as a chain: to x (times
@@ -40,6 +40,7 @@ void append_sigmoid(dnnl::post_ops& ops, const Layer&, float scale) { append_on_
 void append_tanh(dnnl::post_ops& ops, const Layer&, float scale) { append_on_grid(ops, scale, dnnl::algorithm::eltwise_tanh); }
 void append_softplus(dnnl::post_ops& ops, const Layer&, float scale) { append_on_grid(ops, scale, dnnl::algorithm::eltwise_soft_relu); }
 void append_mish(dnnl::post_ops& ops, const Layer&, float scale) { append_on_grid(ops, scale, dnnl::algorithm::eltwise_mish); }
+void append_gelu(dnnl::post_ops& ops, const Layer&, float scale) { append_on_grid(ops, scale, dnnl::algorithm::eltwise_gelu_erf); }
 void append_elu(dnnl::post_ops& ops, const Layer& L, float scale) {
   append_on_grid(ops, scale, dnnl::algorithm::eltwise_elu, static_cast<float>(L.alpha));
 }

@@ -18,6 +18,7 @@ RuntimeOp op_for(LayerType type) {
     case LayerType::Elu: return {build_activation, append_elu};
     case LayerType::Softplus: return {build_activation, append_softplus};
     case LayerType::Mish: return {build_activation, append_mish};
+    case LayerType::Gelu: return {build_activation, append_gelu};
     case LayerType::Sigmoid: return {build_activation, append_sigmoid};
     case LayerType::HardSigmoid: return {build_activation, append_hardsigmoid};
     case LayerType::MaxPool:

@@ -47,6 +47,7 @@ void append_tanh(dnnl::post_ops& ops, const Layer& L, float scale);
 void append_elu(dnnl::post_ops& ops, const Layer& L, float scale);
 void append_softplus(dnnl::post_ops& ops, const Layer& L, float scale);
 void append_mish(dnnl::post_ops& ops, const Layer& L, float scale);
+void append_gelu(dnnl::post_ops& ops, const Layer& L, float scale);
 void append_hardsigmoid(dnnl::post_ops& ops, const Layer& L, float scale);
 // op_for(L.type).activation; a logic_error for a kind that is not an activation.
 void append_activation(dnnl::post_ops& ops, const Layer& L, float scale);

@@ -233,6 +233,13 @@ save("relu6_as_relu_min_max", [3, 5, 5],
      [const("w", [6, 3, 3, 3], scale=2.0), const("w2", [6, 6, 1, 1], scale=3.0), f32("zero", 0.0), f32("six", 6.0)] + inits, "ok", opset=18)
 save("min_of_a_conv", [3, 5, 5], [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3]), helper.make_node("Min", ["c", "six"], ["m"])] + nodes,
      [const("w", [6, 3, 3, 3]), f32("six", 6.0)] + inits, "error", "only Max(x, 0) (a relu) and Min(relu(x), 6) (a relu6) are supported", opset=18)
+save("opset20_gelu", [3, 5, 5], [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3]), helper.make_node("Gelu", ["c"], ["m"])] + nodes,
+     [const("w", [6, 3, 3, 3], scale=1.5)] + inits, "ok", opset=20)
+save("opset20_gelu_tanh", [3, 5, 5], [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3]),
+                                      helper.make_node("Gelu", ["c"], ["m"], approximate="tanh")] + nodes,
+     [const("w", [6, 3, 3, 3], scale=1.5)] + inits, "error", "only the exact GELU", opset=20)
+save("erf_alone", [3, 5, 5], [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3]), helper.make_node("Erf", ["c"], ["m"])] + nodes,
+     [const("w", [6, 3, 3, 3])] + inits, "error", "only as part of a GELU")
 for opset in (20, 22, 23):
     save(f"opset{opset}_dynamo_style", [3, 8, 8], dynamo_style, dynamo_inits, "ok", opset=opset)
 save("opset23_external_data", [3, 8, 8], dynamo_style, dynamo_inits, "ok", opset=23, external=True)

@@ -351,6 +351,10 @@ def tanh_elu():
                nn.ELU(0.5), nn.Conv2d(8, 8, 1), nn.ELU(), *gap_head(8))
 
 
+def gelu():  # torch 1.13 writes GELU as x * (1 + erf(x / sqrt 2)) * 0.5 (a Gelu op from opset 20)
+    return seq(nn.Conv2d(3, 8, 3, padding=1), nn.GELU(), nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.GELU(), *gap_head(8))
+
+
 def mish_softplus():  # torch writes Mish as x * tanh(softplus(x)) below opset 18
     return seq(nn.Conv2d(3, 8, 3, padding=1), nn.Mish(), nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8),
                nn.Softplus(), nn.Conv2d(8, 8, 1), nn.Mish(), *gap_head(8))
@@ -698,7 +702,7 @@ OPS = {
     "Add": lambda i, a: [i[0] + i[1]], "Sub": lambda i, a: [i[0] - i[1]],
     "Mul": lambda i, a: [i[0] * i[1]], "Div": lambda i, a: [i[0] / i[1]],
     "Relu": lambda i, a: [torch.relu(i[0])], "LeakyRelu": lambda i, a: [F.leaky_relu(i[0], float(a.get("alpha", 0.01)))], "Sigmoid": lambda i, a: [torch.sigmoid(i[0])],
-    "Tanh": lambda i, a: [torch.tanh(i[0])], "Softplus": lambda i, a: [F.softplus(i[0])],
+    "Tanh": lambda i, a: [torch.tanh(i[0])], "Softplus": lambda i, a: [F.softplus(i[0])], "Erf": lambda i, a: [torch.erf(i[0])],
     "PRelu": lambda i, a: [torch.where(i[0] >= 0, i[0], i[0] * i[1])], "Elu": lambda i, a: [F.elu(i[0], float(a.get("alpha", 1.0)))],
     "Clip": _clip,
     "HardSigmoid": lambda i, a: [torch.clamp(float(a.get("alpha", 0.2)) * i[0] + float(a.get("beta", 0.5)), 0, 1)],
@@ -793,6 +797,7 @@ NETS = [
     Net("leaky_relu", leaky_relu, S16),
     Net("tanh_elu", tanh_elu, S16),
     Net("mish_softplus", mish_softplus, S16),
+    Net("gelu", gelu, S16),
     Net("prelu", prelu, S16),
     Net("error_log_sigmoid", err_log_sigmoid, S16, error_op="Log"),
     Net("error_resize", ErrUpsample, S16, error_op="Resize"),

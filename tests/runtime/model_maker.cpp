@@ -78,6 +78,7 @@ bool unsigned_output(LayerType type, bool input_unsigned) {
     case LayerType::Elu:
     case LayerType::Softplus:
     case LayerType::Mish:
+    case LayerType::Gelu:
     case LayerType::PReLU:
     case LayerType::Sigmoid:
     case LayerType::HardSigmoid:

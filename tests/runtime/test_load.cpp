@@ -54,6 +54,7 @@ CATCH_TEST_CASE("models with random weights load from a mapped file and from mem
       {"conv(8) bn tanh conv(8) e=elu(0.5) add(e) tanh gap linear(classes)", {2, 8, 8}, {true, 0, true, "dense", 11}},
       {"conv(8) bn mish conv(8) s=softplus add(s) mish gap linear(classes)", {2, 8, 8}, {true, 0, true, "dense", 13}},
       {"conv(8) bn prelu conv(8) p=prelu(per_channel=1) add(p) gap linear(classes)", {2, 8, 8}, {true, 0, true, "dense", 14}},
+      {"conv(8) bn gelu conv(8) g=gelu add(g) gelu gap linear(classes)", {2, 8, 8}, {true, 0, true, "dense", 15}},
       {"conv(8) bn x=relu gap linear(4) relu linear(8) sigmoid unflatten mul(x) gap linear(classes)", {2, 8, 8}, {true, 0, true, "dense", 12}},
       {"conv(8) x=relu l=slice(0,4) slice(4,8,from=x) conv(4,k=1) r=relu concat(l,r) shuffle(2) gap linear(classes)", {2, 8, 8}, {true, 0, true, "dense", 9}},
   };
