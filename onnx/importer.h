@@ -110,6 +110,10 @@ class Importer {
   void transpose_constant(const onnx::NodeProto& n, const Constant& c);
   void reshape_constant(const onnx::NodeProto& n, const Constant& c);
   void slice_constant(const onnx::NodeProto& n, const Constant& c);
+  struct SliceArgs {
+    std::vector<int64_t> starts, ends, axes, steps;
+  };
+  SliceArgs slice_args(const onnx::NodeProto& n) const;  // Slice's inputs (axes default 0.., steps 1), checked
   // ops_channels.cpp: channel shuffles, slices and splits, and the arithmetic of shape vectors.
   void arithmetic(const onnx::NodeProto& n);     // Add, Sub, Mul, Div: of constants here, else the readers above
   void group(const onnx::NodeProto& n, const Value& x, const std::vector<int64_t>& target);

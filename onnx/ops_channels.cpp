@@ -165,17 +165,12 @@ void Importer::ungroup(const onnx::NodeProto& n, const Value& x) {
 void Importer::slice(const onnx::NodeProto& n) {
   if (input(n, 0).kind == Value::Kind::Constant) return slice_constant(n, input(n, 0).constant);
   const Value& x = layer_input(n, 0);
-  const Constant &starts = constant_input(n, 1), &ends = constant_input(n, 2);
   const int64_t rank = static_cast<int64_t>(x.shape.size()) + 1;
-  std::vector<int64_t> axes(starts.ints.size()), steps(starts.ints.size(), 1);
-  std::iota(axes.begin(), axes.end(), int64_t(0));
-  if (has_input(n, 3)) axes = constant_input(n, 3).ints;
-  if (has_input(n, 4)) steps = constant_input(n, 4).ints;
-  if (starts.is_float || ends.is_float || starts.ints.size() != axes.size() || ends.ints.size() != axes.size() || steps.size() != axes.size())
-    unsupported(n, "starts, ends, axes and steps must be integers, one of each per axis");
+  const SliceArgs args = slice_args(n);
+  const std::vector<int64_t> &axes = args.axes, &steps = args.steps;
   int64_t start = 0, end = x.shape[0];
   for (size_t k = 0; k < axes.size(); ++k) {
-    const int64_t axis = axes[k] < 0 ? axes[k] + rank : axes[k], s = starts.ints[k], e = ends.ints[k];
+    const int64_t axis = axes[k] < 0 ? axes[k] + rank : axes[k], s = args.starts[k], e = args.ends[k];
     if (axis < 0 || axis >= rank) unsupported(n, fmt::format("axis {} is outside the input's {} dimensions", axes[k], rank));
     if (s == kBatch || e == kBatch) unsupported(n, "a bound from the batch size is not supported");
     if (steps[k] != 1) unsupported(n, "only steps of 1 are supported");

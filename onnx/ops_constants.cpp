@@ -137,28 +137,34 @@ void Importer::reshape_constant(const onnx::NodeProto& n, const Constant& c) {
   set_output(n, constant_value(std::move(r)));
 }
 
+Importer::SliceArgs Importer::slice_args(const onnx::NodeProto& n) const {
+  const Constant &starts = constant_input(n, 1), &ends = constant_input(n, 2);
+  SliceArgs s{starts.ints, ends.ints, std::vector<int64_t>(starts.ints.size()), std::vector<int64_t>(starts.ints.size(), 1)};
+  std::iota(s.axes.begin(), s.axes.end(), int64_t(0));
+  if (has_input(n, 3)) s.axes = constant_input(n, 3).ints;
+  if (has_input(n, 4)) s.steps = constant_input(n, 4).ints;
+  if (starts.is_float || ends.is_float || s.starts.size() != s.axes.size() || s.ends.size() != s.axes.size() || s.steps.size() != s.axes.size())
+    unsupported(n, "starts, ends, axes and steps must be integers, one of each per axis");
+  return s;
+}
+
 // Slice of a constant along any axes, with any steps (ONNX's clamping of starts and ends, for
 // negative steps too).
 void Importer::slice_constant(const onnx::NodeProto& n, const Constant& c) {
   const int64_t rank = static_cast<int64_t>(c.dims.size());
-  const Constant &starts = constant_input(n, 1), &ends = constant_input(n, 2);
-  std::vector<int64_t> axes(starts.ints.size()), steps(starts.ints.size(), 1);
-  std::iota(axes.begin(), axes.end(), int64_t(0));
-  if (has_input(n, 3)) axes = constant_input(n, 3).ints;
-  if (has_input(n, 4)) steps = constant_input(n, 4).ints;
-  if (starts.is_float || ends.is_float || starts.ints.size() != axes.size() || ends.ints.size() != axes.size() || steps.size() != axes.size())
-    unsupported(n, "starts, ends, axes and steps must be integers, one of each per axis");
+  const SliceArgs s = slice_args(n);
+  const std::vector<int64_t> &starts = s.starts, &ends = s.ends, &axes = s.axes, &steps = s.steps;
   std::vector<int64_t> first(rank, 0), step(rank, 1), dims = c.dims;
   for (size_t k = 0; k < axes.size(); ++k) {
     const int64_t axis = axes[k] < 0 ? axes[k] + rank : axes[k];
     if (axis < 0 || axis >= rank) unsupported(n, fmt::format("axis {} is outside the constant's {} dimensions", axes[k], rank));
     if (steps[k] == 0) unsupported(n, "a step of 0");
     const int64_t size = c.dims[axis];
-    int64_t s = starts.ints[k] < 0 ? starts.ints[k] + size : starts.ints[k], e = ends.ints[k] < 0 ? ends.ints[k] + size : ends.ints[k];
-    if (steps[k] > 0) s = std::clamp<int64_t>(s, 0, size), e = std::clamp<int64_t>(e, 0, size);
-    else s = std::clamp<int64_t>(s, 0, size - 1), e = std::clamp<int64_t>(e, -1, size - 1);
-    const int64_t count = steps[k] > 0 ? (e - s + steps[k] - 1) / steps[k] : (s - e - steps[k] - 1) / -steps[k];
-    first[axis] = s, step[axis] = steps[k], dims[axis] = std::max<int64_t>(0, count);
+    int64_t b = starts[k] < 0 ? starts[k] + size : starts[k], e = ends[k] < 0 ? ends[k] + size : ends[k];
+    if (steps[k] > 0) b = std::clamp<int64_t>(b, 0, size), e = std::clamp<int64_t>(e, 0, size);
+    else b = std::clamp<int64_t>(b, 0, size - 1), e = std::clamp<int64_t>(e, -1, size - 1);
+    const int64_t count = steps[k] > 0 ? (e - b + steps[k] - 1) / steps[k] : (b - e - steps[k] - 1) / -steps[k];
+    first[axis] = b, step[axis] = steps[k], dims[axis] = std::max<int64_t>(0, count);
   }
   Constant r;
   r.is_float = c.is_float, r.dims = dims;
