@@ -2,7 +2,8 @@
 // every tensor of the graph is a Value, either a layer's output, a constant (initializers,
 // Constant nodes, and the small integer vectors of shape arithmetic), a layer's output with a
 // zero Pad still to apply (taken by the Conv or AveragePool that reads it), or a layer's output
-// in the middle of a channel shuffle (viewed as N, g, C/g, H, W; then with the two group axes swapped).
+// in the middle of a channel shuffle (viewed as N, g, C/g, H, W; then with the two group axes swapped),
+// or one of the other partial views that Value::Kind lists.
 #pragma once
 #include <onnx/onnx_pb.h>
 

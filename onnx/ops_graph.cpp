@@ -1,5 +1,6 @@
-// Readers of the ops that shape, pool, join or pass tensors on, and of the constants and the
-// small integer arithmetic (Shape, Gather, Unsqueeze, Concat) a dynamic batch axis produces.
+// Readers of the ops that shape, pool, join or pass tensors on, and of the small integer
+// arithmetic (Shape, Gather, Unsqueeze, Concat) a dynamic batch axis produces (the other ops on
+// constants: ops_constants.cpp).
 #include <fmt/format.h>
 
 #include <algorithm>
