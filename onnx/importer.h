@@ -26,6 +26,11 @@ struct Constant {
   std::vector<float> floats;  // is_float
   std::vector<int64_t> ints;  // !is_float (may hold kBatch)
   int64_t numel() const { return is_float ? static_cast<int64_t>(floats.size()) : static_cast<int64_t>(ints.size()); }
+  // Its one value as a float (an integer converted); NaN unless it holds exactly one.
+  float scalar() const {
+    if (numel() != 1) return std::numeric_limits<float>::quiet_NaN();
+    return is_float ? floats[0] : static_cast<float>(ints[0]);
+  }
 };
 
 // onnx/tensors.cpp. `what` names the tensor in errors; data in an external file is read from

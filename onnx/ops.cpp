@@ -303,7 +303,7 @@ void Importer::prelu(const onnx::NodeProto& n) {
 void Importer::greater(const onnx::NodeProto& n) {
   Value v = layer_input(n, 0);
   const Constant& t = constant_input(n, 1);
-  if (t.numel() != 1) unsupported(n, "only a comparison with a scalar (torch's softplus threshold) is supported");
+  if (std::isnan(t.scalar())) unsupported(n, "only a comparison with a scalar (torch's softplus threshold) is supported");
   v.kind = Value::Kind::Above;
   v.constant = t;
   set_output(n, std::move(v));
@@ -312,7 +312,7 @@ void Importer::greater(const onnx::NodeProto& n) {
 void Importer::where(const onnx::NodeProto& n) {
   const Value &above = input(n, 0), &x = layer_input(n, 1), &softplus = layer_input(n, 2);
   const int i = index_of_layer(softplus.layer);
-  const float threshold = above.kind != Value::Kind::Above ? 0.f : above.constant.is_float ? above.constant.floats[0] : static_cast<float>(above.constant.ints[0]);
+  const float threshold = above.kind == Value::Kind::Above ? above.constant.scalar() : 0.f;
   if (above.kind != Value::Kind::Above || above.layer != x.layer || i < 0 || spec_.layers[i].type != LayerType::Softplus ||
       spec_.layers[i].inputs != std::vector<std::string>{x.layer} || !(threshold >= 15))
     unsupported(n, "only torch's softplus threshold, Where(x > T, x, Softplus(x)) with T at least 15, is supported");
@@ -326,9 +326,7 @@ void Importer::where(const onnx::NodeProto& n) {
 bool Importer::gelu_step(const onnx::NodeProto& n) {
   const std::string& op = n.op_type();
   auto is_scalar = [&](int k, double want) {
-    if (k >= n.input_size() || input(n, k).kind != Value::Kind::Constant) return false;
-    const Constant& c = input(n, k).constant;
-    return c.numel() == 1 && c.is_float && std::abs(c.floats[0] - want) <= 1e-6 * want;
+    return k < n.input_size() && input(n, k).kind == Value::Kind::Constant && std::abs(input(n, k).constant.scalar() - want) <= 1e-6 * want;
   };
   const int part = input(n, 0).kind == Value::Kind::GeluPart ? 0 : n.input_size() > 1 && input(n, 1).kind == Value::Kind::GeluPart ? 1 : -1;
   if (part < 0) {
@@ -358,9 +356,9 @@ void Importer::clip(const onnx::NodeProto& n) {
   const Value& x = layer_input(n, 0);
   auto bound = [&](int k, float fallback) {
     if (!has_input(n, k)) return fallback;
-    const Constant& c = constant_input(n, k);
-    if (c.numel() != 1) unsupported(n, "its bounds must be scalars");
-    return c.is_float ? c.floats[0] : static_cast<float>(c.ints[0]);
+    const float v = constant_input(n, k).scalar();
+    if (std::isnan(v)) unsupported(n, "its bounds must be scalars");
+    return v;
   };
   const float inf = std::numeric_limits<float>::infinity();
   const float lo = bound(1, -inf), hi = bound(2, inf);
@@ -375,8 +373,7 @@ void Importer::min_max(const onnx::NodeProto& n) {
   if (n.input_size() != 2) unsupported(n, "only of a computed tensor and one constant is supported");
   const int at = input(n, 0).kind == Value::Kind::Constant ? 1 : 0;  // the computed side
   const Value& x = layer_input(n, at);
-  const Constant& c = constant_input(n, 1 - at);
-  const float v = c.numel() == 1 ? (c.is_float ? c.floats[0] : static_cast<float>(c.ints[0])) : std::numeric_limits<float>::quiet_NaN();
+  const float v = constant_input(n, 1 - at).scalar();
   if (n.op_type() == "Max" && v == 0) {
     add_layer(n, layer_of(LayerType::ReLU), {x.layer});
     return;
