@@ -59,30 +59,50 @@ void Builder::add(Kernel kernel, const std::string& kind, std::vector<Arg> args)
   plan.steps.push_back(std::move(step));
 }
 
-// How many threads the plan runs on: all of the model's, or one when the whole forward at this
-// batch is too small to repay parallel regions. Starting and joining one costs microseconds, and
-// so does moving activations between cores' caches: on a 2-core EPYC the USPS student's int8
-// forward (0.63 M MACs) took 13 us at batch 1 on one thread and 28 on two, while the teacher's
-// (28 M) went from about 125 to 95. Single-threading only the small layers of a large forward
-// did not help: a pool after a two-thread convolution took 10 us instead of 1.7, reading what
-// the other core wrote. Work is counted in int8 MACs; a float MAC costs about four (a quarter of
-// the lanes), an element of a layer without MACs (pool, add, concat, activation) about 25 (a
-// load, a compare or add, a store, no reuse). A forward parallelizes from about 8 M (some 35 us
-// on one thread).
+// How many threads the plan runs on: all of the model's, or one when the forward's steps are on
+// average too small at this batch to repay a parallel region each. Starting and joining one
+// costs microseconds, and so does moving activations between cores' caches, once per step: what
+// decides is the work per step, not the forward's total. Measured on a 2-core EPYC at batch 1:
+// the MobileNetV2-class Fashion student (18 steps, 0.43 M int8 MACs each) took 52 us on one
+// thread and 100 on two (fp32, 1.6 M each in the units below: 86 and 142); the USPS teacher's
+// int8 forward (9 steps, 3.1 M each) ran alike on both, its fp32 one (11 M each) 1.25x faster on
+// two, as did Fashion at batch 16 int8 (6.8 M) and batch 4 fp32 (6.5 M). Single-threading only
+// the small steps of a large forward did not help: a pool after a two-thread convolution took 10
+// us instead of 1.7, reading what the other core wrote. Work is counted in int8 MACs; a float MAC
+// costs about four (a quarter of the lanes), an element of a layer without MACs (pool, add,
+// concat, activation) about 25 (a load, a compare or add, a store, no reuse). An activation run
+// as its producer's post-op, a dropout and an unflatten make no step.
 namespace {
-constexpr double kParallelWork = 8e6;  // int8 MACs
+constexpr double kParallelWorkPerStep = 3e6;  // int8 MACs
 constexpr double kFloatMacWork = 4, kElementWork = 25;
 }  // namespace
 
-int Builder::threads_for_forward() const {
+int Builder::threads_for_forward(const std::vector<int>& readers) const {
+  const auto& layers = m_.spec.layers;
   double work = 0;
-  for (size_t i = 0; i < m_.spec.layers.size(); ++i) {
+  int steps = 0;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const Layer& L = layers[i];
+    if ((i > 0 && fuses_next(i - 1, readers)) || L.type == LayerType::Dropout || L.type == LayerType::Unflatten) continue;
     const LayerInfo& info = m_.info[i];
-    const bool int8 = m_.int8() && m_.int8_layers.count(m_.spec.layers[i].name);
+    const bool int8 = m_.int8() && m_.int8_layers.count(L.name);
     work += info.macs > 0 ? info.macs * (int8 ? 1 : kFloatMacWork)
                           : kElementWork * std::accumulate(info.in_shape.begin(), info.in_shape.end(), 1.0, std::multiplies<double>());
+    ++steps;
   }
-  return static_cast<double>(n_) * work >= kParallelWork ? m_.threads : 1;
+  return static_cast<double>(n_) * work >= kParallelWorkPerStep * std::max(steps, 1) ? m_.threads : 1;
+}
+
+// Whether layer i+1, an activation that only layer i feeds, runs as layer i's post-op: in int8
+// only when layer i has no point of its own (the simulation rounds there first: a clamp since
+// scheme v2, any activation in v1 files).
+bool Builder::fuses_next(size_t i, const std::vector<int>& readers) const {
+  const auto& layers = m_.spec.layers;
+  const Layer& L = layers[i];
+  if (!fuses_activation(L.type) || i + 1 == layers.size() || readers[i] != 1) return false;
+  const Layer& next = layers[i + 1];
+  const bool own_point = m_.int8() && m_.int8_layers.count(L.name) && m_.point_scale(L.name);
+  return is_activation(next.type) && next.inputs[0] == L.name && !own_point;
 }
 
 int Builder::reorder(int from, const memory::desc& to, float scale) {
@@ -124,10 +144,9 @@ Act Builder::input_unit(bool int8) {
   return Act{plan.input, point ? static_cast<float>(point->scale) : 0.f};
 }
 
-// Layer i with what it reads, and its unit's decisions: an activation that only this layer feeds
-// runs as its post-op (the point after it is then the unit's output; in int8 only when the layer
-// has no point of its own: a clamp since scheme v2, any activation in v1 files), and the unit's output
-// is int8 on its point's grid, or float (the logits, float layers).
+// Layer i with what it reads, and its unit's decisions: the activation after it as its post-op
+// (fuses_next; the point after the activation is then the unit's output), and the unit's output
+// int8 on its point's grid, or float (the logits, float layers).
 OpContext Builder::unit(size_t i, const std::vector<int>& readers, const std::vector<Act>& acts, const Act& input, bool int8) const {
   const ModelSpec& spec = m_.spec;
   const size_t count = spec.layers.size();
@@ -135,11 +154,7 @@ OpContext Builder::unit(size_t i, const std::vector<int>& readers, const std::ve
   OpContext c{L, m_.info[i]};
   const bool last = i + 1 == count;
   c.int8 = int8 && m_.int8_layers.count(L.name);
-  int fused = -1;
-  const bool own_point = c.int8 && m_.point_scale(L.name);  // the simulation rounds there first: nothing fuses after it
-  if (fuses_activation(L.type) && !last && readers[i] == 1 && is_activation(spec.layers[i + 1].type) && spec.layers[i + 1].inputs[0] == L.name &&
-      !own_point)
-    fused = static_cast<int>(i + 1);
+  const int fused = fuses_next(i, readers) ? static_cast<int>(i + 1) : -1;
   const std::string& end_name = fused >= 0 ? spec.layers[fused].name : L.name;
   const ActivationScale* end_point = m_.point_scale(end_name);
   c.out_int8 = c.int8 && end_point && !(fused >= 0 ? fused + 1 == static_cast<int>(count) : last);
@@ -207,17 +222,17 @@ void Builder::output_unit(const Act& logits) {
 }
 
 void Builder::build() {
-  plan.threads = threads_for_forward();
-  ThreadScope threads(plan.threads);  // oneDNN splits each kernel's work for this many threads
   const ModelSpec& spec = m_.spec;
-  const bool int8 = m_.int8();
-  Act input = input_unit(int8);
   const size_t count = spec.layers.size();
   for (size_t i = 0; i < count; ++i) index_[spec.layers[i].name] = static_cast<int>(i);
   std::vector<int> readers(count, 0);
   for (const Layer& L : spec.layers)
     for (const auto& in : L.inputs)
       if (!in.empty()) ++readers[index_.at(in)];
+  plan.threads = threads_for_forward(readers);
+  ThreadScope threads(plan.threads);  // oneDNN splits each kernel's work for this many threads
+  const bool int8 = m_.int8();
+  Act input = input_unit(int8);
   std::vector<Act> acts(count);
   std::vector<bool> fused(count, false);
   for (size_t i = 0; i < count; ++i) {

@@ -190,7 +190,8 @@ class Builder {
   void build();
 
  private:
-  int threads_for_forward() const;
+  int threads_for_forward(const std::vector<int>& readers) const;
+  bool fuses_next(size_t i, const std::vector<int>& readers) const;
   struct Buffer {
     uint64_t bytes;
     int first, last;

@@ -101,6 +101,16 @@ CATCH_TEST_CASE("a small forward runs on one thread, a large batch on all the mo
   auto x = random_inputs(64, 256, 4);
   CATCH_CHECK(m.predict(x.data(), 64) == one.predict(x.data(), 64));
   CATCH_CHECK_THROWS_AS(m.threads_at(0), rt::Error);
+  // What decides is the work per step: an inverted-residual net (configs/fashion's MobileNetV2-class
+  // student: 7 M MACs, but 18 steps of 0.4 M) ran twice as fast at batch 1 on one thread as on two.
+  auto mobile = make_model(
+      "stem=conv(24) bn relu6 conv(96,k=1) bn relu6 dwconv(s=2) bn relu6 conv(32,k=1) o1=bn conv(128,k=1) bn relu6 dwconv bn relu6 "
+      "conv(32,k=1) bn add(o1) conv(128,k=1) bn relu6 dwconv(s=2) bn relu6 conv(48,k=1) o3=bn conv(192,k=1) bn relu6 dwconv bn relu6 "
+      "conv(48,k=1) bn add(o3) head=conv(192,k=1) bn relu6 gap linear(classes)",
+      {1, 28, 28}, 10, {true, 0, true, "dense", 3, false});
+  auto many_steps = rt::Model::from_memory(mobile.data(), mobile.size(), 2);
+  CATCH_CHECK(many_steps.threads_at(1) == 1);
+  CATCH_CHECK(many_steps.threads_at(64) == 2);
 }
 
 CATCH_TEST_CASE("a one-thread forward's int8 max pools (shrink's own kernel) equal oneDNN's pooling", "[rt_load]") {

@@ -10,9 +10,10 @@
 // to look up or insert a plan or to borrow those objects. Copies of a Model share one loaded model.
 //
 // Threads: `threads` at load is how many OpenMP threads each call uses at most (0: all cores);
-// a call whose forward is too small to gain from threads (a small model at batch 1) runs on one
-// (threads_at). Every call sets its count for its own thread (oneDNN reads the calling thread's
-// omp_get_max_threads) and restores the caller's value afterwards. A server running N calls at
+// a call whose layers are too small to gain from threads (a small model, or one of many small
+// layers such as a MobileNet, at batch 1) runs on one (threads_at). Every call sets its count for
+// its own thread (oneDNN reads the calling thread's omp_get_max_threads) and restores the
+// caller's value afterwards. A server running N calls at
 // once on C cores should load with threads = max(1, C / N); the default suits one call at a time.
 //
 // Memory: the file is mapped read-only, not copied (do not truncate or rewrite it in place while
@@ -94,7 +95,7 @@ class SHRINK_RT_API Model {
   std::string metadata_json() const;  // the file's metadata
   uint64_t file_bytes() const;
   int threads() const;                // the most OpenMP threads a call uses
-  // The OpenMP threads a call of `batch` runs on: threads(), or 1 when its forward is too small
+  // The OpenMP threads a call of `batch` runs on: threads(), or 1 when its layers are too small
   // to gain from more (compiles the batch's plan, as its first call would).
   int threads_at(int64_t batch) const;
 
