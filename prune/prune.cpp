@@ -165,7 +165,7 @@ void add_prune_options(Keys& keys) {
   const Rule share = Rule::real(0, 1, false, true), any = Rule::text(true);
   // clang-format off
   keys.add("prune.checkpoint", "", any, "the checkpoint to prune (its spec is the model)")
-      .add("prune.method", p.method, Rule::choice({"unstructured", "structured"}), "unstructured (magnitude, masks) | structured (remove conv filters by L1 norm)")
+      .add("prune.method", p.method, Rule::choice({"unstructured", "structured"}), "unstructured (magnitude, masks) | structured (remove conv filters and hidden linear features by L1 norm)")
       .add("prune.schedule", p.schedule, Rule::choice({"oneshot", "iterative", "gradual"}), "oneshot | iterative (rounds, lottery-ticket rewinding) | gradual (cubic, during training)")
       .add("prune.scope", p.scope, Rule::choice({"global", "layer"}), "global (one threshold over all pruned layers) | layer (each layer to its own sparsity)")
       .add("prune.score", p.score, Rule::choice({"magnitude", "lamp"}), "unstructured, scope = global: rank weights across layers by magnitude, or by LAMP score (layer-adaptive: scale-free per layer, so no layer is emptied because its weights are small)")
@@ -180,7 +180,7 @@ void add_prune_options(Keys& keys) {
       .add("prune.start_epoch", p.start_epoch, Rule::real(0, inf), "gradual: when the sparsity starts rising (fractional epochs)")
       .add("prune.end_epoch", p.end_epoch, Rule::real(-1, inf), "gradual: when it reaches prune.sparsity (-1: at 3/4 of train.epochs)")
       .add("prune.update_every", p.update_every, Rule::real(0, inf, true), "gradual: epochs between mask updates")
-      .add("prune.filter_ratio", p.filter_ratio, share, "structured: share of each conv layer's filters removed (with scope = global: overall)");
+      .add("prune.filter_ratio", p.filter_ratio, share, "structured: share of each conv layer's filters and each hidden linear layer's output features removed (with scope = global: overall)");
   // clang-format on
 }
 
@@ -265,7 +265,7 @@ nlohmann::json run_prune_job(const JobConfig& job_in, const PruneConfig& c, cons
           f.global = c.scope == "global";
           auto chosen = c.layers.empty() ? weight_layers(current->spec()) : match_layers(current->spec(), c.layers, "prune.layers");
           for (const auto& L : current->spec().layers)
-            if (L.type == LayerType::Conv2d && std::find(chosen.begin(), chosen.end(), L.name) == chosen.end()) f.excluded.push_back(L.name);
+            if (has_weights(L.type) && std::find(chosen.begin(), chosen.end(), L.name) == chosen.end()) f.excluded.push_back(L.name);
           for (const auto& name : match_layers(current->spec(), c.exclude, "prune.exclude")) f.excluded.push_back(name);
           f.layer_ratio = parse_overrides(current->spec(), c.overrides);
           current = remove_filters(current, plan_filter_pruning(current, f));

@@ -17,7 +17,7 @@ using Kept = std::map<int, std::vector<int64_t>>;  // a pruned space's kept chan
 // concat's space is its inputs' spaces one after the other.
 struct Spaces {
   std::vector<int> parent;
-  std::vector<int> of_layer;          // space of each layer's output (-1: none, e.g. linear outputs)
+  std::vector<int> of_layer;          // space of each layer's output
   std::vector<int64_t> block;         // features per channel in each layer's output (H*W after flatten)
   std::set<int> locked;
   std::map<int, std::vector<std::pair<int, int64_t>>> parts;  // a concat's space: its inputs' spaces and channel counts
@@ -112,9 +112,8 @@ Spaces trace_spaces(const ModelSpec& spec) {
       case Channels::Own:
         block = 1;
         if (L.type == LayerType::Conv2d && L.depthwise) break;  // one filter per channel: channel c stays c
-        out = sp.make();
-        if (L.type == LayerType::Linear) locked_raw.push_back(out);  // features of linear layers are not pruned here
-        else if (L.groups > 1) locked_raw.insert(locked_raw.end(), {in, out});
+        out = sp.make();  // a conv's filters, a linear's output features
+        if (L.groups > 1) locked_raw.insert(locked_raw.end(), {in, out});
         break;
       case Channels::Tie: {
         int other = space_in(L, 1);
@@ -143,13 +142,23 @@ Spaces trace_spaces(const ModelSpec& spec) {
   }
   // A removed channel is gone, a masked one is zero: through a kind that does not keep zero the
   // masked model would pass on a constant the removed one does not, unless the only reader is a
-  // mul by the channel it is tied to (squeeze-excite's gate).
+  // mul by the channel it is tied to (squeeze-excite's gate; of linear layers, through the
+  // unflatten that makes their features an image's channels).
+  auto only_reader = [&](const std::string& name) -> const Layer* {
+    const Layer* found = nullptr;
+    for (const Layer& L : spec.layers)
+      for (const auto& in : L.inputs)
+        if (in == name) {
+          if (found) return nullptr;
+          found = &L;
+        }
+    return found;
+  };
   for (size_t i = 0; i < spec.layers.size(); ++i) {
     if (keeps_zero(spec.layers[i].type)) continue;
-    std::vector<const Layer*> readers;
-    for (const Layer& L : spec.layers)
-      if (std::count(L.inputs.begin(), L.inputs.end(), spec.layers[i].name)) readers.push_back(&L);
-    if (!(readers.size() == 1 && readers[0]->type == LayerType::Mul)) locked_raw.push_back(sp.of_layer[i]);
+    const Layer* reader = only_reader(spec.layers[i].name);
+    if (reader && reader->type == LayerType::Unflatten) reader = only_reader(reader->name);
+    if (!(reader && reader->type == LayerType::Mul)) locked_raw.push_back(sp.of_layer[i]);
   }
   locked_raw.push_back(sp.of_layer.back());  // the model's output
   for (int s : locked_raw)
@@ -182,7 +191,10 @@ torch::Tensor cut_to_kept(const Layer& L, bool is_weight, torch::Tensor t, const
       return t;
     case LayerType::BatchNorm: return keep_out ? select(t, 0, *keep_out, 1) : t;
     case LayerType::PReLU: return keep_out && L.per_channel ? select(t, 0, *keep_out, 1) : t;  // one slope for all: nothing to cut
-    case LayerType::Linear: return is_weight && keep_in ? select(t, 1, *keep_in, in_block) : t;  // its outputs are locked
+    case LayerType::Linear:
+      if (keep_out) t = select(t, 0, *keep_out, 1);
+      if (is_weight && keep_in) t = select(t, 1, *keep_in, in_block);
+      return t;
     SHRINK_CASES_WITHOUT_PARAMETERS return t;  // no parameters
   }
   return t;
@@ -192,8 +204,8 @@ torch::Tensor cut_to_kept(const Layer& L, bool is_weight, torch::Tensor t, const
 bool rows_are_channels(LayerType t) {
   switch (t) {
     case LayerType::Conv2d:
+    case LayerType::Linear:
     case LayerType::BatchNorm: return true;
-    case LayerType::Linear: return false;  // its output features are never pruned
     case LayerType::PReLU: return false;   // a zero channel stays zero through it: its slope needs no mask
     SHRINK_CASES_WITHOUT_PARAMETERS return false;
   }
@@ -208,14 +220,15 @@ FilterPlan plan_filter_pruning(SpecNet& model, const FilterPruning& o) {
   for (const auto& name : o.excluded) sp.locked.insert(sp.find(sp.of_layer[spec.index_of(name)]));
   sp.lock_parts_of_locked_concats();
   for (const auto& [name, r] : o.layer_ratio)
-    if (spec.layer(name).type != LayerType::Conv2d) throw UserError(fmt::format("prune: '{}' is not a conv layer", name));
-  // Per space: the convs producing it and the mean |w| of each filter summed over them.
+    if (!has_weights(spec.layer(name).type)) throw UserError(fmt::format("prune: '{}' is not a conv or linear layer", name));
+  // Per space: the convs and linears producing it and the mean |w| of each filter (a linear's
+  // output feature: its row) summed over them.
   std::map<int, std::vector<std::string>> producers;
   std::map<int, torch::Tensor> importance;
   for (size_t i = 0; i < spec.layers.size(); ++i) {
     const Layer& L = spec.layers[i];
     int s = sp.find(sp.of_layer[i]);
-    if (L.type != LayerType::Conv2d || L.depthwise || !sp.prunable(s)) continue;
+    if (!has_weights(L.type) || L.depthwise || !sp.prunable(s)) continue;
     producers[s].push_back(L.name);
     auto w = param(model, L.name + ".weight").detach();
     auto filter = w.abs().flatten(1).mean(1);
@@ -227,21 +240,34 @@ FilterPlan plan_filter_pruning(SpecNet& model, const FilterPruning& o) {
     auto sorted = std::get<0>(idx.sort());
     return std::vector<int64_t>(sorted.data_ptr<int64_t>(), sorted.data_ptr<int64_t>() + n);
   };
-  if (o.global) {
-    // One threshold over all filters, at least one filter left per space.
-    std::vector<torch::Tensor> all;
-    for (const auto& [s, imp] : importance) all.push_back(imp);
+  // Global: one threshold over the filters of every space a conv produces, at least one filter
+  // left per space. A space of linear features alone is cut by its own share even then: a row's
+  // mean |w| scales with 1/sqrt(fan-in), and a linear's fan-in (hundreds of features) dwarfs a
+  // conv filter's (9 taps of one channel), so one threshold would empty it.
+  const auto ranked_globally = [&](int s) {
+    if (!o.global) return false;
+    for (const auto& p : producers[s])
+      if (spec.layer(p).type == LayerType::Conv2d) return true;
+    return false;
+  };
+  std::vector<torch::Tensor> all;
+  for (const auto& [s, imp] : importance)
+    if (ranked_globally(s)) all.push_back(imp);
+  double threshold = 0;
+  if (!all.empty()) {
     auto scores = torch::cat(all);
     int64_t n_keep = std::max<int64_t>(1, std::llround((1 - o.ratio) * scores.numel()));
-    double threshold = std::get<0>(scores.topk(n_keep)).min().item<double>();
-    for (const auto& [s, imp] : importance) keep[s] = keep_top(imp, std::max<int64_t>(1, (imp >= threshold).sum().item<int64_t>()));
-  } else {
-    for (const auto& [s, imp] : importance) {
-      double ratio = o.ratio;
-      for (const auto& p : producers[s])
-        if (o.layer_ratio.count(p)) ratio = o.layer_ratio.at(p);
-      keep[s] = keep_top(imp, std::max<int64_t>(1, std::llround((1 - ratio) * imp.numel())));
+    threshold = std::get<0>(scores.topk(n_keep)).min().item<double>();
+  }
+  for (const auto& [s, imp] : importance) {
+    if (ranked_globally(s)) {
+      keep[s] = keep_top(imp, std::max<int64_t>(1, (imp >= threshold).sum().item<int64_t>()));
+      continue;
     }
+    double ratio = o.ratio;
+    for (const auto& p : producers[s])
+      if (o.layer_ratio.count(p)) ratio = o.layer_ratio.at(p);
+    keep[s] = keep_top(imp, std::max<int64_t>(1, std::llround((1 - ratio) * imp.numel())));
   }
   FilterPlan plan;
   for (const auto& [s, names] : producers)
@@ -272,7 +298,7 @@ SpecNet remove_filters(SpecNet& model, const FilterPlan& plan) {
   };
   ModelSpec smaller = spec;
   for (size_t i = 0; i < spec.layers.size(); ++i)
-    if (spec.layers[i].type == LayerType::Conv2d && !spec.layers[i].depthwise && keep_of(sp.of_layer[i]))
+    if (has_weights(spec.layers[i].type) && !spec.layers[i].depthwise && keep_of(sp.of_layer[i]))
       smaller.layers[i].out = static_cast<int64_t>(keep_of(sp.of_layer[i])->size());
   SpecNet out(smaller);
   auto info = analyze(spec);

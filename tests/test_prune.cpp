@@ -265,17 +265,55 @@ CATCH_TEST_CASE("filter removal through squeeze-excite: the mul ties the excited
   CATCH_CHECK(info[s.index_of("mul1")].out_shape == std::vector<int64_t>{4, 8, 8});
 }
 
-CATCH_TEST_CASE("filter removal around a squeeze-excite of linear layers: the gate's linear features lock the excited channels", "[prune][surgery]") {
+CATCH_TEST_CASE("filter removal through a squeeze-excite of linear layers: the gate's features are cut with the channels they scale", "[prune][surgery]") {
   torch::manual_seed(7);
   SpecNet net(parse_spec("conv(8) bn x=relu gap linear(4) relu linear(8) sigmoid unflatten mul(x) conv(8) bn relu gap linear(classes)", {3, 8, 8}, 4));
   randomize_batchnorm(net);
   FilterPruning o;
   o.ratio = 0.5;
   auto plan = plan_filter_pruning(net, o);
-  CATCH_CHECK(!plan.keep.count("conv1"));  // tied through the mul and the unflatten to linear2's features, which stay
+  CATCH_CHECK(plan.keep.at("conv1") == plan.keep.at("linear2"));  // tied through the mul and the unflatten
+  CATCH_CHECK(plan.keep.at("conv1").size() == 4);
+  CATCH_CHECK(plan.keep.at("linear1").size() == 2);  // the squeeze's features are a space of their own
   CATCH_CHECK(plan.keep.at("conv2").size() == 4);
+  CATCH_CHECK_FALSE(plan.keep.count("linear3"));  // the classes
   SpecNet smaller = removed_matches_masked(net, plan, torch::randn({5, 3, 8, 8}));
-  CATCH_CHECK(analyze(smaller->spec())[smaller->spec().index_of("unflatten1")].out_shape == std::vector<int64_t>{8, 1, 1});
+  const ModelSpec& s = smaller->spec();
+  CATCH_CHECK(analyze(s)[s.index_of("unflatten1")].out_shape == std::vector<int64_t>{4, 1, 1});
+  CATCH_CHECK(channels_in(s, "linear1") == 4);
+  CATCH_CHECK(channels_in(s, "linear2") == 2);
+  CATCH_CHECK(s.layer("linear2").out == 4);
+}
+
+CATCH_TEST_CASE("filter removal cuts hidden linear features: an MLP head shrinks row by row, the classes stay", "[prune][surgery]") {
+  torch::manual_seed(9);
+  SpecNet net(parse_spec("conv(8) bn relu maxpool(k=2,s=2) flatten linear(32) relu dropout linear(16) relu linear(classes)", {3, 8, 8}, 4));
+  randomize_batchnorm(net);
+  FilterPruning o;
+  o.ratio = 0.5;
+  o.layer_ratio["linear2"] = 0.75;
+  auto plan = plan_filter_pruning(net, o);
+  CATCH_CHECK(plan.keep.at("conv1").size() == 4);
+  CATCH_CHECK(plan.keep.at("linear1").size() == 16);
+  CATCH_CHECK(plan.keep.at("linear2").size() == 4);
+  CATCH_CHECK_FALSE(plan.keep.count("linear3"));
+  // Ranked globally, one threshold would empty linear1 (rows of 128 inputs have far smaller
+  // weights than the conv's filters of 27): linear features keep their share per layer.
+  FilterPruning global;
+  global.global = true;
+  auto ranked = plan_filter_pruning(net, global);
+  CATCH_CHECK(ranked.keep.at("linear1").size() == 16);
+  CATCH_CHECK(ranked.keep.at("linear2").size() == 8);
+  SpecNet smaller = removed_matches_masked(net, plan, torch::randn({5, 3, 8, 8}));
+  const ModelSpec& s = smaller->spec();
+  CATCH_CHECK(analyze(s)[s.index_of("linear1")].in_shape == std::vector<int64_t>{4 * 4 * 4});  // 4 channels of 4x4 flattened
+  CATCH_CHECK(s.layer("linear1").out == 16);
+  CATCH_CHECK(channels_in(s, "linear2") == 16);
+  CATCH_CHECK(channels_in(s, "linear3") == 4);
+  CATCH_CHECK(analyze(s).back().out_shape == std::vector<int64_t>{4});
+  // The one-line errors name what may be given a ratio.
+  o.layer_ratio = {{"relu1", 0.5}};
+  CATCH_CHECK_THROWS_WITH(plan_filter_pruning(net, o), Catch::Contains("'relu1' is not a conv or linear layer"));
 }
 
 CATCH_TEST_CASE("filter removal through prelu: per-channel slopes are cut with their channels, one shared slope stays", "[prune][surgery]") {
