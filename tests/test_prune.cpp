@@ -42,6 +42,14 @@ void randomize_batchnorm(SpecNet& net) {
   net->eval();
 }
 
+// A net of `spec` with its batchnorms randomized (randomize_batchnorm), from seed `seed`.
+SpecNet randomized(const std::string& spec, const std::vector<int64_t>& input, uint64_t seed, int64_t classes = 4) {
+  torch::manual_seed(seed);
+  SpecNet net(parse_spec(spec, input, classes));
+  randomize_batchnorm(net);
+  return net;
+}
+
 // Removes the planned filters and checks the smaller model computes what the masked original does.
 SpecNet removed_matches_masked(SpecNet& net, const FilterPlan& plan, torch::Tensor x) {
   torch::NoGradGuard no_grad;
@@ -200,7 +208,6 @@ CATCH_TEST_CASE("filter removal with a residual add computes what the masked ori
     if (p.key().find("bn") != std::string::npos) p.value().uniform_(0.5, 1.5);
   net->eval();
   FilterPruning o;
-  o.ratio = 0.5;
   auto plan = plan_filter_pruning(net, o);
   CATCH_CHECK(plan.keep.at("stem") == plan.keep.at("c2"));  // tied by the add
   CATCH_CHECK(plan.keep.at("stem").size() == 4);
@@ -218,11 +225,8 @@ CATCH_TEST_CASE("filter removal with a residual add computes what the masked ori
 }
 
 CATCH_TEST_CASE("filter removal through a concat: its reader keeps both branches' kept channels", "[prune][surgery]") {
-  torch::manual_seed(3);
-  SpecNet net(parse_spec("a=conv(4) ra=relu b=conv(6,from=input) bn rb=relu cat=concat(ra,rb) conv(8) bn relu gap linear(classes)", {3, 8, 8}, 4));
-  randomize_batchnorm(net);
+  SpecNet net = randomized("a=conv(4) ra=relu b=conv(6,from=input) bn rb=relu cat=concat(ra,rb) conv(8) bn relu gap linear(classes)", {3, 8, 8}, 3);
   FilterPruning o;
-  o.ratio = 0.5;
   o.layer_ratio["b"] = 1.0 / 3;
   auto plan = plan_filter_pruning(net, o);
   CATCH_CHECK(plan.keep.at("a").size() == 2);
@@ -242,13 +246,10 @@ CATCH_TEST_CASE("filter removal through a concat: its reader keeps both branches
 }
 
 CATCH_TEST_CASE("filter removal through squeeze-excite: the mul ties the excited channels to the expand conv", "[prune][surgery]") {
-  torch::manual_seed(4);
-  SpecNet net(parse_spec("conv(8) bn x=relu gap(keep=1) conv(4,k=1,bias=1) relu conv(8,k=1,bias=1) hs=hardsigmoid mul(x,hs) "
-                         "conv(8) bn relu gap linear(classes)",
-                         {3, 8, 8}, 4));
-  randomize_batchnorm(net);
+  SpecNet net = randomized("conv(8) bn x=relu gap(keep=1) conv(4,k=1,bias=1) relu conv(8,k=1,bias=1) hs=hardsigmoid mul(x,hs) "
+                           "conv(8) bn relu gap linear(classes)",
+                           {3, 8, 8}, 4);
   FilterPruning o;
-  o.ratio = 0.5;
   auto plan = plan_filter_pruning(net, o);
   CATCH_CHECK(plan.keep.at("conv1") == plan.keep.at("conv3"));  // tied by mul(x, hs)
   CATCH_CHECK(plan.keep.at("conv1").size() == 4);
@@ -266,11 +267,8 @@ CATCH_TEST_CASE("filter removal through squeeze-excite: the mul ties the excited
 }
 
 CATCH_TEST_CASE("filter removal through a squeeze-excite of linear layers: the gate's features are cut with the channels they scale", "[prune][surgery]") {
-  torch::manual_seed(7);
-  SpecNet net(parse_spec("conv(8) bn x=relu gap linear(4) relu linear(8) sigmoid unflatten mul(x) conv(8) bn relu gap linear(classes)", {3, 8, 8}, 4));
-  randomize_batchnorm(net);
+  SpecNet net = randomized("conv(8) bn x=relu gap linear(4) relu linear(8) sigmoid unflatten mul(x) conv(8) bn relu gap linear(classes)", {3, 8, 8}, 7);
   FilterPruning o;
-  o.ratio = 0.5;
   auto plan = plan_filter_pruning(net, o);
   CATCH_CHECK(plan.keep.at("conv1") == plan.keep.at("linear2"));  // tied through the mul and the unflatten
   CATCH_CHECK(plan.keep.at("conv1").size() == 4);
@@ -286,11 +284,8 @@ CATCH_TEST_CASE("filter removal through a squeeze-excite of linear layers: the g
 }
 
 CATCH_TEST_CASE("filter removal cuts hidden linear features: an MLP head shrinks row by row, the classes stay", "[prune][surgery]") {
-  torch::manual_seed(9);
-  SpecNet net(parse_spec("conv(8) bn relu maxpool(k=2,s=2) flatten linear(32) relu dropout linear(16) relu linear(classes)", {3, 8, 8}, 4));
-  randomize_batchnorm(net);
+  SpecNet net = randomized("conv(8) bn relu maxpool(k=2,s=2) flatten linear(32) relu dropout linear(16) relu linear(classes)", {3, 8, 8}, 9);
   FilterPruning o;
-  o.ratio = 0.5;
   o.layer_ratio["linear2"] = 0.75;
   auto plan = plan_filter_pruning(net, o);
   CATCH_CHECK(plan.keep.at("conv1").size() == 4);
@@ -317,11 +312,8 @@ CATCH_TEST_CASE("filter removal cuts hidden linear features: an MLP head shrinks
 }
 
 CATCH_TEST_CASE("filter removal through prelu: per-channel slopes are cut with their channels, one shared slope stays", "[prune][surgery]") {
-  torch::manual_seed(8);
-  SpecNet net(parse_spec("conv(8) bn prelu(per_channel=1) conv(8) bn prelu conv(8) bn relu gap linear(classes)", {3, 8, 8}, 4));
-  randomize_batchnorm(net);
+  SpecNet net = randomized("conv(8) bn prelu(per_channel=1) conv(8) bn prelu conv(8) bn relu gap linear(classes)", {3, 8, 8}, 8);
   FilterPruning o;
-  o.ratio = 0.5;
   auto plan = plan_filter_pruning(net, o);
   CATCH_CHECK(plan.keep.at("conv1").size() == 4);
   SpecNet smaller = removed_matches_masked(net, plan, torch::randn({5, 3, 8, 8}));
@@ -331,11 +323,8 @@ CATCH_TEST_CASE("filter removal through prelu: per-channel slopes are cut with t
 }
 
 CATCH_TEST_CASE("filter removal through slices and a channel shuffle: the channels they move are kept whole", "[prune][surgery]") {
-  torch::manual_seed(6);
-  SpecNet net(parse_spec(test::kShuffleUnit, {3, 10, 10}, 4));
-  randomize_batchnorm(net);
+  SpecNet net = randomized(test::kShuffleUnit, {3, 10, 10}, 6);
   FilterPruning o;
-  o.ratio = 0.5;
   auto plan = plan_filter_pruning(net, o);
   CATCH_CHECK(!plan.keep.count("conv1"));  // sliced
   CATCH_CHECK(!plan.keep.count("conv3"));  // joined to a slice, then shuffled
@@ -348,9 +337,7 @@ CATCH_TEST_CASE("filter removal through slices and a channel shuffle: the channe
 }
 
 CATCH_TEST_CASE("filter removal on the mobilenet_v2(width=0.5) preset computes what the masked original does", "[prune][surgery]") {
-  torch::manual_seed(5);
-  SpecNet net(parse_spec("mobilenet_v2(width=0.5)", {3, 32, 32}, 10));
-  randomize_batchnorm(net);
+  SpecNet net = randomized("mobilenet_v2(width=0.5)", {3, 32, 32}, 5, 10);
   FilterPruning o;
   o.ratio = 0.25;
   auto plan = plan_filter_pruning(net, o);
@@ -451,11 +438,8 @@ CATCH_TEST_CASE("a quantized checkpoint is refused: prune the float one, then qu
 }
 
 CATCH_TEST_CASE("filter removal keeps channels whole where sigmoid would turn a masked zero into 0.5", "[prune][surgery]") {
-  torch::manual_seed(6);
-  SpecNet net(parse_spec("c1=conv(8) bn sigmoid c2=conv(8) bn hardsigmoid c3=conv(8) bn relu gap linear(classes)", {3, 8, 8}, 4));
-  randomize_batchnorm(net);
+  SpecNet net = randomized("c1=conv(8) bn sigmoid c2=conv(8) bn hardsigmoid c3=conv(8) bn relu gap linear(classes)", {3, 8, 8}, 6);
   FilterPruning o;
-  o.ratio = 0.5;
   auto plan = plan_filter_pruning(net, o);
   CATCH_CHECK_FALSE(plan.keep.count("c1"));
   CATCH_CHECK_FALSE(plan.keep.count("c2"));
