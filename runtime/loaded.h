@@ -74,6 +74,9 @@ struct Loaded {
   // plan names) for the call to return.
   std::shared_ptr<const Plan> plan_for(int64_t batch, const std::vector<std::string>& kept = {}) const;
   Plan build(int64_t n, const std::vector<std::string>& kept) const;
+  // How many examples of a `batch` one pass of a plan takes: all, or fewer, so that a pass's
+  // activations stay near the cores' caches (Model::run splits the batch into such passes).
+  int64_t batch_per_pass(int64_t batch) const;
   // With `step_seconds` (one entry per plan step), each step also waits for its end and adds its
   // time there (a profile: waiting costs a little, so profile and timed runs are kept apart).
   // With `kept_values`, the plan's kept outputs, each as N,C,H,W (or N,F) floats.

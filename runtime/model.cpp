@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <numeric>
 
 #include "runtime/loaded.h"
 
@@ -97,9 +98,18 @@ std::vector<float> Model::run(const float* input, int64_t batch, bool softmax, c
   if (batch < 1) throw Error("predict: batch must be at least 1");
   if (!input) throw Error("predict: input is null");
   detail::ThreadScope scope(impl().threads);
-  auto plan = impl().plan_for(batch, kept);
   try {
-    return impl().execute(*plan, input, softmax, nullptr, kept_values);
+    const int64_t pass = kept.empty() ? impl().batch_per_pass(batch) : batch;  // kept outputs come from one pass
+    if (pass == batch) return impl().execute(*impl().plan_for(batch, kept), input, softmax, nullptr, kept_values);
+    const int64_t per_example = std::accumulate(impl().spec.input.begin(), impl().spec.input.end(), int64_t(1), std::multiplies<int64_t>());
+    std::vector<float> out;
+    out.reserve(batch * impl().spec.classes);
+    for (int64_t first = 0; first < batch; first += pass) {
+      const int64_t n = std::min(pass, batch - first);
+      auto part = impl().execute(*impl().plan_for(n), input + first * per_example, softmax);
+      out.insert(out.end(), part.begin(), part.end());
+    }
+    return out;
   } catch (const dnnl::error& e) {
     throw Error(impl().path + ": oneDNN failed running batch " + std::to_string(batch) + ": " + e.what());
   } catch (const std::bad_alloc&) {
@@ -122,6 +132,12 @@ int Model::threads_at(int64_t batch) const {
   if (batch < 1) throw Error("threads_at: batch must be at least 1");
   detail::ThreadScope scope(impl().threads);
   return impl().plan_for(batch)->threads;
+}
+
+int64_t Model::batch_per_pass(int64_t batch) const {
+  if (batch < 1) throw Error("batch_per_pass: batch must be at least 1");
+  detail::ThreadScope scope(impl().threads);
+  return impl().batch_per_pass(batch);
 }
 
 }  // namespace shrink::rt

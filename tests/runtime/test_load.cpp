@@ -113,6 +113,34 @@ CATCH_TEST_CASE("a small forward runs on one thread, a large batch on all the mo
   CATCH_CHECK(many_steps.threads_at(64) == 2);
 }
 
+CATCH_TEST_CASE("a batch whose activations outgrow the caches runs in passes with the same logits", "[rt_load]") {
+  // 64 x 64 images of 32 channels: about 1 MB of fp32 activations per example, 64 MB for the batch.
+  auto bytes = make_model("conv(32) relu conv(32) relu gap linear(classes)", {3, 64, 64}, 10, {false, 0, true, "dense", 5});
+  auto m = rt::Model::from_memory(bytes.data(), bytes.size(), 2);
+  const int64_t batch = 64, per = 3 * 64 * 64;
+  const int64_t pass = m.batch_per_pass(batch);
+  CATCH_CHECK(pass < batch);
+  CATCH_CHECK((pass & (pass - 1)) == 0);  // a power of two: few plans for any batch
+  CATCH_CHECK(m.threads_at(pass) == m.threads_at(batch));  // no pass so small it gives up threads
+  CATCH_CHECK(m.batch_per_pass(1) == 1);
+  auto small = make_model("usps_student", {1, 16, 16}, 10);
+  CATCH_CHECK(rt::Model::from_memory(small.data(), small.size(), 2).batch_per_pass(16) == 16);
+  auto x = random_inputs(batch, per, 6);
+  auto all = m.predict(x.data(), batch);
+  CATCH_REQUIRE(all.size() == static_cast<size_t>(batch * 10));
+  std::vector<std::vector<float>> kept;
+  auto one_pass = m.predict(x.data(), batch, {"relu1"}, kept);  // outputs kept: one pass of 64
+  for (int64_t i = 0; i < batch; ++i) {
+    auto single = m.predict(x.data() + i * per, 1);
+    for (int64_t j = 0; j < 10; ++j) {
+      const float want = single[j], tol = 1e-4f * (1 + std::fabs(want));
+      CATCH_CHECK(std::fabs(all[i * 10 + j] - want) <= tol);
+      CATCH_CHECK(std::fabs(one_pass[i * 10 + j] - want) <= tol);
+    }
+  }
+  CATCH_CHECK_THROWS_AS(m.batch_per_pass(0), rt::Error);
+}
+
 CATCH_TEST_CASE("a one-thread forward's int8 max pools (shrink's own kernel) equal oneDNN's pooling", "[rt_load]") {
   // Padded, strided, ceil-mode windows; an unsigned grid (pools after relu) and a signed one
   // (pools straight after the convs).

@@ -20,7 +20,9 @@
 // loaded; replacing it by rename is safe). Weights are used in place, or packed once per layout
 // oneDNN asks for and shared by every batch size. Plans are compiled per batch size and the 8
 // most recently used are kept. Each call's activations come from its thread's working memory,
-// kept between calls up to 1 GiB (a thread holds the largest it needed until it exits).
+// kept between calls up to 1 GiB (a thread holds the largest it needed until it exits). A batch
+// whose activations would outgrow twice the threads' L2 caches runs in passes of fewer examples
+// (batch_per_pass), which also bounds that memory.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -98,6 +100,10 @@ class SHRINK_RT_API Model {
   // The OpenMP threads a call of `batch` runs on: threads(), or 1 when its layers are too small
   // to gain from more (compiles the batch's plan, as its first call would).
   int threads_at(int64_t batch) const;
+  // How many examples one pass of the compiled model takes when a call predicts `batch`: all, or
+  // fewer where a pass's activations would outgrow the cores' caches (the call then runs passes
+  // one after the other; the logits are the same). Calls that keep layer outputs run in one pass.
+  int64_t batch_per_pass(int64_t batch) const;
 
  private:
   std::vector<float> run(const float* input, int64_t batch, bool softmax, const std::vector<std::string>& kept = {},
