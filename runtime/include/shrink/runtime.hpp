@@ -13,8 +13,8 @@
 // a call whose layers are too small to gain from threads (a small model, or one of many small
 // layers such as a MobileNet, at batch 1) runs on one (threads_at). Every call sets its count for
 // its own thread (oneDNN reads the calling thread's omp_get_max_threads) and restores the
-// caller's value afterwards. A server running N calls at
-// once on C cores should load with threads = max(1, C / N); the default suits one call at a time.
+// caller's value afterwards. A server running N calls at once on C cores should load with
+// threads = max(1, C / N); the default suits one call at a time.
 //
 // Memory: the file is mapped read-only, not copied (do not truncate or rewrite it in place while
 // loaded; replacing it by rename is safe). Weights are used in place, or packed once per layout
