@@ -25,14 +25,13 @@ torch::Tensor prune_smallest(const torch::Tensor& magnitudes, int64_t count) {
   return mask;
 }
 
-// LAMP scores of `magnitudes` (flat): w_i^2 / sum of w_j^2 over the j ranked at or above i.
+}  // namespace
+
 torch::Tensor lamp_scores(const torch::Tensor& magnitudes) {
   auto [sorted, order] = magnitudes.to(torch::kFloat64).square().sort(/*stable=*/true, 0, false);
   auto at_or_above = sorted.flip(0).cumsum(0).flip(0).clamp_min(std::numeric_limits<double>::min());  // an all-zero layer scores 0
   return torch::empty_like(sorted).index_put_({order}, sorted / at_or_above);
 }
-
-}  // namespace
 
 std::map<std::string, torch::Tensor> magnitude_masks(SpecNet& model, const PruneTargets& t) {
   torch::NoGradGuard no_grad;

@@ -25,6 +25,9 @@ struct PruneTargets {
 // layer's weights as magnitude does but is blind to the layer's scale, which a batchnorm after a
 // conv makes arbitrary: one threshold no longer empties a layer whose weights merely are small.
 std::map<std::string, torch::Tensor> magnitude_masks(SpecNet& model, const PruneTargets& targets);
+// LAMP scores of `magnitudes` (flat; of weights, or of filters' norms): m_i^2 / the sum of m_j^2
+// over the j ranked at or above i.
+torch::Tensor lamp_scores(const torch::Tensor& magnitudes);
 
 // Cubic sparsity schedule (Zhu & Gupta 2017): s_i before t0, s_f after t_end, between them
 // s_f + (s_i - s_f) * (1 - (t - t0) / (t_end - t0))^3.

@@ -168,7 +168,7 @@ void add_prune_options(Keys& keys) {
       .add("prune.method", p.method, Rule::choice({"unstructured", "structured"}), "unstructured (magnitude, masks) | structured (remove conv filters and hidden linear features by L1 norm)")
       .add("prune.schedule", p.schedule, Rule::choice({"oneshot", "iterative", "gradual"}), "oneshot | iterative (rounds, lottery-ticket rewinding) | gradual (cubic, during training)")
       .add("prune.scope", p.scope, Rule::choice({"global", "layer"}), "global (one threshold over all pruned layers) | layer (each layer to its own sparsity)")
-      .add("prune.score", p.score, Rule::choice({"magnitude", "lamp"}), "unstructured, scope = global: rank weights across layers by magnitude, or by LAMP score (layer-adaptive: scale-free per layer, so no layer is emptied because its weights are small)")
+      .add("prune.score", "auto", Rule::choice({"auto", "magnitude", "lamp"}), "scope = global: rank weights (structured: filters) across layers by magnitude, or by LAMP score (layer-adaptive: scale-free per layer, so no layer is emptied because its weights are small); auto: lamp for structured, magnitude for unstructured")
       .add("prune.sparsity", p.sparsity, share, "target share of zero weights (unstructured)")
       .add("prune.layers", "", any, "layers to prune: names, globs or re:REGEX, comma-separated (empty: all conv and linear)")
       .add("prune.exclude", "", any, "layers never pruned (names, globs or re:REGEX)")
@@ -208,8 +208,11 @@ PruneConfig read_prune_config(const Config& c) {
   p.update_every = c.get<double>("prune.update_every");
   if (p.initial_sparsity > p.sparsity) c.fail("prune.initial_sparsity", "must be at most prune.sparsity");
   p.filter_ratio = c.get<double>("prune.filter_ratio");
-  if (p.score == "lamp" && (p.method == "structured" || p.scope != "global"))
-    c.fail("prune.score", "lamp ranks weights across layers: it needs prune.method = unstructured and prune.scope = global");
+  if (p.score == "lamp" && p.scope != "global") c.fail("prune.score", "lamp ranks weights or filters across layers: it needs prune.scope = global");
+  // One magnitude threshold over filters empties the layers of largest fan-in (their filters'
+  // weights are smallest): on the USPS teacher at half the filters, conv5 kept one and the model
+  // fine-tuned to 31.5%; LAMP kept 72 of 256 and 97.7%. For weights it has no such failure.
+  if (p.score == "auto") p.score = p.method == "structured" && p.scope == "global" ? "lamp" : "magnitude";
   if (p.method == "structured" && p.schedule != "oneshot")
     c.fail("prune.schedule", "structured pruning removes the filters once and fine-tunes: set prune.schedule = oneshot");
   return p;
@@ -263,6 +266,7 @@ nlohmann::json run_prune_job(const JobConfig& job_in, const PruneConfig& c, cons
           FilterPruning f;
           f.ratio = c.filter_ratio;
           f.global = c.scope == "global";
+          f.lamp = c.score == "lamp";
           auto chosen = c.layers.empty() ? weight_layers(current->spec()) : match_layers(current->spec(), c.layers, "prune.layers");
           for (const auto& L : current->spec().layers)
             if (has_weights(L.type) && std::find(chosen.begin(), chosen.end(), L.name) == chosen.end()) f.excluded.push_back(L.name);

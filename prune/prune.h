@@ -19,7 +19,7 @@ struct PruneConfig {
   std::string method = "unstructured";  // unstructured | structured
   std::string schedule = "iterative";   // oneshot | iterative | gradual
   std::string scope = "global";         // global | layer
-  std::string score = "magnitude";      // magnitude | lamp (how scope = global ranks weights across layers)
+  std::string score = "magnitude";      // magnitude | lamp (how scope = global ranks weights or filters across layers; the key's auto is resolved)
   double sparsity = 0.9;
   std::string layers, exclude, overrides;  // layer patterns; overrides: pattern:value,...
   int64_t rounds = 3;

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "common/error.h"
+#include "prune/masks.h"
 
 namespace shrink {
 namespace {
@@ -230,10 +231,12 @@ FilterPlan plan_filter_pruning(SpecNet& model, const FilterPruning& o) {
     int s = sp.find(sp.of_layer[i]);
     if (!has_weights(L.type) || L.depthwise || !sp.prunable(s)) continue;
     producers[s].push_back(L.name);
-    auto w = param(model, L.name + ".weight").detach();
-    auto filter = w.abs().flatten(1).mean(1);
+    auto w = param(model, L.name + ".weight").detach().flatten(1);
+    auto filter = o.lamp ? w.square().sum(1) : w.abs().mean(1);  // LAMP: squared L2 norms, summed over a space's producers
     importance[s] = importance.count(s) ? importance[s] + filter : filter;
   }
+  if (o.lamp)
+    for (auto& [s, imp] : importance) imp = lamp_scores(imp.sqrt());
   std::map<int, std::vector<int64_t>> keep;
   auto keep_top = [](const torch::Tensor& score, int64_t n) {
     auto idx = std::get<1>(score.topk(n));
@@ -243,9 +246,11 @@ FilterPlan plan_filter_pruning(SpecNet& model, const FilterPruning& o) {
   // Global: one threshold over the filters of every space a conv produces, at least one filter
   // left per space. A space of linear features alone is cut by its own share even then: a row's
   // mean |w| scales with 1/sqrt(fan-in), and a linear's fan-in (hundreds of features) dwarfs a
-  // conv filter's (9 taps of one channel), so one threshold would empty it.
+  // conv filter's (9 taps of one channel), so one threshold would empty it. LAMP scores are blind
+  // to a layer's scale (masks.h): with them every space is ranked together.
   const auto ranked_globally = [&](int s) {
     if (!o.global) return false;
+    if (o.lamp) return true;
     for (const auto& p : producers[s])
       if (spec.layer(p).type == LayerType::Conv2d) return true;
     return false;

@@ -15,6 +15,7 @@ namespace shrink {
 struct FilterPruning {
   double ratio = 0.5;                        // share of filters removed per layer (or overall, when global)
   bool global = false;                       // rank conv filters across layers by mean |w| (linear features: per layer)
+  bool lamp = false;                         // global: rank every layer's filters and features by LAMP score of their L2 norms
   std::map<std::string, double> layer_ratio; // per conv or linear layer overrides
   std::vector<std::string> excluded;         // conv or linear layers whose filters all stay
 };

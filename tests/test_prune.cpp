@@ -311,6 +311,34 @@ CATCH_TEST_CASE("filter removal cuts hidden linear features: an MLP head shrinks
   CATCH_CHECK_THROWS_WITH(plan_filter_pruning(net, o), Catch::Contains("'relu1' is not a conv or linear layer"));
 }
 
+CATCH_TEST_CASE("global filter removal by LAMP score: blind to a layer's scale, linear features ranked with conv filters", "[prune][surgery]") {
+  const char* spec = "conv(8) bn relu conv(16) bn relu maxpool(k=2,s=2) flatten linear(32) relu linear(classes)";
+  SpecNet net = randomized(spec, {3, 8, 8}, 10);
+  FilterPruning lamp;
+  lamp.global = lamp.lamp = true;
+  auto plan = plan_filter_pruning(net, lamp);
+  for (const char* layer : {"conv1", "conv2", "linear1"}) CATCH_CHECK(plan.keep.count(layer));
+  CATCH_CHECK_FALSE(plan.keep.count("linear2"));
+  size_t kept = 0;
+  for (const auto& [layer, channels] : plan.keep) kept += channels.size();
+  CATCH_CHECK(kept == 28);  // half of the 8 + 16 + 32 filters and features, by one threshold
+  // A conv before a batchnorm can have weights of any scale: LAMP's plan stays the same when
+  // conv2's are 100 times smaller, where one magnitude threshold keeps all of conv1 and cuts
+  // conv2 to what is left of the half.
+  FilterPruning magnitude;
+  magnitude.global = true;
+  SpecNet scaled = randomized(spec, {3, 8, 8}, 10);
+  {
+    torch::NoGradGuard no_grad;
+    scaled->named_parameters()["conv2.weight"].mul_(0.01);
+  }
+  CATCH_CHECK(plan_filter_pruning(scaled, lamp).keep == plan.keep);
+  auto by_magnitude = plan_filter_pruning(scaled, magnitude);
+  CATCH_CHECK(by_magnitude.keep.at("conv1").size() == 8);
+  CATCH_CHECK(by_magnitude.keep.at("conv2").size() == 4);
+  removed_matches_masked(net, plan, torch::randn({5, 3, 8, 8}));
+}
+
 CATCH_TEST_CASE("filter removal through prelu: per-channel slopes are cut with their channels, one shared slope stays", "[prune][surgery]") {
   SpecNet net = randomized("conv(8) bn prelu(per_channel=1) conv(8) bn prelu conv(8) bn relu gap linear(classes)", {3, 8, 8}, 8);
   FilterPruning o;
@@ -417,7 +445,19 @@ CATCH_TEST_CASE("gradual pruning reaches its target and bad layer names are erro
   CATCH_CHECK_THROWS_WITH(prune(dir / "c", start, {"--prune.layers=re:conv[0-9"}), Catch::Contains("not a valid regular expression"));
   CATCH_CHECK_THROWS_WITH(prune(dir / "d", start, {"--prune.overrides=conv1"}), Catch::Contains("is not pattern:value"));
   CATCH_CHECK_THROWS_WITH(prune(dir / "e", start, {"--prune.method=structured"}), Catch::Contains("prune.schedule"));
-  CATCH_CHECK_THROWS_WITH(prune(dir / "f", start, {"--prune.score=lamp", "--prune.scope=layer"}), Catch::Contains("prune.score = lamp: lamp ranks weights across layers"));
+  CATCH_CHECK_THROWS_WITH(prune(dir / "f", start, {"--prune.score=lamp", "--prune.scope=layer"}), Catch::Contains("prune.score = lamp: lamp ranks weights or filters across layers"));
+  // prune.score = auto (the default): LAMP for filters ranked globally, magnitude otherwise.
+  auto score_of = [&](std::vector<std::string> args) {
+    Keys keys;
+    add_train_options(keys);
+    add_prune_options(keys);
+    args.push_back("--prune.checkpoint=" + start);
+    return read_prune_config(Config::load(keys, "", args)).score;
+  };
+  CATCH_CHECK(score_of({"--prune.method=structured", "--prune.schedule=oneshot"}) == "lamp");
+  CATCH_CHECK(score_of({"--prune.method=structured", "--prune.schedule=oneshot", "--prune.scope=layer"}) == "magnitude");
+  CATCH_CHECK(score_of({}) == "magnitude");
+  CATCH_CHECK(score_of({"--prune.method=structured", "--prune.schedule=oneshot", "--prune.score=magnitude"}) == "magnitude");
   CATCH_CHECK(match_layers(parse_spec("usps_student", {1, 16, 16}, 10), "re:conv[12],linear*", "x") ==
               std::vector<std::string>{"conv1", "conv2", "linear1"});
   CATCH_CHECK_THROWS_WITH(match_layers(parse_spec("usps_student", {1, 16, 16}, 10), "re:^conv", "x"),
