@@ -222,8 +222,8 @@ FilterPlan plan_filter_pruning(SpecNet& model, const FilterPruning& o) {
   sp.lock_parts_of_locked_concats();
   for (const auto& [name, r] : o.layer_ratio)
     if (!has_weights(spec.layer(name).type)) throw UserError(fmt::format("prune: '{}' is not a conv or linear layer", name));
-  // Per space: the convs and linears producing it and the mean |w| of each filter (a linear's
-  // output feature: its row) summed over them.
+  // Per space: the convs and linears producing it and each filter's importance (a linear's
+  // output feature: its row): its mean |w| summed over them, or the LAMP score of its L2 norm.
   std::map<int, std::vector<std::string>> producers;
   std::map<int, torch::Tensor> importance;
   for (size_t i = 0; i < spec.layers.size(); ++i) {

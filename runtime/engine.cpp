@@ -252,16 +252,13 @@ std::shared_ptr<const Plan> Loaded::plan_for(int64_t batch, const std::vector<st
 // of 8 (3 MB), int8 26,900 against 31,000 in passes of 32 to 64; the USPS models, whose batch of
 // 256 fits, ran alike at any size. A pass never gets so small that its plan would give up threads.
 int64_t Loaded::batch_per_pass(int64_t batch) const {
-  static const uint64_t l2 = [] {
-    const long bytes = sysconf(_SC_LEVEL2_CACHE_SIZE);
-    return bytes > 0 ? static_cast<uint64_t>(bytes) : uint64_t(1) << 20;
-  }();
-  if (static_cast<uint64_t>(batch) > kMaxCallBytes / std::max<uint64_t>(activation_bytes, 1)) return batch;  // plan_for refuses it
-  const auto one = plan_for(1);
-  const uint64_t per_example = std::max<uint64_t>(one->arena_bytes, 1), budget = 2 * l2 * static_cast<uint64_t>(threads);
-  if (static_cast<uint64_t>(batch) * per_example <= budget) return batch;
+  // Checked first: a call pays one comparison for a batch that fits. An absurd batch is not split
+  // either: plan_for refuses it.
+  if (static_cast<uint64_t>(batch) <= pass_budget / arena_per_example ||
+      static_cast<uint64_t>(batch) > kMaxCallBytes / std::max<uint64_t>(activation_bytes, 1))
+    return batch;
   int64_t pass = 1;
-  while (static_cast<uint64_t>(pass) * 2 * per_example <= budget) pass *= 2;
+  while (static_cast<uint64_t>(pass) * 2 * arena_per_example <= pass_budget) pass *= 2;
   while (pass < batch && plan_for(pass)->threads < threads) pass *= 2;
   return std::min(pass, batch);
 }
@@ -320,7 +317,9 @@ void Loaded::init(ModelFile f, const std::string& name, int n_threads, Int8Sums 
     fail(std::string("metadata: ") + e.what());
   }
   ThreadScope scope(threads);
-  plan_for(1);  // builds every primitive once: problems surface at load
+  arena_per_example = std::max<uint64_t>(plan_for(1)->arena_bytes, 1);  // builds every primitive once: problems surface at load
+  const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+  pass_budget = 2 * (l2 > 0 ? static_cast<uint64_t>(l2) : uint64_t(1) << 20) * static_cast<uint64_t>(threads);
 }
 
 }  // namespace detail

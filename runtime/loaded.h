@@ -30,6 +30,8 @@ struct Loaded {
   std::string path;
   int threads = 1;
   uint64_t activation_bytes = 0;  // per example, every layer's output as f32 (an upper bound)
+  uint64_t pass_budget = 0;       // working memory one pass of a large batch keeps to (batch_per_pass; set at load)
+  uint64_t arena_per_example = 1; // the batch-1 plan's activations
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
   // int8 layers run oneDNN's int8 kernels: on a CPU with VNNI (where they sum exactly), or when
   // the caller asked for Int8Sums::fast; else on floats (ops/weighted.h).
