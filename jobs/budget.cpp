@@ -127,7 +127,7 @@ double runtime_latency_ms(const std::string& path, int threads) {
   return ms[ms.size() / 2];
 }
 
-std::string joined(const std::vector<std::string>& names) {
+std::string comma_list(const std::vector<std::string>& names) {
   std::string out;
   for (const auto& n : names) out += (out.empty() ? "" : ",") + n;
   return out;
@@ -189,7 +189,7 @@ BudgetCandidate BudgetSearch::measure(const std::string& name, const std::string
 std::string BudgetSearch::describe(const BudgetCandidate& c) const {
   return fmt::format("{}: validation {:.2f}% ({:+.2f} points against the teacher, budget {:g}), sparsity {:.1f}%, {}, {:.1f} KB{}", c.name,
                      100 * c.val_accuracy, 100 * (c.val_accuracy - reference_), s_.budget, 100 * c.sparsity,
-                     c.precision == "mixed" ? "int8 with " + joined(c.float_layers) + " in float" : c.precision, c.file_bytes / 1024.0,
+                     c.precision == "mixed" ? "int8 with " + comma_list(c.float_layers) + " in float" : c.precision, c.file_bytes / 1024.0,
                      c.latency_ms > 0 ? fmt::format(", {:.3f} ms", c.latency_ms) : "");
 }
 
@@ -291,7 +291,7 @@ JobResult BudgetSearch::quantize(const Config& stage_config, const std::string& 
     auto qat = [&](const BudgetCandidate& from, const std::string& name, const std::vector<std::string>& float_layers) {
       Config c = stage_config;
       c.set("quantize.checkpoint", from.checkpoint, "budget search: an accepted model");
-      c.set("quantize.float_layers", joined(float_layers), "budget search: the layers kept in float");
+      c.set("quantize.float_layers", comma_list(float_layers), "budget search: the layers kept in float");
       const std::string run_dir = fmt::format("{}/search-{}", dir, ++attempt);
       run_or_read(kind, c, run_dir, {{"from", from.checkpoint}, {"float_layers", float_layers}}, quiet_);
       BudgetCandidate cand = measure(name, "quantize", RunDir::checkpoint_of(run_dir));
@@ -317,7 +317,7 @@ JobResult BudgetSearch::quantize(const Config& stage_config, const std::string& 
       qc.set("quantize.checkpoint", start, "budget search: the pruned model");
       QuantizeConfig q = read_quantize_config(qc);
       auto ptq = [&](const std::vector<std::string>& float_layers) {
-        q.float_layers = joined(float_layers);
+        q.float_layers = comma_list(float_layers);
         return ptq_accuracy(start, q, opened_->data, opened_->data.val, 128, 0);
       };
       const double ptq_int8 = ptq({});

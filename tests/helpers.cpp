@@ -19,6 +19,14 @@
 
 namespace shrink::test {
 
+// Every test of shrink_tests runs torch on one thread from a fixed seed: set before Catch's
+// runner (tests/catch_runner.cpp, shared with the torch-free test binaries) starts.
+const bool torch_set_up = [] {
+  torch::set_num_threads(1);
+  torch::manual_seed(0);
+  return true;
+}();
+
 TempDir::TempDir() {
   static std::mt19937_64 rng(std::random_device{}());
   path = std::filesystem::temp_directory_path() / ("shrink-test-" + std::to_string(rng()));
@@ -202,6 +210,10 @@ std::map<std::string, int> onnx_op_counts(const std::string& onnx_file) {
 
 double top1_agreement(const torch::Tensor& a, const torch::Tensor& b) {
   return (a.argmax(1) == b.argmax(1)).to(torch::kFloat64).mean().item<double>();
+}
+
+double relative_error(const torch::Tensor& got, const torch::Tensor& expect) {
+  return ((got - expect).abs().max() / expect.abs().max()).item<double>();
 }
 
 std::string check_onnx_files(const std::vector<std::string>& files) {

@@ -89,6 +89,8 @@ torch::Tensor run_ort(const std::string& onnx_file, const torch::Tensor& x, cons
 std::map<std::string, int> onnx_op_counts(const std::string& onnx_file);
 // The fraction of rows whose largest logit is in the same place.
 double top1_agreement(const torch::Tensor& a, const torch::Tensor& b);
+// The largest difference from `expect`, relative to expect's largest magnitude.
+double relative_error(const torch::Tensor& got, const torch::Tensor& expect);
 
 // onnx.checker's verdict on the files (tests/onnx/inspect_export.py check): "ok N\n" when all pass.
 std::string check_onnx_files(const std::vector<std::string>& files);

@@ -14,6 +14,7 @@
 #include "train/checkpoint.h"
 
 using namespace shrink;
+using shrink::test::relative_error;
 using shrink::test::TempDir;
 
 namespace {
@@ -43,11 +44,6 @@ torch::Tensor read_floats(const std::string& file, std::vector<int64_t> shape) {
   CATCH_REQUIRE(f.good());
   return t;
 }
-
-double relative_error(const torch::Tensor& got, const torch::Tensor& expect) {
-  return ((got - expect).abs().max() / expect.abs().max()).item<double>();
-}
-
 
 // Imports a case into DIR/NAME.pt; its input and PyTorch's output.
 struct Imported {

@@ -9,6 +9,7 @@
 #include "train/checkpoint.h"
 
 using namespace shrink;
+using shrink::test::relative_error;
 using shrink::test::TempDir;
 
 namespace {
@@ -52,10 +53,6 @@ const std::vector<Net> kNets = {
     {"conv(8) bn gelu maxpool(2) g=gelu conv(8) bn add(g) gelu gap linear(8) gelu linear(classes)", {1, 12, 12}},
     {"conv(8) bn x=relu m=gmp(keep=1) a=gap(keep=1,from=x) concat(m,a) conv(8,k=1) bn relu gmp linear(classes)", {2, 9, 9}},  // global max pools
 };
-
-double relative_error(const torch::Tensor& got, const torch::Tensor& expect) {
-  return ((got - expect).abs().max() / expect.abs().max()).item<double>();
-}
 
 }  // namespace
 

@@ -29,6 +29,9 @@ struct RtTempDir {
   std::string operator/(const std::string& name) const { return (path / name).string(); }
 };
 
+// A small residual network the runtime tests load in several settings.
+inline constexpr const char* kResidual = "conv(8) relu maxpool(2) conv(8) r=relu conv(8) add(r) relu gap linear(classes)";
+
 inline void write_bytes(const std::string& path, const std::vector<uint8_t>& b) {
   std::ofstream out(path, std::ios::binary);
   out.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));

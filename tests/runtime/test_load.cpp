@@ -17,8 +17,6 @@ using namespace shrink::test;
 
 namespace {
 
-const char* kResidual = "conv(8) relu maxpool(2) conv(8) r=relu conv(8) add(r) relu gap linear(classes)";
-
 // The message of the rt::Error that loading `bytes` raises ("" when it loads); anything other
 // than rt::Error fails the test.
 std::string load_error(const std::vector<uint8_t>& bytes) {

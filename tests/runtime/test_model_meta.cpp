@@ -10,8 +10,6 @@ using namespace shrink::test;
 
 namespace {
 
-const char* kResidual = "conv(8) relu maxpool(2) conv(8) r=relu conv(8) add(r) relu gap linear(classes)";
-
 // The message of the ModelMetaError from_json raises ("" when it accepts the metadata).
 std::string meta_error(const nlohmann::json& meta) {
   try {
