@@ -211,6 +211,23 @@ CATCH_TEST_CASE("runtime int8 residual add rounds as the simulation does, on tie
   CATCH_CHECK((got - sim).abs().max().item<double>() <= 1e-6 * sim.abs().max().item<double>());
 }
 
+CATCH_TEST_CASE("the int8 simulation's integer sums are exact past float32's 2^24: the runtime's logits equal", "[runtime][int8]") {
+  // conv2 sums windows of 576 signed inputs (no relu before it): past 2^24 / (255 * 127) = 518,
+  // the simulation sums the inputs' high and low 4 bits apart; the linear, 9,216 inputs (past
+  // 8,256), in float64. Either way the int32 sum oneDNN computes.
+  TempDir dir;
+  QuantNet q = random_int8(dir, "conv(64) conv(64) relu flatten linear(classes)", 12, 5);
+  auto x = torch::randn({32, 1, 12, 12});
+  torch::Tensor sim;
+  {
+    torch::NoGradGuard no_grad;
+    q->eval();
+    sim = q->forward(x);
+  }
+  auto got = test::run_runtime(dir / "q.shrink", x);
+  CATCH_CHECK((got - sim).abs().max().item<double>() <= 1e-6 * sim.abs().max().item<double>());
+}
+
 CATCH_TEST_CASE("runtime errors: missing file, bad input, C API", "[runtime][errors]") {
   TempDir dir;
   CATCH_CHECK_THROWS_WITH(rt::Model::load(dir / "none.shrink"), Catch::Contains("cannot open"));
