@@ -24,6 +24,18 @@ QuantNet random_int8(const TempDir& dir, const std::string& text, int64_t size, 
   return test::calibrated_int8(dir, spec, dir / "fp.pt", QuantSettings{}, torch::randn({64, 1, size, size}));
 }
 
+// The runtime's int8 logits of DIR/q.shrink on x are the simulation's, up to float rounding.
+void check_logits_equal(const TempDir& dir, QuantNet& q, const torch::Tensor& x) {
+  torch::Tensor sim;
+  {
+    torch::NoGradGuard no_grad;
+    q->eval();
+    sim = q->forward(x);
+  }
+  auto got = test::run_runtime(dir / "q.shrink", x);
+  CATCH_CHECK((got - sim).abs().max().item<double>() <= 1e-6 * sim.abs().max().item<double>());
+}
+
 }  // namespace
 
 CATCH_TEST_CASE("runtime fp32 matches LibTorch on every op", "[runtime][parity]") {
@@ -201,14 +213,7 @@ CATCH_TEST_CASE("runtime int8 residual add rounds as the simulation does, on tie
   save_checkpoint(dir / "q.pt", as_net, nullptr, {{"epoch", 0}});
   export_model(dir / "q.pt", dir / "q.shrink", {});
   auto x = torch::randn({64, 1, 8, 8});
-  torch::Tensor sim;
-  {
-    torch::NoGradGuard no_grad;
-    q->eval();
-    sim = q->forward(x);
-  }
-  auto got = test::run_runtime(dir / "q.shrink", x);
-  CATCH_CHECK((got - sim).abs().max().item<double>() <= 1e-6 * sim.abs().max().item<double>());
+  check_logits_equal(dir, q, x);
 }
 
 CATCH_TEST_CASE("the int8 simulation's integer sums are exact past float32's 2^24: the runtime's logits equal", "[runtime][int8]") {
@@ -218,14 +223,7 @@ CATCH_TEST_CASE("the int8 simulation's integer sums are exact past float32's 2^2
   TempDir dir;
   QuantNet q = random_int8(dir, "conv(64) conv(64) relu flatten linear(classes)", 12, 5);
   auto x = torch::randn({32, 1, 12, 12});
-  torch::Tensor sim;
-  {
-    torch::NoGradGuard no_grad;
-    q->eval();
-    sim = q->forward(x);
-  }
-  auto got = test::run_runtime(dir / "q.shrink", x);
-  CATCH_CHECK((got - sim).abs().max().item<double>() <= 1e-6 * sim.abs().max().item<double>());
+  check_logits_equal(dir, q, x);
 }
 
 CATCH_TEST_CASE("runtime errors: missing file, bad input, C API", "[runtime][errors]") {
