@@ -24,7 +24,7 @@ namespace shrink::test {
 // runner (tests/catch_runner.cpp, shared with the torch-free test binaries) starts. And freed
 // tensors stay in the heap for the next: glibc serves a block over 32 MiB by mmap and unmaps it on
 // free, so each large tensor was faulted in anew, page by page (the int8 simulation of resnet18 on
-// 400 inputs: 95 s, 4/5 of it page faults; 20 s so). Not in the shrink binary: compare reads each
+// 400 inputs: 95 s with glibc's defaults, 20 s so). Not in the shrink binary: compare reads each
 // model's peak memory after the one before it freed its tensors.
 const bool torch_set_up = [] {
   torch::set_num_threads(1);
