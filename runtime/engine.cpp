@@ -12,7 +12,8 @@
 //   binding of oneDNN objects over them (plan.h: Binding), so calls on one Model run in parallel;
 //   mutexes guard only the plan cache, an LRU of kPlanCacheSize, and each plan's idle bindings.
 // - A plan runs on all the model's threads, or on one when its forward is small (plan.cpp:
-//   threads_for_forward): at batch 1 a small model's layers are shorter than a parallel region.
+//   choose_threads): at batch 1 a small model's layers are shorter than a parallel region. A
+//   large enough batch runs as passes side by side, each on one thread (call_shape).
 #include <fmt/format.h>
 #include <omp.h>
 #include <sys/mman.h>
@@ -22,6 +23,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <exception>
+#include <functional>
+#include <numeric>
 #include <thread>
 #include <utility>
 
@@ -200,8 +204,8 @@ memory Loaded::derived(const std::string& key, const memory::desc& d, const std:
   return m;
 }
 
-Plan Loaded::build(int64_t n, const std::vector<std::string>& kept) const {
-  Builder b(*this, n, kept);
+Plan Loaded::build(int64_t n, const std::vector<std::string>& kept, bool one_thread) const {
+  Builder b(*this, n, kept, one_thread);
   try {
     b.build();
   } catch (const dnnl::error& e) {
@@ -213,11 +217,11 @@ Plan Loaded::build(int64_t n, const std::vector<std::string>& kept) const {
   return std::move(b.plan);
 }
 
-std::shared_ptr<const Plan> Loaded::plan_for(int64_t batch, const std::vector<std::string>& kept) const {
+std::shared_ptr<const Plan> Loaded::plan_for(int64_t batch, const std::vector<std::string>& kept, bool one_thread) const {
   auto lookup = [&]() -> std::shared_ptr<const Plan> {
     std::lock_guard<std::mutex> lock(cache_mutex);
     for (auto it = plans.begin(); it != plans.end(); ++it)
-      if ((*it)->batch == batch && (*it)->kept == kept) {
+      if ((*it)->batch == batch && (*it)->kept == kept && (*it)->one_thread == one_thread) {
         plans.splice(plans.begin(), plans, it);  // most recently used first
         return plans.front();
       }
@@ -232,7 +236,7 @@ std::shared_ptr<const Plan> Loaded::plan_for(int64_t batch, const std::vector<st
   if (auto plan = lookup()) return plan;  // another thread built it meanwhile
   std::shared_ptr<const Plan> plan;
   try {
-    plan = std::make_shared<const Plan>(build(batch, kept));
+    plan = std::make_shared<const Plan>(build(batch, kept, one_thread));
   } catch (const dnnl::error& e) {
     throw Error(fmt::format("{}: oneDNN cannot run this model for batch {}: {}", path, batch, e.what()));
   } catch (const std::bad_alloc&) {
@@ -261,6 +265,51 @@ int64_t Loaded::batch_per_pass(int64_t batch) const {
   while (static_cast<uint64_t>(pass) * 2 * arena_per_example <= pass_budget) pass *= 2;
   while (pass < batch && plan_for(pass)->threads < threads) pass *= 2;
   return std::min(pass, batch);
+}
+
+// A batch of at least one example per thread, whose share per thread carries enough work to
+// repay a parallel region, runs as passes spread over the threads, each on one thread with a plan
+// built for one: no layer waits for its slowest thread, and no pass reads what another core
+// wrote. Measured on the 2-core EPYC against the same batch run on both threads layer by layer
+// (throughput, 2 threads, batches 2 to 256): the USPS teacher 1.07-1.21x (int8 and fp32), its
+// student 1.3-1.9x at batches 8 and 32 (int8 and fp32), 1.0-1.08x at 256, the Fashion
+// MobileNetV2-class student 1.17-1.62x int8 and 1.06-1.85x fp32. There are as many passes as
+// threads, or a multiple of that where one core's share of the caches holds fewer examples.
+Loaded::CallShape Loaded::call_shape(int64_t batch) const {
+  const bool absurd = static_cast<uint64_t>(batch) > kMaxCallBytes / std::max<uint64_t>(activation_bytes, 1);  // plan_for refuses it
+  if (threads > 1 && batch >= threads && !absurd && static_cast<double>(batch / threads) * work_per_example >= kParallelWorkPerStep) {
+    const int64_t fits = std::max<int64_t>(1, static_cast<int64_t>(pass_budget / static_cast<uint64_t>(threads) / arena_per_example));
+    const int64_t passes = threads * ceil_div(batch, threads * fits);
+    return {ceil_div(batch, passes), true};
+  }
+  return {batch_per_pass(batch), false};
+}
+
+std::vector<float> Loaded::run_passes(const float* input, int64_t batch, bool softmax, CallShape shape) const {
+  const int64_t passes = ceil_div(batch, shape.pass), last = batch - (passes - 1) * shape.pass;
+  const auto full = plan_for(shape.pass, {}, shape.spread), rest = plan_for(last, {}, shape.spread);  // built once, here
+  const int64_t per_example = std::accumulate(spec.input.begin(), spec.input.end(), int64_t(1), std::multiplies<int64_t>());
+  std::vector<float> out(static_cast<size_t>(batch * spec.classes));
+  auto run_pass = [&](int64_t k) {
+    auto part = execute(k + 1 == passes ? *rest : *full, input + k * shape.pass * per_example, softmax);
+    std::copy(part.begin(), part.end(), out.begin() + k * shape.pass * spec.classes);
+  };
+  if (!shape.spread) {
+    for (int64_t k = 0; k < passes; ++k) run_pass(k);
+    return out;
+  }
+  std::exception_ptr failed;  // an exception must not leave a parallel region
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t k = 0; k < passes; ++k) {
+    try {
+      run_pass(k);
+    } catch (...) {
+#pragma omp critical(shrink_failed_pass)
+      failed = std::current_exception();
+    }
+  }
+  if (failed) std::rethrow_exception(failed);
+  return out;
 }
 
 std::vector<float> Loaded::execute(const Plan& plan, const float* input, bool softmax, std::vector<double>* step_seconds,
@@ -317,7 +366,9 @@ void Loaded::init(ModelFile f, const std::string& name, int n_threads, Int8Sums 
     fail(std::string("metadata: ") + e.what());
   }
   ThreadScope scope(threads);
-  arena_per_example = std::max<uint64_t>(plan_for(1)->arena_bytes, 1);  // builds every primitive once: problems surface at load
+  const auto first = plan_for(1);  // builds every primitive once: problems surface at load
+  arena_per_example = std::max<uint64_t>(first->arena_bytes, 1);
+  work_per_example = first->work_per_example;
   const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
   pass_budget = 2 * (l2 > 0 ? static_cast<uint64_t>(l2) : uint64_t(1) << 20) * static_cast<uint64_t>(threads);
 }

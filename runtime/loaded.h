@@ -32,6 +32,7 @@ struct Loaded {
   uint64_t activation_bytes = 0;  // per example, every layer's output as f32 (an upper bound)
   uint64_t pass_budget = 0;       // working memory one pass of a large batch keeps to (batch_per_pass; set at load)
   uint64_t arena_per_example = 1; // the batch-1 plan's activations
+  double work_per_example = 0;     // the batch-1 plan's (Plan::work_per_example)
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
   // int8 layers run oneDNN's int8 kernels: on a CPU with VNNI (where they sum exactly), or when
   // the caller asked for Int8Sums::fast; else on floats (ops/weighted.h).
@@ -74,11 +75,20 @@ struct Loaded {
   void check_tensors() const;  // validate.cpp
   // The plan for `batch` that keeps the outputs of the layers `kept` (sorted; each one the batch-1
   // plan names) for the call to return.
-  std::shared_ptr<const Plan> plan_for(int64_t batch, const std::vector<std::string>& kept = {}) const;
-  Plan build(int64_t n, const std::vector<std::string>& kept) const;
+  std::shared_ptr<const Plan> plan_for(int64_t batch, const std::vector<std::string>& kept = {}, bool one_thread = false) const;
+  Plan build(int64_t n, const std::vector<std::string>& kept, bool one_thread) const;
   // How many examples of a `batch` one pass of a plan takes: all, or fewer, so that a pass's
   // activations stay near the cores' caches (Model::run splits the batch into such passes).
   int64_t batch_per_pass(int64_t batch) const;
+  // How a call of `batch` runs: in passes of `pass` examples (the last may have fewer), spread
+  // over the threads, each on one, or one after another on the plan's threads.
+  struct CallShape {
+    int64_t pass;
+    bool spread;
+  };
+  CallShape call_shape(int64_t batch) const;
+  // The logits (probabilities with `softmax`) of a call run in passes of that shape.
+  std::vector<float> run_passes(const float* input, int64_t batch, bool softmax, CallShape shape) const;
   // With `step_seconds` (one entry per plan step), each step also waits for its end and adds its
   // time there (a profile: waiting costs a little, so profile and timed runs are kept apart).
   // With `kept_values`, the plan's kept outputs, each as N,C,H,W (or N,F) floats.

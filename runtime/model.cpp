@@ -99,17 +99,9 @@ std::vector<float> Model::run(const float* input, int64_t batch, bool softmax, c
   if (!input) throw Error("predict: input is null");
   detail::ThreadScope scope(impl().threads);
   try {
-    const int64_t pass = kept.empty() ? impl().batch_per_pass(batch) : batch;  // kept outputs come from one pass
-    if (pass == batch) return impl().execute(*impl().plan_for(batch, kept), input, softmax, nullptr, kept_values);
-    const int64_t per_example = std::accumulate(impl().spec.input.begin(), impl().spec.input.end(), int64_t(1), std::multiplies<int64_t>());
-    std::vector<float> out;
-    out.reserve(batch * impl().spec.classes);
-    for (int64_t first = 0; first < batch; first += pass) {
-      const int64_t n = std::min(pass, batch - first);
-      auto part = impl().execute(*impl().plan_for(n), input + first * per_example, softmax);
-      out.insert(out.end(), part.begin(), part.end());
-    }
-    return out;
+    const auto shape = kept.empty() ? impl().call_shape(batch) : detail::Loaded::CallShape{batch, false};  // kept outputs come from one pass
+    if (shape.pass == batch && !shape.spread) return impl().execute(*impl().plan_for(batch, kept), input, softmax, nullptr, kept_values);
+    return impl().run_passes(input, batch, softmax, shape);
   } catch (const dnnl::error& e) {
     throw Error(impl().path + ": oneDNN failed running batch " + std::to_string(batch) + ": " + e.what());
   } catch (const std::bad_alloc&) {
@@ -131,13 +123,13 @@ int Model::threads() const { return impl().threads; }
 int Model::threads_at(int64_t batch) const {
   if (batch < 1) throw Error("threads_at: batch must be at least 1");
   detail::ThreadScope scope(impl().threads);
-  return impl().plan_for(batch)->threads;
+  return impl().call_shape(batch).spread ? impl().threads : impl().plan_for(batch)->threads;
 }
 
 int64_t Model::batch_per_pass(int64_t batch) const {
   if (batch < 1) throw Error("batch_per_pass: batch must be at least 1");
   detail::ThreadScope scope(impl().threads);
-  return impl().batch_per_pass(batch);
+  return impl().call_shape(batch).pass;
 }
 
 }  // namespace shrink::rt

@@ -73,11 +73,10 @@ void Builder::add(Kernel kernel, const std::string& kind, std::vector<Arg> args)
 // concat, activation) about 25 (a load, a compare or add, a store, no reuse). An activation run
 // as its producer's post-op, a dropout and an unflatten make no step.
 namespace {
-constexpr double kParallelWorkPerStep = 3e6;  // int8 MACs
 constexpr double kFloatMacWork = 4, kElementWork = 25;
 }  // namespace
 
-int Builder::threads_for_forward(const std::vector<int>& readers) const {
+void Builder::choose_threads(const std::vector<int>& readers) {
   const auto& layers = m_.spec.layers;
   double work = 0;
   int steps = 0;
@@ -90,7 +89,9 @@ int Builder::threads_for_forward(const std::vector<int>& readers) const {
                           : kElementWork * std::accumulate(info.in_shape.begin(), info.in_shape.end(), 1.0, std::multiplies<double>());
     ++steps;
   }
-  return static_cast<double>(n_) * work >= kParallelWorkPerStep * std::max(steps, 1) ? m_.threads : 1;
+  plan.work_per_example = work;
+  const bool parallel = static_cast<double>(n_) * work >= kParallelWorkPerStep * std::max(steps, 1);
+  plan.threads = parallel && !plan.one_thread ? m_.threads : 1;
 }
 
 // Whether layer i+1, an activation that only layer i feeds, runs as layer i's post-op: in int8
@@ -229,7 +230,7 @@ void Builder::build() {
   for (const Layer& L : spec.layers)
     for (const auto& in : L.inputs)
       if (!in.empty()) ++readers[index_.at(in)];
-  plan.threads = threads_for_forward(readers);
+  choose_threads(readers);
   ThreadScope threads(plan.threads);  // oneDNN splits each kernel's work for this many threads
   const bool int8 = m_.int8();
   Act input = input_unit(int8);

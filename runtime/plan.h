@@ -44,6 +44,11 @@ inline memory::dims dims_of(const std::vector<int64_t>& shape, int64_t batch) {
 // library call, and a form the compiler vectorizes (ops/binary.cpp).
 inline float round_on_grid(float clamped) { return (clamped + 12582912.f) - 12582912.f; }
 
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// The work (in int8 MACs: plan.cpp) a parallel region must carry per thread to repay starting it.
+inline constexpr double kParallelWorkPerStep = 3e6;
+
 // The calling thread's OpenMP thread count for a scope: oneDNN reads it when a primitive is
 // created (a kernel splits its work for that many threads) and when it runs, per thread.
 struct ThreadScope {
@@ -111,6 +116,8 @@ struct BindingPool {
 struct Plan {
   int64_t batch = 0;
   int threads = 1;  // OpenMP threads its primitives were built for and run on (Builder::build)
+  bool one_thread = false;  // built for one thread whatever the model's count (a pass of a spread batch)
+  double work_per_example = 0;  // the forward's work for one example, in int8 MACs (plan.cpp: choose_threads)
   std::vector<Slot> slots;
   std::vector<uint64_t> offsets;  // per buffer, into the call's arena
   uint64_t arena_bytes = 0, scratchpad_bytes = 0;
@@ -152,9 +159,10 @@ struct OpContext {
 // by liveness (a buffer is live from the step that writes it to the last step that reads it).
 class Builder {
  public:
-  Builder(const Loaded& m, int64_t n, std::vector<std::string> kept = {}) : m_(m), n_(n) {
+  Builder(const Loaded& m, int64_t n, std::vector<std::string> kept = {}, bool one_thread = false) : m_(m), n_(n) {
     plan.batch = n;
     plan.kept = std::move(kept);
+    plan.one_thread = one_thread;
   }
 
   Plan plan;
@@ -190,7 +198,7 @@ class Builder {
   void build();
 
  private:
-  int threads_for_forward(const std::vector<int>& readers) const;
+  void choose_threads(const std::vector<int>& readers);
   bool fuses_next(size_t i, const std::vector<int>& readers) const;
   struct Buffer {
     uint64_t bytes;

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <numeric>
 
 #include "runtime/model_file.h"
 #include "runtime/model_meta.h"
@@ -114,29 +115,58 @@ CATCH_TEST_CASE("a small forward runs on one thread, a large batch on all the mo
 CATCH_TEST_CASE("a batch whose activations outgrow the caches runs in passes with the same logits", "[rt_load]") {
   // 64 x 64 images of 32 channels: about 1 MB of fp32 activations per example, 64 MB for the batch.
   auto bytes = make_model("conv(32) relu conv(32) relu gap linear(classes)", {3, 64, 64}, 10, {false, 0, true, "dense", 5});
-  auto m = rt::Model::from_memory(bytes.data(), bytes.size(), 2);
   const int64_t batch = 64, per = 3 * 64 * 64;
-  const int64_t pass = m.batch_per_pass(batch);
-  CATCH_CHECK(pass < batch);
-  CATCH_CHECK((pass & (pass - 1)) == 0);  // a power of two: few plans for any batch
-  CATCH_CHECK(m.threads_at(pass) == m.threads_at(batch));  // no pass so small it gives up threads
-  CATCH_CHECK(m.batch_per_pass(1) == 1);
-  auto small = make_model("usps_student", {1, 16, 16}, 10);
-  CATCH_CHECK(rt::Model::from_memory(small.data(), small.size(), 2).batch_per_pass(16) == 16);
   auto x = random_inputs(batch, per, 6);
-  auto all = m.predict(x.data(), batch);
-  CATCH_REQUIRE(all.size() == static_cast<size_t>(batch * 10));
-  std::vector<std::vector<float>> kept;
-  auto one_pass = m.predict(x.data(), batch, {"relu1"}, kept);  // outputs kept: one pass of 64
-  for (int64_t i = 0; i < batch; ++i) {
-    auto single = m.predict(x.data() + i * per, 1);
-    for (int64_t j = 0; j < 10; ++j) {
-      const float want = single[j], tol = 1e-4f * (1 + std::fabs(want));
-      CATCH_CHECK(std::fabs(all[i * 10 + j] - want) <= tol);
-      CATCH_CHECK(std::fabs(one_pass[i * 10 + j] - want) <= tol);
+  for (int threads : {1, 2}) {  // passes one after another on one thread; spread over two
+    CATCH_INFO("threads " << threads);
+    auto m = rt::Model::from_memory(bytes.data(), bytes.size(), threads);
+    const int64_t pass = m.batch_per_pass(batch);
+    CATCH_CHECK(pass < batch);
+    if (threads == 1) CATCH_CHECK((pass & (pass - 1)) == 0);  // a power of two: few plans for any batch
+    CATCH_CHECK(m.threads_at(batch) == threads);
+    CATCH_CHECK(m.batch_per_pass(1) == 1);
+    auto all = m.predict(x.data(), batch);
+    CATCH_REQUIRE(all.size() == static_cast<size_t>(batch * 10));
+    std::vector<std::vector<float>> kept;
+    auto one_pass = m.predict(x.data(), batch, {"relu1"}, kept);  // outputs kept: one pass of 64
+    for (int64_t i = 0; i < batch; ++i) {
+      auto single = m.predict(x.data() + i * per, 1);
+      for (int64_t j = 0; j < 10; ++j) {
+        const float want = single[j], tol = 1e-4f * (1 + std::fabs(want));
+        CATCH_CHECK(std::fabs(all[i * 10 + j] - want) <= tol);
+        CATCH_CHECK(std::fabs(one_pass[i * 10 + j] - want) <= tol);
+      }
     }
+    CATCH_CHECK_THROWS_AS(m.batch_per_pass(0), rt::Error);
   }
-  CATCH_CHECK_THROWS_AS(m.batch_per_pass(0), rt::Error);
+  auto small = make_model("usps_student", {1, 16, 16}, 10);
+  CATCH_CHECK(rt::Model::from_memory(small.data(), small.size(), 1).batch_per_pass(16) == 16);  // fits: one pass
+}
+
+CATCH_TEST_CASE("a batch spread over the threads, a pass per thread, gives each example's logits", "[rt_load]") {
+  // int8: exact sums, so the logits are equal whatever the passes. 3 threads (on any machine) and
+  // batches that do not divide evenly: a last pass of fewer examples.
+  auto bytes = make_model("usps_teacher", {1, 16, 16}, 10, {true, 0, true, "dense", 17});
+  auto three = rt::Model::from_memory(bytes.data(), bytes.size(), 3), one = rt::Model::from_memory(bytes.data(), bytes.size(), 1);
+  for (int64_t batch : {3, 37, 256}) {
+    CATCH_INFO("batch " << batch);
+    CATCH_CHECK(three.threads_at(batch) == 3);
+    const int64_t pass = three.batch_per_pass(batch);
+    CATCH_CHECK(pass <= (batch + 2) / 3);  // at least one pass per thread
+    auto x = random_inputs(batch, 256, static_cast<int>(batch));
+    const auto spread = three.predict(x.data(), batch);
+    CATCH_CHECK(spread == one.predict(x.data(), batch));
+    for (int64_t i : {int64_t(0), batch / 2, batch - 1}) {
+      auto single = one.predict(x.data() + i * 256, 1);
+      CATCH_CHECK(std::equal(single.begin(), single.end(), spread.begin() + i * 10));
+    }
+    const auto p = three.probabilities(x.data(), batch);
+    CATCH_CHECK(std::fabs(std::accumulate(p.end() - 10, p.end(), 0.f) - 1) < 1e-5f);  // the last pass's softmax ran too
+  }
+  // A small forward's batch of one example per thread is not spread: a pass would be shorter than
+  // the parallel region that runs it.
+  auto student = make_model("usps_student", {1, 16, 16}, 10, {true, 0, true, "dense", 18});
+  CATCH_CHECK(rt::Model::from_memory(student.data(), student.size(), 2).threads_at(2) == 1);
 }
 
 namespace {

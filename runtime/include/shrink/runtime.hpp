@@ -11,7 +11,9 @@
 //
 // Threads: `threads` at load is how many OpenMP threads each call uses at most (0: all cores);
 // a call whose layers are too small to gain from threads (a small model, or one of many small
-// layers such as a MobileNet, at batch 1) runs on one (threads_at). Every call sets its count for
+// layers such as a MobileNet, at batch 1) runs on one (threads_at). A call of at least one example
+// per thread, with enough work per thread, is cut into passes that the threads run side by side,
+// each pass on one thread (batch_per_pass). Every call sets its count for
 // its own thread (oneDNN reads the calling thread's omp_get_max_threads) and restores the
 // caller's value afterwards. A server running N calls at once on C cores should load with
 // threads = max(1, C / N); the default suits one call at a time.
@@ -22,7 +24,7 @@
 // most recently used are kept. Each call's activations come from its thread's working memory,
 // kept between calls up to 1 GiB (a thread holds the largest it needed until it exits). A batch
 // whose activations would outgrow twice the threads' L2 caches runs in passes of fewer examples
-// (batch_per_pass), which also bounds that memory.
+// (batch_per_pass), which also bounds that memory (per thread, for passes run side by side).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -73,9 +75,10 @@ class SHRINK_RT_API Model {
                              std::vector<std::vector<float>>& values) const;
   // The same as class probabilities (softmax over the logits).
   std::vector<float> probabilities(const float* input, int64_t batch) const;
-  // Where predict's time goes: each oneDNN primitive the model runs for `batch` (the layer it
-  // computes, with the activation fused into it, and the primitive's kind), and its median time
-  // over `runs` calls on `input`, each primitive waited for before the next starts.
+  // Where predict's time goes: each oneDNN primitive the model runs for `batch` in one pass (the
+  // layer it computes, with the activation fused into it, and the primitive's kind), and its
+  // median time over `runs` calls on `input`, each primitive waited for before the next starts.
+  // (A predict() of `batch` may run as several passes instead: batch_per_pass.)
   struct StepTime {
     std::string what;
     double microseconds;
@@ -101,8 +104,10 @@ class SHRINK_RT_API Model {
   // to gain from more (compiles the batch's plan, as its first call would).
   int threads_at(int64_t batch) const;
   // How many examples one pass of the compiled model takes when a call predicts `batch`: all, or
-  // fewer where a pass's activations would outgrow the cores' caches (the call then runs passes
-  // one after the other; the logits are the same). Calls that keep layer outputs run in one pass.
+  // fewer where the call is spread over the threads (a pass per thread, or several where a pass's
+  // activations would outgrow one core's caches) or where a pass on all threads would outgrow
+  // theirs (passes one after the other). The logits are the same. Calls that keep layer outputs
+  // run in one pass.
   int64_t batch_per_pass(int64_t batch) const;
 
  private:
