@@ -275,10 +275,14 @@ int64_t Loaded::batch_per_pass(int64_t batch) const {
 // student 1.3-1.9x at batches 8 and 32 (int8 and fp32), 1.0-1.08x at 256, the Fashion
 // MobileNetV2-class student 1.17-1.62x int8 and 1.06-1.85x fp32. There are as many passes as
 // threads, or a multiple of that where one core's share of the caches holds fewer examples.
+// Only a model whose example fits in one core's share is spread: each thread keeps its own
+// working memory, so a larger one (an ImageNet-sized input) would take `threads` times the
+// memory of a pass run on all threads, and was not measured.
 Loaded::CallShape Loaded::call_shape(int64_t batch) const {
   const bool absurd = static_cast<uint64_t>(batch) > kMaxCallBytes / std::max<uint64_t>(activation_bytes, 1);  // plan_for refuses it
-  if (threads > 1 && batch >= threads && !absurd && static_cast<double>(batch / threads) * work_per_example >= kParallelWorkPerStep) {
-    const int64_t fits = std::max<int64_t>(1, static_cast<int64_t>(pass_budget / static_cast<uint64_t>(threads) / arena_per_example));
+  const int64_t fits = static_cast<int64_t>(pass_budget / static_cast<uint64_t>(threads) / arena_per_example);  // one core's share
+  if (threads > 1 && batch >= threads && !absurd && fits >= 1 &&
+      static_cast<double>(batch / threads) * work_per_example >= kParallelWorkPerStep) {
     const int64_t passes = threads * ceil_div(batch, threads * fits);
     return {ceil_div(batch, passes), true};
   }
