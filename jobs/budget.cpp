@@ -127,11 +127,7 @@ double runtime_latency_ms(const std::string& path, int threads) {
   return ms[ms.size() / 2];
 }
 
-std::string comma_list(const std::vector<std::string>& names) {
-  std::string out;
-  for (const auto& n : names) out += (out.empty() ? "" : ",") + n;
-  return out;
-}
+std::string comma_list(const std::vector<std::string>& names) { return fmt::format("{}", fmt::join(names, ",")); }
 
 // Runs a job in `dir` unless an earlier run finished it there (then reads its summary): a
 // search's rounds are folders of their own, so an interrupted search replays what it decided. A
