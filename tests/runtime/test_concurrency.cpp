@@ -108,3 +108,28 @@ CATCH_TEST_CASE("throughput of 4 threads sharing one Model against 1 thread", "[
               four / one);
   CATCH_CHECK(four > 0);
 }
+
+// Calls that spread their batch over the model's threads (each pass on one: Model::batch_per_pass),
+// from several threads at once: each caller's passes run in its own OpenMP team, with the same
+// logits. Tagged apart from [rt_concurrency]: the TSan run there keeps OpenMP to one thread.
+CATCH_TEST_CASE("concurrent predicts whose batches spread over the threads give the serial logits", "[rt_load]") {
+  const int64_t classes = 10, per = 256;
+  auto bytes = make_model("usps_teacher", {1, 16, 16}, classes, {true, 0, true, "dense", 61});
+  auto m = rt::Model::from_memory(bytes.data(), bytes.size(), 2);
+  auto x = random_inputs(40, per, 7);
+  CATCH_REQUIRE(m.batch_per_pass(40) < 40);
+  CATCH_REQUIRE(m.threads_at(40) == 2);
+  std::vector<std::vector<float>> expect;
+  for (int64_t b : {5, 40}) expect.push_back(m.predict(x.data(), b));
+  std::atomic<int> mismatches{0};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < 3; ++t)
+    pool.emplace_back([&, t] {
+      for (int i = 0; i < 6; ++i) {
+        const size_t k = (t + i) % 2;
+        if (m.predict(x.data(), k == 0 ? 5 : 40) != expect[k]) ++mismatches;
+      }
+    });
+  for (auto& th : pool) th.join();
+  CATCH_CHECK(mismatches == 0);
+}
