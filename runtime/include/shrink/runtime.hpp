@@ -24,7 +24,8 @@
 // most recently used are kept. Each call's activations come from its thread's working memory,
 // kept between calls up to 1 GiB (a thread holds the largest it needed until it exits). A batch
 // whose activations would outgrow twice the threads' L2 caches runs in passes of fewer examples
-// (batch_per_pass), which also bounds that memory (per thread, for passes run side by side).
+// (batch_per_pass), which also bounds that memory (per thread, for passes run side by side: the
+// OpenMP threads that run them keep their working memory as a calling thread does).
 #pragma once
 #include <cstddef>
 #include <cstdint>
