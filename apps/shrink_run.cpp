@@ -317,9 +317,10 @@ void profile(const shrink::rt::Model& m, const std::vector<float>& x, int64_t pe
   double total = 0;
   for (const auto& s : steps) total += s.microseconds;
   std::printf("profile at batch %ld, median of %d calls, %d of %d threads: %zu primitives, %.2f us in all\n", static_cast<long>(batch), runs,
-              m.threads_at(batch), m.threads(), steps.size(), total);
+              steps.empty() ? 1 : steps[0].threads, m.threads(), steps.size(), total);
   if (const int64_t pass = m.batch_per_pass(batch); pass < batch)  // the profile ran the batch whole
-    std::printf("(a predict call runs batch %ld in passes of %ld)\n", static_cast<long>(batch), static_cast<long>(pass));
+    std::printf("(a predict call runs batch %ld in passes of up to %ld examples, on %d threads)\n", static_cast<long>(batch), static_cast<long>(pass),
+                m.threads_at(batch));
   std::printf("%5s %-44s %10s %7s\n", "step", "layer (primitive)", "us", "share");
   for (size_t k = 0; k < steps.size(); ++k)
     std::printf("%5zu %-44s %10.2f %6.1f%%\n", k, steps[k].what.c_str(), steps[k].microseconds, 100 * steps[k].microseconds / total);

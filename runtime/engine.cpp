@@ -274,7 +274,8 @@ int64_t Loaded::batch_per_pass(int64_t batch) const {
 // (throughput, 2 threads, batches 2 to 256): the USPS teacher 1.07-1.21x (int8 and fp32), its
 // student 1.3-1.9x at batches 8 and 32 (int8 and fp32), 1.0-1.08x at 256, the Fashion
 // MobileNetV2-class student 1.17-1.62x int8 and 1.06-1.85x fp32. There are as many passes as
-// threads, or a multiple of that where one core's share of the caches holds fewer examples.
+// threads, or a multiple of that where one core's share of the caches holds fewer examples (but
+// no more than the examples), and their sizes differ by one example at most.
 // Only a model whose example fits in one core's share is spread: each thread keeps its own
 // working memory, so a larger one (an ImageNet-sized input) would take `threads` times the
 // memory of a pass run on all threads, and was not measured.
@@ -283,28 +284,34 @@ Loaded::CallShape Loaded::call_shape(int64_t batch) const {
   const int64_t fits = static_cast<int64_t>(pass_budget / static_cast<uint64_t>(threads) / arena_per_example);  // one core's share
   if (threads > 1 && batch >= threads && !absurd && fits >= 1 &&
       static_cast<double>(batch / threads) * work_per_example >= kParallelWorkPerStep) {
-    const int64_t passes = threads * ceil_div(batch, threads * fits);
-    return {ceil_div(batch, passes), true};
+    const int64_t passes = std::min(batch, threads * ceil_div(batch, threads * fits));  // none empty
+    return {ceil_div(batch, passes), passes, true};
   }
-  return {batch_per_pass(batch), false};
+  const int64_t pass = batch_per_pass(batch);
+  return {pass, ceil_div(batch, pass), false};
 }
 
 std::vector<float> Loaded::run_passes(const float* input, int64_t batch, bool softmax, CallShape shape) const {
-  const int64_t passes = ceil_div(batch, shape.pass), last = batch - (passes - 1) * shape.pass;
-  const auto full = plan_for(shape.pass, {}, shape.spread), rest = plan_for(last, {}, shape.spread);  // built once, here
+  auto first = [&](int64_t k) { return shape.spread ? k * batch / shape.passes : std::min(k * shape.pass, batch); };
+  // Two pass sizes at most (spread: the quotient and one more; else `pass` and the rest), their
+  // plans built once, here, rather than by the threads.
+  std::shared_ptr<const Plan> plans[2] = {plan_for(first(1) - first(0), {}, shape.spread), nullptr};
   const int64_t per_example = std::accumulate(spec.input.begin(), spec.input.end(), int64_t(1), std::multiplies<int64_t>());
+  for (int64_t k = 1; k < shape.passes && !plans[1]; ++k)
+    if (const int64_t n = first(k + 1) - first(k); n != plans[0]->batch) plans[1] = plan_for(n, {}, shape.spread);
   std::vector<float> out(static_cast<size_t>(batch * spec.classes));
   auto run_pass = [&](int64_t k) {
-    auto part = execute(k + 1 == passes ? *rest : *full, input + k * shape.pass * per_example, softmax);
-    std::copy(part.begin(), part.end(), out.begin() + k * shape.pass * spec.classes);
+    const int64_t n = first(k + 1) - first(k);
+    auto part = execute(n == plans[0]->batch ? *plans[0] : *plans[1], input + first(k) * per_example, softmax);
+    std::copy(part.begin(), part.end(), out.begin() + first(k) * spec.classes);
   };
   if (!shape.spread) {
-    for (int64_t k = 0; k < passes; ++k) run_pass(k);
+    for (int64_t k = 0; k < shape.passes; ++k) run_pass(k);
     return out;
   }
   std::exception_ptr failed;  // an exception must not leave a parallel region
 #pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t k = 0; k < passes; ++k) {
+  for (int64_t k = 0; k < shape.passes; ++k) {
     try {
       run_pass(k);
     } catch (...) {

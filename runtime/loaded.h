@@ -78,12 +78,15 @@ struct Loaded {
   std::shared_ptr<const Plan> plan_for(int64_t batch, const std::vector<std::string>& kept = {}, bool one_thread = false) const;
   Plan build(int64_t n, const std::vector<std::string>& kept, bool one_thread) const;
   // How many examples of a `batch` one pass of a plan takes: all, or fewer, so that a pass's
-  // activations stay near the cores' caches (Model::run splits the batch into such passes).
+  // activations stay near the cores' caches (run_passes runs such passes one after another).
   int64_t batch_per_pass(int64_t batch) const;
-  // How a call of `batch` runs: in passes of `pass` examples (the last may have fewer), spread
-  // over the threads, each on one, or one after another on the plan's threads.
+  // How a call of `batch` runs: in `passes` passes, side by side on the threads, each on one
+  // thread (`spread`: pass k takes examples [k * batch / passes, (k + 1) * batch / passes), so
+  // they differ by one example at most), or one after another on the plan's threads (each of
+  // `pass` examples but the last).
   struct CallShape {
-    int64_t pass;
+    int64_t pass;  // the most examples a pass takes
+    int64_t passes;
     bool spread;
   };
   CallShape call_shape(int64_t batch) const;

@@ -56,7 +56,7 @@ std::vector<Model::StepTime> Model::profile(const float* input, int64_t batch, i
   std::vector<StepTime> out;
   for (size_t k = 0; k < seconds.size(); ++k) {  // the median: a call interrupted by another process does not count
     std::nth_element(seconds[k].begin(), seconds[k].begin() + runs / 2, seconds[k].end());
-    out.push_back({plan->steps[k].what, 1e6 * seconds[k][runs / 2]});
+    out.push_back({plan->steps[k].what, 1e6 * seconds[k][runs / 2], plan->threads});
   }
   return out;
 }
@@ -99,8 +99,8 @@ std::vector<float> Model::run(const float* input, int64_t batch, bool softmax, c
   if (!input) throw Error("predict: input is null");
   detail::ThreadScope scope(impl().threads);
   try {
-    const auto shape = kept.empty() ? impl().call_shape(batch) : detail::Loaded::CallShape{batch, false};  // kept outputs come from one pass
-    if (shape.pass == batch && !shape.spread) return impl().execute(*impl().plan_for(batch, kept), input, softmax, nullptr, kept_values);
+    const auto shape = kept.empty() ? impl().call_shape(batch) : detail::Loaded::CallShape{batch, 1, false};  // kept outputs come from one pass
+    if (shape.passes == 1) return impl().execute(*impl().plan_for(batch, kept), input, softmax, nullptr, kept_values);
     return impl().run_passes(input, batch, softmax, shape);
   } catch (const dnnl::error& e) {
     throw Error(impl().path + ": oneDNN failed running batch " + std::to_string(batch) + ": " + e.what());
@@ -123,7 +123,8 @@ int Model::threads() const { return impl().threads; }
 int Model::threads_at(int64_t batch) const {
   if (batch < 1) throw Error("threads_at: batch must be at least 1");
   detail::ThreadScope scope(impl().threads);
-  return impl().call_shape(batch).spread ? impl().threads : impl().plan_for(batch)->threads;
+  const auto shape = impl().call_shape(batch);
+  return shape.spread ? impl().threads : impl().plan_for(shape.pass)->threads;  // a spread call has a pass per thread at least
 }
 
 int64_t Model::batch_per_pass(int64_t batch) const {

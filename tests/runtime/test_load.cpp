@@ -148,11 +148,11 @@ CATCH_TEST_CASE("a batch spread over the threads, a pass per thread, gives each 
   // batches that do not divide evenly: a last pass of fewer examples.
   auto bytes = make_model("usps_teacher", {1, 16, 16}, 10, {true, 0, true, "dense", 17});
   auto three = rt::Model::from_memory(bytes.data(), bytes.size(), 3), one = rt::Model::from_memory(bytes.data(), bytes.size(), 1);
-  for (int64_t batch : {3, 37, 256}) {
+  for (int64_t batch : {3, 4, 37, 256}) {
     CATCH_INFO("batch " << batch);
     CATCH_CHECK(three.threads_at(batch) == 3);
     const int64_t pass = three.batch_per_pass(batch);
-    CATCH_CHECK(pass <= (batch + 2) / 3);  // at least one pass per thread
+    CATCH_CHECK(pass <= (batch + 2) / 3);  // at least one pass per thread, none more than one example larger
     auto x = random_inputs(batch, 256, static_cast<int>(batch));
     const auto spread = three.predict(x.data(), batch);
     CATCH_CHECK(spread == one.predict(x.data(), batch));
@@ -195,7 +195,7 @@ std::vector<float> reference_max_pool(const std::vector<float>& in, int64_t n, c
 CATCH_TEST_CASE("int8 max pools (shrink's own kernel) give each window's max, on one thread and on two", "[rt_load]") {
   // Padded, strided, ceil-mode and non-square windows; an unsigned grid (after relu) and a signed
   // one (straight after a conv); channel counts of whole 16-byte vectors and with a rest (83: the
-  // kernel's 64-, 16- and 1-channel paths).
+  // kernel's 64-, 16- and 1-channel paths, u8 and s8).
   struct Case {
     const char* spec;
     PoolWindow window;
@@ -203,7 +203,8 @@ CATCH_TEST_CASE("int8 max pools (shrink's own kernel) give each window's max, on
   const Case cases[] = {{"conv(20) a=relu p=maxpool(k=3,s=2,p=1) conv(16) relu gap linear(classes)", {3, 3, 2, 2, 1, 1}},
                         {"a=conv(16) p=maxpool(k=2,s=2,ceil=1) relu conv(8) gap linear(classes)", {2, 2, 2, 2, 0, 0}},
                         {"conv(83) a=relu p=maxpool(k=3,kw=1,s=2,sw=1,p=1,pw=0) gap linear(classes)", {3, 1, 2, 1, 1, 0}},
-                        {"a=conv(7) p=maxpool(k=1,kw=3,s=1,sw=2,pw=1,ceil=1) relu gap linear(classes)", {1, 3, 1, 2, 0, 1}}};
+                        {"a=conv(7) p=maxpool(k=1,kw=3,s=1,sw=2,pw=1,ceil=1) relu gap linear(classes)", {1, 3, 1, 2, 0, 1}},
+                        {"a=conv(83) p=maxpool(k=3,s=2,p=1) relu gap linear(classes)", {3, 3, 2, 2, 1, 1}}};
   int seed = 10;
   for (const auto& [spec, window] : cases) {
     CATCH_INFO(spec);

@@ -83,6 +83,7 @@ class SHRINK_RT_API Model {
   struct StepTime {
     std::string what;
     double microseconds;
+    int threads;  // the OpenMP threads it ran on
   };
   std::vector<StepTime> profile(const float* input, int64_t batch, int runs) const;
   std::vector<int64_t> input_shape() const;
@@ -102,7 +103,7 @@ class SHRINK_RT_API Model {
   uint64_t file_bytes() const;
   int threads() const;                // the most OpenMP threads a call uses
   // The OpenMP threads a call of `batch` runs on: threads(), or 1 when its layers are too small
-  // to gain from more (compiles the batch's plan, as its first call would).
+  // to gain from more (compiles the plan it runs, as its first call would).
   int threads_at(int64_t batch) const;
   // How many examples one pass of the compiled model takes when a call predicts `batch`: all, or
   // fewer where the call is spread over the threads (a pass per thread, or several where a pass's
