@@ -44,7 +44,7 @@ inline memory::dims dims_of(const std::vector<int64_t>& shape, int64_t batch) {
 // library call, and a form the compiler vectorizes (ops/binary.cpp).
 inline float round_on_grid(float clamped) { return (clamped + 12582912.f) - 12582912.f; }
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t ceil_div(int64_t a, int64_t b) { return a / b + (a % b != 0); }  // no overflow near INT64_MAX (a refused batch)
 
 // The work (in int8 MACs: plan.cpp) a parallel region must carry per thread to repay starting it.
 inline constexpr double kParallelWorkPerStep = 3e6;
