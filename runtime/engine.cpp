@@ -293,16 +293,14 @@ Loaded::CallShape Loaded::call_shape(int64_t batch) const {
 
 std::vector<float> Loaded::run_passes(const float* input, int64_t batch, bool softmax, CallShape shape) const {
   auto first = [&](int64_t k) { return shape.spread ? k * batch / shape.passes : std::min(k * shape.pass, batch); };
-  // Two pass sizes at most (spread: the quotient and one more; else `pass` and the rest), their
-  // plans built once, here, rather than by the threads.
-  std::shared_ptr<const Plan> plans[2] = {plan_for(first(1) - first(0), {}, shape.spread), nullptr};
+  // Two pass sizes at most, the first pass's and the last's (spread: the quotient and one more;
+  // else `pass` and the rest): their plans are built once, here, rather than by the threads.
+  const auto head = plan_for(first(1), {}, shape.spread), tail = plan_for(batch - first(shape.passes - 1), {}, shape.spread);
   const int64_t per_example = std::accumulate(spec.input.begin(), spec.input.end(), int64_t(1), std::multiplies<int64_t>());
-  for (int64_t k = 1; k < shape.passes && !plans[1]; ++k)
-    if (const int64_t n = first(k + 1) - first(k); n != plans[0]->batch) plans[1] = plan_for(n, {}, shape.spread);
   std::vector<float> out(static_cast<size_t>(batch * spec.classes));
   auto run_pass = [&](int64_t k) {
     const int64_t n = first(k + 1) - first(k);
-    auto part = execute(n == plans[0]->batch ? *plans[0] : *plans[1], input + first(k) * per_example, softmax);
+    auto part = execute(n == head->batch ? *head : *tail, input + first(k) * per_example, softmax);
     std::copy(part.begin(), part.end(), out.begin() + first(k) * spec.classes);
   };
   if (!shape.spread) {
